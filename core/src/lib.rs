@@ -1,0 +1,33 @@
+//! stoke-core owns the vocabulary every role shares: the `stoke.toml` function
+//! manifest (parsing and validation), function packages (deterministic packing,
+//! digest, safe extraction) and the names of NATS streams, subjects, consumers
+//! and headers that make up the event path.
+//!
+//! It must not do I/O beyond the file system paths it is handed, and it knows
+//! nothing of NATS connections, databases or gRPC.
+
+pub mod manifest;
+pub mod naming;
+pub mod package;
+
+pub use manifest::{Manifest, ManifestError, Trigger};
+
+/// Errors say whether trying again could help; retry and dead-letter logic
+/// match on this, never on message text.
+pub trait Retryable {
+    fn is_retryable(&self) -> bool;
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A fresh, time-ordered invocation id.
+pub fn new_invocation_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

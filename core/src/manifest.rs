@@ -1,0 +1,392 @@
+//! The `stoke.toml` manifest: what a function is and how it is triggered.
+//!
+//! ```toml
+//! name = "hello"
+//! command = ["python3", "main.py"]   # argv inside the sandbox, relative to the package root
+//! handler = "main.handler"           # optional, passed as _HANDLER
+//! memory = 128                       # MB, 64..=10240
+//! timeout = 30                       # seconds, 1..=900
+//! concurrency = 10                   # invocations of this function at once
+//! max_attempts = 3                   # for async events (sync callers are not retried)
+//!
+//! [env]
+//! GREETING = "Hello"
+//!
+//! [[triggers]]
+//! http = true
+//!
+//! [[triggers]]
+//! cron = "0 */5 * * * *"
+//! timezone = "Europe/Berlin"
+//!
+//! [[triggers]]
+//! subject = "orders.*"
+//! ```
+//!
+//! Unknown keys are refused (a typo must not silently become a default), and
+//! every error names the field it is about.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub const MANIFEST_FILE: &str = "stoke.toml";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub name: String,
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handler: Option<String>,
+    #[serde(default = "default_memory")]
+    pub memory: u32,
+    #[serde(default = "default_timeout")]
+    pub timeout: u32,
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default = "default_triggers")]
+    pub triggers: Vec<TriggerDef>,
+}
+
+fn default_memory() -> u32 {
+    128
+}
+fn default_timeout() -> u32 {
+    30
+}
+fn default_concurrency() -> u32 {
+    10
+}
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_triggers() -> Vec<TriggerDef> {
+    vec![TriggerDef {
+        http: Some(true),
+        ..TriggerDef::default()
+    }]
+}
+
+/// One `[[triggers]]` table as written; exactly one of `http`, `cron`,
+/// `subject` must be set. [`Manifest::triggers`] gives the validated form.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerDef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+}
+
+/// A validated trigger.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trigger {
+    Http,
+    Cron { schedule: String, timezone: chrono_tz::Tz },
+    Subject { subject: String },
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Trigger::Http => write!(f, "http"),
+            Trigger::Cron { schedule, timezone } => write!(f, "cron {schedule} ({timezone})"),
+            Trigger::Subject { subject } => write!(f, "subject {subject}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ManifestError {
+    #[error("{file}: cannot read: {reason}")]
+    Unreadable { file: String, reason: String },
+    #[error("stoke.toml: {0}")]
+    Syntax(String),
+    #[error("stoke.toml: field `{field}`: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("stoke.toml: field `command`: `{path}` is not in the package")]
+    MissingFile { path: String },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ManifestError {
+    ManifestError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Names whose meaning the platform sets; a manifest may not override them.
+const RESERVED_ENV: &[&str] = &[
+    "AWS_LAMBDA_RUNTIME_API",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "_HANDLER",
+    "LAMBDA_TASK_ROOT",
+];
+
+impl Manifest {
+    /// Parse and validate manifest text (does not look at package files).
+    pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        let m: Manifest = toml::from_str(text).map_err(|e| ManifestError::Syntax(e.to_string()))?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Read `stoke.toml` from a function directory, validate it, and check
+    /// that the files it names exist.
+    pub fn load_dir(dir: &Path) -> Result<Manifest, ManifestError> {
+        let file = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&file).map_err(|e| ManifestError::Unreadable {
+            file: file.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let m = Manifest::parse(&text)?;
+        m.check_files(dir)?;
+        Ok(m)
+    }
+
+    /// A command that names a path inside the package (`./run`, `bin/x`) must
+    /// point at a file there; a bare program name (`python3`) is looked up on
+    /// the sandbox's PATH at run time.
+    pub fn check_files(&self, root: &Path) -> Result<(), ManifestError> {
+        let prog = &self.command[0];
+        if prog.contains('/') && !prog.starts_with('/') {
+            let path = root.join(prog);
+            if !path.is_file() {
+                return Err(ManifestError::MissingFile { path: prog.clone() });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        validate_name(&self.name)?;
+        if self.command.is_empty() || self.command[0].trim().is_empty() {
+            return Err(invalid("command", "must be a non-empty array, e.g. [\"python3\", \"main.py\"]"));
+        }
+        if self.command.iter().any(|a| a.contains('\0')) {
+            return Err(invalid("command", "arguments must not contain NUL bytes"));
+        }
+        if !(64..=10240).contains(&self.memory) {
+            return Err(invalid("memory", format!("{} MB is outside 64..=10240", self.memory)));
+        }
+        if !(1..=900).contains(&self.timeout) {
+            return Err(invalid("timeout", format!("{} s is outside 1..=900 seconds", self.timeout)));
+        }
+        if !(1..=10_000).contains(&self.concurrency) {
+            return Err(invalid("concurrency", "must be within 1..=10000"));
+        }
+        if !(1..=100).contains(&self.max_attempts) {
+            return Err(invalid("max_attempts", "must be within 1..=100"));
+        }
+        for key in self.env.keys() {
+            let ok = !key.is_empty()
+                && key.chars().enumerate().all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+            if !ok {
+                return Err(invalid(format!("env.{key}"), "names must match [A-Za-z_][A-Za-z0-9_]*"));
+            }
+            if RESERVED_ENV.contains(&key.as_str()) {
+                return Err(invalid(format!("env.{key}"), "is reserved: stoke sets it"));
+            }
+        }
+        for (i, value) in self.env.values().enumerate() {
+            if value.contains('\0') {
+                return Err(invalid(format!("env[{i}]"), "values must not contain NUL bytes"));
+            }
+        }
+        if self.triggers.is_empty() {
+            return Err(invalid("triggers", "list at least one trigger, e.g. [[triggers]] http = true"));
+        }
+        self.triggers()?;
+        Ok(())
+    }
+
+    /// The validated triggers.
+    pub fn triggers(&self) -> Result<Vec<Trigger>, ManifestError> {
+        self.triggers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| parse_trigger(i, t).transpose())
+            .collect()
+    }
+
+    pub fn has_http_trigger(&self) -> bool {
+        self.triggers().map(|ts| ts.contains(&Trigger::Http)).unwrap_or(false)
+    }
+
+    /// Function timeout in milliseconds.
+    pub fn timeout_ms(&self) -> u64 {
+        u64::from(self.timeout) * 1000
+    }
+}
+
+/// Function names become NATS subject tokens and consumer names: lower-case
+/// letters, digits and dashes, starting with a letter, at most 63 characters.
+pub fn validate_name(name: &str) -> Result<(), ManifestError> {
+    let ok = (1..=63).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "name",
+            format!("{name:?} must be 1-63 characters of a-z, 0-9 and '-', starting with a letter"),
+        ))
+    }
+}
+
+fn parse_trigger(i: usize, t: &TriggerDef) -> Result<Option<Trigger>, ManifestError> {
+    let field = |f: &str| format!("triggers[{i}].{f}");
+    let kinds = [t.http.is_some(), t.cron.is_some(), t.subject.is_some()];
+    if kinds.iter().filter(|k| **k).count() != 1 {
+        return Err(invalid(format!("triggers[{i}]"), "set exactly one of `http`, `cron`, `subject`"));
+    }
+    if t.timezone.is_some() && t.cron.is_none() {
+        return Err(invalid(field("timezone"), "only applies to a `cron` trigger"));
+    }
+    if let Some(http) = t.http {
+        return Ok(http.then_some(Trigger::Http));
+    }
+    if let Some(schedule) = &t.cron {
+        use std::str::FromStr;
+        cron::Schedule::from_str(schedule).map_err(|e| {
+            invalid(field("cron"), format!("{schedule:?}: {e} (6 or 7 fields: sec min hour day month weekday [year])"))
+        })?;
+        let tz_name = t.timezone.as_deref().unwrap_or("UTC");
+        let timezone: chrono_tz::Tz = tz_name
+            .parse()
+            .map_err(|_| invalid(field("timezone"), format!("{tz_name:?} is not an IANA time zone")))?;
+        return Ok(Some(Trigger::Cron {
+            schedule: schedule.clone(),
+            timezone,
+        }));
+    }
+    let subject = t.subject.clone().unwrap_or_default();
+    validate_subject(&subject).map_err(|reason| invalid(field("subject"), reason))?;
+    Ok(Some(Trigger::Subject { subject }))
+}
+
+/// A NATS subject filter: dot-separated non-empty tokens, `*` for one token,
+/// `>` only as the last token, no whitespace, and not in stoke's own space.
+pub fn validate_subject(subject: &str) -> Result<(), String> {
+    if subject.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if subject.chars().any(|c| c.is_whitespace() || c == '\0') {
+        return Err(format!("{subject:?} must not contain whitespace"));
+    }
+    let tokens: Vec<&str> = subject.split('.').collect();
+    for (i, tok) in tokens.iter().enumerate() {
+        if tok.is_empty() {
+            return Err(format!("{subject:?} has an empty token"));
+        }
+        if *tok == ">" && i + 1 != tokens.len() {
+            return Err(format!("{subject:?}: `>` may only be the last token"));
+        }
+        if tok.len() > 1 && (tok.contains('*') || tok.contains('>')) {
+            return Err(format!("{subject:?}: wildcards must be whole tokens"));
+        }
+    }
+    if tokens[0] == "stoke" || tokens[0].starts_with('$') {
+        return Err(format!("{subject:?}: subjects under `stoke.` and `$` are reserved"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "hello"
+command = ["python3", "main.py"]
+memory = 256
+timeout = 10
+[env]
+GREETING = "hi"
+[[triggers]]
+http = true
+[[triggers]]
+cron = "0 */5 * * * *"
+timezone = "Europe/Berlin"
+[[triggers]]
+subject = "orders.*"
+"#;
+
+    #[test]
+    fn parses_a_full_manifest() {
+        let m = Manifest::parse(GOOD).unwrap();
+        assert_eq!(m.name, "hello");
+        assert_eq!(m.memory, 256);
+        let t = m.triggers().unwrap();
+        assert_eq!(t.len(), 3);
+        assert_eq!(t[0], Trigger::Http);
+        assert!(matches!(&t[1], Trigger::Cron { timezone, .. } if timezone.name() == "Europe/Berlin"));
+        assert_eq!(t[2], Trigger::Subject { subject: "orders.*".into() });
+        assert!(m.has_http_trigger());
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let m = Manifest::parse("name = \"a\"\ncommand = [\"./run\"]\n").unwrap();
+        assert_eq!((m.memory, m.timeout, m.max_attempts), (128, 30, 3));
+        assert!(m.has_http_trigger());
+    }
+
+    fn field_of(text: &str) -> String {
+        match Manifest::parse(text).unwrap_err() {
+            ManifestError::Invalid { field, .. } => field,
+            other => panic!("expected a field error, got {other}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let base = "name = \"a\"\ncommand = [\"x\"]\n";
+        assert_eq!(field_of("name = \"Hello World\"\ncommand = [\"x\"]"), "name");
+        assert_eq!(field_of("name = \"a\"\ncommand = []"), "command");
+        assert_eq!(field_of(&format!("{base}memory = 1")), "memory");
+        assert_eq!(field_of(&format!("{base}timeout = 0")), "timeout");
+        assert_eq!(field_of(&format!("{base}[env]\nAWS_LAMBDA_RUNTIME_API = \"x\"")), "env.AWS_LAMBDA_RUNTIME_API");
+        assert_eq!(field_of(&format!("{base}[[triggers]]\ncron = \"nope\"")), "triggers[0].cron");
+        assert_eq!(
+            field_of(&format!("{base}[[triggers]]\ncron = \"0 * * * * *\"\ntimezone = \"Mars/Base\"")),
+            "triggers[0].timezone"
+        );
+        assert_eq!(field_of(&format!("{base}[[triggers]]\nsubject = \"a..b\"")), "triggers[0].subject");
+        assert_eq!(field_of(&format!("{base}[[triggers]]\nsubject = \"stoke.x\"")), "triggers[0].subject");
+        assert_eq!(field_of(&format!("{base}[[triggers]]\nhttp = true\nsubject = \"a\"")), "triggers[0]");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_are_syntax_errors_naming_the_key() {
+        let e = Manifest::parse("name = \"a\"\ncommand = [\"x\"]\nmemroy = 5").unwrap_err();
+        assert!(matches!(&e, ManifestError::Syntax(s) if s.contains("memroy")), "{e}");
+        let e = Manifest::parse("name = \"a\"\ncommand = \"x\"").unwrap_err();
+        assert!(matches!(&e, ManifestError::Syntax(s) if s.contains("command")), "{e}");
+    }
+
+    #[test]
+    fn command_path_must_exist_in_package() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(MANIFEST_FILE), "name = \"a\"\ncommand = [\"./run.sh\"]").unwrap();
+        assert_eq!(
+            Manifest::load_dir(dir.path()).unwrap_err(),
+            ManifestError::MissingFile { path: "./run.sh".into() }
+        );
+        std::fs::write(dir.path().join("run.sh"), "#!/bin/sh").unwrap();
+        assert!(Manifest::load_dir(dir.path()).is_ok());
+    }
+}
