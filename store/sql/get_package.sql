@@ -1,0 +1,1 @@
+SELECT data FROM packages WHERE digest = $1

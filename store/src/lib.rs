@@ -1,0 +1,112 @@
+//! stoke-store owns durable state: packages by digest, function versions,
+//! accepted invocations, one metered row per attempt and exactly one
+//! completion per idempotency key (a UNIQUE constraint, never
+//! read-then-write), plus the usage sums billing reads.
+//!
+//! Everything sits behind the [`Store`] trait; the SQLite implementation is
+//! the embedded default. SQL lives in `sql/*.sql`, schema in `../migrations`.
+//! This crate must not know about NATS, gRPC or HTTP.
+
+mod sqlite;
+mod types;
+
+use async_trait::async_trait;
+
+pub use sqlite::SqliteStore;
+pub use types::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or is busy; try again later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A constraint or data problem that retrying will not fix.
+    #[error("store error: {0}")]
+    Invalid(String),
+    #[error("unsupported store url {0:?}: use sqlite://PATH")]
+    UnsupportedUrl(String),
+}
+
+impl stoke_core::Retryable for StoreError {
+    fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Tls(_) => StoreError::Unavailable(e.to_string()),
+            // SQLITE_BUSY / SQLITE_LOCKED, and Postgres connection classes.
+            sqlx::Error::Database(db)
+                if matches!(db.code().as_deref(), Some("5" | "6" | "517" | "262"))
+                    || db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")) =>
+            {
+                StoreError::Unavailable(e.to_string())
+            }
+            _ => StoreError::Invalid(e.to_string()),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// What the platform needs from durable storage. Implementations must make
+/// [`Store::record_completion`] atomic: the attempt row and the completion
+/// land together, and a second completion for the same key is refused by the
+/// database, returning the first.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Store a package (no-op when the digest is already stored).
+    async fn put_package(&self, digest: &str, data: &[u8]) -> Result<()>;
+    async fn get_package(&self, digest: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Record a deploy. If the function's current version has the same
+    /// digest and manifest, nothing changes and `Unchanged` is returned.
+    async fn deploy_version(&self, new: NewVersion<'_>) -> Result<DeployOutcome>;
+    async fn current_version(&self, function: &str) -> Result<Option<FunctionVersion>>;
+    async fn get_version(&self, function: &str, version: u32) -> Result<Option<FunctionVersion>>;
+    async fn list_functions(&self) -> Result<Vec<FunctionVersion>>;
+
+    /// Note an accepted event (idempotent).
+    async fn record_accepted(&self, accepted: &Accepted) -> Result<()>;
+    /// Meter an attempt that did not end the invocation (idempotent per
+    /// invocation and attempt number).
+    async fn record_attempt(&self, attempt: &AttemptRecord) -> Result<()>;
+    /// Meter the final attempt and write the completion, atomically.
+    async fn record_completion(&self, attempt: &AttemptRecord, completion: &Completion) -> Result<CompletionWrite>;
+    async fn completion_by_key(&self, function: &str, idempotency_key: &str) -> Result<Option<Completion>>;
+    /// Everything known about one invocation id, or None if never seen.
+    async fn invocation(&self, invocation_id: &str) -> Result<Option<InvocationView>>;
+    async fn usage(&self, filter: &UsageFilter) -> Result<Vec<UsageRow>>;
+}
+
+/// Open a store from a URL: `sqlite://PATH` (created if missing). Runs
+/// migrations.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        return Ok(std::sync::Arc::new(SqliteStore::open(std::path::Path::new(path)).await?));
+    }
+    Err(StoreError::UnsupportedUrl(url.to_string()))
+}
+
+/// Billed milliseconds for a duration: rounded up to 1 ms, at least 1.
+pub fn billed_ms(duration_us: u64) -> u64 {
+    duration_us.div_ceil(1000).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn billing_rounds_up_to_the_millisecond() {
+        assert_eq!(super::billed_ms(0), 1);
+        assert_eq!(super::billed_ms(1), 1);
+        assert_eq!(super::billed_ms(1000), 1);
+        assert_eq!(super::billed_ms(1001), 2);
+        assert_eq!(super::billed_ms(2_500_000), 2500);
+    }
+}

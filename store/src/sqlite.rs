@@ -1,0 +1,331 @@
+//! The embedded default store: one SQLite file in WAL mode.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::Row;
+
+use crate::*;
+
+/// Queries shared in spirit with the Postgres store; `$n` placeholders work
+/// in both.
+mod q {
+    pub const PUT_PACKAGE: &str = include_str!("../sql/put_package.sql");
+    pub const GET_PACKAGE: &str = include_str!("../sql/get_package.sql");
+    pub const INSERT_VERSION: &str = include_str!("../sql/insert_version.sql");
+    pub const SET_CURRENT_VERSION: &str = include_str!("../sql/set_current_version.sql");
+    pub const CURRENT_VERSION: &str = include_str!("../sql/current_version.sql");
+    pub const LATEST_VERSION_NUMBER: &str = include_str!("../sql/latest_version_number.sql");
+    pub const GET_VERSION: &str = include_str!("../sql/get_version.sql");
+    pub const LIST_FUNCTIONS: &str = include_str!("../sql/list_functions.sql");
+    pub const INSERT_INVOCATION: &str = include_str!("../sql/insert_invocation.sql");
+    pub const GET_INVOCATION: &str = include_str!("../sql/get_invocation.sql");
+    pub const INSERT_ATTEMPT: &str = include_str!("../sql/insert_attempt.sql");
+    pub const INSERT_COMPLETION: &str = include_str!("../sql/insert_completion.sql");
+    pub const COMPLETION_BY_KEY: &str = include_str!("../sql/completion_by_key.sql");
+    pub const COMPLETION_BY_ID: &str = include_str!("../sql/completion_by_id.sql");
+    pub const ATTEMPT_STATS: &str = include_str!("../sql/attempt_stats.sql");
+    pub const USAGE: &str = include_str!("../sql/usage.sql");
+}
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database file and run migrations.
+    ///
+    /// WAL with `synchronous = NORMAL`: a committed transaction survives any
+    /// process being killed; only an OS crash or power loss can drop the
+    /// last commits. Use PostgreSQL where that matters.
+    pub async fn open(path: &Path) -> Result<SqliteStore> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+        }
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
+        sqlx::migrate!("../migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Invalid(format!("migrations: {e}")))?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+fn version_from_row(r: &SqliteRow) -> Result<FunctionVersion> {
+    Ok(FunctionVersion {
+        function: r.try_get(0)?,
+        version: r.try_get::<i64, _>(1)? as u32,
+        digest: r.try_get(2)?,
+        manifest: r.try_get(3)?,
+        package_size: r.try_get::<i64, _>(4)? as u64,
+        created_ms: r.try_get(5)?,
+    })
+}
+
+fn completion_from_row(r: &SqliteRow) -> Result<Completion> {
+    let status: String = r.try_get(4)?;
+    let error_type: Option<String> = r.try_get(6)?;
+    Ok(Completion {
+        function: r.try_get(0)?,
+        idempotency_key: r.try_get(1)?,
+        invocation_id: r.try_get(2)?,
+        version: r.try_get::<i64, _>(3)? as u32,
+        status: Status::parse(&status).ok_or_else(|| StoreError::Invalid(format!("unknown status {status:?}")))?,
+        result: r.try_get(5)?,
+        error: match error_type {
+            Some(error_type) => Some(ErrorRecord {
+                error_type,
+                error_message: r.try_get::<Option<String>, _>(7)?.unwrap_or_default(),
+                raw: r.try_get(8)?,
+            }),
+            None => None,
+        },
+        attempts: r.try_get::<i64, _>(9)? as u32,
+        trigger: r.try_get(10)?,
+        created_ms: r.try_get(11)?,
+        completed_ms: r.try_get(12)?,
+    })
+}
+
+fn bind_attempt<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    a: &'q AttemptRecord,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    query
+        .bind(&a.invocation_id)
+        .bind(&a.function)
+        .bind(i64::from(a.version))
+        .bind(&a.idempotency_key)
+        .bind(i64::from(a.attempt))
+        .bind(a.epoch as i64)
+        .bind(&a.trigger)
+        .bind(&a.worker)
+        .bind(a.started_ms)
+        .bind(a.ended_ms)
+        .bind(a.duration_us as i64)
+        .bind(billed_ms(a.duration_us) as i64)
+        .bind(i64::from(a.memory_mb))
+        .bind(a.max_memory_used_kb as i64)
+        .bind(a.cold)
+        .bind(a.init_duration_us as i64)
+        .bind(a.outcome.as_str())
+        .bind(a.error_type.as_deref())
+        .bind(a.error_message.as_deref())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn put_package(&self, digest: &str, data: &[u8]) -> Result<()> {
+        sqlx::query(q::PUT_PACKAGE)
+            .bind(digest)
+            .bind(data.len() as i64)
+            .bind(data)
+            .bind(stoke_core::now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_package(&self, digest: &str) -> Result<Option<Vec<u8>>> {
+        let row = sqlx::query(q::GET_PACKAGE).bind(digest).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    async fn deploy_version(&self, new: NewVersion<'_>) -> Result<DeployOutcome> {
+        let mut tx = self.pool.begin().await?;
+        let current = sqlx::query(q::CURRENT_VERSION)
+            .bind(new.function)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| version_from_row(&r))
+            .transpose()?;
+        if let Some(cur) = current
+            && cur.digest == new.digest
+            && cur.manifest == new.manifest
+        {
+            return Ok(DeployOutcome::Unchanged(cur));
+        }
+        let latest: i64 = sqlx::query_scalar(q::LATEST_VERSION_NUMBER)
+            .bind(new.function)
+            .fetch_one(&mut *tx)
+            .await?;
+        let version = FunctionVersion {
+            function: new.function.to_string(),
+            version: (latest + 1) as u32,
+            digest: new.digest.to_string(),
+            manifest: new.manifest.to_string(),
+            package_size: new.package_size,
+            created_ms: new.now_ms,
+        };
+        sqlx::query(q::INSERT_VERSION)
+            .bind(&version.function)
+            .bind(i64::from(version.version))
+            .bind(&version.digest)
+            .bind(&version.manifest)
+            .bind(version.package_size as i64)
+            .bind(version.created_ms)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(q::SET_CURRENT_VERSION)
+            .bind(&version.function)
+            .bind(i64::from(version.version))
+            .bind(version.created_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(DeployOutcome::Created(version))
+    }
+
+    async fn current_version(&self, function: &str) -> Result<Option<FunctionVersion>> {
+        let row = sqlx::query(q::CURRENT_VERSION).bind(function).fetch_optional(&self.pool).await?;
+        row.map(|r| version_from_row(&r)).transpose()
+    }
+
+    async fn get_version(&self, function: &str, version: u32) -> Result<Option<FunctionVersion>> {
+        let row = sqlx::query(q::GET_VERSION)
+            .bind(function)
+            .bind(i64::from(version))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| version_from_row(&r)).transpose()
+    }
+
+    async fn list_functions(&self) -> Result<Vec<FunctionVersion>> {
+        let rows = sqlx::query(q::LIST_FUNCTIONS).fetch_all(&self.pool).await?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    async fn record_accepted(&self, a: &Accepted) -> Result<()> {
+        sqlx::query(q::INSERT_INVOCATION)
+            .bind(&a.invocation_id)
+            .bind(&a.function)
+            .bind(&a.idempotency_key)
+            .bind(&a.trigger)
+            .bind(a.created_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn record_attempt(&self, attempt: &AttemptRecord) -> Result<()> {
+        bind_attempt(sqlx::query(q::INSERT_ATTEMPT), attempt).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn record_completion(&self, attempt: &AttemptRecord, c: &Completion) -> Result<CompletionWrite> {
+        let mut tx = self.pool.begin().await?;
+        bind_attempt(sqlx::query(q::INSERT_ATTEMPT), attempt).execute(&mut *tx).await?;
+        let inserted = sqlx::query(q::INSERT_COMPLETION)
+            .bind(&c.function)
+            .bind(&c.idempotency_key)
+            .bind(&c.invocation_id)
+            .bind(i64::from(c.version))
+            .bind(c.status.as_str())
+            .bind(c.result.as_deref())
+            .bind(c.error.as_ref().map(|e| e.error_type.as_str()))
+            .bind(c.error.as_ref().map(|e| e.error_message.as_str()))
+            .bind(c.error.as_ref().and_then(|e| e.raw.as_deref()))
+            .bind(i64::from(c.attempts))
+            .bind(&c.trigger)
+            .bind(c.created_ms)
+            .bind(c.completed_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if inserted == 1 {
+            tx.commit().await?;
+            return Ok(CompletionWrite::Recorded);
+        }
+        // The attempt is still metered: it ran.
+        let existing = sqlx::query(q::COMPLETION_BY_KEY)
+            .bind(&c.function)
+            .bind(&c.idempotency_key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        match existing {
+            Some(row) => Ok(CompletionWrite::Duplicate(completion_from_row(&row)?)),
+            // Same invocation id under another key: treat as that id's record.
+            None => {
+                let row = sqlx::query(q::COMPLETION_BY_ID)
+                    .bind(&c.invocation_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(CompletionWrite::Duplicate(completion_from_row(&row)?))
+            }
+        }
+    }
+
+    async fn completion_by_key(&self, function: &str, key: &str) -> Result<Option<Completion>> {
+        let row = sqlx::query(q::COMPLETION_BY_KEY)
+            .bind(function)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| completion_from_row(&r)).transpose()
+    }
+
+    async fn invocation(&self, id: &str) -> Result<Option<InvocationView>> {
+        let completion = sqlx::query(q::COMPLETION_BY_ID)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| completion_from_row(&r))
+            .transpose()?;
+        let accepted = sqlx::query(q::GET_INVOCATION).bind(id).fetch_optional(&self.pool).await?;
+        let (attempts, _): (i64, i64) = sqlx::query_as(q::ATTEMPT_STATS).bind(id).fetch_one(&self.pool).await?;
+        let view = match (completion, accepted) {
+            (Some(c), _) => InvocationView {
+                invocation_id: c.invocation_id.clone(),
+                function: c.function.clone(),
+                idempotency_key: c.idempotency_key.clone(),
+                trigger: c.trigger.clone(),
+                created_ms: c.created_ms,
+                status: c.status,
+                attempts: attempts as u32,
+                completion: Some(c),
+            },
+            (None, Some(r)) => InvocationView {
+                invocation_id: r.try_get(0)?,
+                function: r.try_get(1)?,
+                idempotency_key: r.try_get(2)?,
+                trigger: r.try_get(3)?,
+                created_ms: r.try_get(4)?,
+                status: if attempts > 0 { Status::Running } else { Status::Queued },
+                attempts: attempts as u32,
+                completion: None,
+            },
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(view))
+    }
+
+    async fn usage(&self, f: &UsageFilter) -> Result<Vec<UsageRow>> {
+        let rows = sqlx::query(q::USAGE)
+            .bind(f.function.as_deref().unwrap_or(""))
+            .bind(f.since_ms.unwrap_or(0))
+            .bind(f.until_ms.unwrap_or(0))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(UsageRow {
+                    function: r.try_get(0)?,
+                    attempts: r.try_get::<i64, _>(1)? as u64,
+                    errors: r.try_get::<i64, _>(2)? as u64,
+                    cold_starts: r.try_get::<i64, _>(3)? as u64,
+                    billed_ms: r.try_get::<i64, _>(4)? as u64,
+                    mb_ms: r.try_get::<i64, _>(5)? as u64,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,191 @@
+//! Records the store reads and writes.
+
+/// A deployed function version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionVersion {
+    pub function: String,
+    pub version: u32,
+    pub digest: String,
+    /// The stoke.toml text as deployed.
+    pub manifest: String,
+    pub package_size: u64,
+    pub created_ms: i64,
+}
+
+pub struct NewVersion<'a> {
+    pub function: &'a str,
+    pub digest: &'a str,
+    pub manifest: &'a str,
+    pub package_size: u64,
+    pub now_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeployOutcome {
+    Created(FunctionVersion),
+    Unchanged(FunctionVersion),
+}
+
+/// An event accepted at the edge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    pub invocation_id: String,
+    pub function: String,
+    pub idempotency_key: String,
+    pub trigger: String,
+    pub created_ms: i64,
+}
+
+/// How one attempt ended (stored as its snake_case name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Success,
+    FunctionError,
+    Crashed,
+    Timeout,
+    InitError,
+    PlatformError,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Success => "success",
+            AttemptOutcome::FunctionError => "function_error",
+            AttemptOutcome::Crashed => "crashed",
+            AttemptOutcome::Timeout => "timeout",
+            AttemptOutcome::InitError => "init_error",
+            AttemptOutcome::PlatformError => "platform_error",
+        }
+    }
+}
+
+/// One metered attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    pub invocation_id: String,
+    pub function: String,
+    pub version: u32,
+    pub idempotency_key: String,
+    pub attempt: u32,
+    pub epoch: u64,
+    pub trigger: String,
+    pub worker: String,
+    pub started_ms: i64,
+    pub ended_ms: i64,
+    pub duration_us: u64,
+    pub memory_mb: u32,
+    pub max_memory_used_kb: u64,
+    pub cold: bool,
+    pub init_duration_us: u64,
+    pub outcome: AttemptOutcome,
+    pub error_type: Option<String>,
+    pub error_message: Option<String>,
+}
+
+/// Final status of an invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    DeadLettered,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Running => "running",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::TimedOut => "timed_out",
+            Status::DeadLettered => "dead_lettered",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        [
+            Status::Queued,
+            Status::Running,
+            Status::Succeeded,
+            Status::Failed,
+            Status::TimedOut,
+            Status::DeadLettered,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+}
+
+/// An error as the function (or the platform) reported it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ErrorRecord {
+    pub error_type: String,
+    pub error_message: String,
+    /// The function's own error JSON, if it sent one.
+    pub raw: Option<Vec<u8>>,
+}
+
+/// The one final record of an idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub function: String,
+    pub idempotency_key: String,
+    pub invocation_id: String,
+    pub version: u32,
+    pub status: Status,
+    pub result: Option<Vec<u8>>,
+    pub error: Option<ErrorRecord>,
+    pub attempts: u32,
+    pub trigger: String,
+    pub created_ms: i64,
+    pub completed_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CompletionWrite {
+    Recorded,
+    /// The key already had a completion; here it is. Nothing was written.
+    Duplicate(Completion),
+}
+
+/// What GET /invocations/{id} shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvocationView {
+    pub invocation_id: String,
+    pub function: String,
+    pub idempotency_key: String,
+    pub trigger: String,
+    pub created_ms: i64,
+    pub status: Status,
+    pub attempts: u32,
+    pub completion: Option<Completion>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UsageFilter {
+    pub function: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageRow {
+    pub function: String,
+    pub attempts: u64,
+    pub errors: u64,
+    pub cold_starts: u64,
+    pub billed_ms: u64,
+    /// Sum of billed_ms × memory_mb.
+    pub mb_ms: u64,
+}
+
+impl UsageRow {
+    /// GB-seconds as Lambda bills them (memory in GB = MB / 1024).
+    pub fn gb_seconds(&self) -> f64 {
+        self.mb_ms as f64 / 1024.0 / 1000.0
+    }
+}

@@ -1,0 +1,168 @@
+//! The store contract: every backend must pass these against a real database.
+
+use stoke_store::*;
+
+async fn sqlite() -> (tempfile::TempDir, std::sync::Arc<dyn Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("stoke.db").display());
+    let store = open(&url).await.unwrap();
+    (dir, store)
+}
+
+fn attempt(id: &str, key: &str, n: u32, outcome: AttemptOutcome, duration_us: u64) -> AttemptRecord {
+    AttemptRecord {
+        invocation_id: id.into(),
+        function: "f".into(),
+        version: 1,
+        idempotency_key: key.into(),
+        attempt: n,
+        epoch: u64::from(n),
+        trigger: "http".into(),
+        worker: "w1".into(),
+        started_ms: 1000,
+        ended_ms: 1001,
+        duration_us,
+        memory_mb: 512,
+        max_memory_used_kb: 1024,
+        cold: n == 1,
+        init_duration_us: 0,
+        outcome,
+        error_type: None,
+        error_message: None,
+    }
+}
+
+fn completion(id: &str, key: &str, result: &[u8]) -> Completion {
+    Completion {
+        function: "f".into(),
+        idempotency_key: key.into(),
+        invocation_id: id.into(),
+        version: 1,
+        status: Status::Succeeded,
+        result: Some(result.to_vec()),
+        error: None,
+        attempts: 1,
+        trigger: "http".into(),
+        created_ms: 1000,
+        completed_ms: 1001,
+    }
+}
+
+async fn contract(store: &dyn Store) {
+    // Packages and versions.
+    store.put_package("d1", b"pkg").await.unwrap();
+    store.put_package("d1", b"pkg").await.unwrap();
+    assert_eq!(store.get_package("d1").await.unwrap().as_deref(), Some(&b"pkg"[..]));
+    assert_eq!(store.get_package("nope").await.unwrap(), None);
+    let new = |digest: &'static str| NewVersion {
+        function: "f",
+        digest,
+        manifest: "name = \"f\"",
+        package_size: 3,
+        now_ms: 5,
+    };
+    let DeployOutcome::Created(v1) = store.deploy_version(new("d1")).await.unwrap() else { panic!() };
+    assert_eq!(v1.version, 1);
+    assert!(matches!(store.deploy_version(new("d1")).await.unwrap(), DeployOutcome::Unchanged(v) if v.version == 1));
+    store.put_package("d2", b"pkg2").await.unwrap();
+    let DeployOutcome::Created(v2) = store.deploy_version(new("d2")).await.unwrap() else { panic!() };
+    assert_eq!(v2.version, 2);
+    assert_eq!(store.current_version("f").await.unwrap().unwrap().digest, "d2");
+    assert_eq!(store.get_version("f", 1).await.unwrap().unwrap().digest, "d1");
+    assert_eq!(store.list_functions().await.unwrap().len(), 1);
+    assert_eq!(store.current_version("g").await.unwrap(), None);
+
+    // Accepted → queued; an attempt → running; completion → succeeded.
+    store
+        .record_accepted(&Accepted {
+            invocation_id: "i1".into(),
+            function: "f".into(),
+            idempotency_key: "k1".into(),
+            trigger: "http".into(),
+            created_ms: 1000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.invocation("i1").await.unwrap().unwrap().status, Status::Queued);
+    let mut failed = attempt("i1", "k1", 1, AttemptOutcome::Crashed, 1500);
+    failed.error_type = Some("Runtime.ExitError".into());
+    store.record_attempt(&failed).await.unwrap();
+    store.record_attempt(&failed).await.unwrap(); // idempotent per attempt number
+    assert_eq!(store.invocation("i1").await.unwrap().unwrap().status, Status::Running);
+    let w = store
+        .record_completion(&attempt("i1", "k1", 2, AttemptOutcome::Success, 2000), &completion("i1", "k1", b"ok"))
+        .await
+        .unwrap();
+    assert_eq!(w, CompletionWrite::Recorded);
+    let view = store.invocation("i1").await.unwrap().unwrap();
+    assert_eq!((view.status, view.attempts), (Status::Succeeded, 2));
+    assert_eq!(view.completion.unwrap().result.as_deref(), Some(&b"ok"[..]));
+
+    // A second completion for the same key is refused; the first is returned.
+    let w = store
+        .record_completion(&attempt("i2", "k1", 1, AttemptOutcome::Success, 1), &completion("i2", "k1", b"other"))
+        .await
+        .unwrap();
+    match w {
+        CompletionWrite::Duplicate(c) => assert_eq!((c.invocation_id.as_str(), c.result.as_deref()), ("i1", Some(&b"ok"[..]))),
+        other => panic!("expected duplicate, got {other:?}"),
+    }
+    assert!(store.invocation("i2").await.unwrap().is_none() || store.invocation("i2").await.unwrap().unwrap().completion.is_none());
+    assert_eq!(store.completion_by_key("f", "k1").await.unwrap().unwrap().invocation_id, "i1");
+    assert!(store.invocation("never").await.unwrap().is_none());
+
+    // Usage: every attempt billed, rounded up to 1 ms.
+    let rows = store.usage(&UsageFilter::default()).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    assert_eq!((r.attempts, r.errors, r.cold_starts), (3, 1, 2));
+    assert_eq!(r.billed_ms, 2 + 2 + 1);
+    assert!((r.gb_seconds() - 5.0 * 512.0 / 1024.0 / 1000.0).abs() < 1e-12);
+    let none = store
+        .usage(&UsageFilter {
+            since_ms: Some(2000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_passes_the_contract() {
+    let (_dir, store) = sqlite().await;
+    contract(store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn concurrent_completions_for_one_key_record_exactly_one() {
+    let (_dir, store) = sqlite().await;
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("i{i}");
+            store
+                .record_completion(
+                    &attempt(&id, "same", 1, AttemptOutcome::Success, 10),
+                    &completion(&id, "same", id.as_bytes()),
+                )
+                .await
+                .unwrap()
+        }));
+    }
+    let mut recorded = 0;
+    for t in tasks {
+        if t.await.unwrap() == CompletionWrite::Recorded {
+            recorded += 1;
+        }
+    }
+    assert_eq!(recorded, 1);
+    assert_eq!(store.usage(&UsageFilter::default()).await.unwrap()[0].attempts, 16);
+}
+
+#[tokio::test]
+async fn unsupported_url_is_a_clear_error() {
+    let err = open("mysql://x").await.err().unwrap();
+    assert!(err.to_string().contains("sqlite://"), "{err}");
+}
