@@ -1,0 +1,322 @@
+//! The HTTP gateway: `POST /fn/{name}`, `GET /invocations/{id}`, `GET /healthz`.
+//!
+//! Every error is a JSON body in Lambda's error shape,
+//! `{"errorType": ..., "errorMessage": ...}`, with a status that says what
+//! happened: 404 unknown function, 413 payload too large, 400 bad key,
+//! 502 the function failed, 504 it timed out, 503 stoke cannot accept now.
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use serde_json::{Value, json};
+use stoke_proto::{InvocationInfo, InvocationStatus};
+
+use crate::invoke::{InvokeError, InvokeRequest, Invoked, Invoker};
+
+pub fn router(invoker: Invoker) -> Router {
+    Router::new()
+        .route("/fn/{name}", post(invoke_fn))
+        .route("/invocations/{id}", get(get_invocation))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(invoker)
+}
+
+fn error(status: StatusCode, error_type: &str, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({"errorType": error_type, "errorMessage": message.into()}))).into_response()
+}
+
+impl IntoResponse for InvokeError {
+    fn into_response(self) -> Response {
+        let (status, kind) = match &self {
+            InvokeError::NotFound(_) | InvokeError::NoHttpTrigger(_) => (StatusCode::NOT_FOUND, "Stoke.FunctionNotFound"),
+            InvokeError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "Stoke.PayloadTooLarge"),
+            InvokeError::InvalidKey(_) => (StatusCode::BAD_REQUEST, "Stoke.InvalidIdempotencyKey"),
+            InvokeError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Stoke.Unavailable"),
+            InvokeError::BadManifest(..) => (StatusCode::INTERNAL_SERVER_ERROR, "Stoke.BadManifest"),
+        };
+        if status.is_server_error() {
+            tracing::warn!(error = %self, "invoke refused");
+        }
+        error(status, kind, self.to_string())
+    }
+}
+
+async fn invoke_fn(State(invoker): State<Invoker>, Path(name): Path<String>, req: Request) -> Response {
+    let limit = invoker.max_payload();
+    let headers = req.headers().clone();
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(size) = declared.filter(|s| *s > limit) {
+        return InvokeError::PayloadTooLarge { size, limit }.into_response();
+    }
+    let payload = match axum::body::to_bytes(req.into_body(), limit).await {
+        Ok(b) => b,
+        Err(_) => return InvokeError::PayloadTooLarge { size: limit + 1, limit }.into_response(),
+    };
+    let wait = !headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("respond-async"));
+    let idempotency_key = match headers.get("idempotency-key").map(|v| v.to_str()) {
+        Some(Ok(k)) => Some(k.to_string()),
+        Some(Err(_)) => return InvokeError::InvalidKey("must be printable ASCII".into()).into_response(),
+        None => None,
+    };
+    let outcome = invoker
+        .invoke(InvokeRequest {
+            function: name,
+            payload,
+            idempotency_key,
+            trigger: "http",
+            wait,
+            require_http_trigger: true,
+        })
+        .await;
+    match outcome {
+        Err(e) => e.into_response(),
+        Ok(Invoked::Queued { invocation_id }) => {
+            let location = format!("/invocations/{invocation_id}");
+            let mut resp = (
+                StatusCode::ACCEPTED,
+                axum::Json(json!({"invocationId": invocation_id, "status": "queued", "location": location})),
+            )
+                .into_response();
+            set(resp.headers_mut(), header::LOCATION, &location);
+            set(resp.headers_mut(), HeaderName::from_static("x-stoke-invocation-id"), &invocation_id);
+            resp
+        }
+        Ok(Invoked::StillRunning { invocation_id }) => {
+            let location = format!("/invocations/{invocation_id}");
+            let mut resp = (
+                StatusCode::GATEWAY_TIMEOUT,
+                axum::Json(json!({
+                    "errorType": "Stoke.StillRunning",
+                    "errorMessage": "the result did not arrive in time; the invocation goes on, poll its location",
+                    "invocationId": invocation_id,
+                    "location": location,
+                })),
+            )
+                .into_response();
+            set(resp.headers_mut(), header::LOCATION, &location);
+            resp
+        }
+        Ok(Invoked::Completed(info)) => completed_response(&info),
+    }
+}
+
+fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name, v);
+    }
+}
+
+/// Map a finished invocation to HTTP the way API Gateway maps a Lambda
+/// proxy response; anything else is returned as JSON.
+fn completed_response(info: &InvocationInfo) -> Response {
+    let status = InvocationStatus::try_from(info.status).unwrap_or(InvocationStatus::Unspecified);
+    let mut resp = match status {
+        InvocationStatus::Succeeded => success_response(&info.result),
+        InvocationStatus::TimedOut => error_body(StatusCode::GATEWAY_TIMEOUT, info),
+        _ => error_body(StatusCode::BAD_GATEWAY, info),
+    };
+    set(resp.headers_mut(), HeaderName::from_static("x-stoke-invocation-id"), &info.invocation_id);
+    set(resp.headers_mut(), HeaderName::from_static("x-stoke-attempts"), &info.attempts.to_string());
+    resp
+}
+
+fn error_body(status: StatusCode, info: &InvocationInfo) -> Response {
+    let err = info.error.clone().unwrap_or_default();
+    // Prefer the function's own error document; fill in what it lacks.
+    let mut body = serde_json::from_slice::<Value>(&err.raw)
+        .ok()
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({}));
+    let obj = body.as_object_mut().expect("checked object");
+    obj.entry("errorType").or_insert_with(|| Value::from(err.error_type.clone()));
+    obj.entry("errorMessage").or_insert_with(|| Value::from(err.error_message.clone()));
+    obj.insert("invocationId".into(), Value::from(info.invocation_id.clone()));
+    (status, axum::Json(body)).into_response()
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ProxyResponse {
+    status_code: u16,
+    #[serde(default)]
+    headers: BTreeMap<String, Value>,
+    #[serde(default)]
+    multi_value_headers: BTreeMap<String, Vec<Value>>,
+    #[serde(default)]
+    cookies: Vec<String>,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    is_base64_encoded: bool,
+}
+
+fn header_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn success_response(result: &[u8]) -> Response {
+    let parsed: Option<Value> = serde_json::from_slice(result).ok();
+    let proxy = parsed
+        .as_ref()
+        .filter(|v| v.get("statusCode").is_some_and(Value::is_u64))
+        .and_then(|v| serde_json::from_value::<ProxyResponse>(v.clone()).ok());
+    let Some(p) = proxy else {
+        // A plain value: return the function's JSON as is.
+        let mut resp = Response::new(Body::from(result.to_vec()));
+        let ct = if parsed.is_some() { "application/json" } else { "application/octet-stream" };
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+        return resp;
+    };
+    let body = match (p.body, p.is_base64_encoded) {
+        (Some(b), true) => match base64::engine::general_purpose::STANDARD.decode(b.as_bytes()) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    "Stoke.BadResponse",
+                    format!("isBase64Encoded is true but body is not base64: {e}"),
+                );
+            }
+        },
+        (Some(b), false) => b.into_bytes(),
+        (None, _) => Vec::new(),
+    };
+    let Ok(status) = StatusCode::from_u16(p.status_code) else {
+        return error(StatusCode::BAD_GATEWAY, "Stoke.BadResponse", format!("statusCode {} is not valid", p.status_code));
+    };
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    for (k, v) in &p.headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(k.as_str()), HeaderValue::from_str(&header_text(v))) {
+            h.insert(name, value);
+        }
+    }
+    for (k, vs) in &p.multi_value_headers {
+        for v in vs {
+            if let (Ok(name), Ok(value)) = (HeaderName::try_from(k.as_str()), HeaderValue::from_str(&header_text(v))) {
+                h.append(name, value);
+            }
+        }
+    }
+    for c in &p.cookies {
+        if let Ok(value) = HeaderValue::from_str(c) {
+            h.append(header::SET_COOKIE, value);
+        }
+    }
+    resp
+}
+
+async fn get_invocation(State(invoker): State<Invoker>, Path(id): Path<String>) -> Response {
+    match invoker.status(&id).await {
+        Err(e) => e.into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "Stoke.InvocationNotFound", format!("invocation {id:?} not found")),
+        Ok(Some(info)) => axum::Json(invocation_json(&info)).into_response(),
+    }
+}
+
+/// The JSON view of an invocation (`GET /invocations/{id}`).
+pub fn invocation_json(info: &InvocationInfo) -> Value {
+    let status = InvocationStatus::try_from(info.status).unwrap_or(InvocationStatus::Unspecified);
+    let status = status.as_str_name().trim_start_matches("INVOCATION_STATUS_").to_ascii_lowercase();
+    let result = if status == "succeeded" {
+        serde_json::from_slice::<Value>(&info.result)
+            .unwrap_or_else(|_| Value::from(String::from_utf8_lossy(&info.result).into_owned()))
+    } else {
+        Value::Null
+    };
+    let error = info.error.as_ref().map(|e| {
+        json!({"errorType": e.error_type, "errorMessage": e.error_message,
+               "raw": serde_json::from_slice::<Value>(&e.raw).unwrap_or(Value::Null)})
+    });
+    json!({
+        "invocationId": info.invocation_id,
+        "function": info.function,
+        "version": info.version,
+        "status": status,
+        "attempts": info.attempts,
+        "idempotencyKey": info.idempotency_key,
+        "trigger": info.trigger,
+        "createdAt": info.created_unix_ms,
+        "completedAt": (info.completed_unix_ms != 0).then_some(info.completed_unix_ms),
+        "result": result,
+        "error": error,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(r: Response) -> (StatusCode, HeaderMap, Vec<u8>) {
+        let (parts, body) = r.into_parts();
+        (parts.status, parts.headers, axum::body::to_bytes(body, usize::MAX).await.unwrap().to_vec())
+    }
+
+    #[tokio::test]
+    async fn proxy_responses_map_to_http() {
+        let r = success_response(
+            br#"{"statusCode":201,"headers":{"x-a":"1"},"multiValueHeaders":{"x-b":["2","3"]},"body":"hi"}"#,
+        );
+        let (status, headers, body) = body_of(r).await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(headers["x-a"], "1");
+        assert_eq!(headers.get_all("x-b").iter().count(), 2);
+        assert_eq!(body, b"hi");
+        let (_, _, body) = body_of(success_response(br#"{"statusCode":200,"body":"aGk=","isBase64Encoded":true}"#)).await;
+        assert_eq!(body, b"hi");
+    }
+
+    #[tokio::test]
+    async fn plain_values_are_json() {
+        let (status, headers, body) = body_of(success_response(br#"{"hello":"world"}"#)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        assert_eq!(body, br#"{"hello":"world"}"#);
+        // statusCode that is not a number is just data.
+        let (status, _, _) = body_of(success_response(br#"{"statusCode":"nope"}"#)).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn failures_carry_the_function_error() {
+        let info = InvocationInfo {
+            invocation_id: "i".into(),
+            status: InvocationStatus::Failed as i32,
+            error: Some(stoke_proto::ErrorInfo {
+                error_type: "ValueError".into(),
+                error_message: "bad".into(),
+                raw: br#"{"errorType":"ValueError","errorMessage":"bad","stackTrace":["x"]}"#.to_vec(),
+            }),
+            ..Default::default()
+        };
+        let (status, _, body) = body_of(completed_response(&info)).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["errorType"], "ValueError");
+        assert_eq!(v["stackTrace"][0], "x");
+        assert_eq!(v["invocationId"], "i");
+        let timed_out = InvocationInfo {
+            status: InvocationStatus::TimedOut as i32,
+            ..info
+        };
+        assert_eq!(body_of(completed_response(&timed_out)).await.0, StatusCode::GATEWAY_TIMEOUT);
+    }
+}

@@ -1,0 +1,304 @@
+//! Turning a request to run a function into a durable invocation event.
+//!
+//! Every entry point (HTTP gateway, admin API, later cron and subjects)
+//! goes through [`Invoker::invoke`]: check the function exists, derive the
+//! invocation id and idempotency key, publish onto JetStream with the key as
+//! `Nats-Msg-Id`, and (for synchronous callers) wait for the result the
+//! dispatcher announces on `stoke.result.<id>`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use futures::StreamExt;
+use prost::Message as _;
+use sha2::Digest as _;
+use stoke_core::{Manifest, Retryable, naming};
+use stoke_proto::{ErrorInfo, InvocationInfo, InvocationStatus};
+use stoke_store::{Accepted, Completion, InvocationView, Status, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("function {0:?} not found")]
+    NotFound(String),
+    #[error("function {0:?} has no http trigger")]
+    NoHttpTrigger(String),
+    #[error("payload is {size} bytes, over the {limit}-byte limit")]
+    PayloadTooLarge { size: usize, limit: usize },
+    #[error("invalid idempotency key: {0}")]
+    InvalidKey(String),
+    /// NATS or the store cannot take the event now; nothing was accepted.
+    #[error("cannot accept the event now: {0}")]
+    Unavailable(String),
+    #[error("deployed manifest of {0:?} is unreadable: {1}")]
+    BadManifest(String, String),
+}
+
+impl Retryable for InvokeError {
+    fn is_retryable(&self) -> bool {
+        matches!(self, InvokeError::Unavailable(_))
+    }
+}
+
+impl From<stoke_store::StoreError> for InvokeError {
+    fn from(e: stoke_store::StoreError) -> Self {
+        InvokeError::Unavailable(e.to_string())
+    }
+}
+
+/// One request to run a function.
+#[derive(Debug, Clone)]
+pub struct InvokeRequest {
+    pub function: String,
+    pub payload: Bytes,
+    pub idempotency_key: Option<String>,
+    /// `http`, `admin`, ...
+    pub trigger: &'static str,
+    /// Wait for the result (RequestResponse) or return once queued (Event).
+    pub wait: bool,
+    /// Refuse functions without an `http` trigger (the public gateway).
+    pub require_http_trigger: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum Invoked {
+    /// The invocation finished (or its key already had a result).
+    Completed(InvocationInfo),
+    /// Durably queued; poll by id.
+    Queued { invocation_id: String },
+    /// A synchronous wait ran out before the result came; poll by id.
+    StillRunning { invocation_id: String },
+}
+
+#[derive(Clone)]
+pub struct Invoker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    store: Arc<dyn Store>,
+    max_payload: usize,
+    /// Added to the function timeout for a synchronous wait (queueing, cold start).
+    wait_slack: Duration,
+}
+
+impl Invoker {
+    pub fn new(client: async_nats::Client, store: Arc<dyn Store>, max_payload: usize, wait_slack: Duration) -> Invoker {
+        Invoker {
+            inner: Arc::new(Inner {
+                js: jetstream::new(client.clone()),
+                client,
+                store,
+                max_payload,
+                wait_slack,
+            }),
+        }
+    }
+
+    pub fn max_payload(&self) -> usize {
+        self.inner.max_payload
+    }
+
+    pub async fn invoke(&self, req: InvokeRequest) -> Result<Invoked, InvokeError> {
+        let me = &self.inner;
+        if req.payload.len() > me.max_payload {
+            return Err(InvokeError::PayloadTooLarge {
+                size: req.payload.len(),
+                limit: me.max_payload,
+            });
+        }
+        let version = me
+            .store
+            .current_version(&req.function)
+            .await?
+            .ok_or_else(|| InvokeError::NotFound(req.function.clone()))?;
+        let manifest =
+            Manifest::parse(&version.manifest).map_err(|e| InvokeError::BadManifest(req.function.clone(), e.to_string()))?;
+        if req.require_http_trigger && !manifest.has_http_trigger() {
+            return Err(InvokeError::NoHttpTrigger(req.function.clone()));
+        }
+        let (invocation_id, key) = match &req.idempotency_key {
+            Some(key) => {
+                validate_key(key)?;
+                (id_for_key(&req.function, key), key.clone())
+            }
+            None => {
+                let id = stoke_core::new_invocation_id();
+                (id.clone(), id)
+            }
+        };
+        // A key that already completed gets the stored result without running.
+        if req.idempotency_key.is_some()
+            && let Some(done) = me.store.completion_by_key(&req.function, &key).await?
+        {
+            return Ok(Invoked::Completed(completion_info(&done, None)));
+        }
+
+        // Subscribe before publishing so the announcement cannot be missed.
+        let mut results = if req.wait {
+            Some(
+                me.client
+                    .subscribe(naming::result_subject(&invocation_id))
+                    .await
+                    .map_err(|e| InvokeError::Unavailable(format!("nats: {e}")))?,
+            )
+        } else {
+            me.store
+                .record_accepted(&Accepted {
+                    invocation_id: invocation_id.clone(),
+                    function: req.function.clone(),
+                    idempotency_key: key.clone(),
+                    trigger: req.trigger.to_string(),
+                    created_ms: stoke_core::now_ms(),
+                })
+                .await?;
+            None
+        };
+
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(naming::headers::MSG_ID, key.as_str());
+        headers.insert(naming::headers::INVOCATION_ID, invocation_id.as_str());
+        headers.insert(naming::headers::IDEMPOTENCY_KEY, key.as_str());
+        headers.insert(naming::headers::TRIGGER, req.trigger);
+        headers.insert(
+            naming::headers::INVOCATION_TYPE,
+            if req.wait { naming::REQUEST_RESPONSE } else { naming::EVENT },
+        );
+        headers.insert(naming::headers::TRACE_ID, new_trace_id().as_str());
+        let ack = me
+            .js
+            .publish_with_headers(naming::invoke_subject(&req.function), headers, req.payload)
+            .await
+            .map_err(|e| InvokeError::Unavailable(format!("nats publish: {e}")))?
+            .await
+            .map_err(|e| InvokeError::Unavailable(format!("nats publish ack: {e}")))?;
+        tracing::debug!(%invocation_id, function = %req.function, seq = ack.sequence, duplicate = ack.duplicate, "event queued");
+
+        let Some(sub) = results.as_mut() else {
+            return Ok(Invoked::Queued { invocation_id });
+        };
+        let wait = Duration::from_millis(manifest.timeout_ms()) + me.wait_slack;
+        if let Ok(Some(msg)) = tokio::time::timeout(wait, sub.next()).await
+            && let Ok(info) = InvocationInfo::decode(msg.payload)
+        {
+            return Ok(Invoked::Completed(info));
+        }
+        // The announcement is best effort; the store is the truth.
+        match me.store.invocation(&invocation_id).await? {
+            Some(view) if view.completion.is_some() => Ok(Invoked::Completed(view_info(&view))),
+            _ => Ok(Invoked::StillRunning { invocation_id }),
+        }
+    }
+
+    /// Status and result of an invocation, or None if the id is unknown.
+    pub async fn status(&self, invocation_id: &str) -> Result<Option<InvocationInfo>, InvokeError> {
+        Ok(self.inner.store.invocation(invocation_id).await?.map(|v| view_info(&v)))
+    }
+}
+
+/// Keys travel as NATS header values and become part of the completion key.
+fn validate_key(key: &str) -> Result<(), InvokeError> {
+    if key.is_empty() || key.len() > 256 {
+        return Err(InvokeError::InvalidKey("must be 1 to 256 characters".into()));
+    }
+    if !key.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(InvokeError::InvalidKey("must be printable ASCII without spaces".into()));
+    }
+    Ok(())
+}
+
+/// The invocation id of a caller-supplied key is derived from it, so a
+/// repeated request names the same invocation.
+pub fn id_for_key(function: &str, key: &str) -> String {
+    let h = sha2::Sha256::digest(format!("{function}\0{key}").as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&h[..16]);
+    uuid::Builder::from_custom_bytes(b).into_uuid().to_string()
+}
+
+/// An X-Ray style trace id (`Root=1-<time>-<random>`), which Lambda clients
+/// expect in `Lambda-Runtime-Trace-Id`.
+fn new_trace_id() -> String {
+    let secs = stoke_core::now_ms() / 1000;
+    let rand = uuid::Uuid::new_v4().simple().to_string();
+    format!("Root=1-{secs:08x}-{};Sampled=0", &rand[..24])
+}
+
+fn proto_status(s: Status) -> InvocationStatus {
+    match s {
+        Status::Queued => InvocationStatus::Queued,
+        Status::Running => InvocationStatus::Running,
+        Status::Succeeded => InvocationStatus::Succeeded,
+        Status::Failed => InvocationStatus::Failed,
+        Status::TimedOut => InvocationStatus::TimedOut,
+        Status::DeadLettered => InvocationStatus::DeadLettered,
+    }
+}
+
+/// The wire form of a completion (what the dispatcher announces and the
+/// admin API returns). `attempts` overrides the count kept in the row.
+pub fn completion_info(c: &Completion, attempts: Option<u32>) -> InvocationInfo {
+    InvocationInfo {
+        invocation_id: c.invocation_id.clone(),
+        function: c.function.clone(),
+        version: c.version,
+        status: proto_status(c.status) as i32,
+        result: c.result.clone().unwrap_or_default(),
+        error: c.error.as_ref().map(|e| ErrorInfo {
+            error_type: e.error_type.clone(),
+            error_message: e.error_message.clone(),
+            raw: e.raw.clone().unwrap_or_default(),
+        }),
+        attempts: attempts.unwrap_or(c.attempts),
+        idempotency_key: c.idempotency_key.clone(),
+        trigger: c.trigger.clone(),
+        created_unix_ms: c.created_ms,
+        completed_unix_ms: c.completed_ms,
+    }
+}
+
+pub fn view_info(v: &InvocationView) -> InvocationInfo {
+    match &v.completion {
+        Some(c) => completion_info(c, Some(v.attempts.max(c.attempts))),
+        None => InvocationInfo {
+            invocation_id: v.invocation_id.clone(),
+            function: v.function.clone(),
+            status: proto_status(v.status) as i32,
+            attempts: v.attempts,
+            idempotency_key: v.idempotency_key.clone(),
+            trigger: v.trigger.clone(),
+            created_unix_ms: v.created_ms,
+            ..Default::default()
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_ids_are_stable_and_scoped_by_function() {
+        assert_eq!(id_for_key("f", "k"), id_for_key("f", "k"));
+        assert_ne!(id_for_key("f", "k"), id_for_key("g", "k"));
+        assert!(uuid::Uuid::parse_str(&id_for_key("f", "k")).is_ok());
+    }
+
+    #[test]
+    fn keys_are_validated() {
+        assert!(validate_key("order-42").is_ok());
+        assert!(validate_key("").is_err());
+        assert!(validate_key("a b").is_err());
+        assert!(validate_key("a\r\nb").is_err());
+        assert!(validate_key(&"x".repeat(257)).is_err());
+    }
+
+    #[test]
+    fn trace_ids_look_like_xray() {
+        let t = new_trace_id();
+        assert!(t.starts_with("Root=1-") && t.ends_with(";Sampled=0"), "{t}");
+    }
+}

@@ -1,0 +1,93 @@
+//! stoke-broker owns the edge: everything that turns the outside world into
+//! durable invocation events on JetStream — the HTTP gateway (axum), the
+//! shared [`invoke::Invoker`] the admin API uses too, and provisioning of the
+//! invocation stream. (Cron and subject subscriptions arrive here next.)
+//!
+//! It never runs user code and never writes completions; it only records
+//! that an async event was accepted and reads results back.
+
+pub mod gateway;
+pub mod invoke;
+pub mod streams;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use stoke_store::Store;
+use tokio_util::sync::CancellationToken;
+
+pub use invoke::{InvokeError, InvokeRequest, Invoked, Invoker};
+
+/// Broker settings (the `[broker]` table of the config file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerOptions {
+    /// Address of the HTTP gateway.
+    pub http: SocketAddr,
+    /// Largest request payload, in bytes (Lambda's limit: 6 MiB).
+    pub max_payload_bytes: usize,
+    /// Added to a function's timeout when a synchronous caller waits.
+    pub sync_wait_slack_secs: u64,
+    pub stream: streams::StreamOptions,
+}
+
+impl Default for BrokerOptions {
+    fn default() -> Self {
+        BrokerOptions {
+            http: "127.0.0.1:8080".parse().expect("valid default"),
+            max_payload_bytes: 6 << 20,
+            sync_wait_slack_secs: 30,
+            stream: streams::StreamOptions::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("cannot bind the HTTP gateway on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot provision the invocation stream: {0}")]
+    Stream(String),
+    #[error("HTTP gateway failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A built broker, ready to serve.
+pub struct Broker {
+    listener: tokio::net::TcpListener,
+    invoker: Invoker,
+}
+
+impl Broker {
+    pub async fn build(opts: &BrokerOptions, nats: async_nats::Client, store: Arc<dyn Store>) -> Result<Broker, BrokerError> {
+        let js = async_nats::jetstream::new(nats.clone());
+        streams::ensure_invoke_stream(&js, &opts.stream)
+            .await
+            .map_err(|e| BrokerError::Stream(e.to_string()))?;
+        let listener = tokio::net::TcpListener::bind(opts.http)
+            .await
+            .map_err(|source| BrokerError::Bind { addr: opts.http, source })?;
+        let invoker = Invoker::new(
+            nats,
+            store,
+            opts.max_payload_bytes,
+            Duration::from_secs(opts.sync_wait_slack_secs),
+        );
+        Ok(Broker { listener, invoker })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serve until `shutdown`; in-flight requests finish first.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), BrokerError> {
+        tracing::info!(addr = %self.local_addr().map_err(BrokerError::Serve)?, "HTTP gateway listening");
+        axum::serve(self.listener, gateway::router(self.invoker))
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+            .map_err(BrokerError::Serve)
+    }
+}
