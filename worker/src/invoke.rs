@@ -1,0 +1,153 @@
+//! Running one invocation: code on disk, a warm or cold sandbox, the event
+//! through the Runtime API, and a metered result back to the dispatcher.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stoke_proto::worker_service_client::WorkerServiceClient;
+use stoke_proto::{ErrorInfo, FunctionSpec, Invocation, InvocationResult, Metering, Outcome as WireOutcome};
+use tonic::transport::Channel;
+
+use crate::packages::PackageCache;
+use crate::pool::WarmPool;
+use crate::sandbox::{Event, Outcome, Sandbox, StartSpec};
+
+pub struct Runner {
+    pub worker_id: String,
+    pub pool: WarmPool,
+    pub packages: PackageCache,
+    pub scratch_root: std::path::PathBuf,
+    pub max_response: usize,
+}
+
+impl Runner {
+    pub async fn run(self: &Arc<Self>, inv: Invocation, client: &mut WorkerServiceClient<Channel>) -> InvocationResult {
+        let started_ms = stoke_core::now_ms();
+        let t0 = Instant::now();
+        let spec = inv.function.clone().unwrap_or_default();
+        let mut metering = Metering {
+            started_unix_ms: started_ms,
+            worker_id: self.worker_id.clone(),
+            ..Default::default()
+        };
+        let result = |outcome: WireOutcome, payload: Vec<u8>, error: Option<ErrorInfo>, metering: Metering| InvocationResult {
+            invocation_id: inv.invocation_id.clone(),
+            epoch: inv.epoch,
+            outcome: outcome as i32,
+            payload,
+            error,
+            metering: Some(metering),
+        };
+        let platform_error = |msg: String, mut metering: Metering| {
+            tracing::warn!(invocation = %inv.invocation_id, function = %spec.name, "{msg}");
+            metering.ended_unix_ms = stoke_core::now_ms();
+            metering.duration_us = t0.elapsed().as_micros() as u64;
+            result(
+                WireOutcome::PlatformError,
+                Vec::new(),
+                Some(ErrorInfo {
+                    error_type: "Stoke.PlatformError".into(),
+                    error_message: msg,
+                    raw: Vec::new(),
+                }),
+                metering,
+            )
+        };
+
+        let code_dir = match self.packages.ensure(&spec.digest, client).await {
+            Ok(d) => d,
+            Err(e) => return platform_error(e.to_string(), metering),
+        };
+        let mut sandbox = match self.pool.take(&spec.name, spec.version) {
+            Some(sb) => sb,
+            None => match self.start(&spec, &code_dir).await {
+                Ok(sb) => sb,
+                Err(e) => return platform_error(format!("cannot start {:?}: {e}", spec.command), metering),
+            },
+        };
+        metering.cold = sandbox.served == 0;
+
+        // The worker's own deadline is the function timeout from now, capped
+        // by the absolute deadline the dispatcher sent.
+        let timeout = Duration::from_millis(u64::from(spec.timeout_ms.max(1)));
+        let deadline_unix_ms = started_ms + timeout.as_millis() as i64;
+        let (outcome, timing) = sandbox
+            .invoke(Event {
+                request_id: inv.invocation_id.clone(),
+                payload: inv.payload.clone().into(),
+                deadline_unix_ms,
+                function_arn: format!("arn:aws:lambda:local:000000000000:function:{}:{}", spec.name, spec.version),
+                trace_id: inv.trace_id.clone(),
+                deadline: Instant::now() + timeout,
+            })
+            .await;
+        metering.ended_unix_ms = stoke_core::now_ms();
+        metering.duration_us = timing.duration.as_micros() as u64;
+        metering.init_duration_us = timing.init.map(|d| d.as_micros() as u64).unwrap_or(0);
+        metering.max_memory_used_kb = sandbox.max_memory_kb();
+
+        let err = |error_type: &str, message: String, raw: &[u8]| ErrorInfo {
+            error_type: error_type.into(),
+            error_message: message,
+            raw: raw.to_vec(),
+        };
+        let out = match outcome {
+            Outcome::Response(body) => {
+                self.pool.put(sandbox);
+                return result(WireOutcome::Success, body.to_vec(), None, metering);
+            }
+            Outcome::FunctionError { error_type, body } => {
+                // A handled error leaves the runtime healthy: keep it warm.
+                let message = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("errorMessage").and_then(|m| m.as_str()).map(str::to_string))
+                    .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+                self.pool.put(sandbox);
+                return result(WireOutcome::FunctionError, Vec::new(), Some(err(&error_type, message, &body)), metering);
+            }
+            Outcome::ResponseTooLarge { size } => (
+                WireOutcome::FunctionError,
+                err(
+                    "Function.ResponseSizeTooLarge",
+                    format!("Response payload size ({size} bytes) exceeded maximum allowed payload size ({} bytes).", self.max_response),
+                    &[],
+                ),
+            ),
+            Outcome::Crashed { message } => (WireOutcome::Crashed, err("Runtime.ExitError", message, &[])),
+            Outcome::InitError {
+                error_type,
+                message,
+                body,
+            } => (WireOutcome::InitError, err(&error_type, message, &body)),
+            Outcome::Timeout => (
+                WireOutcome::Timeout,
+                err(
+                    "Sandbox.Timedout",
+                    format!("{} Task timed out after {:.2} seconds", inv.invocation_id, timeout.as_secs_f64()),
+                    &[],
+                ),
+            ),
+        };
+        // Anything but a clean answer: this sandbox is not reused.
+        drop(sandbox);
+        result(out.0, Vec::new(), Some(out.1), metering)
+    }
+
+    async fn start(&self, spec: &FunctionSpec, code_dir: &std::path::Path) -> std::io::Result<Sandbox> {
+        let mut env: Vec<(String, String)> = spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        env.sort();
+        Sandbox::start(StartSpec {
+            function: &spec.name,
+            version: spec.version,
+            command: &spec.command,
+            handler: &spec.handler,
+            memory_mb: spec.memory_mb,
+            env,
+            code_dir,
+            scratch_root: &self.scratch_root,
+            worker_id: &self.worker_id,
+            max_response: self.max_response,
+        })
+        .await
+    }
+}

@@ -1,0 +1,230 @@
+//! stoke-worker owns execution: it attaches to a dispatcher over gRPC, keeps
+//! warm pools of sandboxes per function version, launches new ones through
+//! the single launcher in [`sandbox::launch`], serves each its own Lambda
+//! Runtime API endpoint, enforces the timeout, and reports each attempt's
+//! outcome with metering (duration, init, peak memory, cold/warm).
+//!
+//! It must not touch NATS or the store: everything arrives and leaves over
+//! the dispatcher stream. A worker that loses its dispatcher kills the
+//! sandboxes it was running for it (the dispatcher redelivers).
+
+mod invoke;
+mod packages;
+mod pool;
+pub mod sandbox;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use stoke_proto::worker_service_client::WorkerServiceClient;
+use stoke_proto::{DispatcherMessage, Heartbeat, WarmSet, WorkerHello, WorkerMessage, dispatcher_message, worker_message};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Worker settings (the `[worker]` table of the config file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerOptions {
+    /// gRPC address of the dispatcher to attach to.
+    pub dispatcher: String,
+    /// Where packages are cached and sandboxes keep their scratch space.
+    pub data_dir: PathBuf,
+    /// Invocations run at once.
+    pub slots: u32,
+    /// Memory offered to sandboxes, in MB.
+    pub memory_mb: u64,
+    /// An idle warm sandbox is stopped after this many seconds (scale to zero).
+    pub idle_ttl_secs: f64,
+    /// Stable id of this worker; random when empty.
+    pub id: String,
+    /// Largest response a function may return, in bytes.
+    pub max_response_bytes: usize,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            dispatcher: "http://127.0.0.1:50051".into(),
+            data_dir: PathBuf::from(".stoke/worker"),
+            slots: 64,
+            memory_mb: 8192,
+            idle_ttl_secs: 300.0,
+            id: String::new(),
+            max_response_bytes: 6 << 20,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("worker data dir {0}: {1}")]
+    DataDir(PathBuf, std::io::Error),
+    #[error("invalid dispatcher address {0:?}: {1}")]
+    Address(String, String),
+    #[error("package: {0}")]
+    Package(String),
+}
+
+impl stoke_core::Retryable for WorkerError {
+    fn is_retryable(&self) -> bool {
+        matches!(self, WorkerError::Package(_))
+    }
+}
+
+const MAX_MESSAGE: usize = 64 << 20;
+
+pub struct Worker {
+    opts: WorkerOptions,
+    runner: Arc<invoke::Runner>,
+    endpoint: tonic::transport::Endpoint,
+}
+
+impl Worker {
+    pub fn build(opts: WorkerOptions) -> Result<Worker, WorkerError> {
+        let endpoint = tonic::transport::Endpoint::from_shared(opts.dispatcher.clone())
+            .map_err(|e| WorkerError::Address(opts.dispatcher.clone(), e.to_string()))?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(5));
+        let scratch_root = opts.data_dir.join("sandboxes");
+        // Scratch left by an earlier run of this worker is garbage now.
+        let _ = std::fs::remove_dir_all(&scratch_root);
+        std::fs::create_dir_all(&scratch_root).map_err(|e| WorkerError::DataDir(scratch_root.clone(), e))?;
+        let packages_dir = opts.data_dir.join("packages");
+        let packages = packages::PackageCache::new(packages_dir.clone()).map_err(|e| WorkerError::DataDir(packages_dir, e))?;
+        let worker_id = if opts.id.is_empty() {
+            format!("w-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+        } else {
+            opts.id.clone()
+        };
+        let runner = Arc::new(invoke::Runner {
+            worker_id,
+            pool: pool::WarmPool::new(Duration::from_secs_f64(opts.idle_ttl_secs.max(0.0))),
+            packages,
+            scratch_root,
+            max_response: opts.max_response_bytes,
+        });
+        Ok(Worker { opts, runner, endpoint })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.runner.worker_id
+    }
+
+    /// Attach to the dispatcher (reconnecting with backoff) until `shutdown`;
+    /// then finish in-flight invocations and stop every sandbox.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        let reaper = tokio::spawn({
+            let runner = self.runner.clone();
+            let every = Duration::from_secs_f64((self.opts.idle_ttl_secs / 2.0).clamp(0.05, 1.0));
+            async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let n = runner.pool.reap();
+                    if n > 0 {
+                        tracing::debug!(stopped = n, "idle sandboxes scaled down");
+                    }
+                }
+            }
+        });
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            match self.attach_once(&shutdown).await {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(e) => tracing::warn!(dispatcher = %self.opts.dispatcher, error = %e, "dispatcher unreachable; retrying"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.cancelled() => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        reaper.abort();
+        self.runner.pool.clear();
+        tracing::info!(worker = %self.runner.worker_id, "worker stopped");
+        Ok(())
+    }
+
+    /// One attachment: returns when the stream ends or on shutdown.
+    async fn attach_once(&self, shutdown: &CancellationToken) -> Result<(), tonic::Status> {
+        let channel = self
+            .endpoint
+            .connect()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut client = WorkerServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let (tx, rx) = mpsc::channel::<WorkerMessage>(1024);
+        let hello = WorkerMessage {
+            msg: Some(worker_message::Msg::Hello(WorkerHello {
+                worker_id: self.runner.worker_id.clone(),
+                slots: self.opts.slots,
+                memory_mb: self.opts.memory_mb,
+                hostname: hostname(),
+            })),
+        };
+        tx.send(hello).await.map_err(|_| tonic::Status::internal("stream closed"))?;
+        let mut inbound = client
+            .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        tracing::info!(worker = %self.runner.worker_id, dispatcher = %self.opts.dispatcher, "attached to dispatcher");
+
+        let in_flight = TaskTracker::new();
+        let lost = CancellationToken::new();
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(2));
+        let end = loop {
+            tokio::select! {
+                msg = inbound.message() => match msg {
+                    Ok(Some(DispatcherMessage { msg: Some(dispatcher_message::Msg::Invoke(inv)) })) => {
+                        let (runner, tx, lost, mut client) = (self.runner.clone(), tx.clone(), lost.clone(), client.clone());
+                        in_flight.spawn(async move {
+                            tokio::select! {
+                                result = runner.run(inv, &mut client) => {
+                                    let _ = tx.send(WorkerMessage { msg: Some(worker_message::Msg::Result(result)) }).await;
+                                }
+                                // Dropping the run kills its sandbox.
+                                _ = lost.cancelled() => {}
+                            }
+                        });
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => break Err(tonic::Status::unavailable("dispatcher closed the stream")),
+                    Err(s) => break Err(s),
+                },
+                _ = heartbeat.tick() => {
+                    let warm = self.runner.pool.idle_counts().into_iter()
+                        .map(|(function, version, idle)| WarmSet { function, version, idle }).collect();
+                    let hb = Heartbeat { busy: in_flight.len() as u32, warm };
+                    let _ = tx.try_send(WorkerMessage { msg: Some(worker_message::Msg::Heartbeat(hb)) });
+                }
+                _ = shutdown.cancelled() => break Ok(()),
+            }
+        };
+        in_flight.close();
+        match end {
+            Ok(()) => {
+                // Drain: in-flight invocations finish and report.
+                tracing::info!(in_flight = in_flight.len(), "draining worker");
+                in_flight.wait().await;
+                Ok(())
+            }
+            Err(status) => {
+                tracing::warn!(error = %status.message(), in_flight = in_flight.len(), "lost dispatcher; killing its sandboxes");
+                lost.cancel();
+                in_flight.wait().await;
+                Err(status)
+            }
+        }
+    }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default()
+}

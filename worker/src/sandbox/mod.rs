@@ -1,0 +1,324 @@
+//! A sandbox: one function process, its private Runtime API endpoint, its
+//! temp dir, and the tasks that watch it. Dropping a `Sandbox` kills its
+//! process group and removes its files.
+
+pub mod launch;
+pub mod runtime_api;
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::codec::{FramedRead, LinesCodec};
+
+use runtime_api::{ApiState, Delivery, Reply};
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+const TAIL_LINES: usize = 40;
+const MAX_LINE: usize = 16 * 1024;
+
+/// What a function version needs to start.
+pub struct StartSpec<'a> {
+    pub function: &'a str,
+    pub version: u32,
+    pub command: &'a [String],
+    pub handler: &'a str,
+    pub memory_mb: u32,
+    pub env: Vec<(String, String)>,
+    pub code_dir: &'a Path,
+    /// Parent of per-sandbox temp dirs.
+    pub scratch_root: &'a Path,
+    pub worker_id: &'a str,
+    pub max_response: usize,
+}
+
+/// One event for a sandbox.
+pub struct Event {
+    pub request_id: String,
+    pub payload: Bytes,
+    pub deadline_unix_ms: i64,
+    pub function_arn: String,
+    pub trace_id: String,
+    /// Monotonic deadline the worker enforces.
+    pub deadline: Instant,
+}
+
+/// How an event ended in the sandbox.
+#[derive(Debug)]
+pub enum Outcome {
+    Response(Bytes),
+    FunctionError { error_type: String, body: Bytes },
+    ResponseTooLarge { size: usize },
+    /// The process exited after taking the event.
+    Crashed { message: String },
+    /// The process exited (or reported init/error) before asking for work.
+    InitError { error_type: String, message: String, body: Bytes },
+    Timeout,
+}
+
+/// Timings of one event.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub duration: Duration,
+    /// Time from spawn to the first `/next`, for a cold start.
+    pub init: Option<Duration>,
+}
+
+pub struct Sandbox {
+    pub id: u64,
+    pub function: String,
+    pub version: u32,
+    pid: u32,
+    spawned: Instant,
+    deliveries: mpsc::Sender<Delivery>,
+    api: Arc<ApiState>,
+    exited: watch::Receiver<Option<String>>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    tasks: Vec<JoinHandle<()>>,
+    scratch: PathBuf,
+    /// Events handled so far (0 = never used: the next one is cold).
+    pub served: u64,
+}
+
+impl Sandbox {
+    pub async fn start(spec: StartSpec<'_>) -> std::io::Result<Sandbox> {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let scratch = spec.scratch_root.join(format!("sb-{}-{id}", std::process::id()));
+        let tmp = scratch.join("tmp");
+        std::fs::create_dir_all(&tmp)?;
+
+        // The Runtime API listener: this sandbox's only way to get work.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let api_addr = listener.local_addr()?;
+        let (api, deliveries) = runtime_api::new_state(spec.max_response);
+        let server = tokio::spawn({
+            let app = runtime_api::router(api.clone());
+            async move {
+                let _ = axum::serve(listener, app).await;
+            }
+        });
+
+        let mut env: Vec<(String, String)> = vec![
+            ("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+            ("LANG".into(), "C.UTF-8".into()),
+            ("TZ".into(), "UTC".into()),
+            ("HOME".into(), tmp.display().to_string()),
+            ("TMPDIR".into(), tmp.display().to_string()),
+            ("AWS_REGION".into(), "local".into()),
+            ("AWS_DEFAULT_REGION".into(), "local".into()),
+            ("AWS_EXECUTION_ENV".into(), "stoke".into()),
+            ("AWS_LAMBDA_INITIALIZATION_TYPE".into(), "on-demand".into()),
+            ("AWS_LAMBDA_RUNTIME_API".into(), api_addr.to_string()),
+            ("AWS_LAMBDA_FUNCTION_NAME".into(), spec.function.into()),
+            ("AWS_LAMBDA_FUNCTION_VERSION".into(), spec.version.to_string()),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), spec.memory_mb.to_string()),
+            ("AWS_LAMBDA_LOG_GROUP_NAME".into(), format!("/stoke/{}", spec.function)),
+            ("AWS_LAMBDA_LOG_STREAM_NAME".into(), format!("{}/{id}", spec.worker_id)),
+            ("LAMBDA_TASK_ROOT".into(), spec.code_dir.display().to_string()),
+            ("LAMBDA_RUNTIME_DIR".into(), spec.code_dir.display().to_string()),
+            ("_HANDLER".into(), spec.handler.into()),
+        ];
+        env.extend(spec.env);
+
+        let spawned = Instant::now();
+        let mut child = match launch::launch(&launch::LaunchSpec {
+            command: spec.command,
+            code_dir: spec.code_dir,
+            env,
+        }) {
+            Ok(c) => c,
+            Err(e) => {
+                server.abort();
+                let _ = std::fs::remove_dir_all(&scratch);
+                return Err(e);
+            }
+        };
+        let pid = child.id().unwrap_or(0);
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let mut tasks = vec![server];
+        let label = format!("{}:{}", spec.function, spec.version);
+        if let Some(out) = child.stdout.take() {
+            tasks.push(tokio::spawn(pump(out, label.clone(), id, tail.clone())));
+        }
+        if let Some(err) = child.stderr.take() {
+            tasks.push(tokio::spawn(pump(err, label.clone(), id, tail.clone())));
+        }
+        let (exit_tx, exited) = watch::channel(None);
+        tasks.push(tokio::spawn(async move {
+            let status = child.wait().await;
+            let desc = match status {
+                Ok(s) => s.to_string(),
+                Err(e) => format!("wait failed: {e}"),
+            };
+            let _ = exit_tx.send(Some(desc));
+        }));
+        tracing::debug!(sandbox = id, pid, function = %label, api = %api_addr, "sandbox started");
+        Ok(Sandbox {
+            id,
+            function: spec.function.to_string(),
+            version: spec.version,
+            pid,
+            spawned,
+            deliveries,
+            api,
+            exited,
+            tail,
+            tasks,
+            scratch,
+            served: 0,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.exited.borrow().is_none()
+    }
+
+    /// Peak resident memory of the runtime process (VmHWM), in KiB.
+    pub fn max_memory_kb(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|n| n.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    fn tail_text(&self) -> String {
+        let tail = self.tail.lock().expect("not poisoned");
+        let lines: Vec<&str> = tail.iter().rev().take(10).rev().map(String::as_str).collect();
+        lines.join("\n")
+    }
+
+    /// Hand one event to the runtime and wait for its answer, its death, or
+    /// the deadline (after which the whole sandbox is killed).
+    pub async fn invoke(&mut self, ev: Event) -> (Outcome, Timing) {
+        let cold = self.served == 0;
+        self.served += 1;
+        let sent = Instant::now();
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let request_id = ev.request_id.clone();
+        let delivery = Delivery {
+            request_id: ev.request_id,
+            payload: ev.payload,
+            deadline_ms: ev.deadline_unix_ms,
+            function_arn: ev.function_arn,
+            trace_id: ev.trace_id,
+            reply: reply_tx,
+        };
+        if self.deliveries.send(delivery).await.is_err() {
+            return (
+                Outcome::Crashed {
+                    message: "the sandbox's runtime API is gone".into(),
+                },
+                self.timing(cold, sent),
+            );
+        }
+        let mut exited = self.exited.clone();
+        let outcome = tokio::select! {
+            reply = reply_rx => match reply {
+                Ok(Reply::Response(body)) => Outcome::Response(body),
+                Ok(Reply::Error { error_type, body }) => Outcome::FunctionError { error_type, body },
+                Ok(Reply::TooLarge { size }) => Outcome::ResponseTooLarge { size },
+                Err(_) => Outcome::Crashed { message: String::new() },
+            },
+            _ = exited.wait_for(Option::is_some) => Outcome::Crashed { message: String::new() },
+            _ = tokio::time::sleep_until(ev.deadline.into()) => {
+                self.kill();
+                Outcome::Timeout
+            }
+        };
+        let outcome = match outcome {
+            Outcome::Crashed { message } if message.is_empty() => self.death(&request_id).await,
+            other => other,
+        };
+        (outcome, self.timing(cold, sent))
+    }
+
+    fn timing(&self, cold: bool, sent: Instant) -> Timing {
+        let ready = self.api.ready_at.get().copied();
+        let start = match ready {
+            Some(r) if r > sent => r,
+            _ => sent,
+        };
+        Timing {
+            duration: start.elapsed(),
+            init: if cold { ready.map(|r| r.duration_since(self.spawned)) } else { None },
+        }
+    }
+
+    /// Describe why the process went away.
+    async fn death(&self, request_id: &str) -> Outcome {
+        let mut exited = self.exited.clone();
+        // The exit status arrives a moment after the connection drops.
+        let status = match tokio::time::timeout(Duration::from_secs(2), exited.wait_for(Option::is_some)).await {
+            Ok(Ok(s)) => s.clone().unwrap_or_default(),
+            _ => "unknown exit".to_string(),
+        };
+        let tail = self.tail_text();
+        if !self.api.called_next.load(Ordering::SeqCst) {
+            let reported = self.api.init_error.lock().expect("not poisoned").take();
+            let (error_type, body) = reported.unwrap_or_else(|| ("Runtime.ExitError".into(), Bytes::new()));
+            return Outcome::InitError {
+                error_type,
+                message: format!("Runtime exited before taking the event ({status}). Output:\n{tail}"),
+                body,
+            };
+        }
+        Outcome::Crashed {
+            message: format!("RequestId: {request_id} Error: Runtime exited with error: {status}\n{tail}"),
+        }
+    }
+
+    pub fn kill(&self) {
+        if self.pid != 0 {
+            launch::kill_group(self.pid);
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.kill();
+        for t in &self.tasks {
+            // The exit waiter reaps the child once killed; the rest just stop.
+            if !t.is_finished() {
+                t.abort();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.scratch);
+        tracing::debug!(sandbox = self.id, function = %self.function, "sandbox destroyed");
+    }
+}
+
+/// Forward a stream of the function's output to the worker's log and keep
+/// the last lines for crash reports. Lines are capped; nothing is buffered
+/// without bound.
+async fn pump<R: tokio::io::AsyncRead + Unpin>(out: R, label: String, id: u64, tail: Arc<Mutex<VecDeque<String>>>) {
+    let mut lines = FramedRead::new(out, LinesCodec::new_with_max_length(MAX_LINE));
+    while let Some(line) = lines.next().await {
+        let line = match line {
+            Ok(l) => l,
+            Err(tokio_util::codec::LinesCodecError::MaxLineLengthExceeded) => "[line truncated]".to_string(),
+            Err(_) => break,
+        };
+        tracing::info!(target: "stoke::function", function = %label, sandbox = id, "{line}");
+        let mut t = tail.lock().expect("not poisoned");
+        if t.len() == TAIL_LINES {
+            t.pop_front();
+        }
+        t.push_back(line);
+    }
+}
