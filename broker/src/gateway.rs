@@ -28,13 +28,19 @@ pub fn router(invoker: Invoker) -> Router {
 }
 
 fn error(status: StatusCode, error_type: &str, message: impl Into<String>) -> Response {
-    (status, axum::Json(json!({"errorType": error_type, "errorMessage": message.into()}))).into_response()
+    (
+        status,
+        axum::Json(json!({"errorType": error_type, "errorMessage": message.into()})),
+    )
+        .into_response()
 }
 
 impl IntoResponse for InvokeError {
     fn into_response(self) -> Response {
         let (status, kind) = match &self {
-            InvokeError::NotFound(_) | InvokeError::NoHttpTrigger(_) => (StatusCode::NOT_FOUND, "Stoke.FunctionNotFound"),
+            InvokeError::NotFound(_) | InvokeError::NoHttpTrigger(_) => {
+                (StatusCode::NOT_FOUND, "Stoke.FunctionNotFound")
+            }
             InvokeError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "Stoke.PayloadTooLarge"),
             InvokeError::InvalidKey(_) => (StatusCode::BAD_REQUEST, "Stoke.InvalidIdempotencyKey"),
             InvokeError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Stoke.Unavailable"),
@@ -92,7 +98,11 @@ async fn invoke_fn(State(invoker): State<Invoker>, Path(name): Path<String>, req
             )
                 .into_response();
             set(resp.headers_mut(), header::LOCATION, &location);
-            set(resp.headers_mut(), HeaderName::from_static("x-stoke-invocation-id"), &invocation_id);
+            set(
+                resp.headers_mut(),
+                HeaderName::from_static("x-stoke-invocation-id"),
+                &invocation_id,
+            );
             resp
         }
         Ok(Invoked::StillRunning { invocation_id }) => {
@@ -129,8 +139,16 @@ fn completed_response(info: &InvocationInfo) -> Response {
         InvocationStatus::TimedOut => error_body(StatusCode::GATEWAY_TIMEOUT, info),
         _ => error_body(StatusCode::BAD_GATEWAY, info),
     };
-    set(resp.headers_mut(), HeaderName::from_static("x-stoke-invocation-id"), &info.invocation_id);
-    set(resp.headers_mut(), HeaderName::from_static("x-stoke-attempts"), &info.attempts.to_string());
+    set(
+        resp.headers_mut(),
+        HeaderName::from_static("x-stoke-invocation-id"),
+        &info.invocation_id,
+    );
+    set(
+        resp.headers_mut(),
+        HeaderName::from_static("x-stoke-attempts"),
+        &info.attempts.to_string(),
+    );
     resp
 }
 
@@ -142,8 +160,10 @@ fn error_body(status: StatusCode, info: &InvocationInfo) -> Response {
         .filter(Value::is_object)
         .unwrap_or_else(|| json!({}));
     let obj = body.as_object_mut().expect("checked object");
-    obj.entry("errorType").or_insert_with(|| Value::from(err.error_type.clone()));
-    obj.entry("errorMessage").or_insert_with(|| Value::from(err.error_message.clone()));
+    obj.entry("errorType")
+        .or_insert_with(|| Value::from(err.error_type.clone()));
+    obj.entry("errorMessage")
+        .or_insert_with(|| Value::from(err.error_message.clone()));
     obj.insert("invocationId".into(), Value::from(info.invocation_id.clone()));
     (status, axum::Json(body)).into_response()
 }
@@ -180,8 +200,13 @@ fn success_response(result: &[u8]) -> Response {
     let Some(p) = proxy else {
         // A plain value: return the function's JSON as is.
         let mut resp = Response::new(Body::from(result.to_vec()));
-        let ct = if parsed.is_some() { "application/json" } else { "application/octet-stream" };
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+        let ct = if parsed.is_some() {
+            "application/json"
+        } else {
+            "application/octet-stream"
+        };
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
         return resp;
     };
     let body = match (p.body, p.is_base64_encoded) {
@@ -199,7 +224,11 @@ fn success_response(result: &[u8]) -> Response {
         (None, _) => Vec::new(),
     };
     let Ok(status) = StatusCode::from_u16(p.status_code) else {
-        return error(StatusCode::BAD_GATEWAY, "Stoke.BadResponse", format!("statusCode {} is not valid", p.status_code));
+        return error(
+            StatusCode::BAD_GATEWAY,
+            "Stoke.BadResponse",
+            format!("statusCode {} is not valid", p.status_code),
+        );
     };
     let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = status;
@@ -227,7 +256,11 @@ fn success_response(result: &[u8]) -> Response {
 async fn get_invocation(State(invoker): State<Invoker>, Path(id): Path<String>) -> Response {
     match invoker.status(&id).await {
         Err(e) => e.into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, "Stoke.InvocationNotFound", format!("invocation {id:?} not found")),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "Stoke.InvocationNotFound",
+            format!("invocation {id:?} not found"),
+        ),
         Ok(Some(info)) => axum::Json(invocation_json(&info)).into_response(),
     }
 }
@@ -235,7 +268,10 @@ async fn get_invocation(State(invoker): State<Invoker>, Path(id): Path<String>) 
 /// The JSON view of an invocation (`GET /invocations/{id}`).
 pub fn invocation_json(info: &InvocationInfo) -> Value {
     let status = InvocationStatus::try_from(info.status).unwrap_or(InvocationStatus::Unspecified);
-    let status = status.as_str_name().trim_start_matches("INVOCATION_STATUS_").to_ascii_lowercase();
+    let status = status
+        .as_str_name()
+        .trim_start_matches("INVOCATION_STATUS_")
+        .to_ascii_lowercase();
     let result = if status == "succeeded" {
         serde_json::from_slice::<Value>(&info.result)
             .unwrap_or_else(|_| Value::from(String::from_utf8_lossy(&info.result).into_owned()))
@@ -267,7 +303,11 @@ mod tests {
 
     async fn body_of(r: Response) -> (StatusCode, HeaderMap, Vec<u8>) {
         let (parts, body) = r.into_parts();
-        (parts.status, parts.headers, axum::body::to_bytes(body, usize::MAX).await.unwrap().to_vec())
+        (
+            parts.status,
+            parts.headers,
+            axum::body::to_bytes(body, usize::MAX).await.unwrap().to_vec(),
+        )
     }
 
     #[tokio::test]
@@ -280,7 +320,10 @@ mod tests {
         assert_eq!(headers["x-a"], "1");
         assert_eq!(headers.get_all("x-b").iter().count(), 2);
         assert_eq!(body, b"hi");
-        let (_, _, body) = body_of(success_response(br#"{"statusCode":200,"body":"aGk=","isBase64Encoded":true}"#)).await;
+        let (_, _, body) = body_of(success_response(
+            br#"{"statusCode":200,"body":"aGk=","isBase64Encoded":true}"#,
+        ))
+        .await;
         assert_eq!(body, b"hi");
     }
 
@@ -317,6 +360,9 @@ mod tests {
             status: InvocationStatus::TimedOut as i32,
             ..info
         };
-        assert_eq!(body_of(completed_response(&timed_out)).await.0, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            body_of(completed_response(&timed_out)).await.0,
+            StatusCode::GATEWAY_TIMEOUT
+        );
     }
 }

@@ -115,8 +115,8 @@ impl Invoker {
             .current_version(&req.function)
             .await?
             .ok_or_else(|| InvokeError::NotFound(req.function.clone()))?;
-        let manifest =
-            Manifest::parse(&version.manifest).map_err(|e| InvokeError::BadManifest(req.function.clone(), e.to_string()))?;
+        let manifest = Manifest::parse(&version.manifest)
+            .map_err(|e| InvokeError::BadManifest(req.function.clone(), e.to_string()))?;
         if req.require_http_trigger && !manifest.has_http_trigger() {
             return Err(InvokeError::NoHttpTrigger(req.function.clone()));
         }
@@ -165,9 +165,14 @@ impl Invoker {
         headers.insert(naming::headers::TRIGGER, req.trigger);
         headers.insert(
             naming::headers::INVOCATION_TYPE,
-            if req.wait { naming::REQUEST_RESPONSE } else { naming::EVENT },
+            if req.wait {
+                naming::REQUEST_RESPONSE
+            } else {
+                naming::EVENT
+            },
         );
         headers.insert(naming::headers::TRACE_ID, new_trace_id().as_str());
+        headers.insert(naming::headers::FUNCTION_VERSION, version.version.to_string().as_str());
         let ack = me
             .js
             .publish_with_headers(naming::invoke_subject(&req.function), headers, req.payload)

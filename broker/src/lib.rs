@@ -61,14 +61,21 @@ pub struct Broker {
 }
 
 impl Broker {
-    pub async fn build(opts: &BrokerOptions, nats: async_nats::Client, store: Arc<dyn Store>) -> Result<Broker, BrokerError> {
+    pub async fn build(
+        opts: &BrokerOptions,
+        nats: async_nats::Client,
+        store: Arc<dyn Store>,
+    ) -> Result<Broker, BrokerError> {
         let js = async_nats::jetstream::new(nats.clone());
         streams::ensure_invoke_stream(&js, &opts.stream)
             .await
             .map_err(|e| BrokerError::Stream(e.to_string()))?;
         let listener = tokio::net::TcpListener::bind(opts.http)
             .await
-            .map_err(|source| BrokerError::Bind { addr: opts.http, source })?;
+            .map_err(|source| BrokerError::Bind {
+                addr: opts.http,
+                source,
+            })?;
         let invoker = Invoker::new(
             nats,
             store,

@@ -173,7 +173,10 @@ impl Manifest {
     pub fn validate(&self) -> Result<(), ManifestError> {
         validate_name(&self.name)?;
         if self.command.is_empty() || self.command[0].trim().is_empty() {
-            return Err(invalid("command", "must be a non-empty array, e.g. [\"python3\", \"main.py\"]"));
+            return Err(invalid(
+                "command",
+                "must be a non-empty array, e.g. [\"python3\", \"main.py\"]",
+            ));
         }
         if self.command.iter().any(|a| a.contains('\0')) {
             return Err(invalid("command", "arguments must not contain NUL bytes"));
@@ -182,7 +185,10 @@ impl Manifest {
             return Err(invalid("memory", format!("{} MB is outside 64..=10240", self.memory)));
         }
         if !(1..=900).contains(&self.timeout) {
-            return Err(invalid("timeout", format!("{} s is outside 1..=900 seconds", self.timeout)));
+            return Err(invalid(
+                "timeout",
+                format!("{} s is outside 1..=900 seconds", self.timeout),
+            ));
         }
         if !(1..=10_000).contains(&self.concurrency) {
             return Err(invalid("concurrency", "must be within 1..=10000"));
@@ -192,7 +198,10 @@ impl Manifest {
         }
         for key in self.env.keys() {
             let ok = !key.is_empty()
-                && key.chars().enumerate().all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+                && key
+                    .chars()
+                    .enumerate()
+                    .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
             if !ok {
                 return Err(invalid(format!("env.{key}"), "names must match [A-Za-z_][A-Za-z0-9_]*"));
             }
@@ -206,7 +215,10 @@ impl Manifest {
             }
         }
         if self.triggers.is_empty() {
-            return Err(invalid("triggers", "list at least one trigger, e.g. [[triggers]] http = true"));
+            return Err(invalid(
+                "triggers",
+                "list at least one trigger, e.g. [[triggers]] http = true",
+            ));
         }
         self.triggers()?;
         Ok(())
@@ -236,7 +248,9 @@ impl Manifest {
 pub fn validate_name(name: &str) -> Result<(), ManifestError> {
     let ok = (1..=63).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if ok {
         Ok(())
     } else {
@@ -251,7 +265,10 @@ fn parse_trigger(i: usize, t: &TriggerDef) -> Result<Option<Trigger>, ManifestEr
     let field = |f: &str| format!("triggers[{i}].{f}");
     let kinds = [t.http.is_some(), t.cron.is_some(), t.subject.is_some()];
     if kinds.iter().filter(|k| **k).count() != 1 {
-        return Err(invalid(format!("triggers[{i}]"), "set exactly one of `http`, `cron`, `subject`"));
+        return Err(invalid(
+            format!("triggers[{i}]"),
+            "set exactly one of `http`, `cron`, `subject`",
+        ));
     }
     if t.timezone.is_some() && t.cron.is_none() {
         return Err(invalid(field("timezone"), "only applies to a `cron` trigger"));
@@ -262,7 +279,10 @@ fn parse_trigger(i: usize, t: &TriggerDef) -> Result<Option<Trigger>, ManifestEr
     if let Some(schedule) = &t.cron {
         use std::str::FromStr;
         cron::Schedule::from_str(schedule).map_err(|e| {
-            invalid(field("cron"), format!("{schedule:?}: {e} (6 or 7 fields: sec min hour day month weekday [year])"))
+            invalid(
+                field("cron"),
+                format!("{schedule:?}: {e} (6 or 7 fields: sec min hour day month weekday [year])"),
+            )
         })?;
         let tz_name = t.timezone.as_deref().unwrap_or("UTC");
         let timezone: chrono_tz::Tz = tz_name
@@ -334,7 +354,12 @@ subject = "orders.*"
         assert_eq!(t.len(), 3);
         assert_eq!(t[0], Trigger::Http);
         assert!(matches!(&t[1], Trigger::Cron { timezone, .. } if timezone.name() == "Europe/Berlin"));
-        assert_eq!(t[2], Trigger::Subject { subject: "orders.*".into() });
+        assert_eq!(
+            t[2],
+            Trigger::Subject {
+                subject: "orders.*".into()
+            }
+        );
         assert!(m.has_http_trigger());
     }
 
@@ -359,15 +384,32 @@ subject = "orders.*"
         assert_eq!(field_of("name = \"a\"\ncommand = []"), "command");
         assert_eq!(field_of(&format!("{base}memory = 1")), "memory");
         assert_eq!(field_of(&format!("{base}timeout = 0")), "timeout");
-        assert_eq!(field_of(&format!("{base}[env]\nAWS_LAMBDA_RUNTIME_API = \"x\"")), "env.AWS_LAMBDA_RUNTIME_API");
-        assert_eq!(field_of(&format!("{base}[[triggers]]\ncron = \"nope\"")), "triggers[0].cron");
         assert_eq!(
-            field_of(&format!("{base}[[triggers]]\ncron = \"0 * * * * *\"\ntimezone = \"Mars/Base\"")),
+            field_of(&format!("{base}[env]\nAWS_LAMBDA_RUNTIME_API = \"x\"")),
+            "env.AWS_LAMBDA_RUNTIME_API"
+        );
+        assert_eq!(
+            field_of(&format!("{base}[[triggers]]\ncron = \"nope\"")),
+            "triggers[0].cron"
+        );
+        assert_eq!(
+            field_of(&format!(
+                "{base}[[triggers]]\ncron = \"0 * * * * *\"\ntimezone = \"Mars/Base\""
+            )),
             "triggers[0].timezone"
         );
-        assert_eq!(field_of(&format!("{base}[[triggers]]\nsubject = \"a..b\"")), "triggers[0].subject");
-        assert_eq!(field_of(&format!("{base}[[triggers]]\nsubject = \"stoke.x\"")), "triggers[0].subject");
-        assert_eq!(field_of(&format!("{base}[[triggers]]\nhttp = true\nsubject = \"a\"")), "triggers[0]");
+        assert_eq!(
+            field_of(&format!("{base}[[triggers]]\nsubject = \"a..b\"")),
+            "triggers[0].subject"
+        );
+        assert_eq!(
+            field_of(&format!("{base}[[triggers]]\nsubject = \"stoke.x\"")),
+            "triggers[0].subject"
+        );
+        assert_eq!(
+            field_of(&format!("{base}[[triggers]]\nhttp = true\nsubject = \"a\"")),
+            "triggers[0]"
+        );
     }
 
     #[test]
@@ -384,7 +426,9 @@ subject = "orders.*"
         std::fs::write(dir.path().join(MANIFEST_FILE), "name = \"a\"\ncommand = [\"./run.sh\"]").unwrap();
         assert_eq!(
             Manifest::load_dir(dir.path()).unwrap_err(),
-            ManifestError::MissingFile { path: "./run.sh".into() }
+            ManifestError::MissingFile {
+                path: "./run.sh".into()
+            }
         );
         std::fs::write(dir.path().join("run.sh"), "#!/bin/sh").unwrap();
         assert!(Manifest::load_dir(dir.path()).is_ok());

@@ -35,6 +35,8 @@ pub mod headers {
     /// `RequestResponse` (a caller waits: not retried) or `Event` (async: retried).
     pub const INVOCATION_TYPE: &str = "Stoke-Invocation-Type";
     pub const TRACE_ID: &str = "Stoke-Trace-Id";
+    /// The function version current when the event was accepted.
+    pub const FUNCTION_VERSION: &str = "Stoke-Function-Version";
 }
 
 /// Lambda's invocation types.

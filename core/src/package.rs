@@ -100,12 +100,14 @@ pub fn pack_dir(dir: &Path, limits: &Limits) -> Result<Packed, PackageError> {
             header.set_entry_type(tar::EntryType::Symlink);
             header.set_size(0);
             header.set_mode(0o777);
-            tar.append_link(&mut header, rel, &target).map_err(|e| io_err(&full, e))?;
+            tar.append_link(&mut header, rel, &target)
+                .map_err(|e| io_err(&full, e))?;
         } else if meta.is_dir() {
             header.set_entry_type(tar::EntryType::Directory);
             header.set_size(0);
             header.set_mode(0o755);
-            tar.append_data(&mut header, rel, std::io::empty()).map_err(|e| io_err(&full, e))?;
+            tar.append_data(&mut header, rel, std::io::empty())
+                .map_err(|e| io_err(&full, e))?;
         } else if meta.is_file() {
             header.set_entry_type(tar::EntryType::Regular);
             header.set_size(meta.len());
@@ -213,7 +215,10 @@ pub fn unpack(archive: &[u8], dest: &Path, limits: &Limits) -> Result<u64, Packa
                 limit: limits.max_entries,
             });
         }
-        let raw_path = entry.path().map_err(|e| PackageError::Corrupt(e.to_string()))?.into_owned();
+        let raw_path = entry
+            .path()
+            .map_err(|e| PackageError::Corrupt(e.to_string()))?
+            .into_owned();
         let shown = raw_path.display().to_string();
         let unsafe_entry = |reason: String| PackageError::UnsafeEntry {
             path: shown.clone(),
@@ -242,7 +247,10 @@ pub fn unpack(archive: &[u8], dest: &Path, limits: &Limits) -> Result<u64, Packa
                 }
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let size = entry.header().size().map_err(|e| PackageError::Corrupt(e.to_string()))?;
+                let size = entry
+                    .header()
+                    .size()
+                    .map_err(|e| PackageError::Corrupt(e.to_string()))?;
                 unpacked = unpacked.saturating_add(size);
                 if unpacked > limits.max_unpacked_bytes {
                     return Err(PackageError::UnpackedTooLarge {
@@ -270,12 +278,18 @@ pub fn unpack(archive: &[u8], dest: &Path, limits: &Limits) -> Result<u64, Packa
                     .map_err(|e| PackageError::Corrupt(e.to_string()))?
                     .ok_or_else(|| unsafe_entry("symlink without a target".into()))?;
                 if !link_stays_inside(&rel, &link) {
-                    return Err(unsafe_entry(format!("symlink to {} leaves the package", link.display())));
+                    return Err(unsafe_entry(format!(
+                        "symlink to {} leaves the package",
+                        link.display()
+                    )));
                 }
                 std::os::unix::fs::symlink(&link, &target).map_err(|e| io_err(&target, e))?;
             }
             tar::EntryType::Link => return Err(unsafe_entry("hard links are not allowed".into())),
-            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader | tar::EntryType::GNULongName | tar::EntryType::GNULongLink => {}
+            tar::EntryType::XGlobalHeader
+            | tar::EntryType::XHeader
+            | tar::EntryType::GNULongName
+            | tar::EntryType::GNULongLink => {}
             other => return Err(unsafe_entry(format!("entry type {other:?} is not allowed"))),
         }
     }
@@ -311,7 +325,10 @@ mod tests {
     fn pack_refuses_escaping_symlink() {
         let a = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink("/etc/passwd", a.path().join("pw")).unwrap();
-        assert!(matches!(pack_dir(a.path(), &Limits::default()), Err(PackageError::UnsafeEntry { .. })));
+        assert!(matches!(
+            pack_dir(a.path(), &Limits::default()),
+            Err(PackageError::UnsafeEntry { .. })
+        ));
     }
 
     fn raw_tar(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
@@ -397,7 +414,10 @@ mod tests {
             ..Limits::default()
         };
         let out = tempfile::tempdir().unwrap();
-        assert!(matches!(unpack(&big, out.path(), &limits), Err(PackageError::UnpackedTooLarge { .. })));
+        assert!(matches!(
+            unpack(&big, out.path(), &limits),
+            Err(PackageError::UnpackedTooLarge { .. })
+        ));
         let many = raw_tar(|b| {
             for i in 0..5 {
                 let mut h = header(tar::EntryType::Regular, 0);
@@ -409,8 +429,14 @@ mod tests {
             ..Limits::default()
         };
         let out = tempfile::tempdir().unwrap();
-        assert!(matches!(unpack(&many, out.path(), &limits), Err(PackageError::TooManyEntries { .. })));
+        assert!(matches!(
+            unpack(&many, out.path(), &limits),
+            Err(PackageError::TooManyEntries { .. })
+        ));
         let out = tempfile::tempdir().unwrap();
-        assert!(matches!(unpack(b"not gzip", out.path(), &Limits::default()), Err(PackageError::Corrupt(_))));
+        assert!(matches!(
+            unpack(b"not gzip", out.path(), &Limits::default()),
+            Err(PackageError::Corrupt(_))
+        ));
     }
 }

@@ -252,14 +252,14 @@ impl Store for SqliteStore {
             .await?;
         tx.commit().await?;
         match existing {
-            Some(row) => Ok(CompletionWrite::Duplicate(completion_from_row(&row)?)),
+            Some(row) => Ok(CompletionWrite::Duplicate(Box::new(completion_from_row(&row)?))),
             // Same invocation id under another key: treat as that id's record.
             None => {
                 let row = sqlx::query(q::COMPLETION_BY_ID)
                     .bind(&c.invocation_id)
                     .fetch_one(&self.pool)
                     .await?;
-                Ok(CompletionWrite::Duplicate(completion_from_row(&row)?))
+                Ok(CompletionWrite::Duplicate(Box::new(completion_from_row(&row)?)))
             }
         }
     }

@@ -149,7 +149,7 @@ pub struct Completion {
 pub enum CompletionWrite {
     Recorded,
     /// The key already had a completion; here it is. Nothing was written.
-    Duplicate(Completion),
+    Duplicate(Box<Completion>),
 }
 
 /// What GET /invocations/{id} shows.

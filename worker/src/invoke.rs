@@ -30,14 +30,15 @@ impl Runner {
             worker_id: self.worker_id.clone(),
             ..Default::default()
         };
-        let result = |outcome: WireOutcome, payload: Vec<u8>, error: Option<ErrorInfo>, metering: Metering| InvocationResult {
-            invocation_id: inv.invocation_id.clone(),
-            epoch: inv.epoch,
-            outcome: outcome as i32,
-            payload,
-            error,
-            metering: Some(metering),
-        };
+        let result =
+            |outcome: WireOutcome, payload: Vec<u8>, error: Option<ErrorInfo>, metering: Metering| InvocationResult {
+                invocation_id: inv.invocation_id.clone(),
+                epoch: inv.epoch,
+                outcome: outcome as i32,
+                payload,
+                error,
+                metering: Some(metering),
+            };
         let platform_error = |msg: String, mut metering: Metering| {
             tracing::warn!(invocation = %inv.invocation_id, function = %spec.name, "{msg}");
             metering.ended_unix_ms = stoke_core::now_ms();
@@ -76,7 +77,10 @@ impl Runner {
                 request_id: inv.invocation_id.clone(),
                 payload: inv.payload.clone().into(),
                 deadline_unix_ms,
-                function_arn: format!("arn:aws:lambda:local:000000000000:function:{}:{}", spec.name, spec.version),
+                function_arn: format!(
+                    "arn:aws:lambda:local:000000000000:function:{}:{}",
+                    spec.name, spec.version
+                ),
                 trace_id: inv.trace_id.clone(),
                 deadline: Instant::now() + timeout,
             })
@@ -103,13 +107,21 @@ impl Runner {
                     .and_then(|v| v.get("errorMessage").and_then(|m| m.as_str()).map(str::to_string))
                     .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
                 self.pool.put(sandbox);
-                return result(WireOutcome::FunctionError, Vec::new(), Some(err(&error_type, message, &body)), metering);
+                return result(
+                    WireOutcome::FunctionError,
+                    Vec::new(),
+                    Some(err(&error_type, message, &body)),
+                    metering,
+                );
             }
             Outcome::ResponseTooLarge { size } => (
                 WireOutcome::FunctionError,
                 err(
                     "Function.ResponseSizeTooLarge",
-                    format!("Response payload size ({size} bytes) exceeded maximum allowed payload size ({} bytes).", self.max_response),
+                    format!(
+                        "Response payload size ({size} bytes) exceeded maximum allowed payload size ({} bytes).",
+                        self.max_response
+                    ),
                     &[],
                 ),
             ),
@@ -123,7 +135,11 @@ impl Runner {
                 WireOutcome::Timeout,
                 err(
                     "Sandbox.Timedout",
-                    format!("{} Task timed out after {:.2} seconds", inv.invocation_id, timeout.as_secs_f64()),
+                    format!(
+                        "{} Task timed out after {:.2} seconds",
+                        inv.invocation_id,
+                        timeout.as_secs_f64()
+                    ),
                     &[],
                 ),
             ),

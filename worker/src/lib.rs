@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use stoke_proto::worker_service_client::WorkerServiceClient;
-use stoke_proto::{DispatcherMessage, Heartbeat, WarmSet, WorkerHello, WorkerMessage, dispatcher_message, worker_message};
+use stoke_proto::{
+    DispatcherMessage, Heartbeat, WarmSet, WorkerHello, WorkerMessage, dispatcher_message, worker_message,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -93,7 +95,8 @@ impl Worker {
         let _ = std::fs::remove_dir_all(&scratch_root);
         std::fs::create_dir_all(&scratch_root).map_err(|e| WorkerError::DataDir(scratch_root.clone(), e))?;
         let packages_dir = opts.data_dir.join("packages");
-        let packages = packages::PackageCache::new(packages_dir.clone()).map_err(|e| WorkerError::DataDir(packages_dir, e))?;
+        let packages =
+            packages::PackageCache::new(packages_dir.clone()).map_err(|e| WorkerError::DataDir(packages_dir, e))?;
         let worker_id = if opts.id.is_empty() {
             format!("w-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
         } else {
@@ -133,7 +136,9 @@ impl Worker {
         while !shutdown.is_cancelled() {
             match self.attach_once(&shutdown).await {
                 Ok(()) => backoff = Duration::from_millis(100),
-                Err(e) => tracing::warn!(dispatcher = %self.opts.dispatcher, error = %e, "dispatcher unreachable; retrying"),
+                Err(e) => {
+                    tracing::warn!(dispatcher = %self.opts.dispatcher, error = %e, "dispatcher unreachable; retrying")
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
@@ -166,7 +171,9 @@ impl Worker {
                 hostname: hostname(),
             })),
         };
-        tx.send(hello).await.map_err(|_| tonic::Status::internal("stream closed"))?;
+        tx.send(hello)
+            .await
+            .map_err(|_| tonic::Status::internal("stream closed"))?;
         let mut inbound = client
             .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await?

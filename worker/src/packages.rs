@@ -32,7 +32,11 @@ impl PackageCache {
     }
 
     /// The extracted code directory for `digest`, fetching it if needed.
-    pub async fn ensure(&self, digest: &str, client: &mut WorkerServiceClient<Channel>) -> Result<PathBuf, WorkerError> {
+    pub async fn ensure(
+        &self,
+        digest: &str,
+        client: &mut WorkerServiceClient<Channel>,
+    ) -> Result<PathBuf, WorkerError> {
         if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(WorkerError::Package(format!("bad digest {digest:?}")));
         }
@@ -65,7 +69,9 @@ impl PackageCache {
         }
         let got = package::digest(&data);
         if got != digest {
-            return Err(WorkerError::Package(format!("package digest mismatch: wanted {digest}, got {got}")));
+            return Err(WorkerError::Package(format!(
+                "package digest mismatch: wanted {digest}, got {got}"
+            )));
         }
         extract(&self.root, digest, &data, &self.limits)?;
         Ok(dir)

@@ -66,7 +66,10 @@ pub fn launch(spec: &LaunchSpec<'_>) -> std::io::Result<tokio::process::Child> {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            let no_core = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
             if libc::setrlimit(libc::RLIMIT_CORE, &no_core) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -80,4 +83,21 @@ pub fn launch(spec: &LaunchSpec<'_>) -> std::io::Result<tokio::process::Child> {
 pub fn kill_group(pid: u32) {
     let pgid = nix::unistd::Pid::from_raw(pid as i32);
     let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+}
+
+/// Make a platform child process (not a sandbox: e.g. the `nats-server`
+/// that `stoke up` starts) receive SIGKILL when the thread that spawned it
+/// dies, so a killed `stoke` never leaves it behind. Spawn from a thread
+/// that lives as long as the process (the main thread).
+pub fn die_with_parent(cmd: &mut tokio::process::Command) {
+    #[allow(unsafe_code)]
+    // SAFETY: prctl is a raw syscall, async-signal-safe, touching no shared memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }

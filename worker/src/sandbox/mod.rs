@@ -53,12 +53,23 @@ pub struct Event {
 #[derive(Debug)]
 pub enum Outcome {
     Response(Bytes),
-    FunctionError { error_type: String, body: Bytes },
-    ResponseTooLarge { size: usize },
+    FunctionError {
+        error_type: String,
+        body: Bytes,
+    },
+    ResponseTooLarge {
+        size: usize,
+    },
     /// The process exited after taking the event.
-    Crashed { message: String },
+    Crashed {
+        message: String,
+    },
     /// The process exited (or reported init/error) before asking for work.
-    InitError { error_type: String, message: String, body: Bytes },
+    InitError {
+        error_type: String,
+        message: String,
+        body: Bytes,
+    },
     Timeout,
 }
 
@@ -105,7 +116,10 @@ impl Sandbox {
         });
 
         let mut env: Vec<(String, String)> = vec![
-            ("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+            (
+                "PATH".into(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            ),
             ("LANG".into(), "C.UTF-8".into()),
             ("TZ".into(), "UTC".into()),
             ("HOME".into(), tmp.display().to_string()),
@@ -255,7 +269,11 @@ impl Sandbox {
         };
         Timing {
             duration: start.elapsed(),
-            init: if cold { ready.map(|r| r.duration_since(self.spawned)) } else { None },
+            init: if cold {
+                ready.map(|r| r.duration_since(self.spawned))
+            } else {
+                None
+            },
         }
     }
 

@@ -35,9 +35,14 @@ pub struct Delivery {
 #[derive(Debug)]
 pub enum Reply {
     Response(Bytes),
-    Error { error_type: String, body: Bytes },
+    Error {
+        error_type: String,
+        body: Bytes,
+    },
     /// The response exceeded the cap; the runtime was told 413.
-    TooLarge { size: usize },
+    TooLarge {
+        size: usize,
+    },
 }
 
 struct Current {
@@ -81,7 +86,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
 }
 
 fn refuse(status: StatusCode, error_type: &str, message: &str) -> Response {
-    (status, axum::Json(json!({"errorType": error_type, "errorMessage": message}))).into_response()
+    (
+        status,
+        axum::Json(json!({"errorType": error_type, "errorMessage": message})),
+    )
+        .into_response()
 }
 
 async fn next(State(st): State<Arc<ApiState>>) -> Response {
@@ -121,7 +130,11 @@ fn take_current(st: &ApiState, id: &str) -> Option<oneshot::Sender<Reply>> {
 
 async fn response(State(st): State<Arc<ApiState>>, Path(id): Path<String>, req: Request) -> Response {
     let Some(reply) = take_current(&st, &id) else {
-        return refuse(StatusCode::BAD_REQUEST, "InvalidRequestID", "no invocation in flight with this id");
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestID",
+            "no invocation in flight with this id",
+        );
     };
     match axum::body::to_bytes(req.into_body(), st.max_response).await {
         Ok(body) => {
@@ -129,7 +142,9 @@ async fn response(State(st): State<Arc<ApiState>>, Path(id): Path<String>, req: 
             (StatusCode::ACCEPTED, axum::Json(json!({"status": "OK"}))).into_response()
         }
         Err(_) => {
-            let _ = reply.send(Reply::TooLarge { size: st.max_response + 1 });
+            let _ = reply.send(Reply::TooLarge {
+                size: st.max_response + 1,
+            });
             refuse(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Function.ResponseSizeTooLarge",
@@ -141,9 +156,15 @@ async fn response(State(st): State<Arc<ApiState>>, Path(id): Path<String>, req: 
 
 async fn error(State(st): State<Arc<ApiState>>, Path(id): Path<String>, headers: HeaderMap, req: Request) -> Response {
     let Some(reply) = take_current(&st, &id) else {
-        return refuse(StatusCode::BAD_REQUEST, "InvalidRequestID", "no invocation in flight with this id");
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestID",
+            "no invocation in flight with this id",
+        );
     };
-    let body = axum::body::to_bytes(req.into_body(), MAX_ERROR_BODY).await.unwrap_or_default();
+    let body = axum::body::to_bytes(req.into_body(), MAX_ERROR_BODY)
+        .await
+        .unwrap_or_default();
     let _ = reply.send(Reply::Error {
         error_type: error_type(&headers, &body),
         body,

@@ -1,0 +1,308 @@
+//! The CLI verbs that drive the gRPC admin API.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use stoke_core::Manifest;
+use stoke_core::package::{self, Limits};
+use stoke_proto::admin_service_client::AdminServiceClient;
+use stoke_proto::{
+    DeployHeader, DeployRequest, GetInvocationRequest, GetUsageRequest, InvocationInfo, InvocationStatus,
+    InvokeRequest, ListFunctionsRequest, deploy_request,
+};
+use tonic::transport::Channel;
+
+const MAX_MESSAGE: usize = 64 << 20;
+const CHUNK: usize = 1 << 20;
+
+pub struct Admin {
+    client: AdminServiceClient<Channel>,
+}
+
+/// Turn a gRPC status into an error that says what to do.
+fn rpc_error(addr: &str, s: tonic::Status) -> anyhow::Error {
+    match s.code() {
+        tonic::Code::Unavailable if s.message().contains("transport") || s.message().contains("connect") => {
+            anyhow::anyhow!(
+                "cannot reach the stoke admin API at {addr} ({}): is `stoke up` running? (set STOKE_ADMIN)",
+                s.message()
+            )
+        }
+        code => anyhow::anyhow!("{} ({code:?})", s.message()),
+    }
+}
+
+impl Admin {
+    pub async fn connect(addr: &str) -> anyhow::Result<(Admin, String)> {
+        let url = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let channel = Channel::from_shared(url.clone())
+            .with_context(|| format!("invalid admin address {addr:?}"))?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot reach the stoke admin API at {addr} ({e}): is `stoke up` running? (set STOKE_ADMIN)"
+                )
+            })?;
+        let client = AdminServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        Ok((Admin { client }, addr.to_string()))
+    }
+}
+
+/// `stoke deploy DIR`.
+pub async fn deploy(admin: &mut Admin, addr: &str, dir: &Path) -> anyhow::Result<()> {
+    // Check locally first: the same checks the server runs, with local paths.
+    let manifest = Manifest::load_dir(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    let dir_owned = dir.to_path_buf();
+    let packed = tokio::task::spawn_blocking(move || package::pack_dir(&dir_owned, &Limits::default()))
+        .await?
+        .map_err(|e| anyhow::anyhow!("cannot package {}: {e}", dir.display()))?;
+    let size = packed.archive.len() as u64;
+    eprintln!(
+        "packaged {} ({} files, {}) as {}",
+        manifest.name,
+        packed.files,
+        human_bytes(size),
+        &packed.digest[..12]
+    );
+    let bar = indicatif::ProgressBar::new(size);
+    if std::io::stderr().is_terminal() {
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("uploading [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+    } else {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let header = DeployRequest {
+        part: Some(deploy_request::Part::Header(DeployHeader {
+            digest: packed.digest.clone(),
+            size,
+        })),
+    };
+    let chunks: Vec<Vec<u8>> = packed.archive.chunks(CHUNK).map(<[u8]>::to_vec).collect();
+    let bar2 = bar.clone();
+    let parts = futures::stream::iter(std::iter::once(header).chain(chunks.into_iter().map(move |c| {
+        bar2.inc(c.len() as u64);
+        DeployRequest {
+            part: Some(deploy_request::Part::Chunk(c)),
+        }
+    })));
+    let resp = admin
+        .client
+        .deploy(parts)
+        .await
+        .map_err(|s| rpc_error(addr, s))?
+        .into_inner();
+    bar.finish_and_clear();
+    let f = resp.function.context("server sent no function info")?;
+    if resp.unchanged {
+        println!(
+            "{} is unchanged (version {}, digest {})",
+            f.name,
+            f.version,
+            &f.digest[..12]
+        );
+    } else {
+        println!("deployed {} version {} (digest {})", f.name, f.version, &f.digest[..12]);
+    }
+    if f.triggers.iter().any(|t| t == "http") {
+        println!(
+            "  invoke: curl -X POST http://<gateway>/fn/{} -d '{{}}'   or   stoke invoke {}",
+            f.name, f.name
+        );
+    }
+    Ok(())
+}
+
+/// The payload of `--data`: inline JSON, `@FILE`, or `@-` for stdin.
+pub fn read_payload(data: Option<&str>) -> anyhow::Result<Vec<u8>> {
+    match data {
+        None => Ok(b"{}".to_vec()),
+        Some("@-") => {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).context("cannot read stdin")?;
+            Ok(buf)
+        }
+        Some(s) if s.starts_with('@') => {
+            let path = PathBuf::from(&s[1..]);
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
+        }
+        Some(s) => Ok(s.as_bytes().to_vec()),
+    }
+}
+
+pub struct InvokeArgs<'a> {
+    pub function: &'a str,
+    pub payload: Vec<u8>,
+    pub is_async: bool,
+    pub idempotency_key: Option<String>,
+}
+
+/// `stoke invoke`. Prints the result body on stdout; a failed invocation
+/// prints its error on stderr and exits non-zero.
+pub async fn invoke(admin: &mut Admin, addr: &str, args: InvokeArgs<'_>) -> anyhow::Result<()> {
+    let resp = admin
+        .client
+        .invoke(InvokeRequest {
+            function: args.function.to_string(),
+            payload: args.payload,
+            r#async: args.is_async,
+            idempotency_key: args.idempotency_key.unwrap_or_default(),
+        })
+        .await
+        .map_err(|s| rpc_error(addr, s))?
+        .into_inner();
+    match resp.invocation {
+        None if args.is_async => {
+            println!("{}", resp.invocation_id);
+            eprintln!("queued; see the result with: stoke status {}", resp.invocation_id);
+            Ok(())
+        }
+        None => bail!(
+            "invocation {} is still running; see its result later with: stoke status {}",
+            resp.invocation_id,
+            resp.invocation_id
+        ),
+        Some(info) => print_result(&info),
+    }
+}
+
+fn print_result(info: &InvocationInfo) -> anyhow::Result<()> {
+    match InvocationStatus::try_from(info.status).unwrap_or(InvocationStatus::Unspecified) {
+        InvocationStatus::Succeeded => {
+            let mut out = std::io::stdout();
+            out.write_all(&info.result)?;
+            if !info.result.ends_with(b"\n") {
+                out.write_all(b"\n")?;
+            }
+            Ok(())
+        }
+        status => {
+            let err = info.error.clone().unwrap_or_default();
+            bail!(
+                "invocation {} {}: {}: {}",
+                info.invocation_id,
+                status_name(status),
+                err.error_type,
+                err.error_message
+            )
+        }
+    }
+}
+
+fn status_name(s: InvocationStatus) -> &'static str {
+    match s {
+        InvocationStatus::Unspecified => "unknown",
+        InvocationStatus::Queued => "queued",
+        InvocationStatus::Running => "running",
+        InvocationStatus::Succeeded => "succeeded",
+        InvocationStatus::Failed => "failed",
+        InvocationStatus::TimedOut => "timed out",
+        InvocationStatus::DeadLettered => "dead-lettered",
+    }
+}
+
+/// `stoke status ID`: the invocation as JSON.
+pub async fn status(admin: &mut Admin, addr: &str, id: &str) -> anyhow::Result<()> {
+    let info = admin
+        .client
+        .get_invocation(GetInvocationRequest {
+            invocation_id: id.to_string(),
+        })
+        .await
+        .map_err(|s| rpc_error(addr, s))?
+        .into_inner();
+    let status = InvocationStatus::try_from(info.status).unwrap_or(InvocationStatus::Unspecified);
+    let result = match std::str::from_utf8(&info.result) {
+        Ok(s) => serde_json::from_str(s).unwrap_or_else(|_| serde_json::Value::String(s.to_string())),
+        Err(_) => serde_json::Value::Null,
+    };
+    let json = serde_json::json!({
+        "invocationId": info.invocation_id,
+        "function": info.function,
+        "version": info.version,
+        "status": status_name(status),
+        "attempts": info.attempts,
+        "trigger": info.trigger,
+        "idempotencyKey": info.idempotency_key,
+        "result": result,
+        "error": info.error.map(|e| serde_json::json!({"errorType": e.error_type, "errorMessage": e.error_message})),
+    });
+    println!("{}", serde_json::to_string_pretty(&json)?);
+    Ok(())
+}
+
+/// `stoke functions`.
+pub async fn functions(admin: &mut Admin, addr: &str) -> anyhow::Result<()> {
+    let list = admin
+        .client
+        .list_functions(ListFunctionsRequest {})
+        .await
+        .map_err(|s| rpc_error(addr, s))?
+        .into_inner()
+        .functions;
+    if list.is_empty() {
+        println!("no functions deployed (deploy one with: stoke deploy examples/hello-python)");
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:>7} {:>8} {:>8}  {:<14} TRIGGERS",
+        "NAME", "VERSION", "MEMORY", "TIMEOUT", "DIGEST"
+    );
+    for f in list {
+        println!(
+            "{:<24} {:>7} {:>6}MB {:>7}s  {:<14} {}",
+            f.name,
+            f.version,
+            f.memory_mb,
+            f.timeout_ms / 1000,
+            &f.digest[..12.min(f.digest.len())],
+            f.triggers.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// `stoke usage`.
+pub async fn usage(admin: &mut Admin, addr: &str, function: Option<String>) -> anyhow::Result<()> {
+    let rows = admin
+        .client
+        .get_usage(GetUsageRequest {
+            function: function.unwrap_or_default(),
+            since_unix_ms: 0,
+            until_unix_ms: 0,
+        })
+        .await
+        .map_err(|s| rpc_error(addr, s))?
+        .into_inner()
+        .rows;
+    println!(
+        "{:<24} {:>9} {:>7} {:>6} {:>12} {:>12}",
+        "FUNCTION", "ATTEMPTS", "ERRORS", "COLD", "BILLED_MS", "GB_SECONDS"
+    );
+    for r in rows {
+        println!(
+            "{:<24} {:>9} {:>7} {:>6} {:>12} {:>12.6}",
+            r.function, r.attempts, r.errors, r.cold_starts, r.billed_ms, r.gb_seconds
+        );
+    }
+    Ok(())
+}
+
+fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}

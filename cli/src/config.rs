@@ -1,0 +1,174 @@
+//! Layered configuration for the server roles: defaults → TOML file
+//! (`--config`) → `STOKE_*` environment (`__` separates levels, e.g.
+//! `STOKE_BROKER__HTTP=0.0.0.0:8080`) → command-line flags. Validated once
+//! at start and injected into each role's `build()`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use stoke_broker::BrokerOptions;
+use stoke_dispatcher::DispatcherOptions;
+use stoke_worker::WorkerOptions;
+
+/// How `stoke up` runs its own nats-server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsServerOptions {
+    /// The nats-server program (looked up on PATH).
+    pub bin: String,
+    /// Client port on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+}
+
+impl Default for NatsServerOptions {
+    fn default() -> Self {
+        NatsServerOptions {
+            bin: "nats-server".into(),
+            port: 4222,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the SQLite store, NATS data and worker files live.
+    pub data_dir: Option<PathBuf>,
+    /// An existing NATS server; without it `stoke up` starts one.
+    pub nats_url: Option<String>,
+    /// Store URL; default `sqlite://<data_dir>/stoke.db`.
+    pub store: Option<String>,
+    pub nats_server: NatsServerOptions,
+    pub broker: BrokerOptions,
+    pub dispatcher: DispatcherOptions,
+    pub worker: WorkerOptions,
+}
+
+/// The flags every server role shares; they override file and env.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeFlags {
+    /// TOML config file ([broker], [dispatcher], [worker], [nats_server] tables).
+    #[arg(long, env = "STOKE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (SQLite store, NATS JetStream files, worker cache).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Use this NATS server instead of starting one (e.g. nats://127.0.0.1:4222).
+    #[arg(long, value_name = "URL")]
+    pub nats_url: Option<String>,
+    /// Store URL (default sqlite://<data-dir>/stoke.db).
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+}
+
+impl Config {
+    /// Load defaults, the file, then `STOKE_*` env; apply the shared flags.
+    pub fn load(flags: &ServeFlags) -> anyhow::Result<Config> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = &flags.config {
+            anyhow::ensure!(file.is_file(), "config file {} not found", file.display());
+            fig = fig.merge(Toml::file(file));
+        }
+        // Only keys of this struct: STOKE_ADMIN (the CLI's admin address)
+        // and STOKE_CONFIG are not server settings.
+        let known = [
+            "data_dir",
+            "nats_url",
+            "store",
+            "nats_server",
+            "broker",
+            "dispatcher",
+            "worker",
+        ];
+        fig = fig.merge(
+            Env::prefixed("STOKE_")
+                .split("__")
+                .filter(move |k| known.iter().any(|n| k.as_str().starts_with(n))),
+        );
+        let mut cfg: Config = fig.extract().context("invalid configuration")?;
+        if flags.data_dir.is_some() {
+            cfg.data_dir = flags.data_dir.clone();
+        }
+        if flags.nats_url.is_some() {
+            cfg.nats_url = flags.nats_url.clone();
+        }
+        if flags.store.is_some() {
+            cfg.store = flags.store.clone();
+        }
+        if cfg.worker.data_dir == WorkerOptions::default().data_dir {
+            cfg.worker.data_dir = cfg.data_dir().join("worker");
+        }
+        Ok(cfg)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| PathBuf::from(".stoke"))
+    }
+
+    pub fn store_url(&self) -> String {
+        self.store
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir().join("stoke.db").display()))
+    }
+
+    /// Point the worker at a dispatcher listening on `addr`.
+    pub fn attach_worker_to(&mut self, addr: SocketAddr) {
+        self.worker.dispatcher = format!("http://{addr}");
+    }
+}
+
+/// Create a directory (and parents) with a clear error.
+pub fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create directory {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("stoke-config.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/from/file\"\n[broker]\nhttp = \"127.0.0.1:9999\"\n[worker]\nslots = 3\n",
+        )
+        .unwrap();
+        let flags = ServeFlags {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let cfg = Config::load(&flags).unwrap();
+        assert_eq!(cfg.data_dir(), PathBuf::from("/from/file"));
+        assert_eq!(cfg.broker.http, "127.0.0.1:9999".parse().unwrap());
+        assert_eq!(cfg.worker.slots, 3);
+        assert_eq!(cfg.worker.data_dir, PathBuf::from("/from/file/worker"));
+        assert_eq!(cfg.store_url(), "sqlite:///from/file/stoke.db");
+
+        let flags = ServeFlags {
+            config: Some(file),
+            data_dir: Some("/from/flag".into()),
+            ..Default::default()
+        };
+        let cfg = Config::load(&flags).unwrap();
+        assert_eq!(cfg.data_dir(), PathBuf::from("/from/flag"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[broker]\nhtp = \"x\"\n").unwrap();
+        let err = Config::load(&ServeFlags {
+            config: Some(file),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("htp"), "{err:#}");
+    }
+}

@@ -1,0 +1,237 @@
+//! `stoke`: the one binary. Server roles (`up`, `broker`, `dispatcher`,
+//! `worker`) and the CLI verbs that drive the admin API.
+
+mod client;
+mod config;
+mod nats_server;
+mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use config::{Config, ServeFlags};
+
+#[derive(Parser)]
+#[command(
+    name = "stoke",
+    version,
+    about = "stoke: functions-as-a-service on your own machines",
+    long_about = "stoke runs functions that speak the AWS Lambda Runtime API, triggered over HTTP (and, soon, \
+                  cron and NATS subjects), with durable delivery through NATS JetStream.\n\n\
+                  Quick start:\n  stoke up                              # platform + local nats-server\n  \
+                  stoke deploy examples/hello-python    # in another terminal\n  \
+                  curl -X POST localhost:8080/fn/hello -d '{\"name\":\"Ada\"}'"
+)]
+struct Cli {
+    /// Log as JSON lines instead of text (log level: RUST_LOG, default info).
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole platform in one process: HTTP gateway, dispatcher with
+    /// the admin API, one worker, and (unless --nats-url) a local nats-server.
+    Up {
+        #[command(flatten)]
+        serve: ServeFlags,
+        /// HTTP gateway address.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<SocketAddr>,
+        /// gRPC admin API (and worker attachment) address.
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<SocketAddr>,
+        /// Seconds an idle warm sandbox is kept before it is stopped.
+        #[arg(long, value_name = "SECS")]
+        idle_ttl: Option<f64>,
+    },
+    /// Run only the HTTP gateway (against a shared NATS and store).
+    Broker {
+        #[command(flatten)]
+        serve: ServeFlags,
+        #[arg(long, value_name = "ADDR")]
+        http: Option<SocketAddr>,
+    },
+    /// Run only the dispatcher and admin API (against a shared NATS and store).
+    Dispatcher {
+        #[command(flatten)]
+        serve: ServeFlags,
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<SocketAddr>,
+    },
+    /// Run only a worker, attached to a dispatcher.
+    Worker {
+        #[command(flatten)]
+        serve: ServeFlags,
+        /// Dispatcher to attach to (e.g. http://10.0.0.5:50051).
+        #[arg(long, value_name = "URL")]
+        dispatcher: Option<String>,
+        #[arg(long, value_name = "SECS")]
+        idle_ttl: Option<f64>,
+    },
+    /// Package a function directory (with its stoke.toml) and deploy it as a new version.
+    Deploy {
+        #[command(flatten)]
+        admin: AdminFlag,
+        /// The function directory.
+        dir: PathBuf,
+    },
+    /// Run a function and print its result (or, with --async, its invocation id).
+    Invoke {
+        #[command(flatten)]
+        admin: AdminFlag,
+        /// Function name.
+        name: String,
+        /// Event payload: inline JSON, @FILE, or @- for stdin (default {}).
+        #[arg(long, short)]
+        data: Option<String>,
+        /// Queue the event and return at once (retried on failure).
+        #[arg(long = "async")]
+        is_async: bool,
+        /// Idempotency key: a repeat with the same key returns the first result without running.
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
+    },
+    /// Show an invocation's status and result as JSON.
+    Status {
+        #[command(flatten)]
+        admin: AdminFlag,
+        invocation_id: String,
+    },
+    /// List deployed functions.
+    Functions {
+        #[command(flatten)]
+        admin: AdminFlag,
+    },
+    /// Billed milliseconds and GB-seconds per function.
+    Usage {
+        #[command(flatten)]
+        admin: AdminFlag,
+        /// Only this function.
+        #[arg(long)]
+        function: Option<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct AdminFlag {
+    /// Admin API address.
+    #[arg(
+        long = "admin",
+        env = "STOKE_ADMIN",
+        default_value = "127.0.0.1:50051",
+        value_name = "ADDR"
+    )]
+    addr: String,
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,tower=warn,hyper=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    init_tracing(cli.log_json);
+    if let Err(e) = run(cli.command).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Up {
+            serve,
+            http,
+            admin,
+            idle_ttl,
+        } => {
+            let mut cfg = Config::load(&serve)?;
+            if let Some(a) = http {
+                cfg.broker.http = a;
+            }
+            if let Some(a) = admin {
+                cfg.dispatcher.listen = a;
+            }
+            if let Some(t) = idle_ttl {
+                cfg.worker.idle_ttl_secs = t;
+            }
+            serve::up(cfg).await
+        }
+        Command::Broker { serve, http } => {
+            let mut cfg = Config::load(&serve)?;
+            if let Some(a) = http {
+                cfg.broker.http = a;
+            }
+            serve::broker(cfg).await
+        }
+        Command::Dispatcher { serve, admin } => {
+            let mut cfg = Config::load(&serve)?;
+            if let Some(a) = admin {
+                cfg.dispatcher.listen = a;
+            }
+            serve::dispatcher(cfg).await
+        }
+        Command::Worker {
+            serve,
+            dispatcher,
+            idle_ttl,
+        } => {
+            let mut cfg = Config::load(&serve)?;
+            if let Some(d) = dispatcher {
+                cfg.worker.dispatcher = d;
+            }
+            if let Some(t) = idle_ttl {
+                cfg.worker.idle_ttl_secs = t;
+            }
+            serve::worker(cfg).await
+        }
+        Command::Deploy { admin, dir } => {
+            let (mut c, addr) = client::Admin::connect(&admin.addr).await?;
+            client::deploy(&mut c, &addr, &dir).await
+        }
+        Command::Invoke {
+            admin,
+            name,
+            data,
+            is_async,
+            idempotency_key,
+        } => {
+            let payload = client::read_payload(data.as_deref())?;
+            let (mut c, addr) = client::Admin::connect(&admin.addr).await?;
+            let args = client::InvokeArgs {
+                function: &name,
+                payload,
+                is_async,
+                idempotency_key,
+            };
+            client::invoke(&mut c, &addr, args).await
+        }
+        Command::Status { admin, invocation_id } => {
+            let (mut c, addr) = client::Admin::connect(&admin.addr).await?;
+            client::status(&mut c, &addr, &invocation_id).await
+        }
+        Command::Functions { admin } => {
+            let (mut c, addr) = client::Admin::connect(&admin.addr).await?;
+            client::functions(&mut c, &addr).await
+        }
+        Command::Usage { admin, function } => {
+            let (mut c, addr) = client::Admin::connect(&admin.addr).await?;
+            client::usage(&mut c, &addr, function).await
+        }
+    }
+}

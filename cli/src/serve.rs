@@ -1,0 +1,175 @@
+//! The server roles: `stoke up` (everything in one process) and
+//! `stoke broker|dispatcher|worker` (one role each).
+//!
+//! Shutdown: the first SIGINT/SIGTERM cancels the shared token (the gateway
+//! stops accepting, the dispatcher stops pulling and lets in-flight
+//! invocations finish or releases them, workers drain); a second signal
+//! exits at once.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use stoke_broker::Broker;
+use stoke_dispatcher::Dispatcher;
+use stoke_worker::Worker;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ensure_dir};
+use crate::nats_server::NatsServer;
+
+type RoleFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
+/// Cancel `token` on the first SIGINT/SIGTERM; exit on the second.
+fn handle_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        tracing::info!("shutting down (in-flight invocations finish first; signal again to exit now)");
+        token.cancel();
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        eprintln!("second signal: exiting now");
+        std::process::exit(130);
+    });
+}
+
+async fn connect_nats(url: &str) -> anyhow::Result<async_nats::Client> {
+    async_nats::ConnectOptions::new()
+        .name("stoke")
+        .retry_on_initial_connect()
+        .connection_timeout(std::time::Duration::from_secs(5))
+        .connect(url)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {url}"))
+}
+
+async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn stoke_store::Store>> {
+    let url = cfg.store_url();
+    stoke_store::open(&url)
+        .await
+        .with_context(|| format!("cannot open the store at {url}"))
+}
+
+/// Run roles until shutdown; if one fails, stop the others and report it.
+async fn run_roles(token: CancellationToken, roles: Vec<(&'static str, RoleFuture)>) -> anyhow::Result<()> {
+    let mut set = tokio::task::JoinSet::new();
+    for (name, fut) in roles {
+        set.spawn(async move { (name, fut.await) });
+    }
+    let mut first_err = None;
+    while let Some(joined) = set.join_next().await {
+        let (name, result) = joined.context("a role panicked")?;
+        if let Err(e) = result {
+            tracing::error!(role = name, error = %format!("{e:#}"), "role failed; stopping");
+            token.cancel();
+            first_err.get_or_insert(e.context(format!("{name} failed")));
+        } else if !token.is_cancelled() {
+            tracing::error!(role = name, "role stopped unexpectedly; stopping");
+            token.cancel();
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// `stoke up`.
+pub async fn up(mut cfg: Config) -> anyhow::Result<()> {
+    let data_dir = cfg.data_dir();
+    ensure_dir(&data_dir)?;
+    let token = CancellationToken::new();
+    handle_signals(token.clone());
+
+    let nats_server = match &cfg.nats_url {
+        Some(_) => None,
+        None => Some(NatsServer::start(&cfg.nats_server, &data_dir).await?),
+    };
+    let nats_url = cfg
+        .nats_url
+        .clone()
+        .or_else(|| nats_server.as_ref().map(|s| s.url.clone()))
+        .expect("one of the two");
+    let result = async {
+        let nats = connect_nats(&nats_url).await?;
+        let store = open_store(&cfg).await?;
+        let dispatcher = Dispatcher::build(cfg.dispatcher.clone(), nats.clone(), store.clone()).await?;
+        let admin = dispatcher.local_addr()?;
+        cfg.attach_worker_to(admin);
+        let broker = Broker::build(&cfg.broker, nats.clone(), store).await?;
+        let http = broker.local_addr()?;
+        let worker = Worker::build(cfg.worker.clone())?;
+        println!("stoke is up");
+        println!("  HTTP gateway  http://{http}   (POST /fn/<name>)");
+        println!("  admin API     {admin}   (STOKE_ADMIN for the CLI)");
+        println!("  NATS          {nats_url}");
+        println!("  store         {}", cfg.store_url());
+        println!("  worker        {} ({} slots)", worker.id(), cfg.worker.slots);
+        println!("Ctrl-C stops; in-flight invocations finish first.");
+        let (t1, t2, t3) = (token.clone(), token.clone(), token.clone());
+        run_roles(
+            token.clone(),
+            vec![
+                ("broker", Box::pin(async move { Ok(broker.run(t1).await?) })),
+                ("dispatcher", Box::pin(async move { Ok(dispatcher.run(t2).await?) })),
+                ("worker", Box::pin(async move { Ok(worker.run(t3).await?) })),
+            ],
+        )
+        .await
+    }
+    .await;
+    if let Some(server) = nats_server {
+        server.stop().await;
+    }
+    result
+}
+
+/// `stoke broker`.
+pub async fn broker(cfg: Config) -> anyhow::Result<()> {
+    let token = CancellationToken::new();
+    handle_signals(token.clone());
+    let nats = connect_nats(&nats_url(&cfg)).await?;
+    let store = open_store(&cfg).await?;
+    let broker = Broker::build(&cfg.broker, nats, store).await?;
+    println!("stoke broker: HTTP gateway on http://{}", broker.local_addr()?);
+    run_roles(
+        token.clone(),
+        vec![("broker", Box::pin(async move { Ok(broker.run(token).await?) }))],
+    )
+    .await
+}
+
+/// `stoke dispatcher`.
+pub async fn dispatcher(cfg: Config) -> anyhow::Result<()> {
+    let token = CancellationToken::new();
+    handle_signals(token.clone());
+    let nats = connect_nats(&nats_url(&cfg)).await?;
+    let store = open_store(&cfg).await?;
+    let d = Dispatcher::build(cfg.dispatcher.clone(), nats, store).await?;
+    println!("stoke dispatcher: workers and admin API on {}", d.local_addr()?);
+    run_roles(
+        token.clone(),
+        vec![("dispatcher", Box::pin(async move { Ok(d.run(token).await?) }))],
+    )
+    .await
+}
+
+/// `stoke worker`.
+pub async fn worker(cfg: Config) -> anyhow::Result<()> {
+    let token = CancellationToken::new();
+    handle_signals(token.clone());
+    ensure_dir(&cfg.worker.data_dir)?;
+    let w = Worker::build(cfg.worker.clone())?;
+    println!("stoke worker {}: attaching to {}", w.id(), cfg.worker.dispatcher);
+    run_roles(
+        token.clone(),
+        vec![("worker", Box::pin(async move { Ok(w.run(token).await?) }))],
+    )
+    .await
+}
+
+fn nats_url(cfg: &Config) -> String {
+    cfg.nats_url.clone().unwrap_or_else(|| "nats://127.0.0.1:4222".into())
+}

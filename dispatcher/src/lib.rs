@@ -1,0 +1,181 @@
+//! stoke-dispatcher owns delivery: it pulls invocation events from
+//! JetStream (one durable pull consumer per function, `max_ack_pending` =
+//! the function's concurrency), hands each to an attached worker over gRPC,
+//! keeps the message's lease alive with in-progress acks while it runs,
+//! decides retry or completion, writes the metered attempt and the one
+//! completion per idempotency key, announces the result for synchronous
+//! callers, and only then acks. It also hosts the gRPC admin API.
+//!
+//! It must not run user code (workers do) and must not ack anything that is
+//! not durable in the store first.
+
+mod admin;
+mod pull;
+mod workers;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use stoke_broker::{Invoker, streams};
+use stoke_proto::admin_service_server::AdminServiceServer;
+use stoke_proto::worker_service_server::WorkerServiceServer;
+use stoke_store::Store;
+use tokio_util::sync::CancellationToken;
+
+pub use workers::{DispatchError, Registry};
+
+/// Dispatcher settings (the `[dispatcher]` table of the config file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DispatcherOptions {
+    /// gRPC address for workers and the admin API.
+    pub listen: SocketAddr,
+    /// How long an event waits for a worker with a free slot before it is
+    /// released back to JetStream for later.
+    pub worker_wait_secs: u64,
+    /// Extra time, beyond the function timeout, a worker gets to answer
+    /// (cold start, package fetch).
+    pub answer_slack_secs: u64,
+    /// Seconds between in-progress acks while an invocation runs.
+    pub progress_secs: u64,
+    /// Seconds between checks for newly deployed functions.
+    pub refresh_secs: u64,
+    /// On shutdown, how long in-flight invocations may take to finish before
+    /// they are released for redelivery.
+    pub shutdown_grace_secs: u64,
+    /// Largest invoke payload accepted through the admin API.
+    pub max_payload_bytes: usize,
+    pub stream: streams::StreamOptions,
+}
+
+impl Default for DispatcherOptions {
+    fn default() -> Self {
+        DispatcherOptions {
+            listen: "127.0.0.1:50051".parse().expect("valid default"),
+            worker_wait_secs: 10,
+            answer_slack_secs: 60,
+            progress_secs: 10,
+            refresh_secs: 5,
+            shutdown_grace_secs: 30,
+            max_payload_bytes: 6 << 20,
+            stream: streams::StreamOptions::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatcherError {
+    #[error("cannot bind the gRPC listener on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot provision the invocation stream: {0}")]
+    Stream(String),
+    #[error("gRPC server failed: {0}")]
+    Serve(String),
+}
+
+/// Largest gRPC message (package chunks are smaller; this bounds payloads).
+const MAX_MESSAGE: usize = 64 << 20;
+
+pub struct Dispatcher {
+    opts: DispatcherOptions,
+    listener: tokio::net::TcpListener,
+    nats: async_nats::Client,
+    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+}
+
+impl Dispatcher {
+    pub async fn build(
+        opts: DispatcherOptions,
+        nats: async_nats::Client,
+        store: Arc<dyn Store>,
+    ) -> Result<Dispatcher, DispatcherError> {
+        let js = async_nats::jetstream::new(nats.clone());
+        streams::ensure_invoke_stream(&js, &opts.stream)
+            .await
+            .map_err(|e| DispatcherError::Stream(e.to_string()))?;
+        let listener = tokio::net::TcpListener::bind(opts.listen)
+            .await
+            .map_err(|source| DispatcherError::Bind {
+                addr: opts.listen,
+                source,
+            })?;
+        let registry = Registry::new(store.clone());
+        Ok(Dispatcher {
+            opts,
+            listener,
+            nats,
+            store,
+            registry,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serve workers and the admin API and deliver events until `shutdown`.
+    /// Shutdown order: stop pulling, let in-flight invocations finish (up to
+    /// the grace period; the rest are released to JetStream), detach the
+    /// workers, stop the server.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), DispatcherError> {
+        let addr = self.local_addr().map_err(|e| DispatcherError::Serve(e.to_string()))?;
+        let pullers = pull::Pullers::new(pull::Shared {
+            nats: self.nats.clone(),
+            js: async_nats::jetstream::new(self.nats.clone()),
+            store: self.store.clone(),
+            registry: self.registry.clone(),
+            worker_wait: Duration::from_secs(self.opts.worker_wait_secs),
+            answer_slack: Duration::from_secs(self.opts.answer_slack_secs),
+            progress_every: Duration::from_secs(self.opts.progress_secs.max(1)),
+        });
+        let invoker = Invoker::new(
+            self.nats.clone(),
+            self.store.clone(),
+            self.opts.max_payload_bytes,
+            Duration::from_secs(self.opts.answer_slack_secs),
+        );
+        let admin = admin::AdminApi {
+            store: self.store.clone(),
+            invoker,
+            deployed: pullers.deployed_notifier(),
+            limits: stoke_core::package::Limits::default(),
+        };
+        let worker_api = workers::WorkerApi {
+            registry: self.registry.clone(),
+        };
+
+        let server_stop = CancellationToken::new();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
+        let server = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .add_service(
+                WorkerServiceServer::new(worker_api)
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE),
+            )
+            .add_service(
+                AdminServiceServer::new(admin)
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE),
+            )
+            .serve_with_incoming_shutdown(incoming, server_stop.clone().cancelled_owned());
+        let server = tokio::spawn(server);
+        tracing::info!(%addr, "dispatcher listening (workers + admin API)");
+
+        let grace = Duration::from_secs(self.opts.shutdown_grace_secs);
+        let refresh = Duration::from_secs(self.opts.refresh_secs.max(1));
+        pullers.run(shutdown, refresh, grace).await;
+
+        self.registry.detach_all();
+        server_stop.cancel();
+        match server.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(DispatcherError::Serve(e.to_string())),
+            Err(e) => Err(DispatcherError::Serve(e.to_string())),
+        }
+    }
+}

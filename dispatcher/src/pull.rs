@@ -1,0 +1,585 @@
+//! Pulling events and deciding their fate.
+//!
+//! One durable pull consumer per function (`fn-<name>`, filtered on
+//! `stoke.invoke.<name>`, `max_ack_pending` = the function's concurrency).
+//! For each message: skip it if its idempotency key already completed,
+//! dispatch it to a worker while sending in-progress acks, then either
+//! record the completion (atomically with the metered attempt), announce it
+//! and ack — or record the attempt and NAK with backoff for a retry.
+//! Nothing is acked before the store has it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, consumer::pull};
+use futures::StreamExt;
+use prost::Message as _;
+use rand::Rng;
+use stoke_core::{Manifest, Retryable, naming};
+use stoke_proto::{FunctionSpec, Invocation, InvocationResult, Outcome};
+use stoke_store::{AttemptOutcome, AttemptRecord, Completion, CompletionWrite, ErrorRecord, Status, Store, StoreError};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::workers::Registry;
+
+/// Lease on a message between in-progress acks.
+const ACK_WAIT: Duration = Duration::from_secs(30);
+/// Retry backoff for async events: base × 2^(attempt-1), capped.
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+const BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// Redelivery delay when no worker could take the event or one was lost.
+const RELEASE_DELAY: Duration = Duration::from_secs(1);
+
+pub(crate) struct Shared {
+    pub nats: async_nats::Client,
+    pub js: jetstream::Context,
+    pub store: Arc<dyn Store>,
+    pub registry: Arc<Registry>,
+    pub worker_wait: Duration,
+    pub answer_slack: Duration,
+    pub progress_every: Duration,
+}
+
+/// A function version ready to dispatch.
+struct Loaded {
+    spec: FunctionSpec,
+    manifest: Manifest,
+}
+
+struct Ctx {
+    shared: Shared,
+    specs: Mutex<HashMap<(String, u32), Arc<Loaded>>>,
+    /// Handlers of in-flight messages.
+    tracker: TaskTracker,
+    /// Fired when the shutdown grace runs out: release what is still running.
+    release_now: CancellationToken,
+}
+
+pub(crate) struct Pullers {
+    ctx: Arc<Ctx>,
+    deployed: Arc<Notify>,
+}
+
+impl Pullers {
+    pub fn new(shared: Shared) -> Pullers {
+        Pullers {
+            ctx: Arc::new(Ctx {
+                shared,
+                specs: Mutex::new(HashMap::new()),
+                tracker: TaskTracker::new(),
+                release_now: CancellationToken::new(),
+            }),
+            deployed: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Notified by the admin API after a deploy, so the new function's
+    /// consumer starts at once.
+    pub fn deployed_notifier(&self) -> Arc<Notify> {
+        self.deployed.clone()
+    }
+
+    /// Keep one consumer loop per deployed function until `shutdown`, then
+    /// drain in-flight invocations for up to `grace`.
+    pub async fn run(self, shutdown: CancellationToken, refresh: Duration, grace: Duration) {
+        let mut consumers: HashMap<String, (u32, tokio::task::JoinHandle<()>)> = HashMap::new();
+        loop {
+            match self.ctx.shared.store.list_functions().await {
+                Ok(versions) => {
+                    for v in versions {
+                        let concurrency = match Manifest::parse(&v.manifest) {
+                            Ok(m) => m.concurrency,
+                            Err(e) => {
+                                tracing::error!(function = %v.function, error = %e, "deployed manifest unreadable");
+                                continue;
+                            }
+                        };
+                        match consumers.get(&v.function) {
+                            Some((c, h)) if *c == concurrency && !h.is_finished() => {}
+                            _ => {
+                                if let Some((_, old)) = consumers.remove(&v.function) {
+                                    old.abort();
+                                }
+                                let ctx = self.ctx.clone();
+                                let stop = shutdown.clone();
+                                let name = v.function.clone();
+                                let task = tokio::spawn(async move { consume(ctx, name, concurrency, stop).await });
+                                consumers.insert(v.function, (concurrency, task));
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot list functions; retrying"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(refresh) => {}
+                _ = self.deployed.notified() => {}
+            }
+        }
+
+        // Stop pulling, then let what is running finish.
+        for (_, (_, task)) in consumers {
+            let _ = task.await;
+        }
+        let tracker = &self.ctx.tracker;
+        tracker.close();
+        let running = tracker.len();
+        if running > 0 {
+            tracing::info!(running, ?grace, "waiting for in-flight invocations");
+        }
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            tracing::warn!(
+                running = tracker.len(),
+                "grace period over; releasing in-flight events for redelivery"
+            );
+            self.ctx.release_now.cancel();
+            tracker.wait().await;
+        }
+    }
+}
+
+/// Pull one function's events until `stop`, reconnecting on errors.
+async fn consume(ctx: Arc<Ctx>, function: String, concurrency: u32, stop: CancellationToken) {
+    let durable = naming::invoke_consumer(&function);
+    let config = pull::Config {
+        durable_name: Some(durable.clone()),
+        filter_subject: naming::invoke_subject(&function),
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: ACK_WAIT,
+        max_deliver: -1,
+        max_ack_pending: i64::from(concurrency.max(1)),
+        ..Default::default()
+    };
+    let mut delay = Duration::from_millis(200);
+    while !stop.is_cancelled() {
+        let consumer = async {
+            let stream = ctx.shared.js.get_stream(naming::INVOKE_STREAM).await?;
+            let consumer = match stream.get_consumer::<pull::Config>(&durable).await {
+                Ok(c) if c.cached_info().config.max_ack_pending == config.max_ack_pending => c,
+                Ok(_) => stream.update_consumer(config.clone()).await?,
+                Err(_) => stream.create_consumer(config.clone()).await?,
+            };
+            consumer
+                .stream()
+                .max_messages_per_batch(concurrency.max(1) as usize)
+                .heartbeat(Duration::from_secs(5))
+                .messages()
+                .await
+                .map_err(async_nats::Error::from)
+        };
+        let mut messages = match consumer.await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(%function, error = %e, "cannot open consumer; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        tracing::debug!(%function, concurrency, "pulling");
+        delay = Duration::from_millis(200);
+        loop {
+            let next = tokio::select! {
+                _ = stop.cancelled() => return,
+                next = messages.next() => next,
+            };
+            match next {
+                Some(Ok(msg)) => {
+                    let ctx2 = ctx.clone();
+                    let function = function.clone();
+                    ctx.tracker.spawn(async move { handle(&ctx2, &function, msg).await });
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(%function, error = %e, "pull error");
+                    break;
+                }
+                None => break,
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// What the message headers say about an event.
+struct Envelope {
+    invocation_id: String,
+    key: String,
+    trigger: String,
+    sync: bool,
+    version: Option<u32>,
+    trace_id: String,
+    attempt: u32,
+    created_ms: i64,
+}
+
+fn envelope(msg: &jetstream::Message) -> Envelope {
+    let header = |name: &str| {
+        msg.headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let (attempt, created_ms) = match msg.info() {
+        Ok(info) => (
+            u32::try_from(info.delivered).unwrap_or(1).max(1),
+            (info.published.unix_timestamp_nanos() / 1_000_000) as i64,
+        ),
+        Err(_) => (1, stoke_core::now_ms()),
+    };
+    let invocation_id = header(naming::headers::INVOCATION_ID).unwrap_or_else(stoke_core::new_invocation_id);
+    Envelope {
+        key: header(naming::headers::IDEMPOTENCY_KEY).unwrap_or_else(|| invocation_id.clone()),
+        invocation_id,
+        trigger: header(naming::headers::TRIGGER).unwrap_or_else(|| "nats".into()),
+        sync: header(naming::headers::INVOCATION_TYPE).as_deref() == Some(naming::REQUEST_RESPONSE),
+        version: header(naming::headers::FUNCTION_VERSION).and_then(|v| v.parse().ok()),
+        trace_id: header(naming::headers::TRACE_ID).unwrap_or_default(),
+        attempt,
+        created_ms,
+    }
+}
+
+/// Handle one message end to end. Every path ends in exactly one of ack
+/// (completion durable) or NAK (redeliver).
+async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message) {
+    let env = envelope(&msg);
+    let span = tracing::info_span!("invocation", id = %env.invocation_id, %function, attempt = env.attempt);
+    let store = &ctx.shared.store;
+
+    // A key that already completed (a redelivery after a lost ack, or a
+    // duplicate beyond the dedupe window) is answered from the store.
+    match store.completion_by_key(function, &env.key).await {
+        Ok(Some(done)) => {
+            announce(ctx, &env.invocation_id, &done).await;
+            ack(&msg, AckKind::Ack).await;
+            return;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(parent: &span, error = %e, "store unavailable; releasing event");
+            ack(&msg, AckKind::Nak(Some(RELEASE_DELAY))).await;
+            return;
+        }
+    }
+
+    let loaded = match load(ctx, function, env.version).await {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            let err = ErrorRecord {
+                error_type: "Stoke.FunctionNotFound".into(),
+                error_message: format!("function {function:?} (version {:?}) is not deployed", env.version),
+                raw: None,
+            };
+            let completion = completion(
+                &env,
+                function,
+                env.version.unwrap_or(0),
+                Status::Failed,
+                None,
+                Some(err),
+            );
+            finish(ctx, &msg, &env, None, completion).await;
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(parent: &span, error = %e, "cannot load function; releasing event");
+            ack(&msg, AckKind::Nak(Some(RELEASE_DELAY))).await;
+            return;
+        }
+    };
+    let timeout = Duration::from_millis(u64::from(loaded.spec.timeout_ms));
+    let inv = Invocation {
+        invocation_id: env.invocation_id.clone(),
+        epoch: 0,
+        attempt: env.attempt,
+        idempotency_key: env.key.clone(),
+        function: Some(loaded.spec.clone()),
+        payload: msg.payload.to_vec(),
+        deadline_unix_ms: stoke_core::now_ms() + timeout.as_millis() as i64,
+        trace_id: env.trace_id.clone(),
+    };
+
+    let dispatched = ctx
+        .shared
+        .registry
+        .dispatch(inv, ctx.shared.worker_wait, timeout + ctx.shared.answer_slack);
+    let result = tokio::select! {
+        r = with_progress(dispatched, &msg, ctx.shared.progress_every) => r,
+        _ = ctx.release_now.cancelled() => {
+            ack(&msg, AckKind::Nak(None)).await;
+            return;
+        }
+    };
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(parent: &span, error = %e, "not run; releasing event for redelivery");
+            ack(&msg, AckKind::Nak(Some(RELEASE_DELAY))).await;
+            return;
+        }
+    };
+
+    let outcome = Outcome::try_from(result.outcome).unwrap_or(Outcome::PlatformError);
+    let record = attempt_record(&env, &loaded, &result, outcome);
+    let error = result.error.as_ref().map(|e| ErrorRecord {
+        error_type: e.error_type.clone(),
+        error_message: e.error_message.clone(),
+        raw: (!e.raw.is_empty()).then(|| e.raw.clone()),
+    });
+    let status = match outcome {
+        Outcome::Success => Status::Succeeded,
+        Outcome::Timeout => Status::TimedOut,
+        _ => Status::Failed,
+    };
+    // Synchronous callers are never retried (Lambda's RequestResponse);
+    // async events are, up to the function's max attempts.
+    let retry = status != Status::Succeeded && !env.sync && env.attempt < loaded.manifest.max_attempts;
+    if retry {
+        if let Err(e) = with_store_retries(|| store.record_attempt(&record)).await {
+            tracing::warn!(parent: &span, error = %e, "attempt not metered");
+        }
+        let delay = backoff(env.attempt);
+        tracing::info!(parent: &span, outcome = ?outcome, ?delay, "attempt failed; retrying");
+        ack(&msg, AckKind::Nak(Some(delay))).await;
+        return;
+    }
+    let result_body = (status == Status::Succeeded).then(|| result.payload.clone());
+    let completion = completion(&env, function, loaded.spec.version, status, result_body, error);
+    finish(ctx, &msg, &env, Some(&record), completion).await;
+}
+
+/// Write the completion (with its attempt), announce it, ack. If the store
+/// stays down, release the event instead: it will run again, never be lost.
+async fn finish(
+    ctx: &Ctx,
+    msg: &jetstream::Message,
+    env: &Envelope,
+    record: Option<&AttemptRecord>,
+    completion: Completion,
+) {
+    let store = &ctx.shared.store;
+    let written = match record {
+        Some(r) => with_store_retries(|| store.record_completion(r, &completion)).await,
+        None => {
+            let placeholder = placeholder_attempt(env, &completion);
+            with_store_retries(|| store.record_completion(&placeholder, &completion)).await
+        }
+    };
+    let final_record = match written {
+        Ok(CompletionWrite::Recorded) => completion,
+        Ok(CompletionWrite::Duplicate(existing)) => *existing,
+        Err(e) => {
+            tracing::error!(id = %env.invocation_id, error = %e, "cannot record completion; releasing event");
+            ack(msg, AckKind::Nak(Some(RELEASE_DELAY * 5))).await;
+            return;
+        }
+    };
+    tracing::info!(id = %env.invocation_id, status = final_record.status.as_str(), attempt = env.attempt, "completed");
+    announce(ctx, &env.invocation_id, &final_record).await;
+    ack(msg, AckKind::Ack).await;
+}
+
+/// Tell a waiting synchronous caller (best effort: the store is the truth).
+async fn announce(ctx: &Ctx, invocation_id: &str, c: &Completion) {
+    let info = stoke_broker::invoke::completion_info(c, None);
+    let subject = naming::result_subject(invocation_id);
+    if let Err(e) = ctx.shared.nats.publish(subject, info.encode_to_vec().into()).await {
+        tracing::warn!(%invocation_id, error = %e, "cannot announce result");
+    }
+}
+
+async fn ack(msg: &jetstream::Message, kind: AckKind) {
+    if let Err(e) = msg.ack_with(kind).await {
+        // The server will redeliver after ack_wait; dedupe catches a repeat.
+        tracing::warn!(error = %e, "ack failed");
+    }
+}
+
+/// Run `fut` while keeping the message's lease alive.
+async fn with_progress<F: std::future::Future>(fut: F, msg: &jetstream::Message, every: Duration) -> F::Output {
+    tokio::pin!(fut);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            out = &mut fut => return out,
+            _ = tick.tick() => ack(msg, AckKind::Progress).await,
+        }
+    }
+}
+
+/// Retry a store write while the store says it is unavailable (~15 s).
+async fn with_store_retries<T, F, Fut>(mut op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut delay = Duration::from_millis(100);
+    for _ in 0..8 {
+        match op().await {
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, ?delay, "store unavailable; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(4));
+            }
+            other => return other,
+        }
+    }
+    op().await
+}
+
+/// Exponential backoff with ±20 % jitter.
+fn backoff(attempt: u32) -> Duration {
+    let exp = BACKOFF_BASE.saturating_mul(1 << attempt.saturating_sub(1).min(16));
+    let base = exp.min(BACKOFF_CAP);
+    base.mul_f64(rand::rng().random_range(0.8..1.2))
+}
+
+/// The function version an event names (or the current one), cached.
+async fn load(ctx: &Ctx, function: &str, version: Option<u32>) -> Result<Option<Arc<Loaded>>, StoreError> {
+    if let Some(v) = version
+        && let Some(l) = ctx.specs.lock().expect("not poisoned").get(&(function.to_string(), v))
+    {
+        return Ok(Some(l.clone()));
+    }
+    let store = &ctx.shared.store;
+    let fv = match version {
+        Some(v) => store.get_version(function, v).await?,
+        None => store.current_version(function).await?,
+    };
+    let Some(fv) = fv else { return Ok(None) };
+    let manifest = match Manifest::parse(&fv.manifest) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(%function, version = fv.version, error = %e, "deployed manifest unreadable");
+            return Ok(None);
+        }
+    };
+    let spec = FunctionSpec {
+        name: fv.function.clone(),
+        version: fv.version,
+        digest: fv.digest.clone(),
+        command: manifest.command.clone(),
+        env: manifest.env.clone().into_iter().collect(),
+        memory_mb: manifest.memory,
+        timeout_ms: manifest.timeout_ms() as u32,
+        handler: manifest.handler.clone().unwrap_or_default(),
+    };
+    let loaded = Arc::new(Loaded { spec, manifest });
+    ctx.specs
+        .lock()
+        .expect("not poisoned")
+        .insert((fv.function, fv.version), loaded.clone());
+    Ok(Some(loaded))
+}
+
+fn attempt_record(env: &Envelope, loaded: &Loaded, r: &InvocationResult, outcome: Outcome) -> AttemptRecord {
+    let m = r.metering.clone().unwrap_or_default();
+    AttemptRecord {
+        invocation_id: env.invocation_id.clone(),
+        function: loaded.spec.name.clone(),
+        version: loaded.spec.version,
+        idempotency_key: env.key.clone(),
+        attempt: env.attempt,
+        epoch: r.epoch,
+        trigger: env.trigger.clone(),
+        worker: m.worker_id,
+        started_ms: m.started_unix_ms,
+        ended_ms: m.ended_unix_ms,
+        duration_us: m.duration_us,
+        memory_mb: loaded.spec.memory_mb,
+        max_memory_used_kb: m.max_memory_used_kb,
+        cold: m.cold,
+        init_duration_us: m.init_duration_us,
+        outcome: match outcome {
+            Outcome::Success => AttemptOutcome::Success,
+            Outcome::FunctionError => AttemptOutcome::FunctionError,
+            Outcome::Crashed => AttemptOutcome::Crashed,
+            Outcome::Timeout => AttemptOutcome::Timeout,
+            Outcome::InitError => AttemptOutcome::InitError,
+            Outcome::PlatformError | Outcome::Unspecified => AttemptOutcome::PlatformError,
+        },
+        error_type: r.error.as_ref().map(|e| e.error_type.clone()),
+        error_message: r.error.as_ref().map(|e| e.error_message.clone()),
+    }
+}
+
+/// An event that never reached a worker still gets its one final record;
+/// its attempt row is a zero-duration platform error (billed at the minimum).
+fn placeholder_attempt(env: &Envelope, c: &Completion) -> AttemptRecord {
+    let now = stoke_core::now_ms();
+    AttemptRecord {
+        invocation_id: env.invocation_id.clone(),
+        function: c.function.clone(),
+        version: c.version,
+        idempotency_key: env.key.clone(),
+        attempt: env.attempt,
+        epoch: 0,
+        trigger: env.trigger.clone(),
+        worker: String::new(),
+        started_ms: now,
+        ended_ms: now,
+        duration_us: 0,
+        memory_mb: 0,
+        max_memory_used_kb: 0,
+        cold: false,
+        init_duration_us: 0,
+        outcome: AttemptOutcome::PlatformError,
+        error_type: c.error.as_ref().map(|e| e.error_type.clone()),
+        error_message: c.error.as_ref().map(|e| e.error_message.clone()),
+    }
+}
+
+fn completion(
+    env: &Envelope,
+    function: &str,
+    version: u32,
+    status: Status,
+    result: Option<Vec<u8>>,
+    error: Option<ErrorRecord>,
+) -> Completion {
+    Completion {
+        function: function.to_string(),
+        idempotency_key: env.key.clone(),
+        invocation_id: env.invocation_id.clone(),
+        version,
+        status,
+        result,
+        error,
+        attempts: env.attempt,
+        trigger: env.trigger.clone(),
+        created_ms: env.created_ms,
+        completed_ms: stoke_core::now_ms(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for attempt in 1..40 {
+            let d = backoff(attempt);
+            let base = BACKOFF_BASE
+                .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+                .min(BACKOFF_CAP);
+            assert!(
+                d >= base.mul_f64(0.8) && d <= base.mul_f64(1.2),
+                "attempt {attempt}: {d:?}"
+            );
+        }
+        assert!(backoff(1) < Duration::from_millis(1300));
+        assert!(backoff(30) <= BACKOFF_CAP.mul_f64(1.2));
+    }
+}

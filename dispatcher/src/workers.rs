@@ -1,0 +1,274 @@
+//! Attached workers and placement: the `WorkerService` gRPC side.
+//!
+//! Each worker holds one bidirectional stream. An invocation is sent down
+//! with a fresh epoch; the result must come back with the same epoch or it
+//! is fenced (dropped and logged). When a stream ends, every invocation
+//! pending on that worker fails with `WorkerLost` so the caller can release
+//! the event for redelivery.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::Stream;
+use stoke_proto::worker_service_server::WorkerService;
+use stoke_proto::{
+    DispatcherMessage, FetchPackageRequest, Invocation, InvocationResult, PackageChunk, WorkerMessage,
+    dispatcher_message, worker_message,
+};
+use stoke_store::Store;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tonic::{Request, Response, Status, Streaming};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("no worker with free capacity attached within {0:?}")]
+    NoWorker(Duration),
+    #[error("worker {0} was lost before answering")]
+    WorkerLost(String),
+    #[error("worker {0} did not answer in time")]
+    NoAnswer(String),
+}
+
+type Outbox = mpsc::Sender<Result<DispatcherMessage, Status>>;
+
+pub struct WorkerHandle {
+    pub id: String,
+    pub slots: u32,
+    busy: AtomicU32,
+    tx: Outbox,
+    pending: Mutex<HashMap<String, (u64, oneshot::Sender<InvocationResult>)>>,
+    /// Idle warm sandboxes per (function, version), as far as we know.
+    warm: Mutex<HashMap<(String, u32), u32>>,
+}
+
+impl WorkerHandle {
+    fn complete(&self, r: InvocationResult) {
+        let mut pending = self.pending.lock().expect("not poisoned");
+        match pending.get(&r.invocation_id) {
+            Some((epoch, _)) if *epoch == r.epoch => {
+                let (_, tx) = pending.remove(&r.invocation_id).expect("present");
+                let _ = tx.send(r);
+            }
+            _ => {
+                tracing::warn!(worker = %self.id, invocation = %r.invocation_id, epoch = r.epoch, "stale result fenced")
+            }
+        }
+    }
+
+    fn warm_for(&self, function: &str, version: u32) -> u32 {
+        let warm = self.warm.lock().expect("not poisoned");
+        warm.get(&(function.to_string(), version)).copied().unwrap_or(0)
+    }
+
+    fn adjust_warm(&self, function: &str, version: u32, delta: i32) {
+        let mut warm = self.warm.lock().expect("not poisoned");
+        let e = warm.entry((function.to_string(), version)).or_insert(0);
+        *e = e.saturating_add_signed(delta);
+    }
+}
+
+/// The workers attached to this dispatcher.
+pub struct Registry {
+    workers: Mutex<Vec<Arc<WorkerHandle>>>,
+    changed: Notify,
+    next_epoch: AtomicU64,
+    store: Arc<dyn Store>,
+}
+
+impl Registry {
+    pub fn new(store: Arc<dyn Store>) -> Arc<Registry> {
+        Arc::new(Registry {
+            workers: Mutex::new(Vec::new()),
+            changed: Notify::new(),
+            // Epochs grow across restarts: start from the clock.
+            next_epoch: AtomicU64::new(stoke_core::now_ms() as u64 * 1000),
+            store,
+        })
+    }
+
+    pub fn worker_count(&self) -> usize {
+        self.workers.lock().expect("not poisoned").len()
+    }
+
+    /// Close every worker stream (dispatcher shutdown).
+    pub fn detach_all(&self) {
+        self.workers.lock().expect("not poisoned").clear();
+        self.changed.notify_waiters();
+    }
+
+    fn remove(&self, handle: &Arc<WorkerHandle>) {
+        self.workers
+            .lock()
+            .expect("not poisoned")
+            .retain(|w| !Arc::ptr_eq(w, handle));
+        // Dropping the senders wakes every waiter with WorkerLost.
+        handle.pending.lock().expect("not poisoned").clear();
+        self.changed.notify_waiters();
+    }
+
+    /// Prefer a worker with an idle warm sandbox for this version, then the
+    /// least loaded one with a free slot.
+    fn pick(&self, function: &str, version: u32) -> Option<Arc<WorkerHandle>> {
+        let workers = self.workers.lock().expect("not poisoned");
+        let free = workers.iter().filter(|w| w.busy.load(Ordering::Relaxed) < w.slots);
+        let best = free
+            .map(|w| {
+                let load = f64::from(w.busy.load(Ordering::Relaxed)) / f64::from(w.slots.max(1));
+                (w.warm_for(function, version) > 0, load, w)
+            })
+            .max_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)))?;
+        let w = best.2.clone();
+        w.busy.fetch_add(1, Ordering::Relaxed);
+        if best.0 {
+            w.adjust_warm(function, version, -1);
+        }
+        Some(w)
+    }
+
+    /// Send `inv` to a worker and wait for its result. Waits up to
+    /// `wait_for_worker` for capacity, and up to `answer_within` for the
+    /// answer once sent.
+    pub async fn dispatch(
+        &self,
+        mut inv: Invocation,
+        wait_for_worker: Duration,
+        answer_within: Duration,
+    ) -> Result<InvocationResult, DispatchError> {
+        let spec = inv.function.clone().unwrap_or_default();
+        let give_up = tokio::time::Instant::now() + wait_for_worker;
+        let worker = loop {
+            let changed = self.changed.notified();
+            if let Some(w) = self.pick(&spec.name, spec.version) {
+                break w;
+            }
+            if tokio::time::timeout_at(give_up, changed).await.is_err() {
+                return Err(DispatchError::NoWorker(wait_for_worker));
+            }
+        };
+        inv.epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        worker
+            .pending
+            .lock()
+            .expect("not poisoned")
+            .insert(inv.invocation_id.clone(), (inv.epoch, tx));
+        let id = inv.invocation_id.clone();
+        let sent = worker
+            .tx
+            .send(Ok(DispatcherMessage {
+                msg: Some(dispatcher_message::Msg::Invoke(inv)),
+            }))
+            .await;
+        let outcome = match sent {
+            Err(_) => Err(DispatchError::WorkerLost(worker.id.clone())),
+            Ok(()) => match tokio::time::timeout(answer_within, rx).await {
+                Ok(Ok(r)) => Ok(r),
+                Ok(Err(_)) => Err(DispatchError::WorkerLost(worker.id.clone())),
+                Err(_) => Err(DispatchError::NoAnswer(worker.id.clone())),
+            },
+        };
+        worker.pending.lock().expect("not poisoned").remove(&id);
+        worker.busy.fetch_sub(1, Ordering::Relaxed);
+        if let Ok(r) = &outcome
+            && matches!(
+                stoke_proto::Outcome::try_from(r.outcome),
+                Ok(stoke_proto::Outcome::Success | stoke_proto::Outcome::FunctionError)
+            )
+        {
+            // The sandbox went back to the worker's pool.
+            worker.adjust_warm(&spec.name, spec.version, 1);
+        }
+        self.changed.notify_waiters();
+        outcome
+    }
+}
+
+/// The gRPC face of the registry.
+pub struct WorkerApi {
+    pub registry: Arc<Registry>,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+const CHUNK: usize = 1 << 20;
+
+#[tonic::async_trait]
+impl WorkerService for WorkerApi {
+    type AttachStream = BoxStream<DispatcherMessage>;
+    type FetchPackageStream = BoxStream<PackageChunk>;
+
+    async fn attach(&self, req: Request<Streaming<WorkerMessage>>) -> Result<Response<Self::AttachStream>, Status> {
+        let mut inbound = req.into_inner();
+        let hello = match inbound.message().await? {
+            Some(WorkerMessage {
+                msg: Some(worker_message::Msg::Hello(h)),
+            }) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message on Attach must be WorkerHello",
+                ));
+            }
+        };
+        if hello.worker_id.is_empty() || hello.slots == 0 {
+            return Err(Status::invalid_argument("WorkerHello needs a worker_id and slots > 0"));
+        }
+        let (tx, rx) = mpsc::channel(1024);
+        let handle = Arc::new(WorkerHandle {
+            id: hello.worker_id.clone(),
+            slots: hello.slots,
+            busy: AtomicU32::new(0),
+            tx,
+            pending: Mutex::new(HashMap::new()),
+            warm: Mutex::new(HashMap::new()),
+        });
+        let registry = self.registry.clone();
+        registry.workers.lock().expect("not poisoned").push(handle.clone());
+        registry.changed.notify_waiters();
+        tracing::info!(worker = %hello.worker_id, slots = hello.slots, host = %hello.hostname, "worker attached");
+        tokio::spawn(async move {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(WorkerMessage { msg: Some(m) })) => match m {
+                        worker_message::Msg::Result(r) => handle.complete(r),
+                        worker_message::Msg::Heartbeat(hb) => {
+                            let mut warm = handle.warm.lock().expect("not poisoned");
+                            warm.clear();
+                            for w in hb.warm {
+                                warm.insert((w.function, w.version), w.idle);
+                            }
+                        }
+                        worker_message::Msg::Hello(_) => {}
+                    },
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            tracing::info!(worker = %handle.id, "worker detached");
+            registry.remove(&handle);
+        });
+        let out = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn fetch_package(
+        &self,
+        req: Request<FetchPackageRequest>,
+    ) -> Result<Response<Self::FetchPackageStream>, Status> {
+        let digest = req.into_inner().digest;
+        let data = self
+            .registry
+            .store
+            .get_package(&digest)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?
+            .ok_or_else(|| Status::not_found(format!("package {digest} not found")))?;
+        let chunks: Vec<Result<PackageChunk, Status>> = data
+            .chunks(CHUNK)
+            .map(|c| Ok(PackageChunk { data: c.to_vec() }))
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+}
