@@ -87,7 +87,7 @@ impl Config {
         fig = fig.merge(
             Env::prefixed("STOKE_")
                 .split("__")
-                .filter(move |k| known.iter().any(|n| k.as_str().starts_with(n))),
+                .filter(move |k| known.iter().any(|n| k.as_str().to_ascii_lowercase().starts_with(n))),
         );
         let mut cfg: Config = fig.extract().context("invalid configuration")?;
         if flags.data_dir.is_some() {

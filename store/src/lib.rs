@@ -89,7 +89,9 @@ pub trait Store: Send + Sync + 'static {
 /// migrations.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
-        return Ok(std::sync::Arc::new(SqliteStore::open(std::path::Path::new(path)).await?));
+        return Ok(std::sync::Arc::new(
+            SqliteStore::open(std::path::Path::new(path)).await?,
+        ));
     }
     Err(StoreError::UnsupportedUrl(url.to_string()))
 }

@@ -4,8 +4,10 @@ use std::path::Path;
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 
 use crate::*;
 
@@ -135,7 +137,10 @@ impl Store for SqliteStore {
     }
 
     async fn get_package(&self, digest: &str) -> Result<Option<Vec<u8>>> {
-        let row = sqlx::query(q::GET_PACKAGE).bind(digest).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(q::GET_PACKAGE)
+            .bind(digest)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 
@@ -185,7 +190,10 @@ impl Store for SqliteStore {
     }
 
     async fn current_version(&self, function: &str) -> Result<Option<FunctionVersion>> {
-        let row = sqlx::query(q::CURRENT_VERSION).bind(function).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(q::CURRENT_VERSION)
+            .bind(function)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| version_from_row(&r)).transpose()
     }
 
@@ -216,13 +224,17 @@ impl Store for SqliteStore {
     }
 
     async fn record_attempt(&self, attempt: &AttemptRecord) -> Result<()> {
-        bind_attempt(sqlx::query(q::INSERT_ATTEMPT), attempt).execute(&self.pool).await?;
+        bind_attempt(sqlx::query(q::INSERT_ATTEMPT), attempt)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     async fn record_completion(&self, attempt: &AttemptRecord, c: &Completion) -> Result<CompletionWrite> {
         let mut tx = self.pool.begin().await?;
-        bind_attempt(sqlx::query(q::INSERT_ATTEMPT), attempt).execute(&mut *tx).await?;
+        bind_attempt(sqlx::query(q::INSERT_ATTEMPT), attempt)
+            .execute(&mut *tx)
+            .await?;
         let inserted = sqlx::query(q::INSERT_COMPLETION)
             .bind(&c.function)
             .bind(&c.idempotency_key)
@@ -280,7 +292,10 @@ impl Store for SqliteStore {
             .await?
             .map(|r| completion_from_row(&r))
             .transpose()?;
-        let accepted = sqlx::query(q::GET_INVOCATION).bind(id).fetch_optional(&self.pool).await?;
+        let accepted = sqlx::query(q::GET_INVOCATION)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         let (attempts, _): (i64, i64) = sqlx::query_as(q::ATTEMPT_STATS).bind(id).fetch_one(&self.pool).await?;
         let view = match (completion, accepted) {
             (Some(c), _) => InvocationView {

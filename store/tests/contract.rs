@@ -61,11 +61,15 @@ async fn contract(store: &dyn Store) {
         package_size: 3,
         now_ms: 5,
     };
-    let DeployOutcome::Created(v1) = store.deploy_version(new("d1")).await.unwrap() else { panic!() };
+    let DeployOutcome::Created(v1) = store.deploy_version(new("d1")).await.unwrap() else {
+        panic!()
+    };
     assert_eq!(v1.version, 1);
     assert!(matches!(store.deploy_version(new("d1")).await.unwrap(), DeployOutcome::Unchanged(v) if v.version == 1));
     store.put_package("d2", b"pkg2").await.unwrap();
-    let DeployOutcome::Created(v2) = store.deploy_version(new("d2")).await.unwrap() else { panic!() };
+    let DeployOutcome::Created(v2) = store.deploy_version(new("d2")).await.unwrap() else {
+        panic!()
+    };
     assert_eq!(v2.version, 2);
     assert_eq!(store.current_version("f").await.unwrap().unwrap().digest, "d2");
     assert_eq!(store.get_version("f", 1).await.unwrap().unwrap().digest, "d1");
@@ -90,7 +94,10 @@ async fn contract(store: &dyn Store) {
     store.record_attempt(&failed).await.unwrap(); // idempotent per attempt number
     assert_eq!(store.invocation("i1").await.unwrap().unwrap().status, Status::Running);
     let w = store
-        .record_completion(&attempt("i1", "k1", 2, AttemptOutcome::Success, 2000), &completion("i1", "k1", b"ok"))
+        .record_completion(
+            &attempt("i1", "k1", 2, AttemptOutcome::Success, 2000),
+            &completion("i1", "k1", b"ok"),
+        )
         .await
         .unwrap();
     assert_eq!(w, CompletionWrite::Recorded);
@@ -100,15 +107,27 @@ async fn contract(store: &dyn Store) {
 
     // A second completion for the same key is refused; the first is returned.
     let w = store
-        .record_completion(&attempt("i2", "k1", 1, AttemptOutcome::Success, 1), &completion("i2", "k1", b"other"))
+        .record_completion(
+            &attempt("i2", "k1", 1, AttemptOutcome::Success, 1),
+            &completion("i2", "k1", b"other"),
+        )
         .await
         .unwrap();
     match w {
-        CompletionWrite::Duplicate(c) => assert_eq!((c.invocation_id.as_str(), c.result.as_deref()), ("i1", Some(&b"ok"[..]))),
+        CompletionWrite::Duplicate(c) => assert_eq!(
+            (c.invocation_id.as_str(), c.result.as_deref()),
+            ("i1", Some(&b"ok"[..]))
+        ),
         other => panic!("expected duplicate, got {other:?}"),
     }
-    assert!(store.invocation("i2").await.unwrap().is_none() || store.invocation("i2").await.unwrap().unwrap().completion.is_none());
-    assert_eq!(store.completion_by_key("f", "k1").await.unwrap().unwrap().invocation_id, "i1");
+    assert!(
+        store.invocation("i2").await.unwrap().is_none()
+            || store.invocation("i2").await.unwrap().unwrap().completion.is_none()
+    );
+    assert_eq!(
+        store.completion_by_key("f", "k1").await.unwrap().unwrap().invocation_id,
+        "i1"
+    );
     assert!(store.invocation("never").await.unwrap().is_none());
 
     // Usage: every attempt billed, rounded up to 1 ms.

@@ -62,7 +62,10 @@ impl Runner {
         let mut sandbox = match self.pool.take(&spec.name, spec.version) {
             Some(sb) => sb,
             None => match self.start(&spec, &code_dir).await {
-                Ok(sb) => sb,
+                Ok(sb) => {
+                    tracing::info!(invocation = %inv.invocation_id, function = %spec.name, version = spec.version, "cold start");
+                    sb
+                }
                 Err(e) => return platform_error(format!("cannot start {:?}: {e}", spec.command), metering),
             },
         };

@@ -217,6 +217,13 @@ impl Worker {
                 // Drain: in-flight invocations finish and report.
                 tracing::info!(in_flight = in_flight.len(), "draining worker");
                 in_flight.wait().await;
+                // End our half of the stream so the results just queued are
+                // delivered, then wait for the dispatcher to close its half:
+                // dropping the response stream first would reset the call
+                // and lose them.
+                drop(tx);
+                let closed = async { while let Ok(Some(_)) = inbound.message().await {} };
+                let _ = tokio::time::timeout(Duration::from_secs(5), closed).await;
                 Ok(())
             }
             Err(status) => {

@@ -1,0 +1,40 @@
+"""The hello function.
+
+Returns a Lambda proxy response greeting event["name"]. A few keys make it
+misbehave on purpose, for the integration tests:
+  {"crash": true}     exit the process mid-event (exit code 3)
+  {"fail": "msg"}     raise ValueError("msg")
+  {"sleep": seconds}  sleep before answering
+  {"echo": X}         return X as a plain value (not a proxy response)
+  {"env": "VAR"}      include os.environ.get("VAR") in the body as "env"
+"""
+import json
+import os
+import sys
+import time
+
+
+def handler(event, context):
+    if not isinstance(event, dict):
+        event = {}
+    if event.get("crash"):
+        print("crashing on purpose", file=sys.stderr, flush=True)
+        os._exit(3)
+    if "fail" in event:
+        raise ValueError(str(event["fail"]))
+    if "sleep" in event:
+        time.sleep(float(event["sleep"]))
+    if "echo" in event:
+        return event["echo"]
+    body = {
+        "message": f"Hello, {event.get('name', 'world')}!",
+        "pid": os.getpid(),
+        "request_id": context.aws_request_id,
+    }
+    if "env" in event:
+        body["env"] = os.environ.get(str(event["env"]))
+    return {
+        "statusCode": 200,
+        "headers": {"content-type": "application/json"},
+        "body": json.dumps(body),
+    }

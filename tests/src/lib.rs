@@ -1,0 +1,319 @@
+//! Test harness: real processes only. A [`Nats`] is a `nats-server -js` on
+//! an ephemeral loopback port with its store in a temp dir; a [`Platform`]
+//! is a `stoke up` child process (the binary cargo built next to this test)
+//! against it. Both are killed by pid when dropped. Waits are on conditions
+//! ([`eventually`]), never fixed sleeps.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+/// The workspace root (tests run with the package dir as cwd).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// A binary cargo built into the same target dir as this test.
+pub fn built_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test>-<hash>
+    let dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    let bin = dir.join(name);
+    assert!(
+        bin.is_file(),
+        "{} not built; run the suite with `cargo nextest run --workspace` (or `cargo build --workspace` first)",
+        bin.display()
+    );
+    bin
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Poll `f` until it returns Some, or fail after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn kill(child: &mut Child, signal: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal);
+}
+
+/// A real nats-server with JetStream on an ephemeral port.
+pub struct Nats {
+    child: Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Nats {
+    pub async fn start() -> anyhow::Result<Nats> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start nats-server (apt-get install nats-server)")?;
+        let nats = Nats {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        let addr = format!("127.0.0.1:{port}");
+        eventually(Duration::from_secs(10), "nats-server to listen", || async {
+            tokio::net::TcpStream::connect(&addr).await.ok().map(|_| ())
+        })
+        .await;
+        Ok(nats)
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        kill(&mut self.child, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// Options for a `stoke up` under test.
+#[derive(Default)]
+pub struct PlatformOptions {
+    pub idle_ttl_secs: Option<f64>,
+    /// Extra environment for the stoke process.
+    pub env: Vec<(String, String)>,
+}
+
+/// `stoke up` as a child process.
+pub struct Platform {
+    child: Option<Child>,
+    pub http: String,
+    pub admin: String,
+    pub data_dir: tempfile::TempDir,
+    log: PathBuf,
+    client: reqwest::Client,
+}
+
+impl Platform {
+    pub async fn start(nats: &Nats) -> anyhow::Result<Platform> {
+        Platform::start_with(nats, PlatformOptions::default()).await
+    }
+
+    pub async fn start_with(nats: &Nats, opts: PlatformOptions) -> anyhow::Result<Platform> {
+        let data_dir = tempfile::tempdir()?;
+        let http = format!("127.0.0.1:{}", free_port());
+        let admin = format!("127.0.0.1:{}", free_port());
+        let log = data_dir.path().join("stoke.log");
+        let log_file = std::fs::File::create(&log)?;
+        let mut cmd = Command::new(built_binary("stoke"));
+        cmd.arg("up").arg("--data-dir").arg(data_dir.path()).args([
+            "--http",
+            &http,
+            "--admin",
+            &admin,
+            "--nats-url",
+            &nats.url,
+        ]);
+        if let Some(ttl) = opts.idle_ttl_secs {
+            cmd.args(["--idle-ttl", &ttl.to_string()]);
+        }
+        let child = cmd
+            .envs(opts.env)
+            .env("RUST_LOG", "info,stoke_dispatcher=debug")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()?;
+        let mut p = Platform {
+            child: Some(child),
+            http,
+            admin,
+            data_dir,
+            log,
+            client: reqwest::Client::new(),
+        };
+        p.wait_ready().await?;
+        Ok(p)
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.as_mut().expect("running").try_wait()? {
+                bail!("stoke up exited early ({status}):\n{}", self.log());
+            }
+            let health = self.client.get(self.url("/healthz")).send().await;
+            let admin = tokio::net::TcpStream::connect(&self.admin).await;
+            if health.is_ok_and(|r| r.status().is_success()) && admin.is_ok() && self.log().contains("attached") {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("stoke up not ready in 30 s:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.path().join("stoke.db")
+    }
+
+    /// Run a `stoke` CLI verb against this platform's admin API.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(built_binary("stoke"))
+            .args(args)
+            .env("STOKE_ADMIN", &self.admin)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run stoke")
+    }
+
+    /// `stoke deploy DIR`, asserting success.
+    pub fn deploy(&self, dir: &Path) {
+        let out = self.cli(&["deploy", dir.to_str().expect("utf-8 path")]);
+        assert!(
+            out.status.success(),
+            "deploy {} failed: {}\n{}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+    }
+
+    /// POST /fn/{name}.
+    pub async fn post(&self, function: &str, body: impl Into<reqwest::Body>) -> Reply {
+        self.post_with(function, body, &[]).await
+    }
+
+    pub async fn post_with(&self, function: &str, body: impl Into<reqwest::Body>, headers: &[(&str, &str)]) -> Reply {
+        let mut req = self.client.post(self.url(&format!("/fn/{function}"))).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Reply::from(req.send().await.expect("gateway reachable")).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        Reply::from(self.client.get(self.url(path)).send().await.expect("gateway reachable")).await
+    }
+
+    /// Send SIGINT and wait for the process to exit (at most `within`).
+    pub fn interrupt_and_wait(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        kill(&mut child, nix::sys::signal::Signal::SIGINT);
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                kill(&mut child, nix::sys::signal::Signal::SIGKILL);
+                let _ = child.wait();
+                panic!("stoke up did not exit within {within:?} of SIGINT:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Open the platform's SQLite store read-only, for asserting on rows.
+    pub async fn db(&self) -> sqlx::SqlitePool {
+        let url = format!("sqlite://{}?mode=ro", self.db_path().display());
+        sqlx::SqlitePool::connect(&url).await.expect("open sqlite")
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill(&mut child, nix::sys::signal::Signal::SIGKILL);
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- stoke up log ----\n{}", self.log());
+        }
+    }
+}
+
+/// An HTTP reply, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    async fn from(r: reqwest::Response) -> Reply {
+        Reply {
+            status: r.status().as_u16(),
+            headers: r.headers().clone(),
+            body: r.bytes().await.expect("body").to_vec(),
+        }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Copy a function directory (e.g. an example) into a temp dir, keeping
+/// modes, so a test can edit its manifest.
+pub fn copy_function(src: &Path) -> tempfile::TempDir {
+    let dst = tempfile::tempdir().expect("tempdir");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", src.display()))
+        .arg(dst.path())
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    dst
+}
+
+/// Is a process alive?
+pub fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}

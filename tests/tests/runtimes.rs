@@ -1,0 +1,121 @@
+//! Unmodified Lambda runtime clients against the worker's Runtime API:
+//! `awslambdaric` from PyPI and a Rust function built with `lambda_runtime`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use stoke_tests::{Nats, Platform, built_binary, workspace_root};
+
+/// awslambdaric installed (once per target dir) with the system python3,
+/// the interpreter the sandbox's PATH finds.
+fn awslambdaric_site() -> PathBuf {
+    let cache = workspace_root().join("target/test-cache/awslambdaric-4.2.2");
+    if cache.join("awslambdaric").is_dir() {
+        return cache;
+    }
+    let tmp = cache.with_extension(format!("tmp{}", std::process::id()));
+    let out = Command::new("/usr/bin/python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-cache-dir",
+            "--target",
+        ])
+        .arg(&tmp)
+        .arg("awslambdaric==4.2.2")
+        .output()
+        .expect("run pip (apt-get install python3-pip)");
+    assert!(
+        out.status.success(),
+        "pip install awslambdaric failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Another test process may have won the race; either copy is complete.
+    let _ = std::fs::rename(&tmp, &cache);
+    let _ = std::fs::remove_dir_all(&tmp);
+    cache
+}
+
+#[tokio::test]
+async fn awslambdaric_from_pypi_runs_unmodified() {
+    let site = awslambdaric_site();
+    let f = tempfile::tempdir().unwrap();
+    // Ship the client inside the package, as Lambda users do.
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", site.display()))
+        .arg(f.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::write(
+        f.path().join("app.py"),
+        r#"import os
+
+def handler(event, context):
+    if event.get("fail"):
+        raise KeyError(event["fail"])
+    return {
+        "greeting": "hi " + event.get("name", "?"),
+        "request_id": context.aws_request_id,
+        "function": context.function_name,
+        "memory": context.memory_limit_in_mb,
+        "remaining_ms": context.get_remaining_time_in_millis(),
+        "pid": os.getpid(),
+    }
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        f.path().join("stoke.toml"),
+        "name = \"ric\"\ncommand = [\"python3\", \"-m\", \"awslambdaric\", \"app.handler\"]\nmemory = 256\n",
+    )
+    .unwrap();
+
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    p.deploy(f.path());
+    let r = p.post("ric", r#"{"name":"ric"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["greeting"], "hi ric");
+    assert_eq!(v["function"], "ric");
+    assert_eq!(v["memory"], "256");
+    assert!(v["remaining_ms"].as_i64().unwrap() > 0, "{v}");
+    assert!(!v["request_id"].as_str().unwrap().is_empty());
+
+    // Warm: the same interpreter answers again.
+    let again = p.post("ric", r#"{"name":"again"}"#).await.json();
+    assert_eq!(again["pid"], v["pid"]);
+
+    // Its error report comes back as the function error.
+    let r = p.post("ric", r#"{"fail":"missing"}"#).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["errorType"], "KeyError");
+}
+
+#[tokio::test]
+async fn lambda_runtime_rust_function_runs_unmodified() {
+    let bin = built_binary("hello-rust");
+    let f = tempfile::tempdir().unwrap();
+    std::fs::copy(&bin, f.path().join("bootstrap")).unwrap();
+    std::fs::copy(
+        workspace_root().join("examples/hello-rust/dist/stoke.toml"),
+        f.path().join("stoke.toml"),
+    )
+    .unwrap();
+
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    p.deploy(f.path());
+    let r = p.post("hello-rust", r#"{"name":"Ferris"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["message"], "Hello, Ferris!");
+    assert_eq!(v["runtime"], "lambda_runtime");
+    let again = p.post("hello-rust", r#"{"name":"Ferris"}"#).await.json();
+    assert_eq!(again["pid"], v["pid"], "warm reuse");
+}

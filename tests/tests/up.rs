@@ -1,0 +1,87 @@
+//! `stoke up` without `--nats-url`: it starts its own nats-server under the
+//! data dir, serves, and stops it on Ctrl-C; a missing nats-server is a clear
+//! error naming the install command.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use stoke_tests::{alive, built_binary, eventually, free_port};
+
+#[tokio::test]
+async fn up_runs_its_own_nats_server_and_stops_it_on_sigint() {
+    let data = tempfile::tempdir().unwrap();
+    let http = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let log = data.path().join("up.log");
+    let mut child = Command::new(built_binary("stoke"))
+        .args(["up", "--http", &http, "--admin", &admin, "--data-dir"])
+        .arg(data.path())
+        .env("STOKE_NATS_SERVER__PORT", "0")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(data.path().join("up.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    eventually(Duration::from_secs(30), "gateway to answer", || async {
+        client
+            .get(format!("http://{http}/healthz"))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+    })
+    .await;
+    // The JetStream store lives under the data dir.
+    assert!(data.path().join("nats/jetstream").is_dir());
+    let nats_pid = find_child_nats_server(child.id()).expect("a nats-server child of stoke");
+    let r = client
+        .post(format!("http://{http}/fn/none"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "the whole path is up");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = eventually(Duration::from_secs(30), "stoke up to exit", || {
+        let status = child.try_wait().unwrap();
+        async move { status }
+    })
+    .await;
+    assert!(status.success(), "exit status {status}");
+    eventually(Duration::from_secs(15), "nats-server to be stopped", || async {
+        (!alive(nats_pid)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn up_without_nats_server_names_the_install_command() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(built_binary("stoke"))
+        .args(["up", "--data-dir"])
+        .arg(data.path())
+        .env("STOKE_NATS_SERVER__BIN", "nats-server-that-is-not-installed")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("apt-get install nats-server"), "{err}");
+}
+
+/// The pid of a nats-server whose parent is `parent`.
+fn find_child_nats_server(parent: u32) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (comm, rest) = stat.split_once(") ")?;
+        let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+        (comm.ends_with("(nats-server") && ppid == parent).then_some(pid)
+    })
+}
