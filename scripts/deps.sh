@@ -1,0 +1,32 @@
+#!/bin/sh
+# Install what stoke needs on a fresh Debian/Ubuntu machine: nats-server,
+# python3 (+pip, for the awslambdaric test), curl, a C toolchain, and Rust
+# (via rustup, when cargo is missing). Idempotent; sourced by up.sh and test.sh.
+set -eu
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+missing=""
+command -v nats-server >/dev/null 2>&1 || missing="$missing nats-server"
+command -v curl >/dev/null 2>&1 || missing="$missing curl"
+[ -x /usr/bin/python3 ] || missing="$missing python3"
+/usr/bin/python3 -m pip --version >/dev/null 2>&1 || missing="$missing python3-pip"
+command -v cc >/dev/null 2>&1 || missing="$missing build-essential"
+if [ -n "$missing" ]; then
+  echo "==> installing:$missing"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  # shellcheck disable=SC2086
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    PATH="$HOME/.cargo/bin:$PATH"
+  else
+    echo "==> installing Rust (rustup)"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  export PATH
+fi
