@@ -17,10 +17,16 @@ $STOKE up --data-dir .stoke &
 pid=$!
 trap 'kill -INT $pid 2>/dev/null; wait $pid' INT TERM
 tries=0
-until curl -sf http://127.0.0.1:8080/healthz >/dev/null 2>&1; do
+while :; do
+  if ! kill -0 $pid 2>/dev/null; then
+    echo "stoke up exited (see its error above)" >&2
+    exit 1
+  fi
+  if curl -sf http://127.0.0.1:8080/healthz >/dev/null 2>&1; then break; fi
   tries=$((tries + 1))
-  if [ $tries -gt 300 ] || ! kill -0 $pid 2>/dev/null; then
-    echo "stoke up did not start (see the log above)" >&2
+  if [ $tries -gt 300 ]; then
+    echo "stoke up did not answer on 127.0.0.1:8080 within 30 s" >&2
+    kill -INT $pid
     exit 1
   fi
   sleep 0.1

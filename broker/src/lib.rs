@@ -46,7 +46,7 @@ impl Default for BrokerOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    #[error("cannot bind the HTTP gateway on {addr}: {source}")]
+    #[error("cannot bind the HTTP gateway on {addr}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot provision the invocation stream: {0}")]
     Stream(String),

@@ -99,6 +99,8 @@ impl Config {
         if flags.store.is_some() {
             cfg.store = flags.store.clone();
         }
+        // Absolute, so nothing depends on the cwd of whoever reads it later.
+        cfg.data_dir = Some(std::path::absolute(cfg.data_dir()).context("cannot resolve the data dir")?);
         if cfg.worker.data_dir == WorkerOptions::default().data_dir {
             cfg.worker.data_dir = cfg.data_dir().join("worker");
         }

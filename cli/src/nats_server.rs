@@ -107,8 +107,23 @@ impl NatsServer {
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
+    /// Supervise the server: returns an error if it exits before `stop` is
+    /// cancelled; otherwise stops it (SIGTERM, then SIGKILL) and returns Ok.
+    pub async fn supervise(mut self, stop: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+        tokio::select! {
+            status = self.child.wait() => {
+                let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                bail!("nats-server exited unexpectedly ({status}); its log ({}):\n{}", self.log.display(), self.log_tail())
+            }
+            _ = stop.cancelled() => {
+                self.stop().await;
+                Ok(())
+            }
+        }
+    }
+
     /// SIGTERM (lets JetStream flush), then SIGKILL after 10 s.
-    pub async fn stop(mut self) {
+    async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),

@@ -92,6 +92,19 @@ pub async fn up(mut cfg: Config) -> anyhow::Result<()> {
         .clone()
         .or_else(|| nats_server.as_ref().map(|s| s.url.clone()))
         .expect("one of the two");
+    // Our own nats-server is supervised: if it dies, everything stops with
+    // its log; otherwise it is stopped after the roles are done.
+    let stop_nats = CancellationToken::new();
+    let supervisor = nats_server.map(|server| {
+        let (token, stop) = (token.clone(), stop_nats.clone());
+        tokio::spawn(async move {
+            let result = server.supervise(stop).await;
+            if result.is_err() {
+                token.cancel();
+            }
+            result
+        })
+    });
     let result = async {
         let nats = connect_nats(&nats_url).await?;
         let store = open_store(&cfg).await?;
@@ -120,8 +133,9 @@ pub async fn up(mut cfg: Config) -> anyhow::Result<()> {
         .await
     }
     .await;
-    if let Some(server) = nats_server {
-        server.stop().await;
+    stop_nats.cancel();
+    if let Some(supervisor) = supervisor {
+        supervisor.await.context("nats-server supervisor panicked")??;
     }
     result
 }

@@ -67,7 +67,7 @@ impl Default for DispatcherOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatcherError {
-    #[error("cannot bind the gRPC listener on {addr}: {source}")]
+    #[error("cannot bind the gRPC listener on {addr}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot provision the invocation stream: {0}")]
     Stream(String),

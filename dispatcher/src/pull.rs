@@ -171,7 +171,11 @@ async fn consume(ctx: Arc<Ctx>, function: String, concurrency: u32, stop: Cancel
                 .await
                 .map_err(async_nats::Error::from)
         };
-        let mut messages = match consumer.await {
+        let opened = tokio::select! {
+            _ = stop.cancelled() => return,
+            opened = consumer => opened,
+        };
+        let mut messages = match opened {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(%function, error = %e, "cannot open consumer; retrying");

@@ -13,9 +13,10 @@ async fn up_runs_its_own_nats_server_and_stops_it_on_sigint() {
     let http = format!("127.0.0.1:{}", free_port());
     let admin = format!("127.0.0.1:{}", free_port());
     let log = data.path().join("up.log");
+    // A relative data dir, as `./scripts/up.sh` uses (`.stoke`).
     let mut child = Command::new(built_binary("stoke"))
-        .args(["up", "--http", &http, "--admin", &admin, "--data-dir"])
-        .arg(data.path())
+        .args(["up", "--http", &http, "--admin", &admin, "--data-dir", "rel-data"])
+        .current_dir(data.path())
         .env("STOKE_NATS_SERVER__PORT", "0")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&log).unwrap())
@@ -33,7 +34,7 @@ async fn up_runs_its_own_nats_server_and_stops_it_on_sigint() {
     })
     .await;
     // The JetStream store lives under the data dir.
-    assert!(data.path().join("nats/jetstream").is_dir());
+    assert!(data.path().join("rel-data/nats/jetstream").is_dir());
     let nats_pid = find_child_nats_server(child.id()).expect("a nats-server child of stoke");
     let r = client
         .post(format!("http://{http}/fn/none"))
@@ -42,17 +43,27 @@ async fn up_runs_its_own_nats_server_and_stops_it_on_sigint() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404, "the whole path is up");
+    let deploy = Command::new(built_binary("stoke"))
+        .args(["deploy"])
+        .arg(stoke_tests::workspace_root().join("examples/hello-shell"))
+        .env("STOKE_ADMIN", &admin)
+        .output()
+        .unwrap();
+    assert!(deploy.status.success(), "{}", String::from_utf8_lossy(&deploy.stderr));
+    let r = client
+        .post(format!("http://{http}/fn/hello-shell"))
+        .body("[1]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
     )
     .unwrap();
-    let status = eventually(Duration::from_secs(30), "stoke up to exit", || {
-        let status = child.try_wait().unwrap();
-        async move { status }
-    })
-    .await;
+    let status = exit_within(&mut child, Duration::from_secs(30)).await;
     assert!(status.success(), "exit status {status}");
     eventually(Duration::from_secs(15), "nats-server to be stopped", || async {
         (!alive(nats_pid)).then_some(())
@@ -63,16 +74,80 @@ async fn up_runs_its_own_nats_server_and_stops_it_on_sigint() {
 #[tokio::test]
 async fn up_without_nats_server_names_the_install_command() {
     let data = tempfile::tempdir().unwrap();
-    let out = Command::new(built_binary("stoke"))
-        .args(["up", "--data-dir"])
+    let (http, admin) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let err_file = data.path().join("up.err");
+    let mut child = Command::new(built_binary("stoke"))
+        .args(["up", "--http", &http, "--admin", &admin, "--data-dir"])
         .arg(data.path())
         .env("STOKE_NATS_SERVER__BIN", "nats-server-that-is-not-installed")
+        .env("STOKE_NATS_SERVER__PORT", "0")
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err_file).unwrap())
+        .spawn()
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let status = exit_within(&mut child, Duration::from_secs(20)).await;
+    assert!(!status.success());
+    let err = std::fs::read_to_string(&err_file).unwrap();
     assert!(err.contains("apt-get install nats-server"), "{err}");
+}
+
+#[tokio::test]
+async fn up_stops_with_an_error_when_its_nats_server_dies() {
+    let data = tempfile::tempdir().unwrap();
+    let (http, admin) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let err_file = data.path().join("up.err");
+    let mut child = Command::new(built_binary("stoke"))
+        .args(["up", "--http", &http, "--admin", &admin, "--data-dir"])
+        .arg(data.path())
+        .env("STOKE_NATS_SERVER__PORT", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err_file).unwrap())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    eventually(Duration::from_secs(30), "gateway to answer", || async {
+        client
+            .get(format!("http://{http}/healthz"))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+    })
+    .await;
+    let nats_pid = find_child_nats_server(child.id()).expect("a nats-server child of stoke");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(nats_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let status = exit_within(&mut child, Duration::from_secs(40)).await;
+    assert!(!status.success());
+    let err = std::fs::read_to_string(&err_file).unwrap();
+    assert!(err.contains("nats-server exited unexpectedly"), "{err}");
+}
+
+/// Wait for a child to exit; SIGKILL it and fail the test after `within`.
+async fn exit_within(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("stoke up did not exit within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The pid of a nats-server whose parent is `parent`.

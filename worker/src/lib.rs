@@ -85,7 +85,11 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn build(opts: WorkerOptions) -> Result<Worker, WorkerError> {
+    pub fn build(mut opts: WorkerOptions) -> Result<Worker, WorkerError> {
+        // Sandboxes run with their code dir as cwd: every path handed to
+        // them must be absolute.
+        opts.data_dir =
+            std::path::absolute(&opts.data_dir).map_err(|e| WorkerError::DataDir(opts.data_dir.clone(), e))?;
         let endpoint = tonic::transport::Endpoint::from_shared(opts.dispatcher.clone())
             .map_err(|e| WorkerError::Address(opts.dispatcher.clone(), e.to_string()))?
             .tcp_nodelay(true)
