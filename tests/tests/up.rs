@@ -160,3 +160,83 @@ fn find_child_nats_server(parent: u32) -> Option<u32> {
         (comm.ends_with("(nats-server") && ppid == parent).then_some(pid)
     })
 }
+
+/// `stoke broker`, `stoke dispatcher` and `stoke worker` as three processes
+/// sharing one NATS and one store: the same path as `stoke up`.
+#[tokio::test]
+async fn separate_roles_serve_the_same_path() {
+    let nats = stoke_tests::Nats::start().await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (http, admin) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let store = format!("sqlite://{}", data.path().join("shared.db").display());
+    let spawn = |args: &[&str], name: &str| {
+        Command::new(built_binary("stoke"))
+            .args(args)
+            .args(["--nats-url", &nats.url, "--store", &store, "--data-dir"])
+            .arg(data.path().join(name))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(data.path().join(format!("{name}.log"))).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let mut roles = Roles(vec![
+        spawn(&["dispatcher", "--admin", &admin], "dispatcher"),
+        spawn(&["broker", "--http", &http], "broker"),
+        spawn(&["worker", "--dispatcher", &format!("http://{admin}")], "worker"),
+    ]);
+    let client = reqwest::Client::new();
+    eventually(Duration::from_secs(30), "gateway to answer", || async {
+        client
+            .get(format!("http://{http}/healthz"))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+    })
+    .await;
+    let deploy = eventually(Duration::from_secs(30), "deploy through the dispatcher", || async {
+        let out = Command::new(built_binary("stoke"))
+            .arg("deploy")
+            .arg(stoke_tests::workspace_root().join("examples/hello-python"))
+            .env("STOKE_ADMIN", &admin)
+            .output()
+            .unwrap();
+        out.status.success().then_some(out)
+    })
+    .await;
+    assert!(String::from_utf8_lossy(&deploy.stdout).contains("deployed hello"));
+    let r = client
+        .post(format!("http://{http}/fn/hello"))
+        .body(r#"{"name":"roles"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Hello, roles!"));
+    for child in &mut roles.0 {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+    }
+    for child in &mut roles.0 {
+        assert!(exit_within(child, Duration::from_secs(30)).await.success());
+    }
+}
+
+/// Kills whatever is still running when a test fails.
+struct Roles(Vec<std::process::Child>);
+
+impl Drop for Roles {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
