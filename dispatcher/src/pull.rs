@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::workers::Registry;
+use crate::workers::{DispatchError, Registry};
 
 /// Lease on a message between in-progress acks.
 const ACK_WAIT: Duration = Duration::from_secs(30);
@@ -314,6 +314,7 @@ async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message) {
         trace_id: env.trace_id.clone(),
     };
 
+    let dispatched_at = (stoke_core::now_ms(), std::time::Instant::now());
     let dispatched = ctx
         .shared
         .registry
@@ -328,7 +329,15 @@ async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message) {
     let result = match result {
         Ok(r) => r,
         Err(e) => {
-            tracing::warn!(parent: &span, error = %e, "not run; releasing event for redelivery");
+            // A worker that vanished mid-attempt may have run part of it:
+            // meter that attempt (as a platform error) before redelivery.
+            if let DispatchError::WorkerLost(worker) | DispatchError::NoAnswer(worker) = &e {
+                let record = lost_attempt(&env, &loaded, worker, dispatched_at, &e);
+                if let Err(e) = with_store_retries(|| store.record_attempt(&record)).await {
+                    tracing::warn!(parent: &span, error = %e, "lost attempt not metered");
+                }
+            }
+            tracing::warn!(parent: &span, error = %e, "not completed; releasing event for redelivery");
             ack(&msg, AckKind::Nak(Some(RELEASE_DELAY))).await;
             return;
         }
@@ -515,6 +524,36 @@ fn attempt_record(env: &Envelope, loaded: &Loaded, r: &InvocationResult, outcome
         },
         error_type: r.error.as_ref().map(|e| e.error_type.clone()),
         error_message: r.error.as_ref().map(|e| e.error_message.clone()),
+    }
+}
+
+/// The attempt a lost worker took with it, as far as the dispatcher saw it.
+fn lost_attempt(
+    env: &Envelope,
+    loaded: &Loaded,
+    worker: &str,
+    (started_ms, started): (i64, std::time::Instant),
+    error: &DispatchError,
+) -> AttemptRecord {
+    AttemptRecord {
+        invocation_id: env.invocation_id.clone(),
+        function: loaded.spec.name.clone(),
+        version: loaded.spec.version,
+        idempotency_key: env.key.clone(),
+        attempt: env.attempt,
+        epoch: 0,
+        trigger: env.trigger.clone(),
+        worker: worker.to_string(),
+        started_ms,
+        ended_ms: stoke_core::now_ms(),
+        duration_us: started.elapsed().as_micros() as u64,
+        memory_mb: loaded.spec.memory_mb,
+        max_memory_used_kb: 0,
+        cold: false,
+        init_duration_us: 0,
+        outcome: AttemptOutcome::PlatformError,
+        error_type: Some("Stoke.WorkerLost".into()),
+        error_message: Some(error.to_string()),
     }
 }
 

@@ -53,10 +53,28 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(5));
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
-        sqlx::migrate!("../migrations/sqlite")
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Invalid(format!("migrations: {e}")))?;
+        // Several processes (broker, dispatcher) may open one file at once;
+        // sqlx does not lock SQLite migrations, so hold an exclusive flock on
+        // a sidecar file while migrating.
+        let lock_path = path.with_file_name(format!(
+            "{}.migrate-lock",
+            path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        ));
+        let lock_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", lock_path.display())))?;
+        let lock = tokio::task::spawn_blocking(move || {
+            nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("migration lock: {e}")))?
+        .map_err(|e| StoreError::Unavailable(format!("migration lock {}: {e}", lock_path.display())))?;
+        let migrated = sqlx::migrate!("../migrations/sqlite").run(&pool).await;
+        drop(lock);
+        migrated.map_err(|e| StoreError::Invalid(format!("migrations: {e}")))?;
         Ok(SqliteStore { pool })
     }
 }

@@ -185,3 +185,25 @@ async fn unsupported_url_is_a_clear_error() {
     let err = open("mysql://x").await.err().unwrap();
     assert!(err.to_string().contains("sqlite://"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_opens_of_one_sqlite_file_migrate_once() {
+    // Broker and dispatcher processes open the same file at start.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+    let opens = (0..6).map(|_| {
+        let url = url.clone();
+        tokio::spawn(async move { stoke_store::open(&url).await.map(|_| ()) })
+    });
+    for r in futures_join(opens).await {
+        r.expect("every concurrent open succeeds");
+    }
+}
+
+async fn futures_join<T>(handles: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for h in handles.collect::<Vec<_>>() {
+        out.push(h.await.unwrap());
+    }
+    out
+}

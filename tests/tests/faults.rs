@@ -1,0 +1,228 @@
+//! Fault injection with real processes and real signals: `stoke broker`,
+//! `stoke dispatcher` and two `stoke worker`s over one nats-server and one
+//! SQLite file, with workers killed by SIGKILL while events are in flight.
+//! Each test prints its figures.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use stoke_tests::{Nats, built_binary, copy_function, eventually, free_port, workspace_root};
+
+struct Cluster {
+    nats_url: String,
+    dir: tempfile::TempDir,
+    http: String,
+    admin: String,
+    store: String,
+    dispatcher: Option<Child>,
+    broker: Option<Child>,
+    workers: Vec<Option<Child>>,
+    spawned: u32,
+}
+
+impl Cluster {
+    async fn start(nats: &Nats, workers: usize) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let store = format!("sqlite://{}", dir.path().join("shared.db").display());
+        let mut c = Cluster {
+            nats_url: nats.url.clone(),
+            http: format!("127.0.0.1:{}", free_port()),
+            admin: format!("127.0.0.1:{}", free_port()),
+            store,
+            dir,
+            dispatcher: None,
+            broker: None,
+            workers: Vec::new(),
+            spawned: 0,
+        };
+        c.dispatcher = Some(c.spawn(&["dispatcher", "--admin", &c.admin.clone()], "dispatcher"));
+        c.broker = Some(c.spawn(&["broker", "--http", &c.http.clone()], "broker"));
+        for i in 0..workers {
+            let w = c.spawn_worker(i);
+            c.workers.push(Some(w));
+        }
+        let client = reqwest::Client::new();
+        let http = c.http.clone();
+        eventually(Duration::from_secs(30), "gateway to answer", || async {
+            client
+                .get(format!("http://{http}/healthz"))
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+        })
+        .await;
+        c
+    }
+
+    fn spawn(&mut self, args: &[&str], name: &str) -> Child {
+        self.spawned += 1;
+        let log = self.dir.path().join(format!("{name}-{}.log", self.spawned));
+        Command::new(built_binary("stoke"))
+            .args(args)
+            .args(["--nats-url", &self.nats_url, "--store", &self.store, "--data-dir"])
+            .arg(self.dir.path().join(name))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap()
+    }
+
+    fn spawn_worker(&mut self, i: usize) -> Child {
+        let dispatcher = format!("http://{}", self.admin);
+        self.spawn(&["worker", "--dispatcher", &dispatcher], &format!("worker{i}"))
+    }
+
+    /// SIGKILL worker `i` and start a fresh one in its place.
+    fn kill_and_restart_worker(&mut self, i: usize) {
+        if let Some(mut w) = self.workers[i].take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        let w = self.spawn_worker(i);
+        self.workers[i] = Some(w);
+    }
+
+    fn deploy(&self, dir: &Path) {
+        let out = Command::new(built_binary("stoke"))
+            .arg("deploy")
+            .arg(dir)
+            .env("STOKE_ADMIN", &self.admin)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn db_path(&self) -> PathBuf {
+        self.dir.path().join("shared.db")
+    }
+
+    fn logs(&self) -> String {
+        let mut all = String::new();
+        for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+            if e.path().extension().is_some_and(|x| x == "log") {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                all.push_str(&format!("---- {} ----\n", e.path().display()));
+                all.extend(tail.into_iter().rev().map(|l| format!("{l}\n")));
+            }
+        }
+        all
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        let all = self.workers.iter_mut().chain([&mut self.broker, &mut self.dispatcher]);
+        for c in all.flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[tokio::test]
+async fn killing_workers_loses_nothing_and_completes_each_key_once() {
+    const EVENTS: usize = 3000;
+    let nats = Nats::start().await.unwrap();
+    let mut c = Cluster::start(&nats, 2).await;
+    let f = copy_function(&workspace_root().join("examples/hello-python"));
+    let manifest = std::fs::read_to_string(f.path().join("stoke.toml")).unwrap();
+    // Enough attempts that repeated kills never exhaust an event.
+    std::fs::write(
+        f.path().join("stoke.toml"),
+        format!("concurrency = 16\nmax_attempts = 50\n{manifest}"),
+    )
+    .unwrap();
+    c.deploy(f.path());
+
+    // Accept every event first (each accepted = durable in JetStream).
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let http = c.http.clone();
+    let accept = futures::future::join_all((0..EVENTS).map(|i| {
+        let (client, http) = (client.clone(), http.clone());
+        async move {
+            let r = client
+                .post(format!("http://{http}/fn/hello"))
+                .header("Prefer", "respond-async")
+                .header("Idempotency-Key", format!("key-{i}"))
+                .body(format!(r#"{{"name":"n{i}","sleep":0.02}}"#))
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        }
+    }));
+    let statuses = accept.await;
+    assert!(statuses.iter().all(|s| *s == 202), "every event accepted");
+
+    // Kill a worker every 500 ms while the backlog drains.
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", c.db_path().display()))
+        .await
+        .unwrap();
+    let mut kills = 0;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM completions")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        if done as usize >= EVENTS {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {done} of {EVENTS} completed in time");
+        if kills < 20 {
+            c.kill_and_restart_worker(kills % 2);
+            kills += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let drained = started.elapsed();
+
+    let completions: i64 = sqlx::query_scalar("SELECT count(*) FROM completions")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let keys: i64 = sqlx::query_scalar("SELECT count(DISTINCT idempotency_key) FROM completions")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let succeeded: i64 = sqlx::query_scalar("SELECT count(*) FROM completions WHERE status = 'succeeded'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let lost_attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts WHERE outcome = 'platform_error'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    // Every completion has its successful, metered attempt.
+    let unmetered: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM completions c WHERE NOT EXISTS \
+         (SELECT 1 FROM attempts a WHERE a.invocation_id = c.invocation_id AND a.outcome = 'success')",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    println!(
+        "events {EVENTS}, worker kills {kills}, completions {completions}, distinct keys {keys}, \
+         lost {}, duplicates {}, attempts {attempts} (of which lost with a worker {lost_attempts}), \
+         drained in {drained:?}",
+        EVENTS as i64 - keys,
+        completions - keys
+    );
+    assert_eq!(keys, EVENTS as i64, "no event lost");
+    assert_eq!(completions, keys, "exactly one completion per key");
+    assert_eq!(succeeded, completions);
+    assert_eq!(unmetered, 0);
+    assert!(kills >= 2, "the test must actually kill workers");
+}
