@@ -16,7 +16,7 @@ use prost::Message as _;
 use sha2::Digest as _;
 use stoke_core::{Manifest, Retryable, naming};
 use stoke_proto::{ErrorInfo, InvocationInfo, InvocationStatus};
-use stoke_store::{Accepted, Completion, InvocationView, Status, Store};
+use stoke_store::{Accepted, Completion, DeadLetter, InvocationView, Status, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InvokeError {
@@ -198,6 +198,35 @@ impl Invoker {
         }
     }
 
+    /// Publish a dead letter again, with its original invocation id and
+    /// idempotency key, for `version`. The message id is new (the original
+    /// is still inside the duplicate window) and the attempt count carries
+    /// on from where it stopped.
+    pub async fn redrive(&self, dead: &DeadLetter, version: u32) -> Result<(), InvokeError> {
+        let mut headers = async_nats::HeaderMap::new();
+        let msg_id = format!("{}:redrive:{}", dead.idempotency_key, dead.redrive_count + 1);
+        headers.insert(naming::headers::MSG_ID, msg_id.as_str());
+        headers.insert(naming::headers::INVOCATION_ID, dead.invocation_id.as_str());
+        headers.insert(naming::headers::IDEMPOTENCY_KEY, dead.idempotency_key.as_str());
+        headers.insert(naming::headers::TRIGGER, dead.trigger.as_str());
+        headers.insert(naming::headers::INVOCATION_TYPE, naming::EVENT);
+        headers.insert(naming::headers::TRACE_ID, new_trace_id().as_str());
+        headers.insert(naming::headers::FUNCTION_VERSION, version.to_string().as_str());
+        headers.insert(naming::headers::ATTEMPT_BASE, dead.attempts.to_string().as_str());
+        self.inner
+            .js
+            .publish_with_headers(
+                naming::invoke_subject(&dead.function),
+                headers,
+                dead.payload.clone().into(),
+            )
+            .await
+            .map_err(|e| InvokeError::Unavailable(format!("nats publish: {e}")))?
+            .await
+            .map_err(|e| InvokeError::Unavailable(format!("nats publish ack: {e}")))?;
+        Ok(())
+    }
+
     /// Status and result of an invocation, or None if the id is unknown.
     pub async fn status(&self, invocation_id: &str) -> Result<Option<InvocationInfo>, InvokeError> {
         Ok(self.inner.store.invocation(invocation_id).await?.map(|v| view_info(&v)))
@@ -271,6 +300,17 @@ pub fn view_info(v: &InvocationView) -> InvocationInfo {
         None => InvocationInfo {
             invocation_id: v.invocation_id.clone(),
             function: v.function.clone(),
+            version: v.dead_letter.as_ref().map_or(0, |d| d.version),
+            error: v
+                .dead_letter
+                .as_ref()
+                .and_then(|d| d.error.as_ref())
+                .map(|e| ErrorInfo {
+                    error_type: e.error_type.clone(),
+                    error_message: e.error_message.clone(),
+                    raw: Vec::new(),
+                }),
+            completed_unix_ms: v.dead_letter.as_ref().map_or(0, |d| d.dead_ms),
             status: proto_status(v.status) as i32,
             attempts: v.attempts,
             idempotency_key: v.idempotency_key.clone(),

@@ -21,7 +21,7 @@ pub struct Admin {
 }
 
 /// Turn a gRPC status into an error that says what to do.
-fn rpc_error(addr: &str, s: tonic::Status) -> anyhow::Error {
+pub fn rpc_error(addr: &str, s: tonic::Status) -> anyhow::Error {
     match s.code() {
         tonic::Code::Unavailable if s.message().contains("transport") || s.message().contains("connect") => {
             anyhow::anyhow!(
@@ -54,6 +54,10 @@ impl Admin {
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
         Ok((Admin { client }, addr.to_string()))
+    }
+
+    pub fn client(&mut self) -> &mut AdminServiceClient<Channel> {
+        &mut self.client
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod client;
 mod config;
+mod dlq;
 mod nats_server;
 mod serve;
 
@@ -106,6 +107,13 @@ enum Command {
     Functions {
         #[command(flatten)]
         admin: AdminFlag,
+    },
+    /// Dead letters: events that ended without a completion.
+    Dlq {
+        #[command(flatten)]
+        admin: AdminFlag,
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
     },
     /// Billed milliseconds and GB-seconds per function.
     Usage {
@@ -228,6 +236,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Functions { admin } => {
             let (mut c, addr) = client::Admin::connect(&admin.addr).await?;
             client::functions(&mut c, &addr).await
+        }
+        Command::Dlq { admin, command } => {
+            let (mut c, addr) = client::Admin::connect(&admin.addr).await?;
+            dlq::run(&mut c, &addr, command).await
         }
         Command::Usage { admin, function } => {
             let (mut c, addr) = client::Admin::connect(&admin.addr).await?;

@@ -18,6 +18,13 @@ pub trait Retryable {
     fn is_retryable(&self) -> bool;
 }
 
+/// Whether a function's error type means "do not retry": any errorType
+/// ending in `TerminalError` (a Python `class TerminalError(Exception)`, a
+/// Node `TerminalError`, `MyApp.TerminalError`, ...).
+pub fn is_terminal_error(error_type: &str) -> bool {
+    error_type.ends_with("TerminalError")
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     use std::time::{SystemTime, UNIX_EPOCH};

@@ -8,6 +8,7 @@
 //! timeout = 30                       # seconds, 1..=900
 //! concurrency = 10                   # invocations of this function at once
 //! max_attempts = 3                   # for async events (sync callers are not retried)
+//! max_event_age = 21600              # seconds an async event may wait before it is dead-lettered
 //!
 //! [env]
 //! GREETING = "Hello"
@@ -48,6 +49,8 @@ pub struct Manifest {
     pub concurrency: u32,
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
+    #[serde(default = "default_max_event_age")]
+    pub max_event_age: u32,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     #[serde(default = "default_triggers")]
@@ -62,6 +65,9 @@ fn default_timeout() -> u32 {
 }
 fn default_concurrency() -> u32 {
     10
+}
+fn default_max_event_age() -> u32 {
+    6 * 3600
 }
 fn default_max_attempts() -> u32 {
     3
@@ -195,6 +201,9 @@ impl Manifest {
         }
         if !(1..=100).contains(&self.max_attempts) {
             return Err(invalid("max_attempts", "must be within 1..=100"));
+        }
+        if !(1..=7 * 24 * 3600).contains(&self.max_event_age) {
+            return Err(invalid("max_event_age", "must be within 1..=604800 seconds"));
         }
         for key in self.env.keys() {
             let ok = !key.is_empty()

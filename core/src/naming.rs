@@ -37,6 +37,8 @@ pub mod headers {
     pub const TRACE_ID: &str = "Stoke-Trace-Id";
     /// The function version current when the event was accepted.
     pub const FUNCTION_VERSION: &str = "Stoke-Function-Version";
+    /// Attempts already made before this message (a redriven dead letter).
+    pub const ATTEMPT_BASE: &str = "Stoke-Attempt-Base";
 }
 
 /// Lambda's invocation types.

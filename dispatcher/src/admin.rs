@@ -9,11 +9,12 @@ use stoke_core::manifest::MANIFEST_FILE;
 use stoke_core::package::{self, Limits};
 use stoke_proto::admin_service_server::AdminService;
 use stoke_proto::{
-    DeployRequest, DeployResponse, FunctionInfo, GetFunctionRequest, GetInvocationRequest, GetUsageRequest,
-    GetUsageResponse, InvocationInfo, InvokeResponse, ListFunctionsRequest, ListFunctionsResponse, UsageRow,
+    DeadLetterInfo, DeployRequest, DeployResponse, FunctionInfo, GetDeadLetterRequest, GetFunctionRequest,
+    GetInvocationRequest, GetUsageRequest, GetUsageResponse, InvocationInfo, InvokeResponse, ListDeadLettersRequest,
+    ListDeadLettersResponse, ListFunctionsRequest, ListFunctionsResponse, RedriveRequest, RedriveResponse, UsageRow,
     deploy_request,
 };
-use stoke_store::{DeployOutcome, FunctionVersion, NewVersion, Store, StoreError, UsageFilter};
+use stoke_store::{DeadLetterFilter, DeployOutcome, FunctionVersion, NewVersion, Store, StoreError, UsageFilter};
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -24,7 +25,7 @@ pub(crate) struct AdminApi {
     pub limits: Limits,
 }
 
-fn store_status(e: StoreError) -> Status {
+pub(crate) fn store_status(e: StoreError) -> Status {
     match e {
         StoreError::Unavailable(m) => Status::unavailable(format!("store unavailable: {m}")),
         other => Status::internal(other.to_string()),
@@ -231,5 +232,41 @@ impl AdminService for AdminApi {
                 })
                 .collect(),
         }))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        req: Request<ListDeadLettersRequest>,
+    ) -> Result<Response<ListDeadLettersResponse>, Status> {
+        let r = req.into_inner();
+        let filter = DeadLetterFilter {
+            function: (!r.function.is_empty()).then_some(r.function),
+            since_ms: (r.since_unix_ms != 0).then_some(r.since_unix_ms),
+            until_ms: (r.until_unix_ms != 0).then_some(r.until_unix_ms),
+            include_redriven: r.include_redriven,
+            limit: r.limit,
+        };
+        let dead = self.store.dead_letters(&filter).await.map_err(store_status)?;
+        Ok(Response::new(ListDeadLettersResponse {
+            dead_letters: dead.iter().map(|d| crate::dlq::info(d, &[])).collect(),
+        }))
+    }
+
+    async fn get_dead_letter(&self, req: Request<GetDeadLetterRequest>) -> Result<Response<DeadLetterInfo>, Status> {
+        let id = req.into_inner().invocation_id;
+        let d = self
+            .store
+            .dead_letter(&id)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("no dead letter {id:?}")))?;
+        let history = self.store.attempts(&id).await.map_err(store_status)?;
+        Ok(Response::new(crate::dlq::info(&d, &history)))
+    }
+
+    async fn redrive(&self, req: Request<RedriveRequest>) -> Result<Response<RedriveResponse>, Status> {
+        crate::dlq::redrive(self.store.as_ref(), &self.invoker, req.into_inner())
+            .await
+            .map(Response::new)
     }
 }

@@ -10,6 +10,7 @@
 //! not durable in the store first.
 
 mod admin;
+mod dlq;
 mod pull;
 mod workers;
 

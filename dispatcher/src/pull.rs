@@ -18,7 +18,10 @@ use prost::Message as _;
 use rand::Rng;
 use stoke_core::{Manifest, Retryable, naming};
 use stoke_proto::{FunctionSpec, Invocation, InvocationResult, Outcome};
-use stoke_store::{AttemptOutcome, AttemptRecord, Completion, CompletionWrite, ErrorRecord, Status, Store, StoreError};
+use stoke_store::{
+    AttemptOutcome, AttemptRecord, Completion, CompletionWrite, DeadLetter, DeadReason, ErrorRecord, Status, Store,
+    StoreError,
+};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -222,7 +225,10 @@ struct Envelope {
     sync: bool,
     version: Option<u32>,
     trace_id: String,
+    /// Attempt number across redrives (1-based).
     attempt: u32,
+    /// JetStream delivered this message before.
+    redelivered: bool,
     created_ms: i64,
 }
 
@@ -242,6 +248,12 @@ fn envelope(msg: &jetstream::Message) -> Envelope {
         Err(_) => (1, stoke_core::now_ms()),
     };
     let invocation_id = header(naming::headers::INVOCATION_ID).unwrap_or_else(stoke_core::new_invocation_id);
+    // A redriven dead letter carries on counting from its earlier attempts.
+    let base: u32 = header(naming::headers::ATTEMPT_BASE)
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(0);
+    let redelivered = attempt > 1;
+    let attempt = base.saturating_add(attempt);
     Envelope {
         key: header(naming::headers::IDEMPOTENCY_KEY).unwrap_or_else(|| invocation_id.clone()),
         invocation_id,
@@ -250,6 +262,7 @@ fn envelope(msg: &jetstream::Message) -> Envelope {
         version: header(naming::headers::FUNCTION_VERSION).and_then(|v| v.parse().ok()),
         trace_id: header(naming::headers::TRACE_ID).unwrap_or_default(),
         attempt,
+        redelivered,
         created_ms,
     }
 }
@@ -274,6 +287,22 @@ async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message) {
             tracing::warn!(parent: &span, error = %e, "store unavailable; releasing event");
             ack(&msg, AckKind::Nak(Some(RELEASE_DELAY))).await;
             return;
+        }
+    }
+
+    // A redelivery of an event already dead-lettered (its TERM was lost).
+    if env.redelivered {
+        match store.dead_letter(&env.invocation_id).await {
+            Ok(Some(d)) if d.redriven_ms.is_none() => {
+                ack(&msg, AckKind::Term).await;
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(parent: &span, error = %e, "store unavailable; releasing event");
+                ack(&msg, AckKind::Nak(Some(RELEASE_DELAY))).await;
+                return;
+            }
         }
     }
 
@@ -302,6 +331,23 @@ async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message) {
             return;
         }
     };
+    // Too old to be worth running (an async backlog after an outage).
+    let age_ms = stoke_core::now_ms() - env.created_ms;
+    if !env.sync && age_ms > i64::from(loaded.manifest.max_event_age) * 1000 {
+        let error = ErrorRecord {
+            error_type: "Stoke.EventExpired".into(),
+            error_message: format!(
+                "event is {} s old, over the function's max_event_age of {} s",
+                age_ms / 1000,
+                loaded.manifest.max_event_age
+            ),
+            raw: None,
+        };
+        let dead = dead_letter(&env, &loaded, &msg, DeadReason::Expired, Some(error));
+        bury(ctx, &msg, None, dead).await;
+        return;
+    }
+
     let timeout = Duration::from_millis(u64::from(loaded.spec.timeout_ms));
     let inv = Invocation {
         invocation_id: env.invocation_id.clone(),
@@ -355,10 +401,23 @@ async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message) {
         Outcome::Timeout => Status::TimedOut,
         _ => Status::Failed,
     };
-    // Synchronous callers are never retried (Lambda's RequestResponse);
-    // async events are, up to the function's max attempts.
-    let retry = status != Status::Succeeded && !env.sync && env.attempt < loaded.manifest.max_attempts;
-    if retry {
+    // Synchronous callers are never retried (Lambda's RequestResponse) and
+    // get their error; async events are retried up to the function's max
+    // attempts unless the error is terminal, then dead-lettered.
+    if status != Status::Succeeded && !env.sync {
+        let terminal = error
+            .as_ref()
+            .is_some_and(|e| outcome == Outcome::FunctionError && stoke_core::is_terminal_error(&e.error_type));
+        if terminal || env.attempt >= loaded.manifest.max_attempts {
+            let reason = if terminal {
+                DeadReason::TerminalError
+            } else {
+                DeadReason::MaxAttempts
+            };
+            let dead = dead_letter(&env, &loaded, &msg, reason, error);
+            bury(ctx, &msg, Some(&record), dead).await;
+            return;
+        }
         if let Err(e) = with_store_retries(|| store.record_attempt(&record)).await {
             tracing::warn!(parent: &span, error = %e, "attempt not metered");
         }
@@ -401,6 +460,56 @@ async fn finish(
     tracing::info!(id = %env.invocation_id, status = final_record.status.as_str(), attempt = env.attempt, "completed");
     announce(ctx, &env.invocation_id, &final_record).await;
     ack(msg, AckKind::Ack).await;
+}
+
+/// Dead-letter an event: copy it (with its last attempt) to the store, then
+/// TERM the message so JetStream stops redelivering. Store down → NAK.
+async fn bury(ctx: &Ctx, msg: &jetstream::Message, record: Option<&AttemptRecord>, dead: DeadLetter) {
+    let store = &ctx.shared.store;
+    match with_store_retries(|| store.record_dead_letter(record, &dead)).await {
+        Ok(()) => {
+            tracing::warn!(
+                id = %dead.invocation_id,
+                function = %dead.function,
+                reason = dead.reason.as_str(),
+                attempts = dead.attempts,
+                "dead-lettered"
+            );
+            ack(msg, AckKind::Term).await;
+        }
+        Err(e) => {
+            tracing::error!(id = %dead.invocation_id, error = %e, "cannot dead-letter; releasing event");
+            ack(msg, AckKind::Nak(Some(RELEASE_DELAY * 5))).await;
+        }
+    }
+}
+
+fn dead_letter(
+    env: &Envelope,
+    loaded: &Loaded,
+    msg: &jetstream::Message,
+    reason: DeadReason,
+    error: Option<ErrorRecord>,
+) -> DeadLetter {
+    DeadLetter {
+        invocation_id: env.invocation_id.clone(),
+        function: loaded.spec.name.clone(),
+        version: loaded.spec.version,
+        idempotency_key: env.key.clone(),
+        trigger: env.trigger.clone(),
+        payload: msg.payload.to_vec(),
+        reason,
+        attempts: if reason == DeadReason::Expired {
+            env.attempt - 1
+        } else {
+            env.attempt
+        },
+        error: error.map(|e| ErrorRecord { raw: None, ..e }),
+        created_ms: env.created_ms,
+        dead_ms: stoke_core::now_ms(),
+        redriven_ms: None,
+        redrive_count: 0,
+    }
 }
 
 /// Tell a waiting synchronous caller (best effort: the store is the truth).

@@ -4,6 +4,8 @@ Returns a Lambda proxy response greeting event["name"]. A few keys make it
 misbehave on purpose, for the integration tests:
   {"crash": true}     exit the process mid-event (exit code 3)
   {"fail": "msg"}     raise ValueError("msg")
+  {"terminal": "msg"} raise TerminalError("msg"): not retried
+  {"fail_until": N}   fail (ValueError) on attempts before N, then answer
   {"sleep": seconds}  sleep before answering
   {"echo": X}         return X as a plain value (not a proxy response)
   {"env": "VAR"}      include os.environ.get("VAR") in the body as "env"
@@ -14,12 +16,20 @@ import sys
 import time
 
 
+class TerminalError(Exception):
+    """An error stoke does not retry (its errorType ends in TerminalError)."""
+
+
 def handler(event, context):
     if not isinstance(event, dict):
         event = {}
     if event.get("crash"):
         print("crashing on purpose", file=sys.stderr, flush=True)
         os._exit(3)
+    if "terminal" in event:
+        raise TerminalError(str(event["terminal"]))
+    if context.attempt < int(event.get("fail_until", 0)):
+        raise ValueError(f"attempt {context.attempt} fails on purpose")
     if "fail" in event:
         raise ValueError(str(event["fail"]))
     if "sleep" in event:
@@ -30,6 +40,8 @@ def handler(event, context):
         "message": f"Hello, {event.get('name', 'world')}!",
         "pid": os.getpid(),
         "request_id": context.aws_request_id,
+        "idempotency_key": context.idempotency_key,
+        "attempt": context.attempt,
     }
     if "env" in event:
         body["env"] = os.environ.get(str(event["env"]))

@@ -25,6 +25,9 @@ class Context:
         self.function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "")
         self.function_version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION", "")
         self.memory_limit_in_mb = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "")
+        # stoke's additions: the event's idempotency key and attempt number.
+        self.idempotency_key = headers.get("stoke-idempotency-key", "")
+        self.attempt = int(headers.get("stoke-attempt", "1") or 1)
         self._deadline_ms = int(headers.get("lambda-runtime-deadline-ms", "0") or 0)
 
     def get_remaining_time_in_millis(self):

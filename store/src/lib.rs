@@ -83,6 +83,19 @@ pub trait Store: Send + Sync + 'static {
     /// Everything known about one invocation id, or None if never seen.
     async fn invocation(&self, invocation_id: &str) -> Result<Option<InvocationView>>;
     async fn usage(&self, filter: &UsageFilter) -> Result<Vec<UsageRow>>;
+
+    /// Meter the final attempt (if any) and dead-letter the event,
+    /// atomically. Dead-lettering an invocation again replaces its row.
+    /// Every metered attempt of an invocation, in order.
+    async fn attempts(&self, invocation_id: &str) -> Result<Vec<AttemptRecord>>;
+    async fn record_dead_letter(&self, attempt: Option<&AttemptRecord>, dead: &DeadLetter) -> Result<()>;
+    async fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>>;
+    async fn dead_letter(&self, invocation_id: &str) -> Result<Option<DeadLetter>>;
+    /// Claim a dead letter for redrive at `now_ms`; false if it was already
+    /// redriven (by a concurrent caller too).
+    async fn claim_redrive(&self, invocation_id: &str, now_ms: i64) -> Result<bool>;
+    /// Undo a claim made at `claimed_ms` (the redrive could not be published).
+    async fn release_redrive(&self, invocation_id: &str, claimed_ms: i64) -> Result<()>;
 }
 
 /// Open a store from a URL: `sqlite://PATH` (created if missing). Runs

@@ -30,6 +30,12 @@ mod q {
     pub const COMPLETION_BY_ID: &str = include_str!("../sql/completion_by_id.sql");
     pub const ATTEMPT_STATS: &str = include_str!("../sql/attempt_stats.sql");
     pub const USAGE: &str = include_str!("../sql/usage.sql");
+    pub const LIST_ATTEMPTS: &str = include_str!("../sql/list_attempts.sql");
+    pub const UPSERT_DEAD_LETTER: &str = include_str!("../sql/upsert_dead_letter.sql");
+    pub const LIST_DEAD_LETTERS: &str = include_str!("../sql/list_dead_letters.sql");
+    pub const GET_DEAD_LETTER: &str = include_str!("../sql/get_dead_letter.sql");
+    pub const CLAIM_REDRIVE: &str = include_str!("../sql/claim_redrive.sql");
+    pub const RELEASE_REDRIVE: &str = include_str!("../sql/release_redrive.sql");
 }
 
 pub struct SqliteStore {
@@ -112,6 +118,33 @@ fn completion_from_row(r: &SqliteRow) -> Result<Completion> {
         trigger: r.try_get(10)?,
         created_ms: r.try_get(11)?,
         completed_ms: r.try_get(12)?,
+    })
+}
+
+fn dead_letter_from_row(r: &SqliteRow) -> Result<DeadLetter> {
+    let reason: String = r.try_get(6)?;
+    let error_type: Option<String> = r.try_get(8)?;
+    Ok(DeadLetter {
+        invocation_id: r.try_get(0)?,
+        function: r.try_get(1)?,
+        version: r.try_get::<i64, _>(2)? as u32,
+        idempotency_key: r.try_get(3)?,
+        trigger: r.try_get(4)?,
+        payload: r.try_get(5)?,
+        reason: DeadReason::parse(&reason).ok_or_else(|| StoreError::Invalid(format!("unknown reason {reason:?}")))?,
+        attempts: r.try_get::<i64, _>(7)? as u32,
+        error: match error_type {
+            Some(error_type) => Some(ErrorRecord {
+                error_type,
+                error_message: r.try_get::<Option<String>, _>(9)?.unwrap_or_default(),
+                raw: None,
+            }),
+            None => None,
+        },
+        created_ms: r.try_get(10)?,
+        dead_ms: r.try_get(11)?,
+        redriven_ms: r.try_get(12)?,
+        redrive_count: r.try_get::<i64, _>(13)? as u32,
     })
 }
 
@@ -315,6 +348,23 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await?;
         let (attempts, _): (i64, i64) = sqlx::query_as(q::ATTEMPT_STATS).bind(id).fetch_one(&self.pool).await?;
+        let dead = match &completion {
+            Some(_) => None,
+            None => self.dead_letter(id).await?.filter(|d| d.redriven_ms.is_none()),
+        };
+        if let Some(d) = dead {
+            return Ok(Some(InvocationView {
+                invocation_id: d.invocation_id.clone(),
+                function: d.function.clone(),
+                idempotency_key: d.idempotency_key.clone(),
+                trigger: d.trigger.clone(),
+                created_ms: d.created_ms,
+                status: Status::DeadLettered,
+                attempts: attempts as u32,
+                completion: None,
+                dead_letter: Some(d),
+            }));
+        }
         let view = match (completion, accepted) {
             (Some(c), _) => InvocationView {
                 invocation_id: c.invocation_id.clone(),
@@ -325,6 +375,7 @@ impl Store for SqliteStore {
                 status: c.status,
                 attempts: attempts as u32,
                 completion: Some(c),
+                dead_letter: None,
             },
             (None, Some(r)) => InvocationView {
                 invocation_id: r.try_get(0)?,
@@ -335,10 +386,109 @@ impl Store for SqliteStore {
                 status: if attempts > 0 { Status::Running } else { Status::Queued },
                 attempts: attempts as u32,
                 completion: None,
+                dead_letter: None,
             },
             (None, None) => return Ok(None),
         };
         Ok(Some(view))
+    }
+
+    async fn attempts(&self, id: &str) -> Result<Vec<AttemptRecord>> {
+        let rows = sqlx::query(q::LIST_ATTEMPTS).bind(id).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let outcome: String = r.try_get(15)?;
+                Ok(AttemptRecord {
+                    invocation_id: r.try_get(0)?,
+                    function: r.try_get(1)?,
+                    version: r.try_get::<i64, _>(2)? as u32,
+                    idempotency_key: r.try_get(3)?,
+                    attempt: r.try_get::<i64, _>(4)? as u32,
+                    epoch: r.try_get::<i64, _>(5)? as u64,
+                    trigger: r.try_get(6)?,
+                    worker: r.try_get(7)?,
+                    started_ms: r.try_get(8)?,
+                    ended_ms: r.try_get(9)?,
+                    duration_us: r.try_get::<i64, _>(10)? as u64,
+                    memory_mb: r.try_get::<i64, _>(11)? as u32,
+                    max_memory_used_kb: r.try_get::<i64, _>(12)? as u64,
+                    cold: r.try_get(13)?,
+                    init_duration_us: r.try_get::<i64, _>(14)? as u64,
+                    outcome: AttemptOutcome::parse(&outcome)
+                        .ok_or_else(|| StoreError::Invalid(format!("unknown outcome {outcome:?}")))?,
+                    error_type: r.try_get(16)?,
+                    error_message: r.try_get(17)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn record_dead_letter(&self, attempt: Option<&AttemptRecord>, d: &DeadLetter) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(a) = attempt {
+            bind_attempt(sqlx::query(q::INSERT_ATTEMPT), a)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(q::UPSERT_DEAD_LETTER)
+            .bind(&d.invocation_id)
+            .bind(&d.function)
+            .bind(i64::from(d.version))
+            .bind(&d.idempotency_key)
+            .bind(&d.trigger)
+            .bind(&d.payload)
+            .bind(d.reason.as_str())
+            .bind(i64::from(d.attempts))
+            .bind(d.error.as_ref().map(|e| e.error_type.as_str()))
+            .bind(d.error.as_ref().map(|e| e.error_message.as_str()))
+            .bind(d.created_ms)
+            .bind(d.dead_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn dead_letters(&self, f: &DeadLetterFilter) -> Result<Vec<DeadLetter>> {
+        let limit = if f.limit == 0 { 1000 } else { f.limit };
+        sqlx::query(q::LIST_DEAD_LETTERS)
+            .bind(f.function.as_deref().unwrap_or(""))
+            .bind(f.since_ms.unwrap_or(0))
+            .bind(f.until_ms.unwrap_or(0))
+            .bind(f.include_redriven)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(dead_letter_from_row)
+            .collect()
+    }
+
+    async fn dead_letter(&self, id: &str) -> Result<Option<DeadLetter>> {
+        sqlx::query(q::GET_DEAD_LETTER)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| dead_letter_from_row(&r))
+            .transpose()
+    }
+
+    async fn claim_redrive(&self, id: &str, now_ms: i64) -> Result<bool> {
+        let done = sqlx::query(q::CLAIM_REDRIVE)
+            .bind(id)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_redrive(&self, id: &str, claimed_ms: i64) -> Result<()> {
+        sqlx::query(q::RELEASE_REDRIVE)
+            .bind(id)
+            .bind(claimed_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn usage(&self, f: &UsageFilter) -> Result<Vec<UsageRow>> {

@@ -48,6 +48,13 @@ pub enum AttemptOutcome {
 }
 
 impl AttemptOutcome {
+    pub fn parse(s: &str) -> Option<AttemptOutcome> {
+        use AttemptOutcome::*;
+        [Success, FunctionError, Crashed, Timeout, InitError, PlatformError]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             AttemptOutcome::Success => "success",
@@ -163,6 +170,8 @@ pub struct InvocationView {
     pub status: Status,
     pub attempts: u32,
     pub completion: Option<Completion>,
+    /// Set when the invocation ended in the dead-letter store instead.
+    pub dead_letter: Option<DeadLetter>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -188,4 +197,60 @@ impl UsageRow {
     pub fn gb_seconds(&self) -> f64 {
         self.mb_ms as f64 / 1024.0 / 1000.0
     }
+}
+
+/// Why an event was dead-lettered (stored as its snake_case name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadReason {
+    /// Every allowed attempt failed.
+    MaxAttempts,
+    /// The function reported an error it marked terminal.
+    TerminalError,
+    /// The event was older than the function's max event age.
+    Expired,
+}
+
+impl DeadReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadReason::MaxAttempts => "max_attempts",
+            DeadReason::TerminalError => "terminal_error",
+            DeadReason::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeadReason> {
+        [DeadReason::MaxAttempts, DeadReason::TerminalError, DeadReason::Expired]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
+/// An event that ended without a completion. Every attempt's error is in
+/// the attempt rows of its invocation id (with the worker that ran it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub invocation_id: String,
+    pub function: String,
+    pub version: u32,
+    pub idempotency_key: String,
+    pub trigger: String,
+    pub payload: Vec<u8>,
+    pub reason: DeadReason,
+    pub attempts: u32,
+    pub error: Option<ErrorRecord>,
+    pub created_ms: i64,
+    pub dead_ms: i64,
+    /// When it was last sent back for another try (None: still dead).
+    pub redriven_ms: Option<i64>,
+    pub redrive_count: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterFilter {
+    pub function: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub include_redriven: bool,
+    pub limit: u32,
 }

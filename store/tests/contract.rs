@@ -147,10 +147,80 @@ async fn contract(store: &dyn Store) {
     assert!(none.is_empty());
 }
 
+async fn dead_letter_contract(store: &dyn Store) {
+    let dead = |dead_ms: i64| DeadLetter {
+        invocation_id: "dl-1".into(),
+        function: "g".into(),
+        version: 1,
+        idempotency_key: "k-dl".into(),
+        trigger: "http".into(),
+        payload: b"{\"x\":1}".to_vec(),
+        reason: DeadReason::MaxAttempts,
+        attempts: 3,
+        error: Some(ErrorRecord {
+            error_type: "ValueError".into(),
+            error_message: "bad".into(),
+            raw: None,
+        }),
+        created_ms: 500,
+        dead_ms,
+        redriven_ms: None,
+        redrive_count: 0,
+    };
+    let mut last = attempt("dl-1", "k-dl", 3, AttemptOutcome::FunctionError, 10);
+    last.function = "g".into();
+    store.record_dead_letter(Some(&last), &dead(2000)).await.unwrap();
+    let got = store.dead_letter("dl-1").await.unwrap().expect("stored");
+    assert_eq!(got, dead(2000));
+    let view = store.invocation("dl-1").await.unwrap().expect("known");
+    assert_eq!(view.status, Status::DeadLettered);
+    assert_eq!(view.attempts, 1, "the final attempt was metered with it");
+    assert_eq!(store.attempts("dl-1").await.unwrap(), vec![last.clone()]);
+
+    // Filters.
+    let all = |f: DeadLetterFilter| async move { store.dead_letters(&f).await.unwrap() };
+    assert_eq!(all(DeadLetterFilter::default()).await.len(), 1);
+    let by_fn = DeadLetterFilter {
+        function: Some("other".into()),
+        ..Default::default()
+    };
+    assert!(all(by_fn).await.is_empty());
+    let late = DeadLetterFilter {
+        since_ms: Some(2001),
+        ..Default::default()
+    };
+    assert!(all(late).await.is_empty());
+
+    // A redrive is claimed once; a failed publish releases the claim.
+    assert!(store.claim_redrive("dl-1", 3000).await.unwrap());
+    assert!(
+        !store.claim_redrive("dl-1", 3001).await.unwrap(),
+        "second claim refused"
+    );
+    assert!(
+        all(DeadLetterFilter::default()).await.is_empty(),
+        "redriven ones hidden by default"
+    );
+    let with_redriven = DeadLetterFilter {
+        include_redriven: true,
+        ..Default::default()
+    };
+    assert_eq!(all(with_redriven).await[0].redriven_ms, Some(3000));
+    store.release_redrive("dl-1", 3000).await.unwrap();
+    assert!(store.claim_redrive("dl-1", 3002).await.unwrap());
+
+    // Dead again after the redrive: the row is replaced and live again.
+    store.record_dead_letter(None, &dead(4000)).await.unwrap();
+    let again = store.dead_letter("dl-1").await.unwrap().unwrap();
+    assert_eq!((again.dead_ms, again.redriven_ms, again.redrive_count), (4000, None, 1));
+    assert!(!store.claim_redrive("nope", 1).await.unwrap());
+}
+
 #[tokio::test]
 async fn sqlite_passes_the_contract() {
     let (_dir, store) = sqlite().await;
     contract(store.as_ref()).await;
+    dead_letter_contract(store.as_ref()).await;
 }
 
 #[tokio::test]

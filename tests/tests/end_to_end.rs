@@ -237,7 +237,7 @@ async fn timeout_is_504() {
 }
 
 #[tokio::test]
-async fn async_function_error_is_retried_up_to_max_attempts() {
+async fn async_function_error_is_retried_up_to_max_attempts_then_dead_lettered() {
     let (_nats, p) = up().await;
     let f = copy_function(&example("hello-python"));
     let manifest = std::fs::read_to_string(f.path().join("stoke.toml")).unwrap();
@@ -250,7 +250,7 @@ async fn async_function_error_is_retried_up_to_max_attempts() {
     let location = r.headers["location"].to_str().unwrap().to_string();
     let done = eventually(Duration::from_secs(30), "retries to finish", || async {
         let s = p.get(&location).await.json();
-        (s["status"] == "failed").then_some(s)
+        (s["status"] == "dead_lettered").then_some(s)
     })
     .await;
     assert_eq!(done["attempts"], 2, "{done}");

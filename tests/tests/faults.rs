@@ -165,7 +165,11 @@ async fn killing_workers_loses_nothing_and_completes_each_key_once() {
         .collect::<Vec<_>>();
     let statuses = accept.await;
     let refused: Vec<_> = statuses.iter().filter(|s| !matches!(s, Ok(202))).collect();
-    assert!(refused.is_empty(), "every event accepted; refused: {:?}", &refused[..refused.len().min(5)]);
+    assert!(
+        refused.is_empty(),
+        "every event accepted; refused: {:?}",
+        &refused[..refused.len().min(5)]
+    );
 
     // Kill a worker every 500 ms while the backlog drains.
     let db = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", c.db_path().display()))

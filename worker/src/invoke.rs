@@ -85,6 +85,8 @@ impl Runner {
                     spec.name, spec.version
                 ),
                 trace_id: inv.trace_id.clone(),
+                idempotency_key: inv.idempotency_key.clone(),
+                attempt: inv.attempt,
                 deadline: Instant::now() + timeout,
             })
             .await;

@@ -45,6 +45,8 @@ pub struct Event {
     pub deadline_unix_ms: i64,
     pub function_arn: String,
     pub trace_id: String,
+    pub idempotency_key: String,
+    pub attempt: u32,
     /// Monotonic deadline the worker enforces.
     pub deadline: Instant,
 }
@@ -230,6 +232,8 @@ impl Sandbox {
             deadline_ms: ev.deadline_unix_ms,
             function_arn: ev.function_arn,
             trace_id: ev.trace_id,
+            idempotency_key: ev.idempotency_key,
+            attempt: ev.attempt,
             reply: reply_tx,
         };
         if self.deliveries.send(delivery).await.is_err() {

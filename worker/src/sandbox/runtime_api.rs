@@ -28,6 +28,8 @@ pub struct Delivery {
     pub deadline_ms: i64,
     pub function_arn: String,
     pub trace_id: String,
+    pub idempotency_key: String,
+    pub attempt: u32,
     pub reply: oneshot::Sender<Reply>,
 }
 
@@ -110,6 +112,9 @@ async fn next(State(st): State<Arc<ApiState>>) -> Response {
     put("lambda-runtime-aws-request-id", &d.request_id);
     put("lambda-runtime-deadline-ms", &d.deadline_ms.to_string());
     put("lambda-runtime-invoked-function-arn", &d.function_arn);
+    // stoke's own: the event's idempotency key and which attempt this is.
+    put("stoke-idempotency-key", &d.idempotency_key);
+    put("stoke-attempt", &d.attempt.to_string());
     put("lambda-runtime-trace-id", &d.trace_id);
     put("content-type", "application/json");
     *st.current.lock().expect("not poisoned") = Some(Current {

@@ -1,0 +1,180 @@
+//! Retries, terminal errors, dead letters and redrive, event age — with the
+//! real platform (`stoke up`, nats-server, SQLite).
+
+use std::time::Duration;
+
+use stoke_tests::{Nats, Platform, copy_function, eventually, workspace_root};
+
+/// hello-python with extra manifest lines.
+fn hello_with(extra: &str) -> tempfile::TempDir {
+    let f = copy_function(&workspace_root().join("examples/hello-python"));
+    let manifest = std::fs::read_to_string(f.path().join("stoke.toml")).unwrap();
+    std::fs::write(f.path().join("stoke.toml"), format!("{extra}\n{manifest}")).unwrap();
+    f
+}
+
+async fn send_async(p: &Platform, body: &str, key: Option<&str>) -> String {
+    let mut headers = vec![("Prefer", "respond-async")];
+    if let Some(k) = key {
+        headers.push(("Idempotency-Key", k));
+    }
+    let r = p.post_with("hello", body.to_string(), &headers).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    r.json()["invocationId"].as_str().unwrap().to_string()
+}
+
+async fn wait_status(p: &Platform, id: &str, status: &str) -> serde_json::Value {
+    eventually(Duration::from_secs(30), &format!("{id} to be {status}"), || async {
+        let s = p.get(&format!("/invocations/{id}")).await.json();
+        (s["status"] == status).then_some(s)
+    })
+    .await
+}
+
+fn cli_ok(p: &Platform, args: &[&str]) -> String {
+    let out = p.cli(args);
+    assert!(
+        out.status.success(),
+        "stoke {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Messages left in the invocation stream: 0 means nothing is stuck.
+async fn stream_messages(nats: &Nats) -> u64 {
+    let client = async_nats::connect(&nats.url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("STOKE_INVOKE").await.unwrap();
+    stream.info().await.unwrap().state.messages
+}
+
+#[tokio::test]
+async fn poison_event_is_dead_lettered_others_flow_and_redrive_to_a_fix_completes_it() {
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    let f = hello_with("max_attempts = 3\nconcurrency = 4");
+    p.deploy(f.path());
+
+    let poison = send_async(&p, r#"{"fail":"poison"}"#, Some("poison-1")).await;
+    let good: Vec<String> = futures::future::join_all((0..20).map(|i| {
+        let p = &p;
+        async move { send_async(p, &format!(r#"{{"name":"g{i}"}}"#), None).await }
+    }))
+    .await;
+    for id in &good {
+        wait_status(&p, id, "succeeded").await;
+    }
+    let dead = wait_status(&p, &poison, "dead_lettered").await;
+    assert_eq!(dead["attempts"], 3, "{dead}");
+    assert_eq!(dead["error"]["errorType"], "ValueError", "{dead}");
+
+    let list = cli_ok(&p, &["dlq", "list"]);
+    assert!(
+        list.contains(&poison) && list.contains("max_attempts") && list.contains("ValueError: poison"),
+        "{list}"
+    );
+    let show = cli_ok(&p, &["dlq", "show", &poison]);
+    assert!(
+        show.contains("poison-1") && show.contains(r#"{"fail":"poison"}"#),
+        "{show}"
+    );
+    assert_eq!(
+        show.matches("function_error ").count(),
+        3,
+        "every attempt listed:\n{show}"
+    );
+    assert_eq!(show.matches("logs: worker w-").count(), 3, "{show}");
+
+    // Deploy a fixed version: "fail" no longer fails.
+    let handler = std::fs::read_to_string(f.path().join("handler.py")).unwrap();
+    std::fs::write(
+        f.path().join("handler.py"),
+        handler.replace(r#"if "fail" in event:"#, "if False:"),
+    )
+    .unwrap();
+    p.deploy(f.path());
+
+    let dry = cli_ok(&p, &["dlq", "redrive", &poison, "--version", "2", "--dry-run"]);
+    assert_eq!(dry.trim(), poison);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        p.get(&format!("/invocations/{poison}")).await.json()["status"],
+        "dead_lettered",
+        "dry run sends nothing"
+    );
+
+    let out = p.cli(&["dlq", "redrive", &poison, "--version", "9"]);
+    assert!(!out.status.success(), "unknown target version refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no version 9"));
+
+    assert_eq!(
+        cli_ok(&p, &["dlq", "redrive", &poison, "--version", "2"]).trim(),
+        poison
+    );
+    let done = wait_status(&p, &poison, "succeeded").await;
+    assert_eq!(done["version"], 2);
+    assert_eq!(done["idempotencyKey"], "poison-1", "completed with its original key");
+    let body: serde_json::Value = serde_json::from_str(done["result"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        body["attempt"], 4,
+        "the function sees the attempt number across the redrive"
+    );
+    assert_eq!(body["idempotency_key"], "poison-1");
+
+    let again = p.cli(&["dlq", "redrive", &poison]);
+    assert!(
+        !again.status.success(),
+        "a redriven dead letter cannot be redriven twice"
+    );
+    assert!(cli_ok(&p, &["dlq", "list"]).contains("no dead letters"));
+    let all = cli_ok(&p, &["dlq", "list", "--all"]);
+    assert!(all.contains("(redriven)"), "{all}");
+    assert_eq!(stream_messages(&nats).await, 0, "nothing stuck in the work queue");
+}
+
+#[tokio::test]
+async fn terminal_error_is_dead_lettered_without_retries() {
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    p.deploy(hello_with("max_attempts = 5").path());
+    let id = send_async(&p, r#"{"terminal":"bad input"}"#, None).await;
+    let dead = wait_status(&p, &id, "dead_lettered").await;
+    assert_eq!(dead["attempts"], 1, "{dead}");
+    assert_eq!(dead["error"]["errorType"], "TerminalError");
+    assert!(cli_ok(&p, &["dlq", "list"]).contains("terminal_error"));
+    assert_eq!(stream_messages(&nats).await, 0);
+}
+
+#[tokio::test]
+async fn retries_back_off_and_the_function_sees_its_attempt_and_key() {
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    p.deploy(hello_with("max_attempts = 3").path());
+    let started = std::time::Instant::now();
+    let id = send_async(&p, r#"{"fail_until":3,"name":"third"}"#, Some("k-third")).await;
+    let done = wait_status(&p, &id, "succeeded").await;
+    let elapsed = started.elapsed();
+    let body: serde_json::Value = serde_json::from_str(done["result"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["attempt"], 3);
+    assert_eq!(body["idempotency_key"], "k-third");
+    assert_eq!(done["attempts"], 3);
+    // Backoff 1 s then 2 s (±20 %) before the third attempt.
+    assert!(elapsed >= Duration::from_millis(2400), "retried after {elapsed:?}");
+    println!("3 attempts with backoff took {elapsed:?}");
+}
+
+#[tokio::test]
+async fn an_event_older_than_max_event_age_is_dead_lettered_unrun() {
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    // One at a time, so the second event waits behind the first.
+    p.deploy(hello_with("max_event_age = 1\nconcurrency = 1").path());
+    let slow = send_async(&p, r#"{"sleep":2.5}"#, None).await;
+    let stale = send_async(&p, r#"{"name":"stale"}"#, None).await;
+    wait_status(&p, &slow, "succeeded").await;
+    let dead = wait_status(&p, &stale, "dead_lettered").await;
+    assert_eq!(dead["error"]["errorType"], "Stoke.EventExpired", "{dead}");
+    assert_eq!(dead["attempts"], 0, "it never ran: {dead}");
+    assert_eq!(stream_messages(&nats).await, 0);
+}
