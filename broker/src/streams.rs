@@ -1,5 +1,7 @@
-//! JetStream provisioning for the invocation stream. Idempotent: every role
-//! calls it at start, whichever comes up first creates the stream.
+//! JetStream provisioning: the invocation stream (every role ensures it at
+//! start) and the events stream plus one durable consumer per subject
+//! subscription (ensured when a function with a `subject` trigger is
+//! deployed, before the deploy is acknowledged). All idempotent.
 
 use std::time::Duration;
 
@@ -16,6 +18,9 @@ pub struct StreamOptions {
     pub duplicate_window_secs: u64,
     /// Largest message the stream accepts (payload + headers), in bytes.
     pub max_message_bytes: i32,
+    /// How long messages on subscribed subjects are kept, in seconds (every
+    /// subscriber's consumer must get through them in this time).
+    pub event_max_age_secs: u64,
 }
 
 impl Default for StreamOptions {
@@ -24,6 +29,7 @@ impl Default for StreamOptions {
             replicas: 1,
             duplicate_window_secs: 120,
             max_message_bytes: 8 << 20,
+            event_max_age_secs: 7 * 24 * 3600,
         }
     }
 }
@@ -44,4 +50,86 @@ pub async fn ensure_invoke_stream(
         ..Default::default()
     };
     Ok(js.get_or_create_stream(cfg).await?)
+}
+
+/// Make the events stream capture `subjects` (on top of what it already
+/// captures): subjects only ever grow, so no subscriber's messages stop
+/// being captured because another function was redeployed.
+pub async fn ensure_event_stream(
+    js: &jetstream::Context,
+    opts: &StreamOptions,
+    subjects: &[String],
+) -> Result<stream::Stream, async_nats::Error> {
+    match js.get_stream(naming::EVENTS_STREAM).await {
+        Ok(mut existing) => {
+            let mut config = existing.info().await?.config.clone();
+            let mut wanted = config.subjects.clone();
+            wanted.extend(subjects.iter().cloned());
+            let cover = naming::subject_cover(&wanted);
+            let mut current = config.subjects.clone();
+            current.sort();
+            if cover != current {
+                tracing::info!(subjects = ?cover, "widening the events stream");
+                config.subjects = cover;
+                js.update_stream(config).await?;
+            }
+            Ok(js.get_stream(naming::EVENTS_STREAM).await?)
+        }
+        Err(_) => {
+            let cfg = stream::Config {
+                name: naming::EVENTS_STREAM.to_string(),
+                subjects: naming::subject_cover(subjects),
+                retention: stream::RetentionPolicy::Limits,
+                storage: stream::StorageType::File,
+                num_replicas: opts.replicas,
+                duplicate_window: Duration::from_secs(opts.duplicate_window_secs),
+                max_message_size: opts.max_message_bytes,
+                max_age: Duration::from_secs(opts.event_max_age_secs),
+                ..Default::default()
+            };
+            Ok(js.get_or_create_stream(cfg).await?)
+        }
+    }
+}
+
+/// The durable pull consumer of one subscription. Created with
+/// DeliverPolicy::New: the subscription gets every message published after
+/// it exists (i.e. after the deploy returns), not the stream's history.
+pub fn subscription_consumer_config(
+    function: &str,
+    subject: &str,
+    concurrency: u32,
+) -> jetstream::consumer::pull::Config {
+    jetstream::consumer::pull::Config {
+        durable_name: Some(naming::subscription_consumer(function, subject)),
+        filter_subject: subject.to_string(),
+        deliver_policy: jetstream::consumer::DeliverPolicy::New,
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        max_deliver: -1,
+        max_ack_pending: i64::from(concurrency.max(1)),
+        ..Default::default()
+    }
+}
+
+/// Ensure the events stream captures `subject` and `function`'s consumer
+/// on it exists.
+pub async fn ensure_subscription(
+    js: &jetstream::Context,
+    opts: &StreamOptions,
+    function: &str,
+    subject: &str,
+    concurrency: u32,
+) -> Result<(), async_nats::Error> {
+    let stream = ensure_event_stream(js, opts, &[subject.to_string()]).await?;
+    let config = subscription_consumer_config(function, subject, concurrency);
+    let durable = naming::subscription_consumer(function, subject);
+    if stream
+        .get_consumer::<jetstream::consumer::pull::Config>(&durable)
+        .await
+        .is_err()
+    {
+        stream.create_consumer(config).await?;
+    }
+    Ok(())
 }

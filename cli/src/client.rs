@@ -310,3 +310,32 @@ fn human_bytes(n: u64) -> String {
         n => format!("{n} B"),
     }
 }
+
+/// `stoke publish`.
+pub async fn publish(
+    admin: &mut Admin,
+    addr: &str,
+    subject: &str,
+    payload: Vec<u8>,
+    msg_id: Option<String>,
+) -> anyhow::Result<()> {
+    let ack = admin
+        .client
+        .publish(stoke_proto::PublishRequest {
+            subject: subject.to_string(),
+            payload,
+            msg_id: msg_id.unwrap_or_default(),
+        })
+        .await
+        .map_err(|s| rpc_error(addr, s))?
+        .into_inner();
+    if ack.duplicate {
+        println!(
+            "duplicate of {} sequence {}: not stored again",
+            ack.stream, ack.sequence
+        );
+    } else {
+        println!("stored in {} at sequence {}", ack.stream, ack.sequence);
+    }
+    Ok(())
+}

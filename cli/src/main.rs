@@ -97,6 +97,20 @@ enum Command {
         #[arg(long, value_name = "KEY")]
         idempotency_key: Option<String>,
     },
+    /// Publish a message on a subject that functions subscribe to
+    /// (any NATS client can do the same; this waits until JetStream stored it).
+    Publish {
+        #[command(flatten)]
+        admin: AdminFlag,
+        /// A concrete subject, e.g. orders.new.
+        subject: String,
+        /// Payload: inline text/JSON, @FILE, or @- for stdin (default {}).
+        data: Option<String>,
+        /// Nats-Msg-Id: repeats within the duplicate window are dropped, and it
+        /// becomes the idempotency key of the invocations it triggers.
+        #[arg(long, value_name = "ID")]
+        msg_id: Option<String>,
+    },
     /// Show an invocation's status and result as JSON.
     Status {
         #[command(flatten)]
@@ -228,6 +242,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 idempotency_key,
             };
             client::invoke(&mut c, &addr, args).await
+        }
+        Command::Publish {
+            admin,
+            subject,
+            data,
+            msg_id,
+        } => {
+            let payload = client::read_payload(data.as_deref())?;
+            let (mut c, addr) = client::Admin::connect(&admin.addr).await?;
+            client::publish(&mut c, &addr, &subject, payload, msg_id).await
         }
         Command::Status { admin, invocation_id } => {
             let (mut c, addr) = client::Admin::connect(&admin.addr).await?;

@@ -18,6 +18,99 @@ pub fn invoke_consumer(function: &str) -> String {
     format!("fn-{function}")
 }
 
+/// The limits-retention stream that captures user subjects functions
+/// subscribe to (`[[triggers]] subject = "orders.*"`). Every subscription
+/// is its own durable consumer on it, so several functions each get every
+/// message and one's backlog never holds up another's.
+pub const EVENTS_STREAM: &str = "STOKE_EVENTS";
+
+/// Durable consumer of `function`'s subscription to `subject`.
+pub fn subscription_consumer(function: &str, subject: &str) -> String {
+    use sha2::Digest as _;
+    let h = sha2::Sha256::digest(subject.as_bytes());
+    format!("sub-{function}-{}", hex::encode(&h[..4]))
+}
+
+/// Does subject filter `a` match everything filter `b` matches?
+pub fn subject_covers(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<&str>, Vec<&str>) = (a.split('.').collect(), b.split('.').collect());
+    for (i, at) in a.iter().enumerate() {
+        match (*at, b.get(i)) {
+            (">", Some(_)) => return true,
+            (_, None) => return false,
+            ("*", Some(bt)) if *bt != ">" => {}
+            (lit, Some(bt)) if lit == *bt => {}
+            _ => return false,
+        }
+    }
+    a.len() == b.len()
+}
+
+/// The smallest set of filters that captures all of `subjects` without two
+/// overlapping (a stream refuses overlapping subjects): filters covered by
+/// another are dropped. Overlaps that neither covers (`a.*` and `*.b`)
+/// are merged into the enclosing `>` of their common prefix.
+pub fn subject_cover(subjects: &[String]) -> Vec<String> {
+    let mut set: Vec<String> = subjects.to_vec();
+    set.sort();
+    set.dedup();
+    loop {
+        let mut changed = false;
+        'outer: for i in 0..set.len() {
+            for j in 0..set.len() {
+                if i == j {
+                    continue;
+                }
+                if subject_covers(&set[i], &set[j]) {
+                    set.remove(j);
+                    changed = true;
+                    break 'outer;
+                }
+                if subjects_overlap(&set[i], &set[j]) {
+                    let merged = common_prefix_wildcard(&set[i], &set[j]);
+                    let (hi, lo) = (i.max(j), i.min(j));
+                    set.remove(hi);
+                    set.remove(lo);
+                    set.push(merged);
+                    changed = true;
+                    break 'outer;
+                }
+            }
+        }
+        if !changed {
+            set.sort();
+            return set;
+        }
+    }
+}
+
+/// Can one subject match both filters?
+fn subjects_overlap(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<&str>, Vec<&str>) = (a.split('.').collect(), b.split('.').collect());
+    for i in 0..a.len().max(b.len()) {
+        match (a.get(i), b.get(i)) {
+            (Some(&">"), Some(_)) | (Some(_), Some(&">")) => return true,
+            (Some(x), Some(y)) if *x == "*" || *y == "*" || x == y => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+fn common_prefix_wildcard(a: &str, b: &str) -> String {
+    let prefix: Vec<&str> = a
+        .split('.')
+        .zip(b.split('.'))
+        .take_while(|(x, y)| x == y && *x != "*" && *x != ">")
+        .map(|(x, _)| x)
+        .collect();
+    if prefix.is_empty() {
+        ">".into()
+    } else {
+        format!("{}.>", prefix.join("."))
+    }
+}
+
 /// Core-NATS subject a completed invocation's result is announced on, so a
 /// waiting synchronous caller wakes without polling the store.
 pub fn result_subject(invocation_id: &str) -> String {
@@ -44,3 +137,44 @@ pub mod headers {
 /// Lambda's invocation types.
 pub const REQUEST_RESPONSE: &str = "RequestResponse";
 pub const EVENT: &str = "Event";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn covers_follows_nats_wildcards() {
+        assert!(subject_covers("orders.*", "orders.new"));
+        assert!(subject_covers("orders.>", "orders.eu.new"));
+        assert!(subject_covers("orders.>", "orders.*"));
+        assert!(subject_covers(">", "a.b.c"));
+        assert!(!subject_covers("orders.*", "orders.eu.new"));
+        assert!(!subject_covers("orders.*", "orders.>"));
+        assert!(!subject_covers("orders.new", "orders.*"));
+        assert!(!subject_covers("orders", "orders.new"));
+    }
+
+    #[test]
+    fn cover_set_has_no_overlaps_and_captures_everything() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            subject_cover(&s(&["orders.*", "orders.new", "users.created"])),
+            s(&["orders.*", "users.created"])
+        );
+        assert_eq!(subject_cover(&s(&["a.*", "*.b"])), s(&[">"]));
+        assert_eq!(subject_cover(&s(&["x.a.*", "x.*.b"])), s(&["x.>"]));
+        let input = s(&["a.b", "a.*", "c.>", "c.d.e", "f"]);
+        let cover = subject_cover(&input);
+        for sub in &input {
+            assert!(
+                cover.iter().any(|c| subject_covers(c, sub)),
+                "{sub} not captured by {cover:?}"
+            );
+        }
+        for (i, a) in cover.iter().enumerate() {
+            for b in &cover[i + 1..] {
+                assert!(!subjects_overlap(a, b), "{a} overlaps {b}");
+            }
+        }
+    }
+}

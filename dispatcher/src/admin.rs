@@ -11,8 +11,8 @@ use stoke_proto::admin_service_server::AdminService;
 use stoke_proto::{
     DeadLetterInfo, DeployRequest, DeployResponse, FunctionInfo, GetDeadLetterRequest, GetFunctionRequest,
     GetInvocationRequest, GetUsageRequest, GetUsageResponse, InvocationInfo, InvokeResponse, ListDeadLettersRequest,
-    ListDeadLettersResponse, ListFunctionsRequest, ListFunctionsResponse, RedriveRequest, RedriveResponse, UsageRow,
-    deploy_request,
+    ListDeadLettersResponse, ListFunctionsRequest, ListFunctionsResponse, PublishRequest, PublishResponse,
+    RedriveRequest, RedriveResponse, UsageRow, deploy_request,
 };
 use stoke_store::{DeadLetterFilter, DeployOutcome, FunctionVersion, NewVersion, Store, StoreError, UsageFilter};
 use tokio::sync::Notify;
@@ -20,6 +20,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 pub(crate) struct AdminApi {
     pub store: Arc<dyn Store>,
+    pub js: async_nats::jetstream::Context,
+    pub streams: stoke_broker::streams::StreamOptions,
     pub invoker: Invoker,
     pub deployed: Arc<Notify>,
     pub limits: Limits,
@@ -129,6 +131,25 @@ impl AdminService for AdminApi {
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))??;
+
+        // Subscriptions exist before the deploy is acknowledged: from then
+        // on, every message on the subject is captured for this function.
+        for trigger in manifest
+            .triggers()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?
+        {
+            if let stoke_core::Trigger::Subject { subject } = trigger {
+                stoke_broker::streams::ensure_subscription(
+                    &self.js,
+                    &self.streams,
+                    &manifest.name,
+                    &subject,
+                    manifest.concurrency,
+                )
+                .await
+                .map_err(|e| Status::unavailable(format!("cannot subscribe {} to {subject:?}: {e}", manifest.name)))?;
+            }
+        }
 
         self.store.put_package(&digest, &data).await.map_err(store_status)?;
         let outcome = self
@@ -268,5 +289,37 @@ impl AdminService for AdminApi {
         crate::dlq::redrive(self.store.as_ref(), &self.invoker, req.into_inner())
             .await
             .map(Response::new)
+    }
+
+    async fn publish(&self, req: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
+        let r = req.into_inner();
+        stoke_core::manifest::validate_subject(&r.subject)
+            .map_err(|e| Status::invalid_argument(format!("subject: {e}")))?;
+        if r.subject.contains('*') || r.subject.contains('>') {
+            return Err(Status::invalid_argument(
+                "publish to a concrete subject, not a wildcard",
+            ));
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        if !r.msg_id.is_empty() {
+            headers.insert(stoke_core::naming::headers::MSG_ID, r.msg_id.as_str());
+        }
+        let ack = self
+            .js
+            .publish_with_headers(r.subject.clone(), headers, r.payload.into())
+            .await
+            .map_err(|e| Status::unavailable(format!("nats publish: {e}")))?
+            .await
+            .map_err(|e| match e.kind() {
+                async_nats::jetstream::context::PublishErrorKind::StreamNotFound => Status::failed_precondition(
+                    format!("no function subscribes to {:?}: nothing would capture it", r.subject),
+                ),
+                _ => Status::unavailable(format!("nats publish ack: {e}")),
+            })?;
+        Ok(Response::new(PublishResponse {
+            stream: ack.stream,
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        }))
     }
 }

@@ -11,6 +11,7 @@
 
 mod admin;
 mod dlq;
+mod handle;
 mod pull;
 mod workers;
 
@@ -140,6 +141,8 @@ impl Dispatcher {
         );
         let admin = admin::AdminApi {
             store: self.store.clone(),
+            js: async_nats::jetstream::new(self.nats.clone()),
+            streams: self.opts.stream.clone(),
             invoker,
             deployed: pullers.deployed_notifier(),
             limits: stoke_core::package::Limits::default(),

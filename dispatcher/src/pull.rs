@@ -1,40 +1,29 @@
-//! Pulling events and deciding their fate.
+//! Pulling events: one durable pull consumer per source, each with
+//! `max_ack_pending` = the function's concurrency, so one function's backlog
+//! never takes another's slots.
 //!
-//! One durable pull consumer per function (`fn-<name>`, filtered on
-//! `stoke.invoke.<name>`, `max_ack_pending` = the function's concurrency).
-//! For each message: skip it if its idempotency key already completed,
-//! dispatch it to a worker while sending in-progress acks, then either
-//! record the completion (atomically with the metered attempt), announce it
-//! and ack — or record the attempt and NAK with backoff for a retry.
-//! Nothing is acked before the store has it.
+//! Sources: a function's invocation subject (`fn-<name>` on `STOKE_INVOKE`:
+//! HTTP, admin, redrive) and each of its subject subscriptions
+//! (`sub-<name>-<hash>` on `STOKE_EVENTS`). Every message is handed to
+//! [`crate::handle`], which decides its fate.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, AckKind, consumer::pull};
+use async_nats::jetstream::{self, consumer::pull};
 use futures::StreamExt;
-use prost::Message as _;
-use rand::Rng;
-use stoke_core::{Manifest, Retryable, naming};
-use stoke_proto::{FunctionSpec, Invocation, InvocationResult, Outcome};
-use stoke_store::{
-    AttemptOutcome, AttemptRecord, Completion, CompletionWrite, DeadLetter, DeadReason, ErrorRecord, Status, Store,
-    StoreError,
-};
+use stoke_core::{Manifest, naming};
+use stoke_store::Store;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::workers::{DispatchError, Registry};
+use crate::handle::Loaded;
+use crate::workers::Registry;
 
 /// Lease on a message between in-progress acks.
-const ACK_WAIT: Duration = Duration::from_secs(30);
-/// Retry backoff for async events: base × 2^(attempt-1), capped.
-const BACKOFF_BASE: Duration = Duration::from_secs(1);
-const BACKOFF_CAP: Duration = Duration::from_secs(300);
-/// Redelivery delay when no worker could take the event or one was lost.
-const RELEASE_DELAY: Duration = Duration::from_secs(1);
+pub(crate) const ACK_WAIT: Duration = Duration::from_secs(30);
 
 pub(crate) struct Shared {
     pub nats: async_nats::Client,
@@ -46,19 +35,13 @@ pub(crate) struct Shared {
     pub progress_every: Duration,
 }
 
-/// A function version ready to dispatch.
-struct Loaded {
-    spec: FunctionSpec,
-    manifest: Manifest,
-}
-
-struct Ctx {
-    shared: Shared,
-    specs: Mutex<HashMap<(String, u32), Arc<Loaded>>>,
+pub(crate) struct Ctx {
+    pub shared: Shared,
+    pub specs: Mutex<HashMap<(String, u32), Arc<Loaded>>>,
     /// Handlers of in-flight messages.
-    tracker: TaskTracker,
+    pub tracker: TaskTracker,
     /// Fired when the shutdown grace runs out: release what is still running.
-    release_now: CancellationToken,
+    pub release_now: CancellationToken,
 }
 
 pub(crate) struct Pullers {
@@ -88,31 +71,24 @@ impl Pullers {
     /// Keep one consumer loop per deployed function until `shutdown`, then
     /// drain in-flight invocations for up to `grace`.
     pub async fn run(self, shutdown: CancellationToken, refresh: Duration, grace: Duration) {
-        let mut consumers: HashMap<String, (u32, tokio::task::JoinHandle<()>)> = HashMap::new();
+        let mut consumers: HashMap<Source, tokio::task::JoinHandle<()>> = HashMap::new();
         loop {
             match self.ctx.shared.store.list_functions().await {
                 Ok(versions) => {
-                    for v in versions {
-                        let concurrency = match Manifest::parse(&v.manifest) {
-                            Ok(m) => m.concurrency,
-                            Err(e) => {
-                                tracing::error!(function = %v.function, error = %e, "deployed manifest unreadable");
-                                continue;
-                            }
-                        };
-                        match consumers.get(&v.function) {
-                            Some((c, h)) if *c == concurrency && !h.is_finished() => {}
-                            _ => {
-                                if let Some((_, old)) = consumers.remove(&v.function) {
-                                    old.abort();
-                                }
-                                let ctx = self.ctx.clone();
-                                let stop = shutdown.clone();
-                                let name = v.function.clone();
-                                let task = tokio::spawn(async move { consume(ctx, name, concurrency, stop).await });
-                                consumers.insert(v.function, (concurrency, task));
-                            }
+                    for source in versions.iter().flat_map(Source::all_of) {
+                        if consumers.get(&source).is_some_and(|h| !h.is_finished()) {
+                            continue;
                         }
+                        // A changed concurrency is a different Source: retire the old loop.
+                        consumers.retain(|s, h| {
+                            let stale = s.same_consumer(&source);
+                            if stale {
+                                h.abort();
+                            }
+                            !stale
+                        });
+                        let (ctx, stop, src) = (self.ctx.clone(), shutdown.clone(), source.clone());
+                        consumers.insert(source, tokio::spawn(async move { consume(ctx, src, stop).await }));
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot list functions; retrying"),
@@ -125,7 +101,7 @@ impl Pullers {
         }
 
         // Stop pulling, then let what is running finish.
-        for (_, (_, task)) in consumers {
+        for (_, task) in consumers {
             let _ = task.await;
         }
         let tracker = &self.ctx.tracker;
@@ -145,22 +121,105 @@ impl Pullers {
     }
 }
 
-/// Pull one function's events until `stop`, reconnecting on errors.
-async fn consume(ctx: Arc<Ctx>, function: String, concurrency: u32, stop: CancellationToken) {
-    let durable = naming::invoke_consumer(&function);
-    let config = pull::Config {
-        durable_name: Some(durable.clone()),
-        filter_subject: naming::invoke_subject(&function),
-        ack_policy: jetstream::consumer::AckPolicy::Explicit,
-        ack_wait: ACK_WAIT,
-        max_deliver: -1,
-        max_ack_pending: i64::from(concurrency.max(1)),
-        ..Default::default()
-    };
+/// Where a consumer loop pulls from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Source {
+    /// `stoke.invoke.<function>` on the invocation stream.
+    Invoke { function: String, concurrency: u32 },
+    /// A `subject` trigger, on the events stream.
+    Subscription {
+        function: String,
+        subject: String,
+        concurrency: u32,
+    },
+}
+
+impl Source {
+    /// Every source a deployed version needs.
+    fn all_of(v: &stoke_store::FunctionVersion) -> Vec<Source> {
+        let manifest = match Manifest::parse(&v.manifest) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(function = %v.function, error = %e, "deployed manifest unreadable");
+                return Vec::new();
+            }
+        };
+        let concurrency = manifest.concurrency;
+        let mut sources = vec![Source::Invoke {
+            function: v.function.clone(),
+            concurrency,
+        }];
+        for t in manifest.triggers().unwrap_or_default() {
+            if let stoke_core::Trigger::Subject { subject } = t {
+                sources.push(Source::Subscription {
+                    function: v.function.clone(),
+                    subject,
+                    concurrency,
+                });
+            }
+        }
+        sources
+    }
+
+    pub fn function(&self) -> &str {
+        match self {
+            Source::Invoke { function, .. } | Source::Subscription { function, .. } => function,
+        }
+    }
+
+    /// Same durable consumer (perhaps with another concurrency).
+    fn same_consumer(&self, other: &Source) -> bool {
+        self.durable() == other.durable()
+    }
+
+    fn durable(&self) -> String {
+        match self {
+            Source::Invoke { function, .. } => naming::invoke_consumer(function),
+            Source::Subscription { function, subject, .. } => naming::subscription_consumer(function, subject),
+        }
+    }
+
+    fn stream(&self) -> &'static str {
+        match self {
+            Source::Invoke { .. } => naming::INVOKE_STREAM,
+            Source::Subscription { .. } => naming::EVENTS_STREAM,
+        }
+    }
+
+    fn concurrency(&self) -> u32 {
+        match self {
+            Source::Invoke { concurrency, .. } | Source::Subscription { concurrency, .. } => (*concurrency).max(1),
+        }
+    }
+
+    fn config(&self) -> pull::Config {
+        match self {
+            Source::Invoke { function, .. } => pull::Config {
+                durable_name: Some(self.durable()),
+                filter_subject: naming::invoke_subject(function),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: ACK_WAIT,
+                max_deliver: -1,
+                max_ack_pending: i64::from(self.concurrency()),
+                ..Default::default()
+            },
+            Source::Subscription { function, subject, .. } => {
+                stoke_broker::streams::subscription_consumer_config(function, subject, self.concurrency())
+            }
+        }
+    }
+}
+
+/// Pull one source's events until `stop`, reconnecting on errors.
+async fn consume(ctx: Arc<Ctx>, source: Source, stop: CancellationToken) {
+    let durable = source.durable();
+    let config = source.config();
+    let function = source.function().to_string();
+    let concurrency = source.concurrency();
     let mut delay = Duration::from_millis(200);
     while !stop.is_cancelled() {
         let consumer = async {
-            let stream = ctx.shared.js.get_stream(naming::INVOKE_STREAM).await?;
+            let stream = ctx.shared.js.get_stream(source.stream()).await?;
             let consumer = match stream.get_consumer::<pull::Config>(&durable).await {
                 Ok(c) if c.cached_info().config.max_ack_pending == config.max_ack_pending => c,
                 Ok(_) => stream.update_consumer(config.clone()).await?,
@@ -199,9 +258,9 @@ async fn consume(ctx: Arc<Ctx>, function: String, concurrency: u32, stop: Cancel
             };
             match next {
                 Some(Ok(msg)) => {
-                    let ctx2 = ctx.clone();
-                    let function = function.clone();
-                    ctx.tracker.spawn(async move { handle(&ctx2, &function, msg).await });
+                    let (ctx2, source) = (ctx.clone(), source.clone());
+                    ctx.tracker
+                        .spawn(async move { crate::handle::handle(&ctx2, &source, msg).await });
                 }
                 Some(Err(e)) => {
                     tracing::warn!(%function, error = %e, "pull error");
@@ -214,524 +273,5 @@ async fn consume(ctx: Arc<Ctx>, function: String, concurrency: u32, stop: Cancel
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
-    }
-}
-
-/// What the message headers say about an event.
-struct Envelope {
-    invocation_id: String,
-    key: String,
-    trigger: String,
-    sync: bool,
-    version: Option<u32>,
-    trace_id: String,
-    /// Attempt number across redrives (1-based).
-    attempt: u32,
-    /// JetStream delivered this message before.
-    redelivered: bool,
-    created_ms: i64,
-}
-
-fn envelope(msg: &jetstream::Message) -> Envelope {
-    let header = |name: &str| {
-        msg.headers
-            .as_ref()
-            .and_then(|h| h.get(name))
-            .map(|v| v.as_str().to_string())
-            .filter(|v| !v.is_empty())
-    };
-    let (attempt, created_ms) = match msg.info() {
-        Ok(info) => (
-            u32::try_from(info.delivered).unwrap_or(1).max(1),
-            (info.published.unix_timestamp_nanos() / 1_000_000) as i64,
-        ),
-        Err(_) => (1, stoke_core::now_ms()),
-    };
-    let invocation_id = header(naming::headers::INVOCATION_ID).unwrap_or_else(stoke_core::new_invocation_id);
-    // A redriven dead letter carries on counting from its earlier attempts.
-    let base: u32 = header(naming::headers::ATTEMPT_BASE)
-        .and_then(|b| b.parse().ok())
-        .unwrap_or(0);
-    let redelivered = attempt > 1;
-    let attempt = base.saturating_add(attempt);
-    Envelope {
-        key: header(naming::headers::IDEMPOTENCY_KEY).unwrap_or_else(|| invocation_id.clone()),
-        invocation_id,
-        trigger: header(naming::headers::TRIGGER).unwrap_or_else(|| "nats".into()),
-        sync: header(naming::headers::INVOCATION_TYPE).as_deref() == Some(naming::REQUEST_RESPONSE),
-        version: header(naming::headers::FUNCTION_VERSION).and_then(|v| v.parse().ok()),
-        trace_id: header(naming::headers::TRACE_ID).unwrap_or_default(),
-        attempt,
-        redelivered,
-        created_ms,
-    }
-}
-
-/// Handle one message end to end. Every path ends in exactly one of ack
-/// (completion durable) or NAK (redeliver).
-async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message) {
-    let env = envelope(&msg);
-    let span = tracing::info_span!("invocation", id = %env.invocation_id, %function, attempt = env.attempt);
-    let store = &ctx.shared.store;
-
-    // A key that already completed (a redelivery after a lost ack, or a
-    // duplicate beyond the dedupe window) is answered from the store.
-    match store.completion_by_key(function, &env.key).await {
-        Ok(Some(done)) => {
-            announce(ctx, &env.invocation_id, &done).await;
-            ack(&msg, AckKind::Ack).await;
-            return;
-        }
-        Ok(None) => {}
-        Err(e) => {
-            tracing::warn!(parent: &span, error = %e, "store unavailable; releasing event");
-            ack(&msg, AckKind::Nak(Some(RELEASE_DELAY))).await;
-            return;
-        }
-    }
-
-    // A redelivery of an event already dead-lettered (its TERM was lost).
-    if env.redelivered {
-        match store.dead_letter(&env.invocation_id).await {
-            Ok(Some(d)) if d.redriven_ms.is_none() => {
-                ack(&msg, AckKind::Term).await;
-                return;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(parent: &span, error = %e, "store unavailable; releasing event");
-                ack(&msg, AckKind::Nak(Some(RELEASE_DELAY))).await;
-                return;
-            }
-        }
-    }
-
-    let loaded = match load(ctx, function, env.version).await {
-        Ok(Some(l)) => l,
-        Ok(None) => {
-            let err = ErrorRecord {
-                error_type: "Stoke.FunctionNotFound".into(),
-                error_message: format!("function {function:?} (version {:?}) is not deployed", env.version),
-                raw: None,
-            };
-            let completion = completion(
-                &env,
-                function,
-                env.version.unwrap_or(0),
-                Status::Failed,
-                None,
-                Some(err),
-            );
-            finish(ctx, &msg, &env, None, completion).await;
-            return;
-        }
-        Err(e) => {
-            tracing::warn!(parent: &span, error = %e, "cannot load function; releasing event");
-            ack(&msg, AckKind::Nak(Some(RELEASE_DELAY))).await;
-            return;
-        }
-    };
-    // Too old to be worth running (an async backlog after an outage).
-    let age_ms = stoke_core::now_ms() - env.created_ms;
-    if !env.sync && age_ms > i64::from(loaded.manifest.max_event_age) * 1000 {
-        let error = ErrorRecord {
-            error_type: "Stoke.EventExpired".into(),
-            error_message: format!(
-                "event is {} s old, over the function's max_event_age of {} s",
-                age_ms / 1000,
-                loaded.manifest.max_event_age
-            ),
-            raw: None,
-        };
-        let dead = dead_letter(&env, &loaded, &msg, DeadReason::Expired, Some(error));
-        bury(ctx, &msg, None, dead).await;
-        return;
-    }
-
-    let timeout = Duration::from_millis(u64::from(loaded.spec.timeout_ms));
-    let inv = Invocation {
-        invocation_id: env.invocation_id.clone(),
-        epoch: 0,
-        attempt: env.attempt,
-        idempotency_key: env.key.clone(),
-        function: Some(loaded.spec.clone()),
-        payload: msg.payload.to_vec(),
-        deadline_unix_ms: stoke_core::now_ms() + timeout.as_millis() as i64,
-        trace_id: env.trace_id.clone(),
-    };
-
-    let dispatched_at = (stoke_core::now_ms(), std::time::Instant::now());
-    let dispatched = ctx
-        .shared
-        .registry
-        .dispatch(inv, ctx.shared.worker_wait, timeout + ctx.shared.answer_slack);
-    let result = tokio::select! {
-        r = with_progress(dispatched, &msg, ctx.shared.progress_every) => r,
-        _ = ctx.release_now.cancelled() => {
-            ack(&msg, AckKind::Nak(None)).await;
-            return;
-        }
-    };
-    let result = match result {
-        Ok(r) => r,
-        Err(e) => {
-            // A worker that vanished mid-attempt may have run part of it:
-            // meter that attempt (as a platform error) before redelivery.
-            if let DispatchError::WorkerLost(worker) | DispatchError::NoAnswer(worker) = &e {
-                let record = lost_attempt(&env, &loaded, worker, dispatched_at, &e);
-                if let Err(e) = with_store_retries(|| store.record_attempt(&record)).await {
-                    tracing::warn!(parent: &span, error = %e, "lost attempt not metered");
-                }
-            }
-            tracing::warn!(parent: &span, error = %e, "not completed; releasing event for redelivery");
-            ack(&msg, AckKind::Nak(Some(RELEASE_DELAY))).await;
-            return;
-        }
-    };
-
-    let outcome = Outcome::try_from(result.outcome).unwrap_or(Outcome::PlatformError);
-    let record = attempt_record(&env, &loaded, &result, outcome);
-    let error = result.error.as_ref().map(|e| ErrorRecord {
-        error_type: e.error_type.clone(),
-        error_message: e.error_message.clone(),
-        raw: (!e.raw.is_empty()).then(|| e.raw.clone()),
-    });
-    let status = match outcome {
-        Outcome::Success => Status::Succeeded,
-        Outcome::Timeout => Status::TimedOut,
-        _ => Status::Failed,
-    };
-    // Synchronous callers are never retried (Lambda's RequestResponse) and
-    // get their error; async events are retried up to the function's max
-    // attempts unless the error is terminal, then dead-lettered.
-    if status != Status::Succeeded && !env.sync {
-        let terminal = error
-            .as_ref()
-            .is_some_and(|e| outcome == Outcome::FunctionError && stoke_core::is_terminal_error(&e.error_type));
-        if terminal || env.attempt >= loaded.manifest.max_attempts {
-            let reason = if terminal {
-                DeadReason::TerminalError
-            } else {
-                DeadReason::MaxAttempts
-            };
-            let dead = dead_letter(&env, &loaded, &msg, reason, error);
-            bury(ctx, &msg, Some(&record), dead).await;
-            return;
-        }
-        if let Err(e) = with_store_retries(|| store.record_attempt(&record)).await {
-            tracing::warn!(parent: &span, error = %e, "attempt not metered");
-        }
-        let delay = backoff(env.attempt);
-        tracing::info!(parent: &span, outcome = ?outcome, ?delay, "attempt failed; retrying");
-        ack(&msg, AckKind::Nak(Some(delay))).await;
-        return;
-    }
-    let result_body = (status == Status::Succeeded).then(|| result.payload.clone());
-    let completion = completion(&env, function, loaded.spec.version, status, result_body, error);
-    finish(ctx, &msg, &env, Some(&record), completion).await;
-}
-
-/// Write the completion (with its attempt), announce it, ack. If the store
-/// stays down, release the event instead: it will run again, never be lost.
-async fn finish(
-    ctx: &Ctx,
-    msg: &jetstream::Message,
-    env: &Envelope,
-    record: Option<&AttemptRecord>,
-    completion: Completion,
-) {
-    let store = &ctx.shared.store;
-    let written = match record {
-        Some(r) => with_store_retries(|| store.record_completion(r, &completion)).await,
-        None => {
-            let placeholder = placeholder_attempt(env, &completion);
-            with_store_retries(|| store.record_completion(&placeholder, &completion)).await
-        }
-    };
-    let final_record = match written {
-        Ok(CompletionWrite::Recorded) => completion,
-        Ok(CompletionWrite::Duplicate(existing)) => *existing,
-        Err(e) => {
-            tracing::error!(id = %env.invocation_id, error = %e, "cannot record completion; releasing event");
-            ack(msg, AckKind::Nak(Some(RELEASE_DELAY * 5))).await;
-            return;
-        }
-    };
-    tracing::info!(id = %env.invocation_id, status = final_record.status.as_str(), attempt = env.attempt, "completed");
-    announce(ctx, &env.invocation_id, &final_record).await;
-    ack(msg, AckKind::Ack).await;
-}
-
-/// Dead-letter an event: copy it (with its last attempt) to the store, then
-/// TERM the message so JetStream stops redelivering. Store down → NAK.
-async fn bury(ctx: &Ctx, msg: &jetstream::Message, record: Option<&AttemptRecord>, dead: DeadLetter) {
-    let store = &ctx.shared.store;
-    match with_store_retries(|| store.record_dead_letter(record, &dead)).await {
-        Ok(()) => {
-            tracing::warn!(
-                id = %dead.invocation_id,
-                function = %dead.function,
-                reason = dead.reason.as_str(),
-                attempts = dead.attempts,
-                "dead-lettered"
-            );
-            ack(msg, AckKind::Term).await;
-        }
-        Err(e) => {
-            tracing::error!(id = %dead.invocation_id, error = %e, "cannot dead-letter; releasing event");
-            ack(msg, AckKind::Nak(Some(RELEASE_DELAY * 5))).await;
-        }
-    }
-}
-
-fn dead_letter(
-    env: &Envelope,
-    loaded: &Loaded,
-    msg: &jetstream::Message,
-    reason: DeadReason,
-    error: Option<ErrorRecord>,
-) -> DeadLetter {
-    DeadLetter {
-        invocation_id: env.invocation_id.clone(),
-        function: loaded.spec.name.clone(),
-        version: loaded.spec.version,
-        idempotency_key: env.key.clone(),
-        trigger: env.trigger.clone(),
-        payload: msg.payload.to_vec(),
-        reason,
-        attempts: if reason == DeadReason::Expired {
-            env.attempt - 1
-        } else {
-            env.attempt
-        },
-        error: error.map(|e| ErrorRecord { raw: None, ..e }),
-        created_ms: env.created_ms,
-        dead_ms: stoke_core::now_ms(),
-        redriven_ms: None,
-        redrive_count: 0,
-    }
-}
-
-/// Tell a waiting synchronous caller (best effort: the store is the truth).
-async fn announce(ctx: &Ctx, invocation_id: &str, c: &Completion) {
-    let info = stoke_broker::invoke::completion_info(c, None);
-    let subject = naming::result_subject(invocation_id);
-    if let Err(e) = ctx.shared.nats.publish(subject, info.encode_to_vec().into()).await {
-        tracing::warn!(%invocation_id, error = %e, "cannot announce result");
-    }
-}
-
-async fn ack(msg: &jetstream::Message, kind: AckKind) {
-    if let Err(e) = msg.ack_with(kind).await {
-        // The server will redeliver after ack_wait; dedupe catches a repeat.
-        tracing::warn!(error = %e, "ack failed");
-    }
-}
-
-/// Run `fut` while keeping the message's lease alive.
-async fn with_progress<F: std::future::Future>(fut: F, msg: &jetstream::Message, every: Duration) -> F::Output {
-    tokio::pin!(fut);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    loop {
-        tokio::select! {
-            out = &mut fut => return out,
-            _ = tick.tick() => ack(msg, AckKind::Progress).await,
-        }
-    }
-}
-
-/// Retry a store write while the store says it is unavailable (~15 s).
-async fn with_store_retries<T, F, Fut>(mut op: F) -> Result<T, StoreError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, StoreError>>,
-{
-    let mut delay = Duration::from_millis(100);
-    for _ in 0..8 {
-        match op().await {
-            Err(e) if e.is_retryable() => {
-                tracing::warn!(error = %e, ?delay, "store unavailable; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(4));
-            }
-            other => return other,
-        }
-    }
-    op().await
-}
-
-/// Exponential backoff with ±20 % jitter.
-fn backoff(attempt: u32) -> Duration {
-    let exp = BACKOFF_BASE.saturating_mul(1 << attempt.saturating_sub(1).min(16));
-    let base = exp.min(BACKOFF_CAP);
-    base.mul_f64(rand::rng().random_range(0.8..1.2))
-}
-
-/// The function version an event names (or the current one), cached.
-async fn load(ctx: &Ctx, function: &str, version: Option<u32>) -> Result<Option<Arc<Loaded>>, StoreError> {
-    if let Some(v) = version
-        && let Some(l) = ctx.specs.lock().expect("not poisoned").get(&(function.to_string(), v))
-    {
-        return Ok(Some(l.clone()));
-    }
-    let store = &ctx.shared.store;
-    let fv = match version {
-        Some(v) => store.get_version(function, v).await?,
-        None => store.current_version(function).await?,
-    };
-    let Some(fv) = fv else { return Ok(None) };
-    let manifest = match Manifest::parse(&fv.manifest) {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::error!(%function, version = fv.version, error = %e, "deployed manifest unreadable");
-            return Ok(None);
-        }
-    };
-    let spec = FunctionSpec {
-        name: fv.function.clone(),
-        version: fv.version,
-        digest: fv.digest.clone(),
-        command: manifest.command.clone(),
-        env: manifest.env.clone().into_iter().collect(),
-        memory_mb: manifest.memory,
-        timeout_ms: manifest.timeout_ms() as u32,
-        handler: manifest.handler.clone().unwrap_or_default(),
-    };
-    let loaded = Arc::new(Loaded { spec, manifest });
-    ctx.specs
-        .lock()
-        .expect("not poisoned")
-        .insert((fv.function, fv.version), loaded.clone());
-    Ok(Some(loaded))
-}
-
-fn attempt_record(env: &Envelope, loaded: &Loaded, r: &InvocationResult, outcome: Outcome) -> AttemptRecord {
-    let m = r.metering.clone().unwrap_or_default();
-    AttemptRecord {
-        invocation_id: env.invocation_id.clone(),
-        function: loaded.spec.name.clone(),
-        version: loaded.spec.version,
-        idempotency_key: env.key.clone(),
-        attempt: env.attempt,
-        epoch: r.epoch,
-        trigger: env.trigger.clone(),
-        worker: m.worker_id,
-        started_ms: m.started_unix_ms,
-        ended_ms: m.ended_unix_ms,
-        duration_us: m.duration_us,
-        memory_mb: loaded.spec.memory_mb,
-        max_memory_used_kb: m.max_memory_used_kb,
-        cold: m.cold,
-        init_duration_us: m.init_duration_us,
-        outcome: match outcome {
-            Outcome::Success => AttemptOutcome::Success,
-            Outcome::FunctionError => AttemptOutcome::FunctionError,
-            Outcome::Crashed => AttemptOutcome::Crashed,
-            Outcome::Timeout => AttemptOutcome::Timeout,
-            Outcome::InitError => AttemptOutcome::InitError,
-            Outcome::PlatformError | Outcome::Unspecified => AttemptOutcome::PlatformError,
-        },
-        error_type: r.error.as_ref().map(|e| e.error_type.clone()),
-        error_message: r.error.as_ref().map(|e| e.error_message.clone()),
-    }
-}
-
-/// The attempt a lost worker took with it, as far as the dispatcher saw it.
-fn lost_attempt(
-    env: &Envelope,
-    loaded: &Loaded,
-    worker: &str,
-    (started_ms, started): (i64, std::time::Instant),
-    error: &DispatchError,
-) -> AttemptRecord {
-    AttemptRecord {
-        invocation_id: env.invocation_id.clone(),
-        function: loaded.spec.name.clone(),
-        version: loaded.spec.version,
-        idempotency_key: env.key.clone(),
-        attempt: env.attempt,
-        epoch: 0,
-        trigger: env.trigger.clone(),
-        worker: worker.to_string(),
-        started_ms,
-        ended_ms: stoke_core::now_ms(),
-        duration_us: started.elapsed().as_micros() as u64,
-        memory_mb: loaded.spec.memory_mb,
-        max_memory_used_kb: 0,
-        cold: false,
-        init_duration_us: 0,
-        outcome: AttemptOutcome::PlatformError,
-        error_type: Some("Stoke.WorkerLost".into()),
-        error_message: Some(error.to_string()),
-    }
-}
-
-/// An event that never reached a worker still gets its one final record;
-/// its attempt row is a zero-duration platform error (billed at the minimum).
-fn placeholder_attempt(env: &Envelope, c: &Completion) -> AttemptRecord {
-    let now = stoke_core::now_ms();
-    AttemptRecord {
-        invocation_id: env.invocation_id.clone(),
-        function: c.function.clone(),
-        version: c.version,
-        idempotency_key: env.key.clone(),
-        attempt: env.attempt,
-        epoch: 0,
-        trigger: env.trigger.clone(),
-        worker: String::new(),
-        started_ms: now,
-        ended_ms: now,
-        duration_us: 0,
-        memory_mb: 0,
-        max_memory_used_kb: 0,
-        cold: false,
-        init_duration_us: 0,
-        outcome: AttemptOutcome::PlatformError,
-        error_type: c.error.as_ref().map(|e| e.error_type.clone()),
-        error_message: c.error.as_ref().map(|e| e.error_message.clone()),
-    }
-}
-
-fn completion(
-    env: &Envelope,
-    function: &str,
-    version: u32,
-    status: Status,
-    result: Option<Vec<u8>>,
-    error: Option<ErrorRecord>,
-) -> Completion {
-    Completion {
-        function: function.to_string(),
-        idempotency_key: env.key.clone(),
-        invocation_id: env.invocation_id.clone(),
-        version,
-        status,
-        result,
-        error,
-        attempts: env.attempt,
-        trigger: env.trigger.clone(),
-        created_ms: env.created_ms,
-        completed_ms: stoke_core::now_ms(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        for attempt in 1..40 {
-            let d = backoff(attempt);
-            let base = BACKOFF_BASE
-                .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-                .min(BACKOFF_CAP);
-            assert!(
-                d >= base.mul_f64(0.8) && d <= base.mul_f64(1.2),
-                "attempt {attempt}: {d:?}"
-            );
-        }
-        assert!(backoff(1) < Duration::from_millis(1300));
-        assert!(backoff(30) <= BACKOFF_CAP.mul_f64(1.2));
     }
 }

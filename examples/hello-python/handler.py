@@ -1,6 +1,7 @@
 """The hello function.
 
-Returns a Lambda proxy response greeting event["name"]. A few keys make it
+Returns a Lambda proxy response greeting event["name"]; also subscribed to
+the NATS subjects greetings.* (see stoke.toml). A few keys make it
 misbehave on purpose, for the integration tests:
   {"crash": true}     exit the process mid-event (exit code 3)
   {"fail": "msg"}     raise ValueError("msg")
@@ -21,6 +22,12 @@ class TerminalError(Exception):
 
 
 def handler(event, context):
+    # A message on a subscribed subject arrives wrapped with where it came
+    # from; its payload is under "data".
+    nats = None
+    if isinstance(event, dict) and event.get("source") == "nats":
+        nats = {k: event.get(k) for k in ("subject", "sequence", "publishedAt", "headers")}
+        event = event.get("data")
     if not isinstance(event, dict):
         event = {}
     if event.get("crash"):
@@ -45,6 +52,8 @@ def handler(event, context):
     }
     if "env" in event:
         body["env"] = os.environ.get(str(event["env"]))
+    if nats:
+        body["nats"] = nats
     return {
         "statusCode": 200,
         "headers": {"content-type": "application/json"},

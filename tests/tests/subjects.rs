@@ -1,0 +1,153 @@
+//! Subject triggers: messages published on NATS subjects by any client are
+//! captured in JetStream and run every subscribed function once each.
+
+use std::time::Duration;
+
+use sqlx::Row as _;
+use stoke_tests::{Nats, Platform, copy_function, eventually, workspace_root};
+
+/// hello-python deployed under another name, subscribed to `subject`.
+fn subscriber(name: &str, subject: &str, extra: &str) -> tempfile::TempDir {
+    let f = copy_function(&workspace_root().join("examples/hello-python"));
+    let manifest = std::fs::read_to_string(f.path().join("stoke.toml"))
+        .unwrap()
+        .replace("name = \"hello\"", &format!("name = \"{name}\"\n{extra}"))
+        .replace("greetings.*", subject);
+    std::fs::write(f.path().join("stoke.toml"), manifest).unwrap();
+    f
+}
+
+async fn completions(p: &Platform, function: &str) -> i64 {
+    let db = p.db().await;
+    sqlx::query_scalar("SELECT count(*) FROM completions WHERE function = ? AND status = 'succeeded'")
+        .bind(function)
+        .fetch_one(&db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_subscriber_runs_once_per_message_from_any_nats_client() {
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    let (a, b) = (
+        subscriber("audit", "orders.*", ""),
+        subscriber("billing", "orders.*", ""),
+    );
+    p.deploy(a.path());
+    p.deploy(b.path());
+
+    // A plain NATS client, core publish (no JetStream ack), some with Nats-Msg-Id.
+    let client = async_nats::connect(&nats.url).await.unwrap();
+    for i in 0..10 {
+        client
+            .publish("orders.new", format!(r#"{{"name":"o{i}"}}"#).into())
+            .await
+            .unwrap();
+    }
+    for i in 0..5 {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-Msg-Id", format!("order-{i}").as_str());
+        client
+            .publish_with_headers("orders.paid", h, "{}".into())
+            .await
+            .unwrap();
+    }
+    // A repeat of order-0 inside the duplicate window is dropped.
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Nats-Msg-Id", "order-0");
+    client
+        .publish_with_headers("orders.paid", h, "{}".into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    // And the CLI.
+    let out = p.cli(&["publish", "orders.shipped", r#"{"name":"cli"}"#, "--msg-id", "ship-1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stored in STOKE_EVENTS"));
+
+    for function in ["audit", "billing"] {
+        eventually(
+            Duration::from_secs(30),
+            &format!("{function} to handle 16 messages"),
+            || async { (completions(&p, function).await == 16).then_some(()) },
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for function in ["audit", "billing"] {
+        assert_eq!(
+            completions(&p, function).await,
+            16,
+            "{function}: no duplicates, nothing extra"
+        );
+    }
+
+    let db = p.db().await;
+    let row = sqlx::query("SELECT idempotency_key, trigger, result FROM completions WHERE function = 'audit' AND idempotency_key = 'ship-1'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(row.get::<String, _>("trigger"), "subject");
+    let result: serde_json::Value = serde_json::from_slice(&row.get::<Vec<u8>, _>("result")).unwrap();
+    let body: serde_json::Value = serde_json::from_str(result["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["message"], "Hello, cli!");
+    assert_eq!(body["nats"]["subject"], "orders.shipped");
+    assert_eq!(body["nats"]["headers"]["Nats-Msg-Id"], "ship-1");
+    assert!(body["nats"]["sequence"].as_u64().unwrap() > 0);
+    assert!(body["nats"]["publishedAt"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(
+        body["idempotency_key"], "ship-1",
+        "the function sees the message id as its key"
+    );
+    // Messages without an id are keyed by stream and sequence.
+    let keyed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM completions WHERE function = 'billing' AND idempotency_key LIKE 'STOKE_EVENTS:%'",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(keyed, 10);
+}
+
+#[tokio::test]
+async fn one_subscribers_backlog_does_not_hold_up_another() {
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    p.deploy(subscriber("slow", "jobs.*", "concurrency = 1").path());
+    p.deploy(subscriber("fast", "jobs.*", "concurrency = 4").path());
+    let client = async_nats::connect(&nats.url).await.unwrap();
+    for _ in 0..4 {
+        client.publish("jobs.run", r#"{"sleep":1}"#.into()).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    eventually(Duration::from_secs(20), "fast to finish its 4", || async {
+        (completions(&p, "fast").await == 4).then_some(())
+    })
+    .await;
+    let slow_done = completions(&p, "slow").await;
+    println!("when fast had finished 4, slow had finished {slow_done}");
+    assert!(slow_done <= 2, "slow runs one at a time: {slow_done}");
+    eventually(Duration::from_secs(20), "slow to finish too", || async {
+        (completions(&p, "slow").await == 4).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn publishing_where_nothing_subscribes_is_a_clear_error() {
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    p.deploy(subscriber("sub", "orders.*", "").path());
+    let out = p.cli(&["publish", "nobody.listens", "{}"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no function subscribes"),
+        "{out:?}"
+    );
+    let out = p.cli(&["publish", "stoke.invoke.sub", "{}"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reserved"), "{out:?}");
+    let out = p.cli(&["publish", "orders.*", "{}"]);
+    assert!(!out.status.success());
+}
