@@ -45,6 +45,7 @@ impl IntoResponse for InvokeError {
             InvokeError::InvalidKey(_) => (StatusCode::BAD_REQUEST, "Stoke.InvalidIdempotencyKey"),
             InvokeError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Stoke.Unavailable"),
             InvokeError::BadManifest(..) => (StatusCode::INTERNAL_SERVER_ERROR, "Stoke.BadManifest"),
+            InvokeError::KeyConflict(_) => (StatusCode::CONFLICT, "Stoke.IdempotencyKeyConflict"),
         };
         if status.is_server_error() {
             tracing::warn!(error = %self, "invoke refused");

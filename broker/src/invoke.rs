@@ -33,6 +33,8 @@ pub enum InvokeError {
     Unavailable(String),
     #[error("deployed manifest of {0:?} is unreadable: {1}")]
     BadManifest(String, String),
+    #[error("idempotency key {0:?} was already used with a different payload")]
+    KeyConflict(String),
 }
 
 impl Retryable for InvokeError {
@@ -130,11 +132,37 @@ impl Invoker {
                 (id.clone(), id)
             }
         };
-        // A key that already completed gets the stored result without running.
+        // A key that already completed gets the stored result without
+        // running — if it is the same event: another payload is a conflict.
+        let digest = stoke_core::package::digest(&req.payload);
         if req.idempotency_key.is_some()
             && let Some(done) = me.store.completion_by_key(&req.function, &key).await?
         {
+            if done.payload_digest.as_ref().is_some_and(|d| *d != digest) {
+                return Err(InvokeError::KeyConflict(key));
+            }
             return Ok(Invoked::Completed(completion_info(&done, None)));
+        }
+        // Record caller-keyed events (and every async one) before publishing;
+        // the first record of a key wins, so a concurrent reuse of the key
+        // with another payload is refused here.
+        if req.idempotency_key.is_some() || !req.wait {
+            me.store
+                .record_accepted(&Accepted {
+                    invocation_id: invocation_id.clone(),
+                    function: req.function.clone(),
+                    idempotency_key: key.clone(),
+                    trigger: req.trigger.to_string(),
+                    created_ms: stoke_core::now_ms(),
+                    payload_digest: Some(digest.clone()),
+                })
+                .await?;
+            if req.idempotency_key.is_some()
+                && let Some(first) = me.store.accepted(&invocation_id).await?
+                && first.payload_digest.as_ref().is_some_and(|d| *d != digest)
+            {
+                return Err(InvokeError::KeyConflict(key));
+            }
         }
 
         // Subscribe before publishing so the announcement cannot be missed.
@@ -146,15 +174,6 @@ impl Invoker {
                     .map_err(|e| InvokeError::Unavailable(format!("nats: {e}")))?,
             )
         } else {
-            me.store
-                .record_accepted(&Accepted {
-                    invocation_id: invocation_id.clone(),
-                    function: req.function.clone(),
-                    idempotency_key: key.clone(),
-                    trigger: req.trigger.to_string(),
-                    created_ms: stoke_core::now_ms(),
-                })
-                .await?;
             None
         };
 

@@ -42,6 +42,7 @@ fn invoke_status(e: InvokeError) -> Status {
         InvokeError::PayloadTooLarge { .. } => Status::resource_exhausted(msg),
         InvokeError::InvalidKey(_) => Status::invalid_argument(msg),
         InvokeError::Unavailable(_) => Status::unavailable(msg),
+        InvokeError::KeyConflict(_) => Status::already_exists(msg),
     }
 }
 

@@ -598,6 +598,7 @@ fn completion(
         trigger: env.trigger.clone(),
         created_ms: env.created_ms,
         completed_ms: stoke_core::now_ms(),
+        payload_digest: Some(stoke_core::package::digest(&env.payload)),
     }
 }
 

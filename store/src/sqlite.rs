@@ -118,6 +118,7 @@ fn completion_from_row(r: &SqliteRow) -> Result<Completion> {
         trigger: r.try_get(10)?,
         created_ms: r.try_get(11)?,
         completed_ms: r.try_get(12)?,
+        payload_digest: r.try_get(13)?,
     })
 }
 
@@ -269,9 +270,28 @@ impl Store for SqliteStore {
             .bind(&a.idempotency_key)
             .bind(&a.trigger)
             .bind(a.created_ms)
+            .bind(a.payload_digest.as_deref())
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn accepted(&self, id: &str) -> Result<Option<Accepted>> {
+        let Some(r) = sqlx::query(q::GET_INVOCATION)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Accepted {
+            invocation_id: r.try_get(0)?,
+            function: r.try_get(1)?,
+            idempotency_key: r.try_get(2)?,
+            trigger: r.try_get(3)?,
+            created_ms: r.try_get(4)?,
+            payload_digest: r.try_get(5)?,
+        }))
     }
 
     async fn record_attempt(&self, attempt: &AttemptRecord) -> Result<()> {
@@ -300,6 +320,7 @@ impl Store for SqliteStore {
             .bind(&c.trigger)
             .bind(c.created_ms)
             .bind(c.completed_ms)
+            .bind(c.payload_digest.as_deref())
             .execute(&mut *tx)
             .await?
             .rows_affected();

@@ -34,6 +34,8 @@ pub struct Accepted {
     pub idempotency_key: String,
     pub trigger: String,
     pub created_ms: i64,
+    /// sha256 hex of the payload (set when the caller chose the key).
+    pub payload_digest: Option<String>,
 }
 
 /// How one attempt ended (stored as its snake_case name).
@@ -150,6 +152,8 @@ pub struct Completion {
     pub trigger: String,
     pub created_ms: i64,
     pub completed_ms: i64,
+    /// sha256 hex of the payload that ran.
+    pub payload_digest: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -45,6 +45,7 @@ fn completion(id: &str, key: &str, result: &[u8]) -> Completion {
         trigger: "http".into(),
         created_ms: 1000,
         completed_ms: 1001,
+        payload_digest: Some("d-1".into()),
     }
 }
 
@@ -77,16 +78,22 @@ async fn contract(store: &dyn Store) {
     assert_eq!(store.current_version("g").await.unwrap(), None);
 
     // Accepted → queued; an attempt → running; completion → succeeded.
-    store
-        .record_accepted(&Accepted {
-            invocation_id: "i1".into(),
-            function: "f".into(),
-            idempotency_key: "k1".into(),
-            trigger: "http".into(),
-            created_ms: 1000,
-        })
-        .await
-        .unwrap();
+    let accepted = |digest: &str| Accepted {
+        invocation_id: "i1".into(),
+        function: "f".into(),
+        idempotency_key: "k1".into(),
+        trigger: "http".into(),
+        created_ms: 1000,
+        payload_digest: Some(digest.into()),
+    };
+    store.record_accepted(&accepted("d-1")).await.unwrap();
+    store.record_accepted(&accepted("d-other")).await.unwrap();
+    assert_eq!(
+        store.accepted("i1").await.unwrap(),
+        Some(accepted("d-1")),
+        "the first record stays"
+    );
+    assert_eq!(store.accepted("nope").await.unwrap(), None);
     assert_eq!(store.invocation("i1").await.unwrap().unwrap().status, Status::Queued);
     let mut failed = attempt("i1", "k1", 1, AttemptOutcome::Crashed, 1500);
     failed.error_type = Some("Runtime.ExitError".into());

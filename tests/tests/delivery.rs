@@ -178,3 +178,57 @@ async fn an_event_older_than_max_event_age_is_dead_lettered_unrun() {
     assert_eq!(dead["attempts"], 0, "it never ran: {dead}");
     assert_eq!(stream_messages(&nats).await, 0);
 }
+
+#[tokio::test]
+async fn same_key_with_another_payload_is_a_conflict_and_a_repeat_is_answered_from_the_store() {
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    p.deploy(&workspace_root().join("examples/hello-python"));
+    let key = [("Idempotency-Key", "k-c")];
+    let first = p.post_with("hello", r#"{"name":"A"}"#, &key).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let repeat = p.post_with("hello", r#"{"name":"A"}"#, &key).await;
+    assert_eq!(repeat.status, 200);
+    assert_eq!(repeat.body, first.body, "the stored result, not a second run");
+    let other = p.post_with("hello", r#"{"name":"B"}"#, &key).await;
+    assert_eq!(other.status, 409, "{}", other.text());
+    assert_eq!(other.json()["errorType"], "Stoke.IdempotencyKeyConflict");
+
+    // While the first event with a key is still in flight, too.
+    let slow = [("Idempotency-Key", "k-d"), ("Prefer", "respond-async")];
+    let a = p.post_with("hello", r#"{"sleep":1}"#, &slow).await;
+    assert_eq!(a.status, 202);
+    let b = p.post_with("hello", r#"{"sleep":2}"#, &slow).await;
+    assert_eq!(b.status, 409, "{}", b.text());
+    let c = p.post_with("hello", r#"{"sleep":1}"#, &slow).await;
+    assert_eq!(c.status, 202);
+    assert_eq!(
+        c.json()["invocationId"],
+        a.json()["invocationId"],
+        "the same invocation"
+    );
+    let id = a.json()["invocationId"].as_str().unwrap().to_string();
+    wait_status(&p, &id, "succeeded").await;
+    let db = p.db().await;
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts WHERE idempotency_key = 'k-d'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(runs, 1, "a repeat never runs again");
+
+    // gRPC says ALREADY_EXISTS.
+    let out = p.cli(&[
+        "invoke",
+        "hello",
+        "--idempotency-key",
+        "k-c",
+        "--data",
+        r#"{"name":"C"}"#,
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("different payload") && err.contains("AlreadyExists"),
+        "{err}"
+    );
+}
