@@ -235,3 +235,89 @@ async fn killing_workers_loses_nothing_and_completes_each_key_once() {
     assert_eq!(unmetered, 0);
     assert!(kills >= 2, "the test must actually kill workers");
 }
+
+/// The store stops taking writes (another process holds SQLite's write lock
+/// past the busy timeout): the gateway answers 503 for what it cannot
+/// record, nothing is acked that is not stored, and everything in flight
+/// completes once the store is back.
+#[tokio::test]
+async fn a_locked_store_means_503_then_full_recovery() {
+    let nats = Nats::start().await.unwrap();
+    let p = stoke_tests::Platform::start(&nats).await.unwrap();
+    p.deploy(&workspace_root().join("examples/hello-python"));
+    // Warm the function so the sync call below is quick to run.
+    assert_eq!(p.post("hello", "{}").await.status, 200);
+
+    // Hold the write lock for 8 s from another process.
+    let db = p.db_path();
+    let mut locker = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('BEGIN EXCLUSIVE')\n\
+             print('locked', flush=True)\n\
+             time.sleep(8)\n\
+             c.execute('ROLLBACK')\n",
+        )
+        .arg(&db)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(locker.stdout.as_mut().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "locked");
+    let locked_at = Instant::now();
+
+    // A sync call runs, but its completion cannot be written yet: it waits.
+    let sync = {
+        let url = p.url("/fn/hello");
+        tokio::spawn(async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .body(r#"{"name":"patient"}"#)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    // An async event cannot be recorded: 503, nothing accepted.
+    let r = p
+        .post_with("hello", r#"{"name":"refused"}"#, &[("Prefer", "respond-async")])
+        .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["errorType"], "Stoke.Unavailable");
+
+    let (status, body) = sync.await.unwrap();
+    let waited = locked_at.elapsed();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Hello, patient!"));
+    assert!(
+        waited >= Duration::from_secs(7),
+        "the answer came only after the store was back ({waited:?})"
+    );
+    let _ = locker.wait();
+
+    // Fully recovered: async accepted and completed again.
+    let r = p
+        .post_with("hello", r#"{"name":"later"}"#, &[("Prefer", "respond-async")])
+        .await;
+    assert_eq!(r.status, 202);
+    let location = r.headers["location"].to_str().unwrap().to_string();
+    eventually(Duration::from_secs(20), "async after recovery", || async {
+        (p.get(&location).await.json()["status"] == "succeeded").then_some(())
+    })
+    .await;
+    let pool = p.db().await;
+    let patient: i64 = sqlx::query_scalar("SELECT count(*) FROM completions WHERE result LIKE '%patient%'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let refused: i64 = sqlx::query_scalar("SELECT count(*) FROM completions WHERE result LIKE '%refused%'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    println!("store locked 8 s: sync answer after {waited:?}; completions patient={patient} refused={refused}");
+    assert_eq!((patient, refused), (1, 0));
+}
