@@ -66,31 +66,49 @@ fn kill(child: &mut Child, signal: nix::sys::signal::Signal) {
 pub struct Nats {
     child: Child,
     pub url: String,
-    _dir: tempfile::TempDir,
+    port: u16,
+    dir: tempfile::TempDir,
 }
 
 impl Nats {
     pub async fn start() -> anyhow::Result<Nats> {
         let dir = tempfile::tempdir()?;
         let port = free_port();
-        let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start nats-server (apt-get install nats-server)")?;
+        let child = Nats::spawn(port, dir.path())?;
         let nats = Nats {
             child,
             url: format!("nats://127.0.0.1:{port}"),
-            _dir: dir,
+            port,
+            dir,
         };
-        let addr = format!("127.0.0.1:{port}");
+        nats.wait_listening().await;
+        Ok(nats)
+    }
+
+    fn spawn(port: u16, dir: &Path) -> anyhow::Result<Child> {
+        Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start nats-server (apt-get install nats-server)")
+    }
+
+    async fn wait_listening(&self) {
+        let addr = format!("127.0.0.1:{}", self.port);
         eventually(Duration::from_secs(10), "nats-server to listen", || async {
             tokio::net::TcpStream::connect(&addr).await.ok().map(|_| ())
         })
         .await;
-        Ok(nats)
+    }
+
+    /// SIGKILL the server and start it again on the same port and store.
+    pub async fn kill_and_restart(&mut self) {
+        kill(&mut self.child, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+        self.child = Nats::spawn(self.port, self.dir.path()).expect("restart nats-server");
+        self.wait_listening().await;
     }
 }
 

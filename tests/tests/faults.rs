@@ -321,3 +321,116 @@ async fn a_locked_store_means_503_then_full_recovery() {
     println!("store locked 8 s: sync answer after {waited:?}; completions patient={patient} refused={refused}");
     assert_eq!((patient, refused), (1, 0));
 }
+
+/// SIGKILL the dispatcher, then nats-server, then the broker while a
+/// backlog drains (restarting each): still nothing lost, one completion per
+/// key, and events accepted after the restarts complete too.
+#[tokio::test]
+async fn killing_dispatcher_nats_and_broker_loses_nothing() {
+    const EVENTS: usize = 1000;
+    let mut nats = Nats::start().await.unwrap();
+    let mut c = Cluster::start(&nats, 2).await;
+    let f = copy_function(&workspace_root().join("examples/hello-python"));
+    let manifest = std::fs::read_to_string(f.path().join("stoke.toml")).unwrap();
+    std::fs::write(
+        f.path().join("stoke.toml"),
+        format!("concurrency = 16\nmax_attempts = 50\n{manifest}"),
+    )
+    .unwrap();
+    c.deploy(f.path());
+    let started = Instant::now();
+    let accepted = accept(&c.http, 0..EVENTS).await;
+    assert_eq!(accepted, EVENTS);
+
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", c.db_path().display()))
+        .await
+        .unwrap();
+    let done = |db: sqlx::SqlitePool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM completions")
+            .fetch_one(&db)
+            .await
+            .unwrap()
+    };
+    // Dispatcher: SIGKILL mid-drain, restart on the same address.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = done(db.clone()).await;
+    let mut d = c.dispatcher.take().unwrap();
+    let _ = d.kill();
+    let _ = d.wait();
+    c.dispatcher = Some(c.spawn(&["dispatcher", "--admin", &c.admin.clone()], "dispatcher"));
+    // nats-server: SIGKILL, restart on the same port and store.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    nats.kill_and_restart().await;
+    // Broker: SIGKILL, restart; then accept more.
+    let mut b = c.broker.take().unwrap();
+    let _ = b.kill();
+    let _ = b.wait();
+    c.broker = Some(c.spawn(&["broker", "--http", &c.http.clone()], "broker"));
+    let http = c.http.clone();
+    let client = reqwest::Client::new();
+    eventually(Duration::from_secs(30), "restarted gateway to answer", || async {
+        client
+            .get(format!("http://{http}/healthz"))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+    })
+    .await;
+    let more = eventually(Duration::from_secs(30), "the restarted broker to accept", || async {
+        let n = accept(&http, EVENTS..EVENTS + 100).await;
+        (n == 100).then_some(n)
+    })
+    .await;
+    let total = EVENTS + more;
+
+    eventually(Duration::from_secs(150), "every accepted event to complete", || async {
+        (done(db.clone()).await as usize >= total).then_some(())
+    })
+    .await;
+    let drained = started.elapsed();
+    let keys: i64 = sqlx::query_scalar("SELECT count(DISTINCT idempotency_key) FROM completions")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let completions = done(db.clone()).await;
+    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    println!(
+        "events {total}, completed before the dispatcher kill {before}, completions {completions}, \
+         distinct keys {keys}, lost {}, duplicates {}, attempts {attempts}, drained in {drained:?}",
+        total as i64 - keys,
+        completions - keys
+    );
+    assert_eq!(keys, total as i64, "no event lost");
+    assert_eq!(completions, keys, "exactly one completion per key");
+    assert!(
+        before < EVENTS as i64 / 2,
+        "the dispatcher was killed early in the drain ({before} done)"
+    );
+}
+
+/// POST async keyed events `key-<i>`; returns how many were accepted (202).
+async fn accept(http: &str, range: std::ops::Range<usize>) -> usize {
+    let client = reqwest::Client::new();
+    futures::stream::iter(range)
+        .map(|i| {
+            let (client, http) = (client.clone(), http.to_string());
+            async move {
+                client
+                    .post(format!("http://{http}/fn/hello"))
+                    .header("Prefer", "respond-async")
+                    .header("Idempotency-Key", format!("key-{i}"))
+                    .body(format!(r#"{{"name":"n{i}","sleep":0.05}}"#))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().as_u16() == 202)
+            }
+        })
+        .buffer_unordered(64)
+        .filter(|ok| std::future::ready(*ok))
+        .count()
+        .await
+}
