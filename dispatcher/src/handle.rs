@@ -13,19 +13,16 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 use prost::Message as _;
-use rand::Rng;
 use stoke_core::{Manifest, Retryable, naming};
 use stoke_proto::{FunctionSpec, Invocation, InvocationResult, Outcome};
 use stoke_store::{
     AttemptOutcome, AttemptRecord, Completion, CompletionWrite, DeadLetter, DeadReason, ErrorRecord, Status, StoreError,
 };
 
+use crate::policy::{self, Decision};
 use crate::pull::{Ctx, Source};
 use crate::workers::DispatchError;
 
-/// Retry backoff for async events: base × 2^(attempt-1), capped.
-const BACKOFF_BASE: Duration = Duration::from_secs(1);
-const BACKOFF_CAP: Duration = Duration::from_secs(300);
 /// Redelivery delay when no worker could take the event or one was lost.
 const RELEASE_DELAY: Duration = Duration::from_secs(1);
 
@@ -225,7 +222,7 @@ pub(crate) async fn handle(ctx: &Ctx, source: &Source, msg: jetstream::Message) 
     };
     // Too old to be worth running (an async backlog after an outage).
     let age_ms = stoke_core::now_ms() - env.created_ms;
-    if !env.sync && age_ms > i64::from(loaded.manifest.max_event_age) * 1000 {
+    if policy::expired(env.sync, age_ms, loaded.manifest.max_event_age) {
         let error = ErrorRecord {
             error_type: "Stoke.EventExpired".into(),
             error_message: format!(
@@ -288,36 +285,29 @@ pub(crate) async fn handle(ctx: &Ctx, source: &Source, msg: jetstream::Message) 
         error_message: e.error_message.clone(),
         raw: (!e.raw.is_empty()).then(|| e.raw.clone()),
     });
-    let status = match outcome {
-        Outcome::Success => Status::Succeeded,
-        Outcome::Timeout => Status::TimedOut,
-        _ => Status::Failed,
-    };
-    // Synchronous callers are never retried (Lambda's RequestResponse) and
-    // get their error; async events are retried up to the function's max
-    // attempts unless the error is terminal, then dead-lettered.
-    if status != Status::Succeeded && !env.sync {
-        let terminal = error
-            .as_ref()
-            .is_some_and(|e| outcome == Outcome::FunctionError && stoke_core::is_terminal_error(&e.error_type));
-        if terminal || env.attempt >= loaded.manifest.max_attempts {
-            let reason = if terminal {
-                DeadReason::TerminalError
-            } else {
-                DeadReason::MaxAttempts
-            };
+    let decision = policy::decide(&policy::Attempted {
+        outcome,
+        sync: env.sync,
+        attempt: env.attempt,
+        max_attempts: loaded.manifest.max_attempts,
+        error_type: error.as_ref().map(|e| e.error_type.as_str()),
+    });
+    let status = match decision {
+        Decision::Complete(status) => status,
+        Decision::DeadLetter(reason) => {
             let dead = dead_letter(&env, &loaded, reason, error);
             bury(ctx, &msg, Some(&record), dead).await;
             return;
         }
-        if let Err(e) = with_store_retries(|| store.record_attempt(&record)).await {
-            tracing::warn!(parent: &span, error = %e, "attempt not metered");
+        Decision::Retry(delay) => {
+            if let Err(e) = with_store_retries(|| store.record_attempt(&record)).await {
+                tracing::warn!(parent: &span, error = %e, "attempt not metered");
+            }
+            tracing::info!(parent: &span, outcome = ?outcome, ?delay, "attempt failed; retrying");
+            ack(&msg, AckKind::Nak(Some(delay))).await;
+            return;
         }
-        let delay = backoff(env.attempt);
-        tracing::info!(parent: &span, outcome = ?outcome, ?delay, "attempt failed; retrying");
-        ack(&msg, AckKind::Nak(Some(delay))).await;
-        return;
-    }
+    };
     let result_body = (status == Status::Succeeded).then(|| result.payload.clone());
     let completion = completion(&env, function, loaded.spec.version, status, result_body, error);
     finish(ctx, &msg, &env, Some(&record), completion).await;
@@ -444,13 +434,6 @@ where
         }
     }
     op().await
-}
-
-/// Exponential backoff with ±20 % jitter.
-fn backoff(attempt: u32) -> Duration {
-    let exp = BACKOFF_BASE.saturating_mul(1 << attempt.saturating_sub(1).min(16));
-    let base = exp.min(BACKOFF_CAP);
-    base.mul_f64(rand::rng().random_range(0.8..1.2))
 }
 
 /// The function version an event names (or the current one), cached.
@@ -599,26 +582,5 @@ fn completion(
         created_ms: env.created_ms,
         completed_ms: stoke_core::now_ms(),
         payload_digest: Some(stoke_core::package::digest(&env.payload)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        for attempt in 1..40 {
-            let d = backoff(attempt);
-            let base = BACKOFF_BASE
-                .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-                .min(BACKOFF_CAP);
-            assert!(
-                d >= base.mul_f64(0.8) && d <= base.mul_f64(1.2),
-                "attempt {attempt}: {d:?}"
-            );
-        }
-        assert!(backoff(1) < Duration::from_millis(1300));
-        assert!(backoff(30) <= BACKOFF_CAP.mul_f64(1.2));
     }
 }

@@ -12,6 +12,7 @@
 mod admin;
 mod dlq;
 mod handle;
+mod policy;
 mod pull;
 mod workers;
 
