@@ -54,6 +54,13 @@ impl IntoResponse for InvokeError {
     }
 }
 
+/// Consume a body without keeping it.
+async fn drain(body: axum::body::Body) {
+    use futures::StreamExt as _;
+    let mut data = body.into_data_stream();
+    while let Some(Ok(_)) = data.next().await {}
+}
+
 async fn invoke_fn(State(invoker): State<Invoker>, Path(name): Path<String>, req: Request) -> Response {
     let limit = invoker.max_payload();
     let headers = req.headers().clone();
@@ -62,6 +69,12 @@ async fn invoke_fn(State(invoker): State<Invoker>, Path(name): Path<String>, req
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if let Some(size) = declared.filter(|s| *s > limit) {
+        // Read (and drop) a body up to twice the limit so the client, still
+        // sending, sees the 413 instead of a reset connection; anything
+        // larger is cut off at once.
+        if size <= limit.saturating_mul(2) {
+            drain(req.into_body()).await;
+        }
         return InvokeError::PayloadTooLarge { size, limit }.into_response();
     }
     let payload = match axum::body::to_bytes(req.into_body(), limit).await {
