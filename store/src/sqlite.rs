@@ -58,10 +58,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
-        // Several processes (broker, dispatcher) may open one file at once;
-        // sqlx does not lock SQLite migrations, so hold an exclusive flock on
-        // a sidecar file while migrating.
+        // Several processes (broker, dispatcher) may open one file at once:
+        // creating it, switching it to WAL and migrating are not safe to race
+        // (sqlx does not lock SQLite migrations), so hold an exclusive flock
+        // on a sidecar file for all three.
         let lock_path = path.with_file_name(format!(
             "{}.migrate-lock",
             path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
@@ -78,6 +78,7 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Unavailable(format!("migration lock: {e}")))?
         .map_err(|e| StoreError::Unavailable(format!("migration lock {}: {e}", lock_path.display())))?;
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
         let migrated = sqlx::migrate!("../migrations/sqlite").run(&pool).await;
         drop(lock);
         migrated.map_err(|e| StoreError::Invalid(format!("migrations: {e}")))?;
