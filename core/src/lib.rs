@@ -10,7 +10,7 @@ pub mod manifest;
 pub mod naming;
 pub mod package;
 
-pub use manifest::{Manifest, ManifestError, Trigger};
+pub use manifest::{CatchUp, CronSpec, Manifest, ManifestError, Overlap, Trigger};
 
 /// Errors say whether trying again could help; retry and dead-letter logic
 /// match on this, never on message text.

@@ -17,8 +17,11 @@
 //! http = true
 //!
 //! [[triggers]]
-//! cron = "0 */5 * * * *"
-//! timezone = "Europe/Berlin"
+//! cron = "0 */5 * * * *"             # sec min hour day month weekday [year]
+//! timezone = "Europe/Berlin"         # IANA; default UTC
+//! overlap = "skip"                   # allow (default) | skip | queue
+//! catch_up = "latest"                # none (default) | latest | all
+//! catch_up_window = 3600             # seconds `all` reaches back
 //!
 //! [[triggers]]
 //! subject = "orders.*"
@@ -90,15 +93,60 @@ pub struct TriggerDef {
     pub cron: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
+    /// cron: what a tick does while the previous tick's run is unfinished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<Overlap>,
+    /// cron: what happens to ticks missed while no broker ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<CatchUp>,
+    /// cron: how far back `catch_up = "all"` reaches, in seconds (default 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up_window: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+}
+
+/// A cron tick while the previous tick's invocation is still running.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// Fire anyway (runs may overlap up to the function's concurrency).
+    #[default]
+    Allow,
+    /// Do not fire; the ledger says `skipped_overlap`.
+    Skip,
+    /// Fire once the previous run has finished.
+    Queue,
+}
+
+/// Ticks that passed while no broker was running.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUp {
+    /// Fire none of them (ledger: `missed_by_policy`).
+    #[default]
+    None,
+    /// Fire only the most recent one.
+    Latest,
+    /// Fire every one within `catch_up_window`.
+    All,
+}
+
+/// A cron trigger's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CronSpec {
+    pub schedule: String,
+    pub timezone: chrono_tz::Tz,
+    pub overlap: Overlap,
+    pub catch_up: CatchUp,
+    pub catch_up_window_secs: u32,
 }
 
 /// A validated trigger.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Trigger {
     Http,
-    Cron { schedule: String, timezone: chrono_tz::Tz },
+    Cron(CronSpec),
     Subject { subject: String },
 }
 
@@ -106,7 +154,7 @@ impl std::fmt::Display for Trigger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Trigger::Http => write!(f, "http"),
-            Trigger::Cron { schedule, timezone } => write!(f, "cron {schedule} ({timezone})"),
+            Trigger::Cron(c) => write!(f, "cron {} ({})", c.schedule, c.timezone),
             Trigger::Subject { subject } => write!(f, "subject {subject}"),
         }
     }
@@ -279,8 +327,17 @@ fn parse_trigger(i: usize, t: &TriggerDef) -> Result<Option<Trigger>, ManifestEr
             "set exactly one of `http`, `cron`, `subject`",
         ));
     }
-    if t.timezone.is_some() && t.cron.is_none() {
-        return Err(invalid(field("timezone"), "only applies to a `cron` trigger"));
+    if t.cron.is_none() {
+        for (name, set) in [
+            ("timezone", t.timezone.is_some()),
+            ("overlap", t.overlap.is_some()),
+            ("catch_up", t.catch_up.is_some()),
+            ("catch_up_window", t.catch_up_window.is_some()),
+        ] {
+            if set {
+                return Err(invalid(field(name), "only applies to a `cron` trigger"));
+            }
+        }
     }
     if let Some(http) = t.http {
         return Ok(http.then_some(Trigger::Http));
@@ -297,10 +354,17 @@ fn parse_trigger(i: usize, t: &TriggerDef) -> Result<Option<Trigger>, ManifestEr
         let timezone: chrono_tz::Tz = tz_name
             .parse()
             .map_err(|_| invalid(field("timezone"), format!("{tz_name:?} is not an IANA time zone")))?;
-        return Ok(Some(Trigger::Cron {
+        let window = t.catch_up_window.unwrap_or(3600);
+        if !(1..=7 * 24 * 3600).contains(&window) {
+            return Err(invalid(field("catch_up_window"), "must be within 1..=604800 seconds"));
+        }
+        return Ok(Some(Trigger::Cron(CronSpec {
             schedule: schedule.clone(),
             timezone,
-        }));
+            overlap: t.overlap.unwrap_or_default(),
+            catch_up: t.catch_up.unwrap_or_default(),
+            catch_up_window_secs: window,
+        })));
     }
     let subject = t.subject.clone().unwrap_or_default();
     validate_subject(&subject).map_err(|reason| invalid(field("subject"), reason))?;
@@ -362,7 +426,9 @@ subject = "orders.*"
         let t = m.triggers().unwrap();
         assert_eq!(t.len(), 3);
         assert_eq!(t[0], Trigger::Http);
-        assert!(matches!(&t[1], Trigger::Cron { timezone, .. } if timezone.name() == "Europe/Berlin"));
+        assert!(
+            matches!(&t[1], Trigger::Cron(c) if c.timezone.name() == "Europe/Berlin" && c.overlap == Overlap::Allow)
+        );
         assert_eq!(
             t[2],
             Trigger::Subject {
