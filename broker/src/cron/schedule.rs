@@ -144,7 +144,7 @@ mod tests {
     fn fires_on_the_utc_grid() {
         let s = sched("*/5 * * * * *", "UTC");
         let t = s.fire_times(utc("2026-01-01T00:00:00Z"), utc("2026-01-01T00:00:20Z"), 100);
-        let secs: Vec<u32> = t.iter().map(|t| chrono::Timelike::second(t)).collect();
+        let secs: Vec<u32> = t.iter().map(chrono::Timelike::second).collect();
         assert_eq!(secs, [5, 10, 15, 20], "(after, until]");
     }
 
