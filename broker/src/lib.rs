@@ -1,7 +1,7 @@
 //! stoke-broker owns the edge: everything that turns the outside world into
 //! durable invocation events on JetStream — the HTTP gateway (axum), the
-//! shared [`invoke::Invoker`] the admin API uses too, and provisioning of the
-//! invocation stream. (Cron and subject subscriptions arrive here next.)
+//! shared [`invoke::Invoker`] the admin API uses too, the cron scheduler,
+//! and provisioning of the invocation and events streams.
 //!
 //! It never runs user code and never writes completions; it only records
 //! that an async event was accepted and reads results back.
@@ -32,6 +32,7 @@ pub struct BrokerOptions {
     /// Added to a function's timeout when a synchronous caller waits.
     pub sync_wait_slack_secs: u64,
     pub stream: streams::StreamOptions,
+    pub cron: cron::CronOptions,
 }
 
 impl Default for BrokerOptions {
@@ -41,6 +42,7 @@ impl Default for BrokerOptions {
             max_payload_bytes: 6 << 20,
             sync_wait_slack_secs: 30,
             stream: streams::StreamOptions::default(),
+            cron: cron::CronOptions::default(),
         }
     }
 }
@@ -59,6 +61,7 @@ pub enum BrokerError {
 pub struct Broker {
     listener: tokio::net::TcpListener,
     invoker: Invoker,
+    scheduler: Option<cron::Scheduler>,
 }
 
 impl Broker {
@@ -79,11 +82,19 @@ impl Broker {
             })?;
         let invoker = Invoker::new(
             nats,
-            store,
+            store.clone(),
             opts.max_payload_bytes,
             Duration::from_secs(opts.sync_wait_slack_secs),
         );
-        Ok(Broker { listener, invoker })
+        let scheduler = opts
+            .cron
+            .enabled
+            .then(|| cron::Scheduler::new(store, invoker.clone(), opts.cron.clone()));
+        Ok(Broker {
+            listener,
+            invoker,
+            scheduler,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -93,9 +104,14 @@ impl Broker {
     /// Serve until `shutdown`; in-flight requests finish first.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), BrokerError> {
         tracing::info!(addr = %self.local_addr().map_err(BrokerError::Serve)?, "HTTP gateway listening");
-        axum::serve(self.listener, gateway::router(self.invoker))
+        let scheduler = self.scheduler.map(|s| tokio::spawn(s.run(shutdown.clone())));
+        let served = axum::serve(self.listener, gateway::router(self.invoker))
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
-            .map_err(BrokerError::Serve)
+            .map_err(BrokerError::Serve);
+        if let Some(s) = scheduler {
+            let _ = s.await;
+        }
+        served
     }
 }

@@ -339,3 +339,32 @@ pub async fn publish(
     }
     Ok(())
 }
+
+/// `stoke cron ledger`.
+pub async fn cron_ledger(admin: &mut Admin, addr: &str, function: Option<String>, limit: u32) -> anyhow::Result<()> {
+    let ticks = admin
+        .client
+        .list_cron_ticks(stoke_proto::ListCronTicksRequest {
+            function: function.unwrap_or_default(),
+            limit,
+        })
+        .await
+        .map_err(|s| rpc_error(addr, s))?
+        .into_inner()
+        .ticks;
+    if ticks.is_empty() {
+        println!("no cron ticks yet");
+        return Ok(());
+    }
+    println!(
+        "{:<26} {:<28} {:<17} INVOCATION",
+        "SCHEDULED (UTC)", "SCHEDULE", "OUTCOME"
+    );
+    for t in ticks {
+        let at = chrono::DateTime::from_timestamp_millis(t.scheduled_unix_ms)
+            .map(|d| d.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+            .unwrap_or_default();
+        println!("{at:<26} {:<28} {:<17} {}", t.schedule_id, t.outcome, t.invocation_id);
+    }
+    Ok(())
+}

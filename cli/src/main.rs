@@ -129,6 +129,13 @@ enum Command {
         #[command(subcommand)]
         command: dlq::DlqCommand,
     },
+    /// Cron schedules.
+    Cron {
+        #[command(flatten)]
+        admin: AdminFlag,
+        #[command(subcommand)]
+        command: CronCommand,
+    },
     /// Billed milliseconds and GB-seconds per function.
     Usage {
         #[command(flatten)]
@@ -136,6 +143,18 @@ enum Command {
         /// Only this function.
         #[arg(long)]
         function: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CronCommand {
+    /// The ledger: each tick and what became of it (fired, caught_up,
+    /// skipped_overlap, missed_by_policy), newest first.
+    Ledger {
+        #[arg(long)]
+        function: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
     },
 }
 
@@ -264,6 +283,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Dlq { admin, command } => {
             let (mut c, addr) = client::Admin::connect(&admin.addr).await?;
             dlq::run(&mut c, &addr, command).await
+        }
+        Command::Cron {
+            admin,
+            command: CronCommand::Ledger { function, limit },
+        } => {
+            let (mut c, addr) = client::Admin::connect(&admin.addr).await?;
+            client::cron_ledger(&mut c, &addr, function, limit).await
         }
         Command::Usage { admin, function } => {
             let (mut c, addr) = client::Admin::connect(&admin.addr).await?;

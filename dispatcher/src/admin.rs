@@ -10,9 +10,9 @@ use stoke_core::package::{self, Limits};
 use stoke_proto::admin_service_server::AdminService;
 use stoke_proto::{
     DeadLetterInfo, DeployRequest, DeployResponse, FunctionInfo, GetDeadLetterRequest, GetFunctionRequest,
-    GetInvocationRequest, GetUsageRequest, GetUsageResponse, InvocationInfo, InvokeResponse, ListDeadLettersRequest,
-    ListDeadLettersResponse, ListFunctionsRequest, ListFunctionsResponse, PublishRequest, PublishResponse,
-    RedriveRequest, RedriveResponse, UsageRow, deploy_request,
+    GetInvocationRequest, GetUsageRequest, GetUsageResponse, InvocationInfo, InvokeResponse, ListCronTicksRequest,
+    ListCronTicksResponse, ListDeadLettersRequest, ListDeadLettersResponse, ListFunctionsRequest,
+    ListFunctionsResponse, PublishRequest, PublishResponse, RedriveRequest, RedriveResponse, UsageRow, deploy_request,
 };
 use stoke_store::{DeadLetterFilter, DeployOutcome, FunctionVersion, NewVersion, Store, StoreError, UsageFilter};
 use tokio::sync::Notify;
@@ -321,6 +321,28 @@ impl AdminService for AdminApi {
             stream: ack.stream,
             sequence: ack.sequence,
             duplicate: ack.duplicate,
+        }))
+    }
+
+    async fn list_cron_ticks(
+        &self,
+        req: Request<ListCronTicksRequest>,
+    ) -> Result<Response<ListCronTicksResponse>, Status> {
+        let r = req.into_inner();
+        let function = (!r.function.is_empty()).then_some(r.function.as_str());
+        let ticks = self.store.cron_ticks(function, r.limit).await.map_err(store_status)?;
+        Ok(Response::new(ListCronTicksResponse {
+            ticks: ticks
+                .into_iter()
+                .map(|t| stoke_proto::CronTickInfo {
+                    schedule_id: t.schedule_id,
+                    function: t.function,
+                    scheduled_unix_ms: t.scheduled_ms,
+                    outcome: t.outcome.as_str().into(),
+                    invocation_id: t.invocation_id.unwrap_or_default(),
+                    recorded_unix_ms: t.recorded_ms,
+                })
+                .collect(),
         }))
     }
 }

@@ -97,6 +97,15 @@ pub trait Store: Send + Sync + 'static {
     async fn claim_redrive(&self, invocation_id: &str, now_ms: i64) -> Result<bool>;
     /// Undo a claim made at `claimed_ms` (the redrive could not be published).
     async fn release_redrive(&self, invocation_id: &str, claimed_ms: i64) -> Result<()>;
+
+    /// Decide a cron tick's fate: true if this call recorded it, false if
+    /// the tick was already in the ledger (another broker, or an earlier run).
+    async fn claim_tick(&self, tick: &CronTick) -> Result<bool>;
+    /// The newest ledger row of a schedule (only ones that started an
+    /// invocation when `fired_only`).
+    async fn last_tick(&self, schedule_id: &str, fired_only: bool) -> Result<Option<CronTick>>;
+    /// Newest first, at most `limit` (0 = 100).
+    async fn cron_ticks(&self, function: Option<&str>, limit: u32) -> Result<Vec<CronTick>>;
 }
 
 /// Open a store from a URL: `sqlite://PATH` (created if missing). Runs

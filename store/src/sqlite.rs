@@ -31,6 +31,9 @@ mod q {
     pub const ATTEMPT_STATS: &str = include_str!("../sql/attempt_stats.sql");
     pub const USAGE: &str = include_str!("../sql/usage.sql");
     pub const LIST_ATTEMPTS: &str = include_str!("../sql/list_attempts.sql");
+    pub const CLAIM_TICK: &str = include_str!("../sql/claim_tick.sql");
+    pub const LAST_TICK: &str = include_str!("../sql/last_tick.sql");
+    pub const LIST_TICKS: &str = include_str!("../sql/list_ticks.sql");
     pub const UPSERT_DEAD_LETTER: &str = include_str!("../sql/upsert_dead_letter.sql");
     pub const LIST_DEAD_LETTERS: &str = include_str!("../sql/list_dead_letters.sql");
     pub const GET_DEAD_LETTER: &str = include_str!("../sql/get_dead_letter.sql");
@@ -147,6 +150,19 @@ fn dead_letter_from_row(r: &SqliteRow) -> Result<DeadLetter> {
         dead_ms: r.try_get(11)?,
         redriven_ms: r.try_get(12)?,
         redrive_count: r.try_get::<i64, _>(13)? as u32,
+    })
+}
+
+fn tick_from_row(r: &SqliteRow) -> Result<CronTick> {
+    let outcome: String = r.try_get(3)?;
+    Ok(CronTick {
+        schedule_id: r.try_get(0)?,
+        function: r.try_get(1)?,
+        scheduled_ms: r.try_get(2)?,
+        outcome: TickOutcome::parse(&outcome)
+            .ok_or_else(|| StoreError::Invalid(format!("unknown tick outcome {outcome:?}")))?,
+        invocation_id: r.try_get(4)?,
+        recorded_ms: r.try_get(5)?,
     })
 }
 
@@ -511,6 +527,41 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn claim_tick(&self, t: &CronTick) -> Result<bool> {
+        let done = sqlx::query(q::CLAIM_TICK)
+            .bind(&t.schedule_id)
+            .bind(&t.function)
+            .bind(t.scheduled_ms)
+            .bind(t.outcome.as_str())
+            .bind(t.invocation_id.as_deref())
+            .bind(t.recorded_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn last_tick(&self, schedule_id: &str, fired_only: bool) -> Result<Option<CronTick>> {
+        sqlx::query(q::LAST_TICK)
+            .bind(schedule_id)
+            .bind(fired_only)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| tick_from_row(&r))
+            .transpose()
+    }
+
+    async fn cron_ticks(&self, function: Option<&str>, limit: u32) -> Result<Vec<CronTick>> {
+        let limit = if limit == 0 { 100 } else { limit };
+        sqlx::query(q::LIST_TICKS)
+            .bind(function.unwrap_or(""))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(tick_from_row)
+            .collect()
     }
 
     async fn usage(&self, f: &UsageFilter) -> Result<Vec<UsageRow>> {

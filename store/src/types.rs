@@ -258,3 +258,45 @@ pub struct DeadLetterFilter {
     pub include_redriven: bool,
     pub limit: u32,
 }
+
+/// What became of one cron tick (stored as its snake_case name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TickOutcome {
+    /// On time; an invocation was published.
+    Fired,
+    /// Missed while no broker ran, fired later by the catch-up policy.
+    CaughtUp,
+    /// Not fired: the previous run was unfinished and overlap = "skip".
+    SkippedOverlap,
+    /// Missed while no broker ran, and the catch-up policy said not to fire it.
+    MissedByPolicy,
+}
+
+impl TickOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TickOutcome::Fired => "fired",
+            TickOutcome::CaughtUp => "caught_up",
+            TickOutcome::SkippedOverlap => "skipped_overlap",
+            TickOutcome::MissedByPolicy => "missed_by_policy",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TickOutcome> {
+        use TickOutcome::*;
+        [Fired, CaughtUp, SkippedOverlap, MissedByPolicy]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+    }
+}
+
+/// One row of the cron ledger.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CronTick {
+    pub schedule_id: String,
+    pub function: String,
+    pub scheduled_ms: i64,
+    pub outcome: TickOutcome,
+    pub invocation_id: Option<String>,
+    pub recorded_ms: i64,
+}

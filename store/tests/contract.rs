@@ -223,11 +223,59 @@ async fn dead_letter_contract(store: &dyn Store) {
     assert!(!store.claim_redrive("nope", 1).await.unwrap());
 }
 
+async fn cron_ledger_contract(store: &dyn Store) {
+    let tick = |ms: i64, outcome: TickOutcome, inv: Option<&str>| CronTick {
+        schedule_id: "f:abc".into(),
+        function: "f".into(),
+        scheduled_ms: ms,
+        outcome,
+        invocation_id: inv.map(Into::into),
+        recorded_ms: ms + 1,
+    };
+    assert_eq!(store.last_tick("f:abc", false).await.unwrap(), None);
+    assert!(
+        store
+            .claim_tick(&tick(1000, TickOutcome::Fired, Some("i-1")))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .claim_tick(&tick(1000, TickOutcome::SkippedOverlap, None))
+            .await
+            .unwrap(),
+        "decided once"
+    );
+    assert!(
+        store
+            .claim_tick(&tick(2000, TickOutcome::MissedByPolicy, None))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.last_tick("f:abc", false).await.unwrap().unwrap().scheduled_ms,
+        2000
+    );
+    assert_eq!(
+        store.last_tick("f:abc", true).await.unwrap(),
+        Some(tick(1000, TickOutcome::Fired, Some("i-1")))
+    );
+    let all = store.cron_ticks(Some("f"), 0).await.unwrap();
+    assert_eq!(
+        all.iter().map(|t| t.scheduled_ms).collect::<Vec<_>>(),
+        [2000, 1000],
+        "newest first"
+    );
+    assert!(store.cron_ticks(Some("g"), 0).await.unwrap().is_empty());
+    assert_eq!(store.cron_ticks(None, 1).await.unwrap().len(), 1);
+}
+
 #[tokio::test]
 async fn sqlite_passes_the_contract() {
     let (_dir, store) = sqlite().await;
     contract(store.as_ref()).await;
     dead_letter_contract(store.as_ref()).await;
+    cron_ledger_contract(store.as_ref()).await;
 }
 
 #[tokio::test]

@@ -335,3 +335,122 @@ pub fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
 }
+
+/// `stoke dispatcher`, `stoke broker` and N `stoke worker`s as separate
+/// processes over one nats-server and one SQLite file (logs in `dir`).
+pub struct Cluster {
+    pub nats_url: String,
+    pub dir: tempfile::TempDir,
+    pub http: String,
+    pub admin: String,
+    pub store: String,
+    pub dispatcher: Option<Child>,
+    pub broker: Option<Child>,
+    pub workers: Vec<Option<Child>>,
+    pub spawned: u32,
+}
+
+impl Cluster {
+    pub async fn start(nats: &Nats, workers: usize) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let store = format!("sqlite://{}", dir.path().join("shared.db").display());
+        let mut c = Cluster {
+            nats_url: nats.url.clone(),
+            http: format!("127.0.0.1:{}", free_port()),
+            admin: format!("127.0.0.1:{}", free_port()),
+            store,
+            dir,
+            dispatcher: None,
+            broker: None,
+            workers: Vec::new(),
+            spawned: 0,
+        };
+        c.dispatcher = Some(c.spawn(&["dispatcher", "--admin", &c.admin.clone()], "dispatcher"));
+        c.broker = Some(c.spawn(&["broker", "--http", &c.http.clone()], "broker"));
+        for i in 0..workers {
+            let w = c.spawn_worker(i);
+            c.workers.push(Some(w));
+        }
+        let client = reqwest::Client::new();
+        let http = c.http.clone();
+        eventually(Duration::from_secs(30), "gateway to answer", || async {
+            client
+                .get(format!("http://{http}/healthz"))
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+        })
+        .await;
+        c
+    }
+
+    pub fn spawn(&mut self, args: &[&str], name: &str) -> Child {
+        self.spawned += 1;
+        let log = self.dir.path().join(format!("{name}-{}.log", self.spawned));
+        Command::new(built_binary("stoke"))
+            .args(args)
+            .args(["--nats-url", &self.nats_url, "--store", &self.store, "--data-dir"])
+            .arg(self.dir.path().join(name))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn spawn_worker(&mut self, i: usize) -> Child {
+        let dispatcher = format!("http://{}", self.admin);
+        self.spawn(&["worker", "--dispatcher", &dispatcher], &format!("worker{i}"))
+    }
+
+    /// SIGKILL worker `i` and start a fresh one in its place.
+    pub fn kill_and_restart_worker(&mut self, i: usize) {
+        if let Some(mut w) = self.workers[i].take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        let w = self.spawn_worker(i);
+        self.workers[i] = Some(w);
+    }
+
+    pub fn deploy(&self, dir: &Path) {
+        let out = Command::new(built_binary("stoke"))
+            .arg("deploy")
+            .arg(dir)
+            .env("STOKE_ADMIN", &self.admin)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("shared.db")
+    }
+
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+            if e.path().extension().is_some_and(|x| x == "log") {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                all.push_str(&format!("---- {} ----\n", e.path().display()));
+                all.extend(tail.into_iter().rev().map(|l| format!("{l}\n")));
+            }
+        }
+        all
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        let all = self.workers.iter_mut().chain([&mut self.broker, &mut self.dispatcher]);
+        for c in all.flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

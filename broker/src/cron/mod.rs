@@ -1,1 +1,229 @@
+//! The cron scheduler: turns `[[triggers]] cron = ...` into invocation
+//! events. Any number of brokers may run it at once; each tick's fate is
+//! decided once by the ledger's primary key (schedule, scheduled time), and
+//! its event carries `cron:<schedule>:<scheduled ms>` as `Nats-Msg-Id` and
+//! idempotency key, so a tick runs once even if two brokers publish it.
+
 pub mod schedule;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+use stoke_core::{CronSpec, Manifest, Overlap, Trigger};
+use stoke_store::{CronTick, Status, Store, TickOutcome};
+use tokio_util::sync::CancellationToken;
+
+use crate::invoke::{InvokeRequest, Invoked, Invoker};
+use schedule::{Plan, Schedule};
+
+/// Scheduler settings (the `[broker.cron]` table).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CronOptions {
+    /// Run the scheduler in this broker.
+    pub enabled: bool,
+    /// A tick later than this (ms) counts as missed (no broker ran at its time).
+    pub tolerance_ms: u64,
+    /// Seconds between re-reading the deployed schedules.
+    pub refresh_secs: u64,
+}
+
+impl Default for CronOptions {
+    fn default() -> Self {
+        CronOptions {
+            enabled: true,
+            tolerance_ms: 3000,
+            refresh_secs: 1,
+        }
+    }
+}
+
+/// One cron trigger of one deployed function.
+struct Entry {
+    function: String,
+    spec: CronSpec,
+    schedule: Schedule,
+    /// Ticks up to here are decided.
+    decided_until: DateTime<Utc>,
+    /// The invocation of the newest tick that fired (for overlap).
+    last_fired: Option<String>,
+}
+
+/// A schedule's id: its function and a hash of what defines it, so a
+/// redeploy that changes the expression starts a new schedule.
+pub fn schedule_id(function: &str, spec: &CronSpec) -> String {
+    let h = sha2::Sha256::digest(format!("{}\0{}", spec.schedule, spec.timezone).as_bytes());
+    format!("{function}:{}", hex::encode(&h[..4]))
+}
+
+pub struct Scheduler {
+    store: Arc<dyn Store>,
+    invoker: Invoker,
+    opts: CronOptions,
+}
+
+impl Scheduler {
+    pub fn new(store: Arc<dyn Store>, invoker: Invoker, opts: CronOptions) -> Scheduler {
+        Scheduler { store, invoker, opts }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        tracing::info!("cron scheduler started");
+        let mut entries: HashMap<String, Entry> = HashMap::new();
+        let refresh = Duration::from_secs(self.opts.refresh_secs.max(1));
+        let mut last_refresh: Option<tokio::time::Instant> = None;
+        loop {
+            if last_refresh.is_none_or(|t| t.elapsed() >= refresh) {
+                if let Err(e) = self.refresh(&mut entries).await {
+                    tracing::warn!(error = %e, "cannot read schedules; retrying");
+                }
+                last_refresh = Some(tokio::time::Instant::now());
+            }
+            for (id, entry) in entries.iter_mut() {
+                if let Err(e) = self.tick(id, entry, Utc::now()).await {
+                    tracing::warn!(schedule = %id, error = %e, "cron tick failed; retrying");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+
+    /// Track the cron triggers of every deployed function.
+    async fn refresh(&self, entries: &mut HashMap<String, Entry>) -> Result<(), String> {
+        let versions = self.store.list_functions().await.map_err(|e| e.to_string())?;
+        let mut seen = Vec::new();
+        for v in versions {
+            let Ok(manifest) = Manifest::parse(&v.manifest) else {
+                continue;
+            };
+            for trigger in manifest.triggers().unwrap_or_default() {
+                let Trigger::Cron(spec) = trigger else { continue };
+                let id = schedule_id(&v.function, &spec);
+                seen.push(id.clone());
+                if entries.contains_key(&id) {
+                    continue;
+                }
+                let schedule = Schedule::new(&spec)?;
+                // Continue from the ledger; a new schedule starts at its deploy.
+                let last = self.store.last_tick(&id, false).await.map_err(|e| e.to_string())?;
+                let fired = self.store.last_tick(&id, true).await.map_err(|e| e.to_string())?;
+                let from_ms = last.map_or(v.created_ms, |t| t.scheduled_ms);
+                tracing::info!(schedule = %id, function = %v.function, expr = %spec.schedule, tz = %spec.timezone, "cron schedule active");
+                entries.insert(
+                    id,
+                    Entry {
+                        function: v.function.clone(),
+                        spec,
+                        schedule,
+                        decided_until: Utc.timestamp_millis_opt(from_ms).single().unwrap_or_else(Utc::now),
+                        last_fired: fired.and_then(|t| t.invocation_id),
+                    },
+                );
+            }
+        }
+        entries.retain(|id, _| seen.contains(id));
+        Ok(())
+    }
+
+    /// Decide every tick of `entry` that is due by `now`.
+    async fn tick(&self, id: &str, entry: &mut Entry, now: DateTime<Utc>) -> Result<(), String> {
+        let due = entry.schedule.fire_times(entry.decided_until, now, 1000);
+        if due.is_empty() {
+            return Ok(());
+        }
+        let tolerance = chrono::Duration::milliseconds(self.opts.tolerance_ms as i64);
+        let window = chrono::Duration::seconds(i64::from(entry.spec.catch_up_window_secs));
+        for (at, plan) in schedule::plan(&due, now, tolerance, entry.spec.catch_up, window) {
+            let record = |outcome, invocation_id: Option<String>| CronTick {
+                schedule_id: id.to_string(),
+                function: entry.function.clone(),
+                scheduled_ms: at.timestamp_millis(),
+                outcome,
+                invocation_id,
+                recorded_ms: Utc::now().timestamp_millis(),
+            };
+            if plan == Plan::Missed {
+                self.claim(&record(TickOutcome::MissedByPolicy, None)).await?;
+                entry.decided_until = at;
+                continue;
+            }
+            if entry.spec.overlap != Overlap::Allow && self.still_running(entry.last_fired.as_deref()).await? {
+                if entry.spec.overlap == Overlap::Queue {
+                    return Ok(()); // this tick waits; look again on the next pass
+                }
+                self.claim(&record(TickOutcome::SkippedOverlap, None)).await?;
+                entry.decided_until = at;
+                continue;
+            }
+            let key = format!("cron:{id}:{}", at.timestamp_millis());
+            let invocation_id = crate::invoke::id_for_key(&entry.function, &key);
+            let outcome = if plan == Plan::CatchUp {
+                TickOutcome::CaughtUp
+            } else {
+                TickOutcome::Fired
+            };
+            let tick = record(outcome, Some(invocation_id.clone()));
+            let claimed = self.claim(&tick).await?;
+            // Publish also when the tick was claimed before but its event
+            // never got out (a broker died in between): the message id
+            // makes a second publish harmless.
+            if claimed
+                || self
+                    .store
+                    .accepted(&invocation_id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_none()
+            {
+                self.fire(entry, &key, at, plan == Plan::CatchUp).await?;
+            }
+            entry.last_fired = Some(invocation_id);
+            entry.decided_until = at;
+        }
+        Ok(())
+    }
+
+    async fn claim(&self, tick: &CronTick) -> Result<bool, String> {
+        let claimed = self.store.claim_tick(tick).await.map_err(|e| e.to_string())?;
+        if claimed {
+            tracing::debug!(schedule = %tick.schedule_id, at = tick.scheduled_ms, outcome = tick.outcome.as_str(), "cron tick");
+        }
+        Ok(claimed)
+    }
+
+    async fn still_running(&self, invocation_id: Option<&str>) -> Result<bool, String> {
+        let Some(id) = invocation_id else { return Ok(false) };
+        let view = self.store.invocation(id).await.map_err(|e| e.to_string())?;
+        Ok(view.is_some_and(|v| matches!(v.status, Status::Queued | Status::Running)))
+    }
+
+    async fn fire(&self, entry: &Entry, key: &str, at: DateTime<Utc>, catch_up: bool) -> Result<(), String> {
+        let event = serde_json::json!({
+            "source": "cron",
+            "schedule": entry.spec.schedule,
+            "timezone": entry.spec.timezone.name(),
+            "scheduledTime": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "catchUp": catch_up,
+        });
+        let req = InvokeRequest {
+            function: entry.function.clone(),
+            payload: Bytes::from(serde_json::to_vec(&event).expect("JSON values serialise")),
+            idempotency_key: Some(key.to_string()),
+            trigger: "cron",
+            wait: false,
+            require_http_trigger: false,
+        };
+        match self.invoker.invoke(req).await {
+            Ok(Invoked::Queued { .. } | Invoked::Completed(_) | Invoked::StillRunning { .. }) => Ok(()),
+            Err(e) => Err(format!("publishing tick {key}: {e}")),
+        }
+    }
+}
