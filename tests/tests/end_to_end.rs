@@ -266,6 +266,11 @@ async fn shell_example_runs() {
     let body = r.json();
     assert_eq!(body["message"], "Hello from bash");
     assert_eq!(body["input"]["k"][1], 2);
+    // The cron example deploys and lists its schedule.
+    p.deploy(&example("tick"));
+    let out = p.cli(&["functions"]);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains("cron */10 * * * * * (Europe/Berlin)"), "{listing}");
 }
 
 #[tokio::test]
