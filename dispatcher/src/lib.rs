@@ -155,8 +155,10 @@ impl Dispatcher {
         let server_stop = CancellationToken::new();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
         let server = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(10)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            // A worker that stops answering pings (paused, partitioned) is
+            // detached within ~10 s; its invocations are then redelivered.
+            .http2_keepalive_interval(Some(Duration::from_secs(5)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
             .add_service(
                 WorkerServiceServer::new(worker_api)
                     .max_decoding_message_size(MAX_MESSAGE)

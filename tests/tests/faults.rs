@@ -316,3 +316,101 @@ async fn accept(http: &str, range: std::ops::Range<usize>) -> usize {
         .count()
         .await
 }
+
+/// SIGSTOP the worker running an event past its lease: the dispatcher
+/// detaches it and the event runs again elsewhere and completes once; after
+/// SIGCONT the paused worker's run is discarded (it lost its dispatcher and
+/// kills its sandboxes), never recorded as a second completion.
+#[tokio::test]
+async fn a_paused_worker_is_superseded_and_its_run_discarded() {
+    let nats = Nats::start().await.unwrap();
+    let c = Cluster::start(&nats, 2).await;
+    c.deploy(&workspace_root().join("examples/hello-python"));
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("http://{}/fn/hello", c.http))
+        .header("Prefer", "respond-async")
+        .header("Idempotency-Key", "paused-1")
+        .body(r#"{"sleep":3,"name":"paused"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.json::<serde_json::Value>().await.unwrap()["invocationId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Find the worker that took it, and pause it.
+    let dir = c.dir.path().to_path_buf();
+    let first = eventually(Duration::from_secs(20), "a worker to start the event", || async {
+        (0..2).find(|i| {
+            std::fs::read_dir(&dir).unwrap().flatten().any(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                name.starts_with(&format!("worker{i}-"))
+                    && std::fs::read_to_string(e.path())
+                        .unwrap_or_default()
+                        .contains(&format!("invocation={id}"))
+            })
+        })
+    })
+    .await;
+    let paused = c.workers[first].as_ref().unwrap().id();
+    let pid = nix::unistd::Pid::from_raw(paused as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let stopped_at = Instant::now();
+
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", c.db_path().display()))
+        .await
+        .unwrap();
+    let done = eventually(
+        Duration::from_secs(60),
+        "the event to complete on the other worker",
+        || async {
+            sqlx::query_as::<_, (String, Vec<u8>)>(
+                "SELECT status, result FROM completions WHERE idempotency_key = 'paused-1'",
+            )
+            .fetch_optional(&db)
+            .await
+            .unwrap()
+        },
+    )
+    .await;
+    let superseded_after = stopped_at.elapsed();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert_eq!(done.0, "succeeded");
+    let body: serde_json::Value = serde_json::from_slice(&done.1).unwrap();
+    let body: serde_json::Value = serde_json::from_str(body["body"].as_str().unwrap()).unwrap();
+    assert!(body["attempt"].as_u64().unwrap() >= 2, "ran again: {body}");
+
+    // Give the resumed worker time to report anything it still had.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let completions: i64 = sqlx::query_scalar("SELECT count(*) FROM completions WHERE invocation_id = ?")
+        .bind(&id)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let attempts: Vec<(i64, String, String)> =
+        sqlx::query_as("SELECT attempt, outcome, worker FROM attempts WHERE invocation_id = ? ORDER BY attempt")
+            .bind(&id)
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    println!("paused worker superseded after {superseded_after:?}; attempts {attempts:?}");
+    assert_eq!(completions, 1);
+    assert_eq!(
+        attempts.first().map(|a| a.1.as_str()),
+        Some("platform_error"),
+        "the paused attempt is metered as lost"
+    );
+    assert_eq!(attempts.iter().filter(|a| a.1 == "success").count(), 1);
+    assert_ne!(attempts[0].2, attempts.last().unwrap().2, "another worker finished it");
+    // The resumed worker is still a working member.
+    let ok = client
+        .post(format!("http://{}/fn/hello", c.http))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+}

@@ -93,7 +93,11 @@ impl Worker {
         let endpoint = tonic::transport::Endpoint::from_shared(opts.dispatcher.clone())
             .map_err(|e| WorkerError::Address(opts.dispatcher.clone(), e.to_string()))?
             .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(5));
+            .connect_timeout(Duration::from_secs(5))
+            // Notice a dispatcher that is gone without closing the connection.
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true);
         let scratch_root = opts.data_dir.join("sandboxes");
         // Scratch left by an earlier run of this worker is garbage now.
         let _ = std::fs::remove_dir_all(&scratch_root);
