@@ -368,3 +368,62 @@ pub async fn cron_ledger(admin: &mut Admin, addr: &str, function: Option<String>
     }
     Ok(())
 }
+
+pub enum ScheduleOp {
+    Create(stoke_proto::CreateScheduleRequest),
+    List(String),
+    Pause(String),
+    Resume(String),
+    Delete(String),
+}
+
+fn print_schedules(list: &[stoke_proto::ScheduleInfo]) {
+    if list.is_empty() {
+        println!("no cron schedules");
+        return;
+    }
+    println!(
+        "{:<30} {:<9} {:<20} {:<8} {:<7} {:<8} {:<16} TIMEZONE",
+        "ID", "SOURCE", "CRON", "OVERLAP", "CATCHUP", "PAUSED", "FUNCTION"
+    );
+    for s in list {
+        println!(
+            "{:<30} {:<9} {:<20} {:<8} {:<7} {:<8} {:<16} {}",
+            s.id, s.source, s.cron, s.overlap, s.catch_up, s.paused, s.function, s.timezone
+        );
+    }
+}
+
+/// `stoke cron create|list|pause|resume|delete`.
+pub async fn schedules(admin: &mut Admin, addr: &str, op: ScheduleOp) -> anyhow::Result<()> {
+    use stoke_proto::{ListSchedulesRequest, ScheduleNameRequest};
+    let c = &mut admin.client;
+    let err = |s| rpc_error(addr, s);
+    match op {
+        ScheduleOp::Create(req) => print_schedules(&[c.create_schedule(req).await.map_err(err)?.into_inner()]),
+        ScheduleOp::List(function) => print_schedules(
+            &c.list_schedules(ListSchedulesRequest { function })
+                .await
+                .map_err(err)?
+                .into_inner()
+                .schedules,
+        ),
+        ScheduleOp::Pause(name) => print_schedules(&[c
+            .pause_schedule(ScheduleNameRequest { name })
+            .await
+            .map_err(err)?
+            .into_inner()]),
+        ScheduleOp::Resume(name) => print_schedules(&[c
+            .resume_schedule(ScheduleNameRequest { name })
+            .await
+            .map_err(err)?
+            .into_inner()]),
+        ScheduleOp::Delete(name) => {
+            c.delete_schedule(ScheduleNameRequest { name: name.clone() })
+                .await
+                .map_err(err)?;
+            println!("deleted schedule {name}");
+        }
+    }
+    Ok(())
+}

@@ -148,6 +148,47 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CronCommand {
+    /// Create a schedule without redeploying (manifest `[[triggers]] cron` also works).
+    Create {
+        /// Schedule name ([a-z][a-z0-9-]*).
+        name: String,
+        #[arg(long)]
+        function: String,
+        /// sec min hour day month weekday [year], e.g. "0 */5 * * * *".
+        #[arg(long)]
+        cron: String,
+        /// IANA time zone (default UTC).
+        #[arg(long)]
+        timezone: Option<String>,
+        /// allow | skip | queue (default allow).
+        #[arg(long)]
+        overlap: Option<String>,
+        /// none | latest | all (default none).
+        #[arg(long)]
+        catch_up: Option<String>,
+        /// Seconds `--catch-up all` reaches back (default 3600).
+        #[arg(long)]
+        catch_up_window: Option<u32>,
+        /// Event data: inline JSON, @FILE or @-.
+        #[arg(long)]
+        data: Option<String>,
+    },
+    /// List schedules (from manifests and the admin API).
+    List {
+        #[arg(long)]
+        function: Option<String>,
+    },
+    /// Stop a schedule firing (its ticks are not caught up on resume).
+    Pause {
+        name: String,
+    },
+    /// Start a paused schedule again, from now.
+    Resume {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
     /// The ledger: each tick and what became of it (fired, caught_up,
     /// skipped_overlap, missed_by_policy), newest first.
     Ledger {
@@ -286,12 +327,47 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let (mut c, addr) = client::Admin::connect(&admin.addr).await?;
             dlq::run(&mut c, &addr, command).await
         }
-        Command::Cron {
-            admin,
-            command: CronCommand::Ledger { function, limit },
-        } => {
+        Command::Cron { admin, command } => {
             let (mut c, addr) = client::Admin::connect(&admin.addr).await?;
-            client::cron_ledger(&mut c, &addr, function, limit).await
+            match command {
+                CronCommand::Ledger { function, limit } => client::cron_ledger(&mut c, &addr, function, limit).await,
+                CronCommand::Create {
+                    name,
+                    function,
+                    cron,
+                    timezone,
+                    overlap,
+                    catch_up,
+                    catch_up_window,
+                    data,
+                } => {
+                    let payload = match data {
+                        Some(d) => client::read_payload(Some(&d))?,
+                        None => Vec::new(),
+                    };
+                    let req = stoke_proto::CreateScheduleRequest {
+                        name,
+                        function,
+                        cron,
+                        timezone: timezone.unwrap_or_default(),
+                        overlap: overlap.unwrap_or_default(),
+                        catch_up: catch_up.unwrap_or_default(),
+                        catch_up_window: catch_up_window.unwrap_or(0),
+                        payload,
+                    };
+                    client::schedules(&mut c, &addr, client::ScheduleOp::Create(req)).await
+                }
+                CronCommand::List { function } => {
+                    client::schedules(&mut c, &addr, client::ScheduleOp::List(function.unwrap_or_default())).await
+                }
+                CronCommand::Pause { name } => client::schedules(&mut c, &addr, client::ScheduleOp::Pause(name)).await,
+                CronCommand::Resume { name } => {
+                    client::schedules(&mut c, &addr, client::ScheduleOp::Resume(name)).await
+                }
+                CronCommand::Delete { name } => {
+                    client::schedules(&mut c, &addr, client::ScheduleOp::Delete(name)).await
+                }
+            }
         }
         Command::Usage { admin, function } => {
             let (mut c, addr) = client::Admin::connect(&admin.addr).await?;

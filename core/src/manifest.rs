@@ -318,6 +318,22 @@ pub fn validate_name(name: &str) -> Result<(), ManifestError> {
     }
 }
 
+/// Validate a cron trigger given on its own (an admin-API schedule); errors
+/// name the field without the `triggers[i].` prefix.
+pub fn parse_cron(def: &TriggerDef) -> Result<CronSpec, ManifestError> {
+    let unprefixed = |e: ManifestError| match e {
+        ManifestError::Invalid { field, reason } => ManifestError::Invalid {
+            field: field.trim_start_matches("triggers[0].").to_string(),
+            reason,
+        },
+        other => other,
+    };
+    match parse_trigger(0, def).map_err(unprefixed)? {
+        Some(Trigger::Cron(spec)) => Ok(spec),
+        _ => Err(invalid("cron", "is required")),
+    }
+}
+
 fn parse_trigger(i: usize, t: &TriggerDef) -> Result<Option<Trigger>, ManifestError> {
     let field = |f: &str| format!("triggers[{i}].{f}");
     let kinds = [t.http.is_some(), t.cron.is_some(), t.subject.is_some()];

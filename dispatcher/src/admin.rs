@@ -9,6 +9,10 @@ use stoke_core::manifest::MANIFEST_FILE;
 use stoke_core::package::{self, Limits};
 use stoke_proto::admin_service_server::AdminService;
 use stoke_proto::{
+    CreateScheduleRequest, DeleteScheduleResponse, ListSchedulesRequest, ListSchedulesResponse, ScheduleInfo,
+    ScheduleNameRequest,
+};
+use stoke_proto::{
     DeadLetterInfo, DeployRequest, DeployResponse, FunctionInfo, GetDeadLetterRequest, GetFunctionRequest,
     GetInvocationRequest, GetUsageRequest, GetUsageResponse, InvocationInfo, InvokeResponse, ListCronTicksRequest,
     ListCronTicksResponse, ListDeadLettersRequest, ListDeadLettersResponse, ListFunctionsRequest,
@@ -344,5 +348,42 @@ impl AdminService for AdminApi {
                 })
                 .collect(),
         }))
+    }
+
+    async fn create_schedule(&self, req: Request<CreateScheduleRequest>) -> Result<Response<ScheduleInfo>, Status> {
+        crate::schedules::create(self.store.as_ref(), req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_schedules(
+        &self,
+        req: Request<ListSchedulesRequest>,
+    ) -> Result<Response<ListSchedulesResponse>, Status> {
+        let schedules = crate::schedules::list(self.store.as_ref(), &req.into_inner().function).await?;
+        Ok(Response::new(ListSchedulesResponse { schedules }))
+    }
+
+    async fn pause_schedule(&self, req: Request<ScheduleNameRequest>) -> Result<Response<ScheduleInfo>, Status> {
+        crate::schedules::set_paused(self.store.as_ref(), &req.into_inner().name, true)
+            .await
+            .map(Response::new)
+    }
+
+    async fn resume_schedule(&self, req: Request<ScheduleNameRequest>) -> Result<Response<ScheduleInfo>, Status> {
+        crate::schedules::set_paused(self.store.as_ref(), &req.into_inner().name, false)
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_schedule(
+        &self,
+        req: Request<ScheduleNameRequest>,
+    ) -> Result<Response<DeleteScheduleResponse>, Status> {
+        let name = req.into_inner().name;
+        if !self.store.delete_schedule(&name).await.map_err(store_status)? {
+            return Err(Status::not_found(format!("no schedule named {name:?}")));
+        }
+        Ok(Response::new(DeleteScheduleResponse {}))
     }
 }

@@ -14,6 +14,7 @@ mod dlq;
 mod handle;
 mod policy;
 mod pull;
+mod schedules;
 mod workers;
 
 use std::net::SocketAddr;

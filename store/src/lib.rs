@@ -106,6 +106,14 @@ pub trait Store: Send + Sync + 'static {
     async fn last_tick(&self, schedule_id: &str, fired_only: bool) -> Result<Option<CronTick>>;
     /// Newest first, at most `limit` (0 = 100).
     async fn cron_ticks(&self, function: Option<&str>, limit: u32) -> Result<Vec<CronTick>>;
+
+    /// Add an admin schedule; false if the name is taken.
+    async fn create_schedule(&self, s: &ScheduleDef) -> Result<bool>;
+    async fn schedules(&self) -> Result<Vec<ScheduleDef>>;
+    /// Pause or resume; false if there is no such schedule.
+    async fn set_schedule_paused(&self, name: &str, paused: bool, now_ms: i64) -> Result<bool>;
+    /// False if there is no such schedule.
+    async fn delete_schedule(&self, name: &str) -> Result<bool>;
 }
 
 /// Open a store from a URL: `sqlite://PATH` (created if missing). Runs

@@ -34,6 +34,10 @@ mod q {
     pub const CLAIM_TICK: &str = include_str!("../sql/claim_tick.sql");
     pub const LAST_TICK: &str = include_str!("../sql/last_tick.sql");
     pub const LIST_TICKS: &str = include_str!("../sql/list_ticks.sql");
+    pub const INSERT_SCHEDULE: &str = include_str!("../sql/insert_schedule.sql");
+    pub const LIST_SCHEDULES: &str = include_str!("../sql/list_schedules.sql");
+    pub const PAUSE_SCHEDULE: &str = include_str!("../sql/pause_schedule.sql");
+    pub const DELETE_SCHEDULE: &str = include_str!("../sql/delete_schedule.sql");
     pub const UPSERT_DEAD_LETTER: &str = include_str!("../sql/upsert_dead_letter.sql");
     pub const LIST_DEAD_LETTERS: &str = include_str!("../sql/list_dead_letters.sql");
     pub const GET_DEAD_LETTER: &str = include_str!("../sql/get_dead_letter.sql");
@@ -562,6 +566,60 @@ impl Store for SqliteStore {
             .iter()
             .map(tick_from_row)
             .collect()
+    }
+
+    async fn create_schedule(&self, s: &ScheduleDef) -> Result<bool> {
+        let done = sqlx::query(q::INSERT_SCHEDULE)
+            .bind(&s.name)
+            .bind(&s.function)
+            .bind(&s.cron)
+            .bind(&s.timezone)
+            .bind(&s.overlap)
+            .bind(&s.catch_up)
+            .bind(i64::from(s.catch_up_window_secs))
+            .bind(s.payload.as_deref())
+            .bind(s.paused)
+            .bind(s.created_ms)
+            .bind(s.updated_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleDef>> {
+        let rows = sqlx::query(q::LIST_SCHEDULES).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ScheduleDef {
+                    name: r.try_get(0)?,
+                    function: r.try_get(1)?,
+                    cron: r.try_get(2)?,
+                    timezone: r.try_get(3)?,
+                    overlap: r.try_get(4)?,
+                    catch_up: r.try_get(5)?,
+                    catch_up_window_secs: r.try_get::<i64, _>(6)? as u32,
+                    payload: r.try_get(7)?,
+                    paused: r.try_get(8)?,
+                    created_ms: r.try_get(9)?,
+                    updated_ms: r.try_get(10)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_schedule_paused(&self, name: &str, paused: bool, now_ms: i64) -> Result<bool> {
+        let done = sqlx::query(q::PAUSE_SCHEDULE)
+            .bind(name)
+            .bind(paused)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool> {
+        let done = sqlx::query(q::DELETE_SCHEDULE).bind(name).execute(&self.pool).await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn usage(&self, f: &UsageFilter) -> Result<Vec<UsageRow>> {

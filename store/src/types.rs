@@ -300,3 +300,22 @@ pub struct CronTick {
     pub invocation_id: Option<String>,
     pub recorded_ms: i64,
 }
+
+/// A cron schedule created through the admin API. `overlap` and
+/// `catch_up` are stored as their manifest spellings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleDef {
+    pub name: String,
+    pub function: String,
+    pub cron: String,
+    pub timezone: String,
+    pub overlap: String,
+    pub catch_up: String,
+    pub catch_up_window_secs: u32,
+    /// Delivered to the function as the event's `data`.
+    pub payload: Option<Vec<u8>>,
+    pub paused: bool,
+    pub created_ms: i64,
+    /// Last create/pause/resume.
+    pub updated_ms: i64,
+}

@@ -268,6 +268,31 @@ async fn cron_ledger_contract(store: &dyn Store) {
     );
     assert!(store.cron_ticks(Some("g"), 0).await.unwrap().is_empty());
     assert_eq!(store.cron_ticks(None, 1).await.unwrap().len(), 1);
+
+    // Admin schedules.
+    let def = ScheduleDef {
+        name: "nightly".into(),
+        function: "f".into(),
+        cron: "0 0 3 * * *".into(),
+        timezone: "Europe/Berlin".into(),
+        overlap: "skip".into(),
+        catch_up: "latest".into(),
+        catch_up_window_secs: 600,
+        payload: Some(b"{}".to_vec()),
+        paused: false,
+        created_ms: 10,
+        updated_ms: 10,
+    };
+    assert!(store.create_schedule(&def).await.unwrap());
+    assert!(!store.create_schedule(&def).await.unwrap(), "names are unique");
+    assert_eq!(store.schedules().await.unwrap(), vec![def.clone()]);
+    assert!(store.set_schedule_paused("nightly", true, 20).await.unwrap());
+    let paused = &store.schedules().await.unwrap()[0];
+    assert!(paused.paused && paused.updated_ms == 20);
+    assert!(!store.set_schedule_paused("nope", true, 20).await.unwrap());
+    assert!(store.delete_schedule("nightly").await.unwrap());
+    assert!(!store.delete_schedule("nightly").await.unwrap());
+    assert!(store.schedules().await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -228,3 +228,135 @@ fn chrono_now_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+#[tokio::test]
+async fn schedules_created_paused_resumed_and_deleted_through_the_admin_api() {
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    p.deploy(&workspace_root().join("examples/hello-python"));
+    let ok = |args: &[&str]| {
+        let out = p.cli(args);
+        assert!(
+            out.status.success(),
+            "stoke {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let err = |args: &[&str]| {
+        let out = p.cli(args);
+        assert!(!out.status.success(), "stoke {args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // Refusals name what is wrong.
+    assert!(err(&["cron", "create", "s1", "--function", "nope", "--cron", "* * * * * *"]).contains("not found"));
+    assert!(err(&["cron", "create", "s1", "--function", "hello", "--cron", "61 * * * * *"]).contains("`cron`"));
+    assert!(
+        err(&[
+            "cron",
+            "create",
+            "s1",
+            "--function",
+            "hello",
+            "--cron",
+            "* * * * * *",
+            "--timezone",
+            "Mars/Base"
+        ])
+        .contains("`timezone`")
+    );
+    assert!(
+        err(&[
+            "cron",
+            "create",
+            "s1",
+            "--function",
+            "hello",
+            "--cron",
+            "* * * * * *",
+            "--overlap",
+            "sometimes"
+        ])
+        .contains("`overlap`")
+    );
+
+    let created = ok(&[
+        "cron",
+        "create",
+        "every-sec",
+        "--function",
+        "hello",
+        "--cron",
+        "* * * * * *",
+        "--data",
+        r#"{"k":1}"#,
+    ]);
+    assert!(
+        created.contains("hello@every-sec") && created.contains("admin"),
+        "{created}"
+    );
+    assert!(
+        err(&[
+            "cron",
+            "create",
+            "every-sec",
+            "--function",
+            "hello",
+            "--cron",
+            "* * * * * *"
+        ])
+        .contains("exists")
+    );
+    assert!(ok(&["cron", "list"]).contains("hello@every-sec"));
+
+    let db = open_db(&p.db_path()).await;
+    let count = |db: sqlx::SqlitePool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM cron_ticks WHERE schedule_id = 'hello@every-sec'")
+            .fetch_one(&db)
+            .await
+            .unwrap()
+    };
+    eventually(Duration::from_secs(20), "2 ticks", || async {
+        (count(db.clone()).await >= 2).then_some(())
+    })
+    .await;
+    let result: Vec<u8> = eventually(Duration::from_secs(20), "a completed tick", || async {
+        sqlx::query_scalar("SELECT result FROM completions WHERE trigger = 'cron' LIMIT 1")
+            .fetch_optional(&db)
+            .await
+            .unwrap()
+    })
+    .await;
+    let proxy: serde_json::Value = serde_json::from_slice(&result).unwrap();
+    assert!(proxy["body"].as_str().unwrap().contains("Hello, every-sec!"), "{proxy}");
+
+    // Paused: nothing fires, nothing is recorded as missed.
+    assert!(ok(&["cron", "pause", "every-sec"]).contains("true"));
+    tokio::time::sleep(Duration::from_millis(2500)).await; // the scheduler notices within a second
+    let at_pause = count(db.clone()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(count(db.clone()).await, at_pause, "a paused schedule does not tick");
+
+    ok(&["cron", "resume", "every-sec"]);
+    eventually(Duration::from_secs(20), "ticks after resuming", || async {
+        (count(db.clone()).await >= at_pause + 2).then_some(())
+    })
+    .await;
+    let outcomes: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT outcome FROM cron_ticks WHERE schedule_id = 'hello@every-sec'")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert_eq!(
+        outcomes,
+        ["fired"],
+        "a pause is not an outage: nothing missed or caught up"
+    );
+
+    ok(&["cron", "delete", "every-sec"]);
+    assert!(err(&["cron", "delete", "every-sec"]).contains("no schedule"));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let at_delete = count(db.clone()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(count(db.clone()).await, at_delete, "a deleted schedule does not tick");
+}

@@ -43,10 +43,13 @@ impl Default for CronOptions {
     }
 }
 
-/// One cron trigger of one deployed function.
+/// One cron schedule of one deployed function (from its manifest or the
+/// admin API).
 struct Entry {
     function: String,
     spec: CronSpec,
+    /// An admin schedule's name and event data.
+    admin: Option<(String, Option<serde_json::Value>)>,
     schedule: Schedule,
     /// Ticks up to here are decided.
     decided_until: DateTime<Utc>,
@@ -122,12 +125,54 @@ impl Scheduler {
                     Entry {
                         function: v.function.clone(),
                         spec,
+                        admin: None,
                         schedule,
                         decided_until: Utc.timestamp_millis_opt(from_ms).single().unwrap_or_else(Utc::now),
                         last_fired: fired.and_then(|t| t.invocation_id),
                     },
                 );
             }
+        }
+        // Schedules created through the admin API (paused ones are left out,
+        // and resume from their resume time: a pause is not an outage).
+        for s in self.store.schedules().await.map_err(|e| e.to_string())? {
+            if s.paused {
+                continue;
+            }
+            let id = format!("{}@{}", s.function, s.name);
+            seen.push(id.clone());
+            if entries.contains_key(&id) {
+                continue;
+            }
+            let def = stoke_core::manifest::TriggerDef {
+                cron: Some(s.cron.clone()),
+                timezone: Some(s.timezone.clone()),
+                overlap: serde_json::from_value(serde_json::Value::String(s.overlap.clone())).ok(),
+                catch_up: serde_json::from_value(serde_json::Value::String(s.catch_up.clone())).ok(),
+                catch_up_window: Some(s.catch_up_window_secs),
+                ..Default::default()
+            };
+            let spec = stoke_core::manifest::parse_cron(&def).map_err(|e| format!("schedule {}: {e}", s.name))?;
+            let schedule = Schedule::new(&spec)?;
+            let last = self.store.last_tick(&id, false).await.map_err(|e| e.to_string())?;
+            let fired = self.store.last_tick(&id, true).await.map_err(|e| e.to_string())?;
+            let from_ms = last.map_or(s.updated_ms, |t| t.scheduled_ms.max(s.updated_ms));
+            let data = s.payload.as_deref().map(|p| {
+                serde_json::from_slice(p)
+                    .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(p).into()))
+            });
+            tracing::info!(schedule = %id, function = %s.function, expr = %spec.schedule, "cron schedule active");
+            entries.insert(
+                id,
+                Entry {
+                    function: s.function.clone(),
+                    spec,
+                    admin: Some((s.name.clone(), data)),
+                    schedule,
+                    decided_until: Utc.timestamp_millis_opt(from_ms).single().unwrap_or_else(Utc::now),
+                    last_fired: fired.and_then(|t| t.invocation_id),
+                },
+            );
         }
         entries.retain(|id, _| seen.contains(id));
         Ok(())
@@ -206,13 +251,19 @@ impl Scheduler {
     }
 
     async fn fire(&self, entry: &Entry, key: &str, at: DateTime<Utc>, catch_up: bool) -> Result<(), String> {
-        let event = serde_json::json!({
+        let mut event = serde_json::json!({
             "source": "cron",
             "schedule": entry.spec.schedule,
             "timezone": entry.spec.timezone.name(),
             "scheduledTime": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "catchUp": catch_up,
         });
+        if let Some((name, data)) = &entry.admin {
+            event["name"] = name.clone().into();
+            if let Some(data) = data {
+                event["data"] = data.clone();
+            }
+        }
         let req = InvokeRequest {
             function: entry.function.clone(),
             payload: Bytes::from(serde_json::to_vec(&event).expect("JSON values serialise")),

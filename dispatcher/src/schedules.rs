@@ -1,0 +1,136 @@
+//! Cron schedules through the admin API.
+
+use stoke_core::manifest::{TriggerDef, parse_cron, validate_name};
+use stoke_core::{CronSpec, Manifest, Trigger};
+use stoke_proto::{CreateScheduleRequest, ScheduleInfo};
+use stoke_store::{ScheduleDef, Store};
+use tonic::Status;
+
+use crate::admin::store_status;
+
+fn spelling<T: serde::Serialize>(v: T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+fn manifest_info(function: &str, spec: &CronSpec) -> ScheduleInfo {
+    ScheduleInfo {
+        id: stoke_broker::cron::schedule_id(function, spec),
+        name: String::new(),
+        function: function.to_string(),
+        cron: spec.schedule.clone(),
+        timezone: spec.timezone.name().to_string(),
+        overlap: spelling(spec.overlap),
+        catch_up: spelling(spec.catch_up),
+        catch_up_window: spec.catch_up_window_secs,
+        paused: false,
+        source: "manifest".into(),
+        payload: Vec::new(),
+    }
+}
+
+pub(crate) fn admin_info(s: &ScheduleDef) -> ScheduleInfo {
+    ScheduleInfo {
+        id: format!("{}@{}", s.function, s.name),
+        name: s.name.clone(),
+        function: s.function.clone(),
+        cron: s.cron.clone(),
+        timezone: s.timezone.clone(),
+        overlap: s.overlap.clone(),
+        catch_up: s.catch_up.clone(),
+        catch_up_window: s.catch_up_window_secs,
+        paused: s.paused,
+        source: "admin".into(),
+        payload: s.payload.clone().unwrap_or_default(),
+    }
+}
+
+/// Validate and store a new schedule.
+pub(crate) async fn create(store: &dyn Store, r: CreateScheduleRequest) -> Result<ScheduleInfo, Status> {
+    validate_name(&r.name).map_err(|e| Status::invalid_argument(format!("schedule name: {e}")))?;
+    if store
+        .current_version(&r.function)
+        .await
+        .map_err(store_status)?
+        .is_none()
+    {
+        return Err(Status::not_found(format!("function {:?} not found", r.function)));
+    }
+    // Empty = the default; otherwise one of the manifest spellings.
+    fn policy<T: serde::de::DeserializeOwned>(field: &str, v: &str) -> Result<Option<T>, Status> {
+        if v.is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_value(serde_json::Value::String(v.into()))
+            .map(Some)
+            .map_err(|_| Status::invalid_argument(format!("field `{field}`: unknown value {v:?}")))
+    }
+    let def = TriggerDef {
+        cron: Some(r.cron.clone()),
+        timezone: (!r.timezone.is_empty()).then(|| r.timezone.clone()),
+        overlap: policy("overlap", &r.overlap)?,
+        catch_up: policy("catch_up", &r.catch_up)?,
+        catch_up_window: (r.catch_up_window != 0).then_some(r.catch_up_window),
+        ..Default::default()
+    };
+    let spec = parse_cron(&def).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let now = stoke_core::now_ms();
+    let s = ScheduleDef {
+        name: r.name.clone(),
+        function: r.function,
+        cron: spec.schedule.clone(),
+        timezone: spec.timezone.name().to_string(),
+        overlap: spelling(spec.overlap),
+        catch_up: spelling(spec.catch_up),
+        catch_up_window_secs: spec.catch_up_window_secs,
+        payload: (!r.payload.is_empty()).then_some(r.payload),
+        paused: false,
+        created_ms: now,
+        updated_ms: now,
+    };
+    if !store.create_schedule(&s).await.map_err(store_status)? {
+        return Err(Status::already_exists(format!("a schedule named {:?} exists", r.name)));
+    }
+    Ok(admin_info(&s))
+}
+
+/// Manifest schedules of every deployed function, then admin ones.
+pub(crate) async fn list(store: &dyn Store, function: &str) -> Result<Vec<ScheduleInfo>, Status> {
+    let mut out = Vec::new();
+    for v in store.list_functions().await.map_err(store_status)? {
+        if !function.is_empty() && v.function != function {
+            continue;
+        }
+        let Ok(m) = Manifest::parse(&v.manifest) else { continue };
+        for t in m.triggers().unwrap_or_default() {
+            if let Trigger::Cron(spec) = t {
+                out.push(manifest_info(&v.function, &spec));
+            }
+        }
+    }
+    for s in store.schedules().await.map_err(store_status)? {
+        if function.is_empty() || s.function == function {
+            out.push(admin_info(&s));
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) async fn set_paused(store: &dyn Store, name: &str, paused: bool) -> Result<ScheduleInfo, Status> {
+    if !store
+        .set_schedule_paused(name, paused, stoke_core::now_ms())
+        .await
+        .map_err(store_status)?
+    {
+        return Err(Status::not_found(format!(
+            "no schedule named {name:?} (manifest schedules change by redeploying)"
+        )));
+    }
+    let all = store.schedules().await.map_err(store_status)?;
+    all.iter()
+        .find(|s| s.name == name)
+        .map(admin_info)
+        .ok_or_else(|| Status::not_found(format!("no schedule named {name:?}")))
+}

@@ -1,0 +1,16 @@
+-- Cron schedules created through the admin API (manifest schedules live in
+-- the deployed stoke.toml). Paused ones do not fire; their ticks are not
+-- caught up on resume.
+CREATE TABLE schedules (
+    name            TEXT PRIMARY KEY,
+    function        TEXT NOT NULL,
+    cron            TEXT NOT NULL,
+    timezone        TEXT NOT NULL,
+    overlap         TEXT NOT NULL,
+    catch_up        TEXT NOT NULL,
+    catch_up_window INTEGER NOT NULL,
+    payload         BLOB,
+    paused          BOOLEAN NOT NULL DEFAULT FALSE,
+    created_ms      INTEGER NOT NULL,
+    updated_ms      INTEGER NOT NULL
+);
