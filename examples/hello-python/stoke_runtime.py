@@ -66,6 +66,8 @@ def error_body(exc):
 def load_handler(api):
     spec = os.environ.get("_HANDLER", "")
     try:
+        if "." not in spec:
+            raise ValueError(f"_HANDLER {spec!r} is not of the form module.function")
         module_name, func_name = spec.rsplit(".", 1)
         sys.path.insert(0, os.environ.get("LAMBDA_TASK_ROOT", os.getcwd()))
         return getattr(importlib.import_module(module_name), func_name)
