@@ -98,9 +98,9 @@ pub trait Store: Send + Sync + 'static {
     /// Undo a claim made at `claimed_ms` (the redrive could not be published).
     async fn release_redrive(&self, invocation_id: &str, claimed_ms: i64) -> Result<()>;
 
-    /// Decide a cron tick's fate: true if this call recorded it, false if
-    /// the tick was already in the ledger (another broker, or an earlier run).
-    async fn claim_tick(&self, tick: &CronTick) -> Result<bool>;
+    /// Decide a cron tick's fate: None if this call recorded it, else the
+    /// row already in the ledger (another broker's decision, or an earlier run's).
+    async fn claim_tick(&self, tick: &CronTick) -> Result<Option<CronTick>>;
     /// The newest ledger row of a schedule (only ones that started an
     /// invocation when `fired_only`).
     async fn last_tick(&self, schedule_id: &str, fired_only: bool) -> Result<Option<CronTick>>;

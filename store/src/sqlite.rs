@@ -32,6 +32,7 @@ mod q {
     pub const USAGE: &str = include_str!("../sql/usage.sql");
     pub const LIST_ATTEMPTS: &str = include_str!("../sql/list_attempts.sql");
     pub const CLAIM_TICK: &str = include_str!("../sql/claim_tick.sql");
+    pub const GET_TICK: &str = include_str!("../sql/get_tick.sql");
     pub const LAST_TICK: &str = include_str!("../sql/last_tick.sql");
     pub const LIST_TICKS: &str = include_str!("../sql/list_ticks.sql");
     pub const INSERT_SCHEDULE: &str = include_str!("../sql/insert_schedule.sql");
@@ -533,7 +534,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn claim_tick(&self, t: &CronTick) -> Result<bool> {
+    async fn claim_tick(&self, t: &CronTick) -> Result<Option<CronTick>> {
         let done = sqlx::query(q::CLAIM_TICK)
             .bind(&t.schedule_id)
             .bind(&t.function)
@@ -543,7 +544,15 @@ impl Store for SqliteStore {
             .bind(t.recorded_ms)
             .execute(&self.pool)
             .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() == 1 {
+            return Ok(None);
+        }
+        let row = sqlx::query(q::GET_TICK)
+            .bind(&t.schedule_id)
+            .bind(t.scheduled_ms)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Some(tick_from_row(&row)?))
     }
 
     async fn last_tick(&self, schedule_id: &str, fired_only: bool) -> Result<Option<CronTick>> {

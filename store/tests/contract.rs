@@ -233,24 +233,27 @@ async fn cron_ledger_contract(store: &dyn Store) {
         recorded_ms: ms + 1,
     };
     assert_eq!(store.last_tick("f:abc", false).await.unwrap(), None);
-    assert!(
+    assert_eq!(
         store
             .claim_tick(&tick(1000, TickOutcome::Fired, Some("i-1")))
             .await
-            .unwrap()
+            .unwrap(),
+        None
     );
-    assert!(
-        !store
+    assert_eq!(
+        store
             .claim_tick(&tick(1000, TickOutcome::SkippedOverlap, None))
             .await
             .unwrap(),
-        "decided once"
+        Some(tick(1000, TickOutcome::Fired, Some("i-1"))),
+        "decided once: the first decision is returned"
     );
-    assert!(
+    assert_eq!(
         store
             .claim_tick(&tick(2000, TickOutcome::MissedByPolicy, None))
             .await
-            .unwrap()
+            .unwrap(),
+        None
     );
     assert_eq!(
         store.last_tick("f:abc", false).await.unwrap().unwrap().scheduled_ms,

@@ -360,3 +360,43 @@ async fn schedules_created_paused_resumed_and_deleted_through_the_admin_api() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(count(db.clone()).await, at_delete, "a deleted schedule does not tick");
 }
+
+/// overlap = "queue": a tick held behind a slow run fires when it ends,
+/// however late — waiting ticks are neither skipped nor counted as missed.
+#[tokio::test]
+async fn overlap_queue_fires_every_tick_in_turn_never_concurrently() {
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    p.deploy(cron_function("queued-tick", "* * * * * *", "overlap = \"queue\"", 2.0).path());
+    let db = open_db(&p.db_path()).await;
+    // Each run takes 2 s for a 1 s period, so by the 6th tick the queue is
+    // more than the 3 s lateness tolerance behind.
+    eventually(Duration::from_secs(60), "6 queued ticks fired", || async {
+        (ledger(&db, "queued-tick").await.len() >= 6).then_some(())
+    })
+    .await;
+    let ticks = ledger(&db, "queued-tick").await;
+    assert!(
+        ticks.iter().all(|t| t.1 == "fired"),
+        "queued ticks are fired, not skipped or missed: {ticks:?}"
+    );
+    assert_contiguous(&ticks);
+    let lag: i64 =
+        sqlx::query_scalar("SELECT max(recorded_ms - scheduled_ms) FROM cron_ticks WHERE function = 'queued-tick'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert!(
+        lag > 3000,
+        "the queue fell behind past the tolerance ({lag} ms), so the test means something"
+    );
+    let runs =
+        sqlx::query("SELECT started_ms, ended_ms FROM attempts WHERE function = 'queued-tick' ORDER BY started_ms")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    for w in runs.windows(2) {
+        assert!(w[1].get::<i64, _>(0) >= w[0].get::<i64, _>(1), "runs overlapped");
+    }
+    println!("queued ticks: {}, max lateness {lag} ms", ticks.len());
+}

@@ -55,6 +55,9 @@ struct Entry {
     decided_until: DateTime<Utc>,
     /// The invocation of the newest tick that fired (for overlap).
     last_fired: Option<String>,
+    /// overlap = "queue": the first tick held back behind a running one.
+    /// Ticks from here on are waiting, not missed, however late they get.
+    queued_from: Option<DateTime<Utc>>,
 }
 
 /// A schedule's id: its function and a hash of what defines it, so a
@@ -129,6 +132,7 @@ impl Scheduler {
                         schedule,
                         decided_until: Utc.timestamp_millis_opt(from_ms).single().unwrap_or_else(Utc::now),
                         last_fired: fired.and_then(|t| t.invocation_id),
+                        queued_from: None,
                     },
                 );
             }
@@ -171,6 +175,7 @@ impl Scheduler {
                     schedule,
                     decided_until: Utc.timestamp_millis_opt(from_ms).single().unwrap_or_else(Utc::now),
                     last_fired: fired.and_then(|t| t.invocation_id),
+                    queued_from: None,
                 },
             );
         }
@@ -186,7 +191,10 @@ impl Scheduler {
         }
         let tolerance = chrono::Duration::milliseconds(self.opts.tolerance_ms as i64);
         let window = chrono::Duration::seconds(i64::from(entry.spec.catch_up_window_secs));
-        for (at, plan) in schedule::plan(&due, now, tolerance, entry.spec.catch_up, window) {
+        for (at, mut plan) in schedule::plan(&due, now, tolerance, entry.spec.catch_up, window) {
+            if entry.queued_from.is_some_and(|q| at >= q) {
+                plan = Plan::Fire;
+            }
             let record = |outcome, invocation_id: Option<String>| CronTick {
                 schedule_id: id.to_string(),
                 function: entry.function.clone(),
@@ -202,6 +210,7 @@ impl Scheduler {
             }
             if entry.spec.overlap != Overlap::Allow && self.still_running(entry.last_fired.as_deref()).await? {
                 if entry.spec.overlap == Overlap::Queue {
+                    entry.queued_from.get_or_insert(at);
                     return Ok(()); // this tick waits; look again on the next pass
                 }
                 self.claim(&record(TickOutcome::SkippedOverlap, None)).await?;
@@ -215,33 +224,43 @@ impl Scheduler {
             } else {
                 TickOutcome::Fired
             };
-            let tick = record(outcome, Some(invocation_id.clone()));
-            let claimed = self.claim(&tick).await?;
-            // Publish also when the tick was claimed before but its event
-            // never got out (a broker died in between): the message id
-            // makes a second publish harmless.
-            if claimed
-                || self
-                    .store
-                    .accepted(&invocation_id)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .is_none()
-            {
+            let (fired, publish) = match self.claim(&record(outcome, Some(invocation_id.clone()))).await? {
+                None => (Some(invocation_id.clone()), true),
+                // Decided before (another broker, or an earlier run of this
+                // one): that decision stands. If it fired but its event never
+                // got out (its broker died in between), publish it too — the
+                // message id makes a second publish harmless.
+                Some(earlier) => {
+                    let ours = earlier.invocation_id.as_deref() == Some(invocation_id.as_str());
+                    let lost = ours
+                        && self
+                            .store
+                            .accepted(&invocation_id)
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .is_none();
+                    (earlier.invocation_id, lost)
+                }
+            };
+            if publish {
                 self.fire(entry, &key, at, plan == Plan::CatchUp).await?;
             }
-            entry.last_fired = Some(invocation_id);
+            if fired.is_some() {
+                entry.last_fired = fired;
+            }
             entry.decided_until = at;
         }
+        entry.queued_from = None;
         Ok(())
     }
 
-    async fn claim(&self, tick: &CronTick) -> Result<bool, String> {
-        let claimed = self.store.claim_tick(tick).await.map_err(|e| e.to_string())?;
-        if claimed {
+    /// Record a tick's fate; the earlier decision if it already had one.
+    async fn claim(&self, tick: &CronTick) -> Result<Option<CronTick>, String> {
+        let earlier = self.store.claim_tick(tick).await.map_err(|e| e.to_string())?;
+        if earlier.is_none() {
             tracing::debug!(schedule = %tick.schedule_id, at = tick.scheduled_ms, outcome = tick.outcome.as_str(), "cron tick");
         }
-        Ok(claimed)
+        Ok(earlier)
     }
 
     async fn still_running(&self, invocation_id: Option<&str>) -> Result<bool, String> {
