@@ -134,11 +134,12 @@ impl Invoker {
         };
         // A key that already completed gets the stored result without
         // running — if it is the same event: another payload is a conflict.
-        let digest = stoke_core::package::digest(&req.payload);
-        if req.idempotency_key.is_some()
-            && let Some(done) = me.store.completion_by_key(&req.function, &key).await?
-        {
-            if done.payload_digest.as_ref().is_some_and(|d| *d != digest) {
+        // (Only events someone may repeat need the payload's digest.)
+        let keyed = req.idempotency_key.is_some();
+        let digest = (keyed || !req.wait).then(|| stoke_core::package::digest(&req.payload));
+        let conflicts = |stored: &Option<String>| keyed && stored.is_some() && *stored != digest;
+        if keyed && let Some(done) = me.store.completion_by_key(&req.function, &key).await? {
+            if conflicts(&done.payload_digest) {
                 return Err(InvokeError::KeyConflict(key));
             }
             return Ok(Invoked::Completed(completion_info(&done, None)));
@@ -146,8 +147,9 @@ impl Invoker {
         // Record caller-keyed events (and every async one) before publishing;
         // the first record of a key wins, so a concurrent reuse of the key
         // with another payload is refused here.
-        if req.idempotency_key.is_some() || !req.wait {
-            me.store
+        if let Some(digest) = &digest {
+            let first = me
+                .store
                 .record_accepted(&Accepted {
                     invocation_id: invocation_id.clone(),
                     function: req.function.clone(),
@@ -157,9 +159,9 @@ impl Invoker {
                     payload_digest: Some(digest.clone()),
                 })
                 .await?;
-            if req.idempotency_key.is_some()
-                && let Some(first) = me.store.accepted(&invocation_id).await?
-                && first.payload_digest.as_ref().is_some_and(|d| *d != digest)
+            if !first
+                && let Some(earlier) = me.store.accepted(&invocation_id).await?
+                && conflicts(&earlier.payload_digest)
             {
                 return Err(InvokeError::KeyConflict(key));
             }
@@ -176,29 +178,21 @@ impl Invoker {
         } else {
             None
         };
-
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(naming::headers::MSG_ID, key.as_str());
-        headers.insert(naming::headers::INVOCATION_ID, invocation_id.as_str());
-        headers.insert(naming::headers::IDEMPOTENCY_KEY, key.as_str());
-        headers.insert(naming::headers::TRIGGER, req.trigger);
-        headers.insert(
-            naming::headers::INVOCATION_TYPE,
-            if req.wait {
-                naming::REQUEST_RESPONSE
-            } else {
-                naming::EVENT
-            },
-        );
-        headers.insert(naming::headers::TRACE_ID, new_trace_id().as_str());
-        headers.insert(naming::headers::FUNCTION_VERSION, version.version.to_string().as_str());
-        let ack = me
-            .js
-            .publish_with_headers(naming::invoke_subject(&req.function), headers, req.payload)
-            .await
-            .map_err(|e| InvokeError::Unavailable(format!("nats publish: {e}")))?
-            .await
-            .map_err(|e| InvokeError::Unavailable(format!("nats publish ack: {e}")))?;
+        let ack = self
+            .publish(
+                &req.function,
+                EventHeaders {
+                    msg_id: &key,
+                    invocation_id: &invocation_id,
+                    key: &key,
+                    trigger: req.trigger,
+                    sync: req.wait,
+                    version: version.version,
+                    attempt_base: 0,
+                },
+                req.payload,
+            )
+            .await?;
         tracing::debug!(%invocation_id, function = %req.function, seq = ack.sequence, duplicate = ack.duplicate, "event queued");
 
         let Some(sub) = results.as_mut() else {
@@ -222,34 +216,71 @@ impl Invoker {
     /// is still inside the duplicate window) and the attempt count carries
     /// on from where it stopped.
     pub async fn redrive(&self, dead: &DeadLetter, version: u32) -> Result<(), InvokeError> {
-        let mut headers = async_nats::HeaderMap::new();
         let msg_id = format!("{}:redrive:{}", dead.idempotency_key, dead.redrive_count + 1);
-        headers.insert(naming::headers::MSG_ID, msg_id.as_str());
-        headers.insert(naming::headers::INVOCATION_ID, dead.invocation_id.as_str());
-        headers.insert(naming::headers::IDEMPOTENCY_KEY, dead.idempotency_key.as_str());
-        headers.insert(naming::headers::TRIGGER, dead.trigger.as_str());
-        headers.insert(naming::headers::INVOCATION_TYPE, naming::EVENT);
+        let headers = EventHeaders {
+            msg_id: &msg_id,
+            invocation_id: &dead.invocation_id,
+            key: &dead.idempotency_key,
+            trigger: &dead.trigger,
+            sync: false,
+            version,
+            attempt_base: dead.attempts,
+        };
+        self.publish(&dead.function, headers, dead.payload.clone().into())
+            .await?;
+        Ok(())
+    }
+
+    /// Publish an invocation event and wait for JetStream to store it.
+    async fn publish(
+        &self,
+        function: &str,
+        h: EventHeaders<'_>,
+        payload: Bytes,
+    ) -> Result<jetstream::publish::PublishAck, InvokeError> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(naming::headers::MSG_ID, h.msg_id);
+        headers.insert(naming::headers::INVOCATION_ID, h.invocation_id);
+        headers.insert(naming::headers::IDEMPOTENCY_KEY, h.key);
+        headers.insert(naming::headers::TRIGGER, h.trigger);
+        let kind = if h.sync {
+            naming::REQUEST_RESPONSE
+        } else {
+            naming::EVENT
+        };
+        headers.insert(naming::headers::INVOCATION_TYPE, kind);
         headers.insert(naming::headers::TRACE_ID, new_trace_id().as_str());
-        headers.insert(naming::headers::FUNCTION_VERSION, version.to_string().as_str());
-        headers.insert(naming::headers::ATTEMPT_BASE, dead.attempts.to_string().as_str());
+        headers.insert(naming::headers::FUNCTION_VERSION, h.version.to_string().as_str());
+        if h.attempt_base > 0 {
+            headers.insert(naming::headers::ATTEMPT_BASE, h.attempt_base.to_string().as_str());
+        }
         self.inner
             .js
-            .publish_with_headers(
-                naming::invoke_subject(&dead.function),
-                headers,
-                dead.payload.clone().into(),
-            )
+            .publish_with_headers(naming::invoke_subject(function), headers, payload)
             .await
             .map_err(|e| InvokeError::Unavailable(format!("nats publish: {e}")))?
             .await
-            .map_err(|e| InvokeError::Unavailable(format!("nats publish ack: {e}")))?;
-        Ok(())
+            .map_err(|e| InvokeError::Unavailable(format!("nats publish ack: {e}")))
     }
 
     /// Status and result of an invocation, or None if the id is unknown.
     pub async fn status(&self, invocation_id: &str) -> Result<Option<InvocationInfo>, InvokeError> {
         Ok(self.inner.store.invocation(invocation_id).await?.map(|v| view_info(&v)))
     }
+}
+
+/// The headers of one invocation event (see `naming::headers`).
+struct EventHeaders<'a> {
+    /// `Nats-Msg-Id`: JetStream drops a repeat within the duplicate window.
+    msg_id: &'a str,
+    invocation_id: &'a str,
+    key: &'a str,
+    trigger: &'a str,
+    /// A caller waits (RequestResponse: not retried) or not (Event).
+    sync: bool,
+    version: u32,
+    /// Attempts made before this message (a redriven dead letter).
+    attempt_base: u32,
 }
 
 /// Keys travel as NATS header values and become part of the completion key.

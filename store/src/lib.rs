@@ -72,8 +72,9 @@ pub trait Store: Send + Sync + 'static {
     async fn get_version(&self, function: &str, version: u32) -> Result<Option<FunctionVersion>>;
     async fn list_functions(&self) -> Result<Vec<FunctionVersion>>;
 
-    /// Note an accepted event (idempotent: the first record stays).
-    async fn record_accepted(&self, accepted: &Accepted) -> Result<()>;
+    /// Note an accepted event. The first record of an invocation stays:
+    /// returns false (writing nothing) if there already was one.
+    async fn record_accepted(&self, accepted: &Accepted) -> Result<bool>;
     async fn accepted(&self, invocation_id: &str) -> Result<Option<Accepted>>;
     /// Meter an attempt that did not end the invocation (idempotent per
     /// invocation and attempt number).

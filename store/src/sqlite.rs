@@ -285,8 +285,8 @@ impl Store for SqliteStore {
         rows.iter().map(version_from_row).collect()
     }
 
-    async fn record_accepted(&self, a: &Accepted) -> Result<()> {
-        sqlx::query(q::INSERT_INVOCATION)
+    async fn record_accepted(&self, a: &Accepted) -> Result<bool> {
+        let done = sqlx::query(q::INSERT_INVOCATION)
             .bind(&a.invocation_id)
             .bind(&a.function)
             .bind(&a.idempotency_key)
@@ -295,7 +295,7 @@ impl Store for SqliteStore {
             .bind(a.payload_digest.as_deref())
             .execute(&self.pool)
             .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     async fn accepted(&self, id: &str) -> Result<Option<Accepted>> {

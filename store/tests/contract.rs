@@ -86,8 +86,11 @@ async fn contract(store: &dyn Store) {
         created_ms: 1000,
         payload_digest: Some(digest.into()),
     };
-    store.record_accepted(&accepted("d-1")).await.unwrap();
-    store.record_accepted(&accepted("d-other")).await.unwrap();
+    assert!(store.record_accepted(&accepted("d-1")).await.unwrap());
+    assert!(
+        !store.record_accepted(&accepted("d-other")).await.unwrap(),
+        "already recorded"
+    );
     assert_eq!(
         store.accepted("i1").await.unwrap(),
         Some(accepted("d-1")),
