@@ -16,7 +16,8 @@ use prost::Message as _;
 use stoke_core::{Manifest, Retryable, naming};
 use stoke_proto::{FunctionSpec, Invocation, InvocationResult, Outcome};
 use stoke_store::{
-    AttemptOutcome, AttemptRecord, Completion, CompletionWrite, DeadLetter, DeadReason, ErrorRecord, Status, StoreError,
+    AttemptOutcome, AttemptRecord, Completion, CompletionWrite, DeadLetter, DeadReason, ErrorRecord, Status, Store,
+    StoreError,
 };
 
 use crate::policy::{self, Decision};
@@ -163,35 +164,21 @@ pub(crate) async fn handle(ctx: &Ctx, source: &Source, msg: jetstream::Message) 
     let span = tracing::info_span!("invocation", id = %env.invocation_id, %function, attempt = env.attempt);
     let store = &ctx.shared.store;
 
-    // A key that already completed (a redelivery after a lost ack, or a
-    // duplicate beyond the dedupe window) is answered from the store.
-    match store.completion_by_key(function, &env.key).await {
-        Ok(Some(done)) => {
+    match already_ended(store.as_ref(), function, &env).await {
+        Ok(None) => {}
+        Ok(Some(Ended::Completed(done))) => {
             announce(ctx, &env.invocation_id, &done).await;
             ack(&msg, AckKind::Ack).await;
             return;
         }
-        Ok(None) => {}
+        Ok(Some(Ended::DeadLettered)) => {
+            ack(&msg, AckKind::Term).await;
+            return;
+        }
         Err(e) => {
             tracing::warn!(parent: &span, error = %e, "store unavailable; releasing event");
             ack(&msg, AckKind::Nak(Some(RELEASE_DELAY))).await;
             return;
-        }
-    }
-
-    // A redelivery of an event already dead-lettered (its TERM was lost).
-    if env.redelivered {
-        match store.dead_letter(&env.invocation_id).await {
-            Ok(Some(d)) if d.redriven_ms.is_none() => {
-                ack(&msg, AckKind::Term).await;
-                return;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(parent: &span, error = %e, "store unavailable; releasing event");
-                ack(&msg, AckKind::Nak(Some(RELEASE_DELAY))).await;
-                return;
-            }
         }
     }
 
@@ -311,6 +298,29 @@ pub(crate) async fn handle(ctx: &Ctx, source: &Source, msg: jetstream::Message) 
     let result_body = (status == Status::Succeeded).then(|| result.payload.clone());
     let completion = completion(&env, function, loaded.spec.version, status, result_body, error);
     finish(ctx, &msg, &env, Some(&record), completion).await;
+}
+
+/// How an event already ended, when it is delivered again.
+enum Ended {
+    Completed(Box<Completion>),
+    DeadLettered,
+}
+
+/// A key that already completed (a redelivery after a lost ack, or a
+/// duplicate past the dedupe window) is answered from the store; a
+/// redelivery of an event already dead-lettered (its TERM was lost) is
+/// TERMed again. Neither runs twice.
+async fn already_ended(store: &dyn Store, function: &str, env: &Envelope) -> Result<Option<Ended>, StoreError> {
+    if let Some(done) = store.completion_by_key(function, &env.key).await? {
+        return Ok(Some(Ended::Completed(Box::new(done))));
+    }
+    if env.redelivered
+        && let Some(dead) = store.dead_letter(&env.invocation_id).await?
+        && dead.redriven_ms.is_none()
+    {
+        return Ok(Some(Ended::DeadLettered));
+    }
+    Ok(None)
 }
 
 /// Write the completion (with its attempt), announce it, ack. If the store
@@ -449,6 +459,15 @@ async fn load(ctx: &Ctx, function: &str, version: Option<u32>) -> Result<Option<
         None => store.current_version(function).await?,
     };
     let Some(fv) = fv else { return Ok(None) };
+    // The current version (subject events name none) is usually cached too.
+    if let Some(l) = ctx
+        .specs
+        .lock()
+        .expect("not poisoned")
+        .get(&(fv.function.clone(), fv.version))
+    {
+        return Ok(Some(l.clone()));
+    }
     let manifest = match Manifest::parse(&fv.manifest) {
         Ok(m) => m,
         Err(e) => {
@@ -474,34 +493,56 @@ async fn load(ctx: &Ctx, function: &str, version: Option<u32>) -> Result<Option<
     Ok(Some(loaded))
 }
 
+impl Envelope {
+    /// An attempt row of this event, not yet metered.
+    fn attempt(&self, function: &str, version: u32, memory_mb: u32, outcome: AttemptOutcome) -> AttemptRecord {
+        let now = stoke_core::now_ms();
+        AttemptRecord {
+            invocation_id: self.invocation_id.clone(),
+            function: function.to_string(),
+            version,
+            idempotency_key: self.key.clone(),
+            attempt: self.attempt,
+            epoch: 0,
+            trigger: self.trigger.clone(),
+            worker: String::new(),
+            started_ms: now,
+            ended_ms: now,
+            duration_us: 0,
+            memory_mb,
+            max_memory_used_kb: 0,
+            cold: false,
+            init_duration_us: 0,
+            outcome,
+            error_type: None,
+            error_message: None,
+        }
+    }
+}
+
+/// The attempt a worker ran and reported.
 fn attempt_record(env: &Envelope, loaded: &Loaded, r: &InvocationResult, outcome: Outcome) -> AttemptRecord {
     let m = r.metering.clone().unwrap_or_default();
+    let outcome = match outcome {
+        Outcome::Success => AttemptOutcome::Success,
+        Outcome::FunctionError => AttemptOutcome::FunctionError,
+        Outcome::Crashed => AttemptOutcome::Crashed,
+        Outcome::Timeout => AttemptOutcome::Timeout,
+        Outcome::InitError => AttemptOutcome::InitError,
+        Outcome::PlatformError | Outcome::Unspecified => AttemptOutcome::PlatformError,
+    };
     AttemptRecord {
-        invocation_id: env.invocation_id.clone(),
-        function: loaded.spec.name.clone(),
-        version: loaded.spec.version,
-        idempotency_key: env.key.clone(),
-        attempt: env.attempt,
         epoch: r.epoch,
-        trigger: env.trigger.clone(),
         worker: m.worker_id,
         started_ms: m.started_unix_ms,
         ended_ms: m.ended_unix_ms,
         duration_us: m.duration_us,
-        memory_mb: loaded.spec.memory_mb,
         max_memory_used_kb: m.max_memory_used_kb,
         cold: m.cold,
         init_duration_us: m.init_duration_us,
-        outcome: match outcome {
-            Outcome::Success => AttemptOutcome::Success,
-            Outcome::FunctionError => AttemptOutcome::FunctionError,
-            Outcome::Crashed => AttemptOutcome::Crashed,
-            Outcome::Timeout => AttemptOutcome::Timeout,
-            Outcome::InitError => AttemptOutcome::InitError,
-            Outcome::PlatformError | Outcome::Unspecified => AttemptOutcome::PlatformError,
-        },
         error_type: r.error.as_ref().map(|e| e.error_type.clone()),
         error_message: r.error.as_ref().map(|e| e.error_message.clone()),
+        ..env.attempt(&loaded.spec.name, loaded.spec.version, loaded.spec.memory_mb, outcome)
     }
 }
 
@@ -513,51 +554,24 @@ fn lost_attempt(
     (started_ms, started): (i64, std::time::Instant),
     error: &DispatchError,
 ) -> AttemptRecord {
+    let spec = &loaded.spec;
     AttemptRecord {
-        invocation_id: env.invocation_id.clone(),
-        function: loaded.spec.name.clone(),
-        version: loaded.spec.version,
-        idempotency_key: env.key.clone(),
-        attempt: env.attempt,
-        epoch: 0,
-        trigger: env.trigger.clone(),
         worker: worker.to_string(),
         started_ms,
-        ended_ms: stoke_core::now_ms(),
         duration_us: started.elapsed().as_micros() as u64,
-        memory_mb: loaded.spec.memory_mb,
-        max_memory_used_kb: 0,
-        cold: false,
-        init_duration_us: 0,
-        outcome: AttemptOutcome::PlatformError,
         error_type: Some("Stoke.WorkerLost".into()),
         error_message: Some(error.to_string()),
+        ..env.attempt(&spec.name, spec.version, spec.memory_mb, AttemptOutcome::PlatformError)
     }
 }
 
 /// An event that never reached a worker still gets its one final record;
 /// its attempt row is a zero-duration platform error (billed at the minimum).
 fn placeholder_attempt(env: &Envelope, c: &Completion) -> AttemptRecord {
-    let now = stoke_core::now_ms();
     AttemptRecord {
-        invocation_id: env.invocation_id.clone(),
-        function: c.function.clone(),
-        version: c.version,
-        idempotency_key: env.key.clone(),
-        attempt: env.attempt,
-        epoch: 0,
-        trigger: env.trigger.clone(),
-        worker: String::new(),
-        started_ms: now,
-        ended_ms: now,
-        duration_us: 0,
-        memory_mb: 0,
-        max_memory_used_kb: 0,
-        cold: false,
-        init_duration_us: 0,
-        outcome: AttemptOutcome::PlatformError,
         error_type: c.error.as_ref().map(|e| e.error_type.clone()),
         error_message: c.error.as_ref().map(|e| e.error_message.clone()),
+        ..env.attempt(&c.function, c.version, 0, AttemptOutcome::PlatformError)
     }
 }
 
