@@ -92,6 +92,24 @@ pub async fn ensure_event_stream(
     }
 }
 
+/// Lease on a delivered message; the dispatcher renews it with in-progress
+/// acks while the function runs.
+pub const ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// The durable pull consumer of one function's invocation subject, shared
+/// by every dispatcher; `concurrency` bounds its unacked messages.
+pub fn invoke_consumer_config(function: &str, concurrency: u32) -> jetstream::consumer::pull::Config {
+    jetstream::consumer::pull::Config {
+        durable_name: Some(naming::invoke_consumer(function)),
+        filter_subject: naming::invoke_subject(function),
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: ACK_WAIT,
+        max_deliver: -1,
+        max_ack_pending: i64::from(concurrency.max(1)),
+        ..Default::default()
+    }
+}
+
 /// The durable pull consumer of one subscription. Created with
 /// DeliverPolicy::New: the subscription gets every message published after
 /// it exists (i.e. after the deploy returns), not the stream's history.
@@ -105,7 +123,7 @@ pub fn subscription_consumer_config(
         filter_subject: subject.to_string(),
         deliver_policy: jetstream::consumer::DeliverPolicy::New,
         ack_policy: jetstream::consumer::AckPolicy::Explicit,
-        ack_wait: Duration::from_secs(30),
+        ack_wait: ACK_WAIT,
         max_deliver: -1,
         max_ack_pending: i64::from(concurrency.max(1)),
         ..Default::default()

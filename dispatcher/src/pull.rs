@@ -22,9 +22,6 @@ use tokio_util::task::TaskTracker;
 use crate::handle::Loaded;
 use crate::workers::Registry;
 
-/// Lease on a message between in-progress acks.
-pub(crate) const ACK_WAIT: Duration = Duration::from_secs(30);
-
 pub(crate) struct Shared {
     pub nats: async_nats::Client,
     pub js: jetstream::Context,
@@ -194,15 +191,9 @@ impl Source {
 
     fn config(&self) -> pull::Config {
         match self {
-            Source::Invoke { function, .. } => pull::Config {
-                durable_name: Some(self.durable()),
-                filter_subject: naming::invoke_subject(function),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: ACK_WAIT,
-                max_deliver: -1,
-                max_ack_pending: i64::from(self.concurrency()),
-                ..Default::default()
-            },
+            Source::Invoke { function, .. } => {
+                stoke_broker::streams::invoke_consumer_config(function, self.concurrency())
+            }
             Source::Subscription { function, subject, .. } => {
                 stoke_broker::streams::subscription_consumer_config(function, subject, self.concurrency())
             }
