@@ -58,6 +58,37 @@ where
     }
 }
 
+/// Wait until the HTTP gateway at `http` (host:port) answers /healthz.
+pub async fn wait_gateway(http: &str) {
+    let client = reqwest::Client::new();
+    let url = format!("http://{http}/healthz");
+    eventually(Duration::from_secs(30), "the gateway to answer", || async {
+        client
+            .get(&url)
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+            .map(|_| ())
+    })
+    .await;
+}
+
+/// Open a SQLite store file read-only, for asserting on its rows.
+pub async fn open_db(path: &Path) -> sqlx::SqlitePool {
+    sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", path.display()))
+        .await
+        .expect("open sqlite")
+}
+
+/// `SELECT count(*) ...` (or any single integer).
+pub async fn count(db: &sqlx::SqlitePool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(db)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
 fn kill(child: &mut Child, signal: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal);
 }
@@ -278,8 +309,7 @@ impl Platform {
 
     /// Open the platform's SQLite store read-only, for asserting on rows.
     pub async fn db(&self) -> sqlx::SqlitePool {
-        let url = format!("sqlite://{}?mode=ro", self.db_path().display());
-        sqlx::SqlitePool::connect(&url).await.expect("open sqlite")
+        open_db(&self.db_path()).await
     }
 }
 
@@ -377,17 +407,7 @@ impl Cluster {
             let w = c.spawn_worker(i);
             c.workers.push(Some(w));
         }
-        let client = reqwest::Client::new();
-        let http = c.http.clone();
-        eventually(Duration::from_secs(30), "gateway to answer", || async {
-            client
-                .get(format!("http://{http}/healthz"))
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-        })
-        .await;
+        wait_gateway(&c.http).await;
         c
     }
 

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use sqlx::Row as _;
-use stoke_tests::{Cluster, Nats, Platform, built_binary, eventually, free_port, workspace_root};
+use stoke_tests::{Cluster, Nats, Platform, built_binary, eventually, free_port, open_db, workspace_root};
 
 /// A function that returns its event, on a cron schedule.
 fn cron_function(name: &str, cron: &str, extra: &str, sleep_secs: f64) -> tempfile::TempDir {
@@ -41,12 +41,6 @@ async fn ledger(db: &sqlx::SqlitePool, function: &str) -> Vec<(i64, String)> {
         .iter()
         .map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1)))
         .collect()
-}
-
-async fn open_db(path: &std::path::Path) -> sqlx::SqlitePool {
-    sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", path.display()))
-        .await
-        .unwrap()
 }
 
 /// Every second between the first and last tick is in the ledger once.

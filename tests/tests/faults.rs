@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 
-use stoke_tests::{Cluster, Nats, copy_function, eventually, workspace_root};
+use stoke_tests::{Cluster, Nats, copy_function, count, eventually, workspace_root};
 
 #[tokio::test]
 async fn killing_workers_loses_nothing_and_completes_each_key_once() {
@@ -54,16 +54,11 @@ async fn killing_workers_loses_nothing_and_completes_each_key_once() {
     );
 
     // Kill a worker every 500 ms while the backlog drains.
-    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", c.db_path().display()))
-        .await
-        .unwrap();
+    let db = stoke_tests::open_db(&c.db_path()).await;
     let mut kills = 0;
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM completions")
-            .fetch_one(&db)
-            .await
-            .unwrap();
+        let done = count(&db, "SELECT count(*) FROM completions").await;
         if done as usize >= EVENTS {
             break;
         }
@@ -76,34 +71,18 @@ async fn killing_workers_loses_nothing_and_completes_each_key_once() {
     }
     let drained = started.elapsed();
 
-    let completions: i64 = sqlx::query_scalar("SELECT count(*) FROM completions")
-        .fetch_one(&db)
-        .await
-        .unwrap();
-    let keys: i64 = sqlx::query_scalar("SELECT count(DISTINCT idempotency_key) FROM completions")
-        .fetch_one(&db)
-        .await
-        .unwrap();
-    let succeeded: i64 = sqlx::query_scalar("SELECT count(*) FROM completions WHERE status = 'succeeded'")
-        .fetch_one(&db)
-        .await
-        .unwrap();
-    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts")
-        .fetch_one(&db)
-        .await
-        .unwrap();
-    let lost_attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts WHERE outcome = 'platform_error'")
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let completions = count(&db, "SELECT count(*) FROM completions").await;
+    let keys = count(&db, "SELECT count(DISTINCT idempotency_key) FROM completions").await;
+    let succeeded = count(&db, "SELECT count(*) FROM completions WHERE status = 'succeeded'").await;
+    let attempts = count(&db, "SELECT count(*) FROM attempts").await;
+    let lost_attempts = count(&db, "SELECT count(*) FROM attempts WHERE outcome = 'platform_error'").await;
     // Every completion has its successful, metered attempt.
-    let unmetered: i64 = sqlx::query_scalar(
+    let unmetered = count(
+        &db,
         "SELECT count(*) FROM completions c WHERE NOT EXISTS \
          (SELECT 1 FROM attempts a WHERE a.invocation_id = c.invocation_id AND a.outcome = 'success')",
     )
-    .fetch_one(&db)
-    .await
-    .unwrap();
+    .await;
     println!(
         "events {EVENTS}, worker kills {kills}, completions {completions}, distinct keys {keys}, \
          lost {}, duplicates {}, attempts {attempts} (of which lost with a worker {lost_attempts}), \
@@ -192,14 +171,8 @@ async fn a_locked_store_means_503_then_full_recovery() {
     })
     .await;
     let pool = p.db().await;
-    let patient: i64 = sqlx::query_scalar("SELECT count(*) FROM completions WHERE result LIKE '%patient%'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    let refused: i64 = sqlx::query_scalar("SELECT count(*) FROM completions WHERE result LIKE '%refused%'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let patient = count(&pool, "SELECT count(*) FROM completions WHERE result LIKE '%patient%'").await;
+    let refused = count(&pool, "SELECT count(*) FROM completions WHERE result LIKE '%refused%'").await;
     println!("store locked 8 s: sync answer after {waited:?}; completions patient={patient} refused={refused}");
     assert_eq!((patient, refused), (1, 0));
 }
@@ -224,15 +197,8 @@ async fn killing_dispatcher_nats_and_broker_loses_nothing() {
     let accepted = accept(&c.http, 0..EVENTS).await;
     assert_eq!(accepted, EVENTS);
 
-    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", c.db_path().display()))
-        .await
-        .unwrap();
-    let done = |db: sqlx::SqlitePool| async move {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM completions")
-            .fetch_one(&db)
-            .await
-            .unwrap()
-    };
+    let db = stoke_tests::open_db(&c.db_path()).await;
+    let done = |db: sqlx::SqlitePool| async move { count(&db, "SELECT count(*) FROM completions").await };
     // Dispatcher: SIGKILL mid-drain, restart on the same address.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = done(db.clone()).await;
@@ -249,16 +215,7 @@ async fn killing_dispatcher_nats_and_broker_loses_nothing() {
     let _ = b.wait();
     c.broker = Some(c.spawn(&["broker", "--http", &c.http.clone()], "broker"));
     let http = c.http.clone();
-    let client = reqwest::Client::new();
-    eventually(Duration::from_secs(30), "restarted gateway to answer", || async {
-        client
-            .get(format!("http://{http}/healthz"))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-    })
-    .await;
+    stoke_tests::wait_gateway(&http).await;
     let more = eventually(Duration::from_secs(30), "the restarted broker to accept", || async {
         let n = accept(&http, EVENTS..EVENTS + 100).await;
         (n == 100).then_some(n)
@@ -271,15 +228,9 @@ async fn killing_dispatcher_nats_and_broker_loses_nothing() {
     })
     .await;
     let drained = started.elapsed();
-    let keys: i64 = sqlx::query_scalar("SELECT count(DISTINCT idempotency_key) FROM completions")
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let keys = count(&db, "SELECT count(DISTINCT idempotency_key) FROM completions").await;
     let completions = done(db.clone()).await;
-    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts")
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let attempts = count(&db, "SELECT count(*) FROM attempts").await;
     println!(
         "events {total}, completed before the dispatcher kill {before}, completions {completions}, \
          distinct keys {keys}, lost {}, duplicates {}, attempts {attempts}, drained in {drained:?}",
@@ -360,9 +311,7 @@ async fn a_paused_worker_is_superseded_and_its_run_discarded() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
     let stopped_at = Instant::now();
 
-    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", c.db_path().display()))
-        .await
-        .unwrap();
+    let db = stoke_tests::open_db(&c.db_path()).await;
     let done = eventually(
         Duration::from_secs(60),
         "the event to complete on the other worker",

@@ -25,15 +25,7 @@ async fn up_runs_its_own_nats_server_and_stops_it_on_sigint() {
         .spawn()
         .unwrap();
     let client = reqwest::Client::new();
-    eventually(Duration::from_secs(30), "gateway to answer", || async {
-        client
-            .get(format!("http://{http}/healthz"))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-    })
-    .await;
+    stoke_tests::wait_gateway(&http).await;
     // The JetStream store lives under the data dir.
     assert!(data.path().join("rel-data/nats/jetstream").is_dir());
     let nats_pid = find_child_nats_server(child.id()).expect("a nats-server child of stoke");
@@ -114,16 +106,7 @@ async fn up_stops_with_an_error_when_its_nats_server_dies() {
         .stderr(std::fs::File::create(&err_file).unwrap())
         .spawn()
         .unwrap();
-    let client = reqwest::Client::new();
-    eventually(Duration::from_secs(30), "gateway to answer", || async {
-        client
-            .get(format!("http://{http}/healthz"))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-    })
-    .await;
+    stoke_tests::wait_gateway(&http).await;
     let nats_pid = find_child_nats_server(child.id()).expect("a nats-server child of stoke");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(nats_pid as i32),
@@ -191,15 +174,7 @@ async fn separate_roles_serve_the_same_path() {
         spawn(&["worker", "--dispatcher", &format!("http://{admin}")], "worker"),
     ]);
     let client = reqwest::Client::new();
-    eventually(Duration::from_secs(30), "gateway to answer", || async {
-        client
-            .get(format!("http://{http}/healthz"))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-    })
-    .await;
+    stoke_tests::wait_gateway(&http).await;
     let deploy = eventually(Duration::from_secs(30), "deploy through the dispatcher", || async {
         let out = Command::new(built_binary("stoke"))
             .arg("deploy")
