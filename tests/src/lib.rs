@@ -260,6 +260,24 @@ impl Platform {
             .expect("run stoke")
     }
 
+    /// A CLI verb that must succeed; its stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "stoke {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A CLI verb that must fail; its stderr.
+    pub fn cli_err(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(!out.status.success(), "stoke {args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     /// `stoke deploy DIR`, asserting success.
     pub fn deploy(&self, dir: &Path) {
         let out = self.cli(&["deploy", dir.to_str().expect("utf-8 path")]);
@@ -364,6 +382,15 @@ pub fn copy_function(src: &Path) -> tempfile::TempDir {
         .expect("cp");
     assert!(status.success());
     dst
+}
+
+/// examples/hello-python in a temp dir with `extra` manifest lines first
+/// (e.g. `max_attempts = 2`).
+pub fn hello_with(extra: &str) -> tempfile::TempDir {
+    let f = copy_function(&workspace_root().join("examples/hello-python"));
+    let manifest = std::fs::read_to_string(f.path().join("stoke.toml")).expect("example manifest");
+    std::fs::write(f.path().join("stoke.toml"), format!("{extra}\n{manifest}")).expect("write manifest");
+    f
 }
 
 /// Is a process alive?

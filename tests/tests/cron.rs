@@ -228,20 +228,7 @@ async fn schedules_created_paused_resumed_and_deleted_through_the_admin_api() {
     let nats = Nats::start().await.unwrap();
     let p = Platform::start(&nats).await.unwrap();
     p.deploy(&workspace_root().join("examples/hello-python"));
-    let ok = |args: &[&str]| {
-        let out = p.cli(args);
-        assert!(
-            out.status.success(),
-            "stoke {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let err = |args: &[&str]| {
-        let out = p.cli(args);
-        assert!(!out.status.success(), "stoke {args:?} should fail");
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
+    let (ok, err) = (|a: &[&str]| p.cli_ok(a), |a: &[&str]| p.cli_err(a));
     // Refusals name what is wrong.
     assert!(err(&["cron", "create", "s1", "--function", "nope", "--cron", "* * * * * *"]).contains("not found"));
     assert!(err(&["cron", "create", "s1", "--function", "hello", "--cron", "61 * * * * *"]).contains("`cron`"));

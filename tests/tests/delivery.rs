@@ -3,15 +3,7 @@
 
 use std::time::Duration;
 
-use stoke_tests::{Nats, Platform, copy_function, eventually, workspace_root};
-
-/// hello-python with extra manifest lines.
-fn hello_with(extra: &str) -> tempfile::TempDir {
-    let f = copy_function(&workspace_root().join("examples/hello-python"));
-    let manifest = std::fs::read_to_string(f.path().join("stoke.toml")).unwrap();
-    std::fs::write(f.path().join("stoke.toml"), format!("{extra}\n{manifest}")).unwrap();
-    f
-}
+use stoke_tests::{Nats, Platform, eventually, hello_with, workspace_root};
 
 async fn send_async(p: &Platform, body: &str, key: Option<&str>) -> String {
     let mut headers = vec![("Prefer", "respond-async")];
@@ -29,16 +21,6 @@ async fn wait_status(p: &Platform, id: &str, status: &str) -> serde_json::Value 
         (s["status"] == status).then_some(s)
     })
     .await
-}
-
-fn cli_ok(p: &Platform, args: &[&str]) -> String {
-    let out = p.cli(args);
-    assert!(
-        out.status.success(),
-        "stoke {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The invocation stream drains to empty (the TERM or ack follows the
@@ -78,12 +60,12 @@ async fn poison_event_is_dead_lettered_others_flow_and_redrive_to_a_fix_complete
     assert_eq!(dead["attempts"], 3, "{dead}");
     assert_eq!(dead["error"]["errorType"], "ValueError", "{dead}");
 
-    let list = cli_ok(&p, &["dlq", "list"]);
+    let list = p.cli_ok(&["dlq", "list"]);
     assert!(
         list.contains(&poison) && list.contains("max_attempts") && list.contains("ValueError: poison"),
         "{list}"
     );
-    let show = cli_ok(&p, &["dlq", "show", &poison]);
+    let show = p.cli_ok(&["dlq", "show", &poison]);
     assert!(
         show.contains("poison-1") && show.contains(r#"{"fail":"poison"}"#),
         "{show}"
@@ -104,7 +86,7 @@ async fn poison_event_is_dead_lettered_others_flow_and_redrive_to_a_fix_complete
     .unwrap();
     p.deploy(f.path());
 
-    let dry = cli_ok(&p, &["dlq", "redrive", &poison, "--version", "2", "--dry-run"]);
+    let dry = p.cli_ok(&["dlq", "redrive", &poison, "--version", "2", "--dry-run"]);
     assert_eq!(dry.trim(), poison);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
@@ -117,10 +99,7 @@ async fn poison_event_is_dead_lettered_others_flow_and_redrive_to_a_fix_complete
     assert!(!out.status.success(), "unknown target version refused");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no version 9"));
 
-    assert_eq!(
-        cli_ok(&p, &["dlq", "redrive", &poison, "--version", "2"]).trim(),
-        poison
-    );
+    assert_eq!(p.cli_ok(&["dlq", "redrive", &poison, "--version", "2"]).trim(), poison);
     let done = wait_status(&p, &poison, "succeeded").await;
     assert_eq!(done["version"], 2);
     assert_eq!(done["idempotencyKey"], "poison-1", "completed with its original key");
@@ -136,8 +115,8 @@ async fn poison_event_is_dead_lettered_others_flow_and_redrive_to_a_fix_complete
         !again.status.success(),
         "a redriven dead letter cannot be redriven twice"
     );
-    assert!(cli_ok(&p, &["dlq", "list"]).contains("no dead letters"));
-    let all = cli_ok(&p, &["dlq", "list", "--all"]);
+    assert!(p.cli_ok(&["dlq", "list"]).contains("no dead letters"));
+    let all = p.cli_ok(&["dlq", "list", "--all"]);
     assert!(all.contains("(redriven)"), "{all}");
     wait_stream_empty(&nats).await;
 }
@@ -151,7 +130,7 @@ async fn terminal_error_is_dead_lettered_without_retries() {
     let dead = wait_status(&p, &id, "dead_lettered").await;
     assert_eq!(dead["attempts"], 1, "{dead}");
     assert_eq!(dead["error"]["errorType"], "TerminalError");
-    assert!(cli_ok(&p, &["dlq", "list"]).contains("terminal_error"));
+    assert!(p.cli_ok(&["dlq", "list"]).contains("terminal_error"));
     wait_stream_empty(&nats).await;
 }
 

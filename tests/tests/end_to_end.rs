@@ -239,10 +239,7 @@ async fn timeout_is_504() {
 #[tokio::test]
 async fn async_function_error_is_retried_up_to_max_attempts_then_dead_lettered() {
     let (_nats, p) = up().await;
-    let f = copy_function(&example("hello-python"));
-    let manifest = std::fs::read_to_string(f.path().join("stoke.toml")).unwrap();
-    std::fs::write(f.path().join("stoke.toml"), format!("max_attempts = 2\n{manifest}")).unwrap();
-    p.deploy(f.path());
+    p.deploy(stoke_tests::hello_with("max_attempts = 2").path());
     let r = p
         .post_with("hello", r#"{"fail":"again"}"#, &[("Prefer", "respond-async")])
         .await;

@@ -8,21 +8,15 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 
-use stoke_tests::{Cluster, Nats, copy_function, count, eventually, workspace_root};
+use stoke_tests::{Cluster, Nats, count, eventually, hello_with, workspace_root};
 
 #[tokio::test]
 async fn killing_workers_loses_nothing_and_completes_each_key_once() {
     const EVENTS: usize = 3000;
     let nats = Nats::start().await.unwrap();
     let mut c = Cluster::start(&nats, 2).await;
-    let f = copy_function(&workspace_root().join("examples/hello-python"));
-    let manifest = std::fs::read_to_string(f.path().join("stoke.toml")).unwrap();
     // Enough attempts that repeated kills never exhaust an event.
-    std::fs::write(
-        f.path().join("stoke.toml"),
-        format!("concurrency = 16\nmax_attempts = 50\n{manifest}"),
-    )
-    .unwrap();
+    let f = hello_with("concurrency = 16\nmax_attempts = 50");
     c.deploy(f.path());
 
     // Accept every event first (each accepted = durable in JetStream).
@@ -185,13 +179,7 @@ async fn killing_dispatcher_nats_and_broker_loses_nothing() {
     const EVENTS: usize = 1000;
     let mut nats = Nats::start().await.unwrap();
     let mut c = Cluster::start(&nats, 2).await;
-    let f = copy_function(&workspace_root().join("examples/hello-python"));
-    let manifest = std::fs::read_to_string(f.path().join("stoke.toml")).unwrap();
-    std::fs::write(
-        f.path().join("stoke.toml"),
-        format!("concurrency = 16\nmax_attempts = 50\n{manifest}"),
-    )
-    .unwrap();
+    let f = hello_with("concurrency = 16\nmax_attempts = 50");
     c.deploy(f.path());
     let started = Instant::now();
     let accepted = accept(&c.http, 0..EVENTS).await;
