@@ -7,23 +7,46 @@ use std::time::Duration;
 
 use stoke_tests::{alive, built_binary, eventually, free_port};
 
+/// `stoke up` with its own nats-server on a free port, run in `data`
+/// (`--data-dir data_dir`, relative to it), stderr to `data/up.err`.
+struct Up {
+    child: std::process::Child,
+    http: String,
+    admin: String,
+    err_file: std::path::PathBuf,
+}
+
+fn spawn_up(data: &std::path::Path, data_dir: &str, nats_bin: &str) -> Up {
+    let (http, admin) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let err_file = data.join("up.err");
+    let child = Command::new(built_binary("stoke"))
+        .args(["up", "--http", &http, "--admin", &admin, "--data-dir", data_dir])
+        .current_dir(data)
+        .env("STOKE_NATS_SERVER__PORT", "0")
+        .env("STOKE_NATS_SERVER__BIN", nats_bin)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err_file).unwrap())
+        .spawn()
+        .unwrap();
+    Up {
+        child,
+        http,
+        admin,
+        err_file,
+    }
+}
+
 #[tokio::test]
 async fn up_runs_its_own_nats_server_and_stops_it_on_sigint() {
     let data = tempfile::tempdir().unwrap();
-    let http = format!("127.0.0.1:{}", free_port());
-    let admin = format!("127.0.0.1:{}", free_port());
-    let log = data.path().join("up.log");
     // A relative data dir, as `./scripts/up.sh` uses (`.stoke`).
-    let mut child = Command::new(built_binary("stoke"))
-        .args(["up", "--http", &http, "--admin", &admin, "--data-dir", "rel-data"])
-        .current_dir(data.path())
-        .env("STOKE_NATS_SERVER__PORT", "0")
-        .env("STOKE_NATS_SERVER__BIN", stoke_tests::nats_server_bin())
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::fs::File::create(data.path().join("up.err")).unwrap())
-        .spawn()
-        .unwrap();
+    let Up {
+        mut child, http, admin, ..
+    } = spawn_up(data.path(), "rel-data", &stoke_tests::nats_server_bin());
     let client = reqwest::Client::new();
     stoke_tests::wait_gateway(&http).await;
     // The JetStream store lives under the data dir.
@@ -67,21 +90,9 @@ async fn up_runs_its_own_nats_server_and_stops_it_on_sigint() {
 #[tokio::test]
 async fn up_without_nats_server_names_the_install_command() {
     let data = tempfile::tempdir().unwrap();
-    let (http, admin) = (
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
-    );
-    let err_file = data.path().join("up.err");
-    let mut child = Command::new(built_binary("stoke"))
-        .args(["up", "--http", &http, "--admin", &admin, "--data-dir"])
-        .arg(data.path())
-        .env("STOKE_NATS_SERVER__BIN", "nats-server-that-is-not-installed")
-        .env("STOKE_NATS_SERVER__PORT", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&err_file).unwrap())
-        .spawn()
-        .unwrap();
+    let Up {
+        mut child, err_file, ..
+    } = spawn_up(data.path(), ".", "nats-server-that-is-not-installed");
     let status = exit_within(&mut child, Duration::from_secs(20)).await;
     assert!(!status.success());
     let err = std::fs::read_to_string(&err_file).unwrap();
@@ -91,21 +102,12 @@ async fn up_without_nats_server_names_the_install_command() {
 #[tokio::test]
 async fn up_stops_with_an_error_when_its_nats_server_dies() {
     let data = tempfile::tempdir().unwrap();
-    let (http, admin) = (
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
-    );
-    let err_file = data.path().join("up.err");
-    let mut child = Command::new(built_binary("stoke"))
-        .args(["up", "--http", &http, "--admin", &admin, "--data-dir"])
-        .arg(data.path())
-        .env("STOKE_NATS_SERVER__PORT", "0")
-        .env("STOKE_NATS_SERVER__BIN", stoke_tests::nats_server_bin())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&err_file).unwrap())
-        .spawn()
-        .unwrap();
+    let Up {
+        mut child,
+        http,
+        err_file,
+        ..
+    } = spawn_up(data.path(), ".", &stoke_tests::nats_server_bin());
     stoke_tests::wait_gateway(&http).await;
     let nats_pid = find_child_nats_server(child.id()).expect("a nats-server child of stoke");
     nix::sys::signal::kill(
