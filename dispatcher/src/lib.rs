@@ -28,7 +28,7 @@ use stoke_proto::worker_service_server::WorkerServiceServer;
 use stoke_store::Store;
 use tokio_util::sync::CancellationToken;
 
-pub use workers::{DispatchError, Registry};
+use workers::Registry;
 
 /// Dispatcher settings (the `[dispatcher]` table of the config file).
 #[derive(Debug, Clone, Serialize, Deserialize)]

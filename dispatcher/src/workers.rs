@@ -89,10 +89,6 @@ impl Registry {
         })
     }
 
-    pub fn worker_count(&self) -> usize {
-        self.workers.lock().expect("not poisoned").len()
-    }
-
     /// Close every worker stream (dispatcher shutdown).
     pub fn detach_all(&self) {
         self.workers.lock().expect("not poisoned").clear();
