@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
-use stoke_core::naming;
+use stoke_core::{Batching, Manifest, naming};
 
 /// How the invocation stream is provisioned.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
@@ -92,20 +92,54 @@ pub async fn ensure_event_stream(
     }
 }
 
-/// Lease on a delivered message; the dispatcher renews it with in-progress
-/// acks while the function runs.
-pub const ACK_WAIT: Duration = Duration::from_secs(30);
+/// How a function's consumers hold its messages, derived from its manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Holding {
+    /// Messages delivered and not yet acked, at most.
+    pub max_ack_pending: u32,
+    /// The lease on a delivered message. The dispatcher renews it with
+    /// in-progress acks while the message waits or runs; on its own it
+    /// outlasts the function's timeout, so a message is redelivered only
+    /// when every attempt holding it must be over (the worker kills a
+    /// sandbox at its timeout) even if every renewal were lost.
+    pub ack_wait: Duration,
+}
+
+/// Lease time beyond the function timeout (cold start, result write).
+const LEASE_SLACK: Duration = Duration::from_secs(10);
+/// Shortest lease.
+const MIN_ACK_WAIT: Duration = Duration::from_secs(30);
+
+impl Holding {
+    /// For one source of `m`'s events, handed over `batch` at a time.
+    pub fn of(m: &Manifest, batch: Option<Batching>) -> Holding {
+        let batch_size = batch.map_or(1, |b| b.max_size);
+        let window = Duration::from_millis(u64::from(batch.map_or(0, |b| b.window_ms)));
+        // With a concurrency key, as many again may wait in the dispatcher
+        // for their key to free up (see dispatcher::keys).
+        let keyed = if m.per_key_limit().is_some() { 2 } else { 1 };
+        Holding {
+            max_ack_pending: m.concurrency.max(1).saturating_mul(batch_size).saturating_mul(keyed),
+            ack_wait: (Duration::from_millis(m.timeout_ms()) + LEASE_SLACK + window).max(MIN_ACK_WAIT),
+        }
+    }
+
+    /// How often to renew a lease.
+    pub fn renew_every(&self, at_most: Duration) -> Duration {
+        (self.ack_wait / 3).min(at_most)
+    }
+}
 
 /// The durable pull consumer of one function's invocation subject, shared
-/// by every dispatcher; `concurrency` bounds its unacked messages.
-pub fn invoke_consumer_config(function: &str, concurrency: u32) -> jetstream::consumer::pull::Config {
+/// by every dispatcher.
+pub fn invoke_consumer_config(function: &str, holding: Holding) -> jetstream::consumer::pull::Config {
     jetstream::consumer::pull::Config {
         durable_name: Some(naming::invoke_consumer(function)),
         filter_subject: naming::invoke_subject(function),
         ack_policy: jetstream::consumer::AckPolicy::Explicit,
-        ack_wait: ACK_WAIT,
+        ack_wait: holding.ack_wait,
         max_deliver: -1,
-        max_ack_pending: i64::from(concurrency.max(1)),
+        max_ack_pending: i64::from(holding.max_ack_pending),
         ..Default::default()
     }
 }
@@ -116,16 +150,16 @@ pub fn invoke_consumer_config(function: &str, concurrency: u32) -> jetstream::co
 pub fn subscription_consumer_config(
     function: &str,
     subject: &str,
-    concurrency: u32,
+    holding: Holding,
 ) -> jetstream::consumer::pull::Config {
     jetstream::consumer::pull::Config {
         durable_name: Some(naming::subscription_consumer(function, subject)),
         filter_subject: subject.to_string(),
         deliver_policy: jetstream::consumer::DeliverPolicy::New,
         ack_policy: jetstream::consumer::AckPolicy::Explicit,
-        ack_wait: ACK_WAIT,
+        ack_wait: holding.ack_wait,
         max_deliver: -1,
-        max_ack_pending: i64::from(concurrency.max(1)),
+        max_ack_pending: i64::from(holding.max_ack_pending),
         ..Default::default()
     }
 }
@@ -137,10 +171,10 @@ pub async fn ensure_subscription(
     opts: &StreamOptions,
     function: &str,
     subject: &str,
-    concurrency: u32,
+    holding: Holding,
 ) -> Result<(), async_nats::Error> {
     let stream = ensure_event_stream(js, opts, &[subject.to_string()]).await?;
-    let config = subscription_consumer_config(function, subject, concurrency);
+    let config = subscription_consumer_config(function, subject, holding);
     let durable = naming::subscription_consumer(function, subject);
     if stream
         .get_consumer::<jetstream::consumer::pull::Config>(&durable)

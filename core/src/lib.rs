@@ -6,11 +6,12 @@
 //! It must not do I/O beyond the file system paths it is handed, and it knows
 //! nothing of NATS connections, databases or gRPC.
 
+pub mod key;
 pub mod manifest;
 pub mod naming;
 pub mod package;
 
-pub use manifest::{CatchUp, CronSpec, Manifest, ManifestError, Overlap, Trigger};
+pub use manifest::{Batching, CatchUp, CronSpec, Manifest, ManifestError, Overlap, Trigger};
 
 /// Errors say whether trying again could help; retry and dead-letter logic
 /// match on this, never on message text.

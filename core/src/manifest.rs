@@ -9,6 +9,8 @@
 //! concurrency = 10                   # invocations of this function at once
 //! max_attempts = 3                   # for async events (sync callers are not retried)
 //! max_event_age = 21600              # seconds an async event may wait before it is dead-lettered
+//! concurrency_key = "data.customer"  # optional: a path into the event; one hot key cannot take every slot
+//! concurrency_per_key = 1            # invocations of one key at once (default 1)
 //!
 //! [env]
 //! GREETING = "Hello"
@@ -25,6 +27,8 @@
 //!
 //! [[triggers]]
 //! subject = "orders.*"
+//! batch_size = 10                    # optional: up to 10 messages per invocation
+//! batch_window_ms = 500              # how long the first message waits for the batch to fill
 //! ```
 //!
 //! Unknown keys are refused (a typo must not silently become a default), and
@@ -54,6 +58,12 @@ pub struct Manifest {
     pub max_attempts: u32,
     #[serde(default = "default_max_event_age")]
     pub max_event_age: u32,
+    /// A path into the event (see [`crate::key`]); events with the same
+    /// value run at most `concurrency_per_key` at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_per_key: Option<u32>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     #[serde(default = "default_triggers")]
@@ -104,6 +114,19 @@ pub struct TriggerDef {
     pub catch_up_window: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    /// subject: most messages handed to one invocation (default 1: no batching).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<u32>,
+    /// subject: how long the first message of a batch waits for more (ms, default 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_window_ms: Option<u32>,
+}
+
+/// Batching of a subject trigger: several messages per invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Batching {
+    pub max_size: u32,
+    pub window_ms: u32,
 }
 
 /// A cron tick while the previous tick's invocation is still running.
@@ -147,7 +170,7 @@ pub struct CronSpec {
 pub enum Trigger {
     Http,
     Cron(CronSpec),
-    Subject { subject: String },
+    Subject { subject: String, batch: Option<Batching> },
 }
 
 impl std::fmt::Display for Trigger {
@@ -155,7 +178,11 @@ impl std::fmt::Display for Trigger {
         match self {
             Trigger::Http => write!(f, "http"),
             Trigger::Cron(c) => write!(f, "cron {} ({})", c.schedule, c.timezone),
-            Trigger::Subject { subject } => write!(f, "subject {subject}"),
+            Trigger::Subject { subject, batch: None } => write!(f, "subject {subject}"),
+            Trigger::Subject {
+                subject,
+                batch: Some(b),
+            } => write!(f, "subject {subject} (batches of {} / {} ms)", b.max_size, b.window_ms),
         }
     }
 }
@@ -271,13 +298,36 @@ impl Manifest {
                 return Err(invalid(format!("env[{i}]"), "values must not contain NUL bytes"));
             }
         }
+        if let Some(expr) = &self.concurrency_key {
+            crate::key::validate(expr).map_err(|reason| invalid("concurrency_key", reason))?;
+        }
+        if let Some(n) = self.concurrency_per_key {
+            if self.concurrency_key.is_none() {
+                return Err(invalid("concurrency_per_key", "needs a `concurrency_key`"));
+            }
+            if !(1..=self.concurrency).contains(&n) {
+                return Err(invalid(
+                    "concurrency_per_key",
+                    format!("must be within 1..={} (the function's concurrency)", self.concurrency),
+                ));
+            }
+        }
         if self.triggers.is_empty() {
             return Err(invalid(
                 "triggers",
                 "list at least one trigger, e.g. [[triggers]] http = true",
             ));
         }
-        self.triggers()?;
+        let triggers = self.triggers()?;
+        let batched = triggers
+            .iter()
+            .any(|t| matches!(t, Trigger::Subject { batch: Some(_), .. }));
+        if batched && self.concurrency_key.is_some() {
+            return Err(invalid(
+                "concurrency_key",
+                "cannot be combined with a batched subject trigger (`batch_size` above 1)",
+            ));
+        }
         Ok(())
     }
 
@@ -292,6 +342,13 @@ impl Manifest {
 
     pub fn has_http_trigger(&self) -> bool {
         self.triggers().map(|ts| ts.contains(&Trigger::Http)).unwrap_or(false)
+    }
+
+    /// Invocations of one concurrency key at once, when a key is set.
+    pub fn per_key_limit(&self) -> Option<u32> {
+        self.concurrency_key
+            .as_ref()
+            .map(|_| self.concurrency_per_key.unwrap_or(1))
     }
 
     /// Function timeout in milliseconds.
@@ -355,6 +412,16 @@ fn parse_trigger(i: usize, t: &TriggerDef) -> Result<Option<Trigger>, ManifestEr
             }
         }
     }
+    if t.subject.is_none() {
+        for (name, set) in [
+            ("batch_size", t.batch_size.is_some()),
+            ("batch_window_ms", t.batch_window_ms.is_some()),
+        ] {
+            if set {
+                return Err(invalid(field(name), "only applies to a `subject` trigger"));
+            }
+        }
+    }
     if let Some(http) = t.http {
         return Ok(http.then_some(Trigger::Http));
     }
@@ -384,8 +451,28 @@ fn parse_trigger(i: usize, t: &TriggerDef) -> Result<Option<Trigger>, ManifestEr
     }
     let subject = t.subject.clone().unwrap_or_default();
     validate_subject(&subject).map_err(|reason| invalid(field("subject"), reason))?;
-    Ok(Some(Trigger::Subject { subject }))
+    let max_size = t.batch_size.unwrap_or(1);
+    if !(1..=MAX_BATCH).contains(&max_size) {
+        return Err(invalid(field("batch_size"), format!("must be within 1..={MAX_BATCH}")));
+    }
+    if t.batch_window_ms.is_some() && max_size == 1 {
+        return Err(invalid(field("batch_window_ms"), "needs a `batch_size` above 1"));
+    }
+    let window_ms = t.batch_window_ms.unwrap_or(500);
+    if window_ms > MAX_BATCH_WINDOW_MS {
+        return Err(invalid(
+            field("batch_window_ms"),
+            format!("must be at most {MAX_BATCH_WINDOW_MS} ms"),
+        ));
+    }
+    let batch = (max_size > 1).then_some(Batching { max_size, window_ms });
+    Ok(Some(Trigger::Subject { subject, batch }))
 }
+
+/// Largest `batch_size` of a subject trigger.
+pub const MAX_BATCH: u32 = 1000;
+/// Longest `batch_window_ms` of a subject trigger.
+pub const MAX_BATCH_WINDOW_MS: u32 = 60_000;
 
 /// A NATS subject filter: dot-separated non-empty tokens, `*` for one token,
 /// `>` only as the last token, no whitespace, and not in stoke's own space.
@@ -448,7 +535,8 @@ subject = "orders.*"
         assert_eq!(
             t[2],
             Trigger::Subject {
-                subject: "orders.*".into()
+                subject: "orders.*".into(),
+                batch: None
             }
         );
         assert!(m.has_http_trigger());
@@ -500,6 +588,63 @@ subject = "orders.*"
         assert_eq!(
             field_of(&format!("{base}[[triggers]]\nhttp = true\nsubject = \"a\"")),
             "triggers[0]"
+        );
+    }
+
+    #[test]
+    fn batching_and_key_concurrency() {
+        let base = "name = \"a\"\ncommand = [\"x\"]\n";
+        let m = Manifest::parse(&format!("{base}concurrency = 4\nconcurrency_key = \"data.customer\"")).unwrap();
+        assert_eq!(m.per_key_limit(), Some(1));
+        let m = Manifest::parse(&format!("{base}[[triggers]]\nsubject = \"o.*\"\nbatch_size = 10")).unwrap();
+        assert_eq!(
+            m.triggers().unwrap()[0],
+            Trigger::Subject {
+                subject: "o.*".into(),
+                batch: Some(Batching {
+                    max_size: 10,
+                    window_ms: 500
+                })
+            }
+        );
+        assert_eq!(Manifest::parse(base).unwrap().per_key_limit(), None);
+        assert_eq!(
+            field_of(&format!(
+                "{base}concurrency_key = \"k\"\n[[triggers]]\nsubject = \"a\"\nbatch_size = 5"
+            )),
+            "concurrency_key"
+        );
+        assert_eq!(
+            field_of(&format!("{base}concurrency_key = \"a..b\"")),
+            "concurrency_key"
+        );
+        assert_eq!(
+            field_of(&format!("{base}concurrency_per_key = 2")),
+            "concurrency_per_key"
+        );
+        assert_eq!(
+            field_of(&format!(
+                "{base}concurrency = 2\nconcurrency_key = \"k\"\nconcurrency_per_key = 3"
+            )),
+            "concurrency_per_key"
+        );
+        assert_eq!(
+            field_of(&format!("{base}[[triggers]]\nhttp = true\nbatch_size = 2")),
+            "triggers[0].batch_size"
+        );
+        assert_eq!(
+            field_of(&format!("{base}[[triggers]]\nsubject = \"a\"\nbatch_size = 0")),
+            "triggers[0].batch_size"
+        );
+        assert_eq!(
+            field_of(&format!("{base}[[triggers]]\nsubject = \"a\"\nbatch_window_ms = 10")),
+            "triggers[0].batch_window_ms"
+        );
+        assert_eq!(
+            field_of(&format!(
+                "{base}[[triggers]]\nsubject = \"a\"\nbatch_size = 5\nbatch_window_ms = 600000"
+            )),
+            "triggers[0].batch_window_ms"
         );
     }
 

@@ -143,13 +143,13 @@ impl AdminService for AdminApi {
             .triggers()
             .map_err(|e| Status::invalid_argument(e.to_string()))?
         {
-            if let stoke_core::Trigger::Subject { subject } = trigger {
+            if let stoke_core::Trigger::Subject { subject, batch } = trigger {
                 stoke_broker::streams::ensure_subscription(
                     &self.js,
                     &self.streams,
                     &manifest.name,
                     &subject,
-                    manifest.concurrency,
+                    stoke_broker::streams::Holding::of(&manifest, batch),
                 )
                 .await
                 .map_err(|e| Status::unavailable(format!("cannot subscribe {} to {subject:?}: {e}", manifest.name)))?;

@@ -10,10 +10,14 @@
 //! not durable in the store first.
 
 mod admin;
+mod batch;
 mod dlq;
+mod envelope;
+mod gate;
 mod handle;
 mod policy;
 mod pull;
+mod records;
 mod schedules;
 mod workers;
 

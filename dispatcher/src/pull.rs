@@ -13,12 +13,14 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull};
 use futures::StreamExt;
-use stoke_core::{Manifest, naming};
+use stoke_broker::streams::{self, Holding};
+use stoke_core::{Batching, Manifest, naming};
 use stoke_store::Store;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::gate::Gate;
 use crate::handle::Loaded;
 use crate::workers::Registry;
 
@@ -29,6 +31,7 @@ pub(crate) struct Shared {
     pub registry: Arc<Registry>,
     pub worker_wait: Duration,
     pub answer_slack: Duration,
+    /// Longest time between in-progress acks (shorter for short leases).
     pub progress_every: Duration,
 }
 
@@ -39,6 +42,23 @@ pub(crate) struct Ctx {
     pub tracker: TaskTracker,
     /// Fired when the shutdown grace runs out: release what is still running.
     pub release_now: CancellationToken,
+    /// Admission per function (concurrency across sources, per-key limits).
+    pub gates: Mutex<HashMap<String, Arc<Gate>>>,
+}
+
+impl Ctx {
+    /// The admission gate of `function` as `manifest` sets it up.
+    pub fn gate(&self, function: &str, manifest: &Manifest) -> Arc<Gate> {
+        let mut gates = self.gates.lock().expect("not poisoned");
+        match gates.get(function) {
+            Some(g) if g.concurrency == manifest.concurrency && g.per_key == manifest.per_key_limit() => g.clone(),
+            _ => {
+                let g = Gate::new(manifest.concurrency, manifest.per_key_limit());
+                gates.insert(function.to_string(), g.clone());
+                g
+            }
+        }
+    }
 }
 
 pub(crate) struct Pullers {
@@ -54,6 +74,7 @@ impl Pullers {
                 specs: Mutex::new(HashMap::new()),
                 tracker: TaskTracker::new(),
                 release_now: CancellationToken::new(),
+                gates: Mutex::new(HashMap::new()),
             }),
             deployed: Arc::new(Notify::new()),
         }
@@ -118,17 +139,20 @@ impl Pullers {
     }
 }
 
-/// Where a consumer loop pulls from.
+/// Where a consumer loop pulls from, and how its consumer holds messages.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum Source {
+pub(crate) struct Source {
+    pub function: String,
+    pub origin: Origin,
+    pub holding: Holding,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Origin {
     /// `stoke.invoke.<function>` on the invocation stream.
-    Invoke { function: String, concurrency: u32 },
+    Invoke,
     /// A `subject` trigger, on the events stream.
-    Subscription {
-        function: String,
-        subject: String,
-        concurrency: u32,
-    },
+    Subscription { subject: String, batch: Option<Batching> },
 }
 
 impl Source {
@@ -141,62 +165,55 @@ impl Source {
                 return Vec::new();
             }
         };
-        let concurrency = manifest.concurrency;
-        let mut sources = vec![Source::Invoke {
+        let mut sources = vec![Source {
             function: v.function.clone(),
-            concurrency,
+            origin: Origin::Invoke,
+            holding: Holding::of(&manifest, None),
         }];
         for t in manifest.triggers().unwrap_or_default() {
-            if let stoke_core::Trigger::Subject { subject } = t {
-                sources.push(Source::Subscription {
+            if let stoke_core::Trigger::Subject { subject, batch } = t {
+                sources.push(Source {
                     function: v.function.clone(),
-                    subject,
-                    concurrency,
+                    origin: Origin::Subscription { subject, batch },
+                    holding: Holding::of(&manifest, batch),
                 });
             }
         }
         sources
     }
 
-    pub fn function(&self) -> &str {
-        match self {
-            Source::Invoke { function, .. } | Source::Subscription { function, .. } => function,
-        }
-    }
-
-    /// Same durable consumer (perhaps with another concurrency).
+    /// Same durable consumer (perhaps held differently).
     fn same_consumer(&self, other: &Source) -> bool {
         self.durable() == other.durable()
     }
 
     fn durable(&self) -> String {
-        match self {
-            Source::Invoke { function, .. } => naming::invoke_consumer(function),
-            Source::Subscription { function, subject, .. } => naming::subscription_consumer(function, subject),
+        match &self.origin {
+            Origin::Invoke => naming::invoke_consumer(&self.function),
+            Origin::Subscription { subject, .. } => naming::subscription_consumer(&self.function, subject),
         }
     }
 
     fn stream(&self) -> &'static str {
-        match self {
-            Source::Invoke { .. } => naming::INVOKE_STREAM,
-            Source::Subscription { .. } => naming::EVENTS_STREAM,
-        }
-    }
-
-    fn concurrency(&self) -> u32 {
-        match self {
-            Source::Invoke { concurrency, .. } | Source::Subscription { concurrency, .. } => (*concurrency).max(1),
+        match self.origin {
+            Origin::Invoke => naming::INVOKE_STREAM,
+            Origin::Subscription { .. } => naming::EVENTS_STREAM,
         }
     }
 
     fn config(&self) -> pull::Config {
-        match self {
-            Source::Invoke { function, .. } => {
-                stoke_broker::streams::invoke_consumer_config(function, self.concurrency())
+        match &self.origin {
+            Origin::Invoke => streams::invoke_consumer_config(&self.function, self.holding),
+            Origin::Subscription { subject, .. } => {
+                streams::subscription_consumer_config(&self.function, subject, self.holding)
             }
-            Source::Subscription { function, subject, .. } => {
-                stoke_broker::streams::subscription_consumer_config(function, subject, self.concurrency())
-            }
+        }
+    }
+
+    fn batch(&self) -> Option<Batching> {
+        match self.origin {
+            Origin::Subscription { batch, .. } => batch,
+            Origin::Invoke => None,
         }
     }
 }
@@ -205,20 +222,19 @@ impl Source {
 async fn consume(ctx: Arc<Ctx>, source: Source, stop: CancellationToken) {
     let durable = source.durable();
     let config = source.config();
-    let function = source.function().to_string();
-    let concurrency = source.concurrency();
+    let function = source.function.clone();
     let mut delay = Duration::from_millis(200);
     while !stop.is_cancelled() {
         let consumer = async {
             let stream = ctx.shared.js.get_stream(source.stream()).await?;
             let consumer = match stream.get_consumer::<pull::Config>(&durable).await {
-                Ok(c) if c.cached_info().config.max_ack_pending == config.max_ack_pending => c,
+                Ok(c) if same_holding(&c.cached_info().config, &config) => c,
                 Ok(_) => stream.update_consumer(config.clone()).await?,
                 Err(_) => stream.create_consumer(config.clone()).await?,
             };
             consumer
                 .stream()
-                .max_messages_per_batch(concurrency.max(1) as usize)
+                .max_messages_per_batch(source.holding.max_ack_pending as usize)
                 .heartbeat(Duration::from_secs(5))
                 .messages()
                 .await
@@ -240,29 +256,78 @@ async fn consume(ctx: Arc<Ctx>, source: Source, stop: CancellationToken) {
                 continue;
             }
         };
-        tracing::debug!(%function, concurrency, "pulling");
+        tracing::debug!(%function, holding = ?source.holding, "pulling");
         delay = Duration::from_millis(200);
+        // A subscription with batching collects messages here first.
+        let mut batch: Vec<jetstream::Message> = Vec::new();
+        let mut batch_due: Option<tokio::time::Instant> = None;
         loop {
+            let due = batch_due.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             let next = tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => {
+                    release(&ctx, std::mem::take(&mut batch));
+                    return;
+                }
+                _ = tokio::time::sleep_until(due), if batch_due.is_some() => {
+                    spawn_batch(&ctx, &source, std::mem::take(&mut batch));
+                    batch_due = None;
+                    continue;
+                }
                 next = messages.next() => next,
             };
-            match next {
-                Some(Ok(msg)) => {
+            match (next, source.batch()) {
+                (Some(Ok(msg)), None) => {
                     let (ctx2, source) = (ctx.clone(), source.clone());
                     ctx.tracker
                         .spawn(async move { crate::handle::handle(&ctx2, &source, msg).await });
                 }
-                Some(Err(e)) => {
+                (Some(Ok(msg)), Some(b)) => {
+                    if batch.is_empty() {
+                        batch_due = Some(tokio::time::Instant::now() + Duration::from_millis(u64::from(b.window_ms)));
+                    }
+                    batch.push(msg);
+                    if batch.len() >= b.max_size as usize {
+                        spawn_batch(&ctx, &source, std::mem::take(&mut batch));
+                        batch_due = None;
+                    }
+                }
+                (Some(Err(e)), _) => {
                     tracing::warn!(%function, error = %e, "pull error");
                     break;
                 }
-                None => break,
+                (None, _) => break,
             }
         }
+        spawn_batch(&ctx, &source, std::mem::take(&mut batch));
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
     }
+}
+
+fn same_holding(a: &async_nats::jetstream::consumer::Config, b: &pull::Config) -> bool {
+    a.max_ack_pending == b.max_ack_pending && a.ack_wait == b.ack_wait
+}
+
+/// Hand a collected batch to its handler.
+fn spawn_batch(ctx: &Arc<Ctx>, source: &Source, batch: Vec<jetstream::Message>) {
+    if batch.is_empty() {
+        return;
+    }
+    let (ctx2, source) = (ctx.clone(), source.clone());
+    ctx.tracker
+        .spawn(async move { crate::batch::handle_batch(&ctx2, &source, batch).await });
+}
+
+/// Give back messages collected but never handled (shutdown).
+fn release(ctx: &Ctx, msgs: Vec<jetstream::Message>) {
+    if msgs.is_empty() {
+        return;
+    }
+    ctx.tracker.spawn(async move {
+        for msg in &msgs {
+            crate::handle::ack(msg, async_nats::jetstream::AckKind::Nak(None)).await;
+        }
+    });
 }

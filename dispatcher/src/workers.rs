@@ -1,10 +1,12 @@
 //! Attached workers and placement: the `WorkerService` gRPC side.
 //!
 //! Each worker holds one bidirectional stream. An invocation is sent down
-//! with a fresh epoch; the result must come back with the same epoch or it
-//! is fenced (dropped and logged). When a stream ends, every invocation
-//! pending on that worker fails with `WorkerLost` so the caller can release
-//! the event for redelivery.
+//! with a fresh epoch; the result must come back with the same epoch while
+//! the dispatcher still waits for it, or it is fenced: not used, and its
+//! attempt recorded with outcome `fenced`. Every result is confirmed to the
+//! worker, which resends unconfirmed ones on its next stream. When a stream
+//! ends, every invocation pending on that worker fails with `WorkerLost` so
+//! the caller can release the event for redelivery.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -15,10 +17,10 @@ use std::time::Duration;
 use futures::Stream;
 use stoke_proto::worker_service_server::WorkerService;
 use stoke_proto::{
-    DispatcherMessage, FetchPackageRequest, Invocation, InvocationResult, PackageChunk, WorkerMessage,
+    DispatcherMessage, FetchPackageRequest, Invocation, InvocationResult, PackageChunk, ResultReceived, WorkerMessage,
     dispatcher_message, worker_message,
 };
-use stoke_store::Store;
+use stoke_store::{AttemptOutcome, AttemptRecord, Store};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -26,10 +28,10 @@ use tonic::{Request, Response, Status, Streaming};
 pub enum DispatchError {
     #[error("no worker with free capacity attached within {0:?}")]
     NoWorker(Duration),
-    #[error("worker {0} was lost before answering")]
-    WorkerLost(String),
-    #[error("worker {0} did not answer in time")]
-    NoAnswer(String),
+    #[error("worker {worker} was lost before answering")]
+    WorkerLost { worker: String, epoch: u64 },
+    #[error("worker {worker} did not answer in time")]
+    NoAnswer { worker: String, epoch: u64 },
 }
 
 type Outbox = mpsc::Sender<Result<DispatcherMessage, Status>>;
@@ -45,16 +47,17 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
-    fn complete(&self, r: InvocationResult) {
+    /// Hand a result to the dispatch waiting for it; a result nobody waits
+    /// for (its attempt was given up on) is returned: it is fenced.
+    fn complete(&self, r: InvocationResult) -> Option<InvocationResult> {
         let mut pending = self.pending.lock().expect("not poisoned");
         match pending.get(&r.invocation_id) {
             Some((epoch, _)) if *epoch == r.epoch => {
                 let (_, tx) = pending.remove(&r.invocation_id).expect("present");
-                let _ = tx.send(r);
+                // A waiter that is gone (shutdown) makes it fenced too.
+                tx.send(r).err()
             }
-            _ => {
-                tracing::warn!(worker = %self.id, invocation = %r.invocation_id, epoch = r.epoch, "stale result fenced")
-            }
+            _ => Some(r),
         }
     }
 
@@ -145,6 +148,7 @@ impl Registry {
             }
         };
         inv.epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed);
+        let inv_epoch = inv.epoch;
         let (tx, rx) = oneshot::channel();
         worker
             .pending
@@ -158,12 +162,22 @@ impl Registry {
                 msg: Some(dispatcher_message::Msg::Invoke(inv)),
             }))
             .await;
+        let (lost, no_answer) = (
+            DispatchError::WorkerLost {
+                worker: worker.id.clone(),
+                epoch: inv_epoch,
+            },
+            DispatchError::NoAnswer {
+                worker: worker.id.clone(),
+                epoch: inv_epoch,
+            },
+        );
         let outcome = match sent {
-            Err(_) => Err(DispatchError::WorkerLost(worker.id.clone())),
+            Err(_) => Err(lost),
             Ok(()) => match tokio::time::timeout(answer_within, rx).await {
                 Ok(Ok(r)) => Ok(r),
-                Ok(Err(_)) => Err(DispatchError::WorkerLost(worker.id.clone())),
-                Err(_) => Err(DispatchError::NoAnswer(worker.id.clone())),
+                Ok(Err(_)) => Err(lost),
+                Err(_) => Err(no_answer),
             },
         };
         worker.pending.lock().expect("not poisoned").remove(&id);
@@ -180,6 +194,46 @@ impl Registry {
         self.changed.notify_waiters();
         outcome
     }
+}
+
+/// Meter a result that came back after its attempt was given up on.
+fn record_fenced(store: &Arc<dyn Store>, r: InvocationResult) {
+    tracing::warn!(invocation = %r.invocation_id, epoch = r.epoch, attempt = r.attempt, "late result fenced");
+    let m = r.metering.clone().unwrap_or_default();
+    let outcome = stoke_proto::Outcome::try_from(r.outcome).unwrap_or(stoke_proto::Outcome::PlatformError);
+    let record = AttemptRecord {
+        invocation_id: r.invocation_id,
+        function: r.function,
+        version: r.version,
+        idempotency_key: r.idempotency_key,
+        attempt: r.attempt,
+        epoch: r.epoch,
+        trigger: String::new(),
+        worker: m.worker_id,
+        started_ms: m.started_unix_ms,
+        ended_ms: m.ended_unix_ms,
+        duration_us: m.duration_us,
+        memory_mb: r.memory_mb,
+        max_memory_used_kb: m.max_memory_used_kb,
+        cold: m.cold,
+        init_duration_us: m.init_duration_us,
+        outcome: AttemptOutcome::Fenced,
+        // What the late result was, kept for whoever reads the attempt.
+        error_type: Some(r.error.as_ref().map_or_else(
+            || format!("Stoke.Fenced.{}", outcome.as_str_name()),
+            |e| e.error_type.clone(),
+        )),
+        error_message: Some(match &r.error {
+            Some(e) => format!("late result (fenced): {}", e.error_message),
+            None => "late result (fenced): the attempt had been superseded".into(),
+        }),
+    };
+    let store = store.clone();
+    tokio::spawn(async move {
+        if let Err(e) = store.record_fenced(&record).await {
+            tracing::warn!(invocation = %record.invocation_id, error = %e, "fenced attempt not metered");
+        }
+    });
 }
 
 /// The gRPC face of the registry.
@@ -228,7 +282,18 @@ impl WorkerService for WorkerApi {
             loop {
                 match inbound.message().await {
                     Ok(Some(WorkerMessage { msg: Some(m) })) => match m {
-                        worker_message::Msg::Result(r) => handle.complete(r),
+                        worker_message::Msg::Result(r) => {
+                            let received = ResultReceived {
+                                invocation_id: r.invocation_id.clone(),
+                                epoch: r.epoch,
+                            };
+                            if let Some(late) = handle.complete(r) {
+                                record_fenced(&registry.store, late);
+                            }
+                            let _ = handle.tx.try_send(Ok(DispatcherMessage {
+                                msg: Some(dispatcher_message::Msg::Received(received)),
+                            }));
+                        }
                         worker_message::Msg::Heartbeat(hb) => {
                             let mut warm = handle.warm.lock().expect("not poisoned");
                             warm.clear();

@@ -77,19 +77,32 @@ pub trait Store: Send + Sync + 'static {
     async fn record_accepted(&self, accepted: &Accepted) -> Result<bool>;
     async fn accepted(&self, invocation_id: &str) -> Result<Option<Accepted>>;
     /// Meter an attempt that did not end the invocation (idempotent per
-    /// invocation and attempt number).
+    /// invocation, attempt number and epoch).
     async fn record_attempt(&self, attempt: &AttemptRecord) -> Result<()>;
     /// Meter the final attempt and write the completion, atomically.
     async fn record_completion(&self, attempt: &AttemptRecord, completion: &Completion) -> Result<CompletionWrite>;
+    /// Meter one batch invocation and write the completions of the items it
+    /// settled, atomically; an item whose key already completed keeps its
+    /// first record. Returns how many completions were new.
+    async fn record_batch(&self, attempt: &AttemptRecord, completions: &[Completion]) -> Result<usize>;
     async fn completion_by_key(&self, function: &str, idempotency_key: &str) -> Result<Option<Completion>>;
     /// Everything known about one invocation id, or None if never seen.
     async fn invocation(&self, invocation_id: &str) -> Result<Option<InvocationView>>;
     async fn usage(&self, filter: &UsageFilter) -> Result<Vec<UsageRow>>;
 
-    /// Meter the final attempt (if any) and dead-letter the event,
-    /// atomically. Dead-lettering an invocation again replaces its row.
     /// Every metered attempt of an invocation, in order.
     async fn attempts(&self, invocation_id: &str) -> Result<Vec<AttemptRecord>>;
+    /// The highest attempt number metered for an invocation (0 if none);
+    /// the next attempt is numbered one above it.
+    async fn last_attempt(&self, invocation_id: &str) -> Result<u32>;
+    /// Record the result of a superseded attempt that came back late (its
+    /// outcome `fenced`): it takes the place of the `Stoke.WorkerLost` row
+    /// written for that epoch, or is added when there is none. A row with
+    /// that epoch's real outcome is left as it is.
+    async fn record_fenced(&self, attempt: &AttemptRecord) -> Result<()>;
+
+    /// Meter the final attempt (if any) and dead-letter the event,
+    /// atomically. Dead-lettering an invocation again replaces its row.
     async fn record_dead_letter(&self, attempt: Option<&AttemptRecord>, dead: &DeadLetter) -> Result<()>;
     async fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>>;
     async fn dead_letter(&self, invocation_id: &str) -> Result<Option<DeadLetter>>;

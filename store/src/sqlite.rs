@@ -30,6 +30,9 @@ mod q {
     pub const COMPLETION_BY_ID: &str = include_str!("../sql/completion_by_id.sql");
     pub const ATTEMPT_STATS: &str = include_str!("../sql/attempt_stats.sql");
     pub const USAGE: &str = include_str!("../sql/usage.sql");
+    pub const LAST_ATTEMPT: &str = include_str!("../sql/last_attempt.sql");
+    pub const FENCE_ATTEMPT: &str = include_str!("../sql/fence_attempt.sql");
+    pub const EPOCH_RECORDED: &str = include_str!("../sql/epoch_recorded.sql");
     pub const LIST_ATTEMPTS: &str = include_str!("../sql/list_attempts.sql");
     pub const CLAIM_TICK: &str = include_str!("../sql/claim_tick.sql");
     pub const GET_TICK: &str = include_str!("../sql/get_tick.sql");
@@ -197,6 +200,27 @@ fn bind_attempt<'q>(
         .bind(a.error_message.as_deref())
 }
 
+fn bind_completion<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    c: &'q Completion,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    query
+        .bind(&c.function)
+        .bind(&c.idempotency_key)
+        .bind(&c.invocation_id)
+        .bind(i64::from(c.version))
+        .bind(c.status.as_str())
+        .bind(c.result.as_deref())
+        .bind(c.error.as_ref().map(|e| e.error_type.as_str()))
+        .bind(c.error.as_ref().map(|e| e.error_message.as_str()))
+        .bind(c.error.as_ref().and_then(|e| e.raw.as_deref()))
+        .bind(i64::from(c.attempts))
+        .bind(&c.trigger)
+        .bind(c.created_ms)
+        .bind(c.completed_ms)
+        .bind(c.payload_digest.as_deref())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn put_package(&self, digest: &str, data: &[u8]) -> Result<()> {
@@ -328,21 +352,7 @@ impl Store for SqliteStore {
         bind_attempt(sqlx::query(q::INSERT_ATTEMPT), attempt)
             .execute(&mut *tx)
             .await?;
-        let inserted = sqlx::query(q::INSERT_COMPLETION)
-            .bind(&c.function)
-            .bind(&c.idempotency_key)
-            .bind(&c.invocation_id)
-            .bind(i64::from(c.version))
-            .bind(c.status.as_str())
-            .bind(c.result.as_deref())
-            .bind(c.error.as_ref().map(|e| e.error_type.as_str()))
-            .bind(c.error.as_ref().map(|e| e.error_message.as_str()))
-            .bind(c.error.as_ref().and_then(|e| e.raw.as_deref()))
-            .bind(i64::from(c.attempts))
-            .bind(&c.trigger)
-            .bind(c.created_ms)
-            .bind(c.completed_ms)
-            .bind(c.payload_digest.as_deref())
+        let inserted = bind_completion(sqlx::query(q::INSERT_COMPLETION), c)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -368,6 +378,22 @@ impl Store for SqliteStore {
                 Ok(CompletionWrite::Duplicate(Box::new(completion_from_row(&row)?)))
             }
         }
+    }
+
+    async fn record_batch(&self, attempt: &AttemptRecord, completions: &[Completion]) -> Result<usize> {
+        let mut tx = self.pool.begin().await?;
+        bind_attempt(sqlx::query(q::INSERT_ATTEMPT), attempt)
+            .execute(&mut *tx)
+            .await?;
+        let mut recorded = 0;
+        for c in completions {
+            recorded += bind_completion(sqlx::query(q::INSERT_COMPLETION), c)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected() as usize;
+        }
+        tx.commit().await?;
+        Ok(recorded)
     }
 
     async fn completion_by_key(&self, function: &str, key: &str) -> Result<Option<Completion>> {
@@ -464,6 +490,50 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn last_attempt(&self, id: &str) -> Result<u32> {
+        let (n,): (i64,) = sqlx::query_as(q::LAST_ATTEMPT).bind(id).fetch_one(&self.pool).await?;
+        Ok(n as u32)
+    }
+
+    async fn record_fenced(&self, a: &AttemptRecord) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let replaced = sqlx::query(q::FENCE_ATTEMPT)
+            .bind(&a.invocation_id)
+            .bind(a.epoch as i64)
+            .bind(&a.worker)
+            .bind(a.started_ms)
+            .bind(a.ended_ms)
+            .bind(a.duration_us as i64)
+            .bind(billed_ms(a.duration_us) as i64)
+            .bind(a.max_memory_used_kb as i64)
+            .bind(a.cold)
+            .bind(a.init_duration_us as i64)
+            .bind(AttemptOutcome::Fenced.as_str())
+            .bind(a.error_type.as_deref())
+            .bind(a.error_message.as_deref())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if replaced == 0 {
+            let (recorded,): (i64,) = sqlx::query_as(q::EPOCH_RECORDED)
+                .bind(&a.invocation_id)
+                .bind(a.epoch as i64)
+                .fetch_one(&mut *tx)
+                .await?;
+            if recorded == 0 {
+                let fenced = AttemptRecord {
+                    outcome: AttemptOutcome::Fenced,
+                    ..a.clone()
+                };
+                bind_attempt(sqlx::query(q::INSERT_ATTEMPT), &fenced)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn record_dead_letter(&self, attempt: Option<&AttemptRecord>, d: &DeadLetter) -> Result<()> {

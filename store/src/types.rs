@@ -47,14 +47,25 @@ pub enum AttemptOutcome {
     Timeout,
     InitError,
     PlatformError,
+    /// The attempt's result came back after it was superseded (its worker
+    /// was cut off past its lease); it was not used.
+    Fenced,
 }
 
 impl AttemptOutcome {
     pub fn parse(s: &str) -> Option<AttemptOutcome> {
         use AttemptOutcome::*;
-        [Success, FunctionError, Crashed, Timeout, InitError, PlatformError]
-            .into_iter()
-            .find(|o| o.as_str() == s)
+        [
+            Success,
+            FunctionError,
+            Crashed,
+            Timeout,
+            InitError,
+            PlatformError,
+            Fenced,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +76,7 @@ impl AttemptOutcome {
             AttemptOutcome::Timeout => "timeout",
             AttemptOutcome::InitError => "init_error",
             AttemptOutcome::PlatformError => "platform_error",
+            AttemptOutcome::Fenced => "fenced",
         }
     }
 }

@@ -301,10 +301,96 @@ async fn cron_ledger_contract(store: &dyn Store) {
     assert!(store.schedules().await.unwrap().is_empty());
 }
 
+async fn batch_contract(store: &dyn Store) {
+    let run = attempt("batch-1", "batch-1", 1, AttemptOutcome::Success, 2_500);
+    let items = [
+        completion("item-1", "k-item-1", b""),
+        completion("item-2", "k-item-2", b""),
+    ];
+    assert_eq!(store.record_batch(&run, &items).await.unwrap(), 2);
+    // Again (a redelivered batch): metered once, nothing new.
+    assert_eq!(store.record_batch(&run, &items).await.unwrap(), 0);
+    assert_eq!(store.attempts("batch-1").await.unwrap().len(), 1);
+    assert!(store.completion_by_key("f", "k-item-2").await.unwrap().is_some());
+    assert_eq!(
+        store
+            .record_batch(&attempt("batch-2", "batch-2", 1, AttemptOutcome::FunctionError, 1), &[])
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(store.attempts("batch-2").await.unwrap().len(), 1);
+}
+
+async fn fencing_contract(store: &dyn Store) {
+    let id = "fence-1";
+    assert_eq!(store.last_attempt(id).await.unwrap(), 0);
+    // Attempt 1 ran on w1; the dispatcher lost w1 and metered it as lost.
+    let lost = AttemptRecord {
+        worker: "w1".into(),
+        outcome: AttemptOutcome::PlatformError,
+        error_type: Some("Stoke.WorkerLost".into()),
+        epoch: 11,
+        duration_us: 5,
+        ..attempt(id, "k", 1, AttemptOutcome::PlatformError, 5)
+    };
+    store.record_attempt(&lost).await.unwrap();
+    store.record_attempt(&lost).await.unwrap(); // a retried write counts once
+    assert_eq!(store.last_attempt(id).await.unwrap(), 1);
+    // Attempt 2 (epoch 12) completed elsewhere.
+    let second = AttemptRecord {
+        epoch: 12,
+        worker: "w2".into(),
+        ..attempt(id, "k", 2, AttemptOutcome::Success, 100)
+    };
+    store
+        .record_completion(&second, &completion(id, "k", b"r"))
+        .await
+        .unwrap();
+    assert_eq!(store.last_attempt(id).await.unwrap(), 2);
+    // w1's late result for epoch 11 replaces the lost row, with w1's metering.
+    let late = AttemptRecord {
+        epoch: 11,
+        worker: "w1".into(),
+        duration_us: 9_000,
+        error_type: None,
+        ..attempt(id, "k", 1, AttemptOutcome::Success, 9_000)
+    };
+    store.record_fenced(&late).await.unwrap();
+    store.record_fenced(&late).await.unwrap();
+    let rows = store.attempts(id).await.unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let fenced = rows.iter().find(|r| r.epoch == 11).unwrap();
+    assert_eq!((fenced.outcome, fenced.duration_us), (AttemptOutcome::Fenced, 9_000));
+    // A late report of an epoch that did complete changes nothing.
+    store.record_fenced(&AttemptRecord { ..second.clone() }).await.unwrap();
+    let rows = store.attempts(id).await.unwrap();
+    assert_eq!(
+        rows.iter().find(|r| r.epoch == 12).unwrap().outcome,
+        AttemptOutcome::Success
+    );
+    // A late result the dispatcher never metered (it was restarted) is
+    // added, even when its number was reused by the attempt after it.
+    let unmetered = AttemptRecord {
+        epoch: 10,
+        ..attempt(id, "k", 2, AttemptOutcome::Crashed, 7)
+    };
+    store.record_fenced(&unmetered).await.unwrap();
+    let rows = store.attempts(id).await.unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(
+        rows.iter().find(|r| r.epoch == 10).unwrap().outcome,
+        AttemptOutcome::Fenced
+    );
+    assert_eq!(store.last_attempt(id).await.unwrap(), 2);
+}
+
 #[tokio::test]
 async fn sqlite_passes_the_contract() {
     let (_dir, store) = sqlite().await;
     contract(store.as_ref()).await;
+    fencing_contract(store.as_ref()).await;
+    batch_contract(store.as_ref()).await;
     dead_letter_contract(store.as_ref()).await;
     cron_ledger_contract(store.as_ref()).await;
 }

@@ -320,8 +320,22 @@ async fn a_paused_worker_is_superseded_and_its_run_discarded() {
     let body: serde_json::Value = serde_json::from_str(body["body"].as_str().unwrap()).unwrap();
     assert!(body["attempt"].as_u64().unwrap() >= 2, "ran again: {body}");
 
-    // Give the resumed worker time to report anything it still had.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The resumed worker reports its late result on its next stream: it is
+    // fenced (not used), and recorded in place of the lost attempt.
+    eventually(
+        Duration::from_secs(30),
+        "the late result to be recorded as fenced",
+        || async {
+            let n: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM attempts WHERE invocation_id = ? AND outcome = 'fenced'")
+                    .bind(&id)
+                    .fetch_one(&db)
+                    .await
+                    .unwrap();
+            (n == 1).then_some(())
+        },
+    )
+    .await;
     let completions: i64 = sqlx::query_scalar("SELECT count(*) FROM completions WHERE invocation_id = ?")
         .bind(&id)
         .fetch_one(&db)
@@ -337,9 +351,10 @@ async fn a_paused_worker_is_superseded_and_its_run_discarded() {
     assert_eq!(completions, 1);
     assert_eq!(
         attempts.first().map(|a| a.1.as_str()),
-        Some("platform_error"),
-        "the paused attempt is metered as lost"
+        Some("fenced"),
+        "the paused attempt is metered, as fenced"
     );
+    assert_eq!(attempts.len(), 2, "one fenced, one that completed: {attempts:?}");
     assert_eq!(attempts.iter().filter(|a| a.1 == "success").count(), 1);
     assert_ne!(attempts[0].2, attempts.last().unwrap().2, "another worker finished it");
     // The resumed worker is still a working member.

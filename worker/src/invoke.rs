@@ -20,6 +20,30 @@ pub struct Runner {
     pub max_response: usize,
 }
 
+/// The result of `inv`, echoing what a dispatcher needs to meter it.
+pub fn result_of(
+    inv: &Invocation,
+    outcome: WireOutcome,
+    payload: Vec<u8>,
+    error: Option<ErrorInfo>,
+    metering: Metering,
+) -> InvocationResult {
+    let spec = inv.function.as_ref();
+    InvocationResult {
+        invocation_id: inv.invocation_id.clone(),
+        epoch: inv.epoch,
+        outcome: outcome as i32,
+        payload,
+        error,
+        metering: Some(metering),
+        attempt: inv.attempt,
+        function: spec.map(|f| f.name.clone()).unwrap_or_default(),
+        version: spec.map_or(0, |f| f.version),
+        idempotency_key: inv.idempotency_key.clone(),
+        memory_mb: spec.map_or(0, |f| f.memory_mb),
+    }
+}
+
 impl Runner {
     pub async fn run(self: &Arc<Self>, inv: Invocation, client: &mut WorkerServiceClient<Channel>) -> InvocationResult {
         let started_ms = stoke_core::now_ms();
@@ -30,15 +54,9 @@ impl Runner {
             worker_id: self.worker_id.clone(),
             ..Default::default()
         };
-        let result =
-            |outcome: WireOutcome, payload: Vec<u8>, error: Option<ErrorInfo>, metering: Metering| InvocationResult {
-                invocation_id: inv.invocation_id.clone(),
-                epoch: inv.epoch,
-                outcome: outcome as i32,
-                payload,
-                error,
-                metering: Some(metering),
-            };
+        let result = |outcome: WireOutcome, payload: Vec<u8>, error: Option<ErrorInfo>, metering: Metering| {
+            result_of(&inv, outcome, payload, error, metering)
+        };
         let platform_error = |msg: String, mut metering: Metering| {
             tracing::warn!(invocation = %inv.invocation_id, function = %spec.name, "{msg}");
             metering.ended_unix_ms = stoke_core::now_ms();

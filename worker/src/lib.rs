@@ -9,6 +9,7 @@
 //! sandboxes it was running for it (the dispatcher redelivers).
 
 mod invoke;
+mod outbox;
 mod packages;
 mod pool;
 pub mod sandbox;
@@ -82,6 +83,8 @@ pub struct Worker {
     opts: WorkerOptions,
     runner: Arc<invoke::Runner>,
     endpoint: tonic::transport::Endpoint,
+    /// Results the dispatcher has not confirmed yet, kept across streams.
+    outbox: Arc<outbox::Outbox>,
 }
 
 impl Worker {
@@ -117,7 +120,12 @@ impl Worker {
             scratch_root,
             max_response: opts.max_response_bytes,
         });
-        Ok(Worker { opts, runner, endpoint })
+        Ok(Worker {
+            opts,
+            runner,
+            endpoint,
+            outbox: Arc::new(outbox::Outbox::default()),
+        })
     }
 
     pub fn id(&self) -> &str {
@@ -182,6 +190,13 @@ impl Worker {
         tx.send(hello)
             .await
             .map_err(|_| tonic::Status::internal("stream closed"))?;
+        // Results a previous stream may not have delivered: the dispatcher
+        // records them as fenced (their attempts were given up on).
+        for late in self.outbox.unconfirmed() {
+            let _ = tx.try_send(WorkerMessage {
+                msg: Some(worker_message::Msg::Result(late)),
+            });
+        }
         let mut inbound = client
             .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await?
@@ -196,15 +211,22 @@ impl Worker {
                 msg = inbound.message() => match msg {
                     Ok(Some(DispatcherMessage { msg: Some(dispatcher_message::Msg::Invoke(inv)) })) => {
                         let (runner, tx, lost, mut client) = (self.runner.clone(), tx.clone(), lost.clone(), client.clone());
+                        let outbox = self.outbox.clone();
                         in_flight.spawn(async move {
-                            tokio::select! {
-                                result = runner.run(inv, &mut client) => {
-                                    let _ = tx.send(WorkerMessage { msg: Some(worker_message::Msg::Result(result)) }).await;
-                                }
+                            let started = (stoke_core::now_ms(), std::time::Instant::now());
+                            let result = tokio::select! {
+                                result = runner.run(inv.clone(), &mut client) => result,
                                 // Dropping the run kills its sandbox.
-                                _ = lost.cancelled() => {}
+                                _ = lost.cancelled() => outbox::dispatcher_lost(&inv, &runner.worker_id, started),
+                            };
+                            outbox.hold(&result);
+                            if !lost.is_cancelled() {
+                                let _ = tx.send(WorkerMessage { msg: Some(worker_message::Msg::Result(result)) }).await;
                             }
                         });
+                    }
+                    Ok(Some(DispatcherMessage { msg: Some(dispatcher_message::Msg::Received(r)) })) => {
+                        self.outbox.confirm(&r.invocation_id, r.epoch);
                     }
                     Ok(Some(_)) => {}
                     Ok(None) => break Err(tonic::Status::unavailable("dispatcher closed the stream")),

@@ -1,0 +1,207 @@
+//! What a delivered message says about its event: who it is (invocation id,
+//! idempotency key), where it came from, which attempt this is, and the
+//! event the function receives. Invocation-stream messages carry this in
+//! stoke's headers; a message on a subscribed subject, from any NATS client,
+//! is wrapped with where it came from.
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use stoke_core::naming;
+use stoke_store::{AttemptOutcome, AttemptRecord, Store, StoreError};
+
+/// One event as delivered.
+pub(crate) struct Envelope {
+    pub invocation_id: String,
+    pub key: String,
+    pub trigger: String,
+    pub sync: bool,
+    pub version: Option<u32>,
+    pub trace_id: String,
+    /// Attempt number across redrives (1-based); see [`Envelope::number_attempt`].
+    pub attempt: u32,
+    /// Attempts a redrive carried over (the `Stoke-Attempt-Base` header).
+    base: u32,
+    /// Times JetStream delivered this message (1 the first time).
+    pub delivered: u32,
+    pub created_ms: i64,
+    /// The event the function receives.
+    pub payload: Bytes,
+}
+
+/// Delivery count and publish time of a message.
+fn delivery(msg: &jetstream::Message) -> (u32, i64, u64) {
+    match msg.info() {
+        Ok(info) => (
+            u32::try_from(info.delivered).unwrap_or(1).max(1),
+            (info.published.unix_timestamp_nanos() / 1_000_000) as i64,
+            info.stream_sequence,
+        ),
+        Err(_) => (1, stoke_core::now_ms(), 0),
+    }
+}
+
+/// An event on the invocation stream (HTTP, admin API, cron, redrive).
+pub(crate) fn invocation(msg: &jetstream::Message) -> Envelope {
+    let header = |name: &str| {
+        msg.headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let (delivered, created_ms, _) = delivery(msg);
+    let invocation_id = header(naming::headers::INVOCATION_ID).unwrap_or_else(stoke_core::new_invocation_id);
+    // A redriven dead letter carries on counting from its earlier attempts.
+    let base: u32 = header(naming::headers::ATTEMPT_BASE)
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(0);
+    Envelope {
+        key: header(naming::headers::IDEMPOTENCY_KEY).unwrap_or_else(|| invocation_id.clone()),
+        invocation_id,
+        trigger: header(naming::headers::TRIGGER).unwrap_or_else(|| "nats".into()),
+        sync: header(naming::headers::INVOCATION_TYPE).as_deref() == Some(naming::REQUEST_RESPONSE),
+        version: header(naming::headers::FUNCTION_VERSION).and_then(|v| v.parse().ok()),
+        trace_id: header(naming::headers::TRACE_ID).unwrap_or_default(),
+        attempt: base + 1,
+        base,
+        delivered,
+        created_ms,
+        payload: msg.payload.clone(),
+    }
+}
+
+/// A message on a subscribed subject. Its key is its `Nats-Msg-Id`, else
+/// stream:sequence; the function receives it wrapped (see [`subject_event`]).
+pub(crate) fn subscription(msg: &jetstream::Message, function: &str) -> Envelope {
+    let (key, event) = subject_event(msg);
+    let (delivered, created_ms, _) = delivery(msg);
+    Envelope {
+        invocation_id: stoke_broker::invoke::id_for_key(function, &key),
+        key,
+        trigger: "subject".into(),
+        sync: false,
+        version: None,
+        trace_id: String::new(),
+        attempt: 1,
+        base: 0,
+        delivered,
+        created_ms,
+        payload: Bytes::from(serde_json::to_vec(&event).expect("JSON values serialise")),
+    }
+}
+
+/// The one invocation that runs a batch of subject messages: its own id
+/// (and key), numbered as its most-tried item.
+pub(crate) fn batch_run(first: &Envelope, attempt: u32) -> Envelope {
+    let invocation_id = stoke_core::new_invocation_id();
+    Envelope {
+        key: invocation_id.clone(),
+        invocation_id,
+        trigger: "subject-batch".into(),
+        sync: false,
+        version: None,
+        trace_id: String::new(),
+        attempt,
+        base: 0,
+        delivered: 1,
+        created_ms: first.created_ms,
+        payload: Bytes::new(),
+    }
+}
+
+/// The key of a subject message and the event a function receives for it:
+/// `{"source":"nats","subject","sequence","publishedAt","headers":{..},"data":..}`
+/// (`data` is the payload as JSON when it parses, else a string;
+/// non-UTF-8 payloads come as `dataBase64`).
+pub(crate) fn subject_event(msg: &jetstream::Message) -> (String, serde_json::Value) {
+    use base64::Engine as _;
+    let (_, published_ms, seq) = delivery(msg);
+    let mut headers = serde_json::Map::new();
+    for (name, values) in msg.headers.iter().flat_map(|h| h.iter()) {
+        let v: Vec<&str> = values.iter().map(|v| v.as_str()).collect();
+        let v = if v.len() == 1 {
+            serde_json::json!(v[0])
+        } else {
+            serde_json::json!(v)
+        };
+        headers.insert(name.to_string(), v);
+    }
+    let key = msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(naming::headers::MSG_ID))
+        .map(|v| v.as_str().to_string())
+        .filter(|k| !k.is_empty())
+        .unwrap_or_else(|| format!("{}:{seq}", naming::EVENTS_STREAM));
+    let mut event = serde_json::json!({
+        "source": "nats",
+        "subject": msg.subject.as_str(),
+        "sequence": seq,
+        "publishedAt": rfc3339_ms(published_ms),
+        "headers": headers,
+    });
+    match std::str::from_utf8(&msg.payload) {
+        Ok(text) => {
+            event["data"] = serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.into()));
+        }
+        Err(_) => event["dataBase64"] = base64::engine::general_purpose::STANDARD.encode(&msg.payload).into(),
+    }
+    (key, event)
+}
+
+/// RFC 3339 UTC with milliseconds.
+fn rfc3339_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+impl Envelope {
+    /// Whether JetStream delivered this message before.
+    pub fn redelivered(&self) -> bool {
+        self.delivered > 1
+    }
+
+    /// Number this attempt: one above the attempts metered so far. The
+    /// delivery count is not used: a message also comes back when it was
+    /// deferred (its concurrency key busy) or no worker was free, and those
+    /// are not attempts. Only a repeat delivery needs the store.
+    pub async fn number_attempt(&mut self, store: &dyn Store) -> Result<(), StoreError> {
+        if self.redelivered() || self.base > 0 {
+            let made = store.last_attempt(&self.invocation_id).await?;
+            self.attempt = made.max(self.base) + 1;
+        }
+        Ok(())
+    }
+
+    /// Number this attempt by its delivery count, for a message that can
+    /// only come back after an earlier try (a batch item).
+    pub fn number_by_delivery(&mut self) {
+        self.attempt = self.base + self.delivered;
+    }
+
+    /// An attempt row of this event, not yet metered.
+    pub fn attempt(&self, function: &str, version: u32, memory_mb: u32, outcome: AttemptOutcome) -> AttemptRecord {
+        let now = stoke_core::now_ms();
+        AttemptRecord {
+            invocation_id: self.invocation_id.clone(),
+            function: function.to_string(),
+            version,
+            idempotency_key: self.key.clone(),
+            attempt: self.attempt,
+            epoch: 0,
+            trigger: self.trigger.clone(),
+            worker: String::new(),
+            started_ms: now,
+            ended_ms: now,
+            duration_us: 0,
+            memory_mb,
+            max_memory_used_kb: 0,
+            cold: false,
+            init_duration_us: 0,
+            outcome,
+            error_type: None,
+            error_message: None,
+        }
+    }
+}

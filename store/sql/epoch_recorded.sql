@@ -1,0 +1,1 @@
+SELECT COUNT(*) FROM attempts WHERE invocation_id = $1 AND epoch = $2
