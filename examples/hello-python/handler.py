@@ -10,6 +10,9 @@ misbehave on purpose, for the integration tests:
   {"sleep": seconds}  sleep before answering
   {"echo": X}         return X as a plain value (not a proxy response)
   {"env": "VAR"}      include os.environ.get("VAR") in the body as "env"
+With `batch_size` above 1 on its subject trigger it gets {"records": [...]}
+and reports the items carrying "fail" or "terminal" in batchItemFailures
+(Lambda's ReportBatchItemFailures); the others succeed.
 """
 import json
 import os
@@ -21,7 +24,27 @@ class TerminalError(Exception):
     """An error stoke does not retry (its errorType ends in TerminalError)."""
 
 
+def batch_handler(event, context):
+    failures = []
+    for record in event["records"]:
+        data = record.get("data")
+        if not isinstance(data, dict):
+            continue
+        if "terminal" in data:
+            failures.append({
+                "itemIdentifier": record["messageId"],
+                "errorType": "TerminalError",
+                "errorMessage": str(data["terminal"]),
+            })
+        elif "fail" in data:
+            failures.append({"itemIdentifier": record["messageId"]})
+    print(f"batch of {len(event['records'])}: {len(failures)} failed", flush=True)
+    return {"batchItemFailures": failures}
+
+
 def handler(event, context):
+    if isinstance(event, dict) and isinstance(event.get("records"), list):
+        return batch_handler(event, context)
     # A message on a subscribed subject arrives wrapped with where it came
     # from; its payload is under "data".
     nats = None

@@ -366,3 +366,83 @@ async fn a_paused_worker_is_superseded_and_its_run_discarded() {
         .unwrap();
     assert_eq!(ok.status(), 200);
 }
+
+/// Every process below `pid` (children, grandchildren, ...).
+fn descendants(pid: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let p: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            Some((p, ppid))
+        })
+        .collect();
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(parents.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// SIGKILL the dispatcher while a worker runs an event: the worker kills
+/// that sandbox at once (the event will be redelivered, so it must not keep
+/// running), and after the dispatcher is back it reports the killed attempt,
+/// which is recorded as fenced.
+#[tokio::test]
+async fn a_worker_that_loses_its_dispatcher_kills_its_sandboxes() {
+    let nats = Nats::start().await.unwrap();
+    let mut c = Cluster::start(&nats, 1).await;
+    c.deploy(hello_with("").path());
+    let worker = c.workers[0].as_ref().unwrap().id();
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("http://{}/fn/hello", c.http))
+        .header("Prefer", "respond-async")
+        .body(r#"{"sleep":8,"name":"long"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.json::<serde_json::Value>().await.unwrap()["invocationId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sandbox = eventually(Duration::from_secs(20), "the function to be running", || async {
+        let found = descendants(worker);
+        (!found.is_empty()).then_some(found)
+    })
+    .await;
+    // Let the sandbox reach its sleep.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut d = c.dispatcher.take().unwrap();
+    let _ = d.kill();
+    let _ = d.wait();
+    let killed_at = Instant::now();
+    eventually(Duration::from_secs(5), "the worker to kill its sandbox", || async {
+        sandbox.iter().all(|p| !stoke_tests::alive(*p)).then_some(())
+    })
+    .await;
+    println!("sandbox gone {:?} after the dispatcher was killed", killed_at.elapsed());
+    assert!(killed_at.elapsed() < Duration::from_secs(5));
+    assert!(stoke_tests::alive(worker), "the worker itself carries on");
+
+    c.dispatcher = Some(c.spawn(&["dispatcher", "--admin", &c.admin.clone()], "dispatcher"));
+    let db = stoke_tests::open_db(&c.db_path()).await;
+    let fenced: (String, String) = eventually(Duration::from_secs(30), "the killed attempt to be recorded", || async {
+        sqlx::query_as("SELECT outcome, error_type FROM attempts WHERE invocation_id = ? AND outcome = 'fenced'")
+            .bind(&id)
+            .fetch_optional(&db)
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(fenced, ("fenced".to_string(), "Stoke.DispatcherLost".to_string()));
+}

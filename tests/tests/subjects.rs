@@ -151,3 +151,105 @@ async fn publishing_where_nothing_subscribes_is_a_clear_error() {
     let out = p.cli(&["publish", "orders.*", "{}"]);
     assert!(!out.status.success());
 }
+
+/// A batched subscriber: one invocation per up to 5 messages; items the
+/// function reports in batchItemFailures are retried or dead-lettered on
+/// their own, the rest complete once.
+#[tokio::test]
+async fn batches_settle_each_item_on_its_own() {
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    let f = subscriber("batcher", "batch.*", "max_attempts = 2");
+    let manifest = std::fs::read_to_string(f.path().join("stoke.toml")).unwrap().replace(
+        "subject = \"batch.*\"",
+        "subject = \"batch.*\"\nbatch_size = 5\nbatch_window_ms = 300",
+    );
+    std::fs::write(f.path().join("stoke.toml"), manifest).unwrap();
+    p.deploy(f.path());
+
+    // 12 messages: item-3 always fails (retried once, then dead-lettered),
+    // item-7 fails terminally (dead-lettered at once), the rest succeed.
+    let client = async_nats::connect(&nats.url).await.unwrap();
+    for i in 0..12 {
+        let data = match i {
+            3 => r#"{"fail":"flaky"}"#.to_string(),
+            7 => r#"{"terminal":"bad item"}"#.to_string(),
+            _ => format!(r#"{{"name":"n{i}"}}"#),
+        };
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-Msg-Id", format!("item-{i}").as_str());
+        client.publish_with_headers("batch.in", h, data.into()).await.unwrap();
+    }
+    client.flush().await.unwrap();
+
+    let db = p.db().await;
+    eventually(
+        Duration::from_secs(30),
+        "10 items completed and 2 dead-lettered",
+        || async {
+            let done = completions(&p, "batcher").await;
+            let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters WHERE function = 'batcher'")
+                .fetch_one(&db)
+                .await
+                .unwrap();
+            (done == 10 && dead == 2).then_some(())
+        },
+    )
+    .await;
+    let dead: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT idempotency_key, reason, attempts FROM dead_letters WHERE function = 'batcher' ORDER BY idempotency_key",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        dead,
+        vec![
+            ("item-3".to_string(), "max_attempts".to_string(), 2),
+            ("item-7".to_string(), "terminal_error".to_string(), 1)
+        ]
+    );
+    // Metered per invocation: 12 first tries in batches of at most 5 (at
+    // least 3 runs) plus item-3's retry, far fewer than one per item.
+    let runs: Vec<(String, String)> =
+        sqlx::query_as("SELECT trigger, outcome FROM attempts WHERE function = 'batcher'")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    println!("batch runs: {runs:?}");
+    assert!((4..=8).contains(&runs.len()), "{runs:?}");
+    assert!(
+        runs.iter().all(|(t, o)| t == "subject-batch" && o == "success"),
+        "{runs:?}"
+    );
+    let keys: Vec<String> = sqlx::query_scalar(
+        "SELECT idempotency_key FROM completions WHERE function = 'batcher' ORDER BY CAST(substr(idempotency_key, 6) AS INTEGER)",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    let expected: Vec<String> = (0..12)
+        .filter(|i| *i != 3 && *i != 7)
+        .map(|i| format!("item-{i}"))
+        .collect();
+    assert_eq!(keys, expected, "each other item completed once, under its own key");
+
+    // Nothing left unacknowledged on the subscription.
+    let js = async_nats::jetstream::new(client);
+    eventually(Duration::from_secs(10), "the consumer to be settled", || async {
+        let mut stream = js.get_stream("STOKE_EVENTS").await.unwrap();
+        let mut pending = 0;
+        let names: Vec<String> = {
+            use futures::StreamExt as _;
+            stream.consumer_names().map(|n| n.unwrap()).collect().await
+        };
+        for name in names {
+            let mut c: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer(&name).await.unwrap();
+            let info = c.info().await.unwrap();
+            pending += info.num_pending + info.num_ack_pending as u64;
+        }
+        let _ = stream.info().await;
+        (pending == 0).then_some(())
+    })
+    .await;
+}

@@ -1,0 +1,105 @@
+//! Concurrency and leases: a function's concurrency key keeps one hot key
+//! from taking every slot, and its consumers' lease follows its timeout.
+
+use std::time::Duration;
+
+use stoke_tests::{Nats, Platform, eventually, hello_with};
+
+async fn send_async(p: &Platform, body: String) {
+    let r = p.post_with("hello", body, &[("Prefer", "respond-async")]).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+}
+
+#[tokio::test]
+async fn a_hot_key_runs_one_at_a_time_without_starving_other_keys() {
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    p.deploy(hello_with("concurrency = 4\nconcurrency_key = \"customer\"").path());
+
+    // A backlog of one customer, then one event each for six others.
+    for i in 0..10 {
+        send_async(&p, format!(r#"{{"customer":"hot","sleep":0.3,"name":"hot{i}"}}"#)).await;
+    }
+    for i in 0..6 {
+        send_async(&p, format!(r#"{{"customer":"c{i}","sleep":0.3,"name":"cold{i}"}}"#)).await;
+    }
+    let db = p.db().await;
+    eventually(Duration::from_secs(60), "all 16 events to complete", || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM completions WHERE function = 'hello'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        (n == 16).then_some(())
+    })
+    .await;
+
+    // Each event ran once: (greeting, started, ended, attempt, completed).
+    let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT json_extract(json_extract(CAST(c.result AS TEXT), '$.body'), '$.message'),
+                a.started_ms, a.ended_ms, a.attempt, c.completed_ms
+         FROM attempts a JOIN completions c ON c.invocation_id = a.invocation_id
+         WHERE a.function = 'hello' ORDER BY a.started_ms",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 16, "{rows:?}");
+    // Deferring an event is not an attempt.
+    assert!(
+        rows.iter().all(|r| r.3 == 1),
+        "every event ran once, as attempt 1: {rows:?}"
+    );
+    let (hot, other): (Vec<_>, Vec<_>) = rows.iter().partition(|r| r.0.starts_with("Hello, hot"));
+    assert_eq!(hot.len(), 10, "{rows:?}");
+    // Runs of the hot key never overlapped (worker-measured times).
+    for w in hot.windows(2) {
+        assert!(w[1].1 >= w[0].2, "hot runs overlap: {:?} and {:?}", w[0], w[1]);
+    }
+    // The other customers did not wait for the hot backlog.
+    let last_hot = hot.iter().map(|r| r.4).max().unwrap();
+    let last_other = other.iter().map(|r| r.4).max().unwrap();
+    println!(
+        "last other key done {} ms before the last hot one",
+        last_hot - last_other
+    );
+    assert!(
+        last_other + 1500 < last_hot,
+        "other keys finished at {last_other}, the hot backlog at {last_hot}"
+    );
+}
+
+/// hello with another timeout (the example sets 10 s).
+fn hello_timeout(secs: u32, extra: &str) -> tempfile::TempDir {
+    let f = hello_with(extra);
+    let path = f.path().join("stoke.toml");
+    let manifest = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, manifest.replace("timeout = 10", &format!("timeout = {secs}"))).unwrap();
+    f
+}
+
+#[tokio::test]
+async fn the_lease_follows_the_function_timeout_and_a_redeploy_updates_it() {
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await.unwrap());
+    let consumer_config = || async {
+        let stream = js.get_stream("STOKE_INVOKE").await.unwrap();
+        let mut c: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer("fn-hello").await.unwrap();
+        let info = c.info().await.unwrap();
+        (info.config.ack_wait, info.config.max_ack_pending)
+    };
+
+    p.deploy(hello_timeout(120, "concurrency = 3").path());
+    let r = p.post("hello", "{}").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(consumer_config().await, (Duration::from_secs(130), 3));
+
+    // Shorter timeout (the lease has a 30 s floor), more concurrency, a key.
+    p.deploy(hello_timeout(5, "concurrency = 8\nconcurrency_key = \"customer\"").path());
+    eventually(Duration::from_secs(15), "the consumer to be updated", || async {
+        (consumer_config().await == (Duration::from_secs(30), 16)).then_some(())
+    })
+    .await;
+    let r = p.post("hello", r#"{"customer":"a"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
