@@ -8,6 +8,8 @@
 //! timeout = 30                       # seconds, 1..=900
 //! concurrency = 10                   # invocations of this function at once
 //! max_attempts = 3                   # for async events (sync callers are not retried)
+//! retry_backoff_ms = 1000            # first retry after ~1 s, then doubling (±20 % jitter)...
+//! retry_backoff_max_ms = 300000      # ...up to 5 minutes
 //! max_event_age = 21600              # seconds an async event may wait before it is dead-lettered
 //! concurrency_key = "data.customer"  # optional: a path into the event; one hot key cannot take every slot
 //! concurrency_per_key = 1            # invocations of one key at once (default 1)
@@ -58,6 +60,12 @@ pub struct Manifest {
     pub max_attempts: u32,
     #[serde(default = "default_max_event_age")]
     pub max_event_age: u32,
+    /// Delay before the first retry of a failed async event, in ms; each
+    /// further retry waits twice as long, up to `retry_backoff_max_ms`.
+    #[serde(default = "default_retry_backoff_ms")]
+    pub retry_backoff_ms: u32,
+    #[serde(default = "default_retry_backoff_max_ms")]
+    pub retry_backoff_max_ms: u32,
     /// A path into the event (see [`crate::key`]); events with the same
     /// value run at most `concurrency_per_key` at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,6 +89,12 @@ fn default_concurrency() -> u32 {
 }
 fn default_max_event_age() -> u32 {
     6 * 3600
+}
+fn default_retry_backoff_ms() -> u32 {
+    1000
+}
+fn default_retry_backoff_max_ms() -> u32 {
+    300_000
 }
 fn default_max_attempts() -> u32 {
     3
@@ -297,6 +311,18 @@ impl Manifest {
             if value.contains('\0') {
                 return Err(invalid(format!("env[{i}]"), "values must not contain NUL bytes"));
             }
+        }
+        if self.retry_backoff_ms > 3_600_000 {
+            return Err(invalid("retry_backoff_ms", "must be at most 3600000 (one hour)"));
+        }
+        if !(self.retry_backoff_ms..=43_200_000).contains(&self.retry_backoff_max_ms) {
+            return Err(invalid(
+                "retry_backoff_max_ms",
+                format!(
+                    "must be within retry_backoff_ms ({}) and 43200000 (12 hours)",
+                    self.retry_backoff_ms
+                ),
+            ));
         }
         if let Some(expr) = &self.concurrency_key {
             crate::key::validate(expr).map_err(|reason| invalid("concurrency_key", reason))?;
@@ -563,6 +589,14 @@ subject = "orders.*"
         assert_eq!(field_of("name = \"a\"\ncommand = []"), "command");
         assert_eq!(field_of(&format!("{base}memory = 1")), "memory");
         assert_eq!(field_of(&format!("{base}timeout = 0")), "timeout");
+        assert_eq!(
+            field_of(&format!("{base}retry_backoff_ms = 5000000")),
+            "retry_backoff_ms"
+        );
+        assert_eq!(
+            field_of(&format!("{base}retry_backoff_ms = 2000\nretry_backoff_max_ms = 1000")),
+            "retry_backoff_max_ms"
+        );
         assert_eq!(
             field_of(&format!("{base}[env]\nAWS_LAMBDA_RUNTIME_API = \"x\"")),
             "env.AWS_LAMBDA_RUNTIME_API"

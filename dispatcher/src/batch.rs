@@ -139,6 +139,7 @@ async fn settle(ctx: &Ctx, loaded: &Loaded, run_env: &Envelope, items: Vec<Item>
                     sync: false,
                     attempt: item.env.attempt,
                     max_attempts: loaded.manifest.max_attempts,
+                    backoff: policy::Backoff::of(&loaded.manifest),
                     error_type: Some(error.error_type.as_str()),
                 });
                 failed.push((item, error.clone(), decision));

@@ -138,6 +138,7 @@ pub(crate) async fn handle(ctx: &Ctx, source: &Source, msg: jetstream::Message) 
         sync: env.sync,
         attempt: env.attempt,
         max_attempts: loaded.manifest.max_attempts,
+        backoff: policy::Backoff::of(&loaded.manifest),
         error_type: error.as_ref().map(|e| e.error_type.as_str()),
     });
     let status = match decision {

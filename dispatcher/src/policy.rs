@@ -7,9 +7,22 @@ use rand::Rng;
 use stoke_proto::Outcome;
 use stoke_store::{DeadReason, Status};
 
-/// Retry backoff for async events: base × 2^(attempt-1), capped, ±20 %.
-pub(crate) const BACKOFF_BASE: Duration = Duration::from_secs(1);
-pub(crate) const BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// Retry backoff for async events: base × 2^(attempt-1), capped, ±20 %
+/// (the manifest's `retry_backoff_ms` and `retry_backoff_max_ms`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Backoff {
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Backoff {
+    pub fn of(m: &stoke_core::Manifest) -> Backoff {
+        Backoff {
+            base: Duration::from_millis(u64::from(m.retry_backoff_ms)),
+            cap: Duration::from_millis(u64::from(m.retry_backoff_max_ms)),
+        }
+    }
+}
 
 /// One finished attempt, as far as the decision needs it.
 #[derive(Debug, Clone, Copy)]
@@ -21,6 +34,7 @@ pub(crate) struct Attempted<'a> {
     pub attempt: u32,
     pub max_attempts: u32,
     pub error_type: Option<&'a str>,
+    pub backoff: Backoff,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -49,7 +63,7 @@ pub(crate) fn decide(a: &Attempted<'_>) -> Decision {
     } else if a.attempt >= a.max_attempts {
         Decision::DeadLetter(DeadReason::MaxAttempts)
     } else {
-        Decision::Retry(backoff(a.attempt))
+        Decision::Retry(backoff(a.attempt, a.backoff))
     }
 }
 
@@ -58,14 +72,12 @@ pub(crate) fn expired(sync: bool, age_ms: i64, max_event_age_secs: u32) -> bool 
     !sync && age_ms > i64::from(max_event_age_secs) * 1000
 }
 
-pub(crate) fn backoff(attempt: u32) -> Duration {
-    backoff_base(attempt).mul_f64(rand::rng().random_range(0.8..1.2))
+pub(crate) fn backoff(attempt: u32, b: Backoff) -> Duration {
+    backoff_base(attempt, b).mul_f64(rand::rng().random_range(0.8..1.2))
 }
 
-fn backoff_base(attempt: u32) -> Duration {
-    BACKOFF_BASE
-        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-        .min(BACKOFF_CAP)
+fn backoff_base(attempt: u32, b: Backoff) -> Duration {
+    b.base.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(b.cap)
 }
 
 #[cfg(test)]
@@ -84,6 +96,13 @@ mod tests {
         ]
     }
 
+    fn backoff_policy() -> impl Strategy<Value = Backoff> {
+        (0u64..=60_000, 0u64..=600_000).prop_map(|(base, extra)| Backoff {
+            base: Duration::from_millis(base),
+            cap: Duration::from_millis(base + extra),
+        })
+    }
+
     fn error_type() -> impl Strategy<Value = Option<String>> {
         prop_oneof![
             Just(None),
@@ -99,8 +118,8 @@ mod tests {
         /// retries exactly while attempts remain and the error is not
         /// terminal; every other async failure is a dead letter.
         #[test]
-        fn one_attempt(outcome in outcome(), sync: bool, attempt in 1u32..200, max in 1u32..=100, et in error_type()) {
-            let d = decide(&Attempted { outcome, sync, attempt, max_attempts: max, error_type: et.as_deref() });
+        fn one_attempt(outcome in outcome(), sync: bool, attempt in 1u32..200, max in 1u32..=100, et in error_type(), b in backoff_policy()) {
+            let d = decide(&Attempted { outcome, sync, attempt, max_attempts: max, error_type: et.as_deref(), backoff: b });
             let terminal = outcome == Outcome::FunctionError && et.as_deref().is_some_and(stoke_core::is_terminal_error);
             match d {
                 Decision::Complete(Status::Succeeded) => prop_assert_eq!(outcome, Outcome::Success),
@@ -110,7 +129,7 @@ mod tests {
                 }
                 Decision::Retry(delay) => {
                     prop_assert!(!sync && outcome != Outcome::Success && !terminal && attempt < max);
-                    prop_assert!(delay <= BACKOFF_CAP.mul_f64(1.2));
+                    prop_assert!(delay <= b.cap.mul_f64(1.2));
                 }
                 Decision::DeadLetter(reason) => {
                     prop_assert!(!sync && outcome != Outcome::Success);
@@ -127,17 +146,18 @@ mod tests {
         fn an_event_ends_once_within_max_attempts(
             outcomes in prop::collection::vec((outcome(), error_type()), 1..120),
             max in 1u32..=100,
+            b in backoff_policy(),
         ) {
             let mut finals = 0;
             let mut attempts = 0u32;
             for (n, (outcome, et)) in outcomes.iter().enumerate() {
                 let attempt = n as u32 + 1;
                 attempts = attempt;
-                match decide(&Attempted { outcome: *outcome, sync: false, attempt, max_attempts: max, error_type: et.as_deref() }) {
+                match decide(&Attempted { outcome: *outcome, sync: false, attempt, max_attempts: max, error_type: et.as_deref(), backoff: b }) {
                     Decision::Retry(delay) => {
-                        let base = backoff_base(attempt);
+                        let base = backoff_base(attempt, b);
                         prop_assert!(delay >= base.mul_f64(0.8) && delay <= base.mul_f64(1.2));
-                        prop_assert!(base >= backoff_base(attempt.saturating_sub(1).max(1)));
+                        prop_assert!(base >= backoff_base(attempt.saturating_sub(1).max(1), b));
                     }
                     Decision::Complete(_) | Decision::DeadLetter(_) => {
                         finals += 1;

@@ -220,3 +220,27 @@ async fn same_key_with_another_payload_is_a_conflict_and_a_repeat_is_answered_fr
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn the_retry_backoff_is_per_function() {
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    p.deploy(hello_with("max_attempts = 4\nretry_backoff_ms = 300\nretry_backoff_max_ms = 400").path());
+    let id = send_async(&p, r#"{"fail_until":4,"name":"quick"}"#, Some("k-quick")).await;
+    wait_status(&p, &id, "succeeded").await;
+    let db = p.db().await;
+    let runs: Vec<(i64, i64, i64)> =
+        sqlx::query_as("SELECT attempt, started_ms, ended_ms FROM attempts WHERE invocation_id = ? ORDER BY attempt")
+            .bind(&id)
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert_eq!(runs.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    // Waits of 300, 600 → capped 400, 400 ms, each ±20 %, plus delivery time.
+    let waits: Vec<i64> = runs.windows(2).map(|w| w[1].1 - w[0].2).collect();
+    println!("waits between attempts (ms): {waits:?}");
+    assert!((240..900).contains(&waits[0]), "{waits:?}");
+    for w in &waits[1..] {
+        assert!((320..1000).contains(w), "capped at 400 ms ±20 %: {waits:?}");
+    }
+}
