@@ -66,11 +66,14 @@ pub(crate) async fn handle_batch(ctx: &Ctx, source: &Source, msgs: Vec<jetstream
     }
     let loaded = match handle::load(ctx, function, None).await {
         Ok(Some(l)) => l,
-        // Gone (deleted) or unreadable: release; the consumer goes with it.
-        other => {
-            if let Err(e) = other {
-                tracing::warn!(%function, error = %e, "cannot load function; releasing batch");
+        Ok(None) => {
+            for item in &items {
+                handle::not_deployed(ctx, &item.msg, &item.env, function).await;
             }
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(%function, error = %e, "cannot load function; releasing batch");
             for item in &items {
                 ack(&item.msg, AckKind::Nak(Some(handle::RELEASE_DELAY))).await;
             }

@@ -1,6 +1,8 @@
 //! The fate of one event. For each message: skip it if its idempotency
-//! key already completed (or it was already dead-lettered), drop it to the
-//! dead-letter store if too old, dispatch it to a worker while sending
+//! key already completed (or it was already dead-lettered), number its
+//! attempt, drop it to the dead-letter store if too old, wait for a slot of
+//! its function and key (or defer it: NAK with delay, not an attempt),
+//! dispatch it to a worker while sending
 //! in-progress acks, then either record the completion (atomically with the
 //! metered attempt), announce it and ack — or record the attempt and NAK
 //! with backoff for a retry — or, out of attempts or on a terminal error,
@@ -75,20 +77,7 @@ pub(crate) async fn handle(ctx: &Ctx, source: &Source, msg: jetstream::Message) 
     let loaded = match load(ctx, function, env.version).await {
         Ok(Some(l)) => l,
         Ok(None) => {
-            let err = ErrorRecord {
-                error_type: "Stoke.FunctionNotFound".into(),
-                error_message: format!("function {function:?} (version {:?}) is not deployed", env.version),
-                raw: None,
-            };
-            let completion = records::completion(
-                &env,
-                function,
-                env.version.unwrap_or(0),
-                Status::Failed,
-                None,
-                Some(err),
-            );
-            finish(ctx, &msg, &env, None, completion).await;
+            not_deployed(ctx, &msg, &env, function).await;
             return;
         }
         Err(e) => {
@@ -218,6 +207,19 @@ pub(crate) async fn run(
             None
         }
     }
+}
+
+/// An event for a function (version) that is not deployed ends failed,
+/// `Stoke.FunctionNotFound`.
+pub(crate) async fn not_deployed(ctx: &Ctx, msg: &jetstream::Message, env: &Envelope, function: &str) {
+    let err = ErrorRecord {
+        error_type: "Stoke.FunctionNotFound".into(),
+        error_message: format!("function {function:?} (version {:?}) is not deployed", env.version),
+        raw: None,
+    };
+    let version = env.version.unwrap_or(0);
+    let completion = records::completion(env, function, version, Status::Failed, None, Some(err));
+    finish(ctx, msg, env, None, completion).await;
 }
 
 /// The dead letter of an event too old to be worth running (an async

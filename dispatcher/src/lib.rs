@@ -1,10 +1,13 @@
-//! stoke-dispatcher owns delivery: it pulls invocation events from
-//! JetStream (one durable pull consumer per function, `max_ack_pending` =
-//! the function's concurrency), hands each to an attached worker over gRPC,
-//! keeps the message's lease alive with in-progress acks while it runs,
-//! decides retry or completion, writes the metered attempt and the one
-//! completion per idempotency key, announces the result for synchronous
-//! callers, and only then acks. It also hosts the gRPC admin API.
+//! stoke-dispatcher owns delivery: it pulls events from JetStream (one
+//! durable pull consumer per function and per subject subscription, held
+//! as the manifest says: `pull.rs`), admits each within the function's
+//! concurrency and per-key limits (`gate.rs`), hands it — or a batch of
+//! subject messages (`batch.rs`) — to an attached worker over gRPC
+//! (`workers.rs`), keeps the message's lease alive with in-progress acks
+//! while it runs, decides retry, completion or dead letter (`policy.rs`),
+//! writes the metered attempt and the one completion per idempotency key
+//! (`records.rs`), announces the result for synchronous callers, and only
+//! then acks (`handle.rs`). It also hosts the gRPC admin API.
 //!
 //! It must not run user code (workers do) and must not ack anything that is
 //! not durable in the store first.

@@ -63,7 +63,7 @@ async fn a_hot_key_runs_one_at_a_time_without_starving_other_keys() {
         last_hot - last_other
     );
     assert!(
-        last_other + 1500 < last_hot,
+        last_other + 1000 < last_hot,
         "other keys finished at {last_other}, the hot backlog at {last_hot}"
     );
 }
