@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use stoke_proto::worker_service_client::WorkerServiceClient;
 use stoke_proto::{
-    DispatcherMessage, Heartbeat, WarmSet, WorkerHello, WorkerMessage, dispatcher_message, worker_message,
+    DispatcherMessage, Heartbeat, Invocation, WarmSet, WorkerHello, WorkerMessage, dispatcher_message, worker_message,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -214,12 +214,16 @@ impl Worker {
                         let outbox = self.outbox.clone();
                         in_flight.spawn(async move {
                             let started = (stoke_core::now_ms(), std::time::Instant::now());
-                            let result = tokio::select! {
-                                result = runner.run(inv.clone(), &mut client) => result,
+                            // What a result must echo (the invocation minus its payload).
+                            let mut head = inv;
+                            let payload = std::mem::take(&mut head.payload);
+                            let inv = Invocation { payload, ..head.clone() };
+                            let mut result = tokio::select! {
+                                result = runner.run(inv, &mut client) => result,
                                 // Dropping the run kills its sandbox.
-                                _ = lost.cancelled() => outbox::dispatcher_lost(&inv, &runner.worker_id, started),
+                                _ = lost.cancelled() => outbox::dispatcher_lost(&head, &runner.worker_id, started),
                             };
-                            outbox.hold(&result);
+                            outbox.hold(&mut result);
                             if !lost.is_cancelled() {
                                 let _ = tx.send(WorkerMessage { msg: Some(worker_message::Msg::Result(result)) }).await;
                             }

@@ -21,16 +21,17 @@ pub struct Outbox {
 impl Outbox {
     /// Keep a copy of `result` (without its payload: a late result is only
     /// metered) until the dispatcher confirms it.
-    pub fn hold(&self, result: &InvocationResult) {
+    pub fn hold(&self, result: &mut InvocationResult) {
+        // Copy all but the (up to 6 MiB) payload.
+        let payload = std::mem::take(&mut result.payload);
+        let copy = result.clone();
+        result.payload = payload;
         let mut held = self.held.lock().expect("not poisoned");
         if held.len() >= MAX_HELD {
             let dropped = held.pop_front();
             tracing::warn!(invocation = ?dropped.map(|r| r.invocation_id), "too many unconfirmed results; forgetting the oldest");
         }
-        held.push_back(InvocationResult {
-            payload: Vec::new(),
-            ..result.clone()
-        });
+        held.push_back(copy);
     }
 
     pub fn confirm(&self, invocation_id: &str, epoch: u64) {
@@ -80,9 +81,11 @@ mod tests {
     #[test]
     fn keeps_until_confirmed_without_payloads() {
         let outbox = Outbox::default();
-        outbox.hold(&result("a", 1));
-        outbox.hold(&result("a", 2));
-        outbox.hold(&result("b", 1));
+        let mut sent = result("a", 1);
+        outbox.hold(&mut sent);
+        assert_eq!(sent.payload, b"body", "the result sent keeps its payload");
+        outbox.hold(&mut result("a", 2));
+        outbox.hold(&mut result("b", 1));
         outbox.confirm("a", 1);
         let left: Vec<_> = outbox
             .unconfirmed()
@@ -96,7 +99,7 @@ mod tests {
     fn is_bounded() {
         let outbox = Outbox::default();
         for i in 0..(MAX_HELD as u64 + 5) {
-            outbox.hold(&result("x", i));
+            outbox.hold(&mut result("x", i));
         }
         let left = outbox.unconfirmed();
         assert_eq!(left.len(), MAX_HELD);
