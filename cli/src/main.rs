@@ -49,6 +49,11 @@ enum Command {
         /// Seconds an idle warm sandbox is kept before it is stopped.
         #[arg(long, value_name = "SECS")]
         idle_ttl: Option<f64>,
+        /// `strict` (default): cgroup memory/pids/cpu limits for every
+        /// function, refusing to start without them. `none`: no isolation,
+        /// for development only.
+        #[arg(long, value_name = "MODE")]
+        sandbox: Option<stoke_worker::SandboxMode>,
     },
     /// Run only the HTTP gateway (against a shared NATS and store).
     Broker {
@@ -73,6 +78,9 @@ enum Command {
         dispatcher: Option<String>,
         #[arg(long, value_name = "SECS")]
         idle_ttl: Option<f64>,
+        /// `strict` (default) or `none` (no isolation, development only).
+        #[arg(long, value_name = "MODE")]
+        sandbox: Option<stoke_worker::SandboxMode>,
     },
     /// Package a function directory (with its stoke.toml) and deploy it as a new version.
     Deploy {
@@ -243,8 +251,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             http,
             admin,
             idle_ttl,
+            sandbox,
         } => {
             let mut cfg = Config::load(&serve)?;
+            if let Some(m) = sandbox {
+                cfg.worker.sandbox = m;
+            }
             if let Some(a) = http {
                 cfg.broker.http = a;
             }
@@ -274,8 +286,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             serve,
             dispatcher,
             idle_ttl,
+            sandbox,
         } => {
             let mut cfg = Config::load(&serve)?;
+            if let Some(m) = sandbox {
+                cfg.worker.sandbox = m;
+            }
             if let Some(d) = dispatcher {
                 cfg.worker.dispatcher = d;
             }

@@ -18,6 +18,9 @@ pub struct Runner {
     pub packages: PackageCache,
     pub scratch_root: std::path::PathBuf,
     pub max_response: usize,
+    /// The sandboxes' cgroups; `None` only with `--sandbox none`.
+    pub cgroups: Option<crate::sandbox::cgroup::Cgroups>,
+    pub max_pids: u32,
 }
 
 /// The result of `inv`, echoing what a dispatcher needs to meter it.
@@ -149,6 +152,7 @@ impl Runner {
                 ),
             ),
             Outcome::Crashed { message } => (WireOutcome::Crashed, err("Runtime.ExitError", message, &[])),
+            Outcome::OutOfMemory { message } => (WireOutcome::Crashed, err("Runtime.OutOfMemory", message, &[])),
             Outcome::InitError {
                 error_type,
                 message,
@@ -186,6 +190,8 @@ impl Runner {
             scratch_root: &self.scratch_root,
             worker_id: &self.worker_id,
             max_response: self.max_response,
+            cgroups: self.cgroups.as_ref(),
+            max_pids: self.max_pids,
         })
         .await
     }

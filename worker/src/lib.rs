@@ -45,6 +45,32 @@ pub struct WorkerOptions {
     pub id: String,
     /// Largest response a function may return, in bytes.
     pub max_response_bytes: usize,
+    /// `strict` (default): every sandbox gets cgroup limits, and a host
+    /// that cannot provide them makes the worker refuse to start. `none`:
+    /// no isolation at all, for development only.
+    pub sandbox: SandboxMode,
+    /// Processes (and threads) one sandbox may run at once.
+    pub max_pids: u32,
+    /// Where the cgroup hierarchies are mounted.
+    pub cgroup_root: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxMode {
+    Strict,
+    None,
+}
+
+impl std::str::FromStr for SandboxMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<SandboxMode, String> {
+        match s {
+            "strict" => Ok(SandboxMode::Strict),
+            "none" => Ok(SandboxMode::None),
+            other => Err(format!("unknown sandbox mode {other:?} (strict | none)")),
+        }
+    }
 }
 
 impl Default for WorkerOptions {
@@ -57,6 +83,9 @@ impl Default for WorkerOptions {
             idle_ttl_secs: 300.0,
             id: String::new(),
             max_response_bytes: 6 << 20,
+            sandbox: SandboxMode::Strict,
+            max_pids: 1024,
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
         }
     }
 }
@@ -69,6 +98,12 @@ pub enum WorkerError {
     Address(String, String),
     #[error("package: {0}")]
     Package(String),
+    #[error(
+        "cannot sandbox functions on this host: {0}. Run as root on Linux with cgroup v2 (memory, pids, cpu \
+         delegated) or v1 (memory, pids, cpu mounted under /sys/fs/cgroup), or pass --sandbox none for \
+         development (no isolation)"
+    )]
+    Sandbox(String),
 }
 
 impl stoke_core::Retryable for WorkerError {
@@ -113,12 +148,28 @@ impl Worker {
         } else {
             opts.id.clone()
         };
+        let cgroups = match opts.sandbox {
+            SandboxMode::Strict => {
+                let c = sandbox::cgroup::Cgroups::detect(&opts.cgroup_root).map_err(WorkerError::Sandbox)?;
+                tracing::info!(cgroups = ?c, "sandboxes get memory, pids and cpu limits");
+                Some(c)
+            }
+            SandboxMode::None => {
+                tracing::warn!(
+                    "--sandbox none: functions run as plain child processes of the worker, with no \
+                     memory, process or CPU limits. Never use this for code you do not trust."
+                );
+                None
+            }
+        };
         let runner = Arc::new(invoke::Runner {
             worker_id,
             pool: pool::WarmPool::new(Duration::from_secs_f64(opts.idle_ttl_secs.max(0.0))),
             packages,
             scratch_root,
             max_response: opts.max_response_bytes,
+            cgroups,
+            max_pids: opts.max_pids,
         });
         Ok(Worker {
             opts,
@@ -164,6 +215,11 @@ impl Worker {
         }
         reaper.abort();
         self.runner.pool.clear();
+        if let Some(c) = &self.runner.cgroups {
+            // Give the sandboxes just dropped a moment to be removed.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            c.remove();
+        }
         tracing::info!(worker = %self.runner.worker_id, "worker stopped");
         Ok(())
     }

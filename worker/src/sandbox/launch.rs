@@ -6,9 +6,15 @@
 //!  1. resolve the program (a `./path` is relative to the read-only code dir);
 //!  2. clear the environment and set only the Lambda variables + the manifest's env;
 //!  3. working directory = the code dir; stdin = /dev/null; stdout/stderr piped to the worker;
-//!  4. in the child, before exec: mark every inherited fd ≥ 3 close-on-exec,
-//!     start a new session (own process group, so the whole group can be killed),
-//!     die with the worker (PDEATHSIG), no core dumps.
+//!  4. in the child, before exec:
+//!     (a) join the sandbox's cgroups (memory, pids, cpu: `cgroup.rs`), so
+//!     everything it ever starts is limited and can be killed together;
+//!     (b) mark every inherited fd ≥ 3 close-on-exec;
+//!     (c) start a new session (own process group);
+//!     (d) die with the worker (PDEATHSIG);
+//!     (e) rlimits: no core dumps, at most `NOFILE` open files, no file
+//!     larger than `FSIZE`;
+//!     (f) no_new_privs: setuid binaries and file capabilities grant nothing.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -19,7 +25,14 @@ pub struct LaunchSpec<'a> {
     pub command: &'a [String],
     pub code_dir: &'a Path,
     pub env: Vec<(String, String)>,
+    /// `cgroup.procs` files to join (see `cgroup::SandboxCgroup::join_fds`).
+    pub cgroup_fds: Vec<std::os::fd::RawFd>,
 }
+
+/// Open files a function may hold (Lambda's limit).
+const NOFILE: u64 = 1024;
+/// Largest file a function may write (Lambda's default /tmp is 512 MiB).
+const FSIZE: u64 = 512 << 20;
 
 /// Resolve the program: paths with a `/` are taken relative to the code dir
 /// (absolute ones as they are); bare names are looked up on the sandbox PATH.
@@ -49,16 +62,25 @@ pub fn launch(spec: &LaunchSpec<'_>) -> std::io::Result<tokio::process::Child> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    let cgroup_fds = spec.cgroup_fds.clone();
     // (4) Runs in the forked child before exec: only async-signal-safe calls.
     #[allow(unsafe_code)]
-    // SAFETY: the closure calls only raw syscalls (close_range, setsid, prctl,
-    // setrlimit) that neither allocate nor take locks, as required between
-    // fork and exec; it touches no memory shared with the parent.
+    // SAFETY: the closure calls only raw syscalls (write, close_range, setsid,
+    // prctl, setrlimit) that neither allocate nor take locks, as required
+    // between fork and exec; it reads `cgroup_fds`, allocated before the
+    // fork, and touches no memory shared with the parent.
     unsafe {
-        cmd.pre_exec(|| {
-            // Inherited fds (a test harness, a systemd socket) must not reach
-            // the function; CLOEXEC rather than close keeps std's own
-            // exec-error pipe working.
+        cmd.pre_exec(move || {
+            // (a) Before anything else, so nothing escapes the limits:
+            // writing "0" to cgroup.procs moves the writing process.
+            for fd in &cgroup_fds {
+                if libc::write(*fd, b"0".as_ptr().cast(), 1) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            // (b) Inherited fds (a test harness, a systemd socket) must not
+            // reach the function; CLOEXEC rather than close keeps std's own
+            // exec-error pipe (and the cgroup files are CLOEXEC already).
             libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
@@ -66,11 +88,22 @@ pub fn launch(spec: &LaunchSpec<'_>) -> std::io::Result<tokio::process::Child> {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            let no_core = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            if libc::setrlimit(libc::RLIMIT_CORE, &no_core) < 0 {
+            // (e)
+            for (resource, limit) in [
+                (libc::RLIMIT_CORE, 0),
+                (libc::RLIMIT_NOFILE, NOFILE),
+                (libc::RLIMIT_FSIZE, FSIZE),
+            ] {
+                let r = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(resource, &r) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            // (f)
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

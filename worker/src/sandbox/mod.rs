@@ -2,6 +2,7 @@
 //! temp dir, and the tasks that watch it. Dropping a `Sandbox` kills its
 //! process group and removes its files.
 
+pub mod cgroup;
 pub mod launch;
 pub mod runtime_api;
 
@@ -36,6 +37,9 @@ pub struct StartSpec<'a> {
     pub scratch_root: &'a Path,
     pub worker_id: &'a str,
     pub max_response: usize,
+    /// Where the sandbox's cgroups go; `None` only with `--sandbox none`.
+    pub cgroups: Option<&'a cgroup::Cgroups>,
+    pub max_pids: u32,
 }
 
 /// One event for a sandbox.
@@ -66,6 +70,10 @@ pub enum Outcome {
     Crashed {
         message: String,
     },
+    /// The sandbox ran out of memory (the kernel's OOM killer struck in it).
+    OutOfMemory {
+        message: String,
+    },
     /// The process exited (or reported init/error) before asking for work.
     InitError {
         error_type: String,
@@ -87,6 +95,7 @@ pub struct Sandbox {
     pub id: u64,
     pub function: String,
     pub version: u32,
+    memory_mb: u32,
     pid: u32,
     spawned: Instant,
     deliveries: mpsc::Sender<Delivery>,
@@ -95,6 +104,7 @@ pub struct Sandbox {
     tail: Arc<Mutex<VecDeque<String>>>,
     tasks: Vec<JoinHandle<()>>,
     scratch: PathBuf,
+    cgroup: Option<cgroup::SandboxCgroup>,
     /// Events handled so far (0 = never used: the next one is cold).
     pub served: u64,
 }
@@ -143,11 +153,21 @@ impl Sandbox {
         env.extend(spec.env);
 
         let spawned = Instant::now();
-        let mut child = match launch::launch(&launch::LaunchSpec {
-            command: spec.command,
-            code_dir: spec.code_dir,
-            env,
-        }) {
+        let limits = cgroup::Limits {
+            memory_mb: spec.memory_mb,
+            max_pids: spec.max_pids,
+        };
+        let made = spec.cgroups.map(|c| c.create(&format!("sb-{id}"), limits)).transpose();
+        let launched = made.and_then(|cg| {
+            let child = launch::launch(&launch::LaunchSpec {
+                command: spec.command,
+                code_dir: spec.code_dir,
+                env,
+                cgroup_fds: cg.as_ref().map(|c| c.join_fds()).unwrap_or_default(),
+            })?;
+            Ok((child, cg))
+        });
+        let (mut child, cgroup) = match launched {
             Ok(c) => c,
             Err(e) => {
                 server.abort();
@@ -179,6 +199,7 @@ impl Sandbox {
             id,
             function: spec.function.to_string(),
             version: spec.version,
+            memory_mb: spec.memory_mb,
             pid,
             spawned,
             deliveries,
@@ -187,6 +208,7 @@ impl Sandbox {
             tail,
             tasks,
             scratch,
+            cgroup,
             served: 0,
         })
     }
@@ -199,8 +221,12 @@ impl Sandbox {
         self.exited.borrow().is_none()
     }
 
-    /// Peak resident memory of the runtime process (VmHWM), in KiB.
+    /// Peak memory of the sandbox (all its processes) so far, in KiB;
+    /// without cgroups, the runtime process's VmHWM.
     pub fn max_memory_kb(&self) -> u64 {
+        if let Some(cg) = &self.cgroup {
+            return cg.peak_memory_kb();
+        }
         std::fs::read_to_string(format!("/proc/{}/status", self.pid))
             .ok()
             .and_then(|s| {
@@ -299,14 +325,28 @@ impl Sandbox {
                 body,
             };
         }
+        if self.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0) {
+            return Outcome::OutOfMemory {
+                message: format!(
+                    "RequestId: {request_id} Error: Runtime exited with error: {status}: out of memory \
+                     (the function's memory limit is {} MB)\n{tail}",
+                    self.memory_mb
+                ),
+            };
+        }
         Outcome::Crashed {
             message: format!("RequestId: {request_id} Error: Runtime exited with error: {status}\n{tail}"),
         }
     }
 
+    /// Kill the sandbox: its process group and, with cgroups, every process
+    /// in it (daemons that started their own session included).
     pub fn kill(&self) {
         if self.pid != 0 {
             launch::kill_group(self.pid);
+        }
+        if let Some(cg) = &self.cgroup {
+            cg.kill_all();
         }
     }
 }
@@ -321,6 +361,15 @@ impl Drop for Sandbox {
             }
         }
         let _ = std::fs::remove_dir_all(&self.scratch);
+        // The cgroup goes once everything in it is gone (a moment after the kill).
+        if let Some(cg) = self.cgroup.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(cg.destroy());
+                }
+                Err(_) => cg.kill_all(),
+            }
+        }
         tracing::debug!(sandbox = self.id, function = %self.function, "sandbox destroyed");
     }
 }

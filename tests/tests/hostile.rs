@@ -1,0 +1,237 @@
+//! Hostile functions: each misbehaves inside its sandbox; the sandbox
+//! contains it, the worker keeps serving, and a neighbouring function is
+//! unaffected. (More arrive with namespaces, pivot_root and seccomp.)
+
+use std::time::Duration;
+
+use stoke_tests::{Nats, Platform, PlatformOptions, copy_function, eventually, workspace_root};
+
+/// hello-python's runtime with tests/fixtures/hostile/hostile.py as
+/// handler, and a timeout of `timeout` seconds.
+fn hostile(timeout: u32) -> tempfile::TempDir {
+    let f = copy_function(&workspace_root().join("examples/hello-python"));
+    std::fs::copy(
+        workspace_root().join("tests/fixtures/hostile/hostile.py"),
+        f.path().join("hostile.py"),
+    )
+    .unwrap();
+    let manifest = std::fs::read_to_string(f.path().join("stoke.toml"))
+        .unwrap()
+        .replace("name = \"hello\"", "name = \"hostile\"")
+        .replace("timeout = 10", &format!("timeout = {timeout}"))
+        .replace("handler = \"handler.handler\"", "handler = \"hostile.handler\"");
+    std::fs::write(f.path().join("stoke.toml"), manifest).unwrap();
+    f
+}
+
+async fn platform(nats: &Nats) -> Platform {
+    let p = Platform::start_with(
+        nats,
+        PlatformOptions {
+            env: vec![("STOKE_WORKER__MAX_PIDS".into(), "64".into())],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    p.deploy(hostile(10).path());
+    p.deploy(workspace_root().join("examples/hello-python").as_path());
+    p
+}
+
+/// The neighbour still answers.
+async fn neighbour_ok(p: &Platform) {
+    let r = p.post("hello", r#"{"name":"neighbour"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// Sandbox cgroups of this platform's worker that still exist.
+fn sandbox_cgroups(p: &Platform) -> Vec<String> {
+    let pid = p.pid();
+    let mut found = Vec::new();
+    for controller in ["memory", "pids", "cpu"] {
+        let pattern = "stoke-sandboxes-";
+        for root in walk(&std::path::Path::new("/sys/fs/cgroup").join(controller), 3) {
+            let name = root.file_name().unwrap().to_string_lossy().to_string();
+            if name.starts_with(pattern) && name.ends_with(&format!("-{pid}")) {
+                for sb in std::fs::read_dir(&root)
+                    .unwrap()
+                    .flatten()
+                    .filter(|e| e.path().is_dir())
+                {
+                    found.push(sb.path().display().to_string());
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Directories up to `depth` below `dir`.
+fn walk(dir: &std::path::Path, depth: usize) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if depth == 0 {
+        return out;
+    }
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.push(e.path());
+            out.extend(walk(&e.path(), depth - 1));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_memory_bomb_is_killed_and_reported_as_out_of_memory() {
+    let nats = Nats::start().await.unwrap();
+    let p = platform(&nats).await;
+    // Within the limit: fine, and metered with the sandbox's peak memory.
+    let r = p.post("hostile", r#"{"do":"allocate","mb":40}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Over its 128 MB.
+    let r = p.post("hostile", r#"{"do":"allocate","mb":400}"#).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["errorType"], "Runtime.OutOfMemory", "{}", r.text());
+    let db = p.db().await;
+    let peaks: Vec<(String, i64)> =
+        sqlx::query_as("SELECT outcome, max_memory_used_kb FROM attempts WHERE function = 'hostile' ORDER BY id")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    println!("attempts (outcome, peak KiB): {peaks:?}");
+    assert!(peaks[0].1 > 40 * 1024, "peak covers the 40 MB allocated: {peaks:?}");
+    assert!(peaks[1].1 > 100 * 1024 && peaks[1].1 <= 128 * 1024 + 64, "{peaks:?}");
+    neighbour_ok(&p).await;
+    let r = p.post("hostile", r#"{"do":"allocate","mb":10}"#).await;
+    assert_eq!(r.status, 200, "a fresh sandbox serves the function again: {}", r.text());
+}
+
+#[tokio::test]
+async fn a_fork_bomb_hits_the_pids_limit() {
+    let nats = Nats::start().await.unwrap();
+    let p = platform(&nats).await;
+    let r = p.post("hostile", r#"{"do":"fork_bomb"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    println!("fork bomb: {body}");
+    assert_eq!(
+        body["error"], "BlockingIOError",
+        "fork fails with EAGAIN at pids.max: {body}"
+    );
+    assert!(body["forked"].as_u64().unwrap() < 64, "{body}");
+    neighbour_ok(&p).await;
+}
+
+#[tokio::test]
+async fn a_daemon_dies_with_its_sandbox_and_cgroups_are_removed() {
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start_with(
+        &nats,
+        PlatformOptions {
+            idle_ttl_secs: Some(0.5),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    p.deploy(hostile(2).path());
+    // The daemon outlives its invocation's answer, in its own session.
+    let r = p.post("hostile", r#"{"do":"daemon"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let daemon = r.json()["daemon"].as_u64().unwrap() as u32;
+    assert!(stoke_tests::alive(daemon));
+    assert!(!sandbox_cgroups(&p).is_empty(), "the warm sandbox has its cgroups");
+    // Scale to zero: the sandbox goes, and everything in it.
+    eventually(
+        Duration::from_secs(10),
+        "the daemon to be killed with its idle sandbox",
+        || async { (!stoke_tests::alive(daemon)).then_some(()) },
+    )
+    .await;
+    eventually(Duration::from_secs(10), "the sandbox cgroups to be removed", || async {
+        sandbox_cgroups(&p).is_empty().then_some(())
+    })
+    .await;
+
+    // A timeout kills the daemon too, within timeout + 1 s.
+    let started = std::time::Instant::now();
+    let r = p.post("hostile", r#"{"do":"daemon","sleep":30}"#).await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    let pid: u32 = eventually(Duration::from_secs(5), "the daemon pid in the log", || async {
+        p.log()
+            .lines()
+            .rev()
+            .find_map(|l| l.split("daemon pid ").nth(1)?.split_whitespace().next()?.parse().ok())
+            .filter(|pid| *pid != daemon)
+    })
+    .await;
+    eventually(
+        Duration::from_secs(2),
+        "the timed-out sandbox's daemon to die",
+        || async { (!stoke_tests::alive(pid)).then_some(()) },
+    )
+    .await;
+    println!(
+        "timeout answered and daemon gone {:?} after the call",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "within timeout (2 s) + 1 s and some"
+    );
+}
+
+#[tokio::test]
+async fn writing_a_file_over_the_size_limit_fails() {
+    let nats = Nats::start().await.unwrap();
+    let p = platform(&nats).await;
+    let r = p.post("hostile", r#"{"do":"big_file","mb":8}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // RLIMIT_FSIZE (512 MiB): the write past it fails with EFBIG (Python
+    // ignores SIGXFSZ; other runtimes are killed by it).
+    let r = p.post("hostile", r#"{"do":"big_file","mb":600}"#).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(
+        r.json()["errorMessage"].as_str().unwrap().contains("File too large"),
+        "{}",
+        r.text()
+    );
+    neighbour_ok(&p).await;
+}
+
+#[tokio::test]
+async fn a_host_without_cgroups_is_refused_unless_sandbox_none_is_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(stoke_tests::built_binary("stoke"))
+        .args(["worker", "--dispatcher", "http://127.0.0.1:1", "--data-dir"])
+        .arg(dir.path())
+        .env("STOKE_WORKER__CGROUP_ROOT", "/nonexistent")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("cannot sandbox functions on this host"), "{stderr}");
+    assert!(stderr.contains("--sandbox none"), "says how to run anyway: {stderr}");
+
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start_with(
+        &nats,
+        PlatformOptions {
+            env: vec![
+                ("STOKE_WORKER__CGROUP_ROOT".into(), "/nonexistent".into()),
+                ("STOKE_WORKER__SANDBOX".into(), "none".into()),
+            ],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        p.log()
+            .contains("--sandbox none: functions run as plain child processes"),
+        "loud about it"
+    );
+    p.deploy(workspace_root().join("examples/hello-python").as_path());
+    neighbour_ok(&p).await;
+}

@@ -1,0 +1,308 @@
+//! cgroups for sandboxes: a memory limit (the manifest's `memory`, no swap),
+//! a pids limit (fork bombs), and a CPU weight proportional to memory (as
+//! Lambda gives CPU by memory; a weight, not a cap, so an idle host runs a
+//! cold start at full speed). OOM kills are counted per sandbox, peak
+//! memory is measured over every process of the sandbox, and destroying a
+//! sandbox kills everything in its cgroup — daemons that left the process
+//! group included — before removing it.
+//!
+//! Both hierarchies: cgroup v2 (one tree; the worker moves itself into a
+//! leaf so it may delegate controllers to its sandboxes) and v1 (memory,
+//! pids and cpu mounted separately under /sys/fs/cgroup/<controller>). The
+//! sandboxes of a worker live under its own cgroup, in
+//! `stoke-sandboxes-<worker pid>`, so the worker's own limits cover them.
+//! [`Cgroups::detect`] probes what can actually enforce limits and says
+//! what is missing when nothing can.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Limits of one sandbox.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub memory_mb: u32,
+    pub max_pids: u32,
+}
+
+/// Where this worker's sandbox cgroups are made.
+#[derive(Debug, Clone)]
+pub enum Cgroups {
+    V2 {
+        parent: PathBuf,
+    },
+    V1 {
+        memory: PathBuf,
+        pids: PathBuf,
+        cpu: PathBuf,
+    },
+}
+
+/// One sandbox's cgroup(s). [`SandboxCgroup::destroy`] removes them.
+#[derive(Debug)]
+pub struct SandboxCgroup {
+    v2: bool,
+    /// v2: the one dir; v1: memory, pids, cpu.
+    dirs: Vec<PathBuf>,
+    /// Open `cgroup.procs` files the sandbox's process writes `0` to before
+    /// exec, joining every cgroup (close-on-exec).
+    join: Vec<File>,
+}
+
+fn io_err(what: String) -> std::io::Error {
+    std::io::Error::other(what)
+}
+
+fn write(path: &Path, value: &str) -> std::io::Result<()> {
+    std::fs::write(path, value).map_err(|e| io_err(format!("{}: {e}", path.display())))
+}
+
+/// This process's cgroup path in a v1 controller (or v2 when `controller`
+/// is empty), from /proc/self/cgroup.
+fn own_path(controller: &str) -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    text.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let matches = if controller.is_empty() {
+            ctrls.is_empty()
+        } else {
+            ctrls.split(',').any(|c| c == controller)
+        };
+        matches.then(|| path.trim_start_matches('/').to_string())
+    })
+}
+
+impl Cgroups {
+    /// Find a hierarchy that can enforce memory, pids and cpu limits and set
+    /// up this worker's parent cgroup in it.
+    /// `root` is where the hierarchies are mounted (`/sys/fs/cgroup`).
+    pub fn detect(root: &Path) -> Result<Cgroups, String> {
+        let v2_err = match Self::setup_v2(root) {
+            Ok(c) => return Ok(c),
+            Err(e) => e,
+        };
+        let v1_err = match Self::setup_v1(root) {
+            Ok(c) => return Ok(c),
+            Err(e) => e,
+        };
+        Err(format!(
+            "no cgroup hierarchy can enforce memory, pids and cpu limits here (v2: {v2_err}; v1: {v1_err})"
+        ))
+    }
+
+    fn setup_v2(root: &Path) -> Result<Cgroups, String> {
+        // The unified hierarchy: /sys/fs/cgroup itself, or the hybrid
+        // layout's /sys/fs/cgroup/unified (often without controllers).
+        let mount = [root.to_path_buf(), root.join("unified")]
+            .into_iter()
+            .find(|m| m.join("cgroup.controllers").is_file())
+            .ok_or_else(|| format!("no cgroup2 mount at {}", root.display()))?;
+        let own = mount.join(own_path("").ok_or("not in a v2 cgroup")?);
+        let available = std::fs::read_to_string(mount.join("cgroup.controllers")).map_err(|e| e.to_string())?;
+        for c in ["memory", "pids", "cpu"] {
+            if !available.split_whitespace().any(|a| a == c) {
+                return Err(format!("the {c} controller is not available at {}", mount.display()));
+            }
+        }
+        // No internal processes: the worker moves into a leaf of its own
+        // cgroup, then hands the controllers down to the sandboxes' parent.
+        let me = if own == mount {
+            own.clone()
+        } else {
+            own.join("stoke-worker")
+        };
+        if me != mount {
+            std::fs::create_dir_all(&me).map_err(|e| format!("{}: {e}", me.display()))?;
+            write(&me.join("cgroup.procs"), &std::process::id().to_string()).map_err(|e| e.to_string())?;
+        }
+        write(&own.join("cgroup.subtree_control"), "+memory +pids +cpu").map_err(|e| e.to_string())?;
+        let parent = own.join(format!("stoke-sandboxes-{}", std::process::id()));
+        sweep_stale(&own);
+        std::fs::create_dir_all(&parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        write(&parent.join("cgroup.subtree_control"), "+memory +pids +cpu").map_err(|e| e.to_string())?;
+        Ok(Cgroups::V2 { parent })
+    }
+
+    fn setup_v1(root: &Path) -> Result<Cgroups, String> {
+        let mut dirs = Vec::new();
+        for c in ["memory", "pids", "cpu"] {
+            let mount = root.join(c);
+            if !mount.join("cgroup.procs").is_file() {
+                return Err(format!("{} is not a mounted {c} hierarchy", mount.display()));
+            }
+            let own = mount.join(own_path(c).unwrap_or_default());
+            sweep_stale(&own);
+            let parent = own.join(format!("stoke-sandboxes-{}", std::process::id()));
+            std::fs::create_dir_all(&parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+            dirs.push(parent);
+        }
+        let [memory, pids, cpu] = <[PathBuf; 3]>::try_from(dirs).expect("three controllers");
+        // v1 does not account children in their parent unless asked.
+        let _ = write(&memory.join("memory.use_hierarchy"), "1");
+        Ok(Cgroups::V1 { memory, pids, cpu })
+    }
+
+    /// Make the cgroup(s) of sandbox `name` with `limits`.
+    pub fn create(&self, name: &str, limits: Limits) -> std::io::Result<SandboxCgroup> {
+        let memory = u64::from(limits.memory_mb) << 20;
+        let made = match self {
+            Cgroups::V2 { parent } => {
+                let dir = parent.join(name);
+                let cg = SandboxCgroup::make(true, vec![dir.clone()])?;
+                write(&dir.join("memory.max"), &memory.to_string())?;
+                let _ = write(&dir.join("memory.swap.max"), "0");
+                write(&dir.join("pids.max"), &limits.max_pids.to_string())?;
+                let weight = (u64::from(limits.memory_mb) * 100 / 1769).clamp(1, 10_000);
+                write(&dir.join("cpu.weight"), &weight.to_string())?;
+                cg
+            }
+            Cgroups::V1 { memory: m, pids, cpu } => {
+                let cg = SandboxCgroup::make(false, vec![m.join(name), pids.join(name), cpu.join(name)])?;
+                let (mdir, pdir, cdir) = (&cg.dirs[0], &cg.dirs[1], &cg.dirs[2]);
+                write(&mdir.join("memory.limit_in_bytes"), &memory.to_string())?;
+                // Without swap accounting these do not exist; swap is then the host's.
+                let _ = write(&mdir.join("memory.memsw.limit_in_bytes"), &memory.to_string());
+                let _ = write(&mdir.join("memory.swappiness"), "0");
+                write(&pdir.join("pids.max"), &limits.max_pids.to_string())?;
+                let shares = (u64::from(limits.memory_mb) * 1024 / 1769).max(2);
+                write(&cdir.join("cpu.shares"), &shares.to_string())?;
+                cg
+            }
+        };
+        Ok(made)
+    }
+
+    /// Remove this worker's parent cgroup(s) (at exit; empty by then).
+    pub fn remove(&self) {
+        let dirs: Vec<&PathBuf> = match self {
+            Cgroups::V2 { parent } => vec![parent],
+            Cgroups::V1 { memory, pids, cpu } => vec![memory, pids, cpu],
+        };
+        for d in dirs {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// Remove `stoke-sandboxes-<pid>` cgroups left by workers that are gone
+/// (SIGKILLed: their sandboxes died with them, the empty cgroups stayed).
+fn sweep_stale(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(pid) = name
+            .strip_prefix("stoke-sandboxes-")
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            if let Ok(children) = std::fs::read_dir(e.path()) {
+                for c in children.flatten().filter(|c| c.path().is_dir()) {
+                    let _ = std::fs::remove_dir(c.path());
+                }
+            }
+            let _ = std::fs::remove_dir(e.path());
+        }
+    }
+}
+
+impl SandboxCgroup {
+    fn make(v2: bool, dirs: Vec<PathBuf>) -> std::io::Result<SandboxCgroup> {
+        let mut join = Vec::new();
+        for d in &dirs {
+            std::fs::create_dir(d).map_err(|e| io_err(format!("{}: {e}", d.display())))?;
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(d.join("cgroup.procs"))
+                .map_err(|e| io_err(format!("{}/cgroup.procs: {e}", d.display())))?;
+            join.push(f);
+        }
+        Ok(SandboxCgroup { v2, dirs, join })
+    }
+
+    /// File descriptors to write `0` to from the child before exec.
+    pub fn join_fds(&self) -> Vec<RawFd> {
+        self.join.iter().map(|f| f.as_raw_fd()).collect()
+    }
+
+    fn memory_dir(&self) -> &Path {
+        &self.dirs[0]
+    }
+
+    /// How many times the kernel's OOM killer struck in this sandbox.
+    pub fn oom_kills(&self) -> u64 {
+        let file = if self.v2 { "memory.events" } else { "memory.oom_control" };
+        std::fs::read_to_string(self.memory_dir().join(file))
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse().ok()))
+            })
+            .unwrap_or(0)
+    }
+
+    /// Peak memory of every process in the sandbox so far, in KiB.
+    pub fn peak_memory_kb(&self) -> u64 {
+        let dir = self.memory_dir();
+        let files: &[&str] = if self.v2 {
+            &["memory.peak", "memory.current"]
+        } else {
+            &["memory.max_usage_in_bytes"]
+        };
+        files
+            .iter()
+            .find_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .map_or(0, |b| b / 1024)
+    }
+
+    /// Pids of every process in the sandbox.
+    pub fn pids(&self) -> Vec<i32> {
+        std::fs::read_to_string(self.dirs[0].join("cgroup.procs"))
+            .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// SIGKILL every process in the sandbox (forks racing the kill are
+    /// caught by the next round; pids.max bounds how many there can be).
+    pub fn kill_all(&self) {
+        if self.v2 && write(&self.dirs[0].join("cgroup.kill"), "1").is_ok() {
+            return;
+        }
+        for pid in self.pids() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
+    /// Kill everything in the sandbox, wait for it to be gone, remove the
+    /// cgroup(s). Gives up (logging) after a few seconds.
+    pub async fn destroy(self) {
+        for _ in 0..500 {
+            self.kill_all();
+            if self.pids().is_empty() && self.remove_dirs() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::warn!(cgroup = %self.dirs[0].display(), "sandbox cgroup could not be removed");
+    }
+
+    /// Remove the dirs; true when all are gone.
+    fn remove_dirs(&self) -> bool {
+        self.dirs.iter().all(|d| match std::fs::remove_dir(d) {
+            Ok(()) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        })
+    }
+}
+
+impl Drop for SandboxCgroup {
+    fn drop(&mut self) {
+        // Without `destroy` (a start that failed before anything ran in it)
+        // a plain rmdir does it; after `destroy` the dirs are gone already.
+        let _ = self.remove_dirs();
+    }
+}
