@@ -235,3 +235,24 @@ async fn a_host_without_cgroups_is_refused_unless_sandbox_none_is_asked_for() {
     p.deploy(workspace_root().join("examples/hello-python").as_path());
     neighbour_ok(&p).await;
 }
+
+#[tokio::test]
+async fn refused_syscalls_get_eperm_and_the_function_carries_on() {
+    let nats = Nats::start().await.unwrap();
+    let p = platform(&nats).await;
+    let r = p.post("hostile", r#"{"do":"syscalls"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answers = r.json();
+    println!("refused syscalls: {answers}");
+    let answers = answers.as_object().unwrap();
+    assert!(answers.len() > 15, "{answers:?}");
+    for (name, answer) in answers {
+        let expected = match name.as_str() {
+            "fork" => "ok",
+            "clone3" => "Function not implemented",
+            _ => "Operation not permitted",
+        };
+        assert_eq!(answer, expected, "{name}");
+    }
+    neighbour_ok(&p).await;
+}

@@ -21,6 +21,8 @@ pub struct Runner {
     /// The sandboxes' cgroups; `None` only with `--sandbox none`.
     pub cgroups: Option<crate::sandbox::cgroup::Cgroups>,
     pub max_pids: u32,
+    /// Seccomp filters for every sandbox (empty with `--sandbox none`).
+    pub seccomp: Arc<Vec<seccompiler::BpfProgram>>,
 }
 
 /// The result of `inv`, echoing what a dispatcher needs to meter it.
@@ -192,6 +194,7 @@ impl Runner {
             max_response: self.max_response,
             cgroups: self.cgroups.as_ref(),
             max_pids: self.max_pids,
+            seccomp: self.seccomp.clone(),
         })
         .await
     }

@@ -148,18 +148,20 @@ impl Worker {
         } else {
             opts.id.clone()
         };
-        let cgroups = match opts.sandbox {
+        let (cgroups, seccomp) = match opts.sandbox {
             SandboxMode::Strict => {
                 let c = sandbox::cgroup::Cgroups::detect(&opts.cgroup_root).map_err(WorkerError::Sandbox)?;
-                tracing::info!(cgroups = ?c, "sandboxes get memory, pids and cpu limits");
-                Some(c)
+                let filters = sandbox::seccomp::filters().map_err(WorkerError::Sandbox)?;
+                tracing::info!(cgroups = ?c, "sandboxes get memory, pids and cpu limits and a seccomp filter");
+                (Some(c), filters)
             }
             SandboxMode::None => {
                 tracing::warn!(
                     "--sandbox none: functions run as plain child processes of the worker, with no \
-                     memory, process or CPU limits. Never use this for code you do not trust."
+                     memory, process or CPU limits and no syscall filter. Never use this for code you \
+                     do not trust."
                 );
-                None
+                (None, Vec::new())
             }
         };
         let runner = Arc::new(invoke::Runner {
@@ -170,6 +172,7 @@ impl Worker {
             max_response: opts.max_response_bytes,
             cgroups,
             max_pids: opts.max_pids,
+            seccomp: Arc::new(seccomp),
         });
         Ok(Worker {
             opts,

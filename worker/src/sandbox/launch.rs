@@ -14,7 +14,8 @@
 //!     (d) die with the worker (PDEATHSIG);
 //!     (e) rlimits: no core dumps, at most `NOFILE` open files, no file
 //!     larger than `FSIZE`;
-//!     (f) no_new_privs: setuid binaries and file capabilities grant nothing.
+//!     (f) no_new_privs: setuid binaries and file capabilities grant nothing;
+//!     (g) the seccomp filters (`seccomp.rs`), last: exec is allowed by them.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,8 @@ pub struct LaunchSpec<'a> {
     pub env: Vec<(String, String)>,
     /// `cgroup.procs` files to join (see `cgroup::SandboxCgroup::join_fds`).
     pub cgroup_fds: Vec<std::os::fd::RawFd>,
+    /// Seccomp filters to install (empty with `--sandbox none`).
+    pub seccomp: std::sync::Arc<Vec<seccompiler::BpfProgram>>,
 }
 
 /// Open files a function may hold (Lambda's limit).
@@ -63,12 +66,14 @@ pub fn launch(spec: &LaunchSpec<'_>) -> std::io::Result<tokio::process::Child> {
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let cgroup_fds = spec.cgroup_fds.clone();
+    let seccomp = spec.seccomp.clone();
     // (4) Runs in the forked child before exec: only async-signal-safe calls.
     #[allow(unsafe_code)]
     // SAFETY: the closure calls only raw syscalls (write, close_range, setsid,
     // prctl, setrlimit) that neither allocate nor take locks, as required
-    // between fork and exec; it reads `cgroup_fds`, allocated before the
-    // fork, and touches no memory shared with the parent.
+    // between fork and exec; it reads `cgroup_fds` and the seccomp programs,
+    // allocated before the fork, and touches no memory shared with the
+    // parent. `sock_filter` of seccompiler and libc have the same C layout.
     unsafe {
         cmd.pre_exec(move || {
             // (a) Before anything else, so nothing escapes the limits:
@@ -105,6 +110,22 @@ pub fn launch(spec: &LaunchSpec<'_>) -> std::io::Result<tokio::process::Child> {
             // (f)
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // (g) The programs were built before the fork; installing one is
+            // a prctl over a pointer to them.
+            for program in seccomp.iter() {
+                let prog = libc::sock_fprog {
+                    len: program.len() as u16,
+                    filter: program.as_ptr() as *mut libc::sock_filter,
+                };
+                if libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &prog as *const libc::sock_fprog,
+                ) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });

@@ -5,6 +5,7 @@
 pub mod cgroup;
 pub mod launch;
 pub mod runtime_api;
+pub mod seccomp;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,8 @@ pub struct StartSpec<'a> {
     pub max_response: usize,
     /// Where the sandbox's cgroups go; `None` only with `--sandbox none`.
     pub cgroups: Option<&'a cgroup::Cgroups>,
+    /// Seccomp filters (empty only with `--sandbox none`).
+    pub seccomp: Arc<Vec<seccompiler::BpfProgram>>,
     pub max_pids: u32,
 }
 
@@ -164,6 +167,7 @@ impl Sandbox {
                 code_dir: spec.code_dir,
                 env,
                 cgroup_fds: cg.as_ref().map(|c| c.join_fds()).unwrap_or_default(),
+                seccomp: spec.seccomp.clone(),
             })?;
             Ok((child, cg))
         });
