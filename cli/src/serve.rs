@@ -113,7 +113,7 @@ pub async fn up(mut cfg: Config) -> anyhow::Result<()> {
         cfg.attach_worker_to(admin);
         let broker = Broker::build(&cfg.broker, nats.clone(), store).await?;
         let http = broker.local_addr()?;
-        let worker = Worker::build(cfg.worker.clone())?;
+        let worker = Worker::build(cfg.worker.clone()).await?;
         println!("stoke is up");
         println!("  HTTP gateway  http://{http}   (POST /fn/<name>)");
         println!("  admin API     {admin}   (STOKE_ADMIN for the CLI)");
@@ -175,7 +175,7 @@ pub async fn worker(cfg: Config) -> anyhow::Result<()> {
     let token = CancellationToken::new();
     handle_signals(token.clone());
     ensure_dir(&cfg.worker.data_dir)?;
-    let w = Worker::build(cfg.worker.clone())?;
+    let w = Worker::build(cfg.worker.clone()).await?;
     println!("stoke worker {}: attaching to {}", w.id(), cfg.worker.dispatcher);
     run_roles(
         token.clone(),

@@ -20,6 +20,10 @@ import sys
 import time
 
 
+# Which process answered (its pid is 1 inside the sandbox's pid namespace).
+INSTANCE = os.urandom(8).hex()
+
+
 class TerminalError(Exception):
     """An error stoke does not retry (its errorType ends in TerminalError)."""
 
@@ -69,6 +73,7 @@ def handler(event, context):
     body = {
         "message": f"Hello, {event.get('name', 'world')}!",
         "pid": os.getpid(),
+        "instance": INSTANCE,
         "request_id": context.aws_request_id,
         "idempotency_key": context.idempotency_key,
         "attempt": context.attempt,

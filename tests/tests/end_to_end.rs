@@ -107,8 +107,11 @@ async fn warm_reuse_then_cold_start_after_the_process_is_killed() {
     p.deploy(&example("hello-python"));
     let first = hello_body(&p.post("hello", "{}").await);
     let second = hello_body(&p.post("hello", "{}").await);
-    let pid = first["pid"].as_u64().unwrap() as u32;
-    assert_eq!(second["pid"], first["pid"], "second invoke reuses the warm process");
+    assert_eq!(
+        second["instance"], first["instance"],
+        "second invoke reuses the warm process"
+    );
+    let pid = stoke_tests::function_process(p.pid(), "stoke_runtime.py");
 
     // Kill the function process for real; the next event starts a new one.
     nix::sys::signal::kill(
@@ -121,7 +124,10 @@ async fn warm_reuse_then_cold_start_after_the_process_is_killed() {
     })
     .await;
     let third = hello_body(&p.post("hello", "{}").await);
-    assert_ne!(third["pid"], first["pid"], "a new process after the old one died");
+    assert_ne!(
+        third["instance"], first["instance"],
+        "a new process after the old one died"
+    );
 
     let db = p.db().await;
     let cold: Vec<bool> = sqlx::query_scalar("SELECT cold FROM attempts ORDER BY id")
@@ -141,7 +147,7 @@ async fn idle_process_is_stopped_after_the_ttl_and_the_next_event_is_cold() {
     let p = Platform::start_with(&nats, opts).await.unwrap();
     p.deploy(&example("hello-python"));
     let first = hello_body(&p.post("hello", "{}").await);
-    let pid = first["pid"].as_u64().unwrap() as u32;
+    let pid = stoke_tests::function_process(p.pid(), "stoke_runtime.py");
     eventually(
         Duration::from_secs(15),
         "idle sandbox to be stopped (scale to zero)",
@@ -149,7 +155,7 @@ async fn idle_process_is_stopped_after_the_ttl_and_the_next_event_is_cold() {
     )
     .await;
     let second = hello_body(&p.post("hello", "{}").await);
-    assert_ne!(second["pid"], first["pid"]);
+    assert_ne!(second["instance"], first["instance"]);
 }
 
 #[tokio::test]

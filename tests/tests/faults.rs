@@ -367,30 +367,6 @@ async fn a_paused_worker_is_superseded_and_its_run_discarded() {
     assert_eq!(ok.status(), 200);
 }
 
-/// Every process below `pid` (children, grandchildren, ...).
-fn descendants(pid: u32) -> Vec<u32> {
-    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let p: u32 = e.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
-            // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
-            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
-            Some((p, ppid))
-        })
-        .collect();
-    let mut found = vec![pid];
-    let mut i = 0;
-    while i < found.len() {
-        let parent = found[i];
-        found.extend(parents.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
-        i += 1;
-    }
-    found.remove(0);
-    found
-}
-
 /// SIGKILL the dispatcher while a worker runs an event: the worker kills
 /// that sandbox at once (the event will be redelivered, so it must not keep
 /// running), and after the dispatcher is back it reports the killed attempt,
@@ -415,7 +391,7 @@ async fn a_worker_that_loses_its_dispatcher_kills_its_sandboxes() {
         .unwrap()
         .to_string();
     let sandbox = eventually(Duration::from_secs(20), "the function to be running", || async {
-        let found = descendants(worker);
+        let found = stoke_tests::descendants(worker);
         (!found.is_empty()).then_some(found)
     })
     .await;

@@ -7,8 +7,8 @@ use std::time::Duration;
 use stoke_tests::{Nats, Platform, PlatformOptions, copy_function, eventually, workspace_root};
 
 /// hello-python's runtime with tests/fixtures/hostile/hostile.py as
-/// handler, and a timeout of `timeout` seconds.
-fn hostile(timeout: u32) -> tempfile::TempDir {
+/// handler, a timeout of `timeout` seconds and `memory` MB.
+fn hostile(timeout: u32, memory: u32) -> tempfile::TempDir {
     let f = copy_function(&workspace_root().join("examples/hello-python"));
     std::fs::copy(
         workspace_root().join("tests/fixtures/hostile/hostile.py"),
@@ -19,6 +19,7 @@ fn hostile(timeout: u32) -> tempfile::TempDir {
         .unwrap()
         .replace("name = \"hello\"", "name = \"hostile\"")
         .replace("timeout = 10", &format!("timeout = {timeout}"))
+        .replace("memory = 128", &format!("memory = {memory}"))
         .replace("handler = \"handler.handler\"", "handler = \"hostile.handler\"");
     std::fs::write(f.path().join("stoke.toml"), manifest).unwrap();
     f
@@ -34,7 +35,7 @@ async fn platform(nats: &Nats) -> Platform {
     )
     .await
     .unwrap();
-    p.deploy(hostile(10).path());
+    p.deploy(hostile(10, 128).path());
     p.deploy(workspace_root().join("examples/hello-python").as_path());
     p
 }
@@ -123,6 +124,19 @@ async fn a_fork_bomb_hits_the_pids_limit() {
     neighbour_ok(&p).await;
 }
 
+/// Host pids of the hostile function's processes (runtime and whatever it
+/// started) below the platform process.
+fn hostile_processes(p: &Platform) -> Vec<u32> {
+    stoke_tests::descendants(p.pid())
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("stoke_runtime.py"))
+                && stoke_tests::alive(*pid)
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn a_daemon_dies_with_its_sandbox_and_cgroups_are_removed() {
     let nats = Nats::start().await.unwrap();
@@ -135,18 +149,18 @@ async fn a_daemon_dies_with_its_sandbox_and_cgroups_are_removed() {
     )
     .await
     .unwrap();
-    p.deploy(hostile(2).path());
+    p.deploy(hostile(2, 128).path());
     // The daemon outlives its invocation's answer, in its own session.
     let r = p.post("hostile", r#"{"do":"daemon"}"#).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let daemon = r.json()["daemon"].as_u64().unwrap() as u32;
-    assert!(stoke_tests::alive(daemon));
+    let running = hostile_processes(&p);
+    assert_eq!(running.len(), 2, "the runtime and its daemon: {running:?}");
     assert!(!sandbox_cgroups(&p).is_empty(), "the warm sandbox has its cgroups");
     // Scale to zero: the sandbox goes, and everything in it.
     eventually(
         Duration::from_secs(10),
         "the daemon to be killed with its idle sandbox",
-        || async { (!stoke_tests::alive(daemon)).then_some(()) },
+        || async { running.iter().all(|pid| !stoke_tests::alive(*pid)).then_some(()) },
     )
     .await;
     eventually(Duration::from_secs(10), "the sandbox cgroups to be removed", || async {
@@ -156,20 +170,29 @@ async fn a_daemon_dies_with_its_sandbox_and_cgroups_are_removed() {
 
     // A timeout kills the daemon too, within timeout + 1 s.
     let started = std::time::Instant::now();
-    let r = p.post("hostile", r#"{"do":"daemon","sleep":30}"#).await;
-    assert_eq!(r.status, 504, "{}", r.text());
-    let pid: u32 = eventually(Duration::from_secs(5), "the daemon pid in the log", || async {
-        p.log()
-            .lines()
-            .rev()
-            .find_map(|l| l.split("daemon pid ").nth(1)?.split_whitespace().next()?.parse().ok())
-            .filter(|pid| *pid != daemon)
+    let call = {
+        let (http, client) = (p.url("/fn/hostile"), reqwest::Client::new());
+        tokio::spawn(async move {
+            client
+                .post(http)
+                .body(r#"{"do":"daemon","sleep":30}"#)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    let running = eventually(Duration::from_secs(5), "the runtime and its daemon", || async {
+        let found = hostile_processes(&p);
+        (found.len() == 2).then_some(found)
     })
     .await;
+    assert_eq!(call.await.unwrap(), 504);
     eventually(
-        Duration::from_secs(2),
-        "the timed-out sandbox's daemon to die",
-        || async { (!stoke_tests::alive(pid)).then_some(()) },
+        Duration::from_secs(1),
+        "the timed-out sandbox's processes to die",
+        || async { running.iter().all(|pid| !stoke_tests::alive(*pid)).then_some(()) },
     )
     .await;
     println!(
@@ -183,12 +206,15 @@ async fn a_daemon_dies_with_its_sandbox_and_cgroups_are_removed() {
 }
 
 #[tokio::test]
-async fn writing_a_file_over_the_size_limit_fails() {
+async fn tmp_is_capped_and_files_over_the_size_limit_fail() {
     let nats = Nats::start().await.unwrap();
     let p = platform(&nats).await;
+    // /tmp is a 512 MiB tmpfs, charged to the function's memory: room
+    // for it needs memory above 512 MB.
+    p.deploy(hostile(10, 1024).path());
     let r = p.post("hostile", r#"{"do":"big_file","mb":8}"#).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    // RLIMIT_FSIZE (512 MiB): the write past it fails with EFBIG (Python
+    // RLIMIT_FSIZE (512 MiB): a write past it fails with EFBIG (Python
     // ignores SIGXFSZ; other runtimes are killed by it).
     let r = p.post("hostile", r#"{"do":"big_file","mb":600}"#).await;
     assert_eq!(r.status, 502, "{}", r.text());
@@ -197,6 +223,13 @@ async fn writing_a_file_over_the_size_limit_fails() {
         "{}",
         r.text()
     );
+    // Many smaller files stop at the tmpfs size.
+    let r = p.post("hostile", r#"{"do":"fill_tmp"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    println!("fill /tmp: {body}");
+    assert_eq!(body["error"], "No space left on device", "{body}");
+    assert!((400..=512).contains(&body["written_mb"].as_u64().unwrap()), "{body}");
     neighbour_ok(&p).await;
 }
 
@@ -253,6 +286,57 @@ async fn refused_syscalls_get_eperm_and_the_function_carries_on() {
             _ => "Operation not permitted",
         };
         assert_eq!(answer, expected, "{name}");
+    }
+    neighbour_ok(&p).await;
+}
+
+#[tokio::test]
+async fn the_function_sees_only_its_own_read_only_world_as_nobody() {
+    let nats = Nats::start().await.unwrap();
+    let p = platform(&nats).await;
+    // hello's package, unpacked on the worker's disk.
+    neighbour_ok(&p).await;
+    let packages = walk(p.data_dir.path(), 4)
+        .into_iter()
+        .find(|d| d.ends_with("packages"))
+        .expect("the worker's package cache");
+    let other_code = std::fs::read_dir(packages)
+        .unwrap()
+        .flatten()
+        .next()
+        .expect("a package")
+        .path();
+    let event = serde_json::json!({"do": "probe", "worker_pid": p.pid(), "other_code": other_code});
+    let r = p.post("hostile", event.to_string()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = r.json();
+    println!("the sandbox sees: {seen}");
+    let no_such = "No such file or directory";
+    assert_eq!(seen["shadow"], no_such, "no /etc/shadow");
+    assert_eq!(seen["worker_environ"], no_such, "the worker is not in its /proc");
+    assert_eq!(seen["other_code"], no_such, "other packages are not there");
+    assert_eq!(seen["write_root"], "Read-only file system");
+    assert_eq!(seen["write_task"], "Read-only file system");
+    assert_eq!(seen["kill_worker"], "No such process");
+    assert_eq!(seen["mknod"], "Operation not permitted");
+    assert_eq!((seen["uid"].as_u64(), seen["gid"].as_u64()), (Some(65534), Some(65534)));
+    assert_eq!(seen["hostname"], "stoke");
+    assert_eq!(seen["procs"], serde_json::json!([1]), "only itself, as pid 1");
+    assert_eq!(
+        seen["dev"],
+        serde_json::json!(["fd", "null", "random", "stderr", "stdin", "stdout", "urandom", "zero"])
+    );
+    for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(seen["caps"][cap], "0000000000000000", "{cap}");
+    }
+    let root: Vec<&str> = seen["root"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for absent in ["root", "home", "work", "sys", "boot", "run", "srv", "opt"] {
+        assert!(!root.contains(&absent), "/{absent} is not in the sandbox: {root:?}");
     }
     neighbour_ok(&p).await;
 }

@@ -55,6 +55,8 @@ async fn awslambdaric_from_pypi_runs_unmodified() {
         f.path().join("app.py"),
         r#"import os
 
+INSTANCE = os.urandom(8).hex()
+
 def handler(event, context):
     if event.get("fail"):
         raise KeyError(event["fail"])
@@ -64,7 +66,7 @@ def handler(event, context):
         "function": context.function_name,
         "memory": context.memory_limit_in_mb,
         "remaining_ms": context.get_remaining_time_in_millis(),
-        "pid": os.getpid(),
+        "instance": INSTANCE,
     }
 "#,
     )
@@ -89,7 +91,7 @@ def handler(event, context):
 
     // Warm: the same interpreter answers again.
     let again = p.post("ric", r#"{"name":"again"}"#).await.json();
-    assert_eq!(again["pid"], v["pid"]);
+    assert_eq!(again["instance"], v["instance"]);
 
     // Its error report comes back as the function error.
     let r = p.post("ric", r#"{"fail":"missing"}"#).await;
@@ -117,5 +119,5 @@ async fn lambda_runtime_rust_function_runs_unmodified() {
     assert_eq!(v["message"], "Hello, Ferris!");
     assert_eq!(v["runtime"], "lambda_runtime");
     let again = p.post("hello-rust", r#"{"name":"Ferris"}"#).await.json();
-    assert_eq!(again["pid"], v["pid"], "warm reuse");
+    assert_eq!(again["instance"], v["instance"], "warm reuse");
 }

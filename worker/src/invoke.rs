@@ -195,6 +195,7 @@ impl Runner {
             cgroups: self.cgroups.as_ref(),
             max_pids: self.max_pids,
             seccomp: self.seccomp.clone(),
+            jail: self.cgroups.is_some(),
         })
         .await
     }

@@ -123,7 +123,7 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn build(mut opts: WorkerOptions) -> Result<Worker, WorkerError> {
+    pub async fn build(mut opts: WorkerOptions) -> Result<Worker, WorkerError> {
         // Sandboxes run with their code dir as cwd: every path handed to
         // them must be absolute.
         opts.data_dir =
@@ -152,7 +152,10 @@ impl Worker {
             SandboxMode::Strict => {
                 let c = sandbox::cgroup::Cgroups::detect(&opts.cgroup_root).map_err(WorkerError::Sandbox)?;
                 let filters = sandbox::seccomp::filters().map_err(WorkerError::Sandbox)?;
-                tracing::info!(cgroups = ?c, "sandboxes get memory, pids and cpu limits and a seccomp filter");
+                sandbox::probe(&c, Arc::new(filters.clone()), &scratch_root)
+                    .await
+                    .map_err(|e| WorkerError::Sandbox(format!("a test sandbox failed: {e}")))?;
+                tracing::info!(cgroups = ?c, "sandboxes: namespaces, read-only root, uid 65534, cgroup limits, seccomp");
                 (Some(c), filters)
             }
             SandboxMode::None => {

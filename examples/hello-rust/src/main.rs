@@ -1,8 +1,21 @@
 //! A function written against the official `lambda_runtime` crate, exactly
 //! as for AWS Lambda; stoke's worker serves the Runtime API it talks to.
 
+use std::sync::OnceLock;
+
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::{Value, json};
+
+/// Which process answered (its pid is 1 inside the sandbox's pid namespace).
+fn instance() -> &'static str {
+    static INSTANCE: OnceLock<String> = OnceLock::new();
+    INSTANCE.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        format!("{:x}", now.as_nanos())
+    })
+}
 
 async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
     let name = event.payload.get("name").and_then(Value::as_str).unwrap_or("world");
@@ -10,11 +23,13 @@ async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
         "message": format!("Hello, {name}!"),
         "runtime": "lambda_runtime",
         "pid": std::process::id(),
+        "instance": instance(),
         "request_id": event.context.request_id,
     }))
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    instance();
     lambda_runtime::run(service_fn(handler)).await
 }

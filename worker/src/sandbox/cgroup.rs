@@ -187,7 +187,7 @@ impl Cgroups {
 }
 
 /// Remove `stoke-sandboxes-<pid>` cgroups left by workers that are gone
-/// (SIGKILLed: their sandboxes died with them, the empty cgroups stayed).
+/// (SIGKILLed), killing anything still running in them first.
 fn sweep_stale(parent: &Path) {
     let Ok(entries) = std::fs::read_dir(parent) else { return };
     for e in entries.flatten() {
@@ -201,6 +201,19 @@ fn sweep_stale(parent: &Path) {
         if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
             if let Ok(children) = std::fs::read_dir(e.path()) {
                 for c in children.flatten().filter(|c| c.path().is_dir()) {
+                    for _ in 0..100 {
+                        let procs = std::fs::read_to_string(c.path().join("cgroup.procs")).unwrap_or_default();
+                        if procs.trim().is_empty() {
+                            break;
+                        }
+                        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid),
+                                nix::sys::signal::Signal::SIGKILL,
+                            );
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
                     let _ = std::fs::remove_dir(c.path());
                 }
             }

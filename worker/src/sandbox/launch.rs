@@ -1,25 +1,35 @@
 //! The one place a function process is started. Every sandbox goes through
-//! [`launch`]; hardening (namespaces, pivot_root, cgroups, seccomp) is added
-//! here, as one straight commented sequence, and nowhere else.
+//! [`launch`], one straight commented sequence (the Firecracker jailer is
+//! the model). In order:
 //!
-//! Today's steps, in order:
-//!  1. resolve the program (a `./path` is relative to the read-only code dir);
+//!  1. resolve the program: a `./path` is relative to the code dir (as the
+//!     sandbox sees it: `/var/task` when jailed);
 //!  2. clear the environment and set only the Lambda variables + the manifest's env;
-//!  3. working directory = the code dir; stdin = /dev/null; stdout/stderr piped to the worker;
-//!  4. in the child, before exec:
+//!  3. stdin = /dev/null; stdout/stderr piped to the worker;
+//!  4. in the forked child, before exec:
 //!     (a) join the sandbox's cgroups (memory, pids, cpu: `cgroup.rs`), so
 //!     everything it ever starts is limited and can be killed together;
 //!     (b) mark every inherited fd ≥ 3 close-on-exec;
-//!     (c) start a new session (own process group);
-//!     (d) die with the worker (PDEATHSIG);
+//!     (c) start a new session (own process group); die with the worker
+//!     (PDEATHSIG);
+//!     (d) jailed: unshare mount, pid, ipc and uts namespaces and fork. The
+//!     first process stays outside as the sandbox's keeper: it closes every
+//!     fd, waits for the inner one and exits as it did. The inner one is
+//!     pid 1 of the new pid namespace (when it ends, the kernel kills every
+//!     process left in it), and builds its view of the system and drops to
+//!     an unprivileged user (`jail.rs`);
 //!     (e) rlimits: no core dumps, at most `NOFILE` open files, no file
 //!     larger than `FSIZE`;
 //!     (f) no_new_privs: setuid binaries and file capabilities grant nothing;
-//!     (g) the seccomp filters (`seccomp.rs`), last: exec is allowed by them.
+//!     (g) the seccomp filters (`seccomp.rs`), last: they refuse mount and
+//!     friends, which (d) needed.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
+
+use super::jail::{self, Jail};
 
 /// What to start.
 pub struct LaunchSpec<'a> {
@@ -28,8 +38,10 @@ pub struct LaunchSpec<'a> {
     pub env: Vec<(String, String)>,
     /// `cgroup.procs` files to join (see `cgroup::SandboxCgroup::join_fds`).
     pub cgroup_fds: Vec<std::os::fd::RawFd>,
+    /// The sandbox's filesystem and namespaces; `None` with `--sandbox none`.
+    pub jail: Option<Arc<Jail>>,
     /// Seccomp filters to install (empty with `--sandbox none`).
-    pub seccomp: std::sync::Arc<Vec<seccompiler::BpfProgram>>,
+    pub seccomp: Arc<Vec<seccompiler::BpfProgram>>,
 }
 
 /// Open files a function may hold (Lambda's limit).
@@ -54,28 +66,42 @@ pub fn launch(spec: &LaunchSpec<'_>) -> std::io::Result<tokio::process::Child> {
         .command
         .split_first()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
-    let mut cmd = tokio::process::Command::new(resolve_program(program, spec.code_dir));
+    // (1)
+    let seen_code_dir = match spec.jail {
+        Some(_) => Path::new(jail::TASK_ROOT),
+        None => spec.code_dir,
+    };
+    let mut cmd = tokio::process::Command::new(resolve_program(program, seen_code_dir));
     cmd.args(args)
         // (2) Nothing of the worker's environment leaks in.
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        // (3)
+        // (3) The jail changes into /var/task itself, after pivot_root.
         .current_dir(PathBuf::from(spec.code_dir))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let cgroup_fds = spec.cgroup_fds.clone();
+    let jail = spec.jail.clone();
     let seccomp = spec.seccomp.clone();
     // (4) Runs in the forked child before exec: only async-signal-safe calls.
     #[allow(unsafe_code)]
-    // SAFETY: the closure calls only raw syscalls (write, close_range, setsid,
-    // prctl, setrlimit) that neither allocate nor take locks, as required
-    // between fork and exec; it reads `cgroup_fds` and the seccomp programs,
+    // SAFETY: the closure makes only raw system calls (write, close_range,
+    // setsid, prctl, unshare, fork, waitpid, mount, setrlimit, ...) that
+    // neither allocate nor take locks, as required between fork and exec; it
+    // reads `cgroup_fds`, the jail's C strings and the seccomp programs, all
     // allocated before the fork, and touches no memory shared with the
     // parent. `sock_filter` of seccompiler and libc have the same C layout.
     unsafe {
         cmd.pre_exec(move || {
+            let check = |r: libc::c_int| {
+                if r < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            };
             // (a) Before anything else, so nothing escapes the limits:
             // writing "0" to cgroup.procs moves the writing process.
             for fd in &cgroup_fds {
@@ -87,11 +113,34 @@ pub fn launch(spec: &LaunchSpec<'_>) -> std::io::Result<tokio::process::Child> {
             // reach the function; CLOEXEC rather than close keeps std's own
             // exec-error pipe (and the cgroup files are CLOEXEC already).
             libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
+            // (c)
+            check(libc::setsid())?;
+            check(libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ))?;
+            // (d)
+            if let Some(jail) = &jail {
+                check(libc::unshare(
+                    libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS,
+                ))?;
+                let inner = libc::fork();
+                check(inner)?;
+                if inner > 0 {
+                    keep(inner);
+                }
+                // The keeper's death must take this one along too.
+                check(libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ))?;
+                jail.enter()?;
             }
             // (e)
             for (resource, limit) in [
@@ -103,14 +152,10 @@ pub fn launch(spec: &LaunchSpec<'_>) -> std::io::Result<tokio::process::Child> {
                     rlim_cur: limit,
                     rlim_max: limit,
                 };
-                if libc::setrlimit(resource, &r) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                check(libc::setrlimit(resource, &r))?;
             }
             // (f)
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
             // (g) The programs were built before the fork; installing one is
             // a prctl over a pointer to them.
             for program in seccomp.iter() {
@@ -118,19 +163,40 @@ pub fn launch(spec: &LaunchSpec<'_>) -> std::io::Result<tokio::process::Child> {
                     len: program.len() as u16,
                     filter: program.as_ptr() as *mut libc::sock_filter,
                 };
-                if libc::prctl(
+                check(libc::prctl(
                     libc::PR_SET_SECCOMP,
                     libc::SECCOMP_MODE_FILTER,
                     &prog as *const libc::sock_fprog,
-                ) < 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
+                ))?;
             }
             Ok(())
         });
     }
     cmd.spawn()
+}
+
+/// The keeper: the process the worker started, outside the sandbox's pid
+/// namespace. It holds nothing open (the worker's exec-error pipe included,
+/// so the spawn completes when the inner process execs), waits for the
+/// inner process and ends the same way. Never returns.
+#[allow(unsafe_code)]
+unsafe fn keep(inner: libc::pid_t) -> ! {
+    // SAFETY: raw system calls only, in a forked child.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+        let mut status = 0;
+        while libc::waitpid(inner, &mut status, 0) < 0 {
+            if *libc::__errno_location() != libc::EINTR {
+                libc::_exit(127);
+            }
+        }
+        if libc::WIFSIGNALED(status) {
+            let sig = libc::WTERMSIG(status);
+            libc::signal(sig, libc::SIG_DFL);
+            libc::kill(libc::getpid(), sig);
+        }
+        libc::_exit(libc::WEXITSTATUS(status))
+    }
 }
 
 /// Kill the sandbox's whole process group (its session, started by setsid).

@@ -3,6 +3,7 @@
 //! process group and removes its files.
 
 pub mod cgroup;
+pub mod jail;
 pub mod launch;
 pub mod runtime_api;
 pub mod seccomp;
@@ -42,6 +43,9 @@ pub struct StartSpec<'a> {
     pub cgroups: Option<&'a cgroup::Cgroups>,
     /// Seccomp filters (empty only with `--sandbox none`).
     pub seccomp: Arc<Vec<seccompiler::BpfProgram>>,
+    /// Namespaces, a read-only root and an unprivileged user (`jail.rs`);
+    /// false only with `--sandbox none`.
+    pub jail: bool,
     pub max_pids: u32,
 }
 
@@ -118,6 +122,15 @@ impl Sandbox {
         let scratch = spec.scratch_root.join(format!("sb-{}-{id}", std::process::id()));
         let tmp = scratch.join("tmp");
         std::fs::create_dir_all(&tmp)?;
+        // Jailed, the sandbox sees its code at /var/task and its own /tmp.
+        let jail = match spec.jail {
+            true => Some(Arc::new(jail::Jail::prepare(&scratch, spec.code_dir)?)),
+            false => None,
+        };
+        let (seen_tmp, seen_code) = match jail {
+            Some(_) => ("/tmp".to_string(), jail::TASK_ROOT.to_string()),
+            None => (tmp.display().to_string(), spec.code_dir.display().to_string()),
+        };
 
         // The Runtime API listener: this sandbox's only way to get work.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -137,8 +150,8 @@ impl Sandbox {
             ),
             ("LANG".into(), "C.UTF-8".into()),
             ("TZ".into(), "UTC".into()),
-            ("HOME".into(), tmp.display().to_string()),
-            ("TMPDIR".into(), tmp.display().to_string()),
+            ("HOME".into(), seen_tmp.clone()),
+            ("TMPDIR".into(), seen_tmp),
             ("AWS_REGION".into(), "local".into()),
             ("AWS_DEFAULT_REGION".into(), "local".into()),
             ("AWS_EXECUTION_ENV".into(), "stoke".into()),
@@ -149,8 +162,8 @@ impl Sandbox {
             ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), spec.memory_mb.to_string()),
             ("AWS_LAMBDA_LOG_GROUP_NAME".into(), format!("/stoke/{}", spec.function)),
             ("AWS_LAMBDA_LOG_STREAM_NAME".into(), format!("{}/{id}", spec.worker_id)),
-            ("LAMBDA_TASK_ROOT".into(), spec.code_dir.display().to_string()),
-            ("LAMBDA_RUNTIME_DIR".into(), spec.code_dir.display().to_string()),
+            ("LAMBDA_TASK_ROOT".into(), seen_code.clone()),
+            ("LAMBDA_RUNTIME_DIR".into(), seen_code),
             ("_HANDLER".into(), spec.handler.into()),
         ];
         env.extend(spec.env);
@@ -167,6 +180,7 @@ impl Sandbox {
                 code_dir: spec.code_dir,
                 env,
                 cgroup_fds: cg.as_ref().map(|c| c.join_fds()).unwrap_or_default(),
+                jail: jail.clone(),
                 seccomp: spec.seccomp.clone(),
             })?;
             Ok((child, cg))
@@ -396,4 +410,49 @@ async fn pump<R: tokio::io::AsyncRead + Unpin>(out: R, label: String, id: u64, t
         }
         t.push_back(line);
     }
+}
+
+/// Start and finish one sandbox of `true` with every protection, so a host
+/// that cannot provide them (no root, no namespaces, a seccomp-less kernel)
+/// is refused at worker start rather than at the first invocation.
+pub async fn probe(
+    cgroups: &cgroup::Cgroups,
+    seccomp: Arc<Vec<seccompiler::BpfProgram>>,
+    scratch_root: &Path,
+) -> Result<(), String> {
+    let scratch = scratch_root.join(format!("probe-{}", std::process::id()));
+    let code = scratch.join("code");
+    std::fs::create_dir_all(&code).map_err(|e| format!("{}: {e}", code.display()))?;
+    let result = async {
+        let jail = Arc::new(jail::Jail::prepare(&scratch, &code).map_err(|e| format!("preparing the root: {e}"))?);
+        let limits = cgroup::Limits {
+            memory_mb: 64,
+            max_pids: 16,
+        };
+        let cg = cgroups
+            .create("probe", limits)
+            .map_err(|e| format!("creating a cgroup: {e}"))?;
+        let spawned = launch::launch(&launch::LaunchSpec {
+            command: &["true".to_string()],
+            code_dir: &code,
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            cgroup_fds: cg.join_fds(),
+            jail: Some(jail),
+            seccomp,
+        });
+        let outcome = match spawned {
+            Ok(mut child) => match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
+                Ok(Ok(status)) if status.success() => Ok(()),
+                Ok(Ok(status)) => Err(format!("a sandboxed `true` ended with {status}")),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("a sandboxed `true` did not finish in 10 s".to_string()),
+            },
+            Err(e) => Err(format!("namespaces, mounts, privileges or seccomp: {e}")),
+        };
+        cg.destroy().await;
+        outcome
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
 }
