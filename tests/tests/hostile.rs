@@ -306,7 +306,18 @@ async fn the_function_sees_only_its_own_read_only_world_as_nobody() {
         .next()
         .expect("a package")
         .path();
-    let event = serde_json::json!({"do": "probe", "worker_pid": p.pid(), "other_code": other_code});
+    let port = |addr: &str| addr.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let host_ports = serde_json::json!({
+        "nats": port(&nats.url),
+        "gateway": port(&p.http),
+        "admin_grpc": port(&p.admin),
+    });
+    let event = serde_json::json!({
+        "do": "probe",
+        "worker_pid": p.pid(),
+        "other_code": other_code,
+        "host_ports": host_ports,
+    });
     let r = p.post("hostile", event.to_string()).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let seen = r.json();
@@ -321,6 +332,12 @@ async fn the_function_sees_only_its_own_read_only_world_as_nobody() {
     assert_eq!(seen["mknod"], "Operation not permitted");
     assert_eq!((seen["uid"].as_u64(), seen["gid"].as_u64()), (Some(65534), Some(65534)));
     assert_eq!(seen["hostname"], "stoke");
+    // Its own network: loopback only, with nothing but its Runtime API on it.
+    assert_eq!(seen["interfaces"], serde_json::json!(["lo"]));
+    for service in ["nats", "gateway", "admin_grpc"] {
+        assert_eq!(seen[format!("connect_{service}")], "Connection refused", "{service}");
+    }
+    assert_eq!(seen["connect_outside"], "Network is unreachable");
     assert_eq!(seen["procs"], serde_json::json!([1]), "only itself, as pid 1");
     assert_eq!(
         seen["dev"],

@@ -23,6 +23,8 @@ pub struct Runner {
     pub max_pids: u32,
     /// Seccomp filters for every sandbox (empty with `--sandbox none`).
     pub seccomp: Arc<Vec<seccompiler::BpfProgram>>,
+    /// Prepared network namespaces (`None` with `--sandbox none`).
+    pub net: Option<Arc<crate::sandbox::netns::NetPool>>,
 }
 
 /// The result of `inv`, echoing what a dispatcher needs to meter it.
@@ -196,6 +198,7 @@ impl Runner {
             max_pids: self.max_pids,
             seccomp: self.seccomp.clone(),
             jail: self.cgroups.is_some(),
+            net: self.net.as_ref(),
         })
         .await
     }

@@ -148,15 +148,16 @@ impl Worker {
         } else {
             opts.id.clone()
         };
-        let (cgroups, seccomp) = match opts.sandbox {
+        let (cgroups, seccomp, net) = match opts.sandbox {
             SandboxMode::Strict => {
                 let c = sandbox::cgroup::Cgroups::detect(&opts.cgroup_root).map_err(WorkerError::Sandbox)?;
                 let filters = sandbox::seccomp::filters().map_err(WorkerError::Sandbox)?;
-                sandbox::probe(&c, Arc::new(filters.clone()), &scratch_root)
+                let net = sandbox::netns::NetPool::new();
+                sandbox::probe(&c, &net, Arc::new(filters.clone()), &scratch_root)
                     .await
                     .map_err(|e| WorkerError::Sandbox(format!("a test sandbox failed: {e}")))?;
                 tracing::info!(cgroups = ?c, "sandboxes: namespaces, read-only root, uid 65534, cgroup limits, seccomp");
-                (Some(c), filters)
+                (Some(c), filters, Some(net))
             }
             SandboxMode::None => {
                 tracing::warn!(
@@ -164,7 +165,7 @@ impl Worker {
                      memory, process or CPU limits and no syscall filter. Never use this for code you \
                      do not trust."
                 );
-                (None, Vec::new())
+                (None, Vec::new(), None)
             }
         };
         let runner = Arc::new(invoke::Runner {
@@ -176,6 +177,7 @@ impl Worker {
             cgroups,
             max_pids: opts.max_pids,
             seccomp: Arc::new(seccomp),
+            net,
         });
         Ok(Worker {
             opts,

@@ -12,7 +12,9 @@
 //!     (b) mark every inherited fd ≥ 3 close-on-exec;
 //!     (c) start a new session (own process group); die with the worker
 //!     (PDEATHSIG);
-//!     (d) jailed: unshare mount, pid, ipc and uts namespaces and fork. The
+//!     (d) join the sandbox's prepared network namespace (`netns.rs`: only
+//!     loopback, with the Runtime API listener on it). Jailed: unshare
+//!     mount, pid, ipc and uts namespaces and fork. The
 //!     first process stays outside as the sandbox's keeper: it closes every
 //!     fd, waits for the inner one and exits as it did. The inner one is
 //!     pid 1 of the new pid namespace (when it ends, the kernel kills every
@@ -40,6 +42,8 @@ pub struct LaunchSpec<'a> {
     pub cgroup_fds: Vec<std::os::fd::RawFd>,
     /// The sandbox's filesystem and namespaces; `None` with `--sandbox none`.
     pub jail: Option<Arc<Jail>>,
+    /// Open `ns/net` of the sandbox's prepared network namespace (`netns.rs`).
+    pub netns: Option<std::os::fd::RawFd>,
     /// Seccomp filters to install (empty with `--sandbox none`).
     pub seccomp: Arc<Vec<seccompiler::BpfProgram>>,
 }
@@ -84,6 +88,7 @@ pub fn launch(spec: &LaunchSpec<'_>) -> std::io::Result<tokio::process::Child> {
         .kill_on_drop(true);
     let cgroup_fds = spec.cgroup_fds.clone();
     let jail = spec.jail.clone();
+    let netns = spec.netns;
     let seccomp = spec.seccomp.clone();
     // (4) Runs in the forked child before exec: only async-signal-safe calls.
     #[allow(unsafe_code)]
@@ -123,6 +128,9 @@ pub fn launch(spec: &LaunchSpec<'_>) -> std::io::Result<tokio::process::Child> {
                 0,
             ))?;
             // (d)
+            if let Some(fd) = netns {
+                check(libc::setns(fd, libc::CLONE_NEWNET))?;
+            }
             if let Some(jail) = &jail {
                 check(libc::unshare(
                     libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS,

@@ -5,6 +5,7 @@
 pub mod cgroup;
 pub mod jail;
 pub mod launch;
+pub mod netns;
 pub mod runtime_api;
 pub mod seccomp;
 
@@ -46,6 +47,8 @@ pub struct StartSpec<'a> {
     /// Namespaces, a read-only root and an unprivileged user (`jail.rs`);
     /// false only with `--sandbox none`.
     pub jail: bool,
+    /// Prepared network namespaces (`netns.rs`); `None` only with `--sandbox none`.
+    pub net: Option<&'a Arc<netns::NetPool>>,
     pub max_pids: u32,
 }
 
@@ -112,6 +115,8 @@ pub struct Sandbox {
     tasks: Vec<JoinHandle<()>>,
     scratch: PathBuf,
     cgroup: Option<cgroup::SandboxCgroup>,
+    /// The sandbox's network namespace, held while it lives.
+    _netns: Option<std::fs::File>,
     /// Events handled so far (0 = never used: the next one is cold).
     pub served: u64,
 }
@@ -132,8 +137,15 @@ impl Sandbox {
             None => (tmp.display().to_string(), spec.code_dir.display().to_string()),
         };
 
-        // The Runtime API listener: this sandbox's only way to get work.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        // The Runtime API listener: this sandbox's only way to get work
+        // (and, in its own network namespace, the only thing it can reach).
+        let (listener, netns) = match spec.net {
+            Some(pool) => {
+                let prepared = pool.take()?;
+                (tokio::net::TcpListener::from_std(prepared.listener)?, Some(prepared.ns))
+            }
+            None => (tokio::net::TcpListener::bind("127.0.0.1:0").await?, None),
+        };
         let api_addr = listener.local_addr()?;
         let (api, deliveries) = runtime_api::new_state(spec.max_response);
         let server = tokio::spawn({
@@ -181,6 +193,7 @@ impl Sandbox {
                 env,
                 cgroup_fds: cg.as_ref().map(|c| c.join_fds()).unwrap_or_default(),
                 jail: jail.clone(),
+                netns: netns.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
                 seccomp: spec.seccomp.clone(),
             })?;
             Ok((child, cg))
@@ -227,6 +240,7 @@ impl Sandbox {
             tasks,
             scratch,
             cgroup,
+            _netns: netns,
             served: 0,
         })
     }
@@ -417,6 +431,7 @@ async fn pump<R: tokio::io::AsyncRead + Unpin>(out: R, label: String, id: u64, t
 /// is refused at worker start rather than at the first invocation.
 pub async fn probe(
     cgroups: &cgroup::Cgroups,
+    net: &Arc<netns::NetPool>,
     seccomp: Arc<Vec<seccompiler::BpfProgram>>,
     scratch_root: &Path,
 ) -> Result<(), String> {
@@ -432,12 +447,14 @@ pub async fn probe(
         let cg = cgroups
             .create("probe", limits)
             .map_err(|e| format!("creating a cgroup: {e}"))?;
+        let prepared_net = net.take().map_err(|e| format!("preparing a network namespace: {e}"))?;
         let spawned = launch::launch(&launch::LaunchSpec {
             command: &["true".to_string()],
             code_dir: &code,
             env: vec![("PATH".into(), "/usr/bin:/bin".into())],
             cgroup_fds: cg.join_fds(),
             jail: Some(jail),
+            netns: Some(std::os::fd::AsRawFd::as_raw_fd(&prepared_net.ns)),
             seccomp,
         });
         let outcome = match spawned {
