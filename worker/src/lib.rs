@@ -53,6 +53,10 @@ pub struct WorkerOptions {
     pub max_pids: u32,
     /// Where the cgroup hierarchies are mounted.
     pub cgroup_root: PathBuf,
+    /// Make cgroup attaches cheap host-wide (the kernel's `favordynmods`;
+    /// see `sandbox::cgroup::favor_dynamic_changes`): ~11–16 ms off every
+    /// cold start here, for slightly dearer forks and exits on the host.
+    pub favor_dynmods: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +90,7 @@ impl Default for WorkerOptions {
             sandbox: SandboxMode::Strict,
             max_pids: 1024,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            favor_dynmods: true,
         }
     }
 }
@@ -151,6 +156,14 @@ impl Worker {
         let (cgroups, seccomp, net) = match opts.sandbox {
             SandboxMode::Strict => {
                 let c = sandbox::cgroup::Cgroups::detect(&opts.cgroup_root).map_err(WorkerError::Sandbox)?;
+                if opts.favor_dynmods
+                    && let Err(e) = sandbox::cgroup::favor_dynamic_changes()
+                {
+                    tracing::warn!(
+                        error = %e,
+                        "cgroup attaches stay slow (one RCU grace period, ~10+ ms per cold start)"
+                    );
+                }
                 let filters = sandbox::seccomp::filters().map_err(WorkerError::Sandbox)?;
                 let net = sandbox::netns::NetPool::new();
                 sandbox::probe(&c, &net, Arc::new(filters.clone()), &scratch_root)
