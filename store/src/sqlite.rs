@@ -416,11 +416,13 @@ impl Store for SqliteStore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        let (attempts, _): (i64, i64) = sqlx::query_as(q::ATTEMPT_STATS).bind(id).fetch_one(&self.pool).await?;
         let dead = match &completion {
             Some(_) => None,
             None => self.dead_letter(id).await?.filter(|d| d.redriven_ms.is_none()),
         };
+        // Counted after the final record was read: it is written in one
+        // transaction with its attempt, so the count includes that attempt.
+        let (attempts, _): (i64, i64) = sqlx::query_as(q::ATTEMPT_STATS).bind(id).fetch_one(&self.pool).await?;
         if let Some(d) = dead {
             return Ok(Some(InvocationView {
                 invocation_id: d.invocation_id.clone(),
