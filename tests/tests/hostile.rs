@@ -357,3 +357,31 @@ async fn the_function_sees_only_its_own_read_only_world_as_nobody() {
     }
     neighbour_ok(&p).await;
 }
+
+#[tokio::test]
+async fn a_gigabyte_of_output_is_capped_and_an_endless_loop_times_out() {
+    let nats = Nats::start().await.unwrap();
+    let p = platform(&nats).await;
+    let started = std::time::Instant::now();
+    let r = p.post("hostile", r#"{"do":"flood_stdout","mb":1024}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    println!("1 GiB of stdout handled in {:?}", started.elapsed());
+    // The worker logged at most the 1 MiB cap of it, and said so.
+    let log = p.log();
+    let logged = log.lines().filter(|l| l.contains("xxxxxxxx")).count();
+    assert!(logged <= 1024 + 8, "{logged} lines of output logged");
+    eventually(Duration::from_secs(10), "the log cap warning", || async {
+        p.log().contains("output over the log cap").then_some(())
+    })
+    .await;
+    assert!(log.len() < 4 << 20, "the log stays small: {} bytes", log.len());
+    neighbour_ok(&p).await;
+
+    // A function that never answers is killed at its timeout (2 s here).
+    p.deploy(hostile(2, 128).path());
+    let started = std::time::Instant::now();
+    let r = p.post("hostile", r#"{"do":"spin"}"#).await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    neighbour_ok(&p).await;
+}

@@ -25,6 +25,8 @@ pub struct Runner {
     pub seccomp: Arc<Vec<seccompiler::BpfProgram>>,
     /// Prepared network namespaces (`None` with `--sandbox none`).
     pub net: Option<Arc<crate::sandbox::netns::NetPool>>,
+    /// Bytes of output per invocation that reach the log.
+    pub log_cap: u64,
 }
 
 /// The result of `inv`, echoing what a dispatcher needs to meter it.
@@ -199,6 +201,7 @@ impl Runner {
             seccomp: self.seccomp.clone(),
             jail: self.cgroups.is_some(),
             net: self.net.as_ref(),
+            log_cap: self.log_cap,
         })
         .await
     }

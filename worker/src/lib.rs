@@ -45,6 +45,9 @@ pub struct WorkerOptions {
     pub id: String,
     /// Largest response a function may return, in bytes.
     pub max_response_bytes: usize,
+    /// Output (stdout + stderr) per invocation that reaches the log, in
+    /// bytes; the rest is read, dropped and counted in a warning.
+    pub log_cap_bytes: u64,
     /// `strict` (default): every sandbox gets cgroup limits, and a host
     /// that cannot provide them makes the worker refuse to start. `none`:
     /// no isolation at all, for development only.
@@ -87,6 +90,7 @@ impl Default for WorkerOptions {
             idle_ttl_secs: 300.0,
             id: String::new(),
             max_response_bytes: 6 << 20,
+            log_cap_bytes: 1 << 20,
             sandbox: SandboxMode::Strict,
             max_pids: 1024,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
@@ -191,6 +195,7 @@ impl Worker {
             max_pids: opts.max_pids,
             seccomp: Arc::new(seccomp),
             net,
+            log_cap: opts.log_cap_bytes,
         });
         Ok(Worker {
             opts,

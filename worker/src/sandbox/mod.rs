@@ -49,6 +49,8 @@ pub struct StartSpec<'a> {
     pub jail: bool,
     /// Prepared network namespaces (`netns.rs`); `None` only with `--sandbox none`.
     pub net: Option<&'a Arc<netns::NetPool>>,
+    /// Bytes of output per invocation that reach the worker's log.
+    pub log_cap: u64,
     pub max_pids: u32,
 }
 
@@ -112,6 +114,7 @@ pub struct Sandbox {
     api: Arc<ApiState>,
     exited: watch::Receiver<Option<String>>,
     tail: Arc<Mutex<VecDeque<String>>>,
+    log_budget: Arc<LogBudget>,
     tasks: Vec<JoinHandle<()>>,
     scratch: PathBuf,
     cgroup: Option<cgroup::SandboxCgroup>,
@@ -208,13 +211,26 @@ impl Sandbox {
         };
         let pid = child.id().unwrap_or(0);
         let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let log_budget = LogBudget::new(spec.log_cap);
         let mut tasks = vec![server];
         let label = format!("{}:{}", spec.function, spec.version);
         if let Some(out) = child.stdout.take() {
-            tasks.push(tokio::spawn(pump(out, label.clone(), id, tail.clone())));
+            tasks.push(tokio::spawn(pump(
+                out,
+                label.clone(),
+                id,
+                tail.clone(),
+                log_budget.clone(),
+            )));
         }
         if let Some(err) = child.stderr.take() {
-            tasks.push(tokio::spawn(pump(err, label.clone(), id, tail.clone())));
+            tasks.push(tokio::spawn(pump(
+                err,
+                label.clone(),
+                id,
+                tail.clone(),
+                log_budget.clone(),
+            )));
         }
         let (exit_tx, exited) = watch::channel(None);
         tasks.push(tokio::spawn(async move {
@@ -237,6 +253,7 @@ impl Sandbox {
             api,
             exited,
             tail,
+            log_budget,
             tasks,
             scratch,
             cgroup,
@@ -279,6 +296,7 @@ impl Sandbox {
     /// Hand one event to the runtime and wait for its answer, its death, or
     /// the deadline (after which the whole sandbox is killed).
     pub async fn invoke(&mut self, ev: Event) -> (Outcome, Timing) {
+        self.flag_dropped_output();
         let cold = self.served == 0;
         self.served += 1;
         let sent = Instant::now();
@@ -320,7 +338,24 @@ impl Sandbox {
             Outcome::Crashed { message } if message.is_empty() => self.death(&request_id).await,
             other => other,
         };
+        self.flag_dropped_output();
         (outcome, self.timing(cold, sent))
+    }
+
+    /// Say how much output the last invocation had over the log cap, and
+    /// give the next one a full budget.
+    pub fn flag_dropped_output(&self) {
+        let over = self.log_budget.reset();
+        if over > 0 {
+            tracing::warn!(
+                target: "stoke::function",
+                function = %self.function,
+                sandbox = self.id,
+                dropped_bytes = over,
+                cap = self.log_budget.cap,
+                "[output over the log cap: the rest was dropped]"
+            );
+        }
     }
 
     fn timing(&self, cold: bool, sent: Instant) -> Timing {
@@ -386,6 +421,7 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         self.kill();
+        self.flag_dropped_output();
         for t in &self.tasks {
             // The exit waiter reaps the child once killed; the rest just stop.
             if !t.is_finished() {
@@ -406,10 +442,44 @@ impl Drop for Sandbox {
     }
 }
 
-/// Forward a stream of the function's output to the worker's log and keep
-/// the last lines for crash reports. Lines are capped; nothing is buffered
-/// without bound.
-async fn pump<R: tokio::io::AsyncRead + Unpin>(out: R, label: String, id: u64, tail: Arc<Mutex<VecDeque<String>>>) {
+/// How much of one invocation's output reaches the worker's log.
+#[derive(Default)]
+pub struct LogBudget {
+    cap: u64,
+    used: AtomicU64,
+}
+
+impl LogBudget {
+    pub fn new(cap: u64) -> Arc<LogBudget> {
+        Arc::new(LogBudget {
+            cap,
+            used: AtomicU64::new(0),
+        })
+    }
+
+    /// A new invocation starts with the whole budget; returns how many
+    /// bytes the previous one had over it.
+    fn reset(&self) -> u64 {
+        self.used.swap(0, Ordering::Relaxed).saturating_sub(self.cap)
+    }
+
+    /// Count `n` bytes of output; false once the cap is passed.
+    fn take(&self, n: u64) -> bool {
+        self.used.fetch_add(n, Ordering::Relaxed) + n <= self.cap
+    }
+}
+
+/// Forward a stream of the function's output to the worker's log (up to the
+/// invocation's log budget; the rest is read and dropped) and keep the last
+/// lines for crash reports. Lines are capped; nothing is buffered without
+/// bound.
+async fn pump<R: tokio::io::AsyncRead + Unpin>(
+    out: R,
+    label: String,
+    id: u64,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    budget: Arc<LogBudget>,
+) {
     let mut lines = FramedRead::new(out, LinesCodec::new_with_max_length(MAX_LINE));
     while let Some(line) = lines.next().await {
         let line = match line {
@@ -417,6 +487,9 @@ async fn pump<R: tokio::io::AsyncRead + Unpin>(out: R, label: String, id: u64, t
             Err(tokio_util::codec::LinesCodecError::MaxLineLengthExceeded) => "[line truncated]".to_string(),
             Err(_) => break,
         };
+        if !budget.take(line.len() as u64 + 1) {
+            continue;
+        }
         tracing::info!(target: "stoke::function", function = %label, sandbox = id, "{line}");
         let mut t = tail.lock().expect("not poisoned");
         if t.len() == TAIL_LINES {
