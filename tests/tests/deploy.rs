@@ -181,3 +181,77 @@ async fn server_refuses_what_bypasses_the_cli() {
         "{out:?}"
     );
 }
+
+/// A gzipped tar whose entries are written as an attacker would, without the
+/// tar crate's own path checks: (path, symlink target or file content).
+fn hostile_archive(entries: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut b = tar::Builder::new(gz);
+    for (path, link, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        match link {
+            Some(target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                h.set_link_name(target).unwrap();
+            }
+            None => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(data.len() as u64);
+            }
+        }
+        let name = &mut h.as_old_mut().name;
+        name.fill(0);
+        name[..path.len()].copy_from_slice(path.as_bytes());
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+#[tokio::test]
+async fn archives_that_escape_the_package_are_refused_and_write_nothing_outside() {
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    let manifest = b"name = \"evil\"\ncommand = [\"python3\"]\n";
+    let marker = format!("stoke-escape-{}", std::process::id());
+    let outside = std::env::temp_dir().join(&marker);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "dot-dot",
+            hostile_archive(&[
+                ("stoke.toml", None, manifest),
+                (&format!("../../../../../../tmp/{marker}"), None, b"pwned"),
+            ]),
+            "..",
+        ),
+        (
+            "absolute",
+            hostile_archive(&[
+                ("stoke.toml", None, manifest),
+                (outside.to_str().unwrap(), None, b"pwned"),
+            ]),
+            "absolute",
+        ),
+        (
+            "symlink escape",
+            hostile_archive(&[
+                ("stoke.toml", None, manifest),
+                ("out", Some("/tmp"), b""),
+                (&format!("out/{marker}"), None, b"pwned"),
+            ]),
+            "leaves the package",
+        ),
+    ];
+    for (what, archive, says) in cases {
+        let digest = stoke_core::package::digest(&archive);
+        let err = raw_deploy(&p, vec![header(&digest, archive.len() as u64), chunk(&archive)])
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{what}: {}", err.message());
+        assert!(err.message().contains(says), "{what}: {}", err.message());
+        assert!(!outside.exists(), "{what} wrote {}", outside.display());
+        println!("{what}: {}", err.message());
+    }
+}
