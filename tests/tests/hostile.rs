@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use futures::StreamExt as _;
+
 use stoke_tests::{Nats, Platform, PlatformOptions, copy_function, eventually, workspace_root};
 
 /// hello-python's runtime with tests/fixtures/hostile/hostile.py as
@@ -383,5 +385,94 @@ async fn a_gigabyte_of_output_is_capped_and_an_endless_loop_times_out() {
     let r = p.post("hostile", r#"{"do":"spin"}"#).await;
     assert_eq!(r.status, 504, "{}", r.text());
     assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    neighbour_ok(&p).await;
+}
+
+/// Namespaces in use by any process on the host, by kind.
+fn namespaces_in_use() -> std::collections::BTreeMap<&'static str, usize> {
+    let mut seen: std::collections::BTreeMap<&'static str, std::collections::HashSet<u64>> = Default::default();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if !e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        for kind in ["mnt", "pid", "net", "ipc", "uts"] {
+            if let Ok(m) = std::fs::metadata(e.path().join("ns").join(kind)) {
+                use std::os::unix::fs::MetadataExt;
+                seen.entry(kind).or_default().insert(m.ino());
+            }
+        }
+    }
+    seen.into_iter().map(|(k, v)| (k, v.len())).collect()
+}
+
+/// Everything a sandbox leaves on the host while it lives.
+fn footprint(
+    p: &Platform,
+) -> (
+    usize,
+    usize,
+    usize,
+    usize,
+    std::collections::BTreeMap<&'static str, usize>,
+) {
+    let scratch = walk(p.data_dir.path(), 3)
+        .into_iter()
+        .filter(|d| d.file_name().is_some_and(|n| n.to_string_lossy().starts_with("sb-")))
+        .count();
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", p.pid())).unwrap().count();
+    (
+        sandbox_cgroups(p).len(),
+        stoke_tests::descendants(p.pid()).len(),
+        scratch,
+        fds,
+        namespaces_in_use(),
+    )
+}
+
+#[tokio::test]
+async fn five_hundred_sandboxes_come_and_go_without_leaking() {
+    let nats = Nats::start().await.unwrap();
+    let p = platform(&nats).await;
+    neighbour_ok(&p).await;
+    // Let the first sandbox of hello go idle-warm; it stays through the soak.
+    let before = footprint(&p);
+    println!("before: {before:?}");
+    // Each crash destroys its sandbox, so every call is a cold start.
+    let started = std::time::Instant::now();
+    let client = reqwest::Client::new();
+    let url = p.url("/fn/hostile");
+    let crashes = futures::stream::iter(0..500)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                client
+                    .post(url)
+                    .body(r#"{"do":"crash"}"#)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }
+        })
+        .buffer_unordered(4)
+        .filter(|s| std::future::ready(*s == 502))
+        .count()
+        .await;
+    println!("500 sandboxes started and destroyed in {:?}", started.elapsed());
+    assert_eq!(crashes, 500);
+    let after = eventually(
+        Duration::from_secs(15),
+        "the footprint to return to where it was",
+        || async {
+            let now = footprint(&p);
+            let same = now.0 == before.0 && now.1 == before.1 && now.2 == before.2 && now.4 == before.4;
+            // A few fds come and go with HTTP connections and the pool of
+            // prepared network namespaces (2 each); a leak would be hundreds.
+            (same && now.3 <= before.3 + 16).then_some(now)
+        },
+    )
+    .await;
+    println!("after: {after:?}");
     neighbour_ok(&p).await;
 }
