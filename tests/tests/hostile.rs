@@ -388,15 +388,14 @@ async fn a_gigabyte_of_output_is_capped_and_an_endless_loop_times_out() {
     neighbour_ok(&p).await;
 }
 
-/// Namespaces in use by any process on the host, by kind.
-fn namespaces_in_use() -> std::collections::BTreeMap<&'static str, usize> {
+/// Namespaces in use by the platform process and everything below it, by
+/// kind. (A namespace without a process would have to be held by an fd,
+/// which the fd count covers; other tests' sandboxes are not counted.)
+fn namespaces_in_use(root: u32) -> std::collections::BTreeMap<&'static str, usize> {
     let mut seen: std::collections::BTreeMap<&'static str, std::collections::HashSet<u64>> = Default::default();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        if !e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()) {
-            continue;
-        }
+    for pid in std::iter::once(root).chain(stoke_tests::descendants(root)) {
         for kind in ["mnt", "pid", "net", "ipc", "uts"] {
-            if let Ok(m) = std::fs::metadata(e.path().join("ns").join(kind)) {
+            if let Ok(m) = std::fs::metadata(format!("/proc/{pid}/ns/{kind}")) {
                 use std::os::unix::fs::MetadataExt;
                 seen.entry(kind).or_default().insert(m.ino());
             }
@@ -425,7 +424,7 @@ fn footprint(
         stoke_tests::descendants(p.pid()).len(),
         scratch,
         fds,
-        namespaces_in_use(),
+        namespaces_in_use(p.pid()),
     )
 }
 
