@@ -12,6 +12,8 @@ pub mod invoke;
 pub mod streams;
 
 use std::net::SocketAddr;
+
+use axum::serve::ListenerExt as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -105,7 +107,12 @@ impl Broker {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), BrokerError> {
         tracing::info!(addr = %self.local_addr().map_err(BrokerError::Serve)?, "HTTP gateway listening");
         let scheduler = self.scheduler.map(|s| tokio::spawn(s.run(shutdown.clone())));
-        let served = axum::serve(self.listener, gateway::router(self.invoker))
+        // Without TCP_NODELAY a response written in two segments waits for
+        // the client's delayed ACK: ~40 ms on every keep-alive request.
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let served = axum::serve(listener, gateway::router(self.invoker))
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
             .map_err(BrokerError::Serve);

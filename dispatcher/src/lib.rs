@@ -161,7 +161,15 @@ impl Dispatcher {
         };
 
         let server_stop = CancellationToken::new();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
+        // TCP_NODELAY on every connection: with Nagle, an invocation sent
+        // right after a small message (a result confirmation) waits for the
+        // worker's delayed ACK, ~40 ms.
+        let incoming =
+            tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(self.listener), |s| {
+                s.inspect(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                })
+            });
         let server = tonic::transport::Server::builder()
             // A worker that stops answering pings (paused, partitioned) is
             // detached within ~10 s; its invocations are then redelivered.

@@ -21,8 +21,14 @@ pub fn workspace_root() -> PathBuf {
 /// A binary cargo built into the same target dir as this test.
 pub fn built_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test>-<hash>
-    let dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    // A test is target/<profile>/deps/<test>-<hash>; a bin (a benchmark)
+    // is target/<profile>/<bin>.
+    let parent = exe.parent().expect("target dir");
+    let dir = if parent.ends_with("deps") {
+        parent.parent().expect("target profile dir")
+    } else {
+        parent
+    };
     let bin = dir.join(name);
     assert!(
         bin.is_file(),

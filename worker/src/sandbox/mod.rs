@@ -153,6 +153,11 @@ impl Sandbox {
         let (api, deliveries) = runtime_api::new_state(spec.max_response);
         let server = tokio::spawn({
             let app = runtime_api::router(api.clone());
+            // TCP_NODELAY: the runtime's long-poll `/next` answer must not
+            // wait for a delayed ACK.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             async move {
                 let _ = axum::serve(listener, app).await;
             }
