@@ -13,7 +13,14 @@ cargo build --release -p stoke -p stoke-example-hello-rust
 cp target/release/hello-rust examples/hello-rust/dist/bootstrap
 STOKE=target/release/stoke
 
-$STOKE up --data-dir .stoke &
+# Sandboxes need root (namespaces, cgroups, mounts). Without it, run the
+# functions unisolated rather than not at all, and say so.
+sandbox=strict
+if [ "$(id -u)" -ne 0 ]; then
+  echo "==> not root: starting with --sandbox none (functions run WITHOUT isolation; run as root for sandboxes)" >&2
+  sandbox=none
+fi
+$STOKE up --data-dir .stoke --sandbox "$sandbox" &
 pid=$!
 trap 'kill -INT $pid 2>/dev/null; wait $pid' INT TERM
 tries=0
