@@ -96,7 +96,7 @@ pub(crate) async fn handle_batch(ctx: &Ctx, source: &Source, msgs: Vec<jetstream
     let run_env = envelope::batch_run(&live[0].env, live.iter().map(|i| i.env.attempt).max().unwrap_or(1));
     let msgs: Vec<&jetstream::Message> = live.iter().map(|i| &i.msg).collect();
     let renew = source.holding.renew_every(ctx.shared.progress_every);
-    let gate = ctx.gate(function, &loaded.manifest);
+    let gate = ctx.gate(function, loaded.spec.version, &loaded.manifest);
     let pass = tokio::select! {
         pass = handle::with_progress(gate.admit(None), &msgs, renew) => pass,
         _ = ctx.release_now.cancelled() => None,

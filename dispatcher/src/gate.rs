@@ -10,7 +10,8 @@
 //! twice the concurrency unacked for those waiters (see
 //! `stoke_broker::streams::Holding`). Deferral is not an attempt.
 //!
-//! Limits are per dispatcher process.
+//! Limits are per dispatcher process and per function version (versions
+//! may set different limits).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,8 +21,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// One function's admission state.
 pub(crate) struct Gate {
-    pub concurrency: u32,
-    pub per_key: Option<u32>,
+    per_key: Option<u32>,
     slots: Arc<Semaphore>,
     keys: Mutex<HashMap<String, KeyState>>,
     freed: Notify,
@@ -48,7 +48,6 @@ struct KeyHeld {
 impl Gate {
     pub fn new(concurrency: u32, per_key: Option<u32>) -> Arc<Gate> {
         Arc::new(Gate {
-            concurrency,
             per_key,
             slots: Arc::new(Semaphore::new(concurrency.max(1) as usize)),
             keys: Mutex::new(HashMap::new()),

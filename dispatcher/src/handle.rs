@@ -95,7 +95,7 @@ pub(crate) async fn handle(ctx: &Ctx, source: &Source, msg: jetstream::Message) 
     let renew = source.holding.renew_every(ctx.shared.progress_every);
     let key =
         (loaded.manifest.concurrency_key.as_deref()).and_then(|expr| stoke_core::key::evaluate(expr, &env.payload));
-    let gate = ctx.gate(function, &loaded.manifest);
+    let gate = ctx.gate(function, loaded.spec.version, &loaded.manifest);
     let msgs = [&msg];
     let pass = tokio::select! {
         pass = with_progress(gate.admit(key), &msgs, renew) => pass,

@@ -42,22 +42,19 @@ pub(crate) struct Ctx {
     pub tracker: TaskTracker,
     /// Fired when the shutdown grace runs out: release what is still running.
     pub release_now: CancellationToken,
-    /// Admission per function (concurrency across sources, per-key limits).
-    pub gates: Mutex<HashMap<String, Arc<Gate>>>,
+    /// Admission per function version (concurrency across sources,
+    /// per-key limits): versions may differ in their limits.
+    pub gates: Mutex<HashMap<(String, u32), Arc<Gate>>>,
 }
 
 impl Ctx {
-    /// The admission gate of `function` as `manifest` sets it up.
-    pub fn gate(&self, function: &str, manifest: &Manifest) -> Arc<Gate> {
+    /// The admission gate of `function` `version`, as its `manifest` sets it up.
+    pub fn gate(&self, function: &str, version: u32, manifest: &Manifest) -> Arc<Gate> {
         let mut gates = self.gates.lock().expect("not poisoned");
-        match gates.get(function) {
-            Some(g) if g.concurrency == manifest.concurrency && g.per_key == manifest.per_key_limit() => g.clone(),
-            _ => {
-                let g = Gate::new(manifest.concurrency, manifest.per_key_limit());
-                gates.insert(function.to_string(), g.clone());
-                g
-            }
-        }
+        gates
+            .entry((function.to_string(), version))
+            .or_insert_with(|| Gate::new(manifest.concurrency, manifest.per_key_limit()))
+            .clone()
     }
 }
 

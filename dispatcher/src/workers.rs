@@ -196,8 +196,9 @@ impl Registry {
     }
 }
 
-/// Meter a result that came back after its attempt was given up on.
-fn record_fenced(store: &Arc<dyn Store>, r: InvocationResult) {
+/// Meter a result that came back after its attempt was given up on, then
+/// confirm it to the worker.
+fn record_fenced(store: &Arc<dyn Store>, r: InvocationResult, tx: Outbox, confirm: Result<DispatcherMessage, Status>) {
     tracing::warn!(invocation = %r.invocation_id, epoch = r.epoch, attempt = r.attempt, "late result fenced");
     let m = r.metering.clone().unwrap_or_default();
     let outcome = stoke_proto::Outcome::try_from(r.outcome).unwrap_or(stoke_proto::Outcome::PlatformError);
@@ -230,8 +231,15 @@ fn record_fenced(store: &Arc<dyn Store>, r: InvocationResult) {
     };
     let store = store.clone();
     tokio::spawn(async move {
-        if let Err(e) = store.record_fenced(&record).await {
-            tracing::warn!(invocation = %record.invocation_id, error = %e, "fenced attempt not metered");
+        match store.record_fenced(&record).await {
+            Ok(()) => {
+                let _ = tx.try_send(confirm);
+            }
+            Err(e) => tracing::warn!(
+                invocation = %record.invocation_id,
+                error = %e,
+                "fenced attempt not metered yet; the worker will send it again"
+            ),
         }
     });
 }
@@ -287,12 +295,16 @@ impl WorkerService for WorkerApi {
                                 invocation_id: r.invocation_id.clone(),
                                 epoch: r.epoch,
                             };
-                            if let Some(late) = handle.complete(r) {
-                                record_fenced(&registry.store, late);
-                            }
-                            let _ = handle.tx.try_send(Ok(DispatcherMessage {
+                            let confirm = Ok(DispatcherMessage {
                                 msg: Some(dispatcher_message::Msg::Received(received)),
-                            }));
+                            });
+                            match handle.complete(r) {
+                                // Confirmed once metered: a failed write leaves it with the worker.
+                                Some(late) => record_fenced(&registry.store, late, handle.tx.clone(), confirm),
+                                None => {
+                                    let _ = handle.tx.try_send(confirm);
+                                }
+                            }
                         }
                         worker_message::Msg::Heartbeat(hb) => {
                             let mut warm = handle.warm.lock().expect("not poisoned");

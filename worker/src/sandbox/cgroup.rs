@@ -106,18 +106,27 @@ impl Cgroups {
                 return Err(format!("the {c} controller is not available at {}", mount.display()));
             }
         }
-        // No internal processes: the worker moves into a leaf of its own
-        // cgroup, then hands the controllers down to the sandboxes' parent.
-        let me = if own == mount {
-            own.clone()
-        } else {
-            own.join("stoke-worker")
-        };
-        if me != mount {
-            std::fs::create_dir_all(&me).map_err(|e| format!("{}: {e}", me.display()))?;
-            write(&me.join("cgroup.procs"), &std::process::id().to_string()).map_err(|e| e.to_string())?;
+        // No internal processes: a cgroup that hands controllers down holds
+        // none itself. So everything in ours (this worker, and e.g. the
+        // nats-server `stoke up` started) moves into a leaf first. The real
+        // root cgroup (it has no cgroup.type) is exempt and is left as it
+        // is; a container's namespaced root is not.
+        let real_root = own == mount && !own.join("cgroup.type").exists();
+        if !real_root {
+            let leaf = own.join("stoke-worker");
+            std::fs::create_dir_all(&leaf).map_err(|e| format!("{}: {e}", leaf.display()))?;
+            let procs = std::fs::read_to_string(own.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().map(str::trim).filter(|p| !p.is_empty()) {
+                let _ = write(&leaf.join("cgroup.procs"), pid);
+            }
         }
-        write(&own.join("cgroup.subtree_control"), "+memory +pids +cpu").map_err(|e| e.to_string())?;
+        write(&own.join("cgroup.subtree_control"), "+memory +pids +cpu").map_err(|e| {
+            format!(
+                "{e} (a cgroup that delegates controllers must hold no processes: are there processes in {} \
+                 that this worker may not move?)",
+                own.display()
+            )
+        })?;
         let parent = own.join(format!("stoke-sandboxes-{}", std::process::id()));
         sweep_stale(&own);
         std::fs::create_dir_all(&parent).map_err(|e| format!("{}: {e}", parent.display()))?;

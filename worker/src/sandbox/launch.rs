@@ -117,7 +117,7 @@ pub fn launch(spec: &LaunchSpec<'_>) -> std::io::Result<tokio::process::Child> {
             // (b) Inherited fds (a test harness, a systemd socket) must not
             // reach the function; CLOEXEC rather than close keeps std's own
             // exec-error pipe (and the cgroup files are CLOEXEC already).
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+            close_from(3, true);
             // (c)
             check(libc::setsid())?;
             check(libc::prctl(
@@ -140,7 +140,9 @@ pub fn launch(spec: &LaunchSpec<'_>) -> std::io::Result<tokio::process::Child> {
                 if inner > 0 {
                     keep(inner);
                 }
-                // The keeper's death must take this one along too.
+                jail.enter()?;
+                // The keeper's death must take this one along too; after
+                // the uid change, which clears PDEATHSIG.
                 check(libc::prctl(
                     libc::PR_SET_PDEATHSIG,
                     libc::SIGKILL as libc::c_ulong,
@@ -148,7 +150,6 @@ pub fn launch(spec: &LaunchSpec<'_>) -> std::io::Result<tokio::process::Child> {
                     0,
                     0,
                 ))?;
-                jail.enter()?;
             }
             // (e)
             for (resource, limit) in [
@@ -191,7 +192,15 @@ pub fn launch(spec: &LaunchSpec<'_>) -> std::io::Result<tokio::process::Child> {
 unsafe fn keep(inner: libc::pid_t) -> ! {
     // SAFETY: raw system calls only, in a forked child.
     unsafe {
-        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+        close_from(0, false);
+        // It is a copy of the (root) worker: it must never dump core, even
+        // when it dies of the function's fatal signal below.
+        let no_core = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
         let mut status = 0;
         while libc::waitpid(inner, &mut status, 0) < 0 {
             if *libc::__errno_location() != libc::EINTR {
@@ -204,6 +213,36 @@ unsafe fn keep(inner: libc::pid_t) -> ! {
             libc::kill(libc::getpid(), sig);
         }
         libc::_exit(libc::WEXITSTATUS(status))
+    }
+}
+
+/// Close (or mark close-on-exec) every fd from `first` up: `close_range`
+/// where the kernel has it (5.9; CLOEXEC from 5.11), else one by one up to
+/// the open-files limit. Async-signal-safe.
+#[allow(unsafe_code)]
+fn close_from(first: u32, cloexec: bool) {
+    // SAFETY: raw system calls on integers only.
+    unsafe {
+        let flags = if cloexec { libc::CLOSE_RANGE_CLOEXEC } else { 0 };
+        if libc::syscall(libc::SYS_close_range, first, u32::MAX, flags) == 0 {
+            return;
+        }
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        let top = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur.min(1 << 20) as libc::c_int
+        } else {
+            1 << 16
+        };
+        for fd in first as libc::c_int..top {
+            if cloexec {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            } else {
+                libc::close(fd);
+            }
+        }
     }
 }
 

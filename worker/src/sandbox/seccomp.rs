@@ -3,8 +3,10 @@
 //! (so runtimes that probe, e.g. for io_uring, fall back cleanly), plus
 //! `clone3` answered with ENOSYS (its flags sit behind a pointer the filter
 //! cannot read; libc then falls back to `clone`, whose flags it can).
-//! A syscall of another architecture (i386 `int 0x80`, x32) kills the
-//! process: seccompiler checks the audit architecture first.
+//! A syscall of another architecture (i386 `int 0x80`) kills the process:
+//! seccompiler checks the audit architecture first. x32 calls share
+//! x86_64's audit architecture, so their numbers (`nr | 0x40000000`) of
+//! the refused calls are refused as well.
 //!
 //! Refused: ptrace and cross-process memory access; mount, umount,
 //! pivot_root and the new mount API; new user namespaces (unshare/clone
@@ -18,6 +20,9 @@ use std::collections::BTreeMap;
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
 };
+
+/// The x32 ABI's syscall number bit (x86_64).
+const X32_BIT: i64 = 0x4000_0000;
 
 /// Syscalls refused outright.
 const DENIED: &[i64] = &[
@@ -74,7 +79,20 @@ pub fn filters() -> Result<Vec<BpfProgram>, String> {
     let arch = std::env::consts::ARCH
         .try_into()
         .map_err(|e| format!("seccomp: unsupported architecture {}: {e:?}", std::env::consts::ARCH))?;
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED.iter().map(|nr| (*nr, Vec::new())).collect();
+    // On x86_64 the x32 ABI reaches the same calls as `nr | X32_BIT` under
+    // the same audit architecture: refuse those numbers too.
+    let numbers = |nr: i64| -> Vec<i64> {
+        if cfg!(target_arch = "x86_64") {
+            vec![nr, nr | X32_BIT]
+        } else {
+            vec![nr]
+        }
+    };
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED
+        .iter()
+        .flat_map(|nr| numbers(*nr))
+        .map(|nr| (nr, Vec::new()))
+        .collect();
     // unshare(flags) and clone(flags, ...) asking for a new user namespace.
     let new_user_ns = || -> Result<Vec<SeccompRule>, String> {
         let cond = SeccompCondition::new(
@@ -86,8 +104,9 @@ pub fn filters() -> Result<Vec<BpfProgram>, String> {
         .map_err(|e| format!("seccomp: {e}"))?;
         Ok(vec![SeccompRule::new(vec![cond]).map_err(|e| format!("seccomp: {e}"))?])
     };
-    rules.insert(libc::SYS_unshare, new_user_ns()?);
-    rules.insert(libc::SYS_clone, new_user_ns()?);
+    for nr in numbers(libc::SYS_unshare).into_iter().chain(numbers(libc::SYS_clone)) {
+        rules.insert(nr, new_user_ns()?);
+    }
     let deny = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
