@@ -43,7 +43,7 @@ pub(crate) async fn handle_batch(ctx: &Ctx, source: &Source, msgs: Vec<jetstream
     // Each item on its own first: done before, or too old.
     let mut items = Vec::with_capacity(msgs.len());
     for msg in msgs {
-        let mut env = envelope::subscription(&msg, function);
+        let (mut env, event) = envelope::subscription(&msg, function);
         env.number_by_delivery();
         match handle::already_ended(store.as_ref(), function, &env).await {
             Ok(None) => {}
@@ -61,7 +61,6 @@ pub(crate) async fn handle_batch(ctx: &Ctx, source: &Source, msgs: Vec<jetstream
                 continue;
             }
         }
-        let (_, event) = envelope::subject_event(&msg);
         items.push(Item { msg, env, event });
     }
     let loaded = match handle::load(ctx, function, None).await {

@@ -70,12 +70,13 @@ pub(crate) fn invocation(msg: &jetstream::Message) -> Envelope {
     }
 }
 
-/// A message on a subscribed subject. Its key is its `Nats-Msg-Id`, else
-/// stream:sequence; the function receives it wrapped (see [`subject_event`]).
-pub(crate) fn subscription(msg: &jetstream::Message, function: &str) -> Envelope {
-    let (key, event) = subject_event(msg);
-    let (delivered, created_ms, _) = delivery(msg);
-    Envelope {
+/// A message on a subscribed subject, and the event the function receives
+/// for it (see [`subject_event`]; a batch embeds it in its records). Its key
+/// is its `Nats-Msg-Id`, else stream:sequence.
+pub(crate) fn subscription(msg: &jetstream::Message, function: &str) -> (Envelope, serde_json::Value) {
+    let (delivered, created_ms, seq) = delivery(msg);
+    let (key, event) = subject_event(msg, created_ms, seq);
+    let env = Envelope {
         invocation_id: stoke_broker::invoke::id_for_key(function, &key),
         key,
         trigger: "subject".into(),
@@ -87,7 +88,8 @@ pub(crate) fn subscription(msg: &jetstream::Message, function: &str) -> Envelope
         delivered,
         created_ms,
         payload: Bytes::from(serde_json::to_vec(&event).expect("JSON values serialise")),
-    }
+    };
+    (env, event)
 }
 
 /// The one invocation that runs a batch of subject messages: its own id
@@ -113,9 +115,8 @@ pub(crate) fn batch_run(first: &Envelope, attempt: u32) -> Envelope {
 /// `{"source":"nats","subject","sequence","publishedAt","headers":{..},"data":..}`
 /// (`data` is the payload as JSON when it parses, else a string;
 /// non-UTF-8 payloads come as `dataBase64`).
-pub(crate) fn subject_event(msg: &jetstream::Message) -> (String, serde_json::Value) {
+fn subject_event(msg: &jetstream::Message, published_ms: i64, seq: u64) -> (String, serde_json::Value) {
     use base64::Engine as _;
-    let (_, published_ms, seq) = delivery(msg);
     let mut headers = serde_json::Map::new();
     for (name, values) in msg.headers.iter().flat_map(|h| h.iter()) {
         let v: Vec<&str> = values.iter().map(|v| v.as_str()).collect();

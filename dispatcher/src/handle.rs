@@ -42,11 +42,10 @@ pub(crate) async fn handle(ctx: &Ctx, source: &Source, msg: jetstream::Message) 
     let function = source.function.as_str();
     let mut env = match source.origin {
         Origin::Invoke => envelope::invocation(&msg),
-        Origin::Subscription { .. } => envelope::subscription(&msg, function),
+        Origin::Subscription { .. } => envelope::subscription(&msg, function).0,
     };
     let store = &ctx.shared.store;
-    let id = env.invocation_id.clone();
-    let release = |what: &str, e: &dyn std::fmt::Display| {
+    let release = |id: &str, what: &str, e: &dyn std::fmt::Display| {
         tracing::warn!(%id, %function, error = %e, "{what}; releasing event");
     };
 
@@ -62,13 +61,13 @@ pub(crate) async fn handle(ctx: &Ctx, source: &Source, msg: jetstream::Message) 
             return;
         }
         Err(e) => {
-            release("store unavailable", &e);
+            release(&env.invocation_id, "store unavailable", &e);
             ack(&msg, AckKind::Nak(Some(RELEASE_DELAY))).await;
             return;
         }
     }
     if let Err(e) = env.number_attempt(store.as_ref()).await {
-        release("store unavailable", &e);
+        release(&env.invocation_id, "store unavailable", &e);
         ack(&msg, AckKind::Nak(Some(RELEASE_DELAY))).await;
         return;
     }
@@ -81,7 +80,7 @@ pub(crate) async fn handle(ctx: &Ctx, source: &Source, msg: jetstream::Message) 
             return;
         }
         Err(e) => {
-            release("cannot load function", &e);
+            release(&env.invocation_id, "cannot load function", &e);
             ack(&msg, AckKind::Nak(Some(RELEASE_DELAY))).await;
             return;
         }
