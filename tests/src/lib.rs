@@ -429,15 +429,29 @@ pub fn descendants(pid: u32) -> Vec<u32> {
     found
 }
 
+/// Host pids of the live processes below `root` whose command line
+/// contains `needle` (a function's processes below its worker).
+pub fn processes_running(root: u32, needle: &str) -> Vec<u32> {
+    descendants(root)
+        .into_iter()
+        .filter(|p| {
+            alive(*p)
+                && std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
+
+/// Is `pid` blocked in system call `nr` now (from /proc/<pid>/syscall)?
+pub fn in_syscall(pid: u32, nr: libc::c_long) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+        .is_ok_and(|s| s.split_whitespace().next() == Some(nr.to_string().as_str()))
+}
+
 /// The host pid of the one function process below `root` whose command
 /// line contains `needle` (inside its sandbox it is pid 1).
 pub fn function_process(root: u32, needle: &str) -> u32 {
-    let found: Vec<u32> = descendants(root)
-        .into_iter()
-        .filter(|p| {
-            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
-        })
-        .collect();
+    let found = processes_running(root, needle);
     assert_eq!(found.len(), 1, "one process running {needle} below {root}: {found:?}");
     found[0]
 }

@@ -266,19 +266,7 @@ async fn a_paused_worker_is_superseded_and_its_run_discarded() {
     let c = Cluster::start(&nats, 2).await;
     c.deploy(&workspace_root().join("examples/hello-python"));
     let client = reqwest::Client::new();
-    let r = client
-        .post(format!("http://{}/fn/hello", c.http))
-        .header("Prefer", "respond-async")
-        .header("Idempotency-Key", "paused-1")
-        .body(r#"{"sleep":3,"name":"paused"}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let id = r.json::<serde_json::Value>().await.unwrap()["invocationId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = post_async(&c.http, r#"{"sleep":3,"name":"paused"}"#, Some("paused-1")).await;
 
     // Find the worker that took it, and pause it.
     let dir = c.dir.path().to_path_buf();
@@ -377,26 +365,8 @@ async fn a_worker_that_loses_its_dispatcher_kills_its_sandboxes() {
     let mut c = Cluster::start(&nats, 1).await;
     c.deploy(hello_with("").path());
     let worker = c.workers[0].as_ref().unwrap().id();
-    let client = reqwest::Client::new();
-    let r = client
-        .post(format!("http://{}/fn/hello", c.http))
-        .header("Prefer", "respond-async")
-        .body(r#"{"sleep":8,"name":"long"}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let id = r.json::<serde_json::Value>().await.unwrap()["invocationId"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let sandbox = eventually(Duration::from_secs(20), "the function to be running", || async {
-        let found = stoke_tests::descendants(worker);
-        (!found.is_empty()).then_some(found)
-    })
-    .await;
-    // Let the sandbox reach its sleep.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = post_async(&c.http, r#"{"sleep":8,"name":"long"}"#, None).await;
+    let sandbox = handler_sleeping(worker).await;
 
     let mut d = c.dispatcher.take().unwrap();
     let _ = d.kill();
@@ -421,4 +391,64 @@ async fn a_worker_that_loses_its_dispatcher_kills_its_sandboxes() {
     })
     .await;
     assert_eq!(fenced, ("fenced".to_string(), "Stoke.DispatcherLost".to_string()));
+}
+
+/// SIGKILL a worker while its function sleeps in its handler: the function
+/// must not outlive it (PDEATHSIG reaches the function through its keeper;
+/// nothing else would end a sandbox whose worker is gone).
+#[tokio::test]
+async fn a_killed_worker_takes_its_sandboxes_along() {
+    let nats = Nats::start().await.unwrap();
+    let mut c = Cluster::start(&nats, 1).await;
+    c.deploy(hello_with("").path());
+    let worker = c.workers[0].as_ref().unwrap().id();
+    post_async(&c.http, r#"{"sleep":8,"name":"orphan"}"#, None).await;
+    let running = handler_sleeping(worker).await;
+    let mut w = c.workers[0].take().unwrap();
+    let _ = w.kill();
+    let _ = w.wait();
+    let killed_at = Instant::now();
+    eventually(
+        Duration::from_secs(3),
+        "the function to die with its worker",
+        || async { running.iter().all(|p| !stoke_tests::alive(*p)).then_some(()) },
+    )
+    .await;
+    println!("function gone {:?} after its worker was SIGKILLed", killed_at.elapsed());
+}
+
+/// POST an event to `hello` with `Prefer: respond-async`; its invocation id.
+async fn post_async(http: &str, body: &'static str, key: Option<&str>) -> String {
+    let mut req = reqwest::Client::new()
+        .post(format!("http://{http}/fn/hello"))
+        .header("Prefer", "respond-async")
+        .body(body);
+    if let Some(key) = key {
+        req = req.header("Idempotency-Key", key);
+    }
+    let r = req.send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    r.json::<serde_json::Value>().await.unwrap()["invocationId"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The pids of hello's process below `worker`, once it sleeps in its
+/// handler (its current system call is clock_nanosleep): a function still
+/// starting would exit by itself when its worker goes, proving nothing.
+async fn handler_sleeping(worker: u32) -> Vec<u32> {
+    eventually(
+        Duration::from_secs(20),
+        "the function to sleep in its handler",
+        || async {
+            let found = stoke_tests::processes_running(worker, "stoke_runtime.py");
+            (!found.is_empty()
+                && found
+                    .iter()
+                    .all(|p| stoke_tests::in_syscall(*p, libc::SYS_clock_nanosleep)))
+            .then_some(found)
+        },
+    )
+    .await
 }

@@ -129,14 +129,7 @@ async fn a_fork_bomb_hits_the_pids_limit() {
 /// Host pids of the hostile function's processes (runtime and whatever it
 /// started) below the platform process.
 fn hostile_processes(p: &Platform) -> Vec<u32> {
-    stoke_tests::descendants(p.pid())
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("stoke_runtime.py"))
-                && stoke_tests::alive(*pid)
-        })
-        .collect()
+    stoke_tests::processes_running(p.pid(), "stoke_runtime.py")
 }
 
 #[tokio::test]
