@@ -67,7 +67,7 @@ impl NatsServer {
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
             .kill_on_drop(true);
-        stoke_worker::sandbox::launch::die_with_parent(&mut cmd);
+        stoke_worker::sandbox::launch::die_with_parent_cmd(&mut cmd);
         let child = cmd.spawn().with_context(|| format!("cannot start {}", bin.display()))?;
         let mut server = NatsServer {
             child,

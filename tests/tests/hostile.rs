@@ -338,6 +338,12 @@ async fn the_function_sees_only_its_own_read_only_world_as_nobody() {
         seen["dev"],
         serde_json::json!(["fd", "null", "random", "stderr", "stdin", "stdout", "urandom", "zero"])
     );
+    // A user namespace of its own that maps nothing but that uid and gid.
+    assert_eq!(seen["uid_map"], serde_json::json!(["65534", "65534", "1"]));
+    assert_eq!(seen["gid_map"], serde_json::json!(["65534", "65534", "1"]));
+    assert_eq!(seen["setgroups"], serde_json::json!(["deny"]));
+    // Root does not even exist in it.
+    assert_eq!(seen["setuid_root"], "Invalid argument");
     for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
         assert_eq!(seen["caps"][cap], "0000000000000000", "{cap}");
     }
@@ -387,7 +393,7 @@ async fn a_gigabyte_of_output_is_capped_and_an_endless_loop_times_out() {
 fn namespaces_in_use(root: u32) -> std::collections::BTreeMap<&'static str, usize> {
     let mut seen: std::collections::BTreeMap<&'static str, std::collections::HashSet<u64>> = Default::default();
     for pid in std::iter::once(root).chain(stoke_tests::descendants(root)) {
-        for kind in ["mnt", "pid", "net", "ipc", "uts"] {
+        for kind in ["mnt", "pid", "net", "ipc", "uts", "user"] {
             if let Ok(m) = std::fs::metadata(format!("/proc/{pid}/ns/{kind}")) {
                 use std::os::unix::fs::MetadataExt;
                 seen.entry(kind).or_default().insert(m.ino());
@@ -398,73 +404,114 @@ fn namespaces_in_use(root: u32) -> std::collections::BTreeMap<&'static str, usiz
 }
 
 /// Everything a sandbox leaves on the host while it lives.
-fn footprint(
-    p: &Platform,
-) -> (
-    usize,
-    usize,
-    usize,
-    usize,
-    std::collections::BTreeMap<&'static str, usize>,
-) {
-    let scratch = walk(p.data_dir.path(), 3)
+#[derive(Debug, Clone, PartialEq)]
+struct Footprint {
+    cgroups: usize,
+    processes: usize,
+    scratch_dirs: usize,
+    /// Mounts the worker sees (sandboxes mount only in their own namespaces).
+    mounts: usize,
+    namespaces: std::collections::BTreeMap<&'static str, usize>,
+    /// The worker's open files (compared loosely: HTTP connections and the
+    /// pool of prepared network namespaces come and go).
+    fds: usize,
+}
+
+fn footprint(p: &Platform) -> Footprint {
+    let scratch_dirs = walk(p.data_dir.path(), 3)
         .into_iter()
         .filter(|d| d.file_name().is_some_and(|n| n.to_string_lossy().starts_with("sb-")))
         .count();
-    let fds = std::fs::read_dir(format!("/proc/{}/fd", p.pid())).unwrap().count();
-    (
-        sandbox_cgroups(p).len(),
-        stoke_tests::descendants(p.pid()).len(),
-        scratch,
-        fds,
-        namespaces_in_use(p.pid()),
-    )
+    let mounts = std::fs::read_to_string(format!("/proc/{}/mountinfo", p.pid()))
+        .unwrap()
+        .lines()
+        .count();
+    Footprint {
+        cgroups: sandbox_cgroups(p).len(),
+        processes: stoke_tests::descendants(p.pid()).len(),
+        scratch_dirs,
+        mounts,
+        namespaces: namespaces_in_use(p.pid()),
+        fds: std::fs::read_dir(format!("/proc/{}/fd", p.pid())).unwrap().count(),
+    }
 }
 
+/// Sandboxes the leak soak creates and destroys.
+const SOAK: usize = 2000;
+
 #[tokio::test]
-async fn five_hundred_sandboxes_come_and_go_without_leaking() {
+async fn two_thousand_sandboxes_come_and_go_without_leaking() {
     let nats = Nats::start().await.unwrap();
     let p = platform(&nats).await;
     neighbour_ok(&p).await;
     // Let the first sandbox of hello go idle-warm; it stays through the soak.
     let before = footprint(&p);
     println!("before: {before:?}");
-    // Each crash destroys its sandbox, so every call is a cold start.
+    // Each crash destroys its sandbox, so every call is a cold start; ten at
+    // a time (the function's concurrency), so launches overlap too.
     let started = std::time::Instant::now();
     let client = reqwest::Client::new();
     let url = p.url("/fn/hostile");
-    let crashes = futures::stream::iter(0..500)
+    let crashes = futures::stream::iter(0..SOAK)
         .map(|_| {
             let (client, url) = (client.clone(), url.clone());
             async move {
-                client
-                    .post(url)
-                    .body(r#"{"do":"crash"}"#)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
+                let r = client.post(url).body(r#"{"do":"crash"}"#).send().await.unwrap();
+                let status = r.status().as_u16();
+                let body: serde_json::Value = r.json().await.unwrap_or_default();
+                if body["errorType"] == "Stoke.PlatformError" {
+                    println!("platform error: {body}");
+                }
+                (status, body["errorType"].as_str().unwrap_or_default().to_string())
             }
         })
-        .buffer_unordered(4)
-        .filter(|s| std::future::ready(*s == 502))
+        .buffer_unordered(10)
+        .filter(|(status, error)| {
+            // Anything else (a sandbox that could not start) is a failure.
+            let crashed = *status == 502 && error == "Runtime.ExitError";
+            if !crashed {
+                println!("not a crash: {status} {error}");
+            }
+            std::future::ready(crashed)
+        })
         .count()
         .await;
-    println!("500 sandboxes started and destroyed in {:?}", started.elapsed());
-    assert_eq!(crashes, 500);
-    let after = eventually(
-        Duration::from_secs(15),
-        "the footprint to return to where it was",
-        || async {
-            let now = footprint(&p);
-            let same = now.0 == before.0 && now.1 == before.1 && now.2 == before.2 && now.4 == before.4;
-            // A few fds come and go with HTTP connections and the pool of
-            // prepared network namespaces (2 each); a leak would be hundreds.
-            (same && now.3 <= before.3 + 16).then_some(now)
-        },
-    )
-    .await;
+    println!("{SOAK} sandboxes started and destroyed in {:?}", started.elapsed());
+    assert_eq!(crashes, SOAK);
+    // Its keep-alive connections to the gateway close with it.
+    drop(client);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let after = loop {
+        let now = footprint(&p);
+        let back = now.fds <= before.fds + 16
+            && Footprint {
+                fds: before.fds,
+                ..now.clone()
+            } == before;
+        if back || std::time::Instant::now() > deadline {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     println!("after: {after:?}");
+    let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+    for fd in std::fs::read_dir(format!("/proc/{}/fd", p.pid())).unwrap().flatten() {
+        let target = std::fs::read_link(fd.path())
+            .map(|t| t.display().to_string())
+            .unwrap_or_default();
+        *kinds
+            .entry(target.split(':').next().unwrap_or_default().to_string())
+            .or_default() += 1;
+    }
+    println!("worker fds by kind: {kinds:?}");
+    assert!(after.fds <= before.fds + 16, "fds: {} then {}", before.fds, after.fds);
+    assert_eq!(
+        Footprint {
+            fds: before.fds,
+            ..after
+        },
+        before,
+        "back to where it started"
+    );
     neighbour_ok(&p).await;
 }

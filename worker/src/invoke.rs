@@ -23,6 +23,8 @@ pub struct Runner {
     pub max_pids: u32,
     /// Seccomp filters for every sandbox (empty with `--sandbox none`).
     pub seccomp: Arc<Vec<seccompiler::BpfProgram>>,
+    /// The sandboxes' root (`None` with `--sandbox none`).
+    pub jail: Option<crate::sandbox::jail::Jail>,
     /// Prepared network namespaces (`None` with `--sandbox none`).
     pub net: Option<Arc<crate::sandbox::netns::NetPool>>,
     /// Bytes of output per invocation that reach the log.
@@ -199,7 +201,7 @@ impl Runner {
             cgroups: self.cgroups.as_ref(),
             max_pids: self.max_pids,
             seccomp: self.seccomp.clone(),
-            jail: self.cgroups.is_some(),
+            jail: self.jail.as_ref(),
             net: self.net.as_ref(),
             log_cap: self.log_cap,
         })

@@ -157,7 +157,7 @@ impl Worker {
         } else {
             opts.id.clone()
         };
-        let (cgroups, seccomp, net) = match opts.sandbox {
+        let (cgroups, seccomp, net, jail) = match opts.sandbox {
             SandboxMode::Strict => {
                 let c = sandbox::cgroup::Cgroups::detect(&opts.cgroup_root).map_err(WorkerError::Sandbox)?;
                 if opts.favor_dynmods
@@ -170,11 +170,14 @@ impl Worker {
                 }
                 let filters = sandbox::seccomp::filters().map_err(WorkerError::Sandbox)?;
                 let net = sandbox::netns::NetPool::new();
-                sandbox::probe(&c, &net, Arc::new(filters.clone()), &scratch_root)
+                let root = scratch_root.join("root");
+                let jail = sandbox::jail::Jail::prepare(&root)
+                    .map_err(|e| WorkerError::Sandbox(format!("laying out {}: {e}", root.display())))?;
+                sandbox::probe(&jail, &c, &net, &filters, &scratch_root)
                     .await
                     .map_err(|e| WorkerError::Sandbox(format!("a test sandbox failed: {e}")))?;
                 tracing::info!(cgroups = ?c, "sandboxes: namespaces, read-only root, uid 65534, cgroup limits, seccomp");
-                (Some(c), filters, Some(net))
+                (Some(c), filters, Some(net), Some(jail))
             }
             SandboxMode::None => {
                 tracing::warn!(
@@ -182,7 +185,7 @@ impl Worker {
                      memory, process or CPU limits and no syscall filter. Never use this for code you \
                      do not trust."
                 );
-                (None, Vec::new(), None)
+                (None, Vec::new(), None, None)
             }
         };
         let runner = Arc::new(invoke::Runner {
@@ -195,6 +198,7 @@ impl Worker {
             max_pids: opts.max_pids,
             seccomp: Arc::new(seccomp),
             net,
+            jail,
             log_cap: opts.log_cap_bytes,
         });
         Ok(Worker {

@@ -10,15 +10,19 @@
 //! [`Jail::enter`], which runs between fork and exec, is nothing but raw
 //! system calls on memory allocated before the fork.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+use super::launch::{Step, sys};
 
 /// Where the function's code appears inside the sandbox (Lambda's path).
 pub const TASK_ROOT: &str = "/var/task";
 /// The sandbox's uid and gid (nobody / nogroup).
 pub const SANDBOX_ID: libc::uid_t = 65534;
+/// Its uid_map and gid_map: only that id, mapped to itself.
+const SANDBOX_ID_MAP: &[u8] = b"65534 65534 1";
 /// The sandbox's /tmp: 512 MiB (Lambda's default), writable by all.
 const TMP_OPTIONS: &std::ffi::CStr = c"size=512m,mode=1777";
 
@@ -53,12 +57,16 @@ struct Bind {
     read_only: bool,
 }
 
-/// Everything [`Jail::enter`] needs, prepared before the fork.
+/// Everything [`Jail::enter`] needs, prepared once per worker: the root's
+/// mount points are shared by all its sandboxes (each mounts onto them in
+/// its own mount namespace), so only the code differs between them.
 pub struct Jail {
     root: CString,
     put_old: CString,
     put_old_inside: CString,
     binds: Vec<Bind>,
+    /// Where the function's code is bound (`<root>/var/task`).
+    task_mount: CString,
     tmp: CString,
     proc_dir: CString,
     task_root: CString,
@@ -68,11 +76,63 @@ fn cstr(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::other(format!("{} has a NUL byte", p.display())))
 }
 
+/// `capset(2)`'s header and data (version 3: two 32-bit words per set).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// Set this process's effective and permitted capabilities to `caps` (a
+/// bit mask of the first 32); inheritable to none.
+#[allow(unsafe_code)]
+unsafe fn set_caps(step: &'static str, caps: u32) -> Step {
+    let header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let set = CapData {
+        effective: caps,
+        permitted: caps,
+        inheritable: 0,
+    };
+    let data = [
+        set,
+        CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: capset reads the two structs above.
+    unsafe { sys(step, libc::syscall(libc::SYS_capset, &header, data.as_ptr())) }
+}
+
+/// Write `text` to the file at `path` (a /proc control file).
+#[allow(unsafe_code)]
+unsafe fn write_file(step: &'static str, path: &CStr, text: &[u8]) -> Step {
+    // SAFETY: raw system calls on a NUL-terminated path and a byte slice.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        sys(step, fd.into())?;
+        let written = libc::write(fd, text.as_ptr().cast(), text.len());
+        libc::close(fd);
+        sys(step, written as libc::c_long)
+    }
+}
+
 impl Jail {
-    /// Lay out the root at `<scratch>/root` for a function whose code is in
-    /// `code_dir`.
-    pub fn prepare(scratch: &Path, code_dir: &Path) -> io::Result<Jail> {
-        let root = scratch.join("root");
+    /// Lay out a root at `root` (mount points and symlinks only).
+    pub fn prepare(root: &Path) -> io::Result<Jail> {
         for d in ["etc", "var/task", "tmp", "proc", "dev", ".old_root"] {
             std::fs::create_dir_all(root.join(d))?;
         }
@@ -121,91 +181,118 @@ impl Jail {
         ] {
             std::os::unix::fs::symlink(target, root.join("dev").join(name))?;
         }
-        bind(code_dir.to_path_buf(), root.join("var/task"), true)?;
         Ok(Jail {
             put_old: cstr(&root.join(".old_root"))?,
             put_old_inside: CString::new("/.old_root").expect("no NUL"),
+            task_mount: cstr(&root.join("var/task"))?,
             tmp: cstr(&root.join("tmp"))?,
             proc_dir: cstr(&root.join("proc"))?,
             task_root: CString::new(TASK_ROOT).expect("no NUL"),
-            root: cstr(&root)?,
+            root: cstr(root)?,
             binds,
         })
     }
 
-    /// Build the sandbox's view and become an unprivileged user in it.
-    /// Runs in the sandbox's first process inside its new mount and pid
-    /// namespaces (pid 1 there), before exec; raw system calls only.
+    /// Build the sandbox's view with the code at `code_dir` (a host path)
+    /// and become an unprivileged user in a user namespace of its own. Runs
+    /// in the sandbox's first process, pid 1 of its new mount and pid
+    /// namespaces, before exec; raw system calls only.
     ///
     /// # Safety
-    /// Call only in a forked child before exec.
+    /// Call only in the launcher's child before exec.
     #[allow(unsafe_code)]
-    pub unsafe fn enter(&self) -> io::Result<()> {
-        let check = |r: libc::c_int| if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) };
+    pub unsafe fn enter(&self, code_dir: &CStr) -> Step {
         let null = std::ptr::null::<libc::c_char>();
         let none = std::ptr::null::<libc::c_void>();
-        // SAFETY (whole block): every pointer is a NUL-terminated string
-        // owned by `self`, or null where the call allows it.
-        unsafe {
-            // Nothing mounted here propagates back to the host.
-            check(libc::mount(
-                null,
-                c"/".as_ptr(),
-                null,
-                libc::MS_REC | libc::MS_PRIVATE,
-                none,
-            ))?;
-            // The new root must be a mount point for pivot_root.
-            check(libc::mount(
-                self.root.as_ptr(),
-                self.root.as_ptr(),
-                null,
-                libc::MS_BIND | libc::MS_REC,
-                none,
-            ))?;
-            for b in &self.binds {
-                check(libc::mount(
-                    b.src.as_ptr(),
-                    b.dst.as_ptr(),
-                    null,
-                    libc::MS_BIND | libc::MS_REC,
-                    none,
-                ))?;
-                if b.read_only {
-                    let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
-                    check(libc::mount(null, b.dst.as_ptr(), null, flags, none))?;
-                }
+        let mount = |step, src: *const libc::c_char, dst: *const libc::c_char, fs, flags, data| {
+            // SAFETY: NUL-terminated strings owned by `self` or the caller, or null.
+            unsafe { sys(step, libc::mount(src, dst, fs, flags, data).into()) }
+        };
+        let read_only = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+        // Nothing mounted here propagates back to the host.
+        mount(
+            "private mounts",
+            null,
+            c"/".as_ptr(),
+            null,
+            libc::MS_REC | libc::MS_PRIVATE,
+            none,
+        )?;
+        // The new root must be a mount point for pivot_root.
+        let root = self.root.as_ptr();
+        mount("the root", root, root, null, libc::MS_BIND | libc::MS_REC, none)?;
+        // The host's read-only binds, then the code, read-only too.
+        for (src, dst, ro) in self
+            .binds
+            .iter()
+            .map(|b| (b.src.as_ptr(), b.dst.as_ptr(), b.read_only))
+            .chain([(code_dir.as_ptr(), self.task_mount.as_ptr(), true)])
+        {
+            mount("bind mounts", src, dst, null, libc::MS_BIND | libc::MS_REC, none)?;
+            if ro {
+                mount("read-only bind mounts", null, dst, null, read_only, none)?;
             }
-            check(libc::mount(
-                c"tmpfs".as_ptr(),
-                self.tmp.as_ptr(),
-                c"tmpfs".as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV,
-                TMP_OPTIONS.as_ptr().cast(),
-            ))?;
-            // This pid namespace's own processes only.
-            check(libc::mount(
-                c"proc".as_ptr(),
-                self.proc_dir.as_ptr(),
-                c"proc".as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                none,
-            ))?;
-            check(libc::syscall(libc::SYS_pivot_root, self.root.as_ptr(), self.put_old.as_ptr()) as libc::c_int)?;
-            check(libc::chdir(c"/".as_ptr()))?;
-            check(libc::umount2(self.put_old_inside.as_ptr(), libc::MNT_DETACH))?;
-            let ro_root = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
-            check(libc::mount(null, c"/".as_ptr(), null, ro_root, none))?;
-            check(libc::chdir(self.task_root.as_ptr()))?;
-            check(libc::sethostname(c"stoke".as_ptr(), 5))?;
-            // No capability can ever come back (no_new_privs follows), and
-            // leaving uid 0 clears the ones held now.
+        }
+        mount(
+            "the /tmp tmpfs",
+            c"tmpfs".as_ptr(),
+            self.tmp.as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            TMP_OPTIONS.as_ptr().cast(),
+        )?;
+        // This pid namespace's own processes only.
+        mount(
+            "/proc",
+            c"proc".as_ptr(),
+            self.proc_dir.as_ptr(),
+            c"proc".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            none,
+        )?;
+        // SAFETY (rest): raw system calls on NUL-terminated strings owned
+        // by `self`, or on plain integers and structs on this stack.
+        unsafe {
+            sys(
+                "pivot_root",
+                libc::syscall(libc::SYS_pivot_root, root, self.put_old.as_ptr()),
+            )?;
+            sys("chdir /", libc::chdir(c"/".as_ptr()).into())?;
+            sys(
+                "detaching the old root",
+                libc::umount2(self.put_old_inside.as_ptr(), libc::MNT_DETACH).into(),
+            )?;
+            mount("a read-only root", null, c"/".as_ptr(), null, read_only, none)?;
+            sys("chdir /var/task", libc::chdir(self.task_root.as_ptr()).into())?;
+            sys("sethostname", libc::sethostname(c"stoke".as_ptr(), 5).into())?;
+
+            // The unprivileged user, in a user namespace of its own that
+            // maps only that uid and gid. Entering it as that uid (with
+            // CAP_SYS_ADMIN kept for the unshare only, whatever the host's
+            // policy on unprivileged user namespaces) makes the namespace
+            // owned by nobody: whatever capabilities the function could
+            // ever hold in it are over nothing of the host.
             for cap in 0..64 {
                 libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
             }
-            check(libc::setgroups(0, std::ptr::null()))?;
-            check(libc::setresgid(SANDBOX_ID, SANDBOX_ID, SANDBOX_ID))?;
-            check(libc::setresuid(SANDBOX_ID, SANDBOX_ID, SANDBOX_ID))?;
+            sys("keepcaps", libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0).into())?;
+            sys("setgroups", libc::setgroups(0, std::ptr::null()).into())?;
+            sys("setresgid", libc::setresgid(SANDBOX_ID, SANDBOX_ID, SANDBOX_ID).into())?;
+            sys("setresuid", libc::setresuid(SANDBOX_ID, SANDBOX_ID, SANDBOX_ID).into())?;
+            set_caps("capset", 1 << CAP_SYS_ADMIN)?;
+            // Its own /proc/self files are its to write while dumpable.
+            sys("dumpable", libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0).into())?;
+            sys("the user namespace", libc::unshare(libc::CLONE_NEWUSER).into())?;
+            write_file("setgroups deny", c"/proc/self/setgroups", b"deny")?;
+            write_file("uid_map", c"/proc/self/uid_map", SANDBOX_ID_MAP)?;
+            write_file("gid_map", c"/proc/self/gid_map", SANDBOX_ID_MAP)?;
+            sys("dumpable", libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0).into())?;
+            // The new namespace gave a full set again: drop them all, for
+            // good (no_new_privs follows).
+            for cap in 0..64 {
+                libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+            }
+            set_caps("dropping capabilities", 0)?;
         }
         Ok(())
     }
@@ -218,9 +305,8 @@ mod tests {
     #[test]
     fn prepare_lays_out_mount_points_and_links() {
         let scratch = tempfile::tempdir().unwrap();
-        let code = tempfile::tempdir().unwrap();
-        let jail = Jail::prepare(scratch.path(), code.path()).unwrap();
         let root = scratch.path().join("root");
+        let jail = Jail::prepare(&root).unwrap();
         for p in [
             "var/task",
             "tmp",
@@ -234,10 +320,11 @@ mod tests {
         }
         assert!(!root.join("etc/shadow").exists());
         assert!(root.join("usr").is_dir());
+        assert!(jail.task_mount.to_bytes().ends_with(b"root/var/task"));
         assert!(
             jail.binds
                 .iter()
-                .any(|b| b.dst.to_bytes().ends_with(b"var/task") && b.read_only)
+                .any(|b| b.dst.to_bytes().ends_with(b"etc/passwd") && b.read_only)
         );
     }
 }

@@ -1,35 +1,47 @@
 //! The one place a function process is started. Every sandbox goes through
 //! [`launch`], one straight commented sequence (the Firecracker jailer is
-//! the model). In order:
+//! the model). The worker prepares everything (C strings, pipes, filters),
+//! then `clone`s the child with `CLONE_VM | CLONE_VFORK`, as `posix_spawn`
+//! does: the child borrows the worker's memory instead of copying its page
+//! tables, and the worker waits until the child has exec'd or failed.
+//! Jailed, the same `clone` puts the child in new mount, pid, ipc and uts
+//! namespaces: it is pid 1 there, and when it ends the kernel kills every
+//! process left in its namespace. In order, in the child:
 //!
-//!  1. resolve the program: a `./path` is relative to the code dir (as the
-//!     sandbox sees it: `/var/task` when jailed);
-//!  2. clear the environment and set only the Lambda variables + the manifest's env;
-//!  3. stdin = /dev/null; stdout/stderr piped to the worker;
-//!  4. in the forked child, before exec:
-//!     (a) join the sandbox's cgroups (memory, pids, cpu: `cgroup.rs`), so
-//!     everything it ever starts is limited and can be killed together;
-//!     (b) mark every inherited fd ≥ 3 close-on-exec;
-//!     (c) start a new session (own process group); die with the worker
-//!     (PDEATHSIG);
-//!     (d) join the sandbox's prepared network namespace (`netns.rs`: only
-//!     loopback, with the Runtime API listener on it). Jailed: unshare
-//!     mount, pid, ipc and uts namespaces and fork. The
-//!     first process stays outside as the sandbox's keeper: it closes every
-//!     fd, waits for the inner one and exits as it did. The inner one is
-//!     pid 1 of the new pid namespace (when it ends, the kernel kills every
-//!     process left in it), and builds its view of the system and drops to
-//!     an unprivileged user (`jail.rs`);
-//!     (e) rlimits: no core dumps, at most `NOFILE` open files, no file
-//!     larger than `FSIZE`;
-//!     (f) no_new_privs: setuid binaries and file capabilities grant nothing;
-//!     (g) the seccomp filters (`seccomp.rs`), last: they refuse mount and
-//!     friends, which (d) needed.
+//!  (a) signals back to their defaults (the worker's handlers are not the
+//!      function's), then join the sandbox's cgroups (memory, pids, cpu:
+//!      `cgroup.rs`), so everything it ever starts is limited and can be
+//!      killed together;
+//!  (b) stdin from /dev/null (or the worker's pipe, in exec mode), stdout
+//!      and stderr to the worker's pipes; every other fd close-on-exec;
+//!  (c) a new session (own process group); die with the worker (PDEATHSIG);
+//!  (d) join the sandbox's prepared network namespace (`netns.rs`: only
+//!      loopback, with the Runtime API listener on it); jailed, build its
+//!      view of the system, drop to an unprivileged user in a user namespace
+//!      of its own (`jail.rs`), and set PDEATHSIG again (the uid change
+//!      cleared it); unjailed, change into the code dir;
+//!  (e) rlimits: no core dumps, at most `NOFILE` open files, no file larger
+//!      than `FSIZE`;
+//!  (f) no_new_privs: setuid binaries and file capabilities grant nothing;
+//!  (g) the seccomp filters (`seccomp.rs`), last: they refuse mount and
+//!      friends, which (d) needed;
+//!  (h) exec, with only the environment the worker built: the Lambda
+//!      variables, the trace context and the manifest's env.
+//!
+//! Between `clone` and exec the child makes raw system calls only, on memory
+//! prepared before (no allocation, no locks); a failing step is written to
+//! memory the worker reads once `clone` returns.
 
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::Arc;
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::ExitStatus;
+
+use tokio::io::unix::AsyncFd;
+use tokio::net::unix::pipe;
 
 use super::jail::{self, Jail};
 
@@ -39,180 +51,447 @@ pub struct LaunchSpec<'a> {
     pub code_dir: &'a Path,
     pub env: Vec<(String, String)>,
     /// `cgroup.procs` files to join (see `cgroup::SandboxCgroup::join_fds`).
-    pub cgroup_fds: Vec<std::os::fd::RawFd>,
+    pub cgroup_fds: Vec<RawFd>,
     /// The sandbox's filesystem and namespaces; `None` with `--sandbox none`.
-    pub jail: Option<Arc<Jail>>,
+    pub jail: Option<&'a Jail>,
     /// Open `ns/net` of the sandbox's prepared network namespace (`netns.rs`).
-    pub netns: Option<std::os::fd::RawFd>,
+    pub netns: Option<RawFd>,
     /// Seccomp filters to install (empty with `--sandbox none`).
-    pub seccomp: Arc<Vec<seccompiler::BpfProgram>>,
+    pub seccomp: &'a [seccompiler::BpfProgram],
+    /// A pipe to the process's stdin (exec mode) rather than /dev/null.
+    pub stdin_pipe: bool,
+}
+
+/// A started function process.
+pub struct Process {
+    pub pid: u32,
+    /// Waits for (and reaps) the process; kills it if dropped first.
+    pub exit: Exit,
+    /// The write end of its stdin, when asked for.
+    pub stdin: Option<pipe::Sender>,
+    pub stdout: pipe::Receiver,
+    pub stderr: pipe::Receiver,
 }
 
 /// Open files a function may hold (Lambda's limit).
 const NOFILE: u64 = 1024;
 /// Largest file a function may write (Lambda's default /tmp is 512 MiB).
 const FSIZE: u64 = 512 << 20;
+/// The child's stack until it execs (it runs system calls only).
+const CHILD_STACK: usize = 256 << 10;
 
-/// Resolve the program: paths with a `/` are taken relative to the code dir
-/// (absolute ones as they are); bare names are looked up on the sandbox PATH.
-fn resolve_program(program: &str, code_dir: &Path) -> OsString {
-    if program.starts_with('/') {
-        program.into()
-    } else if program.contains('/') {
-        code_dir.join(program).into_os_string()
+/// A step of the child that failed, and why.
+#[derive(Clone, Copy, Debug)]
+pub struct Failed {
+    pub step: &'static str,
+    pub errno: i32,
+}
+
+/// What a step in the child returns: nothing to allocate, even on failure.
+pub type Step = Result<(), Failed>;
+
+/// Check a system call's return value for step `step`.
+pub fn sys(step: &'static str, r: libc::c_long) -> Step {
+    if r < 0 {
+        // SAFETY: reads this thread's errno.
+        #[allow(unsafe_code)]
+        let errno = unsafe { *libc::__errno_location() };
+        Err(Failed { step, errno })
     } else {
-        program.into()
+        Ok(())
     }
 }
 
-pub fn launch(spec: &LaunchSpec<'_>) -> std::io::Result<tokio::process::Child> {
+fn cstring(s: impl AsRef<[u8]>, what: &str) -> io::Result<CString> {
+    CString::new(s.as_ref()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{what} has a NUL byte")))
+}
+
+/// Resolve the program as the sandbox will see it: a path with a `/` is
+/// taken relative to the code dir (absolute ones as they are); a bare name
+/// is looked up on `path` (the sandbox's PATH). The jail binds the host's
+/// /usr read-only, so a name found on the host is at the same path inside.
+fn resolve_program(program: &str, code_dir: &Path, seen_code_dir: &Path, path: &str) -> io::Result<CString> {
+    if program.starts_with('/') {
+        return cstring(program, "the command");
+    }
+    if program.contains('/') {
+        // Checked on the host, where the code is unpacked.
+        let host = code_dir.join(program);
+        if !host.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{program} is not in the function's code"),
+            ));
+        }
+        return cstring(seen_code_dir.join(program).as_os_str().as_bytes(), "the command");
+    }
+    for dir in path.split(':').filter(|d| d.starts_with('/')) {
+        let candidate = Path::new(dir).join(program);
+        if std::fs::metadata(&candidate).is_ok_and(|m| m.is_file()) {
+            return cstring(candidate.as_os_str().as_bytes(), "the command");
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{program} is not on the sandbox's PATH ({path})"),
+    ))
+}
+
+fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fds we then own.
+    #[allow(unsafe_code)]
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
+    }
+}
+
+/// Held around a jailed `clone`. The child shares the worker's memory until
+/// it execs, and with it the "dumpable" flag, which is per address space:
+/// the user namespace step sets it (so the child may write its own
+/// uid_map) and clears it again, so two jailed children at once would undo
+/// each other. A side effect: the worker is not dumpable once it has
+/// started a sandbox (no core dump of a process that holds secrets).
+static JAILED_CLONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Everything the child reads, prepared before `clone`.
+struct Child<'a> {
+    program: &'a CStr,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    stdio: [RawFd; 3],
+    cgroup_fds: &'a [RawFd],
+    netns: Option<RawFd>,
+    jail: Option<&'a Jail>,
+    code_dir: &'a CStr,
+    seccomp: &'a [seccompiler::BpfProgram],
+    /// The worker's signal mask, restored just before exec.
+    mask: libc::sigset_t,
+    /// Written by the child when a step fails; read by the worker after.
+    failed: Option<Failed>,
+}
+
+pub fn launch(spec: &LaunchSpec<'_>) -> io::Result<Process> {
     let (program, args) = spec
         .command
         .split_first()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
-    // (1)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
     let seen_code_dir = match spec.jail {
         Some(_) => Path::new(jail::TASK_ROOT),
         None => spec.code_dir,
     };
-    let mut cmd = tokio::process::Command::new(resolve_program(program, seen_code_dir));
-    cmd.args(args)
-        // (2) Nothing of the worker's environment leaks in.
-        .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        // (3) The jail changes into /var/task itself, after pivot_root.
-        .current_dir(PathBuf::from(spec.code_dir))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let cgroup_fds = spec.cgroup_fds.clone();
-    let jail = spec.jail.clone();
-    let netns = spec.netns;
-    let seccomp = spec.seccomp.clone();
-    // (4) Runs in the forked child before exec: only async-signal-safe calls.
+    let path = spec
+        .env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map_or("/usr/bin:/bin", |(_, v)| v);
+    let program = resolve_program(program, spec.code_dir, seen_code_dir, path)?;
+    let args: Vec<CString> = args
+        .iter()
+        .map(|a| cstring(a, "an argument"))
+        .collect::<io::Result<_>>()?;
+    let env: Vec<CString> = spec
+        .env
+        .iter()
+        .map(|(k, v)| cstring(format!("{k}={v}"), "an environment variable"))
+        .collect::<io::Result<_>>()?;
+    let code_dir = cstring(spec.code_dir.as_os_str().as_bytes(), "the code dir")?;
+    let stdin_null = std::fs::File::open("/dev/null")?;
+    let (stdin_read, stdin_write) = match spec.stdin_pipe {
+        true => {
+            let (r, w) = pipe_pair()?;
+            (r, Some(w))
+        }
+        false => (OwnedFd::from(stdin_null), None),
+    };
+    let (out_read, out_write) = pipe_pair()?;
+    let (err_read, err_write) = pipe_pair()?;
+
+    let mut argv: Vec<*const libc::c_char> = vec![program.as_ptr()];
+    argv.extend(args.iter().map(|a| a.as_ptr()));
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let mut stack = vec![0u8; CHILD_STACK];
+
+    let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
+    if spec.jail.is_some() {
+        flags |= libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    }
     #[allow(unsafe_code)]
-    // SAFETY: the closure makes only raw system calls (write, close_range,
-    // setsid, prctl, unshare, fork, waitpid, mount, setrlimit, ...) that
-    // neither allocate nor take locks, as required between fork and exec; it
-    // reads `cgroup_fds`, the jail's C strings and the seccomp programs, all
-    // allocated before the fork, and touches no memory shared with the
-    // parent. `sock_filter` of seccompiler and libc have the same C layout.
+    // SAFETY: the child runs `child_main` on its own stack in our memory
+    // while this thread is suspended (CLONE_VFORK) until it execs or exits;
+    // it only reads `child`, makes raw system calls and writes
+    // `child.failed`. All signals are blocked around the clone so that none
+    // of the worker's handlers can run on the child's stack.
+    let (pid, pidfd, failed) = unsafe {
+        let mut child = Child {
+            program: &program,
+            argv,
+            envp,
+            stdio: [stdin_read.as_raw_fd(), out_write.as_raw_fd(), err_write.as_raw_fd()],
+            cgroup_fds: &spec.cgroup_fds,
+            netns: spec.netns,
+            jail: spec.jail,
+            code_dir: &code_dir,
+            seccomp: spec.seccomp,
+            mask: std::mem::zeroed(),
+            failed: None,
+        };
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut child.mask);
+        let top = stack.as_mut_ptr().add(CHILD_STACK);
+        let top = top.sub(top as usize % 16);
+        let mut pidfd: libc::c_int = -1;
+        let serial = spec
+            .jail
+            .map(|_| JAILED_CLONE.lock().unwrap_or_else(|p| p.into_inner()));
+        let pid = libc::clone(
+            child_main,
+            top.cast(),
+            flags,
+            (&raw mut child).cast(),
+            &mut pidfd as *mut libc::c_int,
+        );
+        let clone_error = io::Error::last_os_error();
+        drop(serial);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &child.mask, std::ptr::null_mut());
+        if pid < 0 {
+            return Err(io::Error::new(clone_error.kind(), format!("clone: {clone_error}")));
+        }
+        (pid, OwnedFd::from_raw_fd(pidfd), std::ptr::read_volatile(&child.failed))
+    };
+    drop((out_write, err_write, stdin_read));
+    if let Some(f) = failed {
+        // The child has exited; reap it.
+        // SAFETY: waits for our own child.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        let e = io::Error::from_raw_os_error(f.errno);
+        return Err(io::Error::new(e.kind(), format!("{}: {e}", f.step)));
+    }
+    Ok(Process {
+        pid: pid as u32,
+        exit: Exit {
+            pid,
+            // SAFETY: the AsyncFd owns the pidfd: it stays open as long.
+            #[allow(unsafe_code)]
+            fd: Some(unsafe { AsyncFd::register(pidfd)? }),
+            reaped: false,
+        },
+        stdin: stdin_write.map(pipe::Sender::from_owned_fd).transpose()?,
+        stdout: pipe::Receiver::from_owned_fd(out_read)?,
+        stderr: pipe::Receiver::from_owned_fd(err_read)?,
+    })
+}
+
+/// The child, from `clone` to exec. Only fails back: on success it never
+/// returns.
+#[allow(unsafe_code)]
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the worker's `Child`, alive until we exec or exit
+    // (the worker is suspended meanwhile).
+    let child = unsafe { &mut *arg.cast::<Child<'_>>() };
+    // SAFETY: raw system calls on memory prepared before the clone.
+    let failed = unsafe { child_steps(child) };
+    if let Err(f) = failed {
+        // SAFETY: as above; the worker reads it after we exit.
+        unsafe {
+            std::ptr::write_volatile(&mut child.failed, Some(f));
+            libc::_exit(127)
+        }
+    }
+    127
+}
+
+#[allow(unsafe_code)]
+unsafe fn child_steps(c: &Child<'_>) -> Step {
+    // SAFETY (whole body): every pointer is to memory owned by the worker's
+    // `Child`, which outlives this call; only raw system calls.
     unsafe {
-        cmd.pre_exec(move || {
-            let check = |r: libc::c_int| {
-                if r < 0 {
-                    Err(std::io::Error::last_os_error())
-                } else {
-                    Ok(())
-                }
+        // (a) Signal handlers are the worker's: back to the defaults (SIGPIPE
+        // included, which Rust ignores) while every signal is still blocked.
+        for sig in 1..libc::SIGRTMAX() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        // Before anything else, so nothing escapes the limits: writing "0"
+        // to cgroup.procs moves the writing process.
+        for fd in c.cgroup_fds {
+            sys(
+                "joining the cgroup",
+                libc::write(*fd, b"0".as_ptr().cast(), 1) as libc::c_long,
+            )?;
+        }
+        // (b)
+        for (target, fd) in c.stdio.iter().enumerate() {
+            sys("stdio", libc::dup2(*fd, target as RawFd).into())?;
+        }
+        // Inherited fds (a test harness, a systemd socket, other sandboxes'
+        // pipes) must not reach the function.
+        close_from(3, true);
+        // (c)
+        sys("setsid", libc::setsid().into())?;
+        die_with_parent()?;
+        // (d)
+        if let Some(fd) = c.netns {
+            sys(
+                "joining the network namespace",
+                libc::setns(fd, libc::CLONE_NEWNET).into(),
+            )?;
+        }
+        match c.jail {
+            Some(jail) => {
+                jail.enter(c.code_dir)?;
+                die_with_parent()?;
+            }
+            None => sys("chdir to the code", libc::chdir(c.code_dir.as_ptr()).into())?,
+        }
+        // (e)
+        for (resource, limit) in [
+            (libc::RLIMIT_CORE, 0),
+            (libc::RLIMIT_NOFILE, NOFILE),
+            (libc::RLIMIT_FSIZE, FSIZE),
+        ] {
+            let r = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
             };
-            // (a) Before anything else, so nothing escapes the limits:
-            // writing "0" to cgroup.procs moves the writing process.
-            for fd in &cgroup_fds {
-                if libc::write(*fd, b"0".as_ptr().cast(), 1) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            // (b) Inherited fds (a test harness, a systemd socket) must not
-            // reach the function; CLOEXEC rather than close keeps std's own
-            // exec-error pipe (and the cgroup files are CLOEXEC already).
-            close_from(3, true);
-            // (c)
-            check(libc::setsid())?;
-            check(libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ))?;
-            // (d)
-            if let Some(fd) = netns {
-                check(libc::setns(fd, libc::CLONE_NEWNET))?;
-            }
-            if let Some(jail) = &jail {
-                check(libc::unshare(
-                    libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS,
-                ))?;
-                let inner = libc::fork();
-                check(inner)?;
-                if inner > 0 {
-                    keep(inner);
-                }
-                jail.enter()?;
-                // The keeper's death must take this one along too; after
-                // the uid change, which clears PDEATHSIG.
-                check(libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ))?;
-            }
-            // (e)
-            for (resource, limit) in [
-                (libc::RLIMIT_CORE, 0),
-                (libc::RLIMIT_NOFILE, NOFILE),
-                (libc::RLIMIT_FSIZE, FSIZE),
-            ] {
-                let r = libc::rlimit {
-                    rlim_cur: limit,
-                    rlim_max: limit,
-                };
-                check(libc::setrlimit(resource, &r))?;
-            }
-            // (f)
-            check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
-            // (g) The programs were built before the fork; installing one is
-            // a prctl over a pointer to them.
-            for program in seccomp.iter() {
-                let prog = libc::sock_fprog {
-                    len: program.len() as u16,
-                    filter: program.as_ptr() as *mut libc::sock_filter,
-                };
-                check(libc::prctl(
+            sys("setrlimit", libc::setrlimit(resource, &r).into())?;
+        }
+        // (f)
+        sys(
+            "no_new_privs",
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0).into(),
+        )?;
+        // (g) The programs were built before the clone; installing one is a
+        // prctl over a pointer to them. `sock_filter` of seccompiler and
+        // libc have the same C layout.
+        for program in c.seccomp {
+            let prog = libc::sock_fprog {
+                len: program.len() as u16,
+                filter: program.as_ptr() as *mut libc::sock_filter,
+            };
+            sys(
+                "seccomp",
+                libc::prctl(
                     libc::PR_SET_SECCOMP,
                     libc::SECCOMP_MODE_FILTER,
                     &prog as *const libc::sock_fprog,
-                ))?;
-            }
-            Ok(())
-        });
+                )
+                .into(),
+            )?;
+        }
+        // (h)
+        libc::sigprocmask(libc::SIG_SETMASK, &c.mask, std::ptr::null_mut());
+        libc::execve(c.program.as_ptr(), c.argv.as_ptr(), c.envp.as_ptr());
+        sys("exec", -1)
     }
-    cmd.spawn()
 }
 
-/// The keeper: the process the worker started, outside the sandbox's pid
-/// namespace. It holds nothing open (the worker's exec-error pipe included,
-/// so the spawn completes when the inner process execs), waits for the
-/// inner process and ends the same way. Never returns.
+/// SIGKILL when the worker (the thread that started us) dies.
 #[allow(unsafe_code)]
-unsafe fn keep(inner: libc::pid_t) -> ! {
-    // SAFETY: raw system calls only, in a forked child.
+fn die_with_parent() -> Step {
+    // SAFETY: a raw prctl.
     unsafe {
-        close_from(0, false);
-        // It is a copy of the (root) worker: it must never dump core, even
-        // when it dies of the function's fatal signal below.
-        let no_core = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        libc::setrlimit(libc::RLIMIT_CORE, &no_core);
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
-        let mut status = 0;
-        while libc::waitpid(inner, &mut status, 0) < 0 {
-            if *libc::__errno_location() != libc::EINTR {
-                libc::_exit(127);
+        sys(
+            "PDEATHSIG",
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0).into(),
+        )
+    }
+}
+
+/// A started process's end: wait for it with [`Exit::wait`]. Dropped
+/// before the process was reaped, it kills it and reaps it in the
+/// background, so no zombie is left.
+pub struct Exit {
+    pid: libc::pid_t,
+    fd: Option<AsyncFd<OwnedFd>>,
+    reaped: bool,
+}
+
+impl Exit {
+    /// Wait for the process to end and reap it.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        loop {
+            let fd = self.fd.as_ref().ok_or_else(|| io::Error::other("already reaped"))?;
+            fd.readable().await?.clear_ready();
+            if let Some(status) = self.try_reap()? {
+                return Ok(status);
             }
         }
-        if libc::WIFSIGNALED(status) {
-            let sig = libc::WTERMSIG(status);
-            libc::signal(sig, libc::SIG_DFL);
-            libc::kill(libc::getpid(), sig);
+    }
+
+    fn try_reap(&mut self) -> io::Result<Option<ExitStatus>> {
+        let mut status = 0;
+        // SAFETY: waits for our own child (the pidfd keeps its pid ours).
+        #[allow(unsafe_code)]
+        let r = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
+        match r {
+            0 => Ok(None),
+            r if r < 0 => Err(io::Error::last_os_error()),
+            _ => {
+                self.reaped = true;
+                self.fd = None;
+                Ok(Some(ExitStatus::from_raw(status)))
+            }
         }
-        libc::_exit(libc::WEXITSTATUS(status))
+    }
+
+    /// SIGKILL the process (through its pidfd: never another process).
+    pub fn kill(&self) {
+        if let Some(fd) = &self.fd {
+            // SAFETY: a raw system call on our pidfd.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Exit {
+    fn drop(&mut self) {
+        if self.reaped || self.fd.is_none() {
+            return;
+        }
+        self.kill();
+        if matches!(self.try_reap(), Ok(Some(_))) {
+            return;
+        }
+        let mut rest = Exit {
+            pid: self.pid,
+            fd: self.fd.take(),
+            reaped: false,
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    let _ = rest.wait().await;
+                });
+            }
+            Err(_) => {
+                // SAFETY: a blocking wait for our own, killed child.
+                #[allow(unsafe_code)]
+                unsafe {
+                    libc::waitpid(rest.pid, std::ptr::null_mut(), 0);
+                }
+                rest.reaped = true;
+            }
+        }
     }
 }
 
@@ -256,15 +535,29 @@ pub fn kill_group(pid: u32) {
 /// that `stoke up` starts) receive SIGKILL when the thread that spawned it
 /// dies, so a killed `stoke` never leaves it behind. Spawn from a thread
 /// that lives as long as the process (the main thread).
-pub fn die_with_parent(cmd: &mut tokio::process::Command) {
+pub fn die_with_parent_cmd(cmd: &mut tokio::process::Command) {
     #[allow(unsafe_code)]
     // SAFETY: prctl is a raw syscall, async-signal-safe, touching no shared memory.
     unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        cmd.pre_exec(|| die_with_parent().map_err(|f| io::Error::from_raw_os_error(f.errno)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_resolve_as_the_sandbox_sees_them() {
+        let code = tempfile::tempdir().unwrap();
+        std::fs::write(code.path().join("bootstrap"), "").unwrap();
+        let jailed = |p: &str| resolve_program(p, code.path(), Path::new("/var/task"), "/usr/bin:/bin");
+        assert_eq!(jailed("./bootstrap").unwrap().to_bytes(), b"/var/task/./bootstrap");
+        assert_eq!(jailed("/usr/bin/env").unwrap().to_bytes(), b"/usr/bin/env");
+        assert_eq!(jailed("sh").unwrap().to_bytes(), b"/usr/bin/sh");
+        let missing = jailed("./nope").unwrap_err();
+        assert!(missing.to_string().contains("not in the function's code"), "{missing}");
+        let unknown = jailed("no-such-runtime").unwrap_err();
+        assert!(unknown.to_string().contains("not on the sandbox's PATH"), "{unknown}");
     }
 }

@@ -36,7 +36,7 @@ pub struct StartSpec<'a> {
     pub memory_mb: u32,
     pub env: Vec<(String, String)>,
     pub code_dir: &'a Path,
-    /// Parent of per-sandbox temp dirs.
+    /// Parent of per-sandbox temp dirs (unjailed; jailed, /tmp is a tmpfs).
     pub scratch_root: &'a Path,
     pub worker_id: &'a str,
     pub max_response: usize,
@@ -45,8 +45,8 @@ pub struct StartSpec<'a> {
     /// Seccomp filters (empty only with `--sandbox none`).
     pub seccomp: Arc<Vec<seccompiler::BpfProgram>>,
     /// Namespaces, a read-only root and an unprivileged user (`jail.rs`);
-    /// false only with `--sandbox none`.
-    pub jail: bool,
+    /// `None` only with `--sandbox none`.
+    pub jail: Option<&'a jail::Jail>,
     /// Prepared network namespaces (`netns.rs`); `None` only with `--sandbox none`.
     pub net: Option<&'a Arc<netns::NetPool>>,
     /// Bytes of output per invocation that reach the worker's log.
@@ -116,7 +116,7 @@ pub struct Sandbox {
     tail: Arc<Mutex<VecDeque<String>>>,
     log_budget: Arc<LogBudget>,
     tasks: Vec<JoinHandle<()>>,
-    scratch: PathBuf,
+    scratch: Option<PathBuf>,
     cgroup: Option<cgroup::SandboxCgroup>,
     /// The sandbox's network namespace, held while it lives.
     _netns: Option<std::fs::File>,
@@ -126,18 +126,21 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub async fn start(spec: StartSpec<'_>) -> std::io::Result<Sandbox> {
+        // A cold start's init duration counts from here: everything the
+        // platform does for a new sandbox is in it.
+        let spawned = Instant::now();
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let scratch = spec.scratch_root.join(format!("sb-{}-{id}", std::process::id()));
-        let tmp = scratch.join("tmp");
-        std::fs::create_dir_all(&tmp)?;
-        // Jailed, the sandbox sees its code at /var/task and its own /tmp.
-        let jail = match spec.jail {
-            true => Some(Arc::new(jail::Jail::prepare(&scratch, spec.code_dir)?)),
-            false => None,
-        };
-        let (seen_tmp, seen_code) = match jail {
-            Some(_) => ("/tmp".to_string(), jail::TASK_ROOT.to_string()),
-            None => (tmp.display().to_string(), spec.code_dir.display().to_string()),
+        // Jailed, the sandbox sees its code at /var/task and its own tmpfs
+        // /tmp; unjailed, it gets a temp dir of its own.
+        let (scratch, seen_tmp, seen_code) = match spec.jail {
+            Some(_) => (None, "/tmp".to_string(), jail::TASK_ROOT.to_string()),
+            None => {
+                let scratch = spec.scratch_root.join(format!("sb-{}-{id}", std::process::id()));
+                let tmp = scratch.join("tmp");
+                std::fs::create_dir_all(&tmp)?;
+                let tmp = tmp.display().to_string();
+                (Some(scratch), tmp, spec.code_dir.display().to_string())
+            }
         };
 
         // The Runtime API listener: this sandbox's only way to get work
@@ -188,7 +191,6 @@ impl Sandbox {
         ];
         env.extend(spec.env);
 
-        let spawned = Instant::now();
         let limits = cgroup::Limits {
             memory_mb: spec.memory_mb,
             max_pids: spec.max_pids,
@@ -200,26 +202,29 @@ impl Sandbox {
                 code_dir: spec.code_dir,
                 env,
                 cgroup_fds: cg.as_ref().map(|c| c.join_fds()).unwrap_or_default(),
-                jail: jail.clone(),
+                jail: spec.jail,
                 netns: netns.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
-                seccomp: spec.seccomp.clone(),
+                seccomp: &spec.seccomp,
+                stdin_pipe: false,
             })?;
             Ok((child, cg))
         });
-        let (mut child, cgroup) = match launched {
+        let (child, cgroup) = match launched {
             Ok(c) => c,
             Err(e) => {
                 server.abort();
-                let _ = std::fs::remove_dir_all(&scratch);
+                if let Some(scratch) = &scratch {
+                    let _ = std::fs::remove_dir_all(scratch);
+                }
                 return Err(e);
             }
         };
-        let pid = child.id().unwrap_or(0);
+        let pid = child.pid;
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let log_budget = LogBudget::new(spec.log_cap);
         let mut tasks = vec![server];
         let label = format!("{}:{}", spec.function, spec.version);
-        if let Some(out) = child.stdout.take() {
+        for out in [child.stdout, child.stderr] {
             tasks.push(tokio::spawn(pump(
                 out,
                 label.clone(),
@@ -228,18 +233,10 @@ impl Sandbox {
                 log_budget.clone(),
             )));
         }
-        if let Some(err) = child.stderr.take() {
-            tasks.push(tokio::spawn(pump(
-                err,
-                label.clone(),
-                id,
-                tail.clone(),
-                log_budget.clone(),
-            )));
-        }
         let (exit_tx, exited) = watch::channel(None);
+        let mut exit = child.exit;
         tasks.push(tokio::spawn(async move {
-            let status = child.wait().await;
+            let status = exit.wait().await;
             let desc = match status {
                 Ok(s) => s.to_string(),
                 Err(e) => format!("wait failed: {e}"),
@@ -428,12 +425,14 @@ impl Drop for Sandbox {
         self.kill();
         self.flag_dropped_output();
         for t in &self.tasks {
-            // The exit waiter reaps the child once killed; the rest just stop.
+            // The exit waiter's end kills and reaps the child; the rest just stop.
             if !t.is_finished() {
                 t.abort();
             }
         }
-        let _ = std::fs::remove_dir_all(&self.scratch);
+        if let Some(scratch) = &self.scratch {
+            let _ = std::fs::remove_dir_all(scratch);
+        }
         // The cgroup goes once everything in it is gone (a moment after the kill).
         if let Some(cg) = self.cgroup.take() {
             match tokio::runtime::Handle::try_current() {
@@ -508,16 +507,15 @@ async fn pump<R: tokio::io::AsyncRead + Unpin>(
 /// that cannot provide them (no root, no namespaces, a seccomp-less kernel)
 /// is refused at worker start rather than at the first invocation.
 pub async fn probe(
+    jail: &jail::Jail,
     cgroups: &cgroup::Cgroups,
     net: &Arc<netns::NetPool>,
-    seccomp: Arc<Vec<seccompiler::BpfProgram>>,
+    seccomp: &[seccompiler::BpfProgram],
     scratch_root: &Path,
 ) -> Result<(), String> {
-    let scratch = scratch_root.join(format!("probe-{}", std::process::id()));
-    let code = scratch.join("code");
+    let code = scratch_root.join(format!("probe-{}", std::process::id()));
     std::fs::create_dir_all(&code).map_err(|e| format!("{}: {e}", code.display()))?;
     let result = async {
-        let jail = Arc::new(jail::Jail::prepare(&scratch, &code).map_err(|e| format!("preparing the root: {e}"))?);
         let limits = cgroup::Limits {
             memory_mb: 64,
             max_pids: 16,
@@ -534,9 +532,10 @@ pub async fn probe(
             jail: Some(jail),
             netns: Some(std::os::fd::AsRawFd::as_raw_fd(&prepared_net.ns)),
             seccomp,
+            stdin_pipe: false,
         });
         let outcome = match spawned {
-            Ok(mut child) => match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
+            Ok(mut child) => match tokio::time::timeout(Duration::from_secs(10), child.exit.wait()).await {
                 Ok(Ok(status)) if status.success() => Ok(()),
                 Ok(Ok(status)) => Err(format!("a sandboxed `true` ended with {status}")),
                 Ok(Err(e)) => Err(e.to_string()),
@@ -548,6 +547,6 @@ pub async fn probe(
         outcome
     }
     .await;
-    let _ = std::fs::remove_dir_all(&scratch);
+    let _ = std::fs::remove_dir_all(&code);
     result
 }
