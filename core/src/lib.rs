@@ -11,7 +11,7 @@ pub mod manifest;
 pub mod naming;
 pub mod package;
 
-pub use manifest::{Batching, CatchUp, CronSpec, Manifest, ManifestError, Overlap, Trigger};
+pub use manifest::{Batching, CatchUp, CronSpec, Manifest, ManifestError, Mode, Overlap, Trigger};
 
 /// Errors say whether trying again could help; retry and dead-letter logic
 /// match on this, never on message text.

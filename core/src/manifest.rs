@@ -13,6 +13,8 @@
 //! max_event_age = 21600              # seconds an async event may wait before it is dead-lettered
 //! concurrency_key = "data.customer"  # optional: a path into the event; one hot key cannot take every slot
 //! concurrency_per_key = 1            # invocations of one key at once (default 1)
+//! min_warm = 0                       # sandboxes kept started ahead of traffic (provisioned concurrency)
+//! mode = "runtime"                   # runtime (Lambda Runtime API, reused) | exec (one process per event, stdin → stdout)
 //!
 //! [env]
 //! GREETING = "Hello"
@@ -72,10 +74,30 @@ pub struct Manifest {
     pub concurrency_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency_per_key: Option<u32>,
+    /// Sandboxes of the current version kept started, idle or busy, even
+    /// with no traffic (Lambda's provisioned concurrency); at most
+    /// `concurrency`.
+    #[serde(default)]
+    pub min_warm: u32,
+    /// How the function is run.
+    #[serde(default)]
+    pub mode: Mode,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     #[serde(default = "default_triggers")]
     pub triggers: Vec<TriggerDef>,
+}
+
+/// How a function's process serves events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A long-lived process speaking the Lambda Runtime API, reused while healthy.
+    #[default]
+    Runtime,
+    /// One process per event (the CGI model): the event on stdin, the
+    /// response on stdout, exit status 0 for success.
+    Exec,
 }
 
 fn default_memory() -> u32 {
@@ -337,6 +359,18 @@ impl Manifest {
                     format!("must be within 1..={} (the function's concurrency)", self.concurrency),
                 ));
             }
+        }
+        if self.min_warm > self.concurrency {
+            return Err(invalid(
+                "min_warm",
+                format!("must be at most the function's concurrency ({})", self.concurrency),
+            ));
+        }
+        if self.min_warm > 0 && self.mode == Mode::Exec {
+            return Err(invalid(
+                "min_warm",
+                "has no effect with mode = \"exec\" (a process per event): remove it",
+            ));
         }
         if self.triggers.is_empty() {
             return Err(invalid(
@@ -623,6 +657,25 @@ subject = "orders.*"
             field_of(&format!("{base}[[triggers]]\nhttp = true\nsubject = \"a\"")),
             "triggers[0]"
         );
+    }
+
+    #[test]
+    fn min_warm_and_mode() {
+        let base = "name = \"a\"\ncommand = [\"x\"]\n";
+        let m = Manifest::parse(base).unwrap();
+        assert_eq!((m.min_warm, m.mode), (0, Mode::Runtime));
+        let m = Manifest::parse(&format!("{base}concurrency = 4\nmin_warm = 4")).unwrap();
+        assert_eq!(m.min_warm, 4);
+        assert_eq!(
+            Manifest::parse(&format!("{base}mode = \"exec\"")).unwrap().mode,
+            Mode::Exec
+        );
+        assert_eq!(field_of(&format!("{base}concurrency = 4\nmin_warm = 5")), "min_warm");
+        assert_eq!(field_of(&format!("{base}mode = \"exec\"\nmin_warm = 1")), "min_warm");
+        let e = Manifest::parse(&format!("{base}mode = \"cgi\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mode") && e.contains("exec"), "{e}");
     }
 
     #[test]

@@ -414,6 +414,10 @@ pub(crate) async fn load(ctx: &Ctx, function: &str, version: Option<u32>) -> Res
         memory_mb: manifest.memory,
         timeout_ms: manifest.timeout_ms() as u32,
         handler: manifest.handler.clone().unwrap_or_default(),
+        mode: match manifest.mode {
+            stoke_core::Mode::Runtime => stoke_proto::RunMode::Runtime,
+            stoke_core::Mode::Exec => stoke_proto::RunMode::Exec,
+        } as i32,
     };
     let loaded = Arc::new(Loaded { spec, manifest });
     ctx.specs

@@ -90,6 +90,7 @@ impl Pullers {
         loop {
             match self.ctx.shared.store.list_functions().await {
                 Ok(versions) => {
+                    self.provision(&versions).await;
                     for source in versions.iter().flat_map(Source::all_of) {
                         if consumers.get(&source).is_some_and(|h| !h.is_finished()) {
                             continue;
@@ -133,6 +134,25 @@ impl Pullers {
             self.ctx.release_now.cancel();
             tracker.wait().await;
         }
+    }
+}
+
+impl Pullers {
+    /// Tell the workers which current versions want sandboxes kept started
+    /// (`min_warm`).
+    async fn provision(&self, versions: &[stoke_store::FunctionVersion]) {
+        let mut targets = Vec::new();
+        for v in versions {
+            // (Cached per version: the handlers need the same.)
+            match crate::handle::load(&self.ctx, &v.function, Some(v.version)).await {
+                Ok(Some(loaded)) if loaded.manifest.min_warm > 0 => {
+                    targets.push((loaded.spec.clone(), loaded.manifest.min_warm));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(function = %v.function, error = %e, "cannot provision"),
+            }
+        }
+        self.ctx.shared.registry.provision(targets);
     }
 }
 

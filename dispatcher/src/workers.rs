@@ -17,8 +17,8 @@ use std::time::Duration;
 use futures::Stream;
 use stoke_proto::worker_service_server::WorkerService;
 use stoke_proto::{
-    DispatcherMessage, FetchPackageRequest, Invocation, InvocationResult, PackageChunk, ResultReceived, WorkerMessage,
-    dispatcher_message, worker_message,
+    DispatcherMessage, FetchPackageRequest, FunctionSpec, Invocation, InvocationResult, PackageChunk, Provision,
+    ResultReceived, WorkerMessage, dispatcher_message, worker_message,
 };
 use stoke_store::{AttemptOutcome, AttemptRecord, Store};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -44,6 +44,8 @@ pub struct WorkerHandle {
     pending: Mutex<HashMap<String, (u64, oneshot::Sender<InvocationResult>)>>,
     /// Idle warm sandboxes per (function, version), as far as we know.
     warm: Mutex<HashMap<(String, u32), u32>>,
+    /// The provisioned share last sent, per function: (version, min_warm).
+    provisioned: Mutex<HashMap<String, (u32, u32)>>,
 }
 
 impl WorkerHandle {
@@ -76,6 +78,8 @@ impl WorkerHandle {
 /// The workers attached to this dispatcher.
 pub struct Registry {
     workers: Mutex<Vec<Arc<WorkerHandle>>>,
+    /// Functions with a `min_warm`, as the current versions say.
+    provision_targets: Mutex<Vec<(FunctionSpec, u32)>>,
     changed: Notify,
     next_epoch: AtomicU64,
     store: Arc<dyn Store>,
@@ -85,6 +89,7 @@ impl Registry {
     pub fn new(store: Arc<dyn Store>) -> Arc<Registry> {
         Arc::new(Registry {
             workers: Mutex::new(Vec::new()),
+            provision_targets: Mutex::new(Vec::new()),
             changed: Notify::new(),
             // Epochs grow across restarts: start from the clock.
             next_epoch: AtomicU64::new(stoke_core::now_ms() as u64 * 1000),
@@ -106,6 +111,58 @@ impl Registry {
         // Dropping the senders wakes every waiter with WorkerLost.
         handle.pending.lock().expect("not poisoned").clear();
         self.changed.notify_waiters();
+        self.rebalance();
+    }
+
+    /// Set the functions to keep provisioned (`min_warm` of their current
+    /// version) and tell the workers their shares.
+    pub fn provision(&self, targets: Vec<(FunctionSpec, u32)>) {
+        *self.provision_targets.lock().expect("not poisoned") = targets;
+        self.rebalance();
+    }
+
+    /// Split each function's `min_warm` across the attached workers (in
+    /// worker id order, the remainder to the first ones) and send every
+    /// share that changed, 0 for a function no longer provisioned.
+    fn rebalance(&self) {
+        let targets = self.provision_targets.lock().expect("not poisoned").clone();
+        let mut workers = self.workers.lock().expect("not poisoned").clone();
+        workers.sort_by(|a, b| a.id.cmp(&b.id));
+        for (i, w) in workers.iter().enumerate() {
+            let mut sent = w.provisioned.lock().expect("not poisoned");
+            let mut want: HashMap<String, (u32, u32, &FunctionSpec)> = HashMap::new();
+            for (spec, n) in &targets {
+                let share = share_of(*n, workers.len(), i);
+                if share > 0 || sent.contains_key(&spec.name) {
+                    want.insert(spec.name.clone(), (spec.version, share, spec));
+                }
+            }
+            // Functions provisioned before and not now (deleted, or min_warm
+            // gone from the current version): end them.
+            let ended: Vec<String> = sent.keys().filter(|f| !want.contains_key(*f)).cloned().collect();
+            for function in ended {
+                let (version, _) = sent.remove(&function).expect("present");
+                let spec = FunctionSpec {
+                    name: function,
+                    version,
+                    ..Default::default()
+                };
+                let _ = w.tx.try_send(Ok(provision_message(spec, 0)));
+            }
+            for (function, (version, share, spec)) in want {
+                if sent.get(&function) == Some(&(version, share)) {
+                    continue;
+                }
+                let msg = provision_message(spec.clone(), share);
+                if w.tx.try_send(Ok(msg)).is_ok() {
+                    if share == 0 {
+                        sent.remove(&function);
+                    } else {
+                        sent.insert(function, (version, share));
+                    }
+                }
+            }
+        }
     }
 
     /// Prefer a worker with an idle warm sandbox for this version, then the
@@ -244,6 +301,24 @@ fn record_fenced(store: &Arc<dyn Store>, r: InvocationResult, tx: Outbox, confir
     });
 }
 
+/// Worker `i` of `workers`' share of `n` provisioned sandboxes.
+fn share_of(n: u32, workers: usize, i: usize) -> u32 {
+    if workers == 0 {
+        return 0;
+    }
+    let k = workers as u32;
+    n / k + u32::from((i as u32) < n % k)
+}
+
+fn provision_message(function: FunctionSpec, min_warm: u32) -> DispatcherMessage {
+    DispatcherMessage {
+        msg: Some(dispatcher_message::Msg::Provision(Provision {
+            function: Some(function),
+            min_warm,
+        })),
+    }
+}
+
 /// The gRPC face of the registry.
 pub struct WorkerApi {
     pub registry: Arc<Registry>,
@@ -281,10 +356,12 @@ impl WorkerService for WorkerApi {
             tx,
             pending: Mutex::new(HashMap::new()),
             warm: Mutex::new(HashMap::new()),
+            provisioned: Mutex::new(HashMap::new()),
         });
         let registry = self.registry.clone();
         registry.workers.lock().expect("not poisoned").push(handle.clone());
         registry.changed.notify_waiters();
+        registry.rebalance();
         tracing::info!(worker = %hello.worker_id, slots = hello.slots, host = %hello.hostname, "worker attached");
         tokio::spawn(async move {
             loop {
@@ -343,5 +420,23 @@ impl WorkerService for WorkerApi {
             .map(|c| Ok(PackageChunk { data: c.to_vec() }))
             .collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share_of;
+
+    #[test]
+    fn provisioned_sandboxes_are_split_evenly_and_completely() {
+        for n in 0..20 {
+            for workers in 1..6 {
+                let shares: Vec<u32> = (0..workers).map(|i| share_of(n, workers, i)).collect();
+                assert_eq!(shares.iter().sum::<u32>(), n, "{n} over {workers}: {shares:?}");
+                let (lo, hi) = (shares.iter().min().unwrap(), shares.iter().max().unwrap());
+                assert!(hi - lo <= 1, "{n} over {workers}: {shares:?}");
+            }
+        }
+        assert_eq!(share_of(3, 0, 0), 0);
     }
 }

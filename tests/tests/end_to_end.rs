@@ -158,6 +158,84 @@ async fn idle_process_is_stopped_after_the_ttl_and_the_next_event_is_cold() {
     assert_ne!(second["instance"], first["instance"]);
 }
 
+/// `min_warm`: sandboxes started ahead of traffic, kept through the idle
+/// TTL, replaced when they die, not counted as cold starts; on-demand ones
+/// beyond them still scale to zero, and so does everything once `min_warm`
+/// is gone from the current version.
+#[tokio::test]
+async fn min_warm_keeps_sandboxes_started_ahead_of_traffic() {
+    let nats = Nats::start().await.unwrap();
+    let opts = PlatformOptions {
+        idle_ttl_secs: Some(0.5),
+        ..Default::default()
+    };
+    let p = Platform::start_with(&nats, opts).await.unwrap();
+    let running = || stoke_tests::processes_running(p.pid(), "stoke_runtime.py");
+    p.deploy(stoke_tests::hello_with("min_warm = 2").path());
+    let provisioned = eventually(Duration::from_secs(15), "two sandboxes before any event", || async {
+        let found = running();
+        (found.len() == 2).then_some(found)
+    })
+    .await;
+    // Several idle TTLs later they are the same two processes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut still = running();
+    still.sort();
+    let mut was = provisioned.clone();
+    was.sort();
+    assert_eq!(still, was, "provisioned sandboxes outlive the idle TTL");
+
+    let seen = hello_body(&p.post("hello", r#"{"env":"AWS_LAMBDA_INITIALIZATION_TYPE"}"#).await);
+    assert_eq!(seen["env"], "provisioned-concurrency");
+    // Three at once: two provisioned, one started on demand.
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let (url, client) = (p.url("/fn/hello"), reqwest::Client::new());
+            tokio::spawn(async move { client.post(url).body(r#"{"sleep":1}"#).send().await.unwrap().status() })
+        })
+        .collect();
+    for c in calls {
+        assert!(c.await.unwrap().is_success());
+    }
+    let db = p.db().await;
+    let cold: Vec<bool> = sqlx::query_scalar("SELECT cold FROM attempts ORDER BY cold, id")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(
+        cold,
+        [false, false, false, true],
+        "only the on-demand sandbox is a cold start"
+    );
+    // The on-demand one goes after the TTL; the provisioned two stay.
+    eventually(Duration::from_secs(15), "back to the two provisioned", || async {
+        (running().len() == 2).then_some(())
+    })
+    .await;
+
+    // One dies: it is replaced.
+    let victim = running()[0];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually(Duration::from_secs(15), "the dead one to be replaced", || async {
+        let found = running();
+        (found.len() == 2 && !found.contains(&victim)).then_some(())
+    })
+    .await;
+
+    // A version without min_warm: everything scales to zero.
+    p.deploy(&example("hello-python"));
+    eventually(
+        Duration::from_secs(20),
+        "scale to zero once min_warm is gone",
+        || async { running().is_empty().then_some(()) },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn unknown_function_is_404_at_once_never_202() {
     let (_nats, p) = up().await;

@@ -29,6 +29,10 @@ pub struct Runner {
     pub net: Option<Arc<crate::sandbox::netns::NetPool>>,
     /// Bytes of output per invocation that reach the log.
     pub log_cap: u64,
+    /// Functions to keep sandboxes of started (the dispatcher's `Provision`).
+    pub provisioned: std::sync::Mutex<std::collections::HashMap<String, (FunctionSpec, u32)>>,
+    /// Held by the one top-up running at a time.
+    pub provisioning: tokio::sync::Mutex<()>,
 }
 
 /// The result of `inv`, echoing what a dispatcher needs to meter it.
@@ -84,13 +88,14 @@ impl Runner {
             )
         };
 
+        let _in_use = self.pool.in_use(&spec.name, spec.version);
         let code_dir = match self.packages.ensure(&spec.digest, client).await {
             Ok(d) => d,
             Err(e) => return platform_error(e.to_string(), metering),
         };
         let mut sandbox = match self.pool.take(&spec.name, spec.version) {
             Some(sb) => sb,
-            None => match self.start(&spec, &code_dir).await {
+            None => match self.start(&spec, &code_dir, false).await {
                 Ok(sb) => {
                     tracing::info!(invocation = %inv.invocation_id, function = %spec.name, version = spec.version, "cold start");
                     sb
@@ -98,7 +103,8 @@ impl Runner {
                 Err(e) => return platform_error(format!("cannot start {:?}: {e}", spec.command), metering),
             },
         };
-        metering.cold = sandbox.served == 0;
+        // A provisioned sandbox was started ahead of traffic: not a cold start.
+        metering.cold = sandbox.served == 0 && !sandbox.provisioned;
 
         // The worker's own deadline is the function timeout from now, capped
         // by the absolute deadline the dispatcher sent.
@@ -184,7 +190,65 @@ impl Runner {
         result(out.0, Vec::new(), Some(out.1), metering)
     }
 
-    async fn start(&self, spec: &FunctionSpec, code_dir: &std::path::Path) -> std::io::Result<Sandbox> {
+    /// Keep (or stop keeping) `min_warm` sandboxes of `spec` started.
+    pub fn set_provision(&self, spec: FunctionSpec, min_warm: u32) {
+        self.pool.set_floor(&spec.name, spec.version, min_warm);
+        let mut provisioned = self.provisioned.lock().expect("not poisoned");
+        if min_warm == 0 {
+            provisioned.remove(&spec.name);
+        } else {
+            tracing::info!(function = %spec.name, version = spec.version, min_warm, "provisioned concurrency");
+            provisioned.insert(spec.name.clone(), (spec, min_warm));
+        }
+    }
+
+    /// Start sandboxes until every provisioned function has its share
+    /// (idle or busy); one top-up at a time.
+    pub async fn top_up(&self, client: &mut WorkerServiceClient<Channel>) {
+        let Ok(_one) = self.provisioning.try_lock() else {
+            return;
+        };
+        let wanted: Vec<(FunctionSpec, u32)> = self
+            .provisioned
+            .lock()
+            .expect("not poisoned")
+            .values()
+            .cloned()
+            .collect();
+        for (spec, min_warm) in wanted {
+            let live = self.pool.live(&spec.name, spec.version);
+            if live >= min_warm {
+                continue;
+            }
+            let code_dir = match self.packages.ensure(&spec.digest, client).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(function = %spec.name, error = %e, "cannot provision");
+                    continue;
+                }
+            };
+            for _ in live..min_warm {
+                let _starting = self.pool.in_use(&spec.name, spec.version);
+                match self.start(&spec, &code_dir, true).await {
+                    Ok(sb) => {
+                        tracing::info!(function = %spec.name, version = spec.version, "provisioned sandbox started");
+                        self.pool.put(sb);
+                    }
+                    Err(e) => {
+                        tracing::warn!(function = %spec.name, error = %e, "cannot provision");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn start(
+        &self,
+        spec: &FunctionSpec,
+        code_dir: &std::path::Path,
+        provisioned: bool,
+    ) -> std::io::Result<Sandbox> {
         let mut env: Vec<(String, String)> = spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         env.sort();
         Sandbox::start(StartSpec {
@@ -204,6 +268,7 @@ impl Runner {
             jail: self.jail.as_ref(),
             net: self.net.as_ref(),
             log_cap: self.log_cap,
+            provisioned,
         })
         .await
     }

@@ -200,6 +200,8 @@ impl Worker {
             net,
             jail,
             log_cap: opts.log_cap_bytes,
+            provisioned: std::sync::Mutex::new(std::collections::HashMap::new()),
+            provisioning: tokio::sync::Mutex::new(()),
         });
         Ok(Worker {
             opts,
@@ -318,6 +320,13 @@ impl Worker {
                     Ok(Some(DispatcherMessage { msg: Some(dispatcher_message::Msg::Received(r)) })) => {
                         self.outbox.confirm(&r.invocation_id, r.epoch);
                     }
+                    Ok(Some(DispatcherMessage { msg: Some(dispatcher_message::Msg::Provision(p)) })) => {
+                        if let Some(spec) = p.function {
+                            self.runner.set_provision(spec, p.min_warm);
+                            let (runner, mut client) = (self.runner.clone(), client.clone());
+                            tokio::spawn(async move { runner.top_up(&mut client).await });
+                        }
+                    }
                     Ok(Some(_)) => {}
                     Ok(None) => break Err(tonic::Status::unavailable("dispatcher closed the stream")),
                     Err(s) => break Err(s),
@@ -327,6 +336,9 @@ impl Worker {
                         .map(|(function, version, idle)| WarmSet { function, version, idle }).collect();
                     let hb = Heartbeat { busy: in_flight.len() as u32, warm };
                     let _ = tx.try_send(WorkerMessage { msg: Some(worker_message::Msg::Heartbeat(hb)) });
+                    // Replace provisioned sandboxes that died or were used up.
+                    let (runner, mut client) = (self.runner.clone(), client.clone());
+                    tokio::spawn(async move { runner.top_up(&mut client).await });
                 }
                 _ = shutdown.cancelled() => break Ok(()),
             }

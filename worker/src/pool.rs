@@ -1,5 +1,6 @@
 //! Warm pools: idle sandboxes per function version, reused while healthy
-//! and dropped (process killed) after an idle TTL — scale to zero.
+//! and dropped (process killed) after an idle TTL — scale to zero — except
+//! a function's provisioned floor (`min_warm`), which stays started.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,23 +10,62 @@ use crate::sandbox::Sandbox;
 
 type Key = (String, u32);
 
+#[derive(Default)]
+struct State {
+    idle: HashMap<Key, Vec<(Sandbox, Instant)>>,
+    /// Sandboxes taken out (running an event) or being started.
+    in_use: HashMap<Key, u32>,
+    /// Provisioned floor per function: (version, sandboxes kept started).
+    floors: HashMap<String, (u32, u32)>,
+}
+
 pub struct WarmPool {
-    idle: Mutex<HashMap<Key, Vec<(Sandbox, Instant)>>>,
+    state: Mutex<State>,
     idle_ttl: Duration,
+}
+
+/// A sandbox of `key` counted as in use until dropped.
+pub struct InUse<'a> {
+    pool: &'a WarmPool,
+    key: Key,
+}
+
+impl Drop for InUse<'_> {
+    fn drop(&mut self) {
+        let mut state = self.pool.lock();
+        if let Some(n) = state.in_use.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                state.in_use.remove(&self.key);
+            }
+        }
+    }
 }
 
 impl WarmPool {
     pub fn new(idle_ttl: Duration) -> WarmPool {
         WarmPool {
-            idle: Mutex::new(HashMap::new()),
+            state: Mutex::new(State::default()),
             idle_ttl,
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("not poisoned")
+    }
+
+    /// Count one sandbox of this version as in use (running or starting)
+    /// while the guard lives.
+    pub fn in_use(&self, function: &str, version: u32) -> InUse<'_> {
+        let key = (function.to_string(), version);
+        *self.lock().in_use.entry(key.clone()).or_insert(0) += 1;
+        InUse { pool: self, key }
+    }
+
     /// The most recently used live idle sandbox of this version, if any.
     pub fn take(&self, function: &str, version: u32) -> Option<Sandbox> {
-        let mut idle = self.idle.lock().expect("not poisoned");
-        let list = idle.get_mut(&(function.to_string(), version))?;
+        let mut state = self.lock();
+        let list = state.idle.get_mut(&(function.to_string(), version))?;
         while let Some((sb, _)) = list.pop() {
             if sb.is_alive() {
                 return Some(sb);
@@ -40,28 +80,57 @@ impl WarmPool {
             return;
         }
         let key = (sandbox.function.clone(), sandbox.version);
-        self.idle
-            .lock()
-            .expect("not poisoned")
-            .entry(key)
-            .or_default()
-            .push((sandbox, Instant::now()));
+        self.lock().idle.entry(key).or_default().push((sandbox, Instant::now()));
     }
 
-    /// Drop sandboxes idle longer than the TTL, and older versions of a
-    /// function once a newer one is warm. Returns how many were dropped.
+    /// Sandboxes of this version started: idle, running or starting.
+    pub fn live(&self, function: &str, version: u32) -> u32 {
+        let state = self.lock();
+        let key = (function.to_string(), version);
+        let idle = state
+            .idle
+            .get(&key)
+            .map_or(0, |l| l.iter().filter(|(sb, _)| sb.is_alive()).count());
+        idle as u32 + state.in_use.get(&key).copied().unwrap_or(0)
+    }
+
+    /// Keep `n` sandboxes of `function` `version` started whatever the idle
+    /// TTL (0: none; the TTL applies again).
+    pub fn set_floor(&self, function: &str, version: u32, n: u32) {
+        let mut state = self.lock();
+        if n == 0 {
+            state.floors.remove(function);
+        } else {
+            state.floors.insert(function.to_string(), (version, n));
+        }
+    }
+
+    /// Drop dead sandboxes and those idle longer than the TTL, except as
+    /// many as a provisioned floor still needs. Returns how many were dropped.
     pub fn reap(&self) -> usize {
         let expired: Vec<Sandbox> = {
-            let mut idle = self.idle.lock().expect("not poisoned");
+            let mut guard = self.lock();
+            let state = &mut *guard;
             let mut out = Vec::new();
-            for list in idle.values_mut() {
-                let (keep, drop): (Vec<_>, Vec<_>) = std::mem::take(list)
+            for (key, list) in state.idle.iter_mut() {
+                let (mut keep, expired): (Vec<_>, Vec<_>) = std::mem::take(list)
                     .into_iter()
-                    .partition(|(sb, since)| sb.is_alive() && since.elapsed() < self.idle_ttl);
+                    .filter(|(sb, _)| sb.is_alive())
+                    .partition(|(_, since)| since.elapsed() < self.idle_ttl);
+                let floor = match state.floors.get(&key.0) {
+                    Some((version, n)) if *version == key.1 => *n,
+                    _ => 0,
+                };
+                let in_use = state.in_use.get(key).copied().unwrap_or(0);
+                let short = floor.saturating_sub(keep.len() as u32 + in_use) as usize;
+                // The most recently used of the expired ones stay for the floor.
+                let mut expired = expired;
+                let stay = expired.split_off(expired.len().saturating_sub(short));
+                keep.splice(0..0, stay);
                 *list = keep;
-                out.extend(drop.into_iter().map(|(sb, _)| sb));
+                out.extend(expired.into_iter().map(|(sb, _)| sb));
             }
-            idle.retain(|_, l| !l.is_empty());
+            state.idle.retain(|_, l| !l.is_empty());
             out
         };
         let n = expired.len();
@@ -71,13 +140,17 @@ impl WarmPool {
 
     /// Idle sandboxes per function version.
     pub fn idle_counts(&self) -> Vec<(String, u32, u32)> {
-        let idle = self.idle.lock().expect("not poisoned");
-        idle.iter().map(|((f, v), l)| (f.clone(), *v, l.len() as u32)).collect()
+        let state = self.lock();
+        state
+            .idle
+            .iter()
+            .map(|((f, v), l)| (f.clone(), *v, l.len() as u32))
+            .collect()
     }
 
     /// Kill every idle sandbox.
     pub fn clear(&self) {
-        let all: Vec<_> = self.idle.lock().expect("not poisoned").drain().collect();
+        let all: Vec<_> = self.lock().idle.drain().collect();
         drop(all);
     }
 }

@@ -52,6 +52,8 @@ pub struct StartSpec<'a> {
     /// Bytes of output per invocation that reach the worker's log.
     pub log_cap: u64,
     pub max_pids: u32,
+    /// Started ahead of traffic (provisioned concurrency), not on demand.
+    pub provisioned: bool,
 }
 
 /// One event for a sandbox.
@@ -120,8 +122,10 @@ pub struct Sandbox {
     cgroup: Option<cgroup::SandboxCgroup>,
     /// The sandbox's network namespace, held while it lives.
     _netns: Option<std::fs::File>,
-    /// Events handled so far (0 = never used: the next one is cold).
+    /// Events handled so far (0 = never used: the next one is cold,
+    /// unless the sandbox was provisioned).
     pub served: u64,
+    pub provisioned: bool,
 }
 
 impl Sandbox {
@@ -178,7 +182,14 @@ impl Sandbox {
             ("AWS_REGION".into(), "local".into()),
             ("AWS_DEFAULT_REGION".into(), "local".into()),
             ("AWS_EXECUTION_ENV".into(), "stoke".into()),
-            ("AWS_LAMBDA_INITIALIZATION_TYPE".into(), "on-demand".into()),
+            (
+                "AWS_LAMBDA_INITIALIZATION_TYPE".into(),
+                match spec.provisioned {
+                    true => "provisioned-concurrency",
+                    false => "on-demand",
+                }
+                .into(),
+            ),
             ("AWS_LAMBDA_RUNTIME_API".into(), api_addr.to_string()),
             ("AWS_LAMBDA_FUNCTION_NAME".into(), spec.function.into()),
             ("AWS_LAMBDA_FUNCTION_VERSION".into(), spec.version.to_string()),
@@ -261,6 +272,7 @@ impl Sandbox {
             cgroup,
             _netns: netns,
             served: 0,
+            provisioned: spec.provisioned,
         })
     }
 
