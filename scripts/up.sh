@@ -39,15 +39,16 @@ while :; do
   sleep 0.1
 done
 
-for f in examples/hello-python examples/hello-shell examples/hello-rust/dist examples/tick; do
+for f in examples/hello-python examples/hello-shell examples/hello-rust/dist examples/tick examples/wordcount; do
   $STOKE deploy "$f"
 done
 
 cat <<'MSG'
 
-==> stoke is running with four functions (tick runs every 10 s by cron). Try, from another terminal:
+==> stoke is running with five functions (tick runs every 10 s by cron). Try, from another terminal:
     curl -X POST localhost:8080/fn/hello -d '{"name":"Ada"}'
     curl -X POST localhost:8080/fn/hello-rust -d '{"name":"Ferris"}'
+    curl -X POST localhost:8080/fn/wordcount -d 'one process per event'
     curl -X POST localhost:8080/fn/hello -H 'Prefer: respond-async' -d '{"name":"Async"}'
     target/release/stoke invoke hello-shell --data '{"from":"cli"}'
     target/release/stoke publish greetings.en '{"name":"NATS"}'

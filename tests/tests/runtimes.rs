@@ -1,5 +1,6 @@
 //! Unmodified Lambda runtime clients against the worker's Runtime API:
-//! `awslambdaric` from PyPI and a Rust function built with `lambda_runtime`.
+//! `awslambdaric` from PyPI and a Rust function built with `lambda_runtime`;
+//! and exec mode, where a plain script gets the event on stdin.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -120,4 +121,65 @@ async fn lambda_runtime_rust_function_runs_unmodified() {
     assert_eq!(v["runtime"], "lambda_runtime");
     let again = p.post("hello-rust", r#"{"name":"Ferris"}"#).await.json();
     assert_eq!(again["instance"], v["instance"], "warm reuse");
+}
+
+/// `mode = "exec"`: one sandboxed process per event (a POSIX sh script),
+/// event on stdin, answer on stdout; a non-zero exit, the timeout and an
+/// oversized answer are errors; nothing stays running between events.
+#[tokio::test]
+async fn exec_mode_runs_one_sandboxed_process_per_event() {
+    let f = stoke_tests::copy_function(&workspace_root().join("examples/wordcount"));
+    let manifest = std::fs::read_to_string(f.path().join("stoke.toml")).unwrap();
+    std::fs::write(
+        f.path().join("stoke.toml"),
+        manifest.replace("timeout = 10", "timeout = 1"),
+    )
+    .unwrap();
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    p.deploy(f.path());
+
+    let r = p.post("wordcount", "three little words").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let first = r.json();
+    assert_eq!(
+        (first["words"].as_u64(), first["bytes"].as_u64()),
+        (Some(3), Some(18)),
+        "{first}"
+    );
+    assert_eq!(first["uid"], 65534, "sandboxed as nobody");
+    assert_eq!(first["attempt"], 1);
+    let again = p.post("wordcount", "one").await.json();
+    assert_ne!(again["instance"], first["instance"], "a new process per event");
+    assert_ne!(again["request_id"], first["request_id"]);
+    assert!(
+        stoke_tests::processes_running(p.pid(), "count.sh").is_empty(),
+        "nothing kept running between events"
+    );
+
+    let failed = p.post("wordcount", "fail").await;
+    assert_eq!(failed.status, 502, "{}", failed.text());
+    let err = failed.json();
+    assert_eq!(err["errorType"], "Function.ExitStatus", "{err}");
+    let message = err["errorMessage"].as_str().unwrap();
+    assert!(
+        message.contains("exit status: 3") && message.contains("asked to fail"),
+        "{message}"
+    );
+
+    let slow = p.post("wordcount", "sleep").await;
+    assert_eq!(slow.status, 504, "{}", slow.text());
+    assert_eq!(slow.json()["errorType"], "Sandbox.Timedout");
+
+    let big = p.post("wordcount", "big").await;
+    assert_eq!(big.status, 502, "{}", big.text());
+    assert_eq!(big.json()["errorType"], "Function.ResponseSizeTooLarge");
+
+    let db = p.db().await;
+    let cold: Vec<bool> = sqlx::query_scalar("SELECT cold FROM attempts WHERE function = 'wordcount'")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(cold, [true; 5], "every event is its own process");
+    assert!(stoke_tests::processes_running(p.pid(), "count.sh").is_empty());
 }

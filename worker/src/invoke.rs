@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stoke_proto::worker_service_client::WorkerServiceClient;
-use stoke_proto::{ErrorInfo, FunctionSpec, Invocation, InvocationResult, Metering, Outcome as WireOutcome};
+use stoke_proto::{ErrorInfo, FunctionSpec, Invocation, InvocationResult, Metering, Outcome as WireOutcome, RunMode};
 use tonic::transport::Channel;
 
 use crate::packages::PackageCache;
 use crate::pool::WarmPool;
-use crate::sandbox::{Event, Outcome, Sandbox, StartSpec};
+use crate::sandbox::{Event, Outcome, Sandbox, StartSpec, exec_env};
 
 pub struct Runner {
     pub worker_id: String,
@@ -93,9 +93,35 @@ impl Runner {
             Ok(d) => d,
             Err(e) => return platform_error(e.to_string(), metering),
         };
-        let mut sandbox = match self.pool.take(&spec.name, spec.version) {
+        // The worker's own deadline: the function timeout, from when the
+        // sandbox has the event (a cold start's init is not counted, as on
+        // Lambda; exec mode counts from the spawn).
+        let timeout = Duration::from_millis(u64::from(spec.timeout_ms.max(1)));
+        let mut event = Event {
+            request_id: inv.invocation_id.clone(),
+            payload: inv.payload.clone().into(),
+            deadline_unix_ms: started_ms + timeout.as_millis() as i64,
+            function_arn: format!(
+                "arn:aws:lambda:local:000000000000:function:{}:{}",
+                spec.name, spec.version
+            ),
+            trace_id: inv.trace_id.clone(),
+            idempotency_key: inv.idempotency_key.clone(),
+            attempt: inv.attempt,
+            deadline: Instant::now() + timeout,
+        };
+        // Exec mode: a new process per event, never pooled.
+        let exec = spec.mode == RunMode::Exec as i32;
+        let pooled = match exec {
+            true => None,
+            false => self.pool.take(&spec.name, spec.version),
+        };
+        let mut sandbox = match pooled {
             Some(sb) => sb,
-            None => match self.start(&spec, &code_dir, false).await {
+            None => match self
+                .start(&spec, &code_dir, false, exec.then(|| exec_env(&event)))
+                .await
+            {
                 Ok(sb) => {
                     tracing::info!(invocation = %inv.invocation_id, function = %spec.name, version = spec.version, "cold start");
                     sb
@@ -105,26 +131,13 @@ impl Runner {
         };
         // A provisioned sandbox was started ahead of traffic: not a cold start.
         metering.cold = sandbox.served == 0 && !sandbox.provisioned;
-
-        // The worker's own deadline is the function timeout from now, capped
-        // by the absolute deadline the dispatcher sent.
-        let timeout = Duration::from_millis(u64::from(spec.timeout_ms.max(1)));
-        let deadline_unix_ms = started_ms + timeout.as_millis() as i64;
-        let (outcome, timing) = sandbox
-            .invoke(Event {
-                request_id: inv.invocation_id.clone(),
-                payload: inv.payload.clone().into(),
-                deadline_unix_ms,
-                function_arn: format!(
-                    "arn:aws:lambda:local:000000000000:function:{}:{}",
-                    spec.name, spec.version
-                ),
-                trace_id: inv.trace_id.clone(),
-                idempotency_key: inv.idempotency_key.clone(),
-                attempt: inv.attempt,
-                deadline: Instant::now() + timeout,
-            })
-            .await;
+        let (outcome, timing) = match exec {
+            true => sandbox.exec(event).await,
+            false => {
+                event.deadline = Instant::now() + timeout;
+                sandbox.invoke(event).await
+            }
+        };
         metering.ended_unix_ms = stoke_core::now_ms();
         metering.duration_us = timing.duration.as_micros() as u64;
         metering.init_duration_us = timing.init.map(|d| d.as_micros() as u64).unwrap_or(0);
@@ -137,7 +150,9 @@ impl Runner {
         };
         let out = match outcome {
             Outcome::Response(body) => {
-                self.pool.put(sandbox);
+                if !exec {
+                    self.pool.put(sandbox);
+                }
                 return result(WireOutcome::Success, body.to_vec(), None, metering);
             }
             Outcome::FunctionError { error_type, body } => {
@@ -146,7 +161,9 @@ impl Runner {
                     .ok()
                     .and_then(|v| v.get("errorMessage").and_then(|m| m.as_str()).map(str::to_string))
                     .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-                self.pool.put(sandbox);
+                if !exec {
+                    self.pool.put(sandbox);
+                }
                 return result(
                     WireOutcome::FunctionError,
                     Vec::new(),
@@ -229,7 +246,7 @@ impl Runner {
             };
             for _ in live..min_warm {
                 let _starting = self.pool.in_use(&spec.name, spec.version);
-                match self.start(&spec, &code_dir, true).await {
+                match self.start(&spec, &code_dir, true, None).await {
                     Ok(sb) => {
                         tracing::info!(function = %spec.name, version = spec.version, "provisioned sandbox started");
                         self.pool.put(sb);
@@ -248,6 +265,7 @@ impl Runner {
         spec: &FunctionSpec,
         code_dir: &std::path::Path,
         provisioned: bool,
+        exec_env: Option<Vec<(String, String)>>,
     ) -> std::io::Result<Sandbox> {
         let mut env: Vec<(String, String)> = spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         env.sort();
@@ -269,6 +287,7 @@ impl Runner {
             net: self.net.as_ref(),
             log_cap: self.log_cap,
             provisioned,
+            exec_env,
         })
         .await
     }

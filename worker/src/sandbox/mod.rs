@@ -3,6 +3,8 @@
 //! process group and removes its files.
 
 pub mod cgroup;
+mod exec;
+pub use exec::event_env as exec_env;
 pub mod jail;
 pub mod launch;
 pub mod netns;
@@ -54,6 +56,17 @@ pub struct StartSpec<'a> {
     pub max_pids: u32,
     /// Started ahead of traffic (provisioned concurrency), not on demand.
     pub provisioned: bool,
+    /// Exec mode (`exec.rs`): the event's own variables. The process gets
+    /// the event on stdin and no Runtime API.
+    pub exec_env: Option<Vec<(String, String)>>,
+}
+
+/// How the process ended.
+#[derive(Debug, Clone)]
+pub struct Ended {
+    pub success: bool,
+    /// As `ExitStatus` shows it: "exit status: 3", "signal: 9 (SIGKILL)".
+    pub desc: String,
 }
 
 /// One event for a sandbox.
@@ -114,7 +127,12 @@ pub struct Sandbox {
     spawned: Instant,
     deliveries: mpsc::Sender<Delivery>,
     api: Arc<ApiState>,
-    exited: watch::Receiver<Option<String>>,
+    exited: watch::Receiver<Option<Ended>>,
+    /// Exec mode: the process's stdin and stdout (taken by `exec`).
+    stdin: Option<tokio::net::unix::pipe::Sender>,
+    stdout: Option<tokio::net::unix::pipe::Receiver>,
+    /// Largest response accepted, in bytes.
+    max_response: usize,
     tail: Arc<Mutex<VecDeque<String>>>,
     log_budget: Arc<LogBudget>,
     tasks: Vec<JoinHandle<()>>,
@@ -149,26 +167,37 @@ impl Sandbox {
 
         // The Runtime API listener: this sandbox's only way to get work
         // (and, in its own network namespace, the only thing it can reach).
+        // In exec mode the event comes on stdin: nothing listens at all.
+        let exec = spec.exec_env.is_some();
         let (listener, netns) = match spec.net {
             Some(pool) => {
                 let prepared = pool.take()?;
-                (tokio::net::TcpListener::from_std(prepared.listener)?, Some(prepared.ns))
+                (Some(prepared.listener), Some(prepared.ns))
             }
-            None => (tokio::net::TcpListener::bind("127.0.0.1:0").await?, None),
+            None if exec => (None, None),
+            None => (Some(std::net::TcpListener::bind("127.0.0.1:0")?), None),
         };
-        let api_addr = listener.local_addr()?;
+        let listener = match listener.filter(|_| !exec) {
+            Some(l) => {
+                l.set_nonblocking(true)?;
+                Some(tokio::net::TcpListener::from_std(l)?)
+            }
+            None => None,
+        };
+        let api_addr = listener.as_ref().map(|l| l.local_addr()).transpose()?;
         let (api, deliveries) = runtime_api::new_state(spec.max_response);
-        let server = tokio::spawn({
+        let mut tasks = Vec::new();
+        if let Some(listener) = listener {
             let app = runtime_api::router(api.clone());
             // TCP_NODELAY: the runtime's long-poll `/next` answer must not
             // wait for a delayed ACK.
             let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
                 let _ = tcp.set_nodelay(true);
             });
-            async move {
+            tasks.push(tokio::spawn(async move {
                 let _ = axum::serve(listener, app).await;
-            }
-        });
+            }));
+        }
 
         let mut env: Vec<(String, String)> = vec![
             (
@@ -190,7 +219,6 @@ impl Sandbox {
                 }
                 .into(),
             ),
-            ("AWS_LAMBDA_RUNTIME_API".into(), api_addr.to_string()),
             ("AWS_LAMBDA_FUNCTION_NAME".into(), spec.function.into()),
             ("AWS_LAMBDA_FUNCTION_VERSION".into(), spec.version.to_string()),
             ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), spec.memory_mb.to_string()),
@@ -200,6 +228,10 @@ impl Sandbox {
             ("LAMBDA_RUNTIME_DIR".into(), seen_code),
             ("_HANDLER".into(), spec.handler.into()),
         ];
+        if let Some(addr) = api_addr {
+            env.push(("AWS_LAMBDA_RUNTIME_API".into(), addr.to_string()));
+        }
+        env.extend(spec.exec_env.unwrap_or_default());
         env.extend(spec.env);
 
         let limits = cgroup::Limits {
@@ -216,14 +248,16 @@ impl Sandbox {
                 jail: spec.jail,
                 netns: netns.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
                 seccomp: &spec.seccomp,
-                stdin_pipe: false,
+                stdin_pipe: exec,
             })?;
             Ok((child, cg))
         });
         let (child, cgroup) = match launched {
             Ok(c) => c,
             Err(e) => {
-                server.abort();
+                for t in &tasks {
+                    t.abort();
+                }
                 if let Some(scratch) = &scratch {
                     let _ = std::fs::remove_dir_all(scratch);
                 }
@@ -233,9 +267,13 @@ impl Sandbox {
         let pid = child.pid;
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let log_budget = LogBudget::new(spec.log_cap);
-        let mut tasks = vec![server];
         let label = format!("{}:{}", spec.function, spec.version);
-        for out in [child.stdout, child.stderr] {
+        // In exec mode stdout is the response, read by `exec`.
+        let (stdout, logged) = match exec {
+            true => (Some(child.stdout), vec![child.stderr]),
+            false => (None, vec![child.stdout, child.stderr]),
+        };
+        for out in logged {
             tasks.push(tokio::spawn(pump(
                 out,
                 label.clone(),
@@ -248,13 +286,19 @@ impl Sandbox {
         let mut exit = child.exit;
         tasks.push(tokio::spawn(async move {
             let status = exit.wait().await;
-            let desc = match status {
-                Ok(s) => s.to_string(),
-                Err(e) => format!("wait failed: {e}"),
+            let ended = match status {
+                Ok(s) => Ended {
+                    success: s.success(),
+                    desc: s.to_string(),
+                },
+                Err(e) => Ended {
+                    success: false,
+                    desc: format!("wait failed: {e}"),
+                },
             };
-            let _ = exit_tx.send(Some(desc));
+            let _ = exit_tx.send(Some(ended));
         }));
-        tracing::debug!(sandbox = id, pid, function = %label, api = %api_addr, "sandbox started");
+        tracing::debug!(sandbox = id, pid, function = %label, api = ?api_addr, "sandbox started");
         Ok(Sandbox {
             id,
             function: spec.function.to_string(),
@@ -265,6 +309,9 @@ impl Sandbox {
             deliveries,
             api,
             exited,
+            stdin: child.stdin,
+            stdout,
+            max_response: spec.max_response,
             tail,
             log_budget,
             tasks,
@@ -393,7 +440,7 @@ impl Sandbox {
         let mut exited = self.exited.clone();
         // The exit status arrives a moment after the connection drops.
         let status = match tokio::time::timeout(Duration::from_secs(2), exited.wait_for(Option::is_some)).await {
-            Ok(Ok(s)) => s.clone().unwrap_or_default(),
+            Ok(Ok(s)) => s.as_ref().map(|e| e.desc.clone()).unwrap_or_default(),
             _ => "unknown exit".to_string(),
         };
         let tail = self.tail_text();
