@@ -336,8 +336,12 @@ async fn the_function_sees_only_its_own_read_only_world_as_nobody() {
     assert_eq!(seen["procs"], serde_json::json!([1]), "only itself, as pid 1");
     assert_eq!(
         seen["dev"],
-        serde_json::json!(["fd", "null", "random", "stderr", "stdin", "stdout", "urandom", "zero"])
+        serde_json::json!(["fd", "null", "stderr", "stdin", "stdout", "urandom", "zero"])
     );
+    // Process count limited by rlimit too (the platform's max_pids), and the
+    // host's kernel state in /proc masked.
+    assert_eq!(seen["nproc"], serde_json::json!([64, 64]));
+    assert_eq!(seen["proc_masked"], serde_json::json!({"kallsyms": "", "keys": ""}));
     // A user namespace of its own that maps nothing but that uid and gid.
     assert_eq!(seen["uid_map"], serde_json::json!(["65534", "65534", "1"]));
     assert_eq!(seen["gid_map"], serde_json::json!(["65534", "65534", "1"]));

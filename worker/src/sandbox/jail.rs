@@ -2,13 +2,15 @@
 //! namespaces, a read-only root of bind mounts (`/usr` and the merged-/usr
 //! links, a short list of `/etc` files, the function's code read-only at
 //! `/var/task`), a size-capped tmpfs `/tmp`, a fresh procfs that shows only
-//! the sandbox's processes, `/dev` with null/zero/random/urandom only, and
-//! an unprivileged uid/gid (65534) with an empty capability bounding set.
+//! the sandbox's processes (kernel internals masked), `/dev` with
+//! null/zero/urandom only, and an unprivileged uid/gid (65534) in a user
+//! namespace of its own, with no capabilities.
 //!
-//! [`Jail::prepare`] runs in the worker: it lays out the root directory
-//! (mount points, symlinks) and turns every path into a `CString`, so that
-//! [`Jail::enter`], which runs between fork and exec, is nothing but raw
-//! system calls on memory allocated before the fork.
+//! [`Jail::prepare`] runs once per worker: it lays out the root directory
+//! (mount points, symlinks; shared by every sandbox, each mounting onto it
+//! in its own mount namespace) and turns every path into a `CString`, so
+//! that [`Jail::enter`], which runs between clone and exec, is nothing but
+//! raw system calls on memory allocated before.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -47,8 +49,28 @@ const ETC: &[&str] = &[
     "alternatives",
     "mime.types",
 ];
-/// Device nodes bound from the host's /dev.
-const DEVICES: &[&str] = &["null", "zero", "random", "urandom"];
+/// Device nodes bound from the host's /dev (no /dev/random: getrandom(2)
+/// and /dev/urandom are the same pool).
+const DEVICES: &[&str] = &["null", "zero", "urandom"];
+/// Entries of the sandbox's procfs hidden under /dev/null (files) or an
+/// empty read-only directory, where the host has them: kernel memory,
+/// keys, timers and scheduler state of every process, symbols, the sysrq
+/// trigger, hardware trees. Mostly unreadable without privileges anyway;
+/// masked as container runtimes do, for kernels and settings that differ.
+const PROC_MASKED: &[&str] = &[
+    "kcore",
+    "keys",
+    "key-users",
+    "timer_list",
+    "sched_debug",
+    "latency_stats",
+    "sysrq-trigger",
+    "kallsyms",
+    "kmsg",
+    "acpi",
+    "scsi",
+    "asound",
+];
 
 /// A bind mount of `src` on `dst`.
 struct Bind {
@@ -67,6 +89,8 @@ pub struct Jail {
     binds: Vec<Bind>,
     /// Where the function's code is bound (`<root>/var/task`).
     task_mount: CString,
+    /// Masks over procfs entries, mounted after the procfs.
+    proc_masks: Vec<Bind>,
     tmp: CString,
     proc_dir: CString,
     task_root: CString,
@@ -133,7 +157,7 @@ unsafe fn write_file(step: &'static str, path: &CStr, text: &[u8]) -> Step {
 impl Jail {
     /// Lay out a root at `root` (mount points and symlinks only).
     pub fn prepare(root: &Path) -> io::Result<Jail> {
-        for d in ["etc", "var/task", "tmp", "proc", "dev", ".old_root"] {
+        for d in ["etc", "var/task", "tmp", "proc", "dev", ".old_root", ".masked"] {
             std::fs::create_dir_all(root.join(d))?;
         }
         let mut binds = Vec::new();
@@ -181,7 +205,23 @@ impl Jail {
         ] {
             std::os::unix::fs::symlink(target, root.join("dev").join(name))?;
         }
+        let mut proc_masks = Vec::new();
+        for name in PROC_MASKED {
+            // A directory gets an empty read-only one; a file /dev/null
+            // (a device: its bind keeps /dev's flags, not remounted nodev).
+            let (src, read_only) = match std::fs::symlink_metadata(Path::new("/proc").join(name)) {
+                Ok(m) if m.is_dir() => (root.join(".masked"), true),
+                Ok(_) => (PathBuf::from("/dev/null"), false),
+                Err(_) => continue,
+            };
+            proc_masks.push(Bind {
+                src: cstr(&src)?,
+                dst: cstr(&root.join("proc").join(name))?,
+                read_only,
+            });
+        }
         Ok(Jail {
+            proc_masks,
             put_old: cstr(&root.join(".old_root"))?,
             put_old_inside: CString::new("/.old_root").expect("no NUL"),
             task_mount: cstr(&root.join("var/task"))?,
@@ -250,6 +290,19 @@ impl Jail {
             libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
             none,
         )?;
+        for m in &self.proc_masks {
+            mount(
+                "masking /proc",
+                m.src.as_ptr(),
+                m.dst.as_ptr(),
+                null,
+                libc::MS_BIND,
+                none,
+            )?;
+            if m.read_only {
+                mount("masking /proc", null, m.dst.as_ptr(), null, read_only, none)?;
+            }
+        }
         // SAFETY (rest): raw system calls on NUL-terminated strings owned
         // by `self`, or on plain integers and structs on this stack.
         unsafe {

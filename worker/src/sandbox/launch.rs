@@ -21,7 +21,9 @@
 //!      of its own (`jail.rs`), and set PDEATHSIG again (the uid change
 //!      cleared it); unjailed, change into the code dir;
 //!  (e) rlimits: no core dumps, at most `NOFILE` open files, no file larger
-//!      than `FSIZE`;
+//!      than `FSIZE`, at most `max_pids` processes (counted per user
+//!      namespace on Linux ≥ 5.14, so per sandbox; the pids cgroup limits
+//!      the same);
 //!  (f) no_new_privs: setuid binaries and file capabilities grant nothing;
 //!  (g) the seccomp filters (`seccomp.rs`), last: they refuse mount and
 //!      friends, which (d) needed;
@@ -60,6 +62,8 @@ pub struct LaunchSpec<'a> {
     pub seccomp: &'a [seccompiler::BpfProgram],
     /// A pipe to the process's stdin (exec mode) rather than /dev/null.
     pub stdin_pipe: bool,
+    /// RLIMIT_NPROC.
+    pub max_pids: u32,
 }
 
 /// A started function process.
@@ -168,6 +172,7 @@ struct Child<'a> {
     jail: Option<&'a Jail>,
     code_dir: &'a CStr,
     seccomp: &'a [seccompiler::BpfProgram],
+    max_pids: u64,
     /// The worker's signal mask, restored just before exec.
     mask: libc::sigset_t,
     /// Written by the child when a step fails; read by the worker after.
@@ -238,6 +243,7 @@ pub fn launch(spec: &LaunchSpec<'_>) -> io::Result<Process> {
             jail: spec.jail,
             code_dir: &code_dir,
             seccomp: spec.seccomp,
+            max_pids: u64::from(spec.max_pids),
             mask: std::mem::zeroed(),
             failed: None,
         };
@@ -359,6 +365,7 @@ unsafe fn child_steps(c: &Child<'_>) -> Step {
             (libc::RLIMIT_CORE, 0),
             (libc::RLIMIT_NOFILE, NOFILE),
             (libc::RLIMIT_FSIZE, FSIZE),
+            (libc::RLIMIT_NPROC, c.max_pids),
         ] {
             let r = libc::rlimit {
                 rlim_cur: limit,

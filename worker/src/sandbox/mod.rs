@@ -249,6 +249,7 @@ impl Sandbox {
                 netns: netns.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
                 seccomp: &spec.seccomp,
                 stdin_pipe: exec,
+                max_pids: spec.max_pids,
             })?;
             Ok((child, cg))
         });
@@ -592,6 +593,7 @@ pub async fn probe(
             netns: Some(std::os::fd::AsRawFd::as_raw_fd(&prepared_net.ns)),
             seccomp,
             stdin_pipe: false,
+            max_pids: 16,
         });
         let outcome = match spawned {
             Ok(mut child) => match tokio::time::timeout(Duration::from_secs(10), child.exit.wait()).await {
