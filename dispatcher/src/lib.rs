@@ -51,6 +51,9 @@ pub struct DispatcherOptions {
     pub answer_slack_secs: u64,
     /// Seconds between in-progress acks while an invocation runs.
     pub progress_secs: u64,
+    /// A worker silent this long (it sends a heartbeat every 2 s) is taken
+    /// for lost: its invocations are released for redelivery.
+    pub worker_heartbeat_timeout_secs: u64,
     /// Seconds between checks for newly deployed functions.
     pub refresh_secs: u64,
     /// On shutdown, how long in-flight invocations may take to finish before
@@ -68,6 +71,7 @@ impl Default for DispatcherOptions {
             worker_wait_secs: 10,
             answer_slack_secs: 60,
             progress_secs: 10,
+            worker_heartbeat_timeout_secs: 8,
             refresh_secs: 5,
             shutdown_grace_secs: 30,
             max_payload_bytes: 6 << 20,
@@ -113,7 +117,10 @@ impl Dispatcher {
                 addr: opts.listen,
                 source,
             })?;
-        let registry = Registry::new(store.clone());
+        let registry = Registry::new(
+            store.clone(),
+            Duration::from_secs(opts.worker_heartbeat_timeout_secs.max(1)),
+        );
         Ok(Dispatcher {
             opts,
             listener,

@@ -10,15 +10,15 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::Stream;
 use stoke_proto::worker_service_server::WorkerService;
 use stoke_proto::{
-    DispatcherMessage, FetchPackageRequest, FunctionSpec, Invocation, InvocationResult, PackageChunk, Provision,
-    ResultReceived, WorkerMessage, dispatcher_message, worker_message,
+    DispatcherMessage, Drained, FetchPackageRequest, FunctionSpec, Invocation, InvocationResult, PackageChunk,
+    Provision, ResultReceived, WorkerMessage, dispatcher_message, worker_message,
 };
 use stoke_store::{AttemptOutcome, AttemptRecord, Store};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -46,6 +46,8 @@ pub struct WorkerHandle {
     warm: Mutex<HashMap<(String, u32), u32>>,
     /// The provisioned share last sent, per function: (version, min_warm).
     provisioned: Mutex<HashMap<String, (u32, u32)>>,
+    /// Shutting down: gets no new invocations (nor provisioned shares).
+    draining: AtomicBool,
 }
 
 impl WorkerHandle {
@@ -83,10 +85,12 @@ pub struct Registry {
     changed: Notify,
     next_epoch: AtomicU64,
     store: Arc<dyn Store>,
+    /// How long a worker may stay silent before it is taken for lost.
+    heartbeat_timeout: Duration,
 }
 
 impl Registry {
-    pub fn new(store: Arc<dyn Store>) -> Arc<Registry> {
+    pub fn new(store: Arc<dyn Store>, heartbeat_timeout: Duration) -> Arc<Registry> {
         Arc::new(Registry {
             workers: Mutex::new(Vec::new()),
             provision_targets: Mutex::new(Vec::new()),
@@ -94,6 +98,7 @@ impl Registry {
             // Epochs grow across restarts: start from the clock.
             next_epoch: AtomicU64::new(stoke_core::now_ms() as u64 * 1000),
             store,
+            heartbeat_timeout,
         })
     }
 
@@ -127,6 +132,7 @@ impl Registry {
     fn rebalance(&self) {
         let targets = self.provision_targets.lock().expect("not poisoned").clone();
         let mut workers = self.workers.lock().expect("not poisoned").clone();
+        workers.retain(|w| !w.draining.load(Ordering::Relaxed));
         workers.sort_by(|a, b| a.id.cmp(&b.id));
         for (i, w) in workers.iter().enumerate() {
             let mut sent = w.provisioned.lock().expect("not poisoned");
@@ -169,7 +175,9 @@ impl Registry {
     /// least loaded one with a free slot.
     fn pick(&self, function: &str, version: u32) -> Option<Arc<WorkerHandle>> {
         let workers = self.workers.lock().expect("not poisoned");
-        let free = workers.iter().filter(|w| w.busy.load(Ordering::Relaxed) < w.slots);
+        let free = workers
+            .iter()
+            .filter(|w| w.busy.load(Ordering::Relaxed) < w.slots && !w.draining.load(Ordering::Relaxed));
         let best = free
             .map(|w| {
                 let load = f64::from(w.busy.load(Ordering::Relaxed)) / f64::from(w.slots.max(1));
@@ -357,15 +365,23 @@ impl WorkerService for WorkerApi {
             pending: Mutex::new(HashMap::new()),
             warm: Mutex::new(HashMap::new()),
             provisioned: Mutex::new(HashMap::new()),
+            draining: AtomicBool::new(false),
         });
         let registry = self.registry.clone();
         registry.workers.lock().expect("not poisoned").push(handle.clone());
         registry.changed.notify_waiters();
         registry.rebalance();
         tracing::info!(worker = %hello.worker_id, slots = hello.slots, host = %hello.hostname, "worker attached");
+        let silence = self.registry.heartbeat_timeout;
         tokio::spawn(async move {
             loop {
-                match inbound.message().await {
+                // A worker that says nothing (heartbeats come every 2 s) for
+                // this long is lost, whatever its TCP connection says.
+                let Ok(next) = tokio::time::timeout(silence, inbound.message()).await else {
+                    tracing::warn!(worker = %handle.id, ?silence, "worker missed its heartbeats");
+                    break;
+                };
+                match next {
                     Ok(Some(WorkerMessage { msg: Some(m) })) => match m {
                         worker_message::Msg::Result(r) => {
                             let received = ResultReceived {
@@ -389,6 +405,16 @@ impl WorkerService for WorkerApi {
                             for w in hb.warm {
                                 warm.insert((w.function, w.version), w.idle);
                             }
+                        }
+                        worker_message::Msg::Drain(_) => {
+                            tracing::info!(worker = %handle.id, "worker draining");
+                            handle.draining.store(true, Ordering::Relaxed);
+                            let drained = DispatcherMessage {
+                                msg: Some(dispatcher_message::Msg::Drained(Drained {})),
+                            };
+                            let _ = handle.tx.send(Ok(drained)).await;
+                            // Its provisioned shares go to the others.
+                            registry.rebalance();
                         }
                         worker_message::Msg::Hello(_) => {}
                     },

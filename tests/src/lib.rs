@@ -467,6 +467,8 @@ pub struct Cluster {
     pub dispatcher: Option<Child>,
     pub broker: Option<Child>,
     pub workers: Vec<Option<Child>>,
+    /// The id each worker attached with (`worker<i>.<n>`).
+    pub worker_ids: Vec<String>,
     pub spawned: u32,
 }
 
@@ -483,11 +485,13 @@ impl Cluster {
             dispatcher: None,
             broker: None,
             workers: Vec::new(),
+            worker_ids: Vec::new(),
             spawned: 0,
         };
         c.dispatcher = Some(c.spawn(&["dispatcher", "--admin", &c.admin.clone()], "dispatcher"));
         c.broker = Some(c.spawn(&["broker", "--http", &c.http.clone()], "broker"));
         for i in 0..workers {
+            c.worker_ids.push(String::new());
             let w = c.spawn_worker(i);
             c.workers.push(Some(w));
         }
@@ -496,10 +500,15 @@ impl Cluster {
     }
 
     pub fn spawn(&mut self, args: &[&str], name: &str) -> Child {
+        self.spawn_env(args, name, &[])
+    }
+
+    fn spawn_env(&mut self, args: &[&str], name: &str, env: &[(&str, &str)]) -> Child {
         self.spawned += 1;
         let log = self.dir.path().join(format!("{name}-{}.log", self.spawned));
         Command::new(built_binary("stoke"))
             .args(args)
+            .envs(env.iter().copied())
             .args(["--nats-url", &self.nats_url, "--store", &self.store, "--data-dir"])
             .arg(self.dir.path().join(name))
             .stdin(Stdio::null())
@@ -511,7 +520,13 @@ impl Cluster {
 
     pub fn spawn_worker(&mut self, i: usize) -> Child {
         let dispatcher = format!("http://{}", self.admin);
-        self.spawn(&["worker", "--dispatcher", &dispatcher], &format!("worker{i}"))
+        let id = format!("worker{i}.{}", self.spawned + 1);
+        self.worker_ids[i] = id.clone();
+        self.spawn_env(
+            &["worker", "--dispatcher", &dispatcher],
+            &format!("worker{i}"),
+            &[("STOKE_WORKER__ID", &id)],
+        )
     }
 
     /// SIGKILL worker `i` and start a fresh one in its place.

@@ -417,6 +417,76 @@ async fn a_killed_worker_takes_its_sandboxes_along() {
     println!("function gone {:?} after its worker was SIGKILLed", killed_at.elapsed());
 }
 
+/// SIGTERM drains a worker: the dispatcher sends it nothing new, what it
+/// runs finishes and is recorded as a success (not lost, not run twice),
+/// then it exits 0.
+#[tokio::test]
+async fn sigterm_drains_a_worker() {
+    let nats = Nats::start().await.unwrap();
+    let mut c = Cluster::start(&nats, 2).await;
+    c.deploy(hello_with("").path());
+    let (a, b) = (c.worker_ids[0].clone(), c.worker_ids[1].clone());
+    let a_pid = c.workers[0].as_ref().unwrap().id();
+    let mut before = Vec::new();
+    for _ in 0..4 {
+        before.push(post_async(&c.http, r#"{"sleep":3}"#, None).await);
+    }
+    let running = handler_sleeping(a_pid).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(a_pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let termed = Instant::now();
+    // Let the Drain reach the dispatcher, then send more.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut after = Vec::new();
+    for _ in 0..4 {
+        after.push(post_async(&c.http, r#"{"sleep":0.2}"#, None).await);
+    }
+    let worker = c.workers[0].as_mut().unwrap();
+    let status = loop {
+        if let Some(status) = worker.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            termed.elapsed() < Duration::from_secs(20),
+            "the drained worker did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let exited_after = termed.elapsed();
+    assert!(status.success(), "a drained worker exits cleanly: {status}");
+    assert!(running.iter().all(|p| !stoke_tests::alive(*p)));
+
+    let db = stoke_tests::open_db(&c.db_path()).await;
+    eventually(Duration::from_secs(30), "all eight to complete", || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM completions")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        (n == 8).then_some(())
+    })
+    .await;
+    let mut ran_on_a = 0;
+    for (id, late) in before.iter().map(|i| (i, false)).chain(after.iter().map(|i| (i, true))) {
+        let attempts: Vec<(String, String)> =
+            sqlx::query_as("SELECT outcome, worker FROM attempts WHERE invocation_id = ?")
+                .bind(id)
+                .fetch_all(&db)
+                .await
+                .unwrap();
+        assert_eq!(attempts.len(), 1, "{id}: one attempt, {attempts:?}");
+        assert_eq!(attempts[0].0, "success", "{id}: {attempts:?}");
+        if late {
+            assert_eq!(attempts[0].1, b, "{id}: nothing new for the draining worker");
+        }
+        ran_on_a += usize::from(attempts[0].1 == a);
+    }
+    println!("worker drained in {exited_after:?}; it finished {ran_on_a} in-flight events");
+    assert!(ran_on_a >= 1, "the draining worker finished what it ran");
+}
+
 /// POST an event to `hello` with `Prefer: respond-async`; its invocation id.
 async fn post_async(http: &str, body: &'static str, key: Option<&str>) -> String {
     let mut req = reqwest::Client::new()

@@ -21,7 +21,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use stoke_proto::worker_service_client::WorkerServiceClient;
 use stoke_proto::{
-    DispatcherMessage, Heartbeat, Invocation, WarmSet, WorkerHello, WorkerMessage, dispatcher_message, worker_message,
+    DispatcherMessage, Drain, Heartbeat, Invocation, WarmSet, WorkerHello, WorkerMessage, dispatcher_message,
+    worker_message,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -31,7 +32,10 @@ use tokio_util::task::TaskTracker;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerOptions {
-    /// gRPC address of the dispatcher to attach to.
+    /// gRPC address of the dispatcher to attach to; several, separated by
+    /// commas, to fail over (the worker attaches to one at a time, starting
+    /// at one picked by its id so workers spread out, and moves to the next
+    /// when it loses it).
     pub dispatcher: String,
     /// Where packages are cached and sandboxes keep their scratch space.
     pub data_dir: PathBuf,
@@ -122,11 +126,14 @@ impl stoke_core::Retryable for WorkerError {
 }
 
 const MAX_MESSAGE: usize = 64 << 20;
+/// How long a draining worker waits for the dispatcher's `Drained`.
+const DRAIN_ANSWER: Duration = Duration::from_secs(5);
 
 pub struct Worker {
     opts: WorkerOptions,
     runner: Arc<invoke::Runner>,
-    endpoint: tonic::transport::Endpoint,
+    /// The dispatchers to attach to, in failover order.
+    endpoints: Vec<(String, tonic::transport::Endpoint)>,
     /// Results the dispatcher has not confirmed yet, kept across streams.
     outbox: Arc<outbox::Outbox>,
 }
@@ -137,14 +144,29 @@ impl Worker {
         // them must be absolute.
         opts.data_dir =
             std::path::absolute(&opts.data_dir).map_err(|e| WorkerError::DataDir(opts.data_dir.clone(), e))?;
-        let endpoint = tonic::transport::Endpoint::from_shared(opts.dispatcher.clone())
-            .map_err(|e| WorkerError::Address(opts.dispatcher.clone(), e.to_string()))?
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(5))
-            // Notice a dispatcher that is gone without closing the connection.
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true);
+        let endpoints = opts
+            .dispatcher
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|addr| {
+                let endpoint = tonic::transport::Endpoint::from_shared(addr.to_string())
+                    .map_err(|e| WorkerError::Address(addr.to_string(), e.to_string()))?
+                    .tcp_nodelay(true)
+                    .connect_timeout(Duration::from_secs(5))
+                    // Notice a dispatcher that is gone without closing the connection.
+                    .http2_keep_alive_interval(Duration::from_secs(5))
+                    .keep_alive_timeout(Duration::from_secs(5))
+                    .keep_alive_while_idle(true);
+                Ok((addr.to_string(), endpoint))
+            })
+            .collect::<Result<Vec<_>, WorkerError>>()?;
+        if endpoints.is_empty() {
+            return Err(WorkerError::Address(
+                opts.dispatcher.clone(),
+                "no dispatcher address".into(),
+            ));
+        }
         let scratch_root = opts.data_dir.join("sandboxes");
         // Scratch left by an earlier run of this worker is garbage now.
         let _ = std::fs::remove_dir_all(&scratch_root);
@@ -206,7 +228,7 @@ impl Worker {
         Ok(Worker {
             opts,
             runner,
-            endpoint,
+            endpoints,
             outbox: Arc::new(outbox::Outbox::default()),
         })
     }
@@ -232,11 +254,33 @@ impl Worker {
             }
         });
         let mut backoff = Duration::from_millis(100);
+        // Workers spread over the dispatchers: each starts at one picked by
+        // its id, and moves on to the next when it loses it.
+        let n = self.endpoints.len();
+        let mut at = self
+            .runner
+            .worker_id
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)))
+            % n;
+        let mut failed_in_a_row = 0;
         while !shutdown.is_cancelled() {
-            match self.attach_once(&shutdown).await {
+            let (addr, endpoint) = &self.endpoints[at];
+            let mut attached = false;
+            match self.attach_once(addr, endpoint, &shutdown, &mut attached).await {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(e) => {
-                    tracing::warn!(dispatcher = %self.opts.dispatcher, error = %e, "dispatcher unreachable; retrying")
+                    tracing::warn!(dispatcher = %addr, error = %e, "dispatcher lost or unreachable");
+                    at = (at + 1) % n;
+                    failed_in_a_row = if attached { 1 } else { failed_in_a_row + 1 };
+                    if attached {
+                        backoff = Duration::from_millis(100);
+                    }
+                    // Another dispatcher to try: at once.
+                    if failed_in_a_row < n {
+                        continue;
+                    }
+                    failed_in_a_row = 0;
                 }
             }
             tokio::select! {
@@ -257,9 +301,14 @@ impl Worker {
     }
 
     /// One attachment: returns when the stream ends or on shutdown.
-    async fn attach_once(&self, shutdown: &CancellationToken) -> Result<(), tonic::Status> {
-        let channel = self
-            .endpoint
+    async fn attach_once(
+        &self,
+        addr: &str,
+        endpoint: &tonic::transport::Endpoint,
+        shutdown: &CancellationToken,
+        attached: &mut bool,
+    ) -> Result<(), tonic::Status> {
+        let channel = endpoint
             .connect()
             .await
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
@@ -289,11 +338,16 @@ impl Worker {
             .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await?
             .into_inner();
-        tracing::info!(worker = %self.runner.worker_id, dispatcher = %self.opts.dispatcher, "attached to dispatcher");
+        tracing::info!(worker = %self.runner.worker_id, dispatcher = %addr, "attached to dispatcher");
+        *attached = true;
 
         let in_flight = TaskTracker::new();
         let lost = CancellationToken::new();
         let mut heartbeat = tokio::time::interval(Duration::from_secs(2));
+        // Shutting down: Drain sent at, and whether the dispatcher answered
+        // (after which nothing new comes down the stream).
+        let mut draining: Option<tokio::time::Instant> = None;
+        let mut drained = false;
         let end = loop {
             tokio::select! {
                 msg = inbound.message() => match msg {
@@ -320,6 +374,11 @@ impl Worker {
                     Ok(Some(DispatcherMessage { msg: Some(dispatcher_message::Msg::Received(r)) })) => {
                         self.outbox.confirm(&r.invocation_id, r.epoch);
                     }
+                    Ok(Some(DispatcherMessage { msg: Some(dispatcher_message::Msg::Drained(_)) })) => {
+                        tracing::info!(in_flight = in_flight.len(), "dispatcher sends nothing new; finishing in-flight work");
+                        drained = true;
+                        in_flight.close();
+                    }
                     Ok(Some(DispatcherMessage { msg: Some(dispatcher_message::Msg::Provision(p)) })) => {
                         if let Some(spec) = p.function {
                             self.runner.set_provision(spec, p.min_warm);
@@ -340,7 +399,19 @@ impl Worker {
                     let (runner, mut client) = (self.runner.clone(), client.clone());
                     tokio::spawn(async move { runner.top_up(&mut client).await });
                 }
-                _ = shutdown.cancelled() => break Ok(()),
+                // Stop new work first; what was sent before the dispatcher
+                // knew still runs.
+                _ = shutdown.cancelled(), if draining.is_none() => {
+                    tracing::info!(in_flight = in_flight.len(), "draining: asking the dispatcher for no new work");
+                    let _ = tx.send(WorkerMessage { msg: Some(worker_message::Msg::Drain(Drain {})) }).await;
+                    draining = Some(tokio::time::Instant::now());
+                }
+                _ = in_flight.wait(), if drained => break Ok(()),
+                _ = tokio::time::sleep_until(draining.map_or_else(tokio::time::Instant::now, |t| t + DRAIN_ANSWER)),
+                    if draining.is_some() && !drained => {
+                    tracing::warn!(?DRAIN_ANSWER, "the dispatcher did not confirm the drain; finishing in-flight work");
+                    break Ok(());
+                }
             }
         };
         in_flight.close();
