@@ -38,12 +38,24 @@ fn handle_signals(token: CancellationToken) {
     });
 }
 
+/// Connect to NATS at `url`: one server, or a cluster's servers separated
+/// by commas (the client moves to another when one goes away).
 async fn connect_nats(url: &str) -> anyhow::Result<async_nats::Client> {
+    let servers = url
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<async_nats::ServerAddr>()
+                .with_context(|| format!("invalid NATS URL {s:?}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    anyhow::ensure!(!servers.is_empty(), "no NATS URL given");
     async_nats::ConnectOptions::new()
         .name("stoke")
         .retry_on_initial_connect()
         .connection_timeout(std::time::Duration::from_secs(5))
-        .connect(url)
+        .connect(servers)
         .await
         .with_context(|| format!("cannot connect to NATS at {url}"))
 }

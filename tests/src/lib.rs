@@ -2,7 +2,11 @@
 //! an ephemeral loopback port with its store in a temp dir; a [`Platform`]
 //! is a `stoke up` child process (the binary cargo built next to this test)
 //! against it. Both are killed by pid when dropped. Waits are on conditions
-//! ([`eventually`]), never fixed sleeps.
+//! ([`eventually`]), never fixed sleeps. A [`nats_cluster::NatsCluster`] is
+//! several routed nats-servers; a [`Cluster`] runs stoke's roles as
+//! separate processes.
+
+pub mod nats_cluster;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -456,8 +460,20 @@ pub fn function_process(root: u32, needle: &str) -> u32 {
     found[0]
 }
 
+/// What a [`Cluster`] runs on, beyond the defaults of [`Cluster::start`].
+#[derive(Default)]
+pub struct ClusterOptions {
+    /// Store URL; default a SQLite file in the cluster's dir.
+    pub store: Option<String>,
+    /// Dispatchers (at least 1); every worker is given all their addresses.
+    pub dispatchers: usize,
+    pub workers: usize,
+    /// Environment for every process (e.g. `STOKE_DISPATCHER__STREAM__REPLICAS`).
+    pub env: Vec<(String, String)>,
+}
+
 /// `stoke dispatcher`, `stoke broker` and N `stoke worker`s as separate
-/// processes over one nats-server and one SQLite file (logs in `dir`).
+/// processes over one nats-server (or cluster) and one store (logs in `dir`).
 pub struct Cluster {
     pub nats_url: String,
     pub dir: tempfile::TempDir,
@@ -469,15 +485,32 @@ pub struct Cluster {
     pub workers: Vec<Option<Child>>,
     /// The id each worker attached with (`worker<i>.<n>`).
     pub worker_ids: Vec<String>,
+    /// Dispatchers after the first: (admin address, process).
+    pub more_dispatchers: Vec<(String, Option<Child>)>,
+    env: Vec<(String, String)>,
     pub spawned: u32,
 }
 
 impl Cluster {
     pub async fn start(nats: &Nats, workers: usize) -> Cluster {
+        Cluster::start_with(
+            &nats.url,
+            ClusterOptions {
+                dispatchers: 1,
+                workers,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    pub async fn start_with(nats_url: &str, opts: ClusterOptions) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let store = format!("sqlite://{}", dir.path().join("shared.db").display());
+        let store = opts
+            .store
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("shared.db").display()));
         let mut c = Cluster {
-            nats_url: nats.url.clone(),
+            nats_url: nats_url.to_string(),
             http: format!("127.0.0.1:{}", free_port()),
             admin: format!("127.0.0.1:{}", free_port()),
             store,
@@ -486,9 +519,17 @@ impl Cluster {
             broker: None,
             workers: Vec::new(),
             worker_ids: Vec::new(),
+            more_dispatchers: Vec::new(),
+            env: opts.env,
             spawned: 0,
         };
         c.dispatcher = Some(c.spawn(&["dispatcher", "--admin", &c.admin.clone()], "dispatcher"));
+        for i in 1..opts.dispatchers {
+            let admin = format!("127.0.0.1:{}", free_port());
+            let d = c.spawn(&["dispatcher", "--admin", &admin], &format!("dispatcher{i}"));
+            c.more_dispatchers.push((admin, Some(d)));
+        }
+        let workers = opts.workers;
         c.broker = Some(c.spawn(&["broker", "--http", &c.http.clone()], "broker"));
         for i in 0..workers {
             c.worker_ids.push(String::new());
@@ -508,6 +549,7 @@ impl Cluster {
         let log = self.dir.path().join(format!("{name}-{}.log", self.spawned));
         Command::new(built_binary("stoke"))
             .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(env.iter().copied())
             .args(["--nats-url", &self.nats_url, "--store", &self.store, "--data-dir"])
             .arg(self.dir.path().join(name))
@@ -519,7 +561,11 @@ impl Cluster {
     }
 
     pub fn spawn_worker(&mut self, i: usize) -> Child {
-        let dispatcher = format!("http://{}", self.admin);
+        let dispatcher = std::iter::once(&self.admin)
+            .chain(self.more_dispatchers.iter().map(|(a, _)| a))
+            .map(|a| format!("http://{a}"))
+            .collect::<Vec<_>>()
+            .join(",");
         let id = format!("worker{i}.{}", self.spawned + 1);
         self.worker_ids[i] = id.clone();
         self.spawn_env(

@@ -1,0 +1,147 @@
+//! Scale-out under faults, all real processes on loopback: a three-node
+//! NATS cluster (streams replicated ×3), two dispatchers, three workers
+//! (each given both dispatchers), a broker and one shared store. Under
+//! load, SIGKILL one NATS node, one dispatcher and one worker: every
+//! accepted event completes exactly once and the load finishes. Prints
+//! throughput and the cold-start rate.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use stoke_tests::nats_cluster::NatsCluster;
+use stoke_tests::{Cluster, ClusterOptions, eventually, hello_with};
+
+/// Events offered to the cluster.
+const EVENTS: usize = 1200;
+/// Concurrent HTTP clients posting them.
+const POSTERS: usize = 6;
+
+/// Post event `key` asynchronously until the gateway accepts it (202): a
+/// 503 or a refused connection while NATS fails over is retried with the
+/// same idempotency key, as a client should. Gives up after ~30 s.
+async fn accept(http: &reqwest::Client, url: &str, key: usize) -> bool {
+    for _ in 0..150 {
+        let sent = http
+            .post(url)
+            .header("Prefer", "respond-async")
+            .header("Idempotency-Key", format!("key-{key}"))
+            .body(format!(r#"{{"name":"k{key}"}}"#))
+            .send()
+            .await;
+        if sent.is_ok_and(|r| r.status() == 202) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_cluster_survives_losing_a_nats_node_a_dispatcher_and_a_worker() {
+    let mut nats = NatsCluster::start(3).await.unwrap();
+    let env = ["STOKE_DISPATCHER__STREAM__REPLICAS", "STOKE_BROKER__STREAM__REPLICAS"]
+        .map(|k| (k.to_string(), "3".to_string()))
+        .to_vec();
+    let mut c = Cluster::start_with(
+        &nats.url(),
+        ClusterOptions {
+            store: None,
+            dispatchers: 2,
+            workers: 3,
+            env,
+        },
+    )
+    .await;
+    c.deploy(hello_with("concurrency = 24").path());
+
+    let url = format!("http://{}/fn/hello", c.http);
+    let next = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let posters: Vec<_> = (0..POSTERS)
+        .map(|_| {
+            let (url, next, accepted) = (url.clone(), next.clone(), accepted.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut refused = Vec::new();
+                loop {
+                    let key = next.fetch_add(1, Ordering::Relaxed);
+                    if key >= EVENTS {
+                        return refused;
+                    }
+                    if accept(&http, &url, key).await {
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        refused.push(key);
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // The faults, a quarter of the way apart.
+    let at = |n: usize| {
+        let accepted = accepted.clone();
+        async move {
+            eventually(Duration::from_secs(120), "load to progress", || async {
+                (accepted.load(Ordering::Relaxed) >= n).then_some(())
+            })
+            .await
+        }
+    };
+    at(EVENTS / 4).await;
+    nats.kill(0);
+    println!("SIGKILLed NATS node n0 at {:?}", started.elapsed());
+    at(EVENTS / 2).await;
+    let mut d = c.dispatcher.take().unwrap();
+    let _ = d.kill();
+    let _ = d.wait();
+    println!("SIGKILLed a dispatcher at {:?}", started.elapsed());
+    at(3 * EVENTS / 4).await;
+    let mut w = c.workers[0].take().unwrap();
+    let _ = w.kill();
+    let _ = w.wait();
+    println!("SIGKILLed a worker at {:?}", started.elapsed());
+
+    let mut refused = Vec::new();
+    for p in posters {
+        refused.extend(p.await.unwrap());
+    }
+    let accepted_n = accepted.load(Ordering::Relaxed);
+    let posted_in = started.elapsed();
+    assert!(refused.is_empty(), "events never accepted: {refused:?}");
+
+    let db = stoke_tests::open_db(&c.db_path()).await;
+    let done = eventually(Duration::from_secs(180), "every accepted event to complete", || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM completions")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        (n as usize >= accepted_n).then_some(n)
+    })
+    .await;
+    let elapsed = started.elapsed();
+    let keys: i64 = sqlx::query_scalar("SELECT count(DISTINCT idempotency_key) FROM completions")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let succeeded: i64 = sqlx::query_scalar("SELECT count(*) FROM completions WHERE status = 'succeeded'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let (attempts, cold): (i64, i64) =
+        sqlx::query_as("SELECT count(*), coalesce(sum(CASE WHEN cold THEN 1 ELSE 0 END), 0) FROM attempts")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    println!(
+        "{accepted_n} events accepted in {posted_in:?}, all {done} completed in {elapsed:?} \
+         ({:.0}/s); {attempts} attempts, {cold} cold ({:.2} %)",
+        done as f64 / elapsed.as_secs_f64(),
+        100.0 * cold as f64 / attempts as f64
+    );
+    assert_eq!(done as usize, EVENTS, "exactly one completion per key");
+    assert_eq!(keys as usize, EVENTS);
+    assert_eq!(succeeded as usize, EVENTS);
+}
