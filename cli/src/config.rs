@@ -57,8 +57,9 @@ pub struct ServeFlags {
     /// Data directory (SQLite store, NATS JetStream files, worker cache).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Use this NATS server instead of starting one (e.g. nats://127.0.0.1:4222).
-    #[arg(long, value_name = "URL")]
+    /// Use this NATS server instead of starting one (e.g. nats://127.0.0.1:4222);
+    /// a cluster's servers comma-separated.
+    #[arg(long, value_name = "URL[,URL...]")]
     pub nats_url: Option<String>,
     /// Store URL (default sqlite://<data-dir>/stoke.db).
     #[arg(long, value_name = "URL")]
@@ -159,6 +160,30 @@ mod tests {
         };
         let cfg = Config::load(&flags).unwrap();
         assert_eq!(cfg.data_dir(), PathBuf::from("/from/flag"));
+    }
+
+    /// The example in docs/DEPLOYMENT.md is a config stoke accepts.
+    #[test]
+    fn the_deployment_guide_example_loads() {
+        let guide = include_str!("../../docs/DEPLOYMENT.md");
+        let example = guide
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("a toml example in docs/DEPLOYMENT.md");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("stoke.toml");
+        std::fs::write(&file, example).unwrap();
+        let cfg = Config::load(&ServeFlags {
+            config: Some(file),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.dispatcher.stream.replicas, 3);
+        assert_eq!(cfg.broker.stream.replicas, 3);
+        assert_eq!(cfg.worker.slots, 64);
+        assert!(cfg.worker.dispatcher.contains(','), "{}", cfg.worker.dispatcher);
+        assert!(cfg.store_url().starts_with("postgres://"));
     }
 
     #[test]

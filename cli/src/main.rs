@@ -59,6 +59,7 @@ enum Command {
     Broker {
         #[command(flatten)]
         serve: ServeFlags,
+        /// HTTP gateway address (POST /fn/<name>), e.g. 0.0.0.0:8080.
         #[arg(long, value_name = "ADDR")]
         http: Option<SocketAddr>,
     },
@@ -66,6 +67,7 @@ enum Command {
     Dispatcher {
         #[command(flatten)]
         serve: ServeFlags,
+        /// gRPC address for workers and the admin API, e.g. 0.0.0.0:50051.
         #[arg(long, value_name = "ADDR")]
         admin: Option<SocketAddr>,
     },
@@ -73,9 +75,11 @@ enum Command {
     Worker {
         #[command(flatten)]
         serve: ServeFlags,
-        /// Dispatcher to attach to (e.g. http://10.0.0.5:50051).
-        #[arg(long, value_name = "URL")]
+        /// Dispatcher to attach to (e.g. http://10.0.0.5:50051); several,
+        /// comma-separated, to fail over from one to the next.
+        #[arg(long, value_name = "URL[,URL...]")]
         dispatcher: Option<String>,
+        /// Seconds an idle warm sandbox is kept before it is stopped.
         #[arg(long, value_name = "SECS")]
         idle_ttl: Option<f64>,
         /// `strict` (default) or `none` (no isolation, development only).
