@@ -135,11 +135,20 @@ async fn a_cluster_survives_losing_a_nats_node_a_dispatcher_and_a_worker() {
             .fetch_one(&db)
             .await
             .unwrap();
+    // Steady state: the second half of the attempts, after the pools warmed up.
+    let (late, late_cold): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), coalesce(sum(CASE WHEN cold THEN 1 ELSE 0 END), 0) FROM \
+         (SELECT cold FROM attempts ORDER BY started_ms LIMIT -1 OFFSET (SELECT count(*) / 2 FROM attempts))",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
     println!(
         "{accepted_n} events accepted in {posted_in:?}, all {done} completed in {elapsed:?} \
-         ({:.0}/s); {attempts} attempts, {cold} cold ({:.2} %)",
+         ({:.0}/s); {attempts} attempts, {cold} cold ({:.2} %; {late_cold} of the last {late}: {:.2} %)",
         done as f64 / elapsed.as_secs_f64(),
-        100.0 * cold as f64 / attempts as f64
+        100.0 * cold as f64 / attempts as f64,
+        100.0 * late_cold as f64 / late.max(1) as f64
     );
     assert_eq!(done as usize, EVENTS, "exactly one completion per key");
     assert_eq!(keys as usize, EVENTS);
