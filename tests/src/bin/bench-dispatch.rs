@@ -1,0 +1,125 @@
+//! Dispatch efficiency: do the slots stay busy? W workers with S slots
+//! each (100 in all by default) run a function that sleeps 100 ms per
+//! event; the ideal throughput is slots ÷ 0.1 s. Events are published on a
+//! subscribed NATS subject (as any NATS client would); every sandbox is
+//! provisioned first (`min_warm`), so no cold start is measured. A
+//! benchmark that prints figures, not a test:
+//!
+//! ```sh
+//! cargo build --release --workspace && ./target/release/bench-dispatch
+//! ```
+//!
+//! Knobs (environment): BENCH_WORKERS (4), BENCH_SLOTS per worker (25),
+//! BENCH_EVENTS (4000), BENCH_SLEEP_MS (100).
+
+use std::time::{Duration, Instant};
+
+use stoke_tests::{Cluster, ClusterOptions, Nats, eventually, hello_with};
+
+/// CPU seconds (user + system) used so far by `pid`.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, r)| r)
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
+        .sum();
+    // SAFETY: sysconf reads a constant.
+    #[allow(unsafe_code)]
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks / hz
+}
+
+fn knob(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() {
+    let workers = knob("BENCH_WORKERS", 4);
+    let slots = knob("BENCH_SLOTS", 25);
+    let events = knob("BENCH_EVENTS", 4000);
+    let sleep_ms = knob("BENCH_SLEEP_MS", 100);
+    let total = workers * slots;
+
+    let nats = Nats::start().await.unwrap();
+    let c = Cluster::start_with(
+        &nats.url,
+        ClusterOptions {
+            dispatchers: 1,
+            workers,
+            env: vec![("STOKE_WORKER__SLOTS".into(), slots.to_string())],
+            ..Default::default()
+        },
+    )
+    .await;
+    c.deploy(hello_with(&format!("concurrency = {total}\nmin_warm = {total}")).path());
+    let db = stoke_tests::open_db(&c.db_path()).await;
+    println!("{workers} workers × {slots} slots, {sleep_ms} ms per event; provisioning {total} sandboxes...");
+    // Every sandbox started and its runtime waiting for work.
+    eventually(Duration::from_secs(120), "the sandboxes to be provisioned", || async {
+        let running: usize = c
+            .workers
+            .iter()
+            .flatten()
+            .map(|w| stoke_tests::processes_running(w.id(), "stoke_runtime.py").len())
+            .sum();
+        (running >= total).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let client = async_nats::connect(&nats.url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let payload = format!(r#"{{"sleep":{}}}"#, sleep_ms as f64 / 1000.0);
+    let platform: Vec<u32> = c
+        .workers
+        .iter()
+        .flatten()
+        .chain(c.dispatcher.iter())
+        .chain(c.broker.iter())
+        .map(|p| p.id())
+        .collect();
+    let cpu = || platform.iter().map(|p| cpu_secs(*p)).sum::<f64>();
+    let cpu_before = cpu();
+    let started = Instant::now();
+    let mut acks = Vec::with_capacity(events);
+    for _ in 0..events {
+        acks.push(js.publish("greetings.bench", payload.clone().into()).await.unwrap());
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+    let published = started.elapsed();
+    eventually(Duration::from_secs(600), "every event to complete", || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM completions WHERE status = 'succeeded'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        (n as usize >= events).then_some(())
+    })
+    .await;
+    let elapsed = started.elapsed();
+    let cpu_used = cpu() - cpu_before;
+    let cold: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts WHERE cold")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let ideal = total as f64 / (sleep_ms as f64 / 1000.0);
+    let achieved = events as f64 / elapsed.as_secs_f64();
+    println!("{events} events published in {published:?}, all done in {elapsed:?} ({cold} cold starts)");
+    println!(
+        "throughput {achieved:.0}/s; ideal {ideal:.0}/s ({total} slots ÷ {sleep_ms} ms); efficiency {:.3}",
+        achieved / ideal
+    );
+    println!(
+        "platform CPU (dispatcher, broker, workers; not nats-server or the functions): {:.0} µs per event, \
+         {:.2} cores on average",
+        cpu_used * 1e6 / events as f64,
+        cpu_used / elapsed.as_secs_f64()
+    );
+}
