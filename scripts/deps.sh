@@ -1,6 +1,7 @@
 #!/bin/sh
 # Install what stoke needs on a fresh Debian/Ubuntu machine: nats-server,
-# python3 (+pip, for the awslambdaric test), curl, a C toolchain, and Rust
+# python3 (+pip, for the awslambdaric test), curl, a C toolchain, PostgreSQL
+# (for the Postgres store's tests), and Rust
 # (via rustup, when cargo is missing). Idempotent; sourced by up.sh and test.sh.
 set -eu
 
@@ -13,6 +14,11 @@ command -v curl >/dev/null 2>&1 || missing="$missing curl"
 [ -x /usr/bin/python3 ] || missing="$missing python3"
 /usr/bin/python3 -m pip --version >/dev/null 2>&1 || missing="$missing python3-pip"
 command -v cc >/dev/null 2>&1 || missing="$missing build-essential"
+# PostgreSQL's server programs, for the Postgres store's tests (they start
+# their own server in a temp dir; nothing is configured system-wide).
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  missing="$missing postgresql"
+fi
 if [ -n "$missing" ]; then
   echo "==> installing:$missing"
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq

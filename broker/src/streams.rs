@@ -49,7 +49,22 @@ pub async fn ensure_invoke_stream(
         max_message_size: opts.max_message_bytes,
         ..Default::default()
     };
-    Ok(js.get_or_create_stream(cfg).await?)
+    // A cluster that has just formed (or lost a node) may time out the
+    // first requests while it elects leaders: retry for up to a minute
+    // before a role gives up starting.
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match js.get_or_create_stream(cfg.clone()).await {
+            Ok(s) => return Ok(s),
+            Err(e) if tokio::time::Instant::now() < give_up => {
+                tracing::warn!(error = %e, "cannot provision the invocation stream yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Make the events stream capture `subjects` (on top of what it already

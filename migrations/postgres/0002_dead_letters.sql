@@ -4,17 +4,17 @@
 CREATE TABLE dead_letters (
     invocation_id   TEXT PRIMARY KEY,
     function        TEXT NOT NULL,
-    version         INTEGER NOT NULL,
+    version         BIGINT NOT NULL,
     idempotency_key TEXT NOT NULL,
     trigger         TEXT NOT NULL,
     payload         BYTEA NOT NULL,
     reason          TEXT NOT NULL,
-    attempts        INTEGER NOT NULL,
+    attempts        BIGINT NOT NULL,
     error_type      TEXT,
     error_message   TEXT,
     created_ms      BIGINT NOT NULL,
     dead_ms         BIGINT NOT NULL,
     redriven_ms     BIGINT,
-    redrive_count   INTEGER NOT NULL DEFAULT 0
+    redrive_count   BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX dead_letters_by_function_time ON dead_letters (function, dead_ms);

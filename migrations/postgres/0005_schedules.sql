@@ -8,7 +8,7 @@ CREATE TABLE schedules (
     timezone        TEXT NOT NULL,
     overlap         TEXT NOT NULL,
     catch_up        TEXT NOT NULL,
-    catch_up_window INTEGER NOT NULL,
+    catch_up_window BIGINT NOT NULL,
     payload         BYTEA,
     paused          BOOLEAN NOT NULL DEFAULT FALSE,
     created_ms      BIGINT NOT NULL,

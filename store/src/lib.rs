@@ -3,15 +3,22 @@
 //! completion per idempotency key (a UNIQUE constraint, never
 //! read-then-write), plus the usage sums billing reads.
 //!
-//! Everything sits behind the [`Store`] trait; the SQLite implementation is
-//! the embedded default. SQL lives in `sql/*.sql`, schema in `../migrations`.
+//! Everything sits behind the [`Store`] trait, implemented once over SQL
+//! (`sql_store.rs`) for SQLite, the embedded default, and PostgreSQL, for
+//! several machines; both pass the contract in `tests/contract.rs`. SQL
+//! lives in `sql/*.sql`, schema in `../migrations`.
 //! This crate must not know about NATS, gRPC or HTTP.
 
+mod postgres;
+mod sql_store;
 mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod types;
 
 use async_trait::async_trait;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use types::*;
 
@@ -23,7 +30,7 @@ pub enum StoreError {
     /// A constraint or data problem that retrying will not fix.
     #[error("store error: {0}")]
     Invalid(String),
-    #[error("unsupported store url {0:?}: use sqlite://PATH")]
+    #[error("unsupported store url {0:?}: use sqlite://PATH or postgres://USER:PASSWORD@HOST/DB")]
     UnsupportedUrl(String),
 }
 
@@ -130,9 +137,12 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_schedule(&self, name: &str) -> Result<bool>;
 }
 
-/// Open a store from a URL: `sqlite://PATH` (created if missing). Runs
-/// migrations.
+/// Open a store from a URL: `sqlite://PATH` (created if missing) or
+/// `postgres://...` (`postgresql://` too). Runs migrations.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(std::sync::Arc::new(PgStore::open(url).await?));
+    }
     if let Some(path) = url.strip_prefix("sqlite://") {
         return Ok(std::sync::Arc::new(
             SqliteStore::open(std::path::Path::new(path)).await?,

@@ -9,6 +9,23 @@ async fn sqlite() -> (tempfile::TempDir, std::sync::Arc<dyn Store>) {
     (dir, store)
 }
 
+/// A real PostgreSQL server (see `stoke_store::testing`) and a fresh
+/// database on it.
+async fn postgres() -> (testing::Postgres, std::sync::Arc<dyn Store>) {
+    let server = testing::Postgres::start().await.unwrap();
+    let url = server.database().await.unwrap();
+    let store = open(&url).await.unwrap();
+    (server, store)
+}
+
+async fn full_contract(store: &dyn Store) {
+    contract(store).await;
+    fencing_contract(store).await;
+    batch_contract(store).await;
+    dead_letter_contract(store).await;
+    cron_ledger_contract(store).await;
+}
+
 fn attempt(id: &str, key: &str, n: u32, outcome: AttemptOutcome, duration_us: u64) -> AttemptRecord {
     AttemptRecord {
         invocation_id: id.into(),
@@ -388,16 +405,58 @@ async fn fencing_contract(store: &dyn Store) {
 #[tokio::test]
 async fn sqlite_passes_the_contract() {
     let (_dir, store) = sqlite().await;
-    contract(store.as_ref()).await;
-    fencing_contract(store.as_ref()).await;
-    batch_contract(store.as_ref()).await;
-    dead_letter_contract(store.as_ref()).await;
-    cron_ledger_contract(store.as_ref()).await;
+    full_contract(store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn postgres_passes_the_contract() {
+    let (_server, store) = postgres().await;
+    full_contract(store.as_ref()).await;
 }
 
 #[tokio::test]
 async fn concurrent_completions_for_one_key_record_exactly_one() {
     let (_dir, store) = sqlite().await;
+    exactly_one_of_concurrent_completions(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_completions_for_one_key_record_exactly_one_on_postgres() {
+    let (_server, store) = postgres().await;
+    exactly_one_of_concurrent_completions(store).await;
+}
+
+/// A dead database is an error the platform retries (503 at the edge, NAK
+/// in the dispatcher), never a panic or a silent success.
+#[tokio::test]
+async fn a_stopped_postgres_is_a_retryable_error() {
+    use stoke_core::Retryable as _;
+    let (mut server, store) = postgres().await;
+    store.put_package("d", b"x").await.unwrap();
+    server.stop();
+    let err = store.get_package("d").await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    let err = store
+        .record_attempt(&attempt("i", "k", 1, AttemptOutcome::Success, 1))
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_opens_of_one_postgres_database_migrate_once() {
+    let server = testing::Postgres::start().await.unwrap();
+    let url = server.database().await.unwrap();
+    let opens = (0..6).map(|_| {
+        let url = url.clone();
+        tokio::spawn(async move { stoke_store::open(&url).await.map(|_| ()) })
+    });
+    for r in futures_join(opens).await {
+        r.expect("every concurrent open succeeds");
+    }
+}
+
+async fn exactly_one_of_concurrent_completions(store: std::sync::Arc<dyn Store>) {
     let mut tasks = Vec::new();
     for i in 0..16 {
         let store = store.clone();
@@ -425,7 +484,10 @@ async fn concurrent_completions_for_one_key_record_exactly_one() {
 #[tokio::test]
 async fn unsupported_url_is_a_clear_error() {
     let err = open("mysql://x").await.err().unwrap();
-    assert!(err.to_string().contains("sqlite://"), "{err}");
+    assert!(
+        err.to_string().contains("sqlite://") && err.to_string().contains("postgres://"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -537,6 +537,12 @@ impl Cluster {
             c.workers.push(Some(w));
         }
         wait_gateway(&c.http).await;
+        for admin in std::iter::once(&c.admin).chain(c.more_dispatchers.iter().map(|(a, _)| a)) {
+            eventually(Duration::from_secs(60), "the dispatcher to listen", || async {
+                tokio::net::TcpStream::connect(admin).await.ok().map(|_| ())
+            })
+            .await;
+        }
         c
     }
 

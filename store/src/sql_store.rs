@@ -1,0 +1,698 @@
+//! The one implementation of [`crate::Store`] over SQL, shared by SQLite and
+//! PostgreSQL: the queries in `sql/*.sql` are written for both (`$n`
+//! placeholders, `ON CONFLICT`, `CAST(... AS BIGINT)`), so the Rust around
+//! them is the same text for both databases and is instantiated once per
+//! backend by [`sql_store!`]. What differs (connecting, pragmas,
+//! migrations) stays in `sqlite.rs` and `postgres.rs`.
+
+/// The queries, shared by both backends.
+pub(crate) mod q {
+    pub const PUT_PACKAGE: &str = include_str!("../sql/put_package.sql");
+    pub const GET_PACKAGE: &str = include_str!("../sql/get_package.sql");
+    pub const INSERT_VERSION: &str = include_str!("../sql/insert_version.sql");
+    pub const SET_CURRENT_VERSION: &str = include_str!("../sql/set_current_version.sql");
+    pub const CURRENT_VERSION: &str = include_str!("../sql/current_version.sql");
+    pub const LATEST_VERSION_NUMBER: &str = include_str!("../sql/latest_version_number.sql");
+    pub const GET_VERSION: &str = include_str!("../sql/get_version.sql");
+    pub const LIST_FUNCTIONS: &str = include_str!("../sql/list_functions.sql");
+    pub const INSERT_INVOCATION: &str = include_str!("../sql/insert_invocation.sql");
+    pub const GET_INVOCATION: &str = include_str!("../sql/get_invocation.sql");
+    pub const INSERT_ATTEMPT: &str = include_str!("../sql/insert_attempt.sql");
+    pub const INSERT_COMPLETION: &str = include_str!("../sql/insert_completion.sql");
+    pub const COMPLETION_BY_KEY: &str = include_str!("../sql/completion_by_key.sql");
+    pub const COMPLETION_BY_ID: &str = include_str!("../sql/completion_by_id.sql");
+    pub const ATTEMPT_STATS: &str = include_str!("../sql/attempt_stats.sql");
+    pub const USAGE: &str = include_str!("../sql/usage.sql");
+    pub const LAST_ATTEMPT: &str = include_str!("../sql/last_attempt.sql");
+    pub const FENCE_ATTEMPT: &str = include_str!("../sql/fence_attempt.sql");
+    pub const EPOCH_RECORDED: &str = include_str!("../sql/epoch_recorded.sql");
+    pub const LIST_ATTEMPTS: &str = include_str!("../sql/list_attempts.sql");
+    pub const CLAIM_TICK: &str = include_str!("../sql/claim_tick.sql");
+    pub const GET_TICK: &str = include_str!("../sql/get_tick.sql");
+    pub const LAST_TICK: &str = include_str!("../sql/last_tick.sql");
+    pub const LIST_TICKS: &str = include_str!("../sql/list_ticks.sql");
+    pub const INSERT_SCHEDULE: &str = include_str!("../sql/insert_schedule.sql");
+    pub const LIST_SCHEDULES: &str = include_str!("../sql/list_schedules.sql");
+    pub const PAUSE_SCHEDULE: &str = include_str!("../sql/pause_schedule.sql");
+    pub const DELETE_SCHEDULE: &str = include_str!("../sql/delete_schedule.sql");
+    pub const UPSERT_DEAD_LETTER: &str = include_str!("../sql/upsert_dead_letter.sql");
+    pub const LIST_DEAD_LETTERS: &str = include_str!("../sql/list_dead_letters.sql");
+    pub const GET_DEAD_LETTER: &str = include_str!("../sql/get_dead_letter.sql");
+    pub const CLAIM_REDRIVE: &str = include_str!("../sql/claim_redrive.sql");
+    pub const RELEASE_REDRIVE: &str = include_str!("../sql/release_redrive.sql");
+}
+
+/// `impl Store for $store` over a `pool` field of `sqlx::Pool<$db>`, with
+/// `$row` and `$args` that database's row and argument types.
+macro_rules! sql_store {
+    ($store:ty, $db:ty, $row:ty, $args:ty) => {
+        use $crate::sql_store::q;
+
+        fn version_from_row(r: &$row) -> Result<FunctionVersion> {
+            Ok(FunctionVersion {
+                function: r.try_get(0)?,
+                version: r.try_get::<i64, _>(1)? as u32,
+                digest: r.try_get(2)?,
+                manifest: r.try_get(3)?,
+                package_size: r.try_get::<i64, _>(4)? as u64,
+                created_ms: r.try_get(5)?,
+            })
+        }
+
+        fn completion_from_row(r: &$row) -> Result<Completion> {
+            let status: String = r.try_get(4)?;
+            let error_type: Option<String> = r.try_get(6)?;
+            Ok(Completion {
+                function: r.try_get(0)?,
+                idempotency_key: r.try_get(1)?,
+                invocation_id: r.try_get(2)?,
+                version: r.try_get::<i64, _>(3)? as u32,
+                status: Status::parse(&status)
+                    .ok_or_else(|| StoreError::Invalid(format!("unknown status {status:?}")))?,
+                result: r.try_get(5)?,
+                error: match error_type {
+                    Some(error_type) => Some(ErrorRecord {
+                        error_type,
+                        error_message: r.try_get::<Option<String>, _>(7)?.unwrap_or_default(),
+                        raw: r.try_get(8)?,
+                    }),
+                    None => None,
+                },
+                attempts: r.try_get::<i64, _>(9)? as u32,
+                trigger: r.try_get(10)?,
+                created_ms: r.try_get(11)?,
+                completed_ms: r.try_get(12)?,
+                payload_digest: r.try_get(13)?,
+            })
+        }
+
+        fn dead_letter_from_row(r: &$row) -> Result<DeadLetter> {
+            let reason: String = r.try_get(6)?;
+            let error_type: Option<String> = r.try_get(8)?;
+            Ok(DeadLetter {
+                invocation_id: r.try_get(0)?,
+                function: r.try_get(1)?,
+                version: r.try_get::<i64, _>(2)? as u32,
+                idempotency_key: r.try_get(3)?,
+                trigger: r.try_get(4)?,
+                payload: r.try_get(5)?,
+                reason: DeadReason::parse(&reason)
+                    .ok_or_else(|| StoreError::Invalid(format!("unknown reason {reason:?}")))?,
+                attempts: r.try_get::<i64, _>(7)? as u32,
+                error: match error_type {
+                    Some(error_type) => Some(ErrorRecord {
+                        error_type,
+                        error_message: r.try_get::<Option<String>, _>(9)?.unwrap_or_default(),
+                        raw: None,
+                    }),
+                    None => None,
+                },
+                created_ms: r.try_get(10)?,
+                dead_ms: r.try_get(11)?,
+                redriven_ms: r.try_get(12)?,
+                redrive_count: r.try_get::<i64, _>(13)? as u32,
+            })
+        }
+
+        fn tick_from_row(r: &$row) -> Result<CronTick> {
+            let outcome: String = r.try_get(3)?;
+            Ok(CronTick {
+                schedule_id: r.try_get(0)?,
+                function: r.try_get(1)?,
+                scheduled_ms: r.try_get(2)?,
+                outcome: TickOutcome::parse(&outcome)
+                    .ok_or_else(|| StoreError::Invalid(format!("unknown tick outcome {outcome:?}")))?,
+                invocation_id: r.try_get(4)?,
+                recorded_ms: r.try_get(5)?,
+            })
+        }
+
+        fn bind_attempt<'q>(
+            query: sqlx::query::Query<'q, $db, $args>,
+            a: &'q AttemptRecord,
+        ) -> sqlx::query::Query<'q, $db, $args> {
+            query
+                .bind(&a.invocation_id)
+                .bind(&a.function)
+                .bind(i64::from(a.version))
+                .bind(&a.idempotency_key)
+                .bind(i64::from(a.attempt))
+                .bind(a.epoch as i64)
+                .bind(&a.trigger)
+                .bind(&a.worker)
+                .bind(a.started_ms)
+                .bind(a.ended_ms)
+                .bind(a.duration_us as i64)
+                .bind(billed_ms(a.duration_us) as i64)
+                .bind(i64::from(a.memory_mb))
+                .bind(a.max_memory_used_kb as i64)
+                .bind(a.cold)
+                .bind(a.init_duration_us as i64)
+                .bind(a.outcome.as_str())
+                .bind(a.error_type.as_deref())
+                .bind(a.error_message.as_deref())
+        }
+
+        fn bind_completion<'q>(
+            query: sqlx::query::Query<'q, $db, $args>,
+            c: &'q Completion,
+        ) -> sqlx::query::Query<'q, $db, $args> {
+            query
+                .bind(&c.function)
+                .bind(&c.idempotency_key)
+                .bind(&c.invocation_id)
+                .bind(i64::from(c.version))
+                .bind(c.status.as_str())
+                .bind(c.result.as_deref())
+                .bind(c.error.as_ref().map(|e| e.error_type.as_str()))
+                .bind(c.error.as_ref().map(|e| e.error_message.as_str()))
+                .bind(c.error.as_ref().and_then(|e| e.raw.as_deref()))
+                .bind(i64::from(c.attempts))
+                .bind(&c.trigger)
+                .bind(c.created_ms)
+                .bind(c.completed_ms)
+                .bind(c.payload_digest.as_deref())
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            async fn put_package(&self, digest: &str, data: &[u8]) -> Result<()> {
+                sqlx::query(q::PUT_PACKAGE)
+                    .bind(digest)
+                    .bind(data.len() as i64)
+                    .bind(data)
+                    .bind(stoke_core::now_ms())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn get_package(&self, digest: &str) -> Result<Option<Vec<u8>>> {
+                let row = sqlx::query(q::GET_PACKAGE)
+                    .bind(digest)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|r| r.try_get(0)).transpose()?)
+            }
+
+            async fn deploy_version(&self, new: NewVersion<'_>) -> Result<DeployOutcome> {
+                let mut tx = self.pool.begin().await?;
+                let current = sqlx::query(q::CURRENT_VERSION)
+                    .bind(new.function)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| version_from_row(&r))
+                    .transpose()?;
+                if let Some(cur) = current
+                    && cur.digest == new.digest
+                    && cur.manifest == new.manifest
+                {
+                    return Ok(DeployOutcome::Unchanged(cur));
+                }
+                let latest: i64 = sqlx::query_scalar(q::LATEST_VERSION_NUMBER)
+                    .bind(new.function)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let version = FunctionVersion {
+                    function: new.function.to_string(),
+                    version: (latest + 1) as u32,
+                    digest: new.digest.to_string(),
+                    manifest: new.manifest.to_string(),
+                    package_size: new.package_size,
+                    created_ms: new.now_ms,
+                };
+                sqlx::query(q::INSERT_VERSION)
+                    .bind(&version.function)
+                    .bind(i64::from(version.version))
+                    .bind(&version.digest)
+                    .bind(&version.manifest)
+                    .bind(version.package_size as i64)
+                    .bind(version.created_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(q::SET_CURRENT_VERSION)
+                    .bind(&version.function)
+                    .bind(i64::from(version.version))
+                    .bind(version.created_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(DeployOutcome::Created(version))
+            }
+
+            async fn current_version(&self, function: &str) -> Result<Option<FunctionVersion>> {
+                let row = sqlx::query(q::CURRENT_VERSION)
+                    .bind(function)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|r| version_from_row(&r)).transpose()
+            }
+
+            async fn get_version(&self, function: &str, version: u32) -> Result<Option<FunctionVersion>> {
+                let row = sqlx::query(q::GET_VERSION)
+                    .bind(function)
+                    .bind(i64::from(version))
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|r| version_from_row(&r)).transpose()
+            }
+
+            async fn list_functions(&self) -> Result<Vec<FunctionVersion>> {
+                let rows = sqlx::query(q::LIST_FUNCTIONS).fetch_all(&self.pool).await?;
+                rows.iter().map(version_from_row).collect()
+            }
+
+            async fn record_accepted(&self, a: &Accepted) -> Result<bool> {
+                let done = sqlx::query(q::INSERT_INVOCATION)
+                    .bind(&a.invocation_id)
+                    .bind(&a.function)
+                    .bind(&a.idempotency_key)
+                    .bind(&a.trigger)
+                    .bind(a.created_ms)
+                    .bind(a.payload_digest.as_deref())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn accepted(&self, id: &str) -> Result<Option<Accepted>> {
+                let Some(r) = sqlx::query(q::GET_INVOCATION)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                Ok(Some(Accepted {
+                    invocation_id: r.try_get(0)?,
+                    function: r.try_get(1)?,
+                    idempotency_key: r.try_get(2)?,
+                    trigger: r.try_get(3)?,
+                    created_ms: r.try_get(4)?,
+                    payload_digest: r.try_get(5)?,
+                }))
+            }
+
+            async fn record_attempt(&self, attempt: &AttemptRecord) -> Result<()> {
+                bind_attempt(sqlx::query(q::INSERT_ATTEMPT), attempt)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn record_completion(&self, attempt: &AttemptRecord, c: &Completion) -> Result<CompletionWrite> {
+                let mut tx = self.pool.begin().await?;
+                bind_attempt(sqlx::query(q::INSERT_ATTEMPT), attempt)
+                    .execute(&mut *tx)
+                    .await?;
+                let inserted = bind_completion(sqlx::query(q::INSERT_COMPLETION), c)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if inserted == 1 {
+                    tx.commit().await?;
+                    return Ok(CompletionWrite::Recorded);
+                }
+                // The attempt is still metered: it ran.
+                let existing = sqlx::query(q::COMPLETION_BY_KEY)
+                    .bind(&c.function)
+                    .bind(&c.idempotency_key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                match existing {
+                    Some(row) => Ok(CompletionWrite::Duplicate(Box::new(completion_from_row(&row)?))),
+                    // Same invocation id under another key: treat as that id's record.
+                    None => {
+                        let row = sqlx::query(q::COMPLETION_BY_ID)
+                            .bind(&c.invocation_id)
+                            .fetch_one(&self.pool)
+                            .await?;
+                        Ok(CompletionWrite::Duplicate(Box::new(completion_from_row(&row)?)))
+                    }
+                }
+            }
+
+            async fn record_batch(&self, attempt: &AttemptRecord, completions: &[Completion]) -> Result<usize> {
+                let mut tx = self.pool.begin().await?;
+                bind_attempt(sqlx::query(q::INSERT_ATTEMPT), attempt)
+                    .execute(&mut *tx)
+                    .await?;
+                let mut recorded = 0;
+                for c in completions {
+                    recorded += bind_completion(sqlx::query(q::INSERT_COMPLETION), c)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected() as usize;
+                }
+                tx.commit().await?;
+                Ok(recorded)
+            }
+
+            async fn completion_by_key(&self, function: &str, key: &str) -> Result<Option<Completion>> {
+                let row = sqlx::query(q::COMPLETION_BY_KEY)
+                    .bind(function)
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|r| completion_from_row(&r)).transpose()
+            }
+
+            async fn invocation(&self, id: &str) -> Result<Option<InvocationView>> {
+                let completion = sqlx::query(q::COMPLETION_BY_ID)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(|r| completion_from_row(&r))
+                    .transpose()?;
+                let accepted = sqlx::query(q::GET_INVOCATION)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                let dead = match &completion {
+                    Some(_) => None,
+                    None => self.dead_letter(id).await?.filter(|d| d.redriven_ms.is_none()),
+                };
+                // Counted after the final record was read: it is written in one
+                // transaction with its attempt, so the count includes that attempt.
+                let (attempts, _): (i64, i64) = sqlx::query_as(q::ATTEMPT_STATS)
+                    .bind(id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                if let Some(d) = dead {
+                    return Ok(Some(InvocationView {
+                        invocation_id: d.invocation_id.clone(),
+                        function: d.function.clone(),
+                        idempotency_key: d.idempotency_key.clone(),
+                        trigger: d.trigger.clone(),
+                        created_ms: d.created_ms,
+                        status: Status::DeadLettered,
+                        attempts: attempts as u32,
+                        completion: None,
+                        dead_letter: Some(d),
+                    }));
+                }
+                let view = match (completion, accepted) {
+                    (Some(c), _) => InvocationView {
+                        invocation_id: c.invocation_id.clone(),
+                        function: c.function.clone(),
+                        idempotency_key: c.idempotency_key.clone(),
+                        trigger: c.trigger.clone(),
+                        created_ms: c.created_ms,
+                        status: c.status,
+                        attempts: attempts as u32,
+                        completion: Some(c),
+                        dead_letter: None,
+                    },
+                    (None, Some(r)) => InvocationView {
+                        invocation_id: r.try_get(0)?,
+                        function: r.try_get(1)?,
+                        idempotency_key: r.try_get(2)?,
+                        trigger: r.try_get(3)?,
+                        created_ms: r.try_get(4)?,
+                        status: if attempts > 0 {
+                            Status::Running
+                        } else {
+                            Status::Queued
+                        },
+                        attempts: attempts as u32,
+                        completion: None,
+                        dead_letter: None,
+                    },
+                    (None, None) => return Ok(None),
+                };
+                Ok(Some(view))
+            }
+
+            async fn attempts(&self, id: &str) -> Result<Vec<AttemptRecord>> {
+                let rows = sqlx::query(q::LIST_ATTEMPTS)
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        let outcome: String = r.try_get(15)?;
+                        Ok(AttemptRecord {
+                            invocation_id: r.try_get(0)?,
+                            function: r.try_get(1)?,
+                            version: r.try_get::<i64, _>(2)? as u32,
+                            idempotency_key: r.try_get(3)?,
+                            attempt: r.try_get::<i64, _>(4)? as u32,
+                            epoch: r.try_get::<i64, _>(5)? as u64,
+                            trigger: r.try_get(6)?,
+                            worker: r.try_get(7)?,
+                            started_ms: r.try_get(8)?,
+                            ended_ms: r.try_get(9)?,
+                            duration_us: r.try_get::<i64, _>(10)? as u64,
+                            memory_mb: r.try_get::<i64, _>(11)? as u32,
+                            max_memory_used_kb: r.try_get::<i64, _>(12)? as u64,
+                            cold: r.try_get(13)?,
+                            init_duration_us: r.try_get::<i64, _>(14)? as u64,
+                            outcome: AttemptOutcome::parse(&outcome)
+                                .ok_or_else(|| StoreError::Invalid(format!("unknown outcome {outcome:?}")))?,
+                            error_type: r.try_get(16)?,
+                            error_message: r.try_get(17)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn last_attempt(&self, id: &str) -> Result<u32> {
+                let (n,): (i64,) = sqlx::query_as(q::LAST_ATTEMPT)
+                    .bind(id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(n as u32)
+            }
+
+            async fn record_fenced(&self, a: &AttemptRecord) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                let replaced = sqlx::query(q::FENCE_ATTEMPT)
+                    .bind(&a.invocation_id)
+                    .bind(a.epoch as i64)
+                    .bind(&a.worker)
+                    .bind(a.started_ms)
+                    .bind(a.ended_ms)
+                    .bind(a.duration_us as i64)
+                    .bind(billed_ms(a.duration_us) as i64)
+                    .bind(a.max_memory_used_kb as i64)
+                    .bind(a.cold)
+                    .bind(a.init_duration_us as i64)
+                    .bind(AttemptOutcome::Fenced.as_str())
+                    .bind(a.error_type.as_deref())
+                    .bind(a.error_message.as_deref())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if replaced == 0 {
+                    let (recorded,): (i64,) = sqlx::query_as(q::EPOCH_RECORDED)
+                        .bind(&a.invocation_id)
+                        .bind(a.epoch as i64)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if recorded == 0 {
+                        let fenced = AttemptRecord {
+                            outcome: AttemptOutcome::Fenced,
+                            ..a.clone()
+                        };
+                        bind_attempt(sqlx::query(q::INSERT_ATTEMPT), &fenced)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn record_dead_letter(&self, attempt: Option<&AttemptRecord>, d: &DeadLetter) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                if let Some(a) = attempt {
+                    bind_attempt(sqlx::query(q::INSERT_ATTEMPT), a)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query(q::UPSERT_DEAD_LETTER)
+                    .bind(&d.invocation_id)
+                    .bind(&d.function)
+                    .bind(i64::from(d.version))
+                    .bind(&d.idempotency_key)
+                    .bind(&d.trigger)
+                    .bind(&d.payload)
+                    .bind(d.reason.as_str())
+                    .bind(i64::from(d.attempts))
+                    .bind(d.error.as_ref().map(|e| e.error_type.as_str()))
+                    .bind(d.error.as_ref().map(|e| e.error_message.as_str()))
+                    .bind(d.created_ms)
+                    .bind(d.dead_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn dead_letters(&self, f: &DeadLetterFilter) -> Result<Vec<DeadLetter>> {
+                let limit = if f.limit == 0 { 1000 } else { f.limit };
+                sqlx::query(q::LIST_DEAD_LETTERS)
+                    .bind(f.function.as_deref().unwrap_or(""))
+                    .bind(f.since_ms.unwrap_or(0))
+                    .bind(f.until_ms.unwrap_or(0))
+                    .bind(f.include_redriven)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(dead_letter_from_row)
+                    .collect()
+            }
+
+            async fn dead_letter(&self, id: &str) -> Result<Option<DeadLetter>> {
+                sqlx::query(q::GET_DEAD_LETTER)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(|r| dead_letter_from_row(&r))
+                    .transpose()
+            }
+
+            async fn claim_redrive(&self, id: &str, now_ms: i64) -> Result<bool> {
+                let done = sqlx::query(q::CLAIM_REDRIVE)
+                    .bind(id)
+                    .bind(now_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn release_redrive(&self, id: &str, claimed_ms: i64) -> Result<()> {
+                sqlx::query(q::RELEASE_REDRIVE)
+                    .bind(id)
+                    .bind(claimed_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn claim_tick(&self, t: &CronTick) -> Result<Option<CronTick>> {
+                let done = sqlx::query(q::CLAIM_TICK)
+                    .bind(&t.schedule_id)
+                    .bind(&t.function)
+                    .bind(t.scheduled_ms)
+                    .bind(t.outcome.as_str())
+                    .bind(t.invocation_id.as_deref())
+                    .bind(t.recorded_ms)
+                    .execute(&self.pool)
+                    .await?;
+                if done.rows_affected() == 1 {
+                    return Ok(None);
+                }
+                let row = sqlx::query(q::GET_TICK)
+                    .bind(&t.schedule_id)
+                    .bind(t.scheduled_ms)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(Some(tick_from_row(&row)?))
+            }
+
+            async fn last_tick(&self, schedule_id: &str, fired_only: bool) -> Result<Option<CronTick>> {
+                sqlx::query(q::LAST_TICK)
+                    .bind(schedule_id)
+                    .bind(fired_only)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(|r| tick_from_row(&r))
+                    .transpose()
+            }
+
+            async fn cron_ticks(&self, function: Option<&str>, limit: u32) -> Result<Vec<CronTick>> {
+                let limit = if limit == 0 { 100 } else { limit };
+                sqlx::query(q::LIST_TICKS)
+                    .bind(function.unwrap_or(""))
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(tick_from_row)
+                    .collect()
+            }
+
+            async fn create_schedule(&self, s: &ScheduleDef) -> Result<bool> {
+                let done = sqlx::query(q::INSERT_SCHEDULE)
+                    .bind(&s.name)
+                    .bind(&s.function)
+                    .bind(&s.cron)
+                    .bind(&s.timezone)
+                    .bind(&s.overlap)
+                    .bind(&s.catch_up)
+                    .bind(i64::from(s.catch_up_window_secs))
+                    .bind(s.payload.as_deref())
+                    .bind(s.paused)
+                    .bind(s.created_ms)
+                    .bind(s.updated_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn schedules(&self) -> Result<Vec<ScheduleDef>> {
+                let rows = sqlx::query(q::LIST_SCHEDULES).fetch_all(&self.pool).await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(ScheduleDef {
+                            name: r.try_get(0)?,
+                            function: r.try_get(1)?,
+                            cron: r.try_get(2)?,
+                            timezone: r.try_get(3)?,
+                            overlap: r.try_get(4)?,
+                            catch_up: r.try_get(5)?,
+                            catch_up_window_secs: r.try_get::<i64, _>(6)? as u32,
+                            payload: r.try_get(7)?,
+                            paused: r.try_get(8)?,
+                            created_ms: r.try_get(9)?,
+                            updated_ms: r.try_get(10)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn set_schedule_paused(&self, name: &str, paused: bool, now_ms: i64) -> Result<bool> {
+                let done = sqlx::query(q::PAUSE_SCHEDULE)
+                    .bind(name)
+                    .bind(paused)
+                    .bind(now_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn delete_schedule(&self, name: &str) -> Result<bool> {
+                let done = sqlx::query(q::DELETE_SCHEDULE)
+                    .bind(name)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn usage(&self, f: &UsageFilter) -> Result<Vec<UsageRow>> {
+                let rows = sqlx::query(q::USAGE)
+                    .bind(f.function.as_deref().unwrap_or(""))
+                    .bind(f.since_ms.unwrap_or(0))
+                    .bind(f.until_ms.unwrap_or(0))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(UsageRow {
+                            function: r.try_get(0)?,
+                            attempts: r.try_get::<i64, _>(1)? as u64,
+                            errors: r.try_get::<i64, _>(2)? as u64,
+                            cold_starts: r.try_get::<i64, _>(3)? as u64,
+                            billed_ms: r.try_get::<i64, _>(4)? as u64,
+                            mb_ms: r.try_get::<i64, _>(5)? as u64,
+                        })
+                    })
+                    .collect()
+            }
+        }
+    };
+}
+pub(crate) use sql_store;
