@@ -242,6 +242,12 @@ async fn consume(ctx: Arc<Ctx>, source: Source, stop: CancellationToken) {
     let function = source.function.clone();
     let mut delay = Duration::from_millis(200);
     while !stop.is_cancelled() {
+        // A dispatcher no worker is attached to pulls nothing: what it took
+        // would only wait, while another dispatcher could run it.
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ctx.shared.registry.wait_for_worker() => {}
+        }
         let consumer = async {
             let stream = ctx.shared.js.get_stream(source.stream()).await?;
             let consumer = match stream.get_consumer::<pull::Config>(&durable).await {

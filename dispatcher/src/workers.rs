@@ -102,6 +102,23 @@ impl Registry {
         })
     }
 
+    /// Wait until at least one worker (not draining) is attached.
+    pub async fn wait_for_worker(&self) {
+        loop {
+            let changed = self.changed.notified();
+            let any = self
+                .workers
+                .lock()
+                .expect("not poisoned")
+                .iter()
+                .any(|w| !w.draining.load(Ordering::Relaxed));
+            if any {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     /// Close every worker stream (dispatcher shutdown).
     pub fn detach_all(&self) {
         self.workers.lock().expect("not poisoned").clear();
