@@ -99,7 +99,13 @@ impl Cgroups {
             .into_iter()
             .find(|m| m.join("cgroup.controllers").is_file())
             .ok_or_else(|| format!("no cgroup2 mount at {}", root.display()))?;
-        let own = mount.join(own_path("").ok_or("not in a v2 cgroup")?);
+        Self::setup_v2_at(&mount, &own_path("").ok_or("not in a v2 cgroup")?)
+    }
+
+    /// `setup_v2` with the unified hierarchy mounted at `mount` and this
+    /// process in its cgroup `own` (relative to the mount).
+    fn setup_v2_at(mount: &Path, own: &str) -> Result<Cgroups, String> {
+        let own = mount.join(own);
         let available = std::fs::read_to_string(mount.join("cgroup.controllers")).map_err(|e| e.to_string())?;
         for c in ["memory", "pids", "cpu"] {
             if !available.split_whitespace().any(|a| a == c) {
@@ -111,7 +117,7 @@ impl Cgroups {
         // nats-server `stoke up` started) moves into a leaf first. The real
         // root cgroup (it has no cgroup.type) is exempt and is left as it
         // is; a container's namespaced root is not.
-        let real_root = own == mount && !own.join("cgroup.type").exists();
+        let real_root = own == *mount && !own.join("cgroup.type").exists();
         if !real_root {
             let leaf = own.join("stoke-worker");
             std::fs::create_dir_all(&leaf).map_err(|e| format!("{}: {e}", leaf.display()))?;
@@ -266,8 +272,12 @@ impl SandboxCgroup {
         let mut join = Vec::new();
         for d in &dirs {
             std::fs::create_dir(d).map_err(|e| io_err(format!("{}: {e}", d.display())))?;
+            // (The kernel made the file with the dir; `create` only matters
+            // for the unit tests' plain-file hierarchy.)
             let f = std::fs::OpenOptions::new()
                 .write(true)
+                .create(true)
+                .truncate(false)
                 .open(d.join("cgroup.procs"))
                 .map_err(|e| io_err(format!("{}/cgroup.procs: {e}", d.display())))?;
             join.push(f);
@@ -356,5 +366,81 @@ impl Drop for SandboxCgroup {
         // Without `destroy` (a start that failed before anything ran in it)
         // a plain rmdir does it; after `destroy` the dirs are gone already.
         let _ = self.remove_dirs();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This host has only cgroup v1, so the v2 code runs here against a
+    /// hierarchy of plain files laid out as cgroup2 lays it out: what it
+    /// writes is checked, what the kernel would do with it is not.
+    fn fake_v2(controllers: &str) -> (tempfile::TempDir, PathBuf) {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("cgroup.controllers"), controllers).unwrap();
+        let own = root.path().join("system.slice/stoke.service");
+        std::fs::create_dir_all(&own).unwrap();
+        std::fs::write(own.join("cgroup.procs"), "123\n456\n").unwrap();
+        (root, own)
+    }
+
+    #[test]
+    fn v2_moves_the_worker_into_a_leaf_delegates_and_sets_limits() {
+        let (root, own) = fake_v2("cpuset cpu io memory pids");
+        let cgroups = Cgroups::setup_v2_at(root.path(), "system.slice/stoke.service").unwrap();
+        let parent = own.join(format!("stoke-sandboxes-{}", std::process::id()));
+        assert!(
+            matches!(&cgroups, Cgroups::V2 { parent: p } if *p == parent),
+            "{cgroups:?}"
+        );
+        // Every process of the worker's cgroup went to the leaf (a plain
+        // file keeps the last write), then the controllers were delegated.
+        let leaf = std::fs::read_to_string(own.join("stoke-worker/cgroup.procs")).unwrap();
+        assert_eq!(leaf, "456");
+        for dir in [&own, &parent] {
+            let delegated = std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap();
+            assert_eq!(delegated, "+memory +pids +cpu", "{}", dir.display());
+        }
+
+        let limits = Limits {
+            memory_mb: 1769,
+            max_pids: 64,
+        };
+        let sb = cgroups.create("sb-1", limits).unwrap();
+        let dir = parent.join("sb-1");
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+        assert_eq!(read("memory.max"), (1769u64 << 20).to_string());
+        assert_eq!(read("memory.swap.max"), "0");
+        assert_eq!(read("pids.max"), "64");
+        assert_eq!(read("cpu.weight"), "100", "1769 MB = one CPU's weight");
+        assert_eq!(sb.join_fds().len(), 1, "one cgroup to join in v2");
+        let small = cgroups
+            .create(
+                "sb-2",
+                Limits {
+                    memory_mb: 128,
+                    max_pids: 64,
+                },
+            )
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(parent.join("sb-2/cpu.weight")).unwrap(), "7");
+
+        // What the worker reads back: OOM kills and peak memory.
+        std::fs::write(dir.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n").unwrap();
+        assert_eq!(sb.oom_kills(), 2);
+        std::fs::write(dir.join("memory.peak"), "10485760\n").unwrap();
+        assert_eq!(sb.peak_memory_kb(), 10240);
+        assert_eq!(small.oom_kills(), 0);
+        // v2 kills a whole sandbox through cgroup.kill.
+        sb.kill_all();
+        assert_eq!(read("cgroup.kill"), "1");
+    }
+
+    #[test]
+    fn v2_without_a_needed_controller_is_refused_by_name() {
+        let (root, _) = fake_v2("cpu memory");
+        let err = Cgroups::setup_v2_at(root.path(), "system.slice/stoke.service").unwrap_err();
+        assert!(err.contains("pids"), "{err}");
     }
 }
