@@ -17,10 +17,13 @@ const EVENTS: usize = 1200;
 /// Concurrent HTTP clients posting them.
 const POSTERS: usize = 6;
 
-/// Post event `key` asynchronously until the gateway accepts it (202): a
+/// Post event `key` asynchronously until the gateway accepts it (202, or
+/// 200 once it has completed): a
 /// 503 or a refused connection while NATS fails over is retried with the
-/// same idempotency key, as a client should. Gives up after ~30 s.
-async fn accept(http: &reqwest::Client, url: &str, key: usize) -> bool {
+/// same idempotency key, as a client should. Gives up after ~30 s with the
+/// last answer.
+async fn accept(http: &reqwest::Client, url: &str, key: usize) -> Result<(), String> {
+    let mut last = String::new();
     for _ in 0..150 {
         let sent = http
             .post(url)
@@ -29,12 +32,17 @@ async fn accept(http: &reqwest::Client, url: &str, key: usize) -> bool {
             .body(format!(r#"{{"name":"k{key}"}}"#))
             .send()
             .await;
-        if sent.is_ok_and(|r| r.status() == 202) {
-            return true;
+        match sent {
+            Ok(r) if r.status() == 202 => return Ok(()),
+            // A retry of a key whose first try got through (its answer was
+            // lost in the fail-over) and has completed since: its result.
+            Ok(r) if r.status() == 200 => return Ok(()),
+            Ok(r) => last = format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+            Err(e) => last = e.to_string(),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    false
+    Err(last)
 }
 
 #[tokio::test]
@@ -72,10 +80,11 @@ async fn a_cluster_survives_losing_a_nats_node_a_dispatcher_and_a_worker() {
                     if key >= EVENTS {
                         return refused;
                     }
-                    if accept(&http, &url, key).await {
-                        accepted.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        refused.push(key);
+                    match accept(&http, &url, key).await {
+                        Ok(()) => {
+                            accepted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(last) => refused.push((key, last)),
                     }
                 }
             })
