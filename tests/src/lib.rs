@@ -300,6 +300,22 @@ impl Platform {
         );
     }
 
+    /// POST `body` to `function` `n` times at once (each on its own
+    /// connection, so each needs its own sandbox while it runs); asserts
+    /// every call succeeded.
+    pub async fn post_at_once(&self, function: &str, body: &'static str, n: usize) {
+        let calls: Vec<_> = (0..n)
+            .map(|_| {
+                let (url, client) = (self.url(&format!("/fn/{function}")), reqwest::Client::new());
+                tokio::spawn(async move { client.post(url).body(body).send().await.unwrap().status() })
+            })
+            .collect();
+        for c in calls {
+            let status = c.await.unwrap();
+            assert!(status.is_success(), "{status}");
+        }
+    }
+
     /// POST /fn/{name}.
     pub async fn post(&self, function: &str, body: impl Into<reqwest::Body>) -> Reply {
         self.post_with(function, body, &[]).await

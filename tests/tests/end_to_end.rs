@@ -188,15 +188,7 @@ async fn min_warm_keeps_sandboxes_started_ahead_of_traffic() {
     let seen = hello_body(&p.post("hello", r#"{"env":"AWS_LAMBDA_INITIALIZATION_TYPE"}"#).await);
     assert_eq!(seen["env"], "provisioned-concurrency");
     // Three at once: two provisioned, one started on demand.
-    let calls: Vec<_> = (0..3)
-        .map(|_| {
-            let (url, client) = (p.url("/fn/hello"), reqwest::Client::new());
-            tokio::spawn(async move { client.post(url).body(r#"{"sleep":1}"#).send().await.unwrap().status() })
-        })
-        .collect();
-    for c in calls {
-        assert!(c.await.unwrap().is_success());
-    }
+    p.post_at_once("hello", r#"{"sleep":1}"#, 3).await;
     let db = p.db().await;
     let cold: Vec<bool> = sqlx::query_scalar("SELECT cold FROM attempts ORDER BY cold, id")
         .fetch_all(&db)

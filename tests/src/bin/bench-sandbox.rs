@@ -133,15 +133,7 @@ async fn main() {
     p.post("hello", "{}").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = rss_kib(p.pid());
-    let calls: Vec<_> = (0..WARM_SANDBOXES)
-        .map(|_| {
-            let (url, client) = (p.url("/fn/hello"), reqwest::Client::new());
-            tokio::spawn(async move { client.post(url).body(r#"{"sleep":1}"#).send().await.unwrap().status() })
-        })
-        .collect();
-    for c in calls {
-        assert!(c.await.unwrap().is_success());
-    }
+    p.post_at_once("hello", r#"{"sleep":1}"#, WARM_SANDBOXES).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = rss_kib(p.pid());
     println!(
