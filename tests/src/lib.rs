@@ -640,7 +640,11 @@ impl Drop for Cluster {
         if std::thread::panicking() {
             eprintln!("{}", self.logs());
         }
-        let all = self.workers.iter_mut().chain([&mut self.broker, &mut self.dispatcher]);
+        let all = self
+            .workers
+            .iter_mut()
+            .chain([&mut self.broker, &mut self.dispatcher])
+            .chain(self.more_dispatchers.iter_mut().map(|(_, d)| d));
         for c in all.flatten() {
             let _ = c.kill();
             let _ = c.wait();

@@ -522,3 +522,27 @@ async fn handler_sleeping(worker: u32) -> Vec<u32> {
     )
     .await
 }
+
+/// `min_warm` is split over the workers: a worker that joins takes half of
+/// the provisioned sandboxes, and the first one stops its extra ones at
+/// once rather than after the idle TTL.
+#[tokio::test]
+async fn provisioned_sandboxes_rebalance_when_a_worker_joins() {
+    let nats = Nats::start().await.unwrap();
+    let mut c = Cluster::start(&nats, 1).await;
+    c.deploy(hello_with("min_warm = 4").path());
+    let count = |pid: u32| stoke_tests::processes_running(pid, "stoke_runtime.py").len();
+    let first = c.workers[0].as_ref().unwrap().id();
+    eventually(Duration::from_secs(20), "four sandboxes on the only worker", || async {
+        (count(first) == 4).then_some(())
+    })
+    .await;
+    c.worker_ids.push(String::new());
+    let w = c.spawn_worker(1);
+    c.workers.push(Some(w));
+    let second = c.workers[1].as_ref().unwrap().id();
+    eventually(Duration::from_secs(20), "two sandboxes on each worker", || async {
+        (count(first) == 2 && count(second) == 2).then_some(())
+    })
+    .await;
+}

@@ -210,6 +210,10 @@ impl Runner {
     /// Keep (or stop keeping) `min_warm` sandboxes of `spec` started.
     pub fn set_provision(&self, spec: FunctionSpec, min_warm: u32) {
         self.pool.set_floor(&spec.name, spec.version, min_warm);
+        let stopped = self.pool.trim_provisioned(&spec.name, spec.version, min_warm);
+        if stopped > 0 {
+            tracing::info!(function = %spec.name, stopped, min_warm, "provisioned share shrank");
+        }
         let mut provisioned = self.provisioned.lock().expect("not poisoned");
         if min_warm == 0 {
             provisioned.remove(&spec.name);

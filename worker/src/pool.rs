@@ -105,6 +105,37 @@ impl WarmPool {
         }
     }
 
+    /// Stop idle provisioned sandboxes of this version beyond `keep` started
+    /// ones (a share that shrank: another worker joined, or `min_warm`
+    /// went down). On-demand ones keep their idle TTL. Returns how many.
+    pub fn trim_provisioned(&self, function: &str, version: u32, keep: u32) -> usize {
+        let key = (function.to_string(), version);
+        let dropped: Vec<Sandbox> = {
+            let mut guard = self.lock();
+            let state = &mut *guard;
+            let in_use = state.in_use.get(&key).copied().unwrap_or(0);
+            let Some(list) = state.idle.get_mut(&key) else {
+                return 0;
+            };
+            let mut excess = (list.len() as u32 + in_use).saturating_sub(keep) as usize;
+            let mut out = Vec::new();
+            // Oldest first.
+            let mut i = 0;
+            while excess > 0 && i < list.len() {
+                if list[i].0.provisioned {
+                    out.push(list.remove(i).0);
+                    excess -= 1;
+                } else {
+                    i += 1;
+                }
+            }
+            out
+        };
+        let n = dropped.len();
+        drop(dropped); // kills outside the lock
+        n
+    }
+
     /// Drop dead sandboxes and those idle longer than the TTL, except as
     /// many as a provisioned floor still needs. Returns how many were dropped.
     pub fn reap(&self) -> usize {

@@ -18,7 +18,16 @@ fn instance() -> &'static str {
 }
 
 async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
-    let name = event.payload.get("name").and_then(Value::as_str).unwrap_or("world");
+    // A message on a subscribed NATS subject arrives wrapped; its payload is "data".
+    let input = match event.payload.get("source").and_then(Value::as_str) {
+        Some("nats") => event.payload.get("data").unwrap_or(&Value::Null),
+        _ => &event.payload,
+    };
+    // {"sleep": seconds} answers after that long (for the benchmarks).
+    if let Some(secs) = input.get("sleep").and_then(Value::as_f64) {
+        tokio::time::sleep(std::time::Duration::from_secs_f64(secs.clamp(0.0, 900.0))).await;
+    }
+    let name = input.get("name").and_then(Value::as_str).unwrap_or("world");
     Ok(json!({
         "message": format!("Hello, {name}!"),
         "runtime": "lambda_runtime",

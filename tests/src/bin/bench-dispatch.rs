@@ -1,6 +1,6 @@
 //! Dispatch efficiency: do the slots stay busy? W workers with S slots
-//! each (100 in all by default) run a function that sleeps 100 ms per
-//! event; the ideal throughput is slots ÷ 0.1 s. Events are published on a
+//! each (100 in all by default) run hello (Python; BENCH_RUNTIME=rust for
+//! hello-rust), sleeping 100 ms per event; the ideal throughput is slots ÷ 0.1 s. Events are published on a
 //! subscribed NATS subject (as any NATS client would); every sandbox is
 //! provisioned first (`min_warm`), so no cold start is measured. A
 //! benchmark that prints figures, not a test:
@@ -10,11 +10,11 @@
 //! ```
 //!
 //! Knobs (environment): BENCH_WORKERS (4), BENCH_SLOTS per worker (25),
-//! BENCH_EVENTS (4000), BENCH_SLEEP_MS (100).
+//! BENCH_EVENTS (4000), BENCH_SLEEP_MS (100), BENCH_RUNTIME (python | rust).
 
 use std::time::{Duration, Instant};
 
-use stoke_tests::{Cluster, ClusterOptions, Nats, eventually, hello_with};
+use stoke_tests::{Cluster, ClusterOptions, Nats, eventually};
 
 /// CPU seconds (user + system) used so far by `pid`.
 fn cpu_secs(pid: u32) -> f64 {
@@ -57,7 +57,26 @@ async fn main() {
         },
     )
     .await;
-    c.deploy(hello_with(&format!("concurrency = {total}\nmin_warm = {total}")).path());
+    // BENCH_RUNTIME=python (default: examples/hello-python) or rust
+    // (hello-rust, `lambda_runtime`), on subject `bench.*`.
+    let rust = std::env::var("BENCH_RUNTIME").is_ok_and(|r| r == "rust");
+    let limits = format!("concurrency = {total}\nmin_warm = {total}\n[[triggers]]\nsubject = \"bench.*\"\n");
+    let (function, needle) = if rust {
+        let f = tempfile::tempdir().unwrap();
+        std::fs::copy(stoke_tests::built_binary("hello-rust"), f.path().join("bootstrap")).unwrap();
+        let manifest = format!("name = \"hello-rust\"\ncommand = [\"./bootstrap\"]\n{limits}");
+        std::fs::write(f.path().join("stoke.toml"), manifest).unwrap();
+        (f, "bootstrap")
+    } else {
+        let f = stoke_tests::copy_function(&stoke_tests::workspace_root().join("examples/hello-python"));
+        let manifest = format!(
+            "name = \"hello\"\ncommand = [\"python3\", \"-u\", \"stoke_runtime.py\"]\n\
+             handler = \"handler.handler\"\n{limits}"
+        );
+        std::fs::write(f.path().join("stoke.toml"), manifest).unwrap();
+        (f, "stoke_runtime.py")
+    };
+    c.deploy(function.path());
     let db = stoke_tests::open_db(&c.db_path()).await;
     println!("{workers} workers × {slots} slots, {sleep_ms} ms per event; provisioning {total} sandboxes...");
     // Every sandbox started and its runtime waiting for work.
@@ -66,7 +85,7 @@ async fn main() {
             .workers
             .iter()
             .flatten()
-            .map(|w| stoke_tests::processes_running(w.id(), "stoke_runtime.py").len())
+            .map(|w| stoke_tests::processes_running(w.id(), needle).len())
             .sum();
         (running >= total).then_some(())
     })
@@ -89,7 +108,13 @@ async fn main() {
     let started = Instant::now();
     let mut acks = Vec::with_capacity(events);
     for _ in 0..events {
-        acks.push(js.publish("greetings.bench", payload.clone().into()).await.unwrap());
+        acks.push(js.publish("bench.events", payload.clone().into()).await.unwrap());
+        // async-nats bounds the acks in flight (5000): collect them as we go.
+        if acks.len() == 1000 {
+            for a in acks.drain(..) {
+                a.await.unwrap();
+            }
+        }
     }
     for a in acks {
         a.await.unwrap();
