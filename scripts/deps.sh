@@ -14,8 +14,10 @@ command -v curl >/dev/null 2>&1 || missing="$missing curl"
 [ -x /usr/bin/python3 ] || missing="$missing python3"
 /usr/bin/python3 -m pip --version >/dev/null 2>&1 || missing="$missing python3-pip"
 command -v cc >/dev/null 2>&1 || missing="$missing build-essential"
-# PostgreSQL's server programs, for the Postgres store's tests (they start
-# their own server in a temp dir; nothing is configured system-wide).
+# PostgreSQL's server programs (Debian: /usr/lib/postgresql/<version>/bin),
+# for the Postgres store's tests: they run initdb and postgres in a temp dir
+# on a loopback port. (Debian's package also sets up its own "main" cluster;
+# stoke does not use it.)
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   missing="$missing postgresql"
 fi

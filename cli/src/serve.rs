@@ -57,14 +57,14 @@ async fn connect_nats(url: &str) -> anyhow::Result<async_nats::Client> {
         .connection_timeout(std::time::Duration::from_secs(5))
         .connect(servers)
         .await
-        .with_context(|| format!("cannot connect to NATS at {url}"))
+        .with_context(|| format!("cannot connect to NATS at {}", stoke_store::redact_url(&url)))
 }
 
 async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn stoke_store::Store>> {
     let url = cfg.store_url();
     stoke_store::open(&url)
         .await
-        .with_context(|| format!("cannot open the store at {url}"))
+        .with_context(|| format!("cannot open the store at {}", stoke_store::redact_url(&url)))
 }
 
 /// Run roles until shutdown; if one fails, stop the others and report it.
@@ -130,7 +130,7 @@ pub async fn up(mut cfg: Config) -> anyhow::Result<()> {
         println!("  HTTP gateway  http://{http}   (POST /fn/<name>)");
         println!("  admin API     {admin}   (STOKE_ADMIN for the CLI)");
         println!("  NATS          {nats_url}");
-        println!("  store         {}", cfg.store_url());
+        println!("  store         {}", stoke_store::redact_url(&cfg.store_url()));
         println!("  worker        {} ({} slots)", worker.id(), cfg.worker.slots);
         println!("Ctrl-C stops; in-flight invocations finish first.");
         let (t1, t2, t3) = (token.clone(), token.clone(), token.clone());

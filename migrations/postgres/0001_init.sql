@@ -1,9 +1,12 @@
 -- stoke schema (PostgreSQL). Same meaning as ../sqlite/0001_init.sql.
 -- Times are Unix milliseconds; durations microseconds unless named _ms.
+-- Types map one to one: SQLite INTEGER = BIGINT (sqlx reads both as i64),
+-- BLOB = BYTEA, and TEXT = TEXT COLLATE "C", so text sorts and compares by
+-- bytes as SQLite's BINARY collation does, whatever the database's locale.
 
 -- Function packages, addressed by the sha256 of the archive.
 CREATE TABLE packages (
-    digest      TEXT PRIMARY KEY,
+    digest      TEXT COLLATE "C" PRIMARY KEY,
     size        BIGINT NOT NULL,
     data        BYTEA NOT NULL,
     created_ms  BIGINT NOT NULL
@@ -11,10 +14,10 @@ CREATE TABLE packages (
 
 -- Every deployed version; versions count up from 1 per function.
 CREATE TABLE function_versions (
-    function     TEXT NOT NULL,
+    function     TEXT COLLATE "C" NOT NULL,
     version      BIGINT NOT NULL,
-    digest       TEXT NOT NULL REFERENCES packages (digest),
-    manifest     TEXT NOT NULL,
+    digest       TEXT COLLATE "C" NOT NULL REFERENCES packages (digest),
+    manifest     TEXT COLLATE "C" NOT NULL,
     package_size BIGINT NOT NULL,
     created_ms   BIGINT NOT NULL,
     PRIMARY KEY (function, version)
@@ -22,7 +25,7 @@ CREATE TABLE function_versions (
 
 -- The version each function currently runs.
 CREATE TABLE functions (
-    name            TEXT PRIMARY KEY,
+    name            TEXT COLLATE "C" PRIMARY KEY,
     current_version BIGINT NOT NULL,
     updated_ms      BIGINT NOT NULL
 );
@@ -30,24 +33,24 @@ CREATE TABLE functions (
 -- Events accepted at the edge (before any attempt), so an async caller can
 -- see "queued".
 CREATE TABLE invocations (
-    invocation_id   TEXT PRIMARY KEY,
-    function        TEXT NOT NULL,
-    idempotency_key TEXT NOT NULL,
-    trigger         TEXT NOT NULL,
+    invocation_id   TEXT COLLATE "C" PRIMARY KEY,
+    function        TEXT COLLATE "C" NOT NULL,
+    idempotency_key TEXT COLLATE "C" NOT NULL,
+    trigger         TEXT COLLATE "C" NOT NULL,
     created_ms      BIGINT NOT NULL
 );
 
 -- One row per attempt: what billing counts.
 CREATE TABLE attempts (
     id                 BIGSERIAL PRIMARY KEY,
-    invocation_id      TEXT NOT NULL,
-    function           TEXT NOT NULL,
+    invocation_id      TEXT COLLATE "C" NOT NULL,
+    function           TEXT COLLATE "C" NOT NULL,
     version            BIGINT NOT NULL,
-    idempotency_key    TEXT NOT NULL,
+    idempotency_key    TEXT COLLATE "C" NOT NULL,
     attempt            BIGINT NOT NULL,
     epoch              BIGINT NOT NULL,
-    trigger            TEXT NOT NULL,
-    worker             TEXT NOT NULL,
+    trigger            TEXT COLLATE "C" NOT NULL,
+    worker             TEXT COLLATE "C" NOT NULL,
     started_ms         BIGINT NOT NULL,
     ended_ms           BIGINT NOT NULL,
     duration_us        BIGINT NOT NULL,
@@ -56,9 +59,9 @@ CREATE TABLE attempts (
     max_memory_used_kb BIGINT NOT NULL,
     cold               BOOLEAN NOT NULL,
     init_duration_us   BIGINT NOT NULL,
-    outcome            TEXT NOT NULL,
-    error_type         TEXT,
-    error_message      TEXT,
+    outcome            TEXT COLLATE "C" NOT NULL,
+    error_type         TEXT COLLATE "C",
+    error_message      TEXT COLLATE "C",
     UNIQUE (invocation_id, attempt)
 );
 CREATE INDEX attempts_by_invocation ON attempts (invocation_id);
@@ -66,17 +69,17 @@ CREATE INDEX attempts_by_function_time ON attempts (function, started_ms);
 
 -- Exactly one final record per idempotency key (per function).
 CREATE TABLE completions (
-    function        TEXT NOT NULL,
-    idempotency_key TEXT NOT NULL,
-    invocation_id   TEXT NOT NULL UNIQUE,
+    function        TEXT COLLATE "C" NOT NULL,
+    idempotency_key TEXT COLLATE "C" NOT NULL,
+    invocation_id   TEXT COLLATE "C" NOT NULL UNIQUE,
     version         BIGINT NOT NULL,
-    status          TEXT NOT NULL,
+    status          TEXT COLLATE "C" NOT NULL,
     result          BYTEA,
-    error_type      TEXT,
-    error_message   TEXT,
+    error_type      TEXT COLLATE "C",
+    error_message   TEXT COLLATE "C",
     error_raw       BYTEA,
     attempts        BIGINT NOT NULL,
-    trigger         TEXT NOT NULL,
+    trigger         TEXT COLLATE "C" NOT NULL,
     created_ms      BIGINT NOT NULL,
     completed_ms    BIGINT NOT NULL,
     PRIMARY KEY (function, idempotency_key)

@@ -2,16 +2,16 @@
 -- error, or too old to run. One row per invocation; a redrive marks it and
 -- a later dead-lettering of the same invocation replaces it.
 CREATE TABLE dead_letters (
-    invocation_id   TEXT PRIMARY KEY,
-    function        TEXT NOT NULL,
+    invocation_id   TEXT COLLATE "C" PRIMARY KEY,
+    function        TEXT COLLATE "C" NOT NULL,
     version         BIGINT NOT NULL,
-    idempotency_key TEXT NOT NULL,
-    trigger         TEXT NOT NULL,
+    idempotency_key TEXT COLLATE "C" NOT NULL,
+    trigger         TEXT COLLATE "C" NOT NULL,
     payload         BYTEA NOT NULL,
-    reason          TEXT NOT NULL,
+    reason          TEXT COLLATE "C" NOT NULL,
     attempts        BIGINT NOT NULL,
-    error_type      TEXT,
-    error_message   TEXT,
+    error_type      TEXT COLLATE "C",
+    error_message   TEXT COLLATE "C",
     created_ms      BIGINT NOT NULL,
     dead_ms         BIGINT NOT NULL,
     redriven_ms     BIGINT,

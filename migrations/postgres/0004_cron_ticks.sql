@@ -2,11 +2,11 @@
 -- (fired, caught_up, skipped_overlap, missed_by_policy). The primary key
 -- makes each tick's fate decided once however many brokers run.
 CREATE TABLE cron_ticks (
-    schedule_id   TEXT NOT NULL,
-    function      TEXT NOT NULL,
+    schedule_id   TEXT COLLATE "C" NOT NULL,
+    function      TEXT COLLATE "C" NOT NULL,
     scheduled_ms  BIGINT NOT NULL,
-    outcome       TEXT NOT NULL,
-    invocation_id TEXT,
+    outcome       TEXT COLLATE "C" NOT NULL,
+    invocation_id TEXT COLLATE "C",
     recorded_ms   BIGINT NOT NULL,
     PRIMARY KEY (schedule_id, scheduled_ms)
 );

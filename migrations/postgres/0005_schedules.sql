@@ -2,12 +2,12 @@
 -- the deployed stoke.toml). Paused ones do not fire; their ticks are not
 -- caught up on resume.
 CREATE TABLE schedules (
-    name            TEXT PRIMARY KEY,
-    function        TEXT NOT NULL,
-    cron            TEXT NOT NULL,
-    timezone        TEXT NOT NULL,
-    overlap         TEXT NOT NULL,
-    catch_up        TEXT NOT NULL,
+    name            TEXT COLLATE "C" PRIMARY KEY,
+    function        TEXT COLLATE "C" NOT NULL,
+    cron            TEXT COLLATE "C" NOT NULL,
+    timezone        TEXT COLLATE "C" NOT NULL,
+    overlap         TEXT COLLATE "C" NOT NULL,
+    catch_up        TEXT COLLATE "C" NOT NULL,
     catch_up_window BIGINT NOT NULL,
     payload         BYTEA,
     paused          BOOLEAN NOT NULL DEFAULT FALSE,

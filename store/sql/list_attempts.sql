@@ -3,4 +3,4 @@ SELECT invocation_id, function, version, idempotency_key, attempt, epoch, trigge
        outcome, error_type, error_message
 FROM attempts
 WHERE invocation_id = $1
-ORDER BY attempt
+ORDER BY attempt, epoch

@@ -10,6 +10,7 @@
 //! This crate must not know about NATS, gRPC or HTTP.
 
 mod postgres;
+mod queries;
 mod sql_store;
 mod sqlite;
 #[cfg(feature = "testing")]
@@ -48,14 +49,44 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed
             | sqlx::Error::Tls(_) => StoreError::Unavailable(e.to_string()),
-            // SQLITE_BUSY / SQLITE_LOCKED, and Postgres connection classes.
-            sqlx::Error::Database(db)
-                if matches!(db.code().as_deref(), Some("5" | "6" | "517" | "262"))
-                    || db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")) =>
-            {
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| transient_db_error(&c)) => {
                 StoreError::Unavailable(e.to_string())
             }
             _ => StoreError::Invalid(e.to_string()),
+        }
+    }
+}
+
+/// Database error codes that mean "not now" rather than "never": retrying
+/// the same statement later can succeed.
+///
+/// SQLite (numeric result codes): `SQLITE_BUSY` (5), `SQLITE_LOCKED` (6) and
+/// their extended forms `SQLITE_BUSY_SNAPSHOT` (517), `SQLITE_LOCKED_SHAREDCACHE`
+/// (262). PostgreSQL (SQLSTATE, five characters, so the two never collide):
+/// class `08` (connection exceptions), `57P` (the server is shutting down,
+/// starting up or restarting), `40001`/`40P01` (serialization failure,
+/// deadlock: PostgreSQL's own advice is to retry), `55P03` (lock not
+/// available), `57014` (statement cancelled, e.g. a timeout), `53300` (too
+/// many connections) and `25006` (a read-only transaction: a standby that
+/// has not been promoted yet, or a connection left on a demoted primary).
+fn transient_db_error(code: &str) -> bool {
+    matches!(code, "5" | "6" | "517" | "262")
+        || code.starts_with("08")
+        || code.starts_with("57P")
+        || matches!(code, "40001" | "40P01" | "55P03" | "57014" | "53300" | "25006")
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        use sqlx::migrate::MigrateError;
+        match e {
+            // The database went away or was busy while migrating: retryable.
+            MigrateError::Execute(e) => StoreError::from(e),
+            MigrateError::ExecuteMigration(e, version) => match StoreError::from(e) {
+                StoreError::Invalid(msg) => StoreError::Invalid(format!("migration {version}: {msg}")),
+                other => other,
+            },
+            other => StoreError::Invalid(format!("migrations: {other}")),
         }
     }
 }
@@ -148,7 +179,35 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
             SqliteStore::open(std::path::Path::new(path)).await?,
         ));
     }
-    Err(StoreError::UnsupportedUrl(url.to_string()))
+    Err(StoreError::UnsupportedUrl(redact_url(url)))
+}
+
+/// The store URL fit for logs and banners: a password in the authority
+/// (`user:secret@host`) or in a `password=` query parameter becomes `***`.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let rest = scheme_end + 3;
+        let authority_end = out[rest..].find(['/', '?']).map_or(out.len(), |i| rest + i);
+        if let Some(at) = out[rest..authority_end].rfind('@') {
+            let userinfo = &out[rest..rest + at];
+            if let Some(colon) = userinfo.find(':') {
+                out.replace_range(rest + colon + 1..rest + at, "***");
+            }
+        }
+    }
+    if let Some(q) = out.find('?') {
+        let (head, query) = out.split_at(q + 1);
+        let query: Vec<String> = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect();
+        out = format!("{head}{}", query.join("&"));
+    }
+    out
 }
 
 /// Billed milliseconds for a duration: rounded up to 1 ms, at least 1.
@@ -158,6 +217,43 @@ pub fn billed_ms(duration_us: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn transient_database_errors_are_told_apart_from_permanent_ones() {
+        use super::transient_db_error as transient;
+        // SQLite: busy and locked, plain and extended.
+        for code in ["5", "6", "517", "262"] {
+            assert!(transient(code), "{code}");
+        }
+        // PostgreSQL: connection lost, shutdown, serialization, deadlock.
+        for code in ["08006", "08001", "57P01", "57P03", "40001", "40P01", "55P03", "53300"] {
+            assert!(transient(code), "{code}");
+        }
+        // Constraint and data errors, SQLite and PostgreSQL: retrying cannot help.
+        for code in [
+            "19", "1555", "2067", "787", "23505", "23503", "22021", "42P01", "28P01", "3D000",
+        ] {
+            assert!(!transient(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn passwords_never_reach_a_log_line() {
+        use super::redact_url as r;
+        assert_eq!(
+            r("postgres://stoke:s3cr%40t@db:5432/stoke"),
+            "postgres://stoke:***@db:5432/stoke"
+        );
+        assert_eq!(r("postgres://stoke@db/stoke"), "postgres://stoke@db/stoke");
+        assert_eq!(
+            r("postgresql://db/stoke?user=u&password=p&sslmode=disable"),
+            "postgresql://db/stoke?user=u&password=***&sslmode=disable"
+        );
+        assert_eq!(
+            r("sqlite:///var/lib/stoke/a@b:c.db"),
+            "sqlite:///var/lib/stoke/a@b:c.db"
+        );
+    }
+
     #[test]
     fn billing_rounds_up_to_the_millisecond() {
         assert_eq!(super::billed_ms(0), 1);

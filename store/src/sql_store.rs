@@ -1,52 +1,18 @@
 //! The one implementation of [`crate::Store`] over SQL, shared by SQLite and
-//! PostgreSQL: the queries in `sql/*.sql` are written for both (`$n`
+//! PostgreSQL: the queries in `sql/*.sql` (loaded in `queries.rs`) are written for both (`$n`
 //! placeholders, `ON CONFLICT`, `CAST(... AS BIGINT)`), so the Rust around
 //! them is the same text for both databases and is instantiated once per
 //! backend by [`sql_store!`]. What differs (connecting, pragmas,
-//! migrations) stays in `sqlite.rs` and `postgres.rs`.
-
-/// The queries, shared by both backends.
-pub(crate) mod q {
-    pub const PUT_PACKAGE: &str = include_str!("../sql/put_package.sql");
-    pub const GET_PACKAGE: &str = include_str!("../sql/get_package.sql");
-    pub const INSERT_VERSION: &str = include_str!("../sql/insert_version.sql");
-    pub const SET_CURRENT_VERSION: &str = include_str!("../sql/set_current_version.sql");
-    pub const CURRENT_VERSION: &str = include_str!("../sql/current_version.sql");
-    pub const LATEST_VERSION_NUMBER: &str = include_str!("../sql/latest_version_number.sql");
-    pub const GET_VERSION: &str = include_str!("../sql/get_version.sql");
-    pub const LIST_FUNCTIONS: &str = include_str!("../sql/list_functions.sql");
-    pub const INSERT_INVOCATION: &str = include_str!("../sql/insert_invocation.sql");
-    pub const GET_INVOCATION: &str = include_str!("../sql/get_invocation.sql");
-    pub const INSERT_ATTEMPT: &str = include_str!("../sql/insert_attempt.sql");
-    pub const INSERT_COMPLETION: &str = include_str!("../sql/insert_completion.sql");
-    pub const COMPLETION_BY_KEY: &str = include_str!("../sql/completion_by_key.sql");
-    pub const COMPLETION_BY_ID: &str = include_str!("../sql/completion_by_id.sql");
-    pub const ATTEMPT_STATS: &str = include_str!("../sql/attempt_stats.sql");
-    pub const USAGE: &str = include_str!("../sql/usage.sql");
-    pub const LAST_ATTEMPT: &str = include_str!("../sql/last_attempt.sql");
-    pub const FENCE_ATTEMPT: &str = include_str!("../sql/fence_attempt.sql");
-    pub const EPOCH_RECORDED: &str = include_str!("../sql/epoch_recorded.sql");
-    pub const LIST_ATTEMPTS: &str = include_str!("../sql/list_attempts.sql");
-    pub const CLAIM_TICK: &str = include_str!("../sql/claim_tick.sql");
-    pub const GET_TICK: &str = include_str!("../sql/get_tick.sql");
-    pub const LAST_TICK: &str = include_str!("../sql/last_tick.sql");
-    pub const LIST_TICKS: &str = include_str!("../sql/list_ticks.sql");
-    pub const INSERT_SCHEDULE: &str = include_str!("../sql/insert_schedule.sql");
-    pub const LIST_SCHEDULES: &str = include_str!("../sql/list_schedules.sql");
-    pub const PAUSE_SCHEDULE: &str = include_str!("../sql/pause_schedule.sql");
-    pub const DELETE_SCHEDULE: &str = include_str!("../sql/delete_schedule.sql");
-    pub const UPSERT_DEAD_LETTER: &str = include_str!("../sql/upsert_dead_letter.sql");
-    pub const LIST_DEAD_LETTERS: &str = include_str!("../sql/list_dead_letters.sql");
-    pub const GET_DEAD_LETTER: &str = include_str!("../sql/get_dead_letter.sql");
-    pub const CLAIM_REDRIVE: &str = include_str!("../sql/claim_redrive.sql");
-    pub const RELEASE_REDRIVE: &str = include_str!("../sql/release_redrive.sql");
-}
+//! migrations, PostgreSQL's deploy lock in `sql/postgres/`) stays in
+//! `sqlite.rs` and `postgres.rs`.
 
 /// `impl Store for $store` over a `pool` field of `sqlx::Pool<$db>`, with
-/// `$row` and `$args` that database's row and argument types.
+/// `$row` and `$args` that database's row and argument types, and
+/// `deploy_lock` an optional statement (bound to the function's name) run
+/// first in a deploy's transaction to serialize deploys of one function.
 macro_rules! sql_store {
-    ($store:ty, $db:ty, $row:ty, $args:ty) => {
-        use $crate::sql_store::q;
+    ($store:ty, $db:ty, $row:ty, $args:ty, deploy_lock = $deploy_lock:expr) => {
+        use $crate::queries::{self as q, text};
 
         fn version_from_row(r: &$row) -> Result<FunctionVersion> {
             Ok(FunctionVersion {
@@ -149,8 +115,8 @@ macro_rules! sql_store {
                 .bind(a.cold)
                 .bind(a.init_duration_us as i64)
                 .bind(a.outcome.as_str())
-                .bind(a.error_type.as_deref())
-                .bind(a.error_message.as_deref())
+                .bind(a.error_type.as_deref().map(text))
+                .bind(a.error_message.as_deref().map(text))
         }
 
         fn bind_completion<'q>(
@@ -164,8 +130,8 @@ macro_rules! sql_store {
                 .bind(i64::from(c.version))
                 .bind(c.status.as_str())
                 .bind(c.result.as_deref())
-                .bind(c.error.as_ref().map(|e| e.error_type.as_str()))
-                .bind(c.error.as_ref().map(|e| e.error_message.as_str()))
+                .bind(c.error.as_ref().map(|e| text(&e.error_type)))
+                .bind(c.error.as_ref().map(|e| text(&e.error_message)))
                 .bind(c.error.as_ref().and_then(|e| e.raw.as_deref()))
                 .bind(i64::from(c.attempts))
                 .bind(&c.trigger)
@@ -197,6 +163,10 @@ macro_rules! sql_store {
 
             async fn deploy_version(&self, new: NewVersion<'_>) -> Result<DeployOutcome> {
                 let mut tx = self.pool.begin().await?;
+                let lock: Option<&str> = $deploy_lock;
+                if let Some(lock) = lock {
+                    sqlx::query(lock).bind(new.function).execute(&mut *tx).await?;
+                }
                 let current = sqlx::query(q::CURRENT_VERSION)
                     .bind(new.function)
                     .fetch_optional(&mut *tx)
@@ -479,8 +449,8 @@ macro_rules! sql_store {
                     .bind(a.cold)
                     .bind(a.init_duration_us as i64)
                     .bind(AttemptOutcome::Fenced.as_str())
-                    .bind(a.error_type.as_deref())
-                    .bind(a.error_message.as_deref())
+                    .bind(a.error_type.as_deref().map(text))
+                    .bind(a.error_message.as_deref().map(text))
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
@@ -495,7 +465,11 @@ macro_rules! sql_store {
                             outcome: AttemptOutcome::Fenced,
                             ..a.clone()
                         };
-                        bind_attempt(sqlx::query(q::INSERT_ATTEMPT), &fenced)
+                        // An upsert, not DO NOTHING: if the dispatcher's
+                        // `Stoke.WorkerLost` row for this epoch lands between
+                        // the UPDATE above and here (PostgreSQL runs them
+                        // concurrently), it is still replaced.
+                        bind_attempt(sqlx::query(q::INSERT_FENCED), &fenced)
                             .execute(&mut *tx)
                             .await?;
                     }
@@ -520,8 +494,8 @@ macro_rules! sql_store {
                     .bind(&d.payload)
                     .bind(d.reason.as_str())
                     .bind(i64::from(d.attempts))
-                    .bind(d.error.as_ref().map(|e| e.error_type.as_str()))
-                    .bind(d.error.as_ref().map(|e| e.error_message.as_str()))
+                    .bind(d.error.as_ref().map(|e| text(&e.error_type)))
+                    .bind(d.error.as_ref().map(|e| text(&e.error_message)))
                     .bind(d.created_ms)
                     .bind(d.dead_ms)
                     .execute(&mut *tx)

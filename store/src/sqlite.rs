@@ -54,9 +54,18 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
         let migrated = sqlx::migrate!("../migrations/sqlite").run(&pool).await;
         drop(lock);
-        migrated.map_err(|e| StoreError::Invalid(format!("migrations: {e}")))?;
+        migrated?;
+        tracing::info!(backend = "sqlite", path = %path.display(), "store open");
         Ok(SqliteStore { pool })
     }
 }
 
-crate::sql_store::sql_store!(SqliteStore, sqlx::Sqlite, SqliteRow, sqlx::sqlite::SqliteArguments);
+// No deploy lock: SQLite has one writer at a time, and a deploy that read
+// before another one committed fails with SQLITE_BUSY_SNAPSHOT (retryable).
+crate::sql_store::sql_store!(
+    SqliteStore,
+    sqlx::Sqlite,
+    SqliteRow,
+    sqlx::sqlite::SqliteArguments,
+    deploy_lock = None
+);

@@ -1,0 +1,57 @@
+//! The SQL both backends run, one file per statement under `../sql/`
+//! (PostgreSQL-only ones under `../sql/postgres/`), and what is done to text
+//! before it is bound.
+
+use std::borrow::Cow;
+
+/// Free-form text a function controls (its error type and message) with
+/// each NUL replaced by U+FFFD. PostgreSQL refuses NUL in `text` (SQLSTATE
+/// 22021, a permanent error), which would leave such an attempt unrecordable
+/// and its event redelivered for ever; both backends store the same thing.
+pub(crate) fn text(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+pub(crate) const PUT_PACKAGE: &str = include_str!("../sql/put_package.sql");
+pub(crate) const GET_PACKAGE: &str = include_str!("../sql/get_package.sql");
+pub(crate) const INSERT_VERSION: &str = include_str!("../sql/insert_version.sql");
+pub(crate) const SET_CURRENT_VERSION: &str = include_str!("../sql/set_current_version.sql");
+pub(crate) const CURRENT_VERSION: &str = include_str!("../sql/current_version.sql");
+pub(crate) const LATEST_VERSION_NUMBER: &str = include_str!("../sql/latest_version_number.sql");
+pub(crate) const GET_VERSION: &str = include_str!("../sql/get_version.sql");
+pub(crate) const LIST_FUNCTIONS: &str = include_str!("../sql/list_functions.sql");
+pub(crate) const INSERT_INVOCATION: &str = include_str!("../sql/insert_invocation.sql");
+pub(crate) const GET_INVOCATION: &str = include_str!("../sql/get_invocation.sql");
+pub(crate) const INSERT_ATTEMPT: &str = include_str!("../sql/insert_attempt.sql");
+pub(crate) const INSERT_COMPLETION: &str = include_str!("../sql/insert_completion.sql");
+pub(crate) const COMPLETION_BY_KEY: &str = include_str!("../sql/completion_by_key.sql");
+pub(crate) const COMPLETION_BY_ID: &str = include_str!("../sql/completion_by_id.sql");
+pub(crate) const ATTEMPT_STATS: &str = include_str!("../sql/attempt_stats.sql");
+pub(crate) const USAGE: &str = include_str!("../sql/usage.sql");
+pub(crate) const LAST_ATTEMPT: &str = include_str!("../sql/last_attempt.sql");
+pub(crate) const FENCE_ATTEMPT: &str = include_str!("../sql/fence_attempt.sql");
+pub(crate) const INSERT_FENCED: &str = include_str!("../sql/insert_fenced.sql");
+pub(crate) const EPOCH_RECORDED: &str = include_str!("../sql/epoch_recorded.sql");
+pub(crate) const LIST_ATTEMPTS: &str = include_str!("../sql/list_attempts.sql");
+pub(crate) const CLAIM_TICK: &str = include_str!("../sql/claim_tick.sql");
+pub(crate) const GET_TICK: &str = include_str!("../sql/get_tick.sql");
+pub(crate) const LAST_TICK: &str = include_str!("../sql/last_tick.sql");
+pub(crate) const LIST_TICKS: &str = include_str!("../sql/list_ticks.sql");
+pub(crate) const INSERT_SCHEDULE: &str = include_str!("../sql/insert_schedule.sql");
+pub(crate) const LIST_SCHEDULES: &str = include_str!("../sql/list_schedules.sql");
+pub(crate) const PAUSE_SCHEDULE: &str = include_str!("../sql/pause_schedule.sql");
+pub(crate) const DELETE_SCHEDULE: &str = include_str!("../sql/delete_schedule.sql");
+pub(crate) const UPSERT_DEAD_LETTER: &str = include_str!("../sql/upsert_dead_letter.sql");
+pub(crate) const LIST_DEAD_LETTERS: &str = include_str!("../sql/list_dead_letters.sql");
+pub(crate) const GET_DEAD_LETTER: &str = include_str!("../sql/get_dead_letter.sql");
+pub(crate) const CLAIM_REDRIVE: &str = include_str!("../sql/claim_redrive.sql");
+pub(crate) const RELEASE_REDRIVE: &str = include_str!("../sql/release_redrive.sql");
+
+/// PostgreSQL only: serializes deploys of one function (a two-key advisory
+/// lock whose first key, "stok", keeps it apart from sqlx's single-key
+/// migration lock).
+pub(crate) const PG_DEPLOY_LOCK: &str = include_str!("../sql/postgres/deploy_lock.sql");
