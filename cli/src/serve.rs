@@ -57,7 +57,7 @@ async fn connect_nats(url: &str) -> anyhow::Result<async_nats::Client> {
         .connection_timeout(std::time::Duration::from_secs(5))
         .connect(servers)
         .await
-        .with_context(|| format!("cannot connect to NATS at {}", stoke_store::redact_url(&url)))
+        .with_context(|| format!("cannot connect to NATS at {}", stoke_store::redact_url(url)))
 }
 
 async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn stoke_store::Store>> {
