@@ -6,6 +6,7 @@
 //! It never runs user code and never writes completions; it only records
 //! that an async event was accepted and reads results back.
 
+pub mod auth;
 pub mod cron;
 pub mod gateway;
 pub mod invoke;

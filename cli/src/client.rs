@@ -11,13 +11,16 @@ use stoke_proto::{
     DeployHeader, DeployRequest, GetInvocationRequest, GetUsageRequest, InvocationInfo, InvocationStatus,
     InvokeRequest, ListFunctionsRequest, deploy_request,
 };
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 const MAX_MESSAGE: usize = 64 << 20;
 const CHUNK: usize = 1 << 20;
 
+pub type AdminClient = AdminServiceClient<InterceptedService<Channel, stoke_proto::BearerToken>>;
+
 pub struct Admin {
-    client: AdminServiceClient<Channel>,
+    client: AdminClient,
 }
 
 /// Turn a gRPC status into an error that says what to do.
@@ -29,12 +32,19 @@ pub fn rpc_error(addr: &str, s: tonic::Status) -> anyhow::Error {
                 s.message()
             )
         }
+        tonic::Code::Unauthenticated => anyhow::anyhow!(
+            "{} (the admin API at {addr} requires a token: pass --token or set STOKE_TOKEN; the first admin token is in <data-dir>/admin.token)",
+            s.message()
+        ),
         code => anyhow::anyhow!("{} ({code:?})", s.message()),
     }
 }
 
 impl Admin {
-    pub async fn connect(addr: &str) -> anyhow::Result<(Admin, String)> {
+    /// Connect to the admin API at `addr`, sending `token` (if any) on every call.
+    pub async fn connect(addr: &str, token: Option<&str>) -> anyhow::Result<(Admin, String)> {
+        let bearer = stoke_proto::BearerToken::new(token.unwrap_or_default())
+            .map_err(|_| anyhow::anyhow!("the token has characters a header cannot carry"))?;
         let url = if addr.contains("://") {
             addr.to_string()
         } else {
@@ -50,19 +60,19 @@ impl Admin {
                     "cannot reach the stoke admin API at {addr} ({e}): is `stoke up` running? (set STOKE_ADMIN)"
                 )
             })?;
-        let client = AdminServiceClient::new(channel)
+        let client = AdminServiceClient::with_interceptor(channel, bearer)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
         Ok((Admin { client }, addr.to_string()))
     }
 
-    pub fn client(&mut self) -> &mut AdminServiceClient<Channel> {
+    pub fn client(&mut self) -> &mut AdminClient {
         &mut self.client
     }
 }
 
 /// `stoke deploy DIR`.
-pub async fn deploy(admin: &mut Admin, addr: &str, dir: &Path) -> anyhow::Result<()> {
+pub async fn deploy(admin: &mut Admin, addr: &str, dir: &Path, namespace: Option<String>) -> anyhow::Result<()> {
     // Check locally first: the same checks the server runs, with local paths.
     let manifest = Manifest::load_dir(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
     let dir_owned = dir.to_path_buf();
@@ -91,6 +101,7 @@ pub async fn deploy(admin: &mut Admin, addr: &str, dir: &Path) -> anyhow::Result
         part: Some(deploy_request::Part::Header(DeployHeader {
             digest: packed.digest.clone(),
             size,
+            namespace: namespace.unwrap_or_default(),
         })),
     };
     let chunks: Vec<Vec<u8>> = packed.archive.chunks(CHUNK).map(<[u8]>::to_vec).collect();
@@ -250,7 +261,7 @@ pub async fn status(admin: &mut Admin, addr: &str, id: &str) -> anyhow::Result<(
 pub async fn functions(admin: &mut Admin, addr: &str) -> anyhow::Result<()> {
     let list = admin
         .client
-        .list_functions(ListFunctionsRequest {})
+        .list_functions(ListFunctionsRequest::default())
         .await
         .map_err(|s| rpc_error(addr, s))?
         .into_inner()

@@ -102,6 +102,9 @@ impl Config {
         }
         // Absolute, so nothing depends on the cwd of whoever reads it later.
         cfg.data_dir = Some(std::path::absolute(cfg.data_dir()).context("cannot resolve the data dir")?);
+        if cfg.dispatcher.auth.bootstrap_token_file.is_none() {
+            cfg.dispatcher.auth.bootstrap_token_file = Some(cfg.data_dir().join("admin.token"));
+        }
         if cfg.worker.data_dir == WorkerOptions::default().data_dir {
             cfg.worker.data_dir = cfg.data_dir().join("worker");
         }

@@ -4,6 +4,7 @@
 mod client;
 mod config;
 mod dlq;
+mod manage;
 mod nats_server;
 mod serve;
 
@@ -92,6 +93,40 @@ enum Command {
         admin: AdminFlag,
         /// The function directory.
         dir: PathBuf,
+        /// Namespace the function belongs to (fixed by its first deploy);
+        /// default: the token's own, or "default".
+        #[arg(long)]
+        namespace: Option<String>,
+    },
+    /// Every version of a function; `*` marks the one events run.
+    Versions {
+        #[command(flatten)]
+        admin: AdminFlag,
+        name: String,
+    },
+    /// Make an earlier version current again (default: the one before).
+    ///
+    /// Example: stoke rollback hello --to 3
+    Rollback {
+        #[command(flatten)]
+        admin: AdminFlag,
+        name: String,
+        /// The version to run.
+        #[arg(long)]
+        to: Option<u32>,
+    },
+    /// Stop serving a function (history and usage are kept).
+    Delete {
+        #[command(flatten)]
+        admin: AdminFlag,
+        name: String,
+    },
+    /// API tokens: create, list, revoke, whoami.
+    Tokens {
+        #[command(flatten)]
+        admin: AdminFlag,
+        #[command(subcommand)]
+        command: manage::TokensCommand,
     },
     /// Run a function and print its result (or, with --async, its invocation id).
     Invoke {
@@ -221,6 +256,9 @@ struct AdminFlag {
         value_name = "ADDR"
     )]
     addr: String,
+    /// API token (when the server requires tokens).
+    #[arg(long, env = "STOKE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    token: Option<String>,
 }
 
 fn init_tracing(json: bool) {
@@ -304,9 +342,25 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             serve::worker(cfg).await
         }
-        Command::Deploy { admin, dir } => {
-            let (mut c, addr) = client::Admin::connect(&admin.addr).await?;
-            client::deploy(&mut c, &addr, &dir).await
+        Command::Deploy { admin, dir, namespace } => {
+            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
+            client::deploy(&mut c, &addr, &dir, namespace).await
+        }
+        Command::Versions { admin, name } => {
+            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
+            manage::versions(&mut c, &addr, name).await
+        }
+        Command::Rollback { admin, name, to } => {
+            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
+            manage::rollback(&mut c, &addr, name, to).await
+        }
+        Command::Delete { admin, name } => {
+            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
+            manage::delete(&mut c, &addr, name).await
+        }
+        Command::Tokens { admin, command } => {
+            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
+            manage::tokens(&mut c, &addr, command).await
         }
         Command::Invoke {
             admin,
@@ -316,7 +370,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             idempotency_key,
         } => {
             let payload = client::read_payload(data.as_deref())?;
-            let (mut c, addr) = client::Admin::connect(&admin.addr).await?;
+            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
             let args = client::InvokeArgs {
                 function: &name,
                 payload,
@@ -332,23 +386,23 @@ async fn run(command: Command) -> anyhow::Result<()> {
             msg_id,
         } => {
             let payload = client::read_payload(data.as_deref())?;
-            let (mut c, addr) = client::Admin::connect(&admin.addr).await?;
+            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
             client::publish(&mut c, &addr, &subject, payload, msg_id).await
         }
         Command::Status { admin, invocation_id } => {
-            let (mut c, addr) = client::Admin::connect(&admin.addr).await?;
+            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
             client::status(&mut c, &addr, &invocation_id).await
         }
         Command::Functions { admin } => {
-            let (mut c, addr) = client::Admin::connect(&admin.addr).await?;
+            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
             client::functions(&mut c, &addr).await
         }
         Command::Dlq { admin, command } => {
-            let (mut c, addr) = client::Admin::connect(&admin.addr).await?;
+            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
             dlq::run(&mut c, &addr, command).await
         }
         Command::Cron { admin, command } => {
-            let (mut c, addr) = client::Admin::connect(&admin.addr).await?;
+            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
             match command {
                 CronCommand::Ledger { function, limit } => client::cron_ledger(&mut c, &addr, function, limit).await,
                 CronCommand::Create {
@@ -390,7 +444,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Usage { admin, function } => {
-            let (mut c, addr) = client::Admin::connect(&admin.addr).await?;
+            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
             client::usage(&mut c, &addr, function).await
         }
     }

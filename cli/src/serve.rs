@@ -123,6 +123,9 @@ pub async fn up(mut cfg: Config) -> anyhow::Result<()> {
         let dispatcher = Dispatcher::build(cfg.dispatcher.clone(), nats.clone(), store.clone()).await?;
         let admin = dispatcher.local_addr()?;
         cfg.attach_worker_to(admin);
+        if cfg.worker.token.is_empty() {
+            cfg.worker.token = dispatcher.local_worker_token();
+        }
         let broker = Broker::build(&cfg.broker, nats.clone(), store).await?;
         let http = broker.local_addr()?;
         let worker = Worker::build(cfg.worker.clone()).await?;

@@ -17,11 +17,14 @@ mod batch;
 mod dlq;
 mod envelope;
 mod gate;
+mod guard;
 mod handle;
 mod policy;
 mod pull;
 mod records;
 mod schedules;
+mod tokens;
+mod versions;
 mod workers;
 
 use std::net::SocketAddr;
@@ -29,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use stoke_broker::auth::{AuthMode, Authenticator};
 use stoke_broker::{Invoker, streams};
 use stoke_proto::admin_service_server::AdminServiceServer;
 use stoke_proto::worker_service_server::WorkerServiceServer;
@@ -62,6 +66,19 @@ pub struct DispatcherOptions {
     /// Largest invoke payload accepted through the admin API.
     pub max_payload_bytes: usize,
     pub stream: streams::StreamOptions,
+    pub auth: AuthOptions,
+}
+
+/// Who may call the admin API and attach workers (`[dispatcher.auth]`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthOptions {
+    /// `auto` (default): tokens are required unless `listen` is a loopback
+    /// address. `tokens`: always. `none`: never (every caller is an admin).
+    pub mode: AuthMode,
+    /// Where the first admin token's secret is written when tokens are
+    /// required and none exists yet (default `<data_dir>/admin.token`).
+    pub bootstrap_token_file: Option<std::path::PathBuf>,
 }
 
 impl Default for DispatcherOptions {
@@ -76,6 +93,7 @@ impl Default for DispatcherOptions {
             shutdown_grace_secs: 30,
             max_payload_bytes: 6 << 20,
             stream: streams::StreamOptions::default(),
+            auth: AuthOptions::default(),
         }
     }
 }
@@ -88,6 +106,8 @@ pub enum DispatcherError {
     Stream(String),
     #[error("gRPC server failed: {0}")]
     Serve(String),
+    #[error("auth: {0}")]
+    Auth(#[from] stoke_broker::auth::AuthError),
 }
 
 /// Largest gRPC message (package chunks are smaller; this bounds payloads).
@@ -99,6 +119,8 @@ pub struct Dispatcher {
     nats: async_nats::Client,
     store: Arc<dyn Store>,
     registry: Arc<Registry>,
+    auth: Authenticator,
+    local_worker_token: String,
 }
 
 impl Dispatcher {
@@ -117,6 +139,12 @@ impl Dispatcher {
                 addr: opts.listen,
                 source,
             })?;
+        let enabled = opts.auth.mode.enabled_for(opts.listen);
+        if enabled && let Some(file) = &opts.auth.bootstrap_token_file {
+            stoke_broker::auth::bootstrap(store.as_ref(), file).await?;
+        }
+        tracing::info!(auth = if enabled { "tokens" } else { "off" }, "admin API auth");
+        let (auth, local_worker_token) = Authenticator::new(store.clone(), enabled).with_local_worker();
         let registry = Registry::new(
             store.clone(),
             Duration::from_secs(opts.worker_heartbeat_timeout_secs.max(1)),
@@ -127,7 +155,15 @@ impl Dispatcher {
             nats,
             store,
             registry,
+            auth,
+            local_worker_token,
         })
+    }
+
+    /// A token a worker in this same process attaches with (valid until the
+    /// process exits; never stored).
+    pub fn local_worker_token(&self) -> String {
+        self.local_worker_token.clone()
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -162,10 +198,23 @@ impl Dispatcher {
             invoker,
             deployed: pullers.deployed_notifier(),
             limits: stoke_core::package::Limits::default(),
+            auth: self.auth.clone(),
         };
         let worker_api = workers::WorkerApi {
             registry: self.registry.clone(),
+            auth: self.auth.clone(),
         };
+
+        // Standard gRPC health checking and reflection, open to every caller
+        // (no token), so load balancers, grpcurl and other generic clients
+        // work without the .proto files.
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<AdminServiceServer<admin::AdminApi>>().await;
+        health.set_serving::<WorkerServiceServer<workers::WorkerApi>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(stoke_proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| DispatcherError::Serve(format!("reflection: {e}")))?;
 
         let server_stop = CancellationToken::new();
         // TCP_NODELAY on every connection: with Nagle, an invocation sent
@@ -182,6 +231,8 @@ impl Dispatcher {
             // detached within ~10 s; its invocations are then redelivered.
             .http2_keepalive_interval(Some(Duration::from_secs(5)))
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+            .add_service(health_service)
+            .add_service(reflection)
             .add_service(
                 WorkerServiceServer::new(worker_api)
                     .max_decoding_message_size(MAX_MESSAGE)

@@ -347,6 +347,7 @@ fn provision_message(function: FunctionSpec, min_warm: u32) -> DispatcherMessage
 /// The gRPC face of the registry.
 pub struct WorkerApi {
     pub registry: Arc<Registry>,
+    pub auth: stoke_broker::auth::Authenticator,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -359,6 +360,8 @@ impl WorkerService for WorkerApi {
     type FetchPackageStream = BoxStream<PackageChunk>;
 
     async fn attach(&self, req: Request<Streaming<WorkerMessage>>) -> Result<Response<Self::AttachStream>, Status> {
+        let caller = crate::guard::caller(&self.auth, &req).await?;
+        crate::guard::role(&caller, stoke_broker::auth::Role::Worker)?;
         let mut inbound = req.into_inner();
         let hello = match inbound.message().await? {
             Some(WorkerMessage {
@@ -450,6 +453,8 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<FetchPackageRequest>,
     ) -> Result<Response<Self::FetchPackageStream>, Status> {
+        let caller = crate::guard::caller(&self.auth, &req).await?;
+        crate::guard::role(&caller, stoke_broker::auth::Role::Worker)?;
         let digest = req.into_inner().digest;
         let data = self
             .registry

@@ -1,2 +1,3 @@
-SELECT function, version, digest, manifest, package_size, created_ms
-FROM function_versions WHERE function = $1 AND version = $2
+SELECT v.function, v.version, v.digest, v.manifest, v.package_size, v.created_ms, f.namespace
+FROM function_versions v JOIN functions f ON f.name = v.function
+WHERE v.function = $1 AND v.version = $2

@@ -11,6 +11,7 @@
 
 mod postgres;
 mod queries;
+mod sql_catalog;
 mod sql_store;
 mod sqlite;
 #[cfg(feature = "testing")]
@@ -98,7 +99,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// land together, and a second completion for the same key is refused by the
 /// database, returning the first.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Catalog + Send + Sync + 'static {
     /// Store a package (no-op when the digest is already stored).
     async fn put_package(&self, digest: &str, data: &[u8]) -> Result<()>;
     async fn get_package(&self, digest: &str) -> Result<Option<Vec<u8>>>;
@@ -166,6 +167,30 @@ pub trait Store: Send + Sync + 'static {
     async fn set_schedule_paused(&self, name: &str, paused: bool, now_ms: i64) -> Result<bool>;
     /// False if there is no such schedule.
     async fn delete_schedule(&self, name: &str) -> Result<bool>;
+}
+
+/// What the admin API manages besides deliveries: function ownership and
+/// version history, and API tokens (stored as hashes).
+#[async_trait]
+pub trait Catalog: Send + Sync + 'static {
+    /// The namespace that owns `function` (also once it is deleted).
+    async fn function_namespace(&self, function: &str) -> Result<Option<String>>;
+    /// Every version ever deployed, oldest first.
+    async fn list_versions(&self, function: &str) -> Result<Vec<FunctionVersion>>;
+    /// Make an existing version current (rollback, roll forward); false if
+    /// the function has no such version.
+    async fn set_current_version(&self, function: &str, version: u32, now_ms: i64) -> Result<bool>;
+    /// Stop serving `function`: it has no current version until the next
+    /// deploy. Its versions, invocations and usage are kept, and its name
+    /// stays with its namespace. False if it was not deployed.
+    async fn delete_function(&self, function: &str, now_ms: i64) -> Result<bool>;
+    async fn create_token(&self, t: &NewToken<'_>) -> Result<()>;
+    /// The live (not revoked) token with this secret hash.
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>>;
+    /// Every token, revoked ones too, oldest first.
+    async fn tokens(&self) -> Result<Vec<TokenRecord>>;
+    /// False if there is no such live token.
+    async fn revoke_token(&self, id: &str, now_ms: i64) -> Result<bool>;
 }
 
 /// Open a store from a URL: `sqlite://PATH` (created if missing) or

@@ -71,3 +71,4 @@ crate::sql_store::sql_store!(
     sqlx::postgres::PgArguments,
     deploy_lock = Some(crate::queries::PG_DEPLOY_LOCK)
 );
+crate::sql_catalog::sql_catalog!(PgStore, PgRow);

@@ -55,3 +55,11 @@ pub(crate) const RELEASE_REDRIVE: &str = include_str!("../sql/release_redrive.sq
 /// lock whose first key, "stok", keeps it apart from sqlx's single-key
 /// migration lock).
 pub(crate) const PG_DEPLOY_LOCK: &str = include_str!("../sql/postgres/deploy_lock.sql");
+pub(crate) const FUNCTION_NAMESPACE: &str = include_str!("../sql/function_namespace.sql");
+pub(crate) const LIST_VERSIONS: &str = include_str!("../sql/list_versions.sql");
+pub(crate) const ROLLBACK_VERSION: &str = include_str!("../sql/rollback_version.sql");
+pub(crate) const DELETE_FUNCTION: &str = include_str!("../sql/delete_function.sql");
+pub(crate) const INSERT_TOKEN: &str = include_str!("../sql/insert_token.sql");
+pub(crate) const TOKEN_BY_HASH: &str = include_str!("../sql/token_by_hash.sql");
+pub(crate) const LIST_TOKENS: &str = include_str!("../sql/list_tokens.sql");
+pub(crate) const REVOKE_TOKEN: &str = include_str!("../sql/revoke_token.sql");

@@ -22,6 +22,7 @@ macro_rules! sql_store {
                 manifest: r.try_get(3)?,
                 package_size: r.try_get::<i64, _>(4)? as u64,
                 created_ms: r.try_get(5)?,
+                namespace: r.try_get(6)?,
             })
         }
 
@@ -167,6 +168,15 @@ macro_rules! sql_store {
                 if let Some(lock) = lock {
                     sqlx::query(lock).bind(new.function).execute(&mut *tx).await?;
                 }
+                let owner: Option<String> = sqlx::query_scalar(q::FUNCTION_NAMESPACE)
+                    .bind(new.function)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some(owner) = owner
+                    && owner != new.namespace
+                {
+                    return Ok(DeployOutcome::OtherNamespace(owner));
+                }
                 let current = sqlx::query(q::CURRENT_VERSION)
                     .bind(new.function)
                     .fetch_optional(&mut *tx)
@@ -190,6 +200,7 @@ macro_rules! sql_store {
                     manifest: new.manifest.to_string(),
                     package_size: new.package_size,
                     created_ms: new.now_ms,
+                    namespace: new.namespace.to_string(),
                 };
                 sqlx::query(q::INSERT_VERSION)
                     .bind(&version.function)
@@ -204,6 +215,7 @@ macro_rules! sql_store {
                     .bind(&version.function)
                     .bind(i64::from(version.version))
                     .bind(version.created_ms)
+                    .bind(&version.namespace)
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;

@@ -69,3 +69,4 @@ crate::sql_store::sql_store!(
     sqlx::sqlite::SqliteArguments,
     deploy_lock = None
 );
+crate::sql_catalog::sql_catalog!(SqliteStore, SqliteRow);

@@ -10,10 +10,14 @@ pub struct FunctionVersion {
     pub manifest: String,
     pub package_size: u64,
     pub created_ms: i64,
+    /// The namespace that owns the function.
+    pub namespace: String,
 }
 
 pub struct NewVersion<'a> {
     pub function: &'a str,
+    /// Who deploys it: the owner on a first deploy, checked on later ones.
+    pub namespace: &'a str,
     pub digest: &'a str,
     pub manifest: &'a str,
     pub package_size: u64,
@@ -24,6 +28,30 @@ pub struct NewVersion<'a> {
 pub enum DeployOutcome {
     Created(FunctionVersion),
     Unchanged(FunctionVersion),
+    /// Nothing recorded: the name belongs to this other namespace.
+    OtherNamespace(String),
+}
+
+/// An API token as stored: never its secret, only the secret's hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub name: String,
+    /// A namespace, or `*` for all of them.
+    pub namespace: String,
+    pub role: String,
+    pub created_ms: i64,
+    pub revoked_ms: Option<i64>,
+}
+
+pub struct NewToken<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub role: &'a str,
+    /// sha256 hex of the secret.
+    pub hash: &'a str,
+    pub now_ms: i64,
 }
 
 /// An event accepted at the edge.

@@ -2,6 +2,8 @@
 
 use stoke_store::*;
 
+#[path = "contract/catalog.rs"]
+mod catalog;
 #[path = "contract/concurrency.rs"]
 mod concurrency;
 #[path = "contract/text.rs"]
@@ -30,6 +32,7 @@ async fn full_contract(store: &dyn Store) {
     cron_ledger_contract(store).await;
     text::ordering_contract(store).await;
     text::error_text_contract(store).await;
+    catalog::catalog_contract(store).await;
 }
 
 fn attempt(id: &str, key: &str, n: u32, outcome: AttemptOutcome, duration_us: u64) -> AttemptRecord {
@@ -80,6 +83,7 @@ async fn contract(store: &dyn Store) {
     assert_eq!(store.get_package("nope").await.unwrap(), None);
     let new = |digest: &'static str| NewVersion {
         function: "f",
+        namespace: "default",
         digest,
         manifest: "name = \"f\"",
         package_size: 3,

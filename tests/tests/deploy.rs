@@ -37,6 +37,7 @@ fn header(digest: &str, size: u64) -> DeployRequest {
         part: Some(deploy_request::Part::Header(DeployHeader {
             digest: digest.into(),
             size,
+            ..Default::default()
         })),
     }
 }
@@ -158,7 +159,7 @@ async fn server_refuses_what_bypasses_the_cli() {
         .await
         .unwrap();
     let listed = client
-        .list_functions(ListFunctionsRequest {})
+        .list_functions(ListFunctionsRequest::default())
         .await
         .unwrap()
         .into_inner();

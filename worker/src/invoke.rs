@@ -4,9 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stoke_proto::worker_service_client::WorkerServiceClient;
 use stoke_proto::{ErrorInfo, FunctionSpec, Invocation, InvocationResult, Metering, Outcome as WireOutcome, RunMode};
-use tonic::transport::Channel;
 
 use crate::packages::PackageCache;
 use crate::pool::WarmPool;
@@ -60,7 +58,7 @@ pub fn result_of(
 }
 
 impl Runner {
-    pub async fn run(self: &Arc<Self>, inv: Invocation, client: &mut WorkerServiceClient<Channel>) -> InvocationResult {
+    pub async fn run(self: &Arc<Self>, inv: Invocation, client: &mut crate::DispatcherClient) -> InvocationResult {
         let started_ms = stoke_core::now_ms();
         let t0 = Instant::now();
         let spec = inv.function.clone().unwrap_or_default();
@@ -225,7 +223,7 @@ impl Runner {
 
     /// Start sandboxes until every provisioned function has its share
     /// (idle or busy); one top-up at a time.
-    pub async fn top_up(&self, client: &mut WorkerServiceClient<Channel>) {
+    pub async fn top_up(&self, client: &mut crate::DispatcherClient) {
         let Ok(_one) = self.provisioning.try_lock() else {
             return;
         };

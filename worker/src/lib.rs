@@ -64,7 +64,16 @@ pub struct WorkerOptions {
     /// see `sandbox::cgroup::favor_dynamic_changes`): ~11–16 ms off every
     /// cold start here, for slightly dearer forks and exits on the host.
     pub favor_dynmods: bool,
+    /// API token with the `worker` role (or an all-namespace admin), sent
+    /// when attaching; needed when the dispatcher requires tokens. Prefer
+    /// `STOKE_WORKER__TOKEN` over the config file.
+    pub token: String,
 }
+
+/// The dispatcher client every worker module uses.
+pub type DispatcherClient = WorkerServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, stoke_proto::BearerToken>,
+>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -99,6 +108,7 @@ impl Default for WorkerOptions {
             max_pids: 1024,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             favor_dynmods: true,
+            token: String::new(),
         }
     }
 }
@@ -312,7 +322,9 @@ impl Worker {
             .connect()
             .await
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-        let mut client = WorkerServiceClient::new(channel)
+        let bearer = stoke_proto::BearerToken::new(&self.opts.token)
+            .map_err(|_| tonic::Status::invalid_argument("the worker token is not valid header text"))?;
+        let mut client = WorkerServiceClient::with_interceptor(channel, bearer)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
         let (tx, rx) = mpsc::channel::<WorkerMessage>(1024);

@@ -8,9 +8,7 @@ use std::sync::Arc;
 
 use stoke_core::package::{self, Limits};
 use stoke_proto::FetchPackageRequest;
-use stoke_proto::worker_service_client::WorkerServiceClient;
 use tokio::sync::Mutex;
-use tonic::transport::Channel;
 
 use crate::WorkerError;
 
@@ -32,11 +30,7 @@ impl PackageCache {
     }
 
     /// The extracted code directory for `digest`, fetching it if needed.
-    pub async fn ensure(
-        &self,
-        digest: &str,
-        client: &mut WorkerServiceClient<Channel>,
-    ) -> Result<PathBuf, WorkerError> {
+    pub async fn ensure(&self, digest: &str, client: &mut crate::DispatcherClient) -> Result<PathBuf, WorkerError> {
         if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(WorkerError::Package(format!("bad digest {digest:?}")));
         }

@@ -38,6 +38,7 @@ pub async fn concurrent_deploys(store: Arc<dyn Store>) {
             store.put_package(&digest, digest.as_bytes()).await.unwrap();
             let new = || NewVersion {
                 function: "deployed",
+                namespace: "default",
                 digest: &digest,
                 manifest: "",
                 package_size: 4,

@@ -23,6 +23,7 @@ pub async fn ordering_contract(store: &dyn Store) {
         store
             .deploy_version(NewVersion {
                 function: name,
+                namespace: "default",
                 digest: "d-order",
                 manifest: "",
                 package_size: 3,

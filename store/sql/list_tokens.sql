@@ -1,0 +1,1 @@
+SELECT id, name, namespace, role, created_ms, revoked_ms FROM tokens ORDER BY created_ms, id
