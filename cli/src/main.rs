@@ -121,6 +121,13 @@ enum Command {
         admin: AdminFlag,
         name: String,
     },
+    /// Workers attached to the dispatcher: capacity, load, warm sandboxes; drain one.
+    Workers {
+        #[command(flatten)]
+        admin: AdminFlag,
+        #[command(subcommand)]
+        command: Option<manage::WorkersCommand>,
+    },
     /// API tokens: create, list, revoke, whoami.
     Tokens {
         #[command(flatten)]
@@ -253,11 +260,18 @@ struct AdminFlag {
         long = "admin",
         env = "STOKE_ADMIN",
         default_value = "127.0.0.1:50051",
-        value_name = "ADDR"
+        value_name = "ADDR",
+        global = true
     )]
     addr: String,
     /// API token (when the server requires tokens).
-    #[arg(long, env = "STOKE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "STOKE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN",
+        global = true
+    )]
     token: Option<String>,
 }
 
@@ -357,6 +371,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Delete { admin, name } => {
             let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
             manage::delete(&mut c, &addr, name).await
+        }
+        Command::Workers { admin, command } => {
+            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
+            manage::workers(&mut c, &addr, command).await
         }
         Command::Tokens { admin, command } => {
             let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;

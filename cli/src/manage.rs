@@ -164,3 +164,57 @@ pub async fn delete(admin: &mut Admin, addr: &str, name: String) -> anyhow::Resu
     println!("deleted {name} (its versions, invocations and usage are kept; `stoke deploy` brings it back)");
     Ok(())
 }
+
+#[derive(clap::Subcommand)]
+pub enum WorkersCommand {
+    /// List the workers attached to this dispatcher (the default).
+    List,
+    /// Place no new work on a worker; in-flight work finishes.
+    ///
+    /// Example: stoke workers drain w-3f2a
+    Drain { id: String },
+}
+
+/// `stoke workers [list|drain ID]`.
+pub async fn workers(admin: &mut Admin, addr: &str, command: Option<WorkersCommand>) -> anyhow::Result<()> {
+    let c = admin.client();
+    let list = match command.unwrap_or(WorkersCommand::List) {
+        WorkersCommand::List => {
+            c.list_workers(stoke_proto::ListWorkersRequest {})
+                .await
+                .map_err(|s| rpc_error(addr, s))?
+                .into_inner()
+                .workers
+        }
+        WorkersCommand::Drain { id } => {
+            let w = c
+                .drain_worker(stoke_proto::DrainWorkerRequest { id })
+                .await
+                .map_err(|s| rpc_error(addr, s))?
+                .into_inner();
+            eprintln!("{} is drained: no new work; {} invocations still running", w.id, w.busy);
+            vec![w]
+        }
+    };
+    println!(
+        "{:<24} {:<16} {:>9} {:>9} {:<8} WARM (idle sandboxes)",
+        "ID", "HOST", "BUSY", "MEMORY", "STATE"
+    );
+    for w in &list {
+        let warm: Vec<String> = w
+            .warm
+            .iter()
+            .map(|f| format!("{}:v{}×{}", f.function, f.version, f.idle))
+            .collect();
+        println!(
+            "{:<24} {:<16} {:>9} {:>7}MB {:<8} {}",
+            w.id,
+            w.hostname,
+            format!("{}/{}", w.busy, w.slots),
+            w.memory_mb,
+            if w.draining { "draining" } else { "ready" },
+            warm.join(" ")
+        );
+    }
+    Ok(())
+}

@@ -38,6 +38,7 @@ pub(crate) struct AdminApi {
     pub deployed: Arc<Notify>,
     pub limits: Limits,
     pub auth: Authenticator,
+    pub registry: Arc<crate::workers::Registry>,
 }
 
 pub(crate) fn store_status(e: StoreError) -> Status {
@@ -576,5 +577,34 @@ impl AdminService for AdminApi {
             created_unix_ms: 0,
             revoked_unix_ms: 0,
         })))
+    }
+
+    async fn list_workers(
+        &self,
+        req: Request<stoke_proto::ListWorkersRequest>,
+    ) -> Result<Response<stoke_proto::ListWorkersResponse>, Status> {
+        let caller = guard::caller(&self.auth, &req).await?;
+        caller
+            .require(Role::Admin, stoke_broker::auth::ALL_NAMESPACES)
+            .map_err(guard::auth_status)?;
+        Ok(Response::new(stoke_proto::ListWorkersResponse {
+            workers: self.registry.snapshot(),
+        }))
+    }
+
+    async fn drain_worker(
+        &self,
+        req: Request<stoke_proto::DrainWorkerRequest>,
+    ) -> Result<Response<stoke_proto::WorkerInfo>, Status> {
+        let caller = guard::caller(&self.auth, &req).await?;
+        caller
+            .require(Role::Admin, stoke_broker::auth::ALL_NAMESPACES)
+            .map_err(guard::auth_status)?;
+        let id = req.into_inner().id;
+        self.registry.cordon(&id).map(Response::new).ok_or_else(|| {
+            Status::not_found(format!(
+                "worker {id:?} is not attached to this dispatcher (list them with ListWorkers)"
+            ))
+        })
     }
 }

@@ -199,6 +199,7 @@ impl Dispatcher {
             deployed: pullers.deployed_notifier(),
             limits: stoke_core::package::Limits::default(),
             auth: self.auth.clone(),
+            registry: self.registry.clone(),
         };
         let worker_api = workers::WorkerApi {
             registry: self.registry.clone(),

@@ -39,6 +39,9 @@ type Outbox = mpsc::Sender<Result<DispatcherMessage, Status>>;
 pub struct WorkerHandle {
     pub id: String,
     pub slots: u32,
+    memory_mb: u64,
+    hostname: String,
+    attached_ms: i64,
     busy: AtomicU32,
     tx: Outbox,
     pending: Mutex<HashMap<String, (u64, oneshot::Sender<InvocationResult>)>>,
@@ -74,6 +77,31 @@ impl WorkerHandle {
         let mut warm = self.warm.lock().expect("not poisoned");
         let e = warm.entry((function.to_string(), version)).or_insert(0);
         *e = e.saturating_add_signed(delta);
+    }
+}
+
+fn worker_info(w: &WorkerHandle) -> stoke_proto::WorkerInfo {
+    let mut warm: Vec<_> = w
+        .warm
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .map(|((function, version), idle)| stoke_proto::WarmFunction {
+            function: function.clone(),
+            version: *version,
+            idle: *idle,
+        })
+        .collect();
+    warm.sort_by(|a, b| (&a.function, a.version).cmp(&(&b.function, b.version)));
+    stoke_proto::WorkerInfo {
+        id: w.id.clone(),
+        hostname: w.hostname.clone(),
+        slots: w.slots,
+        busy: w.busy.load(Ordering::Relaxed),
+        memory_mb: w.memory_mb,
+        draining: w.draining.load(Ordering::Relaxed),
+        attached_unix_ms: w.attached_ms,
+        warm,
     }
 }
 
@@ -120,6 +148,29 @@ impl Registry {
     }
 
     /// Close every worker stream (dispatcher shutdown).
+    /// What the admin API shows of each attached worker.
+    pub fn snapshot(&self) -> Vec<stoke_proto::WorkerInfo> {
+        let workers = self.workers.lock().expect("not poisoned").clone();
+        workers.iter().map(|w| worker_info(w)).collect()
+    }
+
+    /// Place no more work on worker `id` (in-flight work finishes); its
+    /// provisioned share goes to the others. None if it is not attached here.
+    pub fn cordon(&self, id: &str) -> Option<stoke_proto::WorkerInfo> {
+        let worker = self
+            .workers
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .find(|w| w.id == id)
+            .cloned()?;
+        if !worker.draining.swap(true, Ordering::Relaxed) {
+            tracing::info!(worker = %id, "worker drained by the admin API");
+            self.rebalance();
+        }
+        Some(worker_info(&worker))
+    }
+
     pub fn detach_all(&self) {
         self.workers.lock().expect("not poisoned").clear();
         self.changed.notify_waiters();
@@ -380,6 +431,9 @@ impl WorkerService for WorkerApi {
         let handle = Arc::new(WorkerHandle {
             id: hello.worker_id.clone(),
             slots: hello.slots,
+            memory_mb: hello.memory_mb,
+            hostname: hello.hostname.clone(),
+            attached_ms: stoke_core::now_ms(),
             busy: AtomicU32::new(0),
             tx,
             pending: Mutex::new(HashMap::new()),

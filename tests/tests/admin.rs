@@ -365,3 +365,47 @@ async fn health_and_reflection_need_no_token() {
         "descriptor lacks the RPCs"
     );
 }
+
+#[tokio::test]
+async fn workers_are_listed_and_drained_by_a_cluster_admin_only() {
+    let nats = Nats::start().await.unwrap();
+    let p = tokens_platform(&nats).await;
+    let root = std::fs::read_to_string(p.data_dir.path().join("admin.token")).unwrap();
+    let mut root_c = client(&p, root.trim()).await;
+    let ns_admin = mint(&mut root_c, "a-admin", "team-a", "admin").await;
+
+    let workers = root_c
+        .list_workers(ListWorkersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .workers;
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    let w = &workers[0];
+    assert!(
+        w.slots > 0 && w.memory_mb > 0 && !w.hostname.is_empty() && !w.draining,
+        "{w:?}"
+    );
+    let err = client(&p, &ns_admin)
+        .await
+        .list_workers(ListWorkersRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "a namespace admin sees no workers");
+
+    let err = root_c
+        .drain_worker(DrainWorkerRequest { id: "nope".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let out = p.cli(&["workers", "drain", &w.id, "--token", root.trim()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("draining"));
+    let after = root_c
+        .list_workers(ListWorkersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .workers;
+    assert!(after[0].draining);
+}
