@@ -519,3 +519,64 @@ async fn two_thousand_sandboxes_come_and_go_without_leaking() {
     );
     neighbour_ok(&p).await;
 }
+
+/// The worker's open files.
+fn worker_fds(p: &Platform) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", p.pid())).unwrap().count()
+}
+
+#[tokio::test]
+async fn a_flood_of_runtime_api_connections_is_capped_per_sandbox() {
+    let nats = Nats::start().await.unwrap();
+    let p = platform(&nats).await;
+    neighbour_ok(&p).await;
+    // Warm: the hostile sandbox exists (with its pipes, cgroup files and
+    // listener) before the worker's fds are counted.
+    let r = p.post("hostile", r#"{"do":"nothing"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let before = worker_fds(&p);
+    // 300 connections to its own Runtime API, held for 4 s, half of them
+    // with a request head that never ends.
+    let flood = {
+        let (url, client) = (p.url("/fn/hostile"), reqwest::Client::new());
+        tokio::spawn(async move {
+            let r = client
+                .post(url)
+                .body(r#"{"do":"api_flood","connections":300,"hold":4}"#)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    let mut most = before;
+    let mut neighbour_served = false;
+    while !flood.is_finished() {
+        most = most.max(worker_fds(&p));
+        if !neighbour_served && most > before + 8 {
+            // Mid-flood, the worker still serves another function.
+            neighbour_ok(&p).await;
+            neighbour_served = true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = flood.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    println!("flood: {seen}; worker fds {before} before, at most {most} during");
+    assert_eq!(seen["opened"], 300, "the sandbox could connect: {seen}");
+    assert!(seen["held"].as_u64().unwrap() <= 16, "at most 16 kept: {seen}");
+    assert!(
+        seen["closed_at_once"].as_u64().unwrap() >= 280,
+        "the rest closed at once: {seen}"
+    );
+    assert!(
+        most <= before + 24,
+        "worker fds: {before} before, {most} during the flood"
+    );
+    assert!(neighbour_served, "the flood was seen in the worker's fds at all");
+    // Its own runtime connection survived the flood: it answers again.
+    let r = p.post("hostile", r#"{"do":"nothing"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    neighbour_ok(&p).await;
+}

@@ -282,6 +282,7 @@ impl Runner {
             scratch_root: &self.scratch_root,
             worker_id: &self.worker_id,
             max_response: self.max_response,
+            timeout: std::time::Duration::from_millis(u64::from(spec.timeout_ms)),
             cgroups: self.cgroups.as_ref(),
             max_pids: self.max_pids,
             seccomp: self.seccomp.clone(),

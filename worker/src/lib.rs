@@ -150,6 +150,12 @@ pub struct Worker {
 
 impl Worker {
     pub async fn build(mut opts: WorkerOptions) -> Result<Worker, WorkerError> {
+        // Sandboxes hold the worker's fds (pipes, Runtime API connections):
+        // the soft default of 1024 is far too few.
+        match sandbox::raise_open_files_limit() {
+            Ok(n) => tracing::debug!(limit = n, "open files limit"),
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+        }
         // Sandboxes run with their code dir as cwd: every path handed to
         // them must be absolute.
         opts.data_dir =

@@ -42,6 +42,9 @@ pub struct StartSpec<'a> {
     pub scratch_root: &'a Path,
     pub worker_id: &'a str,
     pub max_response: usize,
+    /// The function's timeout (bounds how long its Runtime API connection
+    /// may sit idle: `runtime_api::ServeLimits`).
+    pub timeout: Duration,
     /// Where the sandbox's cgroups go; `None` only with `--sandbox none`.
     pub cgroups: Option<&'a cgroup::Cgroups>,
     /// Seccomp filters (empty only with `--sandbox none`).
@@ -188,15 +191,12 @@ impl Sandbox {
         let (api, deliveries) = runtime_api::new_state(spec.max_response);
         let mut tasks = Vec::new();
         if let Some(listener) = listener {
+            let limits = runtime_api::ServeLimits {
+                max_connections: runtime_api::MAX_CONNECTIONS,
+                idle: spec.timeout + runtime_api::IDLE_GRACE,
+            };
             let app = runtime_api::router(api.clone());
-            // TCP_NODELAY: the runtime's long-poll `/next` answer must not
-            // wait for a delayed ACK.
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            tasks.push(tokio::spawn(async move {
-                let _ = axum::serve(listener, app).await;
-            }));
+            tasks.push(tokio::spawn(runtime_api::serve(listener, app, limits)));
         }
 
         let mut env: Vec<(String, String)> = vec![
@@ -563,6 +563,21 @@ async fn pump<R: tokio::io::AsyncRead + Unpin>(
     }
 }
 
+/// Raise this process's soft limit on open files to its hard limit, and
+/// return it. Every sandbox costs the worker a dozen fds (pipes, cgroup
+/// files, its network namespace) plus up to
+/// [`runtime_api::MAX_CONNECTIONS`] Runtime API connections; the usual soft
+/// default of 1024 runs out at a few dozen sandboxes. (Sandboxes get their
+/// own limit, `launch::NOFILE`, whatever the worker's.)
+pub fn raise_open_files_limit() -> std::io::Result<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(hard)
+}
+
 /// Start and finish one sandbox of `true` with every protection, so a host
 /// that cannot provide them (no root, no namespaces, a seccomp-less kernel)
 /// is refused at worker start rather than at the first invocation.
@@ -610,4 +625,18 @@ pub async fn probe(
     .await;
     let _ = std::fs::remove_dir_all(&code);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit() {
+        // This test's own process (nextest runs each test in one).
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        setrlimit(Resource::RLIMIT_NOFILE, 256.min(hard), hard).unwrap();
+        assert_eq!(super::raise_open_files_limit().unwrap(), hard);
+        assert_eq!(getrlimit(Resource::RLIMIT_NOFILE).unwrap(), (hard, hard));
+    }
 }

@@ -8,9 +8,18 @@
 //! The listener belongs to exactly one sandbox, so the endpoint itself
 //! identifies the caller; a request id that is not the one in flight is
 //! refused with 400.
+//!
+//! The function holds the other end of every connection, so [`serve`]
+//! bounds what it can make the worker hold: at most [`MAX_CONNECTIONS`]
+//! connections at once (more are closed as soon as they are accepted), a
+//! request head must arrive within the sandbox's idle limit (which also
+//! closes an idle keep-alive connection), and an error report is read up to
+//! [`MAX_ERROR_BODY`] only. `/response` keeps Lambda's limit (6 MiB by
+//! default, the worker's `max_response_bytes`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -18,6 +27,8 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use bytes::BytesMut;
+use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
@@ -63,7 +74,15 @@ pub struct ApiState {
     max_response: usize,
 }
 
-const MAX_ERROR_BODY: usize = 1 << 20;
+/// Largest error report (`/init/error`, `/invocation/{id}/error`) kept;
+/// a longer one is cut there and the rest is not read.
+pub const MAX_ERROR_BODY: usize = 16 << 10;
+/// Connections one sandbox may hold to its Runtime API at once. A runtime
+/// needs one (two while it replaces a closed one); the rest of the
+/// headroom is for runtimes that pool a few.
+pub const MAX_CONNECTIONS: usize = 16;
+/// Added to the function's timeout to make the sandbox's idle limit.
+pub const IDLE_GRACE: Duration = Duration::from_secs(10);
 
 pub fn new_state(max_response: usize) -> (Arc<ApiState>, mpsc::Sender<Delivery>) {
     let (tx, rx) = mpsc::channel(1);
@@ -85,6 +104,57 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
         .route("/2018-06-01/runtime/init/error", post(init_error))
         .with_state(state)
+}
+
+/// Limits of one sandbox's Runtime API server.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// Connections held at once; more are closed when accepted.
+    pub max_connections: usize,
+    /// How long a connection may take to send a request head. hyper's
+    /// timer runs whenever it waits for one, so this is also how long a
+    /// keep-alive connection may sit idle between requests. A runtime's
+    /// connection is idle while its handler runs (between the `/next`
+    /// answer and `/response`), which the function's timeout bounds: so
+    /// this is the function's timeout plus [`IDLE_GRACE`], and a
+    /// well-behaved runtime never meets it.
+    pub idle: Duration,
+}
+
+/// Serve `app` on `listener` until the returned future is dropped (the
+/// sandbox's end): that drops every connection too.
+pub async fn serve(listener: tokio::net::TcpListener, app: Router, limits: ServeLimits) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "runtime API accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        while conns.try_join_next().is_some() {}
+        if conns.len() >= limits.max_connections {
+            // Closed at once: the function only hurts itself.
+            drop(stream);
+            continue;
+        }
+        // TCP_NODELAY: the runtime's long-poll `/next` answer must not
+        // wait for a delayed ACK.
+        let _ = stream.set_nodelay(true);
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(limits.idle)
+            .serve_connection(
+                hyper_util::rt::TokioIo::new(stream),
+                hyper_util::service::TowerToHyperService::new(app.clone()),
+            );
+        conns.spawn(async move {
+            let _ = conn.await;
+        });
+    }
 }
 
 fn refuse(status: StatusCode, error_type: &str, message: &str) -> Response {
@@ -167,20 +237,42 @@ async fn error(State(st): State<Arc<ApiState>>, Path(id): Path<String>, headers:
             "no invocation in flight with this id",
         );
     };
-    let body = axum::body::to_bytes(req.into_body(), MAX_ERROR_BODY)
-        .await
-        .unwrap_or_default();
-    let _ = reply.send(Reply::Error {
-        error_type: error_type(&headers, &body),
-        body,
-    });
+    let (error_type, body) = error_report(&headers, req).await;
+    let _ = reply.send(Reply::Error { error_type, body });
     (StatusCode::ACCEPTED, axum::Json(json!({"status": "OK"}))).into_response()
 }
 
-async fn init_error(State(st): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let kind = error_type(&headers, &body);
-    *st.init_error.lock().expect("not poisoned") = Some((kind, body));
+async fn init_error(State(st): State<Arc<ApiState>>, headers: HeaderMap, req: Request) -> Response {
+    let report = error_report(&headers, req).await;
+    *st.init_error.lock().expect("not poisoned") = Some(report);
     (StatusCode::ACCEPTED, axum::Json(json!({"status": "OK"}))).into_response()
+}
+
+/// An error report's type and body, read up to [`MAX_ERROR_BODY`]. One cut
+/// there is replaced by a short one that says so (its type from the
+/// header, since the cut JSON cannot be parsed).
+async fn error_report(headers: &HeaderMap, req: Request) -> (String, Bytes) {
+    let mut stream = req.into_body().into_data_stream();
+    let mut body = BytesMut::new();
+    let mut cut = false;
+    while let Some(Ok(chunk)) = stream.next().await {
+        let room = MAX_ERROR_BODY - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            cut = true;
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let body = body.freeze();
+    if !cut {
+        return (error_type(headers, &body), body);
+    }
+    let kind = error_type(headers, &Bytes::new());
+    let start = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
+    let message = format!("the function's error report is over {MAX_ERROR_BODY} bytes; it began: {start}");
+    let short = json!({"errorType": kind, "errorMessage": message});
+    (kind, Bytes::from(short.to_string()))
 }
 
 /// errorType from the body if it has one, else the header, else a default.
@@ -196,4 +288,140 @@ fn error_type(headers: &HeaderMap, body: &Bytes) -> String {
                 .map(str::to_string)
         })
         .unwrap_or_else(|| "Function.Error".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// Serve a fresh state on a loopback port; returns its address and the
+    /// sender of deliveries.
+    async fn server(limits: ServeLimits) -> (std::net::SocketAddr, mpsc::Sender<Delivery>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (state, tx) = new_state(6 << 20);
+        tokio::spawn(serve(listener, router(state), limits));
+        (addr, tx)
+    }
+
+    /// Whether the server closed `s` within `within` (EOF or reset).
+    async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+        let mut buf = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+                Err(_) => return false,
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_cap_are_closed_and_silent_ones_time_out() {
+        let idle = Duration::from_millis(500);
+        let (addr, _tx) = server(ServeLimits {
+            max_connections: 4,
+            idle,
+        })
+        .await;
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(TcpStream::connect(addr).await.unwrap());
+        }
+        // One with a head that never ends.
+        held[0].write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        for _ in 0..3 {
+            let mut extra = TcpStream::connect(addr).await.unwrap();
+            assert!(
+                closed_within(&mut extra, Duration::from_millis(300)).await,
+                "over the cap"
+            );
+        }
+        let started = std::time::Instant::now();
+        for s in &mut held {
+            assert!(closed_within(s, idle * 4).await, "a silent connection is closed");
+        }
+        assert!(started.elapsed() >= idle / 2, "{:?}", started.elapsed());
+        // The permits came back.
+        let mut again = TcpStream::connect(addr).await.unwrap();
+        assert!(!closed_within(&mut again, idle / 4).await);
+    }
+
+    #[tokio::test]
+    async fn an_idle_keep_alive_connection_is_closed() {
+        let idle = Duration::from_millis(500);
+        let (addr, _tx) = server(ServeLimits {
+            max_connections: 4,
+            idle,
+        })
+        .await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST /2018-06-01/runtime/invocation/x/response HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 400"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        // Kept alive for a while, then closed.
+        assert!(!closed_within(&mut s, idle / 4).await);
+        assert!(closed_within(&mut s, idle * 4).await);
+    }
+
+    #[tokio::test]
+    async fn an_error_report_is_read_up_to_its_cap() {
+        let (addr, tx) = server(ServeLimits {
+            max_connections: 4,
+            idle: Duration::from_secs(10),
+        })
+        .await;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        tx.send(Delivery {
+            request_id: "r1".into(),
+            payload: Bytes::from_static(b"{}"),
+            deadline_ms: 0,
+            function_arn: String::new(),
+            trace_id: String::new(),
+            idempotency_key: String::new(),
+            attempt: 1,
+            reply: reply_tx,
+        })
+        .await
+        .unwrap();
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        // A megabyte of error report (more than the cap; the server may
+        // close before it has all of it, so write errors are fine).
+        let big = format!("{{\"errorType\":\"Big\",\"errorMessage\":\"{}\"}}", "x".repeat(1 << 20));
+        let head = format!(
+            "POST /2018-06-01/runtime/invocation/r1/error HTTP/1.1\r\nHost: x\r\n\
+             Lambda-Runtime-Function-Error-Type: Runtime.Huge\r\nContent-Length: {}\r\n\r\n",
+            big.len()
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let _ = s.write_all(big.as_bytes()).await;
+        let reply = tokio::time::timeout(Duration::from_secs(5), reply_rx)
+            .await
+            .unwrap()
+            .unwrap();
+        let Reply::Error { error_type, body } = reply else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(error_type, "Runtime.Huge");
+        assert!(body.len() < 2 * 1024, "{} bytes", body.len());
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["errorType"], "Runtime.Huge");
+        assert!(v["errorMessage"].as_str().unwrap().contains("over 16384 bytes"), "{v}");
+    }
 }
