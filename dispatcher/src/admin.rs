@@ -177,10 +177,8 @@ impl AdminService for AdminApi {
             .map_err(store_status)?
             && owner != namespace
         {
-            return Err(Status::permission_denied(format!(
-                "function {:?} belongs to another namespace than {namespace:?}: deploy it under another name",
-                manifest.name
-            )));
+            // Checked before subscribing, so a refused deploy creates nothing.
+            return Err(guard::owned_elsewhere(&manifest.name, &namespace));
         }
 
         // Subscriptions exist before the deploy is acknowledged: from then
@@ -218,12 +216,8 @@ impl AdminService for AdminApi {
         let (v, unchanged) = match outcome {
             DeployOutcome::Created(v) => (v, false),
             DeployOutcome::Unchanged(v) => (v, true),
-            DeployOutcome::OtherNamespace(_) => {
-                return Err(Status::permission_denied(format!(
-                    "function {:?} belongs to another namespace than {namespace:?}: deploy it under another name",
-                    manifest.name
-                )));
-            }
+            // A first deploy from another namespace won the race since the check above.
+            DeployOutcome::OtherNamespace(_) => return Err(guard::owned_elsewhere(&manifest.name, &namespace)),
         };
         tracing::info!(function = %v.function, version = v.version, %digest, unchanged, "deployed");
         self.deployed.notify_one();
@@ -584,9 +578,7 @@ impl AdminService for AdminApi {
         req: Request<stoke_proto::ListWorkersRequest>,
     ) -> Result<Response<stoke_proto::ListWorkersResponse>, Status> {
         let caller = guard::caller(&self.auth, &req).await?;
-        caller
-            .require(Role::Admin, stoke_broker::auth::ALL_NAMESPACES)
-            .map_err(guard::auth_status)?;
+        guard::cluster_admin(&caller)?;
         Ok(Response::new(stoke_proto::ListWorkersResponse {
             workers: self.registry.snapshot(),
         }))
@@ -597,9 +589,7 @@ impl AdminService for AdminApi {
         req: Request<stoke_proto::DrainWorkerRequest>,
     ) -> Result<Response<stoke_proto::WorkerInfo>, Status> {
         let caller = guard::caller(&self.auth, &req).await?;
-        caller
-            .require(Role::Admin, stoke_broker::auth::ALL_NAMESPACES)
-            .map_err(guard::auth_status)?;
+        guard::cluster_admin(&caller)?;
         let id = req.into_inner().id;
         self.registry.cordon(&id).map(Response::new).ok_or_else(|| {
             Status::not_found(format!(

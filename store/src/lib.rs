@@ -207,9 +207,14 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
     Err(StoreError::UnsupportedUrl(redact_url(url)))
 }
 
-/// The store URL fit for logs and banners: a password in the authority
+/// A URL fit for logs and banners: a password in the authority
 /// (`user:secret@host`) or in a `password=` query parameter becomes `***`.
+/// A comma-separated list (a NATS cluster) is redacted URL by URL.
 pub fn redact_url(url: &str) -> String {
+    url.split(',').map(redact_one).collect::<Vec<_>>().join(",")
+}
+
+fn redact_one(url: &str) -> String {
     let mut out = url.to_string();
     if let Some(scheme_end) = out.find("://") {
         let rest = scheme_end + 3;
