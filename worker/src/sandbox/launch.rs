@@ -41,6 +41,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::ExitStatus;
+use std::sync::{Arc, Mutex};
 
 use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
@@ -71,6 +72,8 @@ pub struct Process {
     pub pid: u32,
     /// Waits for (and reaps) the process; kills it if dropped first.
     pub exit: Exit,
+    /// Kills it (and what it started) at any time, reaped or not.
+    pub killer: Killer,
     /// The write end of its stdin, when asked for.
     pub stdin: Option<pipe::Sender>,
     pub stdout: pipe::Receiver,
@@ -282,6 +285,13 @@ pub fn launch(spec: &LaunchSpec<'_>) -> io::Result<Process> {
         let e = io::Error::from_raw_os_error(f.errno);
         return Err(io::Error::new(e.kind(), format!("{}: {e}", f.step)));
     }
+    let reaped = Arc::new(Mutex::new(false));
+    let killer = Killer {
+        pid,
+        pidfd: Arc::new(pidfd.try_clone()?),
+        reaped: reaped.clone(),
+        group: spec.jail.is_none(),
+    };
     Ok(Process {
         pid: pid as u32,
         exit: Exit {
@@ -289,8 +299,9 @@ pub fn launch(spec: &LaunchSpec<'_>) -> io::Result<Process> {
             // SAFETY: the AsyncFd owns the pidfd: it stays open as long.
             #[allow(unsafe_code)]
             fd: Some(unsafe { AsyncFd::register(pidfd)? }),
-            reaped: false,
+            reaped,
         },
+        killer,
         stdin: stdin_write.map(pipe::Sender::from_owned_fd).transpose()?,
         stdout: pipe::Receiver::from_owned_fd(out_read)?,
         stderr: pipe::Receiver::from_owned_fd(err_read)?,
@@ -421,7 +432,9 @@ fn die_with_parent() -> Step {
 pub struct Exit {
     pid: libc::pid_t,
     fd: Option<AsyncFd<OwnedFd>>,
-    reaped: bool,
+    /// Set, under the lock, by the `waitpid` that reaps the process; shared
+    /// with its [`Killer`].
+    reaped: Arc<Mutex<bool>>,
 }
 
 impl Exit {
@@ -438,18 +451,23 @@ impl Exit {
 
     fn try_reap(&mut self) -> io::Result<Option<ExitStatus>> {
         let mut status = 0;
-        // SAFETY: waits for our own child (the pidfd keeps its pid ours).
+        let mut reaped = self.reaped.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: waits for our own child (unreaped, its pid is still ours).
         #[allow(unsafe_code)]
         let r = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
         match r {
             0 => Ok(None),
             r if r < 0 => Err(io::Error::last_os_error()),
             _ => {
-                self.reaped = true;
+                *reaped = true;
                 self.fd = None;
                 Ok(Some(ExitStatus::from_raw(status)))
             }
         }
+    }
+
+    fn is_reaped(&self) -> bool {
+        *self.reaped.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// SIGKILL the process (through its pidfd: never another process).
@@ -472,7 +490,7 @@ impl Exit {
 
 impl Drop for Exit {
     fn drop(&mut self) {
-        if self.reaped || self.fd.is_none() {
+        if self.fd.is_none() || self.is_reaped() {
             return;
         }
         self.kill();
@@ -482,7 +500,7 @@ impl Drop for Exit {
         let mut rest = Exit {
             pid: self.pid,
             fd: self.fd.take(),
-            reaped: false,
+            reaped: self.reaped.clone(),
         };
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
@@ -491,12 +509,13 @@ impl Drop for Exit {
                 });
             }
             Err(_) => {
+                let mut reaped = rest.reaped.lock().unwrap_or_else(|p| p.into_inner());
                 // SAFETY: a blocking wait for our own, killed child.
                 #[allow(unsafe_code)]
                 unsafe {
                     libc::waitpid(rest.pid, std::ptr::null_mut(), 0);
                 }
-                rest.reaped = true;
+                *reaped = true;
             }
         }
     }
@@ -532,10 +551,48 @@ fn close_from(first: u32, cloexec: bool) {
     }
 }
 
-/// Kill the sandbox's whole process group (its session, started by setsid).
-pub fn kill_group(pid: u32) {
-    let pgid = nix::unistd::Pid::from_raw(pid as i32);
-    let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+/// Kills a started process and what it started, at any time — also after
+/// it was reaped, when its pid may already be another process's:
+///
+/// - through a pidfd of its own, which reaches that process or nothing.
+///   Jailed, the process is pid 1 of its pid namespace, and when it dies
+///   the kernel kills every other process in the namespace (the sandbox's
+///   cgroup is killed as well, by `SandboxCgroup::kill_all`);
+/// - unjailed (`--sandbox none`), its process group too (the session it
+///   started with setsid), but only while it is unreaped: its pid, which
+///   is the group's id, stays ours until then, and the reaping `waitpid`
+///   takes the same lock. A reaped process's group is left alone (with
+///   no cgroup, what it left behind in it is out of reach: that mode
+///   isolates nothing anyway).
+#[derive(Clone)]
+pub struct Killer {
+    pid: libc::pid_t,
+    pidfd: Arc<OwnedFd>,
+    reaped: Arc<Mutex<bool>>,
+    group: bool,
+}
+
+impl Killer {
+    pub fn kill(&self) {
+        // SAFETY: a raw system call on our own pidfd.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            );
+        }
+        if self.group {
+            let reaped = self.reaped.lock().unwrap_or_else(|p| p.into_inner());
+            if !*reaped {
+                let pgid = nix::unistd::Pid::from_raw(self.pid);
+                let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
 }
 
 /// Make a platform child process (not a sandbox: e.g. the `nats-server`
@@ -553,6 +610,91 @@ pub fn die_with_parent_cmd(cmd: &mut tokio::process::Command) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::CommandExt;
+    use tokio::io::AsyncReadExt;
+
+    fn unjailed(command: &[String], code: &Path) -> Process {
+        launch(&LaunchSpec {
+            command,
+            code_dir: code,
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            cgroup_fds: Vec::new(),
+            jail: None,
+            netns: None,
+            seccomp: &[],
+            stdin_pipe: false,
+            max_pids: 64,
+        })
+        .unwrap()
+    }
+
+    /// A `sleep` in a process group of its own, started at `pid` (writing
+    /// the pid before it to ns_last_pid, as CRIU does; root only). Retried
+    /// while other forks on the host take the pid first.
+    fn sleep_at_pid(pid: i32) -> std::process::Child {
+        for _ in 0..200 {
+            std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).unwrap();
+            let mut child = std::process::Command::new("sleep")
+                .arg("30")
+                .process_group(0)
+                .spawn()
+                .unwrap();
+            if child.id() as i32 == pid {
+                return child;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("pid {pid} was always taken by another fork first");
+    }
+
+    #[tokio::test]
+    async fn a_reaped_sandbox_s_pid_and_group_are_never_signalled() {
+        let code = tempfile::tempdir().unwrap();
+        let mut p = unjailed(&["true".to_string()], code.path());
+        assert!(p.exit.wait().await.unwrap().success());
+        // Its pid, now reaped, is another process's — and that process's
+        // group id (as after pid reuse on a busy host).
+        let victim = sleep_at_pid(p.pid as i32);
+        p.killer.kill();
+        // SIGTERM after the kill: if the kill had reached the victim, it
+        // would have died of SIGKILL, which was sent first.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(victim.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let mut victim = victim;
+        let status = victim.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGTERM), "{status}");
+    }
+
+    #[tokio::test]
+    async fn an_unreaped_sandbox_s_group_is_killed() {
+        let code = tempfile::tempdir().unwrap();
+        let script = "sleep 60 & echo $!; wait".to_string();
+        let mut p = unjailed(&["sh".to_string(), "-c".to_string(), script], code.path());
+        let mut out = String::new();
+        let mut buf = [0u8; 64];
+        while !out.ends_with('\n') {
+            let n = p.stdout.read(&mut buf).await.unwrap();
+            assert!(n > 0, "no pid from the script");
+            out.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+        }
+        let background: i32 = out.trim().parse().unwrap();
+        p.killer.kill();
+        let status = p.exit.wait().await.unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+        // The background sleep was in the same group: killed too (and
+        // reparented to init, which reaps it).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::fs::read_to_string(format!("/proc/{background}/stat"))
+            .is_ok_and(|s| !s.contains(") Z ") && s.contains("sleep"))
+        {
+            assert!(std::time::Instant::now() < deadline, "the group's sleep still runs");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
 
     #[test]
     fn programs_resolve_as_the_sandbox_sees_them() {

@@ -1,6 +1,6 @@
 //! A sandbox: one function process, its private Runtime API endpoint, its
-//! temp dir, and the tasks that watch it. Dropping a `Sandbox` kills its
-//! process group and removes its files.
+//! temp dir, and the tasks that watch it. Dropping a `Sandbox` kills it
+//! (`launch::Killer`, and its cgroup) and removes its files.
 
 pub mod cgroup;
 mod exec;
@@ -127,6 +127,7 @@ pub struct Sandbox {
     pub version: u32,
     memory_mb: u32,
     pid: u32,
+    killer: launch::Killer,
     spawned: Instant,
     deliveries: mpsc::Sender<Delivery>,
     api: Arc<ApiState>,
@@ -266,6 +267,7 @@ impl Sandbox {
             }
         };
         let pid = child.pid;
+        let killer = child.killer;
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let log_budget = LogBudget::new(spec.log_cap);
         let label = format!("{}:{}", spec.function, spec.version);
@@ -306,6 +308,7 @@ impl Sandbox {
             version: spec.version,
             memory_mb: spec.memory_mb,
             pid,
+            killer,
             spawned,
             deliveries,
             api,
@@ -468,12 +471,12 @@ impl Sandbox {
         }
     }
 
-    /// Kill the sandbox: its process group and, with cgroups, every process
-    /// in it (daemons that started their own session included).
+    /// Kill the sandbox: its process (jailed: its whole pid namespace;
+    /// unjailed: its process group, while unreaped) and, with cgroups,
+    /// every process in it (daemons that started their own session
+    /// included). Safe at any time: see `launch::Killer`.
     pub fn kill(&self) {
-        if self.pid != 0 {
-            launch::kill_group(self.pid);
-        }
+        self.killer.kill();
         if let Some(cg) = &self.cgroup {
             cg.kill_all();
         }
