@@ -326,6 +326,7 @@ async fn the_function_sees_only_its_own_read_only_world_as_nobody() {
     assert_eq!(seen["kill_worker"], "No such process");
     assert_eq!(seen["mknod"], "Operation not permitted");
     assert_eq!((seen["uid"].as_u64(), seen["gid"].as_u64()), (Some(65534), Some(65534)));
+    assert_eq!(seen["groups"], serde_json::json!([]), "no supplementary groups");
     assert_eq!(seen["hostname"], "stoke");
     // Its own network: loopback only, with nothing but its Runtime API on it.
     assert_eq!(seen["interfaces"], serde_json::json!(["lo"]));

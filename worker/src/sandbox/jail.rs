@@ -17,7 +17,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::launch::{Step, sys};
+use super::launch::{Step, raw, sys};
 
 /// Where the function's code appears inside the sandbox (Lambda's path).
 pub const TASK_ROOT: &str = "/var/task";
@@ -138,7 +138,7 @@ unsafe fn set_caps(step: &'static str, caps: u32) -> Step {
         },
     ];
     // SAFETY: capset reads the two structs above.
-    unsafe { sys(step, libc::syscall(libc::SYS_capset, &header, data.as_ptr())) }
+    unsafe { sys(step, raw!(SYS_capset, &raw const header, data.as_ptr())) }
 }
 
 /// Write `text` to the file at `path` (a /proc control file).
@@ -146,11 +146,16 @@ unsafe fn set_caps(step: &'static str, caps: u32) -> Step {
 unsafe fn write_file(step: &'static str, path: &CStr, text: &[u8]) -> Step {
     // SAFETY: raw system calls on a NUL-terminated path and a byte slice.
     unsafe {
-        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        sys(step, fd.into())?;
-        let written = libc::write(fd, text.as_ptr().cast(), text.len());
-        libc::close(fd);
-        sys(step, written as libc::c_long)
+        let fd = raw!(
+            SYS_openat,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC
+        );
+        sys(step, fd)?;
+        let written = raw!(SYS_write, fd, text.as_ptr(), text.len());
+        raw!(SYS_close, fd);
+        sys(step, written)
     }
 }
 
@@ -244,9 +249,14 @@ impl Jail {
     pub unsafe fn enter(&self, code_dir: &CStr) -> Step {
         let null = std::ptr::null::<libc::c_char>();
         let none = std::ptr::null::<libc::c_void>();
-        let mount = |step, src: *const libc::c_char, dst: *const libc::c_char, fs, flags, data| {
+        let mount = |step,
+                     src: *const libc::c_char,
+                     dst: *const libc::c_char,
+                     fs: *const libc::c_char,
+                     flags: libc::c_ulong,
+                     data: *const libc::c_void| {
             // SAFETY: NUL-terminated strings owned by `self` or the caller, or null.
-            unsafe { sys(step, libc::mount(src, dst, fs, flags, data).into()) }
+            unsafe { sys(step, raw!(SYS_mount, src, dst, fs, flags, data)) }
         };
         let read_only = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
         // Nothing mounted here propagates back to the host.
@@ -306,18 +316,15 @@ impl Jail {
         // SAFETY (rest): raw system calls on NUL-terminated strings owned
         // by `self`, or on plain integers and structs on this stack.
         unsafe {
-            sys(
-                "pivot_root",
-                libc::syscall(libc::SYS_pivot_root, root, self.put_old.as_ptr()),
-            )?;
-            sys("chdir /", libc::chdir(c"/".as_ptr()).into())?;
+            sys("pivot_root", raw!(SYS_pivot_root, root, self.put_old.as_ptr()))?;
+            sys("chdir /", raw!(SYS_chdir, c"/".as_ptr()))?;
             sys(
                 "detaching the old root",
-                libc::umount2(self.put_old_inside.as_ptr(), libc::MNT_DETACH).into(),
+                raw!(SYS_umount2, self.put_old_inside.as_ptr(), libc::MNT_DETACH),
             )?;
             mount("a read-only root", null, c"/".as_ptr(), null, read_only, none)?;
-            sys("chdir /var/task", libc::chdir(self.task_root.as_ptr()).into())?;
-            sys("sethostname", libc::sethostname(c"stoke".as_ptr(), 5).into())?;
+            sys("chdir /var/task", raw!(SYS_chdir, self.task_root.as_ptr()))?;
+            sys("sethostname", raw!(SYS_sethostname, c"stoke".as_ptr(), 5))?;
 
             // The unprivileged user, in a user namespace of its own that
             // maps only that uid and gid. Entering it as that uid (with
@@ -326,24 +333,28 @@ impl Jail {
             // owned by nobody: whatever capabilities the function could
             // ever hold in it are over nothing of the host.
             for cap in 0..64 {
-                libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+                raw!(SYS_prctl, libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
             }
-            sys("keepcaps", libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0).into())?;
-            sys("setgroups", libc::setgroups(0, std::ptr::null()).into())?;
-            sys("setresgid", libc::setresgid(SANDBOX_ID, SANDBOX_ID, SANDBOX_ID).into())?;
-            sys("setresuid", libc::setresuid(SANDBOX_ID, SANDBOX_ID, SANDBOX_ID).into())?;
+            sys("keepcaps", raw!(SYS_prctl, libc::PR_SET_KEEPCAPS, 1, 0, 0, 0))?;
+            // Raw: glibc's wrappers of these change every thread of the
+            // process through `__nptl_setxid` (a lock, and a signal to each
+            // thread it knows: the worker's). The kernel's change only the
+            // calling thread, which is all this process has.
+            sys("setgroups", raw!(SYS_setgroups, 0, 0))?;
+            sys("setresgid", raw!(SYS_setresgid, SANDBOX_ID, SANDBOX_ID, SANDBOX_ID))?;
+            sys("setresuid", raw!(SYS_setresuid, SANDBOX_ID, SANDBOX_ID, SANDBOX_ID))?;
             set_caps("capset", 1 << CAP_SYS_ADMIN)?;
             // Its own /proc/self files are its to write while dumpable.
-            sys("dumpable", libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0).into())?;
-            sys("the user namespace", libc::unshare(libc::CLONE_NEWUSER).into())?;
+            sys("dumpable", raw!(SYS_prctl, libc::PR_SET_DUMPABLE, 1, 0, 0, 0))?;
+            sys("the user namespace", raw!(SYS_unshare, libc::CLONE_NEWUSER))?;
             write_file("setgroups deny", c"/proc/self/setgroups", b"deny")?;
             write_file("uid_map", c"/proc/self/uid_map", SANDBOX_ID_MAP)?;
             write_file("gid_map", c"/proc/self/gid_map", SANDBOX_ID_MAP)?;
-            sys("dumpable", libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0).into())?;
+            sys("dumpable", raw!(SYS_prctl, libc::PR_SET_DUMPABLE, 0, 0, 0, 0))?;
             // The new namespace gave a full set again: drop them all, for
             // good (no_new_privs follows).
             for cap in 0..64 {
-                libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+                raw!(SYS_prctl, libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
             }
             set_caps("dropping capabilities", 0)?;
         }

@@ -30,9 +30,11 @@
 //!  (h) exec, with only the environment the worker built: the Lambda
 //!      variables, the trace context and the manifest's env.
 //!
-//! Between `clone` and exec the child makes raw system calls only, on memory
-//! prepared before (no allocation, no locks); a failing step is written to
-//! memory the worker reads once `clone` returns.
+//! Between `clone` and exec the child makes raw system calls only
+//! (`raw!`: glibc's `syscall(3)`, never its wrappers, some of which take
+//! locks or signal the worker's threads), on memory prepared before (no
+//! allocation, no locks); a failing step is written to memory the worker
+//! reads once `clone` returns.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -96,6 +98,36 @@ pub struct Failed {
 
 /// What a step in the child returns: nothing to allocate, even on failure.
 pub type Step = Result<(), Failed>;
+
+/// A raw system call for the child between `clone` and exec. glibc's
+/// `syscall(3)` only moves its arguments into registers and sets errno: no
+/// locks, no allocation, no thread bookkeeping. Its wrappers are not all
+/// like that: `setuid`, `setgroups` and friends go through `__nptl_setxid`,
+/// which takes the thread-stack lock and signals every thread it knows —
+/// the worker's, since the child shares the worker's memory. Every
+/// argument is widened to a full register (`as c_long`), so that no
+/// garbage in the upper half of a 32-bit value reaches an `unsigned long`
+/// parameter.
+macro_rules! raw {
+    ($nr:ident $(, $arg:expr)* $(,)?) => {
+        libc::syscall(libc::$nr $(, $arg as libc::c_long)*)
+    };
+}
+pub(crate) use raw;
+
+/// The kernel's `struct sigaction` (x86_64 and aarch64 layout: handler,
+/// flags, restorer, a 64-bit mask), for a raw `rt_sigaction`.
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+/// The size of the kernel's signal set, for `rt_sigaction`/`rt_sigprocmask`.
+const KERNEL_SIGSET: usize = 8;
+/// Signals the kernel knows (`_NSIG`).
+const NSIG: libc::c_int = 64;
 
 /// Check a system call's return value for step `step`.
 pub fn sys(step: &'static str, r: libc::c_long) -> Step {
@@ -250,9 +282,18 @@ pub fn launch(spec: &LaunchSpec<'_>) -> io::Result<Process> {
             mask: std::mem::zeroed(),
             failed: None,
         };
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut child.mask);
+        // Every signal, glibc's internal SIGCANCEL and SIGSETXID included
+        // (its pthread_sigmask leaves those two open): the child starts
+        // with this mask, and their handlers would touch the worker's
+        // thread state.
+        let all: u64 = !0;
+        raw!(
+            SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &raw const all,
+            &raw mut child.mask,
+            KERNEL_SIGSET
+        );
         let top = stack.as_mut_ptr().add(CHILD_STACK);
         let top = top.sub(top as usize % 16);
         let mut pidfd: libc::c_int = -1;
@@ -268,7 +309,13 @@ pub fn launch(spec: &LaunchSpec<'_>) -> io::Result<Process> {
         );
         let clone_error = io::Error::last_os_error();
         drop(serial);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &child.mask, std::ptr::null_mut());
+        raw!(
+            SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &raw const child.mask,
+            0,
+            KERNEL_SIGSET
+        );
         if pid < 0 {
             return Err(io::Error::new(clone_error.kind(), format!("clone: {clone_error}")));
         }
@@ -321,7 +368,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         // SAFETY: as above; the worker reads it after we exit.
         unsafe {
             std::ptr::write_volatile(&mut child.failed, Some(f));
-            libc::_exit(127)
+            raw!(SYS_exit_group, 127);
         }
     }
     127
@@ -330,46 +377,48 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
 #[allow(unsafe_code)]
 unsafe fn child_steps(c: &Child<'_>) -> Step {
     // SAFETY (whole body): every pointer is to memory owned by the worker's
-    // `Child`, which outlives this call; only raw system calls.
+    // `Child`, which outlives this call, or to this stack; only raw system
+    // calls (`raw!`).
     unsafe {
         // (a) Signal handlers are the worker's: back to the defaults (SIGPIPE
         // included, which Rust ignores) while every signal is still blocked.
-        for sig in 1..libc::SIGRTMAX() {
+        // The child has its own copy of the handler table (no CLONE_SIGHAND).
+        let default = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        for sig in 1..=NSIG {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
+                raw!(SYS_rt_sigaction, sig, &raw const default, 0, KERNEL_SIGSET);
             }
         }
         // Before anything else, so nothing escapes the limits: writing "0"
         // to cgroup.procs moves the writing process.
         for fd in c.cgroup_fds {
-            sys(
-                "joining the cgroup",
-                libc::write(*fd, b"0".as_ptr().cast(), 1) as libc::c_long,
-            )?;
+            sys("joining the cgroup", raw!(SYS_write, *fd, b"0".as_ptr(), 1))?;
         }
         // (b)
         for (target, fd) in c.stdio.iter().enumerate() {
-            sys("stdio", libc::dup2(*fd, target as RawFd).into())?;
+            sys("stdio", raw!(SYS_dup2, *fd, target))?;
         }
         // Inherited fds (a test harness, a systemd socket, other sandboxes'
         // pipes) must not reach the function.
         close_from(3, true);
         // (c)
-        sys("setsid", libc::setsid().into())?;
+        sys("setsid", raw!(SYS_setsid))?;
         die_with_parent()?;
         // (d)
         if let Some(fd) = c.netns {
-            sys(
-                "joining the network namespace",
-                libc::setns(fd, libc::CLONE_NEWNET).into(),
-            )?;
+            sys("joining the network namespace", raw!(SYS_setns, fd, libc::CLONE_NEWNET))?;
         }
         match c.jail {
             Some(jail) => {
                 jail.enter(c.code_dir)?;
                 die_with_parent()?;
             }
-            None => sys("chdir to the code", libc::chdir(c.code_dir.as_ptr()).into())?,
+            None => sys("chdir to the code", raw!(SYS_chdir, c.code_dir.as_ptr()))?,
         }
         // (e)
         for (resource, limit) in [
@@ -382,13 +431,10 @@ unsafe fn child_steps(c: &Child<'_>) -> Step {
                 rlim_cur: limit,
                 rlim_max: limit,
             };
-            sys("setrlimit", libc::setrlimit(resource, &r).into())?;
+            sys("setrlimit", raw!(SYS_setrlimit, resource, &raw const r))?;
         }
         // (f)
-        sys(
-            "no_new_privs",
-            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0).into(),
-        )?;
+        sys("no_new_privs", raw!(SYS_prctl, libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
         // (g) The programs were built before the clone; installing one is a
         // prctl over a pointer to them. `sock_filter` of seccompiler and
         // libc have the same C layout.
@@ -399,18 +445,24 @@ unsafe fn child_steps(c: &Child<'_>) -> Step {
             };
             sys(
                 "seccomp",
-                libc::prctl(
+                raw!(
+                    SYS_prctl,
                     libc::PR_SET_SECCOMP,
                     libc::SECCOMP_MODE_FILTER,
-                    &prog as *const libc::sock_fprog,
-                )
-                .into(),
+                    &raw const prog,
+                ),
             )?;
         }
         // (h)
-        libc::sigprocmask(libc::SIG_SETMASK, &c.mask, std::ptr::null_mut());
-        libc::execve(c.program.as_ptr(), c.argv.as_ptr(), c.envp.as_ptr());
-        sys("exec", -1)
+        raw!(
+            SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &raw const c.mask,
+            0,
+            KERNEL_SIGSET
+        );
+        let r = raw!(SYS_execve, c.program.as_ptr(), c.argv.as_ptr(), c.envp.as_ptr());
+        sys("exec", r)
     }
 }
 
@@ -421,7 +473,7 @@ fn die_with_parent() -> Step {
     unsafe {
         sys(
             "PDEATHSIG",
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0).into(),
+            raw!(SYS_prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0),
         )
     }
 }
@@ -529,23 +581,23 @@ fn close_from(first: u32, cloexec: bool) {
     // SAFETY: raw system calls on integers only.
     unsafe {
         let flags = if cloexec { libc::CLOSE_RANGE_CLOEXEC } else { 0 };
-        if libc::syscall(libc::SYS_close_range, first, u32::MAX, flags) == 0 {
+        if raw!(SYS_close_range, first, u32::MAX, flags) == 0 {
             return;
         }
         let mut limit = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
         };
-        let top = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+        let top = if raw!(SYS_getrlimit, libc::RLIMIT_NOFILE, &raw mut limit) == 0 {
             limit.rlim_cur.min(1 << 20) as libc::c_int
         } else {
             1 << 16
         };
         for fd in first as libc::c_int..top {
             if cloexec {
-                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                raw!(SYS_fcntl, fd, libc::F_SETFD, libc::FD_CLOEXEC);
             } else {
-                libc::close(fd);
+                raw!(SYS_close, fd);
             }
         }
     }
@@ -667,6 +719,22 @@ mod tests {
         let mut victim = victim;
         let status = victim.wait().unwrap();
         assert_eq!(status.signal(), Some(libc::SIGTERM), "{status}");
+    }
+
+    #[tokio::test]
+    async fn the_child_starts_with_default_signals_and_an_empty_mask() {
+        // This test process ignores SIGPIPE (Rust's runtime does) and
+        // blocks nothing; the child must ignore nothing and block nothing,
+        // though every signal is blocked while it runs before exec.
+        let code = tempfile::tempdir().unwrap();
+        let mut p = unjailed(&["cat".to_string(), "/proc/self/status".to_string()], code.path());
+        let mut status = String::new();
+        p.stdout.read_to_string(&mut status).await.unwrap();
+        assert!(p.exit.wait().await.unwrap().success());
+        for field in ["SigBlk", "SigIgn"] {
+            let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+            assert_eq!(line.split_whitespace().nth(1), Some("0000000000000000"), "{line}");
+        }
     }
 
     #[tokio::test]
