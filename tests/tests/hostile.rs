@@ -286,6 +286,36 @@ async fn refused_syscalls_get_eperm_and_the_function_carries_on() {
 }
 
 #[tokio::test]
+async fn sockets_other_than_unix_ip_and_netlink_route_are_refused() {
+    let nats = Nats::start().await.unwrap();
+    let p = platform(&nats).await;
+    let r = p.post("hostile", r#"{"do":"sockets"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answers = r.json();
+    println!("sockets: {answers}");
+    let refused = "Address family not supported by protocol";
+    for (name, expected) in [
+        ("unix", "ok"),
+        ("inet", "ok"),
+        ("inet6", "ok"),
+        ("netlink_route", "ok"),
+        ("socketpair_unix", "ok"),
+        // AF_VSOCK reaches the hypervisor's host on a VM (this one too).
+        ("vsock", refused),
+        ("netlink_uevent", refused),
+        ("netlink_sock_diag", refused),
+        ("netlink_generic", refused),
+        ("packet", refused),
+        ("alg", refused),
+        ("bluetooth", refused),
+    ] {
+        assert_eq!(answers[name], expected, "{name}: {answers}");
+    }
+    assert_eq!(answers["interfaces"], serde_json::json!(["lo"]));
+    neighbour_ok(&p).await;
+}
+
+#[tokio::test]
 async fn the_function_sees_only_its_own_read_only_world_as_nobody() {
     let nats = Nats::start().await.unwrap();
     let p = platform(&nats).await;

@@ -5,8 +5,20 @@
 //! cannot read; libc then falls back to `clone`, whose flags it can).
 //! A syscall of another architecture (i386 `int 0x80`) kills the process:
 //! seccompiler checks the audit architecture first. x32 calls share
-//! x86_64's audit architecture, so their numbers (`nr | 0x40000000`) of
-//! the refused calls are refused as well.
+//! x86_64's audit architecture and have numbers of their own (ptrace is
+//! 521, process_vm_readv 539, ...: not just `nr | 0x40000000`), so on
+//! x86_64 a filter of its own refuses every number with the x32 bit with
+//! EPERM, whether or not the kernel has the x32 ABI.
+//!
+//! socket() and socketpair() are allowed for AF_UNIX, AF_INET and AF_INET6
+//! only, plus AF_NETLINK with NETLINK_ROUTE: glibc's getifaddrs and
+//! if_nameindex (and so runtimes that list interfaces, and getaddrinfo's
+//! AI_ADDRCONFIG) read the interface list over it. In the sandbox's own
+//! network namespace it shows only `lo`, and changing anything needs
+//! capabilities the sandbox does not have. Every other family — AF_VSOCK
+//! (the hypervisor's host, on a VM), AF_PACKET, AF_ALG, other netlink
+//! protocols (uevents, sock_diag, audit, generic), Bluetooth, ... — gets
+//! EAFNOSUPPORT, as on a kernel without it.
 //!
 //! Refused: ptrace and cross-process memory access; mount, umount,
 //! pivot_root and the new mount API; new user namespaces (unshare/clone
@@ -19,10 +31,15 @@ use std::collections::BTreeMap;
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
+    sock_filter,
 };
 
 /// The x32 ABI's syscall number bit (x86_64).
-const X32_BIT: i64 = 0x4000_0000;
+const X32_BIT: u32 = 0x4000_0000;
+/// `AUDIT_ARCH_X86_64`: EM_X86_64 | 64-bit | little-endian.
+const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+/// Socket families a function may use (see the module doc).
+const SOCKET_FAMILIES: &[i32] = &[libc::AF_UNIX, libc::AF_INET, libc::AF_INET6];
 
 /// Syscalls refused outright.
 const DENIED: &[i64] = &[
@@ -79,20 +96,7 @@ pub fn filters() -> Result<Vec<BpfProgram>, String> {
     let arch = std::env::consts::ARCH
         .try_into()
         .map_err(|e| format!("seccomp: unsupported architecture {}: {e:?}", std::env::consts::ARCH))?;
-    // On x86_64 the x32 ABI reaches the same calls as `nr | X32_BIT` under
-    // the same audit architecture: refuse those numbers too.
-    let numbers = |nr: i64| -> Vec<i64> {
-        if cfg!(target_arch = "x86_64") {
-            vec![nr, nr | X32_BIT]
-        } else {
-            vec![nr]
-        }
-    };
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED
-        .iter()
-        .flat_map(|nr| numbers(*nr))
-        .map(|nr| (nr, Vec::new()))
-        .collect();
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED.iter().map(|nr| (*nr, Vec::new())).collect();
     // unshare(flags) and clone(flags, ...) asking for a new user namespace.
     let new_user_ns = || -> Result<Vec<SeccompRule>, String> {
         let cond = SeccompCondition::new(
@@ -104,7 +108,7 @@ pub fn filters() -> Result<Vec<BpfProgram>, String> {
         .map_err(|e| format!("seccomp: {e}"))?;
         Ok(vec![SeccompRule::new(vec![cond]).map_err(|e| format!("seccomp: {e}"))?])
     };
-    for nr in numbers(libc::SYS_unshare).into_iter().chain(numbers(libc::SYS_clone)) {
+    for nr in [libc::SYS_unshare, libc::SYS_clone] {
         rules.insert(nr, new_user_ns()?);
     }
     let deny = SeccompFilter::new(
@@ -124,7 +128,78 @@ pub fn filters() -> Result<Vec<BpfProgram>, String> {
     )
     .map_err(|e| format!("seccomp: {e}"))?;
     let clone3: BpfProgram = enosys.try_into().map_err(|e| format!("seccomp: {e:?}"))?;
-    Ok(vec![program, clone3])
+    let mut filters = vec![program, clone3, socket_families(arch)?];
+    if cfg!(target_arch = "x86_64") {
+        filters.push(no_x32());
+    }
+    Ok(filters)
+}
+
+/// socket()/socketpair() of a family other than [`SOCKET_FAMILIES`] and
+/// AF_NETLINK + NETLINK_ROUTE → EAFNOSUPPORT.
+fn socket_families(arch: seccompiler::TargetArch) -> Result<BpfProgram, String> {
+    let err = |e: seccompiler::BackendError| format!("seccomp: {e}");
+    // The family is argument 0 and the protocol argument 2, both ints.
+    let arg = |index, op, value: i32| SeccompCondition::new(index, SeccompCmpArgLen::Dword, op, value as u64);
+    let rules = || -> Result<Vec<SeccompRule>, String> {
+        // Refused when the family is none of those allowed...
+        let mut other_family = SOCKET_FAMILIES
+            .iter()
+            .map(|f| arg(0, SeccompCmpOp::Ne, *f))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err)?;
+        other_family.push(arg(0, SeccompCmpOp::Ne, libc::AF_NETLINK).map_err(err)?);
+        // ...or netlink with another protocol than NETLINK_ROUTE.
+        let other_netlink = vec![
+            arg(0, SeccompCmpOp::Eq, libc::AF_NETLINK).map_err(err)?,
+            arg(2, SeccompCmpOp::Ne, libc::NETLINK_ROUTE).map_err(err)?,
+        ];
+        Ok(vec![
+            SeccompRule::new(other_family).map_err(err)?,
+            SeccompRule::new(other_netlink).map_err(err)?,
+        ])
+    };
+    let filter = SeccompFilter::new(
+        [(libc::SYS_socket, rules()?), (libc::SYS_socketpair, rules()?)]
+            .into_iter()
+            .collect(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EAFNOSUPPORT as u32),
+        arch,
+    )
+    .map_err(err)?;
+    filter.try_into().map_err(|e| format!("seccomp: {e:?}"))
+}
+
+/// x86_64: every syscall number with the x32 bit → EPERM. (seccompiler
+/// matches numbers one by one, so this one is written by hand.) Another
+/// architecture is left to the other filters, which kill it.
+fn no_x32() -> BpfProgram {
+    let stmt = |code: u32, k: u32| sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |code: u32, k: u32, jt: u8, jf: u8| sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    // struct seccomp_data { int nr; __u32 arch; ... }
+    let (nr_offset, arch_offset) = (0, 4);
+    vec![
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, arch_offset),
+        jump(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, AUDIT_ARCH_X86_64, 0, 2),
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, nr_offset),
+        jump(libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K, X32_BIT, 1, 0),
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+        stmt(
+            libc::BPF_RET | libc::BPF_K,
+            libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        ),
+    ]
 }
 
 #[cfg(test)]
@@ -132,7 +207,7 @@ mod tests {
     #[test]
     fn the_filters_compile_for_this_machine() {
         let f = super::filters().unwrap();
-        assert_eq!(f.len(), 2);
+        assert_eq!(f.len(), if cfg!(target_arch = "x86_64") { 4 } else { 3 });
         assert!(f.iter().all(|p| !p.is_empty() && p.len() < 4096));
     }
 }
