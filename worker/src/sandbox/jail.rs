@@ -141,6 +141,22 @@ unsafe fn set_caps(step: &'static str, caps: u32) -> Step {
     unsafe { sys(step, raw!(SYS_capset, &raw const header, data.as_ptr())) }
 }
 
+/// Run `steps` with this process dumpable, and make it undumpable again
+/// whether they succeed or fail. Dumpable is per address space, and until
+/// exec the launcher's child shares the worker's: left set after a failed
+/// step, the worker would stay dumpable (ptrace-able and readable through
+/// /proc by its uid, core-dumped with its secrets).
+#[allow(unsafe_code)]
+pub(crate) fn while_dumpable(steps: impl FnOnce() -> Step) -> Step {
+    // SAFETY: raw prctls on integers.
+    unsafe {
+        sys("dumpable", raw!(SYS_prctl, libc::PR_SET_DUMPABLE, 1, 0, 0, 0))?;
+        let done = steps();
+        let undone = sys("undumpable", raw!(SYS_prctl, libc::PR_SET_DUMPABLE, 0, 0, 0, 0));
+        done.and(undone)
+    }
+}
+
 /// Write `text` to the file at `path` (a /proc control file).
 #[allow(unsafe_code)]
 unsafe fn write_file(step: &'static str, path: &CStr, text: &[u8]) -> Step {
@@ -345,12 +361,12 @@ impl Jail {
             sys("setresuid", raw!(SYS_setresuid, SANDBOX_ID, SANDBOX_ID, SANDBOX_ID))?;
             set_caps("capset", 1 << CAP_SYS_ADMIN)?;
             // Its own /proc/self files are its to write while dumpable.
-            sys("dumpable", raw!(SYS_prctl, libc::PR_SET_DUMPABLE, 1, 0, 0, 0))?;
-            sys("the user namespace", raw!(SYS_unshare, libc::CLONE_NEWUSER))?;
-            write_file("setgroups deny", c"/proc/self/setgroups", b"deny")?;
-            write_file("uid_map", c"/proc/self/uid_map", SANDBOX_ID_MAP)?;
-            write_file("gid_map", c"/proc/self/gid_map", SANDBOX_ID_MAP)?;
-            sys("dumpable", raw!(SYS_prctl, libc::PR_SET_DUMPABLE, 0, 0, 0, 0))?;
+            while_dumpable(|| {
+                sys("the user namespace", raw!(SYS_unshare, libc::CLONE_NEWUSER))?;
+                write_file("setgroups deny", c"/proc/self/setgroups", b"deny")?;
+                write_file("uid_map", c"/proc/self/uid_map", SANDBOX_ID_MAP)?;
+                write_file("gid_map", c"/proc/self/gid_map", SANDBOX_ID_MAP)
+            })?;
             // The new namespace gave a full set again: drop them all, for
             // good (no_new_privs follows).
             for cap in 0..64 {
@@ -365,6 +381,23 @@ impl Jail {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_step_while_dumpable_leaves_the_process_undumpable() {
+        // In this test's own process (nextest runs each test in one).
+        use nix::sys::prctl::get_dumpable;
+        let failed = while_dumpable(|| {
+            assert!(get_dumpable().unwrap(), "dumpable during the steps");
+            Err(crate::sandbox::launch::Failed {
+                step: "uid_map",
+                errno: libc::EPERM,
+            })
+        });
+        assert_eq!(failed.unwrap_err().step, "uid_map", "the step's error comes back");
+        assert!(!get_dumpable().unwrap(), "undumpable after a failure");
+        while_dumpable(|| Ok(())).unwrap();
+        assert!(!get_dumpable().unwrap(), "undumpable after success");
+    }
 
     #[test]
     fn prepare_lays_out_mount_points_and_links() {

@@ -192,8 +192,10 @@ fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 /// it execs, and with it the "dumpable" flag, which is per address space:
 /// the user namespace step sets it (so the child may write its own
 /// uid_map) and clears it again, so two jailed children at once would undo
-/// each other. A side effect: the worker is not dumpable once it has
-/// started a sandbox (no core dump of a process that holds secrets).
+/// each other. The child clears it on its error path too, and the worker
+/// clears it once more when `clone` returns. A side effect: the worker is
+/// not dumpable once it has started a sandbox (no core dump of a process
+/// that holds secrets).
 static JAILED_CLONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Everything the child reads, prepared before `clone`.
@@ -308,6 +310,11 @@ pub fn launch(spec: &LaunchSpec<'_>) -> io::Result<Process> {
             &mut pidfd as *mut libc::c_int,
         );
         let clone_error = io::Error::last_os_error();
+        if serial.is_some() {
+            // The child has exec'd (its own memory now) or died; whatever
+            // step it stopped at, the worker's memory is not dumpable.
+            let _ = nix::sys::prctl::set_dumpable(false);
+        }
         drop(serial);
         raw!(
             SYS_rt_sigprocmask,
