@@ -369,10 +369,20 @@ async fn the_function_sees_only_its_own_read_only_world_as_nobody() {
         seen["dev"],
         serde_json::json!(["fd", "null", "stderr", "stdin", "stdout", "urandom", "zero"])
     );
-    // Process count limited by rlimit too (the platform's max_pids), and the
-    // host's kernel state in /proc masked.
+    // Process count limited by rlimit too (the platform's max_pids), and
+    // nothing of the kernel's in /proc: only processes (subset=pid, on this
+    // kernel).
     assert_eq!(seen["nproc"], serde_json::json!([64, 64]));
-    assert_eq!(seen["proc_masked"], serde_json::json!({"kallsyms": "", "keys": ""}));
+    assert_eq!(seen["proc_entries"], serde_json::json!(["self", "thread-self"]));
+    let gone = no_such;
+    assert_eq!(
+        seen["proc_masked"],
+        serde_json::json!({"kallsyms": gone, "keys": gone, "meminfo": gone, "sys/kernel/hostname": gone})
+    );
+    assert_eq!(
+        seen["proc_read_only"],
+        serde_json::json!({"sys": "absent", "bus": "absent", "fs": "absent", "irq": "absent"})
+    );
     // A user namespace of its own that maps nothing but that uid and gid.
     assert_eq!(seen["uid_map"], serde_json::json!(["65534", "65534", "1"]));
     assert_eq!(seen["gid_map"], serde_json::json!(["65534", "65534", "1"]));

@@ -2,7 +2,8 @@
 //! namespaces, a read-only root of bind mounts (`/usr` and the merged-/usr
 //! links, a short list of `/etc` files, the function's code read-only at
 //! `/var/task`), a size-capped tmpfs `/tmp`, a fresh procfs that shows only
-//! the sandbox's processes (kernel internals masked), `/dev` with
+//! the sandbox's processes (`subset=pid`; on older kernels, the kernel's
+//! entries masked and its settings read-only), `/dev` with
 //! null/zero/urandom only, and an unprivileged uid/gid (65534) in a user
 //! namespace of its own, with no capabilities.
 //!
@@ -52,7 +53,11 @@ const ETC: &[&str] = &[
 /// Device nodes bound from the host's /dev (no /dev/random: getrandom(2)
 /// and /dev/urandom are the same pool).
 const DEVICES: &[&str] = &["null", "zero", "urandom"];
-/// Entries of the sandbox's procfs hidden under /dev/null (files) or an
+/// The sandbox's procfs options: nothing but processes (no /proc/sys,
+/// kcore, kallsyms, meminfo, ...), and none of another user's (Linux 5.8).
+const PROC_OPTIONS: &std::ffi::CStr = c"subset=pid,hidepid=invisible";
+/// Without `subset=pid` (an older kernel): entries of the sandbox's procfs
+/// hidden under /dev/null (files) or an
 /// empty read-only directory, where the host has them: kernel memory,
 /// keys, timers and scheduler state of every process, symbols, the sysrq
 /// trigger, hardware trees. Mostly unreadable without privileges anyway;
@@ -71,6 +76,9 @@ const PROC_MASKED: &[&str] = &[
     "scsi",
     "asound",
 ];
+/// Without `subset=pid`: procfs directories made read-only (bound onto
+/// themselves and remounted): kernel settings, buses, filesystems, IRQs.
+const PROC_READ_ONLY: &[&str] = &["sys", "bus", "fs", "irq"];
 
 /// A bind mount of `src` on `dst`.
 struct Bind {
@@ -89,7 +97,8 @@ pub struct Jail {
     binds: Vec<Bind>,
     /// Where the function's code is bound (`<root>/var/task`).
     task_mount: CString,
-    /// Masks over procfs entries, mounted after the procfs.
+    /// Masks and read-only binds over a full procfs's entries, mounted
+    /// after it when the kernel has no `subset=pid`.
     proc_masks: Vec<Bind>,
     tmp: CString,
     proc_dir: CString,
@@ -241,6 +250,16 @@ impl Jail {
                 read_only,
             });
         }
+        for name in PROC_READ_ONLY {
+            if std::fs::symlink_metadata(Path::new("/proc").join(name)).is_ok_and(|m| m.is_dir()) {
+                let inside = cstr(&root.join("proc").join(name))?;
+                proc_masks.push(Bind {
+                    src: inside.clone(),
+                    dst: inside,
+                    read_only: true,
+                });
+            }
+        }
         Ok(Jail {
             proc_masks,
             put_old: cstr(&root.join(".old_root"))?,
@@ -307,16 +326,21 @@ impl Jail {
             libc::MS_NOSUID | libc::MS_NODEV,
             TMP_OPTIONS.as_ptr().cast(),
         )?;
-        // This pid namespace's own processes only.
-        mount(
-            "/proc",
-            c"proc".as_ptr(),
-            self.proc_dir.as_ptr(),
-            c"proc".as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            none,
-        )?;
-        for m in &self.proc_masks {
+        // This pid namespace's own processes, and nothing else of procfs
+        // (PROC_OPTIONS). A kernel without those options (< 5.8) refuses
+        // them: it gets the whole procfs, with the kernel's entries masked
+        // and /proc/sys, bus, fs and irq read-only.
+        let proc_flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        let (proc, proc_dir) = (c"proc".as_ptr(), self.proc_dir.as_ptr());
+        let subset = mount("/proc", proc, proc_dir, proc, proc_flags, PROC_OPTIONS.as_ptr().cast());
+        let masks = match subset {
+            Ok(()) => &[][..],
+            Err(_) => {
+                mount("/proc", proc, proc_dir, proc, proc_flags, none)?;
+                &self.proc_masks[..]
+            }
+        };
+        for m in masks {
             mount(
                 "masking /proc",
                 m.src.as_ptr(),
