@@ -315,6 +315,58 @@ async fn sockets_other_than_unix_ip_and_netlink_route_are_refused() {
     neighbour_ok(&p).await;
 }
 
+/// Unmounts (lazily) on drop.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[tokio::test]
+async fn a_mount_under_the_code_is_read_only_in_the_sandbox_too() {
+    let nats = Nats::start().await.unwrap();
+    let p = platform(&nats).await;
+    let f = hostile(10, 128);
+    std::fs::write(f.path().join("sub.txt"), "").unwrap();
+    p.deploy(f.path());
+    let r = p.post("hostile", r#"{"do":"nothing"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The unpacked package on the worker's disk, and a writable host file
+    // mounted under it (as anything mounted under a bound tree would be).
+    let package = walk(p.data_dir.path(), 6)
+        .into_iter()
+        .find(|d| d.join("sub.txt").is_file() && d.join("hostile.py").is_file())
+        .expect("the unpacked package");
+    let host_file = tempfile::NamedTempFile::new().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(host_file.path(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let target = package.join("sub.txt");
+    nix::mount::mount(
+        Some(host_file.path()),
+        &target,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    let _mounted = Mounted(target);
+    // A crash ends the warm sandbox: the next one is new and sees the mount.
+    let r = p.post("hostile", r#"{"do":"crash"}"#).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    let r = p.post("hostile", r#"{"do":"write","path":"/var/task/sub.txt"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["write"], "Read-only file system", "{}", r.text());
+    assert_eq!(std::fs::read_to_string(host_file.path()).unwrap(), "");
+    // The top of the code is read-only as before.
+    let r = p
+        .post("hostile", r#"{"do":"write","path":"/var/task/hostile.py"}"#)
+        .await;
+    assert_eq!(r.json()["write"], "Read-only file system", "{}", r.text());
+    neighbour_ok(&p).await;
+}
+
 #[tokio::test]
 async fn the_function_sees_only_its_own_read_only_world_as_nobody() {
     let nats = Nats::start().await.unwrap();

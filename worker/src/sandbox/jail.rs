@@ -80,6 +80,18 @@ const PROC_MASKED: &[&str] = &[
 /// themselves and remounted): kernel settings, buses, filesystems, IRQs.
 const PROC_READ_ONLY: &[&str] = &["sys", "bus", "fs", "irq"];
 
+/// `struct mount_attr` of mount_setattr(2).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+
 /// A bind mount of `src` on `dst`.
 struct Bind {
     src: CString,
@@ -306,7 +318,17 @@ impl Jail {
         // The new root must be a mount point for pivot_root.
         let root = self.root.as_ptr();
         mount("the root", root, root, null, libc::MS_BIND | libc::MS_REC, none)?;
-        // The host's read-only binds, then the code, read-only too.
+        // The host's read-only binds, then the code, read-only too — with
+        // every mount under them (mount_setattr, Linux 5.12; a remount
+        // changes only the top one). A kernel without it binds them
+        // without what is mounted under them instead: nothing writable
+        // comes along.
+        let all_read_only = MountAttr {
+            attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
         for (src, dst, ro) in self
             .binds
             .iter()
@@ -314,8 +336,29 @@ impl Jail {
             .chain([(code_dir.as_ptr(), self.task_mount.as_ptr(), true)])
         {
             mount("bind mounts", src, dst, null, libc::MS_BIND | libc::MS_REC, none)?;
-            if ro {
-                mount("read-only bind mounts", null, dst, null, read_only, none)?;
+            if !ro {
+                continue;
+            }
+            // SAFETY: a raw system call on a NUL-terminated path and a struct on this stack.
+            let r = unsafe {
+                raw!(
+                    SYS_mount_setattr,
+                    libc::AT_FDCWD,
+                    dst,
+                    libc::AT_RECURSIVE,
+                    &raw const all_read_only,
+                    std::mem::size_of::<MountAttr>()
+                )
+            };
+            match sys("read-only bind mounts", r) {
+                Ok(()) => {}
+                Err(f) if f.errno == libc::ENOSYS => {
+                    // SAFETY: as above.
+                    unsafe { sys("read-only bind mounts", raw!(SYS_umount2, dst, libc::MNT_DETACH))? };
+                    mount("read-only bind mounts", src, dst, null, libc::MS_BIND, none)?;
+                    mount("read-only bind mounts", null, dst, null, read_only, none)?;
+                }
+                Err(f) => return Err(f),
             }
         }
         mount(
