@@ -241,6 +241,16 @@ async fn a_host_without_cgroups_is_refused_unless_sandbox_none_is_asked_for() {
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("cannot sandbox functions on this host"), "{stderr}");
     assert!(stderr.contains("--sandbox none"), "says how to run anyway: {stderr}");
+    // A host id range that holds the host's nobody is refused too.
+    let out = std::process::Command::new(stoke_tests::built_binary("stoke"))
+        .args(["worker", "--dispatcher", "http://127.0.0.1:1", "--data-dir"])
+        .arg(dir.path())
+        .env("STOKE_WORKER__UID_RANGE_START", "60000")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("holds 65534, the host's nobody"), "{stderr}");
 
     let nats = Nats::start().await.unwrap();
     let p = Platform::start_with(
@@ -435,9 +445,20 @@ async fn the_function_sees_only_its_own_read_only_world_as_nobody() {
         seen["proc_read_only"],
         serde_json::json!({"sys": "absent", "bus": "absent", "fs": "absent", "irq": "absent"})
     );
-    // A user namespace of its own that maps nothing but that uid and gid.
-    assert_eq!(seen["uid_map"], serde_json::json!(["65534", "65534", "1"]));
-    assert_eq!(seen["gid_map"], serde_json::json!(["65534", "65534", "1"]));
+    // A user namespace of its own that maps nothing but that uid and gid,
+    // to a host id of the sandbox's own from the worker's range (200000
+    // up by default), not the host's nobody.
+    let host_id = |map: &serde_json::Value| -> u32 {
+        assert_eq!(
+            (&map[0], &map[2]),
+            (&serde_json::json!("65534"), &serde_json::json!("1")),
+            "{map}"
+        );
+        map[1].as_str().unwrap().parse().unwrap()
+    };
+    let uid = host_id(&seen["uid_map"]);
+    assert!((200_000..265_536).contains(&uid), "host uid {uid}");
+    assert_eq!(host_id(&seen["gid_map"]), uid, "the same host gid");
     assert_eq!(seen["setgroups"], serde_json::json!(["deny"]));
     // Root does not even exist in it.
     assert_eq!(seen["setuid_root"], "Invalid argument");
@@ -454,6 +475,24 @@ async fn the_function_sees_only_its_own_read_only_world_as_nobody() {
         assert!(!root.contains(&absent), "/{absent} is not in the sandbox: {root:?}");
     }
     neighbour_ok(&p).await;
+    // Seen from the host, the two warm sandboxes (hello's and this one's)
+    // run as two different ids of the range.
+    let mut host_uids: Vec<u32> = stoke_tests::processes_running(p.pid(), "stoke_runtime.py")
+        .into_iter()
+        .map(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+            line.split_whitespace().nth(1).unwrap().parse().unwrap()
+        })
+        .collect();
+    host_uids.sort();
+    println!("host uids of the sandboxes: {host_uids:?}");
+    assert_eq!(host_uids.len(), 2, "{host_uids:?}");
+    assert_ne!(host_uids[0], host_uids[1]);
+    assert!(
+        host_uids.iter().all(|u| (200_000..265_536).contains(u)),
+        "{host_uids:?}"
+    );
 }
 
 #[tokio::test]

@@ -68,6 +68,14 @@ pub struct WorkerOptions {
     /// when attaching; needed when the dispatcher requires tokens. Prefer
     /// `STOKE_WORKER__TOKEN` over the config file.
     pub token: String,
+    /// First host uid/gid of the range sandboxes run as, one id per live
+    /// sandbox, seen as 65534 inside (`sandbox::ids`). No host user, group
+    /// or subordinate id range (/etc/subuid, /etc/subgid) may fall in it:
+    /// the worker checks at start.
+    pub uid_range_start: u32,
+    /// How many ids the range holds: at least as many as sandboxes may live
+    /// at once.
+    pub uid_range_size: u32,
 }
 
 /// The dispatcher client every worker module uses.
@@ -109,6 +117,8 @@ impl Default for WorkerOptions {
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             favor_dynmods: true,
             token: String::new(),
+            uid_range_start: 200_000,
+            uid_range_size: 65_536,
         }
     }
 }
@@ -209,12 +219,18 @@ impl Worker {
                 let filters = sandbox::seccomp::filters().map_err(WorkerError::Sandbox)?;
                 let net = sandbox::netns::NetPool::new();
                 let root = scratch_root.join("root");
-                let jail = sandbox::jail::Jail::prepare(&root)
+                let ids = sandbox::ids::IdRange::new(opts.uid_range_start, opts.uid_range_size)
+                    .map_err(WorkerError::Sandbox)?;
+                let jail = sandbox::jail::Jail::prepare(&root, ids)
                     .map_err(|e| WorkerError::Sandbox(format!("laying out {}: {e}", root.display())))?;
                 sandbox::probe(&jail, &c, &net, &filters, &scratch_root)
                     .await
                     .map_err(|e| WorkerError::Sandbox(format!("a test sandbox failed: {e}")))?;
-                tracing::info!(cgroups = ?c, "sandboxes: namespaces, read-only root, uid 65534, cgroup limits, seccomp");
+                tracing::info!(
+                    cgroups = ?c,
+                    host_ids = %format!("{}..{}", opts.uid_range_start, u64::from(opts.uid_range_start) + u64::from(opts.uid_range_size)),
+                    "sandboxes: namespaces, read-only root, uid 65534 inside (a host id of its own), cgroup limits, seccomp"
+                );
                 (Some(c), filters, Some(net), Some(jail))
             }
             SandboxMode::None => {

@@ -340,16 +340,17 @@ impl SandboxCgroup {
     }
 
     /// Kill everything in the sandbox, wait for it to be gone, remove the
-    /// cgroup(s). Gives up (logging) after a few seconds.
-    pub async fn destroy(self) {
+    /// cgroup(s); true once done. Gives up (logging) after a few seconds.
+    pub async fn destroy(self) -> bool {
         for _ in 0..500 {
             self.kill_all();
             if self.pids().is_empty() && self.remove_dirs() {
-                return;
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         tracing::warn!(cgroup = %self.dirs[0].display(), "sandbox cgroup could not be removed");
+        false
     }
 
     /// Remove the dirs; true when all are gone.

@@ -5,7 +5,8 @@
 //! the sandbox's processes (`subset=pid`; on older kernels, the kernel's
 //! entries masked and its settings read-only), `/dev` with
 //! null/zero/urandom only, and an unprivileged uid/gid (65534) in a user
-//! namespace of its own, with no capabilities.
+//! namespace of its own, with no capabilities: on the host, an id of the
+//! sandbox's own (`ids.rs`).
 //!
 //! [`Jail::prepare`] runs once per worker: it lays out the root directory
 //! (mount points, symlinks; shared by every sandbox, each mounting onto it
@@ -17,15 +18,13 @@ use std::ffi::{CStr, CString};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::ids::{HostId, IdRange};
 use super::launch::{Step, raw, sys};
 
 /// Where the function's code appears inside the sandbox (Lambda's path).
 pub const TASK_ROOT: &str = "/var/task";
-/// The sandbox's uid and gid (nobody / nogroup).
-pub const SANDBOX_ID: libc::uid_t = 65534;
-/// Its uid_map and gid_map: only that id, mapped to itself.
-const SANDBOX_ID_MAP: &[u8] = b"65534 65534 1";
 /// The sandbox's /tmp: 512 MiB (Lambda's default), writable by all.
 const TMP_OPTIONS: &std::ffi::CStr = c"size=512m,mode=1777";
 
@@ -115,6 +114,8 @@ pub struct Jail {
     tmp: CString,
     proc_dir: CString,
     task_root: CString,
+    /// Host ids for sandboxes, one each.
+    ids: Arc<IdRange>,
 }
 
 fn cstr(p: &Path) -> io::Result<CString> {
@@ -197,8 +198,9 @@ unsafe fn write_file(step: &'static str, path: &CStr, text: &[u8]) -> Step {
 }
 
 impl Jail {
-    /// Lay out a root at `root` (mount points and symlinks only).
-    pub fn prepare(root: &Path) -> io::Result<Jail> {
+    /// Lay out a root at `root` (mount points and symlinks only); sandboxes
+    /// will run as host ids from `ids`.
+    pub fn prepare(root: &Path, ids: Arc<IdRange>) -> io::Result<Jail> {
         for d in ["etc", "var/task", "tmp", "proc", "dev", ".old_root", ".masked"] {
             std::fs::create_dir_all(root.join(d))?;
         }
@@ -282,18 +284,25 @@ impl Jail {
             task_root: CString::new(TASK_ROOT).expect("no NUL"),
             root: cstr(root)?,
             binds,
+            ids,
         })
     }
 
+    /// A host id for a new sandbox, held as long as its processes may live.
+    pub fn lease_id(&self) -> io::Result<HostId> {
+        self.ids.lease()
+    }
+
     /// Build the sandbox's view with the code at `code_dir` (a host path)
-    /// and become an unprivileged user in a user namespace of its own. Runs
+    /// and become an unprivileged user in a user namespace of its own: host
+    /// id `host_id`, seen inside as 65534 (`id_map`, from `HostId::map`). Runs
     /// in the sandbox's first process, pid 1 of its new mount and pid
     /// namespaces, before exec; raw system calls only.
     ///
     /// # Safety
     /// Call only in the launcher's child before exec.
     #[allow(unsafe_code)]
-    pub unsafe fn enter(&self, code_dir: &CStr) -> Step {
+    pub unsafe fn enter(&self, code_dir: &CStr, host_id: u32, id_map: &[u8]) -> Step {
         let null = std::ptr::null::<libc::c_char>();
         let none = std::ptr::null::<libc::c_void>();
         let mount = |step,
@@ -409,12 +418,13 @@ impl Jail {
             sys("chdir /var/task", raw!(SYS_chdir, self.task_root.as_ptr()))?;
             sys("sethostname", raw!(SYS_sethostname, c"stoke".as_ptr(), 5))?;
 
-            // The unprivileged user, in a user namespace of its own that
-            // maps only that uid and gid. Entering it as that uid (with
-            // CAP_SYS_ADMIN kept for the unshare only, whatever the host's
-            // policy on unprivileged user namespaces) makes the namespace
-            // owned by nobody: whatever capabilities the function could
-            // ever hold in it are over nothing of the host.
+            // The unprivileged user — the sandbox's own host id, which no
+            // other sandbox has — in a user namespace of its own that maps
+            // only that uid and gid, to 65534. Entering it as that uid
+            // (with CAP_SYS_ADMIN kept for the unshare only, whatever the
+            // host's policy on unprivileged user namespaces) makes the
+            // namespace owned by that id: whatever capabilities the
+            // function could ever hold in it are over nothing of the host.
             for cap in 0..64 {
                 raw!(SYS_prctl, libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
             }
@@ -424,15 +434,15 @@ impl Jail {
             // thread it knows: the worker's). The kernel's change only the
             // calling thread, which is all this process has.
             sys("setgroups", raw!(SYS_setgroups, 0, 0))?;
-            sys("setresgid", raw!(SYS_setresgid, SANDBOX_ID, SANDBOX_ID, SANDBOX_ID))?;
-            sys("setresuid", raw!(SYS_setresuid, SANDBOX_ID, SANDBOX_ID, SANDBOX_ID))?;
+            sys("setresgid", raw!(SYS_setresgid, host_id, host_id, host_id))?;
+            sys("setresuid", raw!(SYS_setresuid, host_id, host_id, host_id))?;
             set_caps("capset", 1 << CAP_SYS_ADMIN)?;
             // Its own /proc/self files are its to write while dumpable.
             while_dumpable(|| {
                 sys("the user namespace", raw!(SYS_unshare, libc::CLONE_NEWUSER))?;
                 write_file("setgroups deny", c"/proc/self/setgroups", b"deny")?;
-                write_file("uid_map", c"/proc/self/uid_map", SANDBOX_ID_MAP)?;
-                write_file("gid_map", c"/proc/self/gid_map", SANDBOX_ID_MAP)
+                write_file("uid_map", c"/proc/self/uid_map", id_map)?;
+                write_file("gid_map", c"/proc/self/gid_map", id_map)
             })?;
             // The new namespace gave a full set again: drop them all, for
             // good (no_new_privs follows).
@@ -470,7 +480,7 @@ mod tests {
     fn prepare_lays_out_mount_points_and_links() {
         let scratch = tempfile::tempdir().unwrap();
         let root = scratch.path().join("root");
-        let jail = Jail::prepare(&root).unwrap();
+        let jail = Jail::prepare(&root, IdRange::new(300_000, 10).unwrap()).unwrap();
         for p in [
             "var/task",
             "tmp",

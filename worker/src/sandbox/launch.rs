@@ -57,8 +57,9 @@ pub struct LaunchSpec<'a> {
     pub env: Vec<(String, String)>,
     /// `cgroup.procs` files to join (see `cgroup::SandboxCgroup::join_fds`).
     pub cgroup_fds: Vec<RawFd>,
-    /// The sandbox's filesystem and namespaces; `None` with `--sandbox none`.
-    pub jail: Option<&'a Jail>,
+    /// The sandbox's filesystem and namespaces, and its host id; `None`
+    /// with `--sandbox none`.
+    pub jail: Option<Jailed<'a>>,
     /// Open `ns/net` of the sandbox's prepared network namespace (`netns.rs`).
     pub netns: Option<RawFd>,
     /// Seccomp filters to install (empty with `--sandbox none`).
@@ -67,6 +68,14 @@ pub struct LaunchSpec<'a> {
     pub stdin_pipe: bool,
     /// RLIMIT_NPROC.
     pub max_pids: u32,
+}
+
+/// A jailed launch: the sandbox's world, and the host id it runs as
+/// (`ids::HostId`, held by the caller as long as the process may live).
+#[derive(Clone, Copy)]
+pub struct Jailed<'a> {
+    pub jail: &'a Jail,
+    pub host_id: u32,
 }
 
 /// A started function process.
@@ -207,6 +216,9 @@ struct Child<'a> {
     cgroup_fds: &'a [RawFd],
     netns: Option<RawFd>,
     jail: Option<&'a Jail>,
+    host_id: u32,
+    /// Its uid_map and gid_map line.
+    id_map: &'a [u8],
     code_dir: &'a CStr,
     seccomp: &'a [seccompiler::BpfProgram],
     max_pids: u64,
@@ -241,6 +253,10 @@ pub fn launch(spec: &LaunchSpec<'_>) -> io::Result<Process> {
         .map(|(k, v)| cstring(format!("{k}={v}"), "an environment variable"))
         .collect::<io::Result<_>>()?;
     let code_dir = cstring(spec.code_dir.as_os_str().as_bytes(), "the code dir")?;
+    let id_map = spec
+        .jail
+        .map(|j| format!("{} {} 1", super::ids::INSIDE, j.host_id).into_bytes())
+        .unwrap_or_default();
     let stdin_null = std::fs::File::open("/dev/null")?;
     let (stdin_read, stdin_write) = match spec.stdin_pipe {
         true => {
@@ -277,7 +293,9 @@ pub fn launch(spec: &LaunchSpec<'_>) -> io::Result<Process> {
             stdio: [stdin_read.as_raw_fd(), out_write.as_raw_fd(), err_write.as_raw_fd()],
             cgroup_fds: &spec.cgroup_fds,
             netns: spec.netns,
-            jail: spec.jail,
+            jail: spec.jail.map(|j| j.jail),
+            host_id: spec.jail.map_or(0, |j| j.host_id),
+            id_map: &id_map,
             code_dir: &code_dir,
             seccomp: spec.seccomp,
             max_pids: u64::from(spec.max_pids),
@@ -422,7 +440,7 @@ unsafe fn child_steps(c: &Child<'_>) -> Step {
         }
         match c.jail {
             Some(jail) => {
-                jail.enter(c.code_dir)?;
+                jail.enter(c.code_dir, c.host_id, c.id_map)?;
                 die_with_parent()?;
             }
             None => sys("chdir to the code", raw!(SYS_chdir, c.code_dir.as_ptr()))?,

@@ -5,6 +5,7 @@
 pub mod cgroup;
 mod exec;
 pub use exec::event_env as exec_env;
+pub mod ids;
 pub mod jail;
 pub mod launch;
 pub mod netns;
@@ -142,6 +143,8 @@ pub struct Sandbox {
     tasks: Vec<JoinHandle<()>>,
     scratch: Option<PathBuf>,
     cgroup: Option<cgroup::SandboxCgroup>,
+    /// Its host id (jailed), given back once its cgroup is gone.
+    host_id: Option<ids::HostId>,
     /// The sandbox's network namespace, held while it lives.
     _netns: Option<std::fs::File>,
     /// Events handled so far (0 = never used: the next one is cold,
@@ -239,22 +242,34 @@ impl Sandbox {
             memory_mb: spec.memory_mb,
             max_pids: spec.max_pids,
         };
-        let made = spec.cgroups.map(|c| c.create(&format!("sb-{id}"), limits)).transpose();
-        let launched = made.and_then(|cg| {
+        // Jailed, a host id of its own (`ids.rs`), held until its cgroup is gone.
+        let host_id = spec.jail.map(|j| j.lease_id()).transpose();
+        let made = host_id.and_then(|h| {
+            Ok((
+                h,
+                spec.cgroups
+                    .map(|c| c.create(&format!("sb-{id}"), limits))
+                    .transpose()?,
+            ))
+        });
+        let launched = made.and_then(|(host_id, cg)| {
             let child = launch::launch(&launch::LaunchSpec {
                 command: spec.command,
                 code_dir: spec.code_dir,
                 env,
                 cgroup_fds: cg.as_ref().map(|c| c.join_fds()).unwrap_or_default(),
-                jail: spec.jail,
+                jail: spec
+                    .jail
+                    .zip(host_id.as_ref())
+                    .map(|(jail, h)| launch::Jailed { jail, host_id: h.get() }),
                 netns: netns.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
                 seccomp: &spec.seccomp,
                 stdin_pipe: exec,
                 max_pids: spec.max_pids,
             })?;
-            Ok((child, cg))
+            Ok((child, cg, host_id))
         });
-        let (child, cgroup) = match launched {
+        let (child, cgroup, host_id) = match launched {
             Ok(c) => c,
             Err(e) => {
                 for t in &tasks {
@@ -321,6 +336,7 @@ impl Sandbox {
             tasks,
             scratch,
             cgroup,
+            host_id,
             _netns: netns,
             served: 0,
             provisioned: spec.provisioned,
@@ -496,13 +512,24 @@ impl Drop for Sandbox {
         if let Some(scratch) = &self.scratch {
             let _ = std::fs::remove_dir_all(scratch);
         }
-        // The cgroup goes once everything in it is gone (a moment after the kill).
+        // The cgroup goes once everything in it is gone (a moment after the
+        // kill), and then the host id may go to another sandbox; if the
+        // cgroup cannot be emptied (or there is no runtime left to wait
+        // on it), the id is never reused.
+        let host_id = self.host_id.take();
         if let Some(cg) = self.cgroup.take() {
             match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
-                    rt.spawn(cg.destroy());
+                    rt.spawn(async move {
+                        if !cg.destroy().await {
+                            std::mem::forget(host_id);
+                        }
+                    });
                 }
-                Err(_) => cg.kill_all(),
+                Err(_) => {
+                    cg.kill_all();
+                    std::mem::forget(host_id);
+                }
             }
         }
         tracing::debug!(sandbox = self.id, function = %self.function, "sandbox destroyed");
@@ -602,12 +629,16 @@ pub async fn probe(
             .create("probe", limits)
             .map_err(|e| format!("creating a cgroup: {e}"))?;
         let prepared_net = net.take().map_err(|e| format!("preparing a network namespace: {e}"))?;
+        let host_id = jail.lease_id().map_err(|e| e.to_string())?;
         let spawned = launch::launch(&launch::LaunchSpec {
             command: &["true".to_string()],
             code_dir: &code,
             env: vec![("PATH".into(), "/usr/bin:/bin".into())],
             cgroup_fds: cg.join_fds(),
-            jail: Some(jail),
+            jail: Some(launch::Jailed {
+                jail,
+                host_id: host_id.get(),
+            }),
             netns: Some(std::os::fd::AsRawFd::as_raw_fd(&prepared_net.ns)),
             seccomp,
             stdin_pipe: false,
