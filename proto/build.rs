@@ -12,6 +12,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(files, ["proto"])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("stoke_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Messages that carry secret values get a Debug of their own (lib.rs)
+    // that prints names only.
+    tonic_prost_build::configure()
+        .skip_debug([".stoke.v1.FunctionSpec", ".stoke.v1.SetEnvRequest"])
+        .compile_fds(fds)?;
     Ok(())
 }

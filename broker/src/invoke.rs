@@ -112,20 +112,20 @@ impl Invoker {
                 limit: me.max_payload,
             });
         }
-        let version = me
-            .store
-            .current_version(&req.function)
+        // `name`, `name:7` or `name:alias`: from here on, the plain name.
+        let version = stoke_store::resolve_version(me.store.as_ref(), &req.function)
             .await?
             .ok_or_else(|| InvokeError::NotFound(req.function.clone()))?;
+        let function = version.function.clone();
         let manifest = Manifest::parse(&version.manifest)
-            .map_err(|e| InvokeError::BadManifest(req.function.clone(), e.to_string()))?;
+            .map_err(|e| InvokeError::BadManifest(function.clone(), e.to_string()))?;
         if req.require_http_trigger && !manifest.has_http_trigger() {
-            return Err(InvokeError::NoHttpTrigger(req.function.clone()));
+            return Err(InvokeError::NoHttpTrigger(function.clone()));
         }
         let (invocation_id, key) = match &req.idempotency_key {
             Some(key) => {
                 validate_key(key)?;
-                (id_for_key(&req.function, key), key.clone())
+                (id_for_key(&function, key), key.clone())
             }
             None => {
                 let id = stoke_core::new_invocation_id();
@@ -138,7 +138,7 @@ impl Invoker {
         let keyed = req.idempotency_key.is_some();
         let digest = (keyed || !req.wait).then(|| stoke_core::package::digest(&req.payload));
         let conflicts = |stored: &Option<String>| keyed && stored.is_some() && *stored != digest;
-        if keyed && let Some(done) = me.store.completion_by_key(&req.function, &key).await? {
+        if keyed && let Some(done) = me.store.completion_by_key(&function, &key).await? {
             if conflicts(&done.payload_digest) {
                 return Err(InvokeError::KeyConflict(key));
             }
@@ -152,7 +152,7 @@ impl Invoker {
                 .store
                 .record_accepted(&Accepted {
                     invocation_id: invocation_id.clone(),
-                    function: req.function.clone(),
+                    function: function.clone(),
                     idempotency_key: key.clone(),
                     trigger: req.trigger.to_string(),
                     created_ms: stoke_core::now_ms(),
@@ -180,7 +180,7 @@ impl Invoker {
         };
         let ack = self
             .publish(
-                &req.function,
+                &function,
                 EventHeaders {
                     msg_id: &key,
                     invocation_id: &invocation_id,
@@ -193,7 +193,7 @@ impl Invoker {
                 req.payload,
             )
             .await?;
-        tracing::debug!(%invocation_id, function = %req.function, seq = ack.sequence, duplicate = ack.duplicate, "event queued");
+        tracing::debug!(%invocation_id, %function, seq = ack.sequence, duplicate = ack.duplicate, "event queued");
 
         let Some(sub) = results.as_mut() else {
             return Ok(Invoked::Queued { invocation_id });

@@ -4,6 +4,7 @@
 mod client;
 mod config;
 mod dlq;
+mod fnconfig;
 mod manage;
 mod nats_server;
 mod serve;
@@ -127,6 +128,26 @@ enum Command {
         admin: AdminFlag,
         #[command(subcommand)]
         command: Option<manage::WorkersCommand>,
+    },
+    /// Show or change a function's environment variables and secrets; each
+    /// change is a new version (rollback restores the old environment).
+    ///
+    /// Examples:
+    ///   stoke env hello                          # show (secrets by name only)
+    ///   stoke env hello LOG_LEVEL=debug --secret API_KEY   # value from $API_KEY
+    ///   stoke env hello --unset LOG_LEVEL
+    Env {
+        #[command(flatten)]
+        admin: AdminFlag,
+        #[command(flatten)]
+        args: fnconfig::EnvArgs,
+    },
+    /// Aliases: names for versions (`live` -> v3); invoke `hello:live`.
+    Alias {
+        #[command(flatten)]
+        admin: AdminFlag,
+        #[command(subcommand)]
+        command: fnconfig::AliasCommand,
     },
     /// API tokens: create, list, revoke, whoami.
     Tokens {
@@ -375,6 +396,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Workers { admin, command } => {
             let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
             manage::workers(&mut c, &addr, command).await
+        }
+        Command::Env { admin, args } => {
+            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
+            fnconfig::env(&mut c, &addr, args).await
+        }
+        Command::Alias { admin, command } => {
+            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
+            fnconfig::alias(&mut c, &addr, command).await
         }
         Command::Tokens { admin, command } => {
             let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;

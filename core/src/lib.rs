@@ -6,11 +6,13 @@
 //! It must not do I/O beyond the file system paths it is handed, and it knows
 //! nothing of NATS connections, databases or gRPC.
 
+pub mod fnconfig;
 pub mod key;
 pub mod manifest;
 pub mod naming;
 pub mod package;
 
+pub use fnconfig::{ConfigEdit, FunctionConfig};
 pub use manifest::{Batching, CatchUp, CronSpec, Manifest, ManifestError, Mode, Overlap, Trigger};
 
 /// Errors say whether trying again could help; retry and dead-letter logic

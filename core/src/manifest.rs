@@ -243,7 +243,7 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ManifestError
 }
 
 /// Names whose meaning the platform sets; a manifest may not override them.
-const RESERVED_ENV: &[&str] = &[
+pub(crate) const RESERVED_ENV: &[&str] = &[
     "AWS_LAMBDA_RUNTIME_API",
     "AWS_LAMBDA_FUNCTION_NAME",
     "AWS_LAMBDA_FUNCTION_VERSION",
@@ -317,17 +317,7 @@ impl Manifest {
             return Err(invalid("max_event_age", "must be within 1..=604800 seconds"));
         }
         for key in self.env.keys() {
-            let ok = !key.is_empty()
-                && key
-                    .chars()
-                    .enumerate()
-                    .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
-            if !ok {
-                return Err(invalid(format!("env.{key}"), "names must match [A-Za-z_][A-Za-z0-9_]*"));
-            }
-            if RESERVED_ENV.contains(&key.as_str()) {
-                return Err(invalid(format!("env.{key}"), "is reserved: stoke sets it"));
-            }
+            crate::fnconfig::check_env_name(key).map_err(|problem| invalid(format!("env.{key}"), problem))?;
         }
         for (i, value) in self.env.values().enumerate() {
             if value.contains('\0') {

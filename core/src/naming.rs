@@ -178,3 +178,42 @@ mod tests {
         }
     }
 }
+
+/// Which version a qualified function name (Lambda's `name:qualifier`) asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Qualifier<'a> {
+    /// `name`: the current version.
+    Current,
+    /// `name:7`.
+    Version(u32),
+    /// `name:live`.
+    Alias(&'a str),
+}
+
+/// Split `name`, `name:7` or `name:alias`. Function names and aliases never
+/// hold a ':' and aliases start with a letter, so this is unambiguous; a
+/// qualifier that is neither a version number nor an alias name is returned
+/// as an alias and found by no one.
+pub fn split_qualified(qualified: &str) -> (&str, Qualifier<'_>) {
+    match qualified.split_once(':') {
+        None => (qualified, Qualifier::Current),
+        Some((name, q)) => match q.parse::<u32>() {
+            Ok(v) if q.starts_with(|c: char| c.is_ascii_digit()) => (name, Qualifier::Version(v)),
+            _ => (name, Qualifier::Alias(q)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod qualifier_tests {
+    use super::{Qualifier, split_qualified};
+
+    #[test]
+    fn qualified_names_split_into_name_and_version_or_alias() {
+        assert_eq!(split_qualified("hello"), ("hello", Qualifier::Current));
+        assert_eq!(split_qualified("hello:7"), ("hello", Qualifier::Version(7)));
+        assert_eq!(split_qualified("hello:live"), ("hello", Qualifier::Alias("live")));
+        assert_eq!(split_qualified("hello:+7"), ("hello", Qualifier::Alias("+7")));
+        assert_eq!(split_qualified("a-1:b:c"), ("a-1", Qualifier::Alias("b:c")));
+    }
+}

@@ -78,6 +78,8 @@ pub(crate) fn function_info(v: &FunctionVersion) -> FunctionInfo {
             .map(|ts| ts.iter().map(ToString::to_string).collect())
             .unwrap_or_default(),
         namespace: v.namespace.clone(),
+        env: v.config.env.clone().into_iter().collect(),
+        secret_names: v.config.secrets.keys().cloned().collect(),
     }
 }
 
@@ -218,6 +220,9 @@ impl AdminService for AdminApi {
             DeployOutcome::Unchanged(v) => (v, true),
             // A first deploy from another namespace won the race since the check above.
             DeployOutcome::OtherNamespace(_) => return Err(guard::owned_elsewhere(&manifest.name, &namespace)),
+            DeployOutcome::NotDeployed | DeployOutcome::InvalidConfig(_) => {
+                return Err(Status::internal("a package deploy came back as a configuration edit"));
+            }
         };
         tracing::info!(function = %v.function, version = v.version, %digest, unchanged, "deployed");
         self.deployed.notify_one();
@@ -252,9 +257,7 @@ impl AdminService for AdminApi {
         let caller = guard::caller(&self.auth, &req).await?;
         let name = req.into_inner().name;
         guard::on_function(self.store.as_ref(), &caller, Role::Reader, &name).await?;
-        let v = self
-            .store
-            .current_version(&name)
+        let v = stoke_store::resolve_version(self.store.as_ref(), &name)
             .await
             .map_err(store_status)?
             .ok_or_else(|| Status::not_found(format!("function {name:?} not found")))?;
@@ -596,5 +599,52 @@ impl AdminService for AdminApi {
                 "worker {id:?} is not attached to this dispatcher (list them with ListWorkers)"
             ))
         })
+    }
+
+    async fn set_env(
+        &self,
+        req: Request<stoke_proto::SetEnvRequest>,
+    ) -> Result<Response<stoke_proto::SetEnvResponse>, Status> {
+        let caller = guard::caller(&self.auth, &req).await?;
+        let r = req.into_inner();
+        guard::on_function(self.store.as_ref(), &caller, Role::Deployer, &r.function).await?;
+        crate::versions::set_env(self.store.as_ref(), r)
+            .await
+            .map(Response::new)
+    }
+
+    async fn set_alias(
+        &self,
+        req: Request<stoke_proto::SetAliasRequest>,
+    ) -> Result<Response<stoke_proto::AliasInfo>, Status> {
+        let caller = guard::caller(&self.auth, &req).await?;
+        let r = req.into_inner();
+        guard::on_function(self.store.as_ref(), &caller, Role::Deployer, &r.function).await?;
+        crate::versions::set_alias(self.store.as_ref(), &r.function, &r.name, r.version)
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_aliases(
+        &self,
+        req: Request<stoke_proto::ListAliasesRequest>,
+    ) -> Result<Response<stoke_proto::ListAliasesResponse>, Status> {
+        let caller = guard::caller(&self.auth, &req).await?;
+        let r = req.into_inner();
+        guard::on_function(self.store.as_ref(), &caller, Role::Reader, &r.function).await?;
+        crate::versions::aliases(self.store.as_ref(), &r.function)
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_alias(
+        &self,
+        req: Request<stoke_proto::DeleteAliasRequest>,
+    ) -> Result<Response<stoke_proto::DeleteAliasResponse>, Status> {
+        let caller = guard::caller(&self.auth, &req).await?;
+        let r = req.into_inner();
+        guard::on_function(self.store.as_ref(), &caller, Role::Deployer, &r.function).await?;
+        crate::versions::delete_alias(self.store.as_ref(), &r.function, &r.name).await?;
+        Ok(Response::new(stoke_proto::DeleteAliasResponse {}))
     }
 }

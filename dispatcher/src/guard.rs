@@ -34,6 +34,8 @@ pub(crate) fn role(caller: &Caller, need: Role) -> Result<(), Status> {
 /// of is NOT_FOUND for a one-namespace caller (an all-namespace caller
 /// passes, and the call itself then says "not found").
 pub(crate) async fn on_function(store: &dyn Store, caller: &Caller, need: Role, function: &str) -> Result<(), Status> {
+    // `name:7` and `name:alias` belong to `name`.
+    let (function, _) = stoke_core::naming::split_qualified(function);
     // Every namespace is covered (and, with auth off, every caller is such
     // an admin): the role is all there is to check, no store read on the
     // invoke path.

@@ -410,7 +410,8 @@ pub(crate) async fn load(ctx: &Ctx, function: &str, version: Option<u32>) -> Res
         version: fv.version,
         digest: fv.digest.clone(),
         command: manifest.command.clone(),
-        env: manifest.env.clone().into_iter().collect(),
+        // The manifest's [env] < variables < secrets set through the API.
+        env: fv.config.merged_env(&manifest.env).into_iter().collect(),
         memory_mb: manifest.memory,
         timeout_ms: manifest.timeout_ms() as u32,
         handler: manifest.handler.clone().unwrap_or_default(),

@@ -1,8 +1,12 @@
 //! Function lifecycle through the admin API beyond deploy: version history,
-//! rollback and delete.
+//! rollback, delete, environment and secrets, aliases.
 
-use stoke_proto::{DeleteFunctionResponse, FunctionInfo, ListVersionsResponse};
-use stoke_store::Store;
+use stoke_core::ConfigEdit;
+use stoke_proto::{
+    AliasInfo, DeleteFunctionResponse, FunctionInfo, ListAliasesResponse, ListVersionsResponse, SetEnvRequest,
+    SetEnvResponse,
+};
+use stoke_store::{Alias, DeployOutcome, Store};
 use tonic::Status;
 
 use crate::admin::{function_info, store_status};
@@ -68,4 +72,115 @@ pub(crate) async fn delete(store: &dyn Store, name: &str) -> Result<DeleteFuncti
     }
     tracing::info!(function = %name, "deleted");
     Ok(DeleteFunctionResponse {})
+}
+
+/// Apply a SetEnv: a new version with the same package and manifest.
+pub(crate) async fn set_env(store: &dyn Store, r: SetEnvRequest) -> Result<SetEnvResponse, Status> {
+    let edit = ConfigEdit {
+        set_env: r.set.into_iter().collect(),
+        set_secrets: r.set_secrets.into_iter().collect(),
+        unset: r.unset,
+    };
+    if edit.set_env.is_empty() && edit.set_secrets.is_empty() && edit.unset.is_empty() {
+        return Err(Status::invalid_argument(
+            "nothing to change: give variables to set or names to unset",
+        ));
+    }
+    let name = &r.function;
+    let outcome = store
+        .edit_config(name, &edit, stoke_core::now_ms())
+        .await
+        .map_err(store_status)?;
+    let (v, unchanged) = match outcome {
+        DeployOutcome::Created(v) => (v, false),
+        DeployOutcome::Unchanged(v) => (v, true),
+        DeployOutcome::NotDeployed => return Err(Status::not_found(format!("function {name:?} is not deployed"))),
+        DeployOutcome::InvalidConfig(e) => {
+            return Err(Status::invalid_argument(format!("environment variable {e}")));
+        }
+        DeployOutcome::OtherNamespace(_) => return Err(Status::internal("configuration edit crossed namespaces")),
+    };
+    // Names only: values may be secrets.
+    let changed: Vec<&String> = edit
+        .set_env
+        .keys()
+        .chain(edit.set_secrets.keys())
+        .chain(&edit.unset)
+        .collect();
+    tracing::info!(function = %name, version = v.version, unchanged, ?changed, "environment changed");
+    Ok(SetEnvResponse {
+        function: Some(function_info(&v)),
+        unchanged,
+    })
+}
+
+fn alias_info(a: &Alias) -> AliasInfo {
+    AliasInfo {
+        function: a.function.clone(),
+        name: a.name.clone(),
+        version: a.version,
+        updated_unix_ms: a.updated_ms,
+    }
+}
+
+/// Create or move an alias; version 0 = the current version.
+pub(crate) async fn set_alias(
+    store: &dyn Store,
+    function: &str,
+    alias: &str,
+    version: u32,
+) -> Result<AliasInfo, Status> {
+    stoke_core::manifest::validate_name(alias).map_err(|_| {
+        Status::invalid_argument(format!(
+            "alias {alias:?} must be 1-63 characters of a-z, 0-9 and '-', starting with a letter"
+        ))
+    })?;
+    let current = store
+        .current_version(function)
+        .await
+        .map_err(store_status)?
+        .ok_or_else(|| Status::not_found(format!("function {function:?} is not deployed")))?;
+    let version = if version == 0 { current.version } else { version };
+    let now = stoke_core::now_ms();
+    if !store
+        .set_alias(function, alias, version, now)
+        .await
+        .map_err(store_status)?
+    {
+        return Err(Status::not_found(format!(
+            "function {function:?} has no version {version}"
+        )));
+    }
+    tracing::info!(%function, %alias, version, "alias set");
+    Ok(alias_info(&Alias {
+        function: function.to_string(),
+        name: alias.to_string(),
+        version,
+        updated_ms: now,
+    }))
+}
+
+pub(crate) async fn aliases(store: &dyn Store, function: &str) -> Result<ListAliasesResponse, Status> {
+    if store
+        .function_namespace(function)
+        .await
+        .map_err(store_status)?
+        .is_none()
+    {
+        return Err(Status::not_found(format!("function {function:?} not found")));
+    }
+    let aliases = store.aliases(function).await.map_err(store_status)?;
+    Ok(ListAliasesResponse {
+        aliases: aliases.iter().map(alias_info).collect(),
+    })
+}
+
+pub(crate) async fn delete_alias(store: &dyn Store, function: &str, alias: &str) -> Result<(), Status> {
+    if !store.delete_alias(function, alias).await.map_err(store_status)? {
+        return Err(Status::not_found(format!(
+            "function {function:?} has no alias {alias:?}"
+        )));
+    }
+    tracing::info!(%function, %alias, "alias deleted");
+    Ok(())
 }

@@ -2,7 +2,8 @@
 //! and the internal dispatcher⇄worker protocol (`WorkerService`), generated
 //! from `proto/stoke/v1/*.proto` at build time with protox + tonic-prost-build.
 //! It holds no logic beyond [`BearerToken`], the interceptor clients use
-//! to send their API token.
+//! to send their API token, and `Debug` for the messages that carry secret
+//! values (names only, so no log line can hold a secret).
 
 #[allow(clippy::all, clippy::pedantic)]
 pub mod v1 {
@@ -36,5 +37,63 @@ impl tonic::service::Interceptor for BearerToken {
             req.metadata_mut().insert("authorization", v.clone());
         }
         Ok(req)
+    }
+}
+
+/// Variable names, not values: a function's env holds its secrets.
+struct Names<'a>(&'a std::collections::HashMap<String, String>);
+
+impl std::fmt::Debug for Names<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&String> = self.0.keys().collect();
+        names.sort();
+        f.debug_list().entries(names).finish()
+    }
+}
+
+impl std::fmt::Debug for FunctionSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FunctionSpec")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("digest", &self.digest)
+            .field("command", &self.command)
+            .field("env", &Names(&self.env))
+            .field("memory_mb", &self.memory_mb)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("handler", &self.handler)
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for SetEnvRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetEnvRequest")
+            .field("function", &self.function)
+            .field("set", &self.set)
+            .field("set_secrets", &Names(&self.set_secrets))
+            .field("unset", &self.unset)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn debug_of_messages_with_secrets_shows_names_only() {
+        let spec = super::FunctionSpec {
+            name: "f".into(),
+            env: [("API_KEY".to_string(), "hunter2".to_string())].into(),
+            ..Default::default()
+        };
+        let req = super::SetEnvRequest {
+            function: "f".into(),
+            set_secrets: [("API_KEY".to_string(), "hunter2".to_string())].into(),
+            ..Default::default()
+        };
+        let shown = format!("{spec:?} {req:?}");
+        assert!(shown.contains("API_KEY"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
     }
 }

@@ -107,6 +107,11 @@ pub trait Store: Catalog + Send + Sync + 'static {
     /// Record a deploy. If the function's current version has the same
     /// digest and manifest, nothing changes and `Unchanged` is returned.
     async fn deploy_version(&self, new: NewVersion<'_>) -> Result<DeployOutcome>;
+    /// Change the current version's environment or secrets: records a new
+    /// version with the same package and manifest (`Unchanged` if the edit
+    /// changes nothing, `NotDeployed`, or `InvalidConfig` with nothing
+    /// recorded).
+    async fn edit_config(&self, function: &str, edit: &stoke_core::ConfigEdit, now_ms: i64) -> Result<DeployOutcome>;
     async fn current_version(&self, function: &str) -> Result<Option<FunctionVersion>>;
     async fn get_version(&self, function: &str, version: u32) -> Result<Option<FunctionVersion>>;
     async fn list_functions(&self) -> Result<Vec<FunctionVersion>>;
@@ -191,6 +196,13 @@ pub trait Catalog: Send + Sync + 'static {
     async fn tokens(&self) -> Result<Vec<TokenRecord>>;
     /// False if there is no such live token.
     async fn revoke_token(&self, id: &str, now_ms: i64) -> Result<bool>;
+    /// Point `alias` at `version` (creating or moving it); false if the
+    /// function has no such version.
+    async fn set_alias(&self, function: &str, alias: &str, version: u32, now_ms: i64) -> Result<bool>;
+    /// A function's aliases by name.
+    async fn aliases(&self, function: &str) -> Result<Vec<Alias>>;
+    /// False if there was no such alias.
+    async fn delete_alias(&self, function: &str, alias: &str) -> Result<bool>;
 }
 
 /// Open a store from a URL: `sqlite://PATH` (created if missing) or
@@ -238,6 +250,27 @@ fn redact_one(url: &str) -> String {
         out = format!("{head}{}", query.join("&"));
     }
     out
+}
+
+/// The version a qualified name runs: `name` the current one, `name:7`
+/// version 7, `name:live` the one alias `live` points at. None when the
+/// function is not deployed (a deleted one too) or has no such version or
+/// alias.
+pub async fn resolve_version(store: &dyn Store, qualified: &str) -> Result<Option<FunctionVersion>> {
+    use stoke_core::naming::{Qualifier, split_qualified};
+    let (name, qualifier) = split_qualified(qualified);
+    let Some(current) = store.current_version(name).await? else {
+        return Ok(None);
+    };
+    let version = match qualifier {
+        Qualifier::Current => return Ok(Some(current)),
+        Qualifier::Version(v) => v,
+        Qualifier::Alias(alias) => match store.aliases(name).await?.into_iter().find(|a| a.name == alias) {
+            Some(a) => a.version,
+            None => return Ok(None),
+        },
+    };
+    store.get_version(name, version).await
 }
 
 /// Billed milliseconds for a duration: rounded up to 1 ms, at least 1.

@@ -79,6 +79,43 @@ macro_rules! sql_catalog {
                 rows.iter().map(token_from_row).collect()
             }
 
+            async fn set_alias(&self, function: &str, alias: &str, version: u32, now_ms: i64) -> Result<bool> {
+                let done = sqlx::query(q::SET_ALIAS)
+                    .bind(function)
+                    .bind(alias)
+                    .bind(i64::from(version))
+                    .bind(now_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn aliases(&self, function: &str) -> Result<Vec<Alias>> {
+                let rows = sqlx::query(q::LIST_ALIASES)
+                    .bind(function)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(Alias {
+                            function: r.try_get(0)?,
+                            name: r.try_get(1)?,
+                            version: r.try_get::<i64, _>(2)? as u32,
+                            updated_ms: r.try_get(3)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn delete_alias(&self, function: &str, alias: &str) -> Result<bool> {
+                let done = sqlx::query(q::DELETE_ALIAS)
+                    .bind(function)
+                    .bind(alias)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn revoke_token(&self, id: &str, now_ms: i64) -> Result<bool> {
                 let done = sqlx::query(q::REVOKE_TOKEN)
                     .bind(id)

@@ -23,7 +23,62 @@ macro_rules! sql_store {
                 package_size: r.try_get::<i64, _>(4)? as u64,
                 created_ms: r.try_get(5)?,
                 namespace: r.try_get(6)?,
+                config: stoke_core::FunctionConfig::from_json(&r.try_get::<String, _>(7)?)
+                    .map_err(|e| StoreError::Invalid(format!("stored function config: {e}")))?,
             })
+        }
+
+        /// Serialize deploys of `function` (PostgreSQL; SQLite serializes
+        /// writers itself) and read its owner and current version, in `tx`.
+        async fn lock_function(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            function: &str,
+        ) -> Result<(Option<String>, Option<FunctionVersion>)> {
+            let lock: Option<&str> = $deploy_lock;
+            if let Some(lock) = lock {
+                sqlx::query(lock).bind(function).execute(&mut **tx).await?;
+            }
+            let owner: Option<String> = sqlx::query_scalar(q::FUNCTION_NAMESPACE)
+                .bind(function)
+                .fetch_optional(&mut **tx)
+                .await?;
+            let current = sqlx::query(q::CURRENT_VERSION)
+                .bind(function)
+                .fetch_optional(&mut **tx)
+                .await?
+                .map(|r| version_from_row(&r))
+                .transpose()?;
+            Ok((owner, current))
+        }
+
+        /// Record `v` as the function's next version and make it current.
+        async fn insert_next_version(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            mut v: FunctionVersion,
+        ) -> Result<FunctionVersion> {
+            let latest: i64 = sqlx::query_scalar(q::LATEST_VERSION_NUMBER)
+                .bind(&v.function)
+                .fetch_one(&mut **tx)
+                .await?;
+            v.version = (latest + 1) as u32;
+            sqlx::query(q::INSERT_VERSION)
+                .bind(&v.function)
+                .bind(i64::from(v.version))
+                .bind(&v.digest)
+                .bind(&v.manifest)
+                .bind(v.package_size as i64)
+                .bind(v.created_ms)
+                .bind(v.config.to_json())
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query(q::SET_CURRENT_VERSION)
+                .bind(&v.function)
+                .bind(i64::from(v.version))
+                .bind(v.created_ms)
+                .bind(&v.namespace)
+                .execute(&mut **tx)
+                .await?;
+            Ok(v)
         }
 
         fn completion_from_row(r: &$row) -> Result<Completion> {
@@ -164,60 +219,58 @@ macro_rules! sql_store {
 
             async fn deploy_version(&self, new: NewVersion<'_>) -> Result<DeployOutcome> {
                 let mut tx = self.pool.begin().await?;
-                let lock: Option<&str> = $deploy_lock;
-                if let Some(lock) = lock {
-                    sqlx::query(lock).bind(new.function).execute(&mut *tx).await?;
-                }
-                let owner: Option<String> = sqlx::query_scalar(q::FUNCTION_NAMESPACE)
-                    .bind(new.function)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                let (owner, current) = lock_function(&mut tx, new.function).await?;
                 if let Some(owner) = owner
                     && owner != new.namespace
                 {
                     return Ok(DeployOutcome::OtherNamespace(owner));
                 }
-                let current = sqlx::query(q::CURRENT_VERSION)
-                    .bind(new.function)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .map(|r| version_from_row(&r))
-                    .transpose()?;
-                if let Some(cur) = current
+                if let Some(cur) = &current
                     && cur.digest == new.digest
                     && cur.manifest == new.manifest
                 {
-                    return Ok(DeployOutcome::Unchanged(cur));
+                    return Ok(DeployOutcome::Unchanged(current.expect("some")));
                 }
-                let latest: i64 = sqlx::query_scalar(q::LATEST_VERSION_NUMBER)
-                    .bind(new.function)
-                    .fetch_one(&mut *tx)
-                    .await?;
                 let version = FunctionVersion {
                     function: new.function.to_string(),
-                    version: (latest + 1) as u32,
+                    version: 0,
                     digest: new.digest.to_string(),
                     manifest: new.manifest.to_string(),
                     package_size: new.package_size,
                     created_ms: new.now_ms,
                     namespace: new.namespace.to_string(),
+                    // Configuration set through the API outlives deploys.
+                    config: current.map(|c| c.config).unwrap_or_default(),
                 };
-                sqlx::query(q::INSERT_VERSION)
-                    .bind(&version.function)
-                    .bind(i64::from(version.version))
-                    .bind(&version.digest)
-                    .bind(&version.manifest)
-                    .bind(version.package_size as i64)
-                    .bind(version.created_ms)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(q::SET_CURRENT_VERSION)
-                    .bind(&version.function)
-                    .bind(i64::from(version.version))
-                    .bind(version.created_ms)
-                    .bind(&version.namespace)
-                    .execute(&mut *tx)
-                    .await?;
+                let version = insert_next_version(&mut tx, version).await?;
+                tx.commit().await?;
+                Ok(DeployOutcome::Created(version))
+            }
+
+            async fn edit_config(
+                &self,
+                function: &str,
+                edit: &stoke_core::ConfigEdit,
+                now_ms: i64,
+            ) -> Result<DeployOutcome> {
+                let mut tx = self.pool.begin().await?;
+                let (_, current) = lock_function(&mut tx, function).await?;
+                let Some(current) = current else {
+                    return Ok(DeployOutcome::NotDeployed);
+                };
+                let config = match current.config.apply(edit) {
+                    Ok(c) => c,
+                    Err(e) => return Ok(DeployOutcome::InvalidConfig(e)),
+                };
+                if config == current.config {
+                    return Ok(DeployOutcome::Unchanged(current));
+                }
+                let version = FunctionVersion {
+                    created_ms: now_ms,
+                    config,
+                    ..current
+                };
+                let version = insert_next_version(&mut tx, version).await?;
                 tx.commit().await?;
                 Ok(DeployOutcome::Created(version))
             }

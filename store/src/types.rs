@@ -12,6 +12,8 @@ pub struct FunctionVersion {
     pub created_ms: i64,
     /// The namespace that owns the function.
     pub namespace: String,
+    /// Environment and secrets set through the admin API (not the manifest's).
+    pub config: stoke_core::FunctionConfig,
 }
 
 pub struct NewVersion<'a> {
@@ -30,6 +32,20 @@ pub enum DeployOutcome {
     Unchanged(FunctionVersion),
     /// Nothing recorded: the name belongs to this other namespace.
     OtherNamespace(String),
+    /// Nothing recorded: a configuration change for a function that has no
+    /// current version.
+    NotDeployed,
+    /// Nothing recorded: the configuration change is not allowed (why).
+    InvalidConfig(stoke_core::fnconfig::EnvError),
+}
+
+/// A named pointer to one version of a function (`live` → 7).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alias {
+    pub function: String,
+    pub name: String,
+    pub version: u32,
+    pub updated_ms: i64,
 }
 
 /// An API token as stored: never its secret, only the secret's hash.

@@ -33,6 +33,7 @@ async fn full_contract(store: &dyn Store) {
     text::ordering_contract(store).await;
     text::error_text_contract(store).await;
     catalog::catalog_contract(store).await;
+    catalog::config_contract(store).await;
 }
 
 fn attempt(id: &str, key: &str, n: u32, outcome: AttemptOutcome, duration_us: u64) -> AttemptRecord {

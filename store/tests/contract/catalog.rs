@@ -106,3 +106,103 @@ pub async fn catalog_contract(store: &dyn Store) {
     assert_eq!(all[0].revoked_ms, Some(11));
     assert_eq!(all[1].revoked_ms, None);
 }
+
+/// Environment and secrets as versions; aliases.
+pub async fn config_contract(store: &dyn Store) {
+    use stoke_core::ConfigEdit;
+    store.put_package("cfg-1", b"one").await.unwrap();
+    store.put_package("cfg-2", b"two").await.unwrap();
+    let edit = |env: &[(&str, &str)], secrets: &[(&str, &str)], unset: &[&str]| ConfigEdit {
+        set_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        set_secrets: secrets.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        unset: unset.iter().map(|s| s.to_string()).collect(),
+    };
+
+    assert_eq!(
+        store
+            .edit_config("cfg", &edit(&[("A", "1")], &[], &[]), 8)
+            .await
+            .unwrap(),
+        DeployOutcome::NotDeployed
+    );
+    let DeployOutcome::Created(v1) = store.deploy_version(new("cfg", "team-c", "cfg-1")).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(v1.config, stoke_core::FunctionConfig::default());
+    let DeployOutcome::Created(v2) = store
+        .edit_config("cfg", &edit(&[("A", "1")], &[("KEY", "s")], &[]), 9)
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (v2.version, v2.digest.as_str(), v2.namespace.as_str()),
+        (2, "cfg-1", "team-c")
+    );
+    assert_eq!(
+        (v2.config.env["A"].as_str(), v2.config.secrets["KEY"].as_str()),
+        ("1", "s")
+    );
+    assert_eq!(store.current_version("cfg").await.unwrap().unwrap(), v2);
+    // Nothing new when nothing changes, and nothing recorded when refused.
+    assert!(matches!(
+        store.edit_config("cfg", &edit(&[("A", "1")], &[], &[]), 10).await.unwrap(),
+        DeployOutcome::Unchanged(v) if v.version == 2
+    ));
+    assert!(matches!(
+        store.edit_config("cfg", &edit(&[("9", "1")], &[], &[]), 10).await.unwrap(),
+        DeployOutcome::InvalidConfig(e) if e.name == "9"
+    ));
+    // A deploy keeps the configuration; the old version keeps its own.
+    let DeployOutcome::Created(v3) = store.deploy_version(new("cfg", "team-c", "cfg-2")).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!((v3.version, &v3.config), (3, &v2.config));
+    assert_eq!(store.get_version("cfg", 1).await.unwrap().unwrap().config, v1.config);
+    let listed = store.list_versions("cfg").await.unwrap();
+    assert_eq!(
+        listed.iter().map(|v| v.config.secrets.len()).collect::<Vec<_>>(),
+        [0, 1, 1]
+    );
+    let DeployOutcome::Created(v4) = store
+        .edit_config("cfg", &edit(&[], &[], &["A", "KEY"]), 11)
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (v4.digest.as_str(), v4.config.env.len(), v4.config.secrets.len()),
+        ("cfg-2", 0, 0)
+    );
+
+    // Aliases point at existing versions only; setting again moves them.
+    assert!(!store.set_alias("cfg", "live", 9, 12).await.unwrap());
+    assert!(store.set_alias("cfg", "live", 1, 12).await.unwrap());
+    assert!(store.set_alias("cfg", "beta", 3, 12).await.unwrap());
+    assert!(store.set_alias("cfg", "live", 2, 13).await.unwrap());
+    let aliases = store.aliases("cfg").await.unwrap();
+    let seen: Vec<(&str, u32, i64)> = aliases
+        .iter()
+        .map(|a| (a.name.as_str(), a.version, a.updated_ms))
+        .collect();
+    assert_eq!(seen, [("beta", 3, 12), ("live", 2, 13)]);
+    assert_eq!(
+        resolve_version(store, "cfg:live").await.unwrap().map(|v| v.version),
+        Some(2)
+    );
+    assert_eq!(
+        resolve_version(store, "cfg:3").await.unwrap().map(|v| v.version),
+        Some(3)
+    );
+    assert_eq!(resolve_version(store, "cfg").await.unwrap().map(|v| v.version), Some(4));
+    assert_eq!(resolve_version(store, "cfg:nope").await.unwrap(), None);
+    assert!(store.delete_alias("cfg", "beta").await.unwrap());
+    assert!(!store.delete_alias("cfg", "beta").await.unwrap());
+    assert_eq!(store.aliases("cfg").await.unwrap().len(), 1);
+    assert!(store.aliases("other").await.unwrap().is_empty());
+    // A deleted function runs under no alias.
+    assert!(store.delete_function("cfg", 14).await.unwrap());
+    assert_eq!(resolve_version(store, "cfg:live").await.unwrap(), None);
+}

@@ -1,0 +1,1 @@
+DELETE FROM aliases WHERE function = $1 AND name = $2

@@ -1,0 +1,263 @@
+//! A function's configuration through the admin API, against a real
+//! `stoke up`: environment variables and secrets (a new version per change,
+//! carried over by deploys, restored by rollback, secret values never shown
+//! or logged) and aliases (`name:alias`, `name:7`, over gRPC and HTTP).
+
+use stoke_proto::admin_service_client::AdminServiceClient;
+use stoke_proto::*;
+use stoke_tests::*;
+use tonic::Code;
+use tonic::transport::Channel;
+
+const SECRET: &str = "s3cr3t-value-7f1c";
+
+/// hello-python with `GREETING_V = v` in its manifest's [env].
+fn hello_v(v: &str) -> tempfile::TempDir {
+    let dir = hello_with("");
+    let manifest = std::fs::read_to_string(dir.path().join("stoke.toml")).unwrap();
+    let manifest = format!("{manifest}\n[env]\nGREETING_V = \"{v}\"\n");
+    std::fs::write(dir.path().join("stoke.toml"), manifest).unwrap();
+    dir
+}
+
+/// What `name` (qualified or not) sees in its environment as `var`, and the
+/// version that ran.
+async fn env_of(c: &mut AdminServiceClient<Channel>, name: &str, var: &str) -> Result<(String, u32), tonic::Status> {
+    let r = c
+        .invoke(InvokeRequest {
+            function: name.into(),
+            payload: format!(r#"{{"env": "{var}"}}"#).into_bytes(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let inv = r.invocation.expect("sync invoke");
+    assert_eq!(inv.status, InvocationStatus::Succeeded as i32, "{inv:?}");
+    assert_eq!(inv.function, "hello", "the plain name is recorded");
+    let body: serde_json::Value = serde_json::from_slice(&inv.result).unwrap();
+    let inner: serde_json::Value = serde_json::from_str(body["body"].as_str().unwrap()).unwrap();
+    Ok((inner["env"].as_str().unwrap_or_default().to_string(), inv.version))
+}
+
+fn set_env(function: &str, set: &[(&str, &str)], secrets: &[(&str, &str)], unset: &[&str]) -> SetEnvRequest {
+    let map = |p: &[(&str, &str)]| p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    SetEnvRequest {
+        function: function.into(),
+        set: map(set),
+        set_secrets: map(secrets),
+        unset: unset.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+#[tokio::test]
+async fn env_and_secrets_make_versions_and_secrets_never_come_back() {
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    let mut c = AdminServiceClient::connect(format!("http://{}", p.admin))
+        .await
+        .unwrap();
+    let v1 = hello_v("toml");
+    p.deploy(v1.path());
+    assert_eq!(env_of(&mut c, "hello", "GREETING_V").await.unwrap(), ("toml".into(), 1));
+
+    // A plain variable (through the CLI) overrides the manifest's; a
+    // secret (through the client) reaches the function. Each is a version.
+    let out = p.cli_ok(&["env", "hello", "GREETING_V=api", "EXTRA=x"]);
+    assert!(out.contains("GREETING_V=api") && out.contains("EXTRA=x"), "{out}");
+    let r = c
+        .set_env(set_env("hello", &[], &[("API_KEY", SECRET)], &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    let info = r.function.unwrap();
+    assert_eq!((info.version, r.unchanged), (3, false));
+    assert_eq!(info.secret_names, vec!["API_KEY".to_string()]);
+    assert_eq!(info.env.get("GREETING_V").map(String::as_str), Some("api"));
+    assert_eq!(env_of(&mut c, "hello", "GREETING_V").await.unwrap(), ("api".into(), 3));
+    assert_eq!(env_of(&mut c, "hello", "API_KEY").await.unwrap(), (SECRET.into(), 3));
+
+    // The same edit again changes nothing.
+    let r = c
+        .set_env(set_env("hello", &[("GREETING_V", "api")], &[], &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.function.unwrap().version, r.unchanged), (3, true));
+
+    // The secret's value is nowhere to be read back: not in GetFunction,
+    // ListVersions, the CLI, or the platform's log.
+    let got = c
+        .get_function(GetFunctionRequest { name: "hello".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let versions = c
+        .list_versions(ListVersionsRequest { name: "hello".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let shown = p.cli_ok(&["env", "hello"]);
+    assert!(shown.contains("API_KEY=<secret>"), "{shown}");
+    for text in [
+        format!("{got:?}"),
+        format!("{versions:?}"),
+        shown,
+        p.cli_ok(&["functions"]),
+        p.log(),
+    ] {
+        assert!(!text.contains(SECRET), "secret shown: {text}");
+    }
+
+    // A deploy of a new package keeps the configuration set through the API.
+    let v2 = hello_v("toml-2");
+    p.deploy(v2.path());
+    assert_eq!(env_of(&mut c, "hello", "API_KEY").await.unwrap(), (SECRET.into(), 4));
+    assert_eq!(env_of(&mut c, "hello", "GREETING_V").await.unwrap(), ("api".into(), 4));
+    // Unset removes plain and secret names alike.
+    c.set_env(set_env("hello", &[], &[], &["API_KEY", "GREETING_V"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        env_of(&mut c, "hello", "GREETING_V").await.unwrap(),
+        ("toml-2".into(), 5)
+    );
+    assert_eq!(env_of(&mut c, "hello", "API_KEY").await.unwrap(), (String::new(), 5));
+    // A rollback to version 3 brings its configuration back with its code.
+    p.cli_ok(&["rollback", "hello", "--to", "3"]);
+    assert_eq!(env_of(&mut c, "hello", "API_KEY").await.unwrap(), (SECRET.into(), 3));
+
+    // Refusals say what is wrong, and record nothing.
+    for (req, code, says) in [
+        (
+            set_env("hello", &[("1BAD", "x")], &[], &[]),
+            Code::InvalidArgument,
+            "1BAD",
+        ),
+        (
+            set_env("hello", &[], &[("AWS_LAMBDA_RUNTIME_API", "x")], &[]),
+            Code::InvalidArgument,
+            "reserved",
+        ),
+        (
+            set_env("hello", &[("A", "x\0y")], &[], &[]),
+            Code::InvalidArgument,
+            "NUL",
+        ),
+        (
+            set_env("hello", &[("BIG", &"x".repeat(5000))], &[], &[]),
+            Code::InvalidArgument,
+            "4096",
+        ),
+        (
+            set_env("hello", &[], &[], &[]),
+            Code::InvalidArgument,
+            "nothing to change",
+        ),
+        (set_env("nope", &[("A", "1")], &[], &[]), Code::NotFound, "nope"),
+    ] {
+        let err = c.set_env(req).await.unwrap_err();
+        assert_eq!(err.code(), code, "{err:?}");
+        assert!(err.message().contains(says), "{err:?}");
+    }
+    let after = c
+        .list_versions(ListVersionsRequest { name: "hello".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((after.versions.len(), after.current_version), (5, 3));
+}
+
+#[tokio::test]
+async fn aliases_and_version_numbers_pick_what_runs() {
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    let mut c = AdminServiceClient::connect(format!("http://{}", p.admin))
+        .await
+        .unwrap();
+    let (a, b) = (hello_v("one"), hello_v("two"));
+    p.deploy(a.path());
+    p.deploy(b.path());
+
+    let out = p.cli_ok(&["alias", "set", "hello", "live", "--version", "1"]);
+    assert!(out.contains("hello:live -> v1"), "{out}");
+    c.set_alias(SetAliasRequest {
+        function: "hello".into(),
+        name: "next".into(),
+        version: 0,
+    })
+    .await
+    .unwrap();
+    assert_eq!(env_of(&mut c, "hello", "GREETING_V").await.unwrap(), ("two".into(), 2));
+    assert_eq!(
+        env_of(&mut c, "hello:live", "GREETING_V").await.unwrap(),
+        ("one".into(), 1)
+    );
+    assert_eq!(
+        env_of(&mut c, "hello:next", "GREETING_V").await.unwrap(),
+        ("two".into(), 2)
+    );
+    assert_eq!(
+        env_of(&mut c, "hello:1", "GREETING_V").await.unwrap(),
+        ("one".into(), 1)
+    );
+    let got = c
+        .get_function(GetFunctionRequest {
+            name: "hello:live".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((got.name.as_str(), got.version), ("hello", 1));
+
+    // Over HTTP too.
+    let reply = p.post("hello:live", r#"{"env": "GREETING_V"}"#).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["env"], "one", "{}", reply.text());
+    assert_eq!(p.post("hello:gone", "{}").await.status, 404);
+
+    // Moving an alias takes effect for the next invoke.
+    p.cli_ok(&["alias", "set", "hello", "live"]);
+    assert_eq!(
+        env_of(&mut c, "hello:live", "GREETING_V").await.unwrap(),
+        ("two".into(), 2)
+    );
+    let list = p.cli_ok(&["alias", "list", "hello"]);
+    assert!(
+        list.lines().any(|l| l.starts_with("live") && l.ends_with("v2")),
+        "{list}"
+    );
+    assert!(list.lines().any(|l| l.starts_with("next")), "{list}");
+
+    for (req, code) in [
+        (("hello", "live", 9), Code::NotFound),
+        (("hello", "7", 1), Code::InvalidArgument),
+        (("hello", "Live", 1), Code::InvalidArgument),
+        (("nope", "live", 1), Code::NotFound),
+    ] {
+        let err = c
+            .set_alias(SetAliasRequest {
+                function: req.0.into(),
+                name: req.1.into(),
+                version: req.2,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "{req:?}: {err:?}");
+    }
+    for name in ["hello:gone", "hello:9", "nope:live"] {
+        let err = env_of(&mut c, name, "GREETING_V").await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{name}: {err:?}");
+    }
+
+    p.cli_ok(&["alias", "delete", "hello", "live"]);
+    let err = env_of(&mut c, "hello:live", "GREETING_V").await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = c
+        .delete_alias(DeleteAliasRequest {
+            function: "hello".into(),
+            name: "live".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
