@@ -2,7 +2,8 @@
 //!
 //! Every error is a JSON body in Lambda's error shape,
 //! `{"errorType": ..., "errorMessage": ...}`, with a status that says what
-//! happened: 404 unknown function, 413 payload too large, 400 bad key,
+//! happened: 404 unknown function, 401/403 a token-protected trigger's
+//! token missing or not good for it, 413 payload too large, 400 bad key,
 //! 502 the function failed, 504 it timed out, 503 stoke cannot accept now.
 
 use std::collections::BTreeMap;
@@ -17,7 +18,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use stoke_proto::{InvocationInfo, InvocationStatus};
 
-use crate::invoke::{InvokeError, InvokeRequest, Invoked, Invoker};
+use crate::invoke::{InvokeError, InvokeRequest, Invoked, Invoker, Via};
 
 pub fn router(invoker: Invoker) -> Router {
     Router::new()
@@ -46,12 +47,26 @@ impl IntoResponse for InvokeError {
             InvokeError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Stoke.Unavailable"),
             InvokeError::BadManifest(..) => (StatusCode::INTERNAL_SERVER_ERROR, "Stoke.BadManifest"),
             InvokeError::KeyConflict(_) => (StatusCode::CONFLICT, "Stoke.IdempotencyKeyConflict"),
+            InvokeError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "Stoke.Unauthenticated"),
+            InvokeError::Forbidden(_) => (StatusCode::FORBIDDEN, "Stoke.Forbidden"),
         };
         if status.is_server_error() {
             tracing::warn!(error = %self, "invoke refused");
         }
-        error(status, kind, self.to_string())
+        let mut resp = error(status, kind, self.to_string());
+        if status == StatusCode::UNAUTHORIZED {
+            set(resp.headers_mut(), header::WWW_AUTHENTICATE, "Bearer");
+        }
+        resp
     }
+}
+
+/// The `Authorization` header, for token-protected HTTP triggers.
+fn authorization(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 /// Consume a body without keeping it.
@@ -99,7 +114,9 @@ async fn invoke_fn(State(invoker): State<Invoker>, Path(name): Path<String>, req
             idempotency_key,
             trigger: "http",
             wait,
-            require_http_trigger: true,
+            via: Via::Http {
+                authorization: authorization(&headers),
+            },
         })
         .await;
     match outcome {
@@ -267,8 +284,8 @@ fn success_response(result: &[u8]) -> Response {
     resp
 }
 
-async fn get_invocation(State(invoker): State<Invoker>, Path(id): Path<String>) -> Response {
-    match invoker.status(&id).await {
+async fn get_invocation(State(invoker): State<Invoker>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    match invoker.http_status(&id, authorization(&headers).as_deref()).await {
         Err(e) => e.into_response(),
         Ok(None) => error(
             StatusCode::NOT_FOUND,

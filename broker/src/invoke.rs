@@ -14,9 +14,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message as _;
 use sha2::Digest as _;
-use stoke_core::{Manifest, Retryable, naming};
+use stoke_core::{HttpAuth, Manifest, Retryable, naming};
 use stoke_proto::{ErrorInfo, InvocationInfo, InvocationStatus};
-use stoke_store::{Accepted, Completion, DeadLetter, InvocationView, Status, Store};
+use stoke_store::{Accepted, Completion, DeadLetter, FunctionVersion, InvocationView, Status, Store};
+
+use crate::auth::{AuthError, Authenticator, Role};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InvokeError {
@@ -35,6 +37,12 @@ pub enum InvokeError {
     BadManifest(String, String),
     #[error("idempotency key {0:?} was already used with a different payload")]
     KeyConflict(String),
+    /// A token-protected HTTP trigger called without a valid token.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A valid token without the invoker role in the function's namespace.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl Retryable for InvokeError {
@@ -59,8 +67,19 @@ pub struct InvokeRequest {
     pub trigger: &'static str,
     /// Wait for the result (RequestResponse) or return once queued (Event).
     pub wait: bool,
-    /// Refuse functions without an `http` trigger (the public gateway).
-    pub require_http_trigger: bool,
+    /// Who is asking, which decides the checks made here.
+    pub via: Via,
+}
+
+/// Where a request to run a function comes from.
+#[derive(Debug, Clone)]
+pub enum Via {
+    /// The admin API (its caller already authorized) or the platform itself
+    /// (cron): any deployed function.
+    Platform,
+    /// The public gateway: only functions with an `http` trigger, and the
+    /// trigger's token check (the request's `Authorization` header).
+    Http { authorization: Option<String> },
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +101,8 @@ struct Inner {
     client: async_nats::Client,
     js: jetstream::Context,
     store: Arc<dyn Store>,
+    /// Checks tokens of token-protected HTTP triggers (always on).
+    auth: Authenticator,
     max_payload: usize,
     /// Added to the function timeout for a synchronous wait (queueing, cold start).
     wait_slack: Duration,
@@ -93,6 +114,7 @@ impl Invoker {
             inner: Arc::new(Inner {
                 js: jetstream::new(client.clone()),
                 client,
+                auth: Authenticator::new(store.clone(), true),
                 store,
                 max_payload,
                 wait_slack,
@@ -119,8 +141,8 @@ impl Invoker {
         let function = version.function.clone();
         let manifest = Manifest::parse(&version.manifest)
             .map_err(|e| InvokeError::BadManifest(function.clone(), e.to_string()))?;
-        if req.require_http_trigger && !manifest.has_http_trigger() {
-            return Err(InvokeError::NoHttpTrigger(function.clone()));
+        if let Via::Http { authorization } = &req.via {
+            self.check_http(&version, &manifest, authorization.as_deref()).await?;
         }
         let (invocation_id, key) = match &req.idempotency_key {
             Some(key) => {
@@ -209,6 +231,51 @@ impl Invoker {
             Some(view) if view.completion.is_some() => Ok(Invoked::Completed(view_info(&view))),
             _ => Ok(Invoked::StillRunning { invocation_id }),
         }
+    }
+
+    /// The gateway's checks: an `http` trigger, and its token if it wants one.
+    async fn check_http(
+        &self,
+        version: &FunctionVersion,
+        manifest: &Manifest,
+        authorization: Option<&str>,
+    ) -> Result<(), InvokeError> {
+        match manifest.http_auth() {
+            None => Err(InvokeError::NoHttpTrigger(version.function.clone())),
+            Some(HttpAuth::None) => Ok(()),
+            Some(HttpAuth::Token) => {
+                let caller = self.inner.auth.authenticate(authorization).await.map_err(|e| match e {
+                    AuthError::Unavailable(e) => InvokeError::Unavailable(e.to_string()),
+                    AuthError::PermissionDenied(m) => InvokeError::Forbidden(m),
+                    AuthError::Unauthenticated(m) | AuthError::Invalid(m) => {
+                        InvokeError::Unauthenticated(format!("function {:?} requires a token: {m}", version.function))
+                    }
+                })?;
+                caller
+                    .require(Role::Invoker, &version.namespace)
+                    .map_err(|e| InvokeError::Forbidden(e.to_string()))
+            }
+        }
+    }
+
+    /// `GET /invocations/{id}` for the gateway: what [`Invoker::status`]
+    /// gives, once the caller passes the function's HTTP checks (a function
+    /// whose trigger wants a token shows its results to token holders only).
+    pub async fn http_status(
+        &self,
+        invocation_id: &str,
+        authorization: Option<&str>,
+    ) -> Result<Option<InvocationInfo>, InvokeError> {
+        let Some(info) = self.status(invocation_id).await? else {
+            return Ok(None);
+        };
+        if let Some(v) = self.inner.store.current_version(&info.function).await?
+            && let Ok(manifest) = Manifest::parse(&v.manifest)
+            && manifest.http_auth() == Some(HttpAuth::Token)
+        {
+            self.check_http(&v, &manifest, authorization).await?;
+        }
+        Ok(Some(info))
     }
 
     /// Publish a dead letter again, with its original invocation id and

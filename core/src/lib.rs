@@ -13,7 +13,7 @@ pub mod naming;
 pub mod package;
 
 pub use fnconfig::{ConfigEdit, FunctionConfig};
-pub use manifest::{Batching, CatchUp, CronSpec, Manifest, ManifestError, Mode, Overlap, Trigger};
+pub use manifest::{Batching, CatchUp, CronSpec, HttpAuth, Manifest, ManifestError, Mode, Overlap, Trigger};
 
 /// Errors say whether trying again could help; retry and dead-letter logic
 /// match on this, never on message text.

@@ -21,6 +21,8 @@
 //!
 //! [[triggers]]
 //! http = true
+//! auth = "token"                     # optional: callers send `Authorization: Bearer <token>`
+//!                                    # (role invoker in the function's namespace); default "none"
 //!
 //! [[triggers]]
 //! cron = "0 */5 * * * *"             # sec min hour day month weekday [year]
@@ -135,6 +137,9 @@ fn default_triggers() -> Vec<TriggerDef> {
 pub struct TriggerDef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<bool>,
+    /// http: who may call it (default: anyone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<HttpAuth>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cron: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -163,6 +168,18 @@ pub struct TriggerDef {
 pub struct Batching {
     pub max_size: u32,
     pub window_ms: u32,
+}
+
+/// Who may call an HTTP trigger.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpAuth {
+    /// Anyone who can reach the gateway (Lambda function URLs' `NONE`).
+    #[default]
+    None,
+    /// A bearer token with the invoker role in the function's namespace,
+    /// checked whatever the admin API's auth mode is.
+    Token,
 }
 
 /// A cron tick while the previous tick's invocation is still running.
@@ -204,7 +221,7 @@ pub struct CronSpec {
 /// A validated trigger.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Trigger {
-    Http,
+    Http(HttpAuth),
     Cron(CronSpec),
     Subject { subject: String, batch: Option<Batching> },
 }
@@ -212,7 +229,8 @@ pub enum Trigger {
 impl std::fmt::Display for Trigger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Trigger::Http => write!(f, "http"),
+            Trigger::Http(HttpAuth::None) => write!(f, "http"),
+            Trigger::Http(HttpAuth::Token) => write!(f, "http (token)"),
             Trigger::Cron(c) => write!(f, "cron {} ({})", c.schedule, c.timezone),
             Trigger::Subject { subject, batch: None } => write!(f, "subject {subject}"),
             Trigger::Subject {
@@ -390,8 +408,17 @@ impl Manifest {
             .collect()
     }
 
+    /// Who may call the function over HTTP; None without an http trigger.
+    pub fn http_auth(&self) -> Option<HttpAuth> {
+        let triggers = self.triggers().ok()?;
+        triggers.iter().find_map(|t| match t {
+            Trigger::Http(auth) => Some(*auth),
+            _ => None,
+        })
+    }
+
     pub fn has_http_trigger(&self) -> bool {
-        self.triggers().map(|ts| ts.contains(&Trigger::Http)).unwrap_or(false)
+        self.http_auth().is_some()
     }
 
     /// Invocations of one concurrency key at once, when a key is set.
@@ -462,6 +489,9 @@ fn parse_trigger(i: usize, t: &TriggerDef) -> Result<Option<Trigger>, ManifestEr
             }
         }
     }
+    if t.http.is_none() && t.auth.is_some() {
+        return Err(invalid(field("auth"), "only applies to an `http` trigger"));
+    }
     if t.subject.is_none() {
         for (name, set) in [
             ("batch_size", t.batch_size.is_some()),
@@ -473,7 +503,7 @@ fn parse_trigger(i: usize, t: &TriggerDef) -> Result<Option<Trigger>, ManifestEr
         }
     }
     if let Some(http) = t.http {
-        return Ok(http.then_some(Trigger::Http));
+        return Ok(http.then_some(Trigger::Http(t.auth.unwrap_or_default())));
     }
     if let Some(schedule) = &t.cron {
         use std::str::FromStr;
@@ -578,7 +608,7 @@ subject = "orders.*"
         assert_eq!(m.memory, 256);
         let t = m.triggers().unwrap();
         assert_eq!(t.len(), 3);
-        assert_eq!(t[0], Trigger::Http);
+        assert_eq!(t[0], Trigger::Http(HttpAuth::None));
         assert!(
             matches!(&t[1], Trigger::Cron(c) if c.timezone.name() == "Europe/Berlin" && c.overlap == Overlap::Allow)
         );
@@ -709,6 +739,15 @@ subject = "orders.*"
             field_of(&format!("{base}[[triggers]]\nhttp = true\nbatch_size = 2")),
             "triggers[0].batch_size"
         );
+        assert_eq!(
+            field_of(&format!("{base}[[triggers]]\nsubject = \"a\"\nauth = \"token\"")),
+            "triggers[0].auth"
+        );
+        let err = Manifest::parse(&format!("{base}[[triggers]]\nhttp = true\nauth = \"iam\"")).unwrap_err();
+        assert!(err.to_string().contains("expected `none` or `token`"), "{err}");
+        let m = Manifest::parse(&format!("{base}[[triggers]]\nhttp = true\nauth = \"token\"")).unwrap();
+        assert_eq!(m.http_auth(), Some(HttpAuth::Token));
+        assert_eq!(m.triggers().unwrap()[0].to_string(), "http (token)");
         assert_eq!(
             field_of(&format!("{base}[[triggers]]\nsubject = \"a\"\nbatch_size = 0")),
             "triggers[0].batch_size"

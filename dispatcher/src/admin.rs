@@ -57,6 +57,8 @@ fn invoke_status(e: InvokeError) -> Status {
         InvokeError::InvalidKey(_) => Status::invalid_argument(msg),
         InvokeError::Unavailable(_) => Status::unavailable(msg),
         InvokeError::KeyConflict(_) => Status::already_exists(msg),
+        InvokeError::Unauthenticated(_) => Status::unauthenticated(msg),
+        InvokeError::Forbidden(_) => Status::permission_denied(msg),
     }
 }
 
@@ -276,7 +278,7 @@ impl AdminService for AdminApi {
                 idempotency_key: (!r.idempotency_key.is_empty()).then_some(r.idempotency_key),
                 trigger: "admin",
                 wait: !r.r#async,
-                require_http_trigger: false,
+                via: stoke_broker::invoke::Via::Platform,
             })
             .await
             .map_err(invoke_status)?;

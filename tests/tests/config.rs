@@ -261,3 +261,110 @@ async fn aliases_and_version_numbers_pick_what_runs() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 }
+
+/// hello-python under another name, its http trigger wanting a token.
+fn protected(name: &str) -> tempfile::TempDir {
+    let dir = hello_with("");
+    let manifest = std::fs::read_to_string(dir.path().join("stoke.toml")).unwrap();
+    let manifest = manifest
+        .replace("name = \"hello\"", &format!("name = \"{name}\""))
+        .replace("http = true", "http = true\nauth = \"token\"");
+    assert!(manifest.contains("auth = \"token\""));
+    std::fs::write(dir.path().join("stoke.toml"), manifest).unwrap();
+    dir
+}
+
+async fn token(c: &mut AdminServiceClient<Channel>, namespace: &str, role: &str) -> String {
+    c.create_token(CreateTokenRequest {
+        name: format!("{role}-{namespace}"),
+        namespace: namespace.into(),
+        role: role.into(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .secret
+}
+
+#[tokio::test]
+async fn token_protected_http_triggers_refuse_callers_without_the_right_token() {
+    let nats = Nats::start().await.unwrap();
+    // The admin API's auth is off (loopback): the trigger's token check
+    // holds anyway.
+    let p = Platform::start(&nats).await.unwrap();
+    let mut c = AdminServiceClient::connect(format!("http://{}", p.admin))
+        .await
+        .unwrap();
+    let guarded = protected("guarded");
+    p.deploy(guarded.path());
+    p.deploy(hello_with("").path());
+    let listed = p.cli_ok(&["functions"]);
+    assert!(listed.contains("http (token)"), "{listed}");
+
+    let invoker = token(&mut c, "default", "invoker").await;
+    let reader = token(&mut c, "default", "reader").await;
+    let elsewhere = token(&mut c, "team-x", "invoker").await;
+    let worker = token(&mut c, "*", "worker").await;
+    let bearer = |t: &str| format!("Bearer {t}");
+
+    let r = p.post("guarded", "{}").await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.json()["errorType"], "Stoke.Unauthenticated");
+    assert!(
+        r.json()["errorMessage"].as_str().unwrap().contains("requires a token"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.headers["www-authenticate"], "Bearer");
+    let r = p.post_with("guarded", "{}", &[("authorization", "Bearer nope")]).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    for t in [&reader, &elsewhere, &worker] {
+        let r = p.post_with("guarded", "{}", &[("authorization", &bearer(t))]).await;
+        assert_eq!(r.status, 403, "{}", r.text());
+        assert_eq!(r.json()["errorType"], "Stoke.Forbidden");
+    }
+    let r = p
+        .post_with("guarded", r#"{"name":"Ada"}"#, &[("authorization", &bearer(&invoker))])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("Ada"), "{}", r.text());
+    // A refused call left nothing behind: one invocation only.
+    let db = p.db().await;
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM attempts WHERE function = 'guarded'").await,
+        1
+    );
+
+    // Its results are for token holders too.
+    let r = p
+        .post_with(
+            "guarded",
+            "{}",
+            &[("authorization", &bearer(&invoker)), ("prefer", "respond-async")],
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let location = r.json()["location"].as_str().unwrap().to_string();
+    assert_eq!(p.get(&location).await.status, 401);
+    let client = reqwest::Client::new();
+    let r = client
+        .get(p.url(&location))
+        .header("authorization", bearer(&invoker))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // A public trigger stays public; the admin API invokes either.
+    assert_eq!(p.post("hello", "{}").await.status, 200);
+    let r = c
+        .invoke(InvokeRequest {
+            function: "guarded".into(),
+            payload: b"{}".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.invocation.unwrap().status, InvocationStatus::Succeeded as i32);
+}

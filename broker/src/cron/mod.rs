@@ -289,7 +289,7 @@ impl Scheduler {
             idempotency_key: Some(key.to_string()),
             trigger: "cron",
             wait: false,
-            require_http_trigger: false,
+            via: crate::invoke::Via::Platform,
         };
         match self.invoker.invoke(req).await {
             Ok(Invoked::Queued { .. } | Invoked::Completed(_) | Invoked::StillRunning { .. }) => Ok(()),
