@@ -7,6 +7,7 @@ mod dlq;
 mod fnconfig;
 mod manage;
 mod nats_server;
+mod queue;
 mod serve;
 
 use std::net::SocketAddr;
@@ -148,6 +149,20 @@ enum Command {
         admin: AdminFlag,
         #[command(subcommand)]
         command: fnconfig::AliasCommand,
+    },
+    /// Events waiting per function: queued and unacked in JetStream (whole
+    /// cluster); running, waiting for a slot, retrying after a failure and
+    /// deferred (busy key) as this dispatcher sees them.
+    ///
+    /// Example: stoke queue orders --by-key
+    Queue {
+        #[command(flatten)]
+        admin: AdminFlag,
+        /// One function (default: all).
+        function: Option<String>,
+        /// Also list concurrency keys with events running or waiting.
+        #[arg(long)]
+        by_key: bool,
     },
     /// API tokens: create, list, revoke, whoami.
     Tokens {
@@ -404,6 +419,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Alias { admin, command } => {
             let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
             fnconfig::alias(&mut c, &addr, command).await
+        }
+        Command::Queue {
+            admin,
+            function,
+            by_key,
+        } => {
+            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
+            queue::queue(&mut c, &addr, function, by_key).await
         }
         Command::Tokens { admin, command } => {
             let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;

@@ -39,6 +39,8 @@ pub(crate) struct AdminApi {
     pub limits: Limits,
     pub auth: Authenticator,
     pub registry: Arc<crate::workers::Registry>,
+    /// The pullers' delivery state, for the queue view.
+    pub delivery: Arc<crate::pull::Ctx>,
 }
 
 pub(crate) fn store_status(e: StoreError) -> Status {
@@ -648,5 +650,38 @@ impl AdminService for AdminApi {
         guard::on_function(self.store.as_ref(), &caller, Role::Deployer, &r.function).await?;
         crate::versions::delete_alias(self.store.as_ref(), &r.function, &r.name).await?;
         Ok(Response::new(stoke_proto::DeleteAliasResponse {}))
+    }
+
+    async fn get_queue(
+        &self,
+        req: Request<stoke_proto::GetQueueRequest>,
+    ) -> Result<Response<stoke_proto::GetQueueResponse>, Status> {
+        let caller = guard::caller(&self.auth, &req).await?;
+        let r = req.into_inner();
+        let versions = if r.function.is_empty() {
+            guard::role(&caller, Role::Reader)?;
+            let all = self.store.list_functions().await.map_err(store_status)?;
+            guard::visible(self.store.as_ref(), &caller, all, |v| v.function.as_str()).await?
+        } else {
+            guard::on_function(self.store.as_ref(), &caller, Role::Reader, &r.function).await?;
+            let v = self
+                .store
+                .current_version(&r.function)
+                .await
+                .map_err(store_status)?
+                .ok_or_else(|| Status::not_found(format!("function {:?} is not deployed", r.function)))?;
+            vec![v]
+        };
+        let mut functions = Vec::with_capacity(versions.len());
+        for v in versions {
+            let Ok(manifest) = Manifest::parse(&v.manifest) else {
+                continue;
+            };
+            let q = crate::queue::function_queue(&self.delivery, &self.js, &v.function, &manifest, r.by_key)
+                .await
+                .map_err(|e| Status::unavailable(format!("cannot read JetStream consumer state: {e}")))?;
+            functions.push(q);
+        }
+        Ok(Response::new(stoke_proto::GetQueueResponse { functions }))
     }
 }

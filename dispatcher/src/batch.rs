@@ -45,6 +45,7 @@ pub(crate) async fn handle_batch(ctx: &Ctx, source: &Source, msgs: Vec<jetstream
     for msg in msgs {
         let (mut env, event) = envelope::subscription(&msg, function);
         env.number_by_delivery();
+        ctx.board.arrived(function, &env.invocation_id);
         match handle::already_ended(store.as_ref(), function, &env).await {
             Ok(None) => {}
             Ok(Some(handle::Ended::Completed(_))) => {
@@ -173,7 +174,15 @@ async fn settle(ctx: &Ctx, loaded: &Loaded, run_env: &Envelope, items: Vec<Item>
     }
     for (item, error, decision) in failed {
         match decision {
-            Decision::Retry(delay) => ack(&item.msg, AckKind::Nak(Some(delay))).await,
+            Decision::Retry(delay) => {
+                ctx.board.later(
+                    &loaded.spec.name,
+                    &item.env.invocation_id,
+                    delay,
+                    crate::queue::Later::Retry,
+                );
+                ack(&item.msg, AckKind::Nak(Some(delay))).await
+            }
             Decision::DeadLetter(reason) => {
                 let dead: DeadLetter = records::dead_letter(&item.env, loaded, reason, Some(error));
                 bury(ctx, &item.msg, None, dead).await;

@@ -110,7 +110,18 @@ impl Gate {
         }
     }
 
-    /// Events of `key` running now (for tests and status).
+    /// (key, running, waiting) of every key with events now (queue view).
+    pub fn keys(&self) -> Vec<(String, u32, u32)> {
+        self.keys
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .filter(|(_, s)| s.running + s.waiting > 0)
+            .map(|(k, s)| (k.clone(), s.running, s.waiting))
+            .collect()
+    }
+
+    /// Events of `key` running now (for tests).
     #[cfg(test)]
     fn running(&self, key: &str) -> u32 {
         self.keys

@@ -24,6 +24,7 @@ use crate::envelope::{self, Envelope};
 use crate::gate;
 use crate::policy::{self, Decision};
 use crate::pull::{Ctx, Origin, Source};
+use crate::queue::Later;
 use crate::records;
 use crate::workers::DispatchError;
 
@@ -45,6 +46,7 @@ pub(crate) async fn handle(ctx: &Ctx, source: &Source, msg: jetstream::Message) 
         Origin::Subscription { .. } => envelope::subscription(&msg, function).0,
     };
     let store = &ctx.shared.store;
+    ctx.board.arrived(function, &env.invocation_id);
     let release = |id: &str, what: &str, e: &dyn std::fmt::Display| {
         tracing::warn!(%id, %function, error = %e, "{what}; releasing event");
     };
@@ -96,6 +98,7 @@ pub(crate) async fn handle(ctx: &Ctx, source: &Source, msg: jetstream::Message) 
         (loaded.manifest.concurrency_key.as_deref()).and_then(|expr| stoke_core::key::evaluate(expr, &env.payload));
     let gate = ctx.gate(function, loaded.spec.version, &loaded.manifest);
     let msgs = [&msg];
+    let waiting = ctx.board.waiting(function);
     let pass = tokio::select! {
         pass = with_progress(gate.admit(key), &msgs, renew) => pass,
         _ = ctx.release_now.cancelled() => {
@@ -103,9 +106,12 @@ pub(crate) async fn handle(ctx: &Ctx, source: &Source, msg: jetstream::Message) 
             return;
         }
     };
+    drop(waiting);
     let Some(pass) = pass else {
         // Its key is busy and others already wait for it: come back later.
-        ack(&msg, AckKind::Nak(Some(gate::defer_delay(env.delivered)))).await;
+        let delay = gate::defer_delay(env.delivered);
+        ctx.board.later(function, &env.invocation_id, delay, Later::Deferred);
+        ack(&msg, AckKind::Nak(Some(delay))).await;
         return;
     };
 
@@ -141,6 +147,7 @@ pub(crate) async fn handle(ctx: &Ctx, source: &Source, msg: jetstream::Message) 
                 tracing::warn!(parent: &span, error = %e, "attempt not metered");
             }
             tracing::info!(parent: &span, outcome = ?outcome, ?delay, "attempt failed; retrying");
+            ctx.board.later(function, &env.invocation_id, delay, Later::Retry);
             ack(&msg, AckKind::Nak(Some(delay))).await;
             return;
         }
@@ -162,6 +169,7 @@ pub(crate) async fn run(
     msgs: &[&jetstream::Message],
     renew: Duration,
 ) -> Option<InvocationResult> {
+    let _running = ctx.board.running(&loaded.spec.name);
     let timeout = Duration::from_millis(u64::from(loaded.spec.timeout_ms));
     let inv = Invocation {
         invocation_id: env.invocation_id.clone(),

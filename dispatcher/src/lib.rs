@@ -21,6 +21,7 @@ mod guard;
 mod handle;
 mod policy;
 mod pull;
+mod queue;
 mod records;
 mod schedules;
 mod tokens;
@@ -200,6 +201,7 @@ impl Dispatcher {
             limits: stoke_core::package::Limits::default(),
             auth: self.auth.clone(),
             registry: self.registry.clone(),
+            delivery: pullers.ctx(),
         };
         let worker_api = workers::WorkerApi {
             registry: self.registry.clone(),

@@ -45,6 +45,8 @@ pub(crate) struct Ctx {
     /// Admission per function version (concurrency across sources,
     /// per-key limits): versions may differ in their limits.
     pub gates: Mutex<HashMap<(String, u32), Arc<Gate>>>,
+    /// What runs, waits and comes back later, per function (queue view).
+    pub board: crate::queue::Board,
 }
 
 impl Ctx {
@@ -72,9 +74,15 @@ impl Pullers {
                 tracker: TaskTracker::new(),
                 release_now: CancellationToken::new(),
                 gates: Mutex::new(HashMap::new()),
+                board: crate::queue::Board::default(),
             }),
             deployed: Arc::new(Notify::new()),
         }
+    }
+
+    /// The delivery state the admin API's queue view reads.
+    pub fn ctx(&self) -> Arc<Ctx> {
+        self.ctx.clone()
     }
 
     /// Notified by the admin API after a deploy, so the new function's
