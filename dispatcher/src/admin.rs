@@ -612,9 +612,9 @@ impl AdminService for AdminApi {
         let caller = guard::caller(&self.auth, &req).await?;
         let r = req.into_inner();
         guard::on_function(self.store.as_ref(), &caller, Role::Deployer, &r.function).await?;
-        crate::versions::set_env(self.store.as_ref(), r)
-            .await
-            .map(Response::new)
+        let done = crate::versions::set_env(self.store.as_ref(), r).await?;
+        self.deployed.notify_one();
+        Ok(Response::new(done))
     }
 
     async fn set_alias(

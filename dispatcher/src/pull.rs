@@ -99,7 +99,9 @@ impl Pullers {
             match self.ctx.shared.store.list_functions().await {
                 Ok(versions) => {
                     self.provision(&versions).await;
-                    for source in versions.iter().flat_map(Source::all_of) {
+                    let wanted: Vec<Source> = versions.iter().flat_map(Source::all_of).collect();
+                    self.retire_subscriptions(&mut consumers, &wanted).await;
+                    for source in wanted {
                         if consumers.get(&source).is_some_and(|h| !h.is_finished()) {
                             continue;
                         }
@@ -146,6 +148,44 @@ impl Pullers {
 }
 
 impl Pullers {
+    /// Stop the subscriptions no current version has any more (the function
+    /// was deleted, or its new current version dropped the subject) and
+    /// delete their durable consumers, so messages published from now on
+    /// are not kept for it. Invoke consumers stay: events accepted before a
+    /// delete still run on the version they were accepted for.
+    async fn retire_subscriptions(
+        &self,
+        consumers: &mut HashMap<Source, tokio::task::JoinHandle<()>>,
+        wanted: &[Source],
+    ) {
+        let wanted: std::collections::HashSet<String> = wanted.iter().map(Source::durable).collect();
+        let gone: Vec<Source> = consumers
+            .keys()
+            .filter(|s| matches!(s.origin, Origin::Subscription { .. }) && !wanted.contains(&s.durable()))
+            .cloned()
+            .collect();
+        for source in gone {
+            if let Some(loop_) = consumers.remove(&source) {
+                loop_.abort();
+            }
+            let durable = source.durable();
+            let deleted = match self.ctx.shared.js.get_stream(source.stream()).await {
+                Ok(stream) => stream
+                    .delete_consumer(&durable)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match deleted {
+                Ok(()) => tracing::info!(function = %source.function, consumer = %durable, "subscription retired"),
+                Err(e) => {
+                    tracing::warn!(function = %source.function, consumer = %durable, error = %e, "subscription loop stopped; its consumer could not be deleted")
+                }
+            }
+        }
+    }
+
     /// Tell the workers which current versions want sandboxes kept started
     /// (`min_warm`).
     async fn provision(&self, versions: &[stoke_store::FunctionVersion]) {

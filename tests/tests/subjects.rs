@@ -253,3 +253,49 @@ async fn batches_settle_each_item_on_its_own() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_deleted_function_stops_subscribing() {
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    let audit = subscriber("audit", "orders.*", "");
+    p.deploy(audit.path());
+    let client = async_nats::connect(&nats.url).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let durable = stoke_core::naming::subscription_consumer("audit", "orders.*");
+    let mut stream = js.get_stream(stoke_core::naming::EVENTS_STREAM).await.unwrap();
+    assert!(stream.consumer_info(&durable).await.is_ok(), "subscribed at deploy");
+    client.publish("orders.new", "{}".into()).await.unwrap();
+    eventually(Duration::from_secs(10), "the subscriber ran", || async {
+        (completions(&p, "audit").await == 1).then_some(())
+    })
+    .await;
+
+    p.cli_ok(&["delete", "audit"]);
+    eventually(Duration::from_secs(10), "the subscription's consumer deleted", || {
+        let mut stream = stream.clone();
+        let durable = durable.clone();
+        async move { stream.consumer_info(&durable).await.is_err().then_some(()) }
+    })
+    .await;
+    for _ in 0..3 {
+        client.publish("orders.new", "{}".into()).await.unwrap();
+    }
+    client.flush().await.unwrap();
+
+    // Back again: it gets what is published from now on, not what came
+    // while it was deleted.
+    p.deploy(audit.path());
+    assert!(stream.consumer_info(&durable).await.is_ok(), "subscribed again");
+    client.publish("orders.new", "{}".into()).await.unwrap();
+    eventually(Duration::from_secs(10), "the redeployed subscriber ran", || async {
+        (completions(&p, "audit").await == 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        completions(&p, "audit").await,
+        2,
+        "messages of the deleted time did not run"
+    );
+}
