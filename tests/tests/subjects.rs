@@ -263,7 +263,7 @@ async fn a_deleted_function_stops_subscribing() {
     let client = async_nats::connect(&nats.url).await.unwrap();
     let js = async_nats::jetstream::new(client.clone());
     let durable = stoke_core::naming::subscription_consumer("audit", "orders.*");
-    let mut stream = js.get_stream(stoke_core::naming::EVENTS_STREAM).await.unwrap();
+    let stream = js.get_stream(stoke_core::naming::EVENTS_STREAM).await.unwrap();
     assert!(stream.consumer_info(&durable).await.is_ok(), "subscribed at deploy");
     client.publish("orders.new", "{}".into()).await.unwrap();
     eventually(Duration::from_secs(10), "the subscriber ran", || async {
@@ -273,7 +273,7 @@ async fn a_deleted_function_stops_subscribing() {
 
     p.cli_ok(&["delete", "audit"]);
     eventually(Duration::from_secs(10), "the subscription's consumer deleted", || {
-        let mut stream = stream.clone();
+        let stream = stream.clone();
         let durable = durable.clone();
         async move { stream.consumer_info(&durable).await.is_err().then_some(()) }
     })
