@@ -22,10 +22,10 @@ use settings::ClientFlags;
 
 const CLIENT_HELP: &str = "\
 The verbs that talk to the admin API (all but up, broker, dispatcher, worker) take:
-  --admin ADDR          admin API address             env STOKE_ADMIN   default 127.0.0.1:50051
-  --token T             API token                     env STOKE_TOKEN
-  --token-file FILE     the token, from a mode-0600 file  env STOKE_TOKEN_FILE
-  -o, --output FORMAT   table (default) or json       env STOKE_OUTPUT
+  --admin ADDR         admin API address            STOKE_ADMIN       default 127.0.0.1:50051
+  --token T            API token                    STOKE_TOKEN
+  --token-file FILE    API token from a 0600 file   STOKE_TOKEN_FILE
+  -o, --output FORMAT  table or json                STOKE_OUTPUT      default table
 Flags win over the environment, which wins over the config file: $STOKE_CONFIG, else
 $XDG_CONFIG_HOME/stoke/config.toml, else ~/.config/stoke/config.toml, e.g.
   admin = \"10.0.0.5:50051\"
@@ -33,7 +33,7 @@ $XDG_CONFIG_HOME/stoke/config.toml, else ~/.config/stoke/config.toml, e.g.
   output = \"json\"
 With -o json each verb prints one JSON document on stdout (an array for lists; proto field
 names; *_unix_ms fields as *_at in RFC 3339; bytes as text, or base64 in <name>_base64) and
-an error as {\"error\":{\"code\":\"NOT_FOUND\",\"message\":...}} on stderr; the exit status is 1
+an error as {\"error\":{\"code\":\"NOT_FOUND\",\"message\":...}} on stderr. The exit status is 1
 on any error.";
 
 #[derive(Parser)]

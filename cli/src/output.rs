@@ -8,11 +8,17 @@
 //! with one line:
 //!
 //! ```ignore
+//! use crate::row;
+//! let resp = admin.client().list_functions(req).await.map_err(admin.err())?.into_inner();
 //! // A list: a JSON array of the messages, or an aligned table.
-//! out.list(&resp.functions, "no functions deployed", &["NAME", "VERSION"], |f| row![f.name, f.version])
+//! admin.out.list(&resp.functions, "no functions deployed", &["NAME", "VERSION"], |f| row![f.name, f.version])
 //! // One message: a JSON object, or whatever the closure prints for people.
-//! out.one(&info, |i| println!("{} now runs version {}", i.name, i.version))
+//! admin.out.one(&info, |i| println!("{} now runs version {}", i.name, i.version))
 //! ```
+//!
+//! The verb needs no `-o` flag of its own: the `ClientFlags` it flattens
+//! (settings.rs) carry it. Messages of the human form that are not the
+//! answer (progress, hints) go to stderr, so stdout stays one document.
 //!
 //! Any prost message of the `stoke.v1` package works (they implement
 //! `prost::Name`; the descriptor comes from [`stoke_proto::FILE_DESCRIPTOR_SET`]),
