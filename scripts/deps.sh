@@ -1,6 +1,7 @@
 #!/bin/sh
 # Install what stoke needs on a fresh Debian/Ubuntu machine: nats-server,
-# python3 (+pip, for the awslambdaric test), curl, a C toolchain, PostgreSQL
+# python3 (+pip, for the awslambdaric test; grpcio, grpc-tools and protobuf
+# for the Python admin-API client test), curl, a C toolchain, PostgreSQL
 # (for the Postgres store's tests), and Rust
 # (via rustup, when cargo is missing). Idempotent; sourced by up.sh and test.sh.
 set -eu
@@ -14,6 +15,10 @@ command -v curl >/dev/null 2>&1 || missing="$missing curl"
 [ -x /usr/bin/python3 ] || missing="$missing python3"
 /usr/bin/python3 -m pip --version >/dev/null 2>&1 || missing="$missing python3-pip"
 command -v cc >/dev/null 2>&1 || missing="$missing build-essential"
+# A non-Rust gRPC client for tests/tests/python_client.rs (Debian's own
+# packages, for the system python3: no pip needed).
+/usr/bin/python3 -c 'import grpc, grpc_tools.protoc, google.protobuf' >/dev/null 2>&1 ||
+  missing="$missing python3-grpcio python3-grpc-tools python3-protobuf"
 # PostgreSQL's server programs (Debian: /usr/lib/postgresql/<version>/bin),
 # for the Postgres store's tests: they run initdb and postgres in a temp dir
 # on a loopback port. (Debian's package also sets up its own "main" cluster;

@@ -1,84 +1,159 @@
-//! The CLI verbs that drive the gRPC admin API.
+//! The connection to the gRPC admin API, and the verbs that run functions:
+//! deploy, invoke, status, publish. (Lifecycle and tokens: manage.rs; dead
+//! letters: dlq.rs; cron: cron.rs; printing: output.rs.)
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use stoke_core::Manifest;
 use stoke_core::package::{self, Limits};
 use stoke_proto::admin_service_client::AdminServiceClient;
 use stoke_proto::{
-    DeployHeader, DeployRequest, GetInvocationRequest, GetUsageRequest, InvocationInfo, InvocationStatus,
-    InvokeRequest, ListFunctionsRequest, deploy_request,
+    DeployHeader, DeployRequest, GetInvocationRequest, InvocationInfo, InvocationStatus, InvokeRequest, deploy_request,
 };
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+use crate::output::{self, Output};
+use crate::settings::Settings;
 
 const MAX_MESSAGE: usize = 64 << 20;
 const CHUNK: usize = 1 << 20;
 
 pub type AdminClient = AdminServiceClient<InterceptedService<Channel, stoke_proto::BearerToken>>;
 
+/// A connected admin API client, the address it was reached at (for error
+/// messages) and how to print answers.
 pub struct Admin {
     client: AdminClient,
+    pub addr: String,
+    pub out: Output,
+}
+
+/// A failed call, with the gRPC status code a program can branch on (see
+/// output.rs: `-o json` prints it).
+#[derive(Debug)]
+pub struct RpcError {
+    pub code: tonic::Code,
+    pub message: String,
+}
+
+impl std::fmt::Display for RpcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for RpcError {}
+
+impl RpcError {
+    /// `NOT_FOUND`, `PERMISSION_DENIED`, ...
+    pub fn code_name(&self) -> String {
+        output::screaming_snake(&format!("{:?}", self.code))
+    }
+}
+
+fn unreachable(addr: &str, why: impl std::fmt::Display) -> anyhow::Error {
+    RpcError {
+        code: tonic::Code::Unavailable,
+        message: format!(
+            "cannot reach the stoke admin API at {addr} ({why}): is `stoke up` running? (set --admin or STOKE_ADMIN)"
+        ),
+    }
+    .into()
 }
 
 /// Turn a gRPC status into an error that says what to do.
 pub fn rpc_error(addr: &str, s: tonic::Status) -> anyhow::Error {
-    match s.code() {
+    let message = match s.code() {
         tonic::Code::Unavailable if s.message().contains("transport") || s.message().contains("connect") => {
-            anyhow::anyhow!(
-                "cannot reach the stoke admin API at {addr} ({}): is `stoke up` running? (set STOKE_ADMIN)",
-                s.message()
-            )
+            return unreachable(addr, s.message());
         }
-        tonic::Code::Unauthenticated => anyhow::anyhow!(
-            "{} (the admin API at {addr} requires a token: pass --token or set STOKE_TOKEN; the first admin token is in <data-dir>/admin.token)",
+        tonic::Code::Unauthenticated => format!(
+            "{} (the admin API at {addr} requires a token: pass --token or --token-file, set STOKE_TOKEN, \
+             or put token_file in the config file; the first admin token is in <data-dir>/admin.token)",
             s.message()
         ),
-        code => anyhow::anyhow!("{} ({code:?})", s.message()),
+        code => format!("{} ({code:?})", s.message()),
+    };
+    RpcError {
+        code: s.code(),
+        message,
     }
+    .into()
 }
 
 impl Admin {
-    /// Connect to the admin API at `addr`, sending `token` (if any) on every call.
-    pub async fn connect(addr: &str, token: Option<&str>) -> anyhow::Result<(Admin, String)> {
-        let bearer = stoke_proto::BearerToken::new(token.unwrap_or_default())
+    /// Connect to the admin API, sending the token (if any) on every call.
+    pub async fn connect(settings: &Settings) -> anyhow::Result<Admin> {
+        let addr = settings.admin.as_str();
+        let bearer = stoke_proto::BearerToken::new(settings.token.as_deref().unwrap_or_default())
             .map_err(|_| anyhow::anyhow!("the token has characters a header cannot carry"))?;
         let url = if addr.contains("://") {
             addr.to_string()
         } else {
             format!("http://{addr}")
         };
-        let channel = Channel::from_shared(url.clone())
+        let channel = Channel::from_shared(url)
             .with_context(|| format!("invalid admin address {addr:?}"))?
-            .connect_timeout(std::time::Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(5))
             .connect()
             .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot reach the stoke admin API at {addr} ({e}): is `stoke up` running? (set STOKE_ADMIN)"
-                )
-            })?;
+            .map_err(|e| unreachable(addr, e))?;
         let client = AdminServiceClient::with_interceptor(channel, bearer)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
-        Ok((Admin { client }, addr.to_string()))
+        Ok(Admin {
+            client,
+            addr: addr.to_string(),
+            out: Output::new(settings.output),
+        })
     }
 
     pub fn client(&mut self) -> &mut AdminClient {
         &mut self.client
     }
+
+    /// Map a failed call's status to an error naming this server.
+    pub fn err(&self) -> impl Fn(tonic::Status) -> anyhow::Error + '_ {
+        |s| rpc_error(&self.addr, s)
+    }
+}
+
+/// A progress bar on stderr, drawn only when stderr is a terminal (CI logs
+/// and pipes get nothing). `len` None is a spinner.
+fn progress(len: Option<u64>, template: &str) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = match len {
+        Some(n) => indicatif::ProgressBar::new(n),
+        None => {
+            let b = indicatif::ProgressBar::new_spinner();
+            b.enable_steady_tick(Duration::from_millis(100));
+            b
+        }
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template)
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar
 }
 
 /// `stoke deploy DIR`.
-pub async fn deploy(admin: &mut Admin, addr: &str, dir: &Path, namespace: Option<String>) -> anyhow::Result<()> {
+pub async fn deploy(admin: &mut Admin, dir: &Path, namespace: Option<String>) -> anyhow::Result<()> {
     // Check locally first: the same checks the server runs, with local paths.
     let manifest = Manifest::load_dir(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    let packing = progress(None, "{spinner} {msg}");
+    packing.set_message(format!("packing {}", dir.display()));
     let dir_owned = dir.to_path_buf();
-    let packed = tokio::task::spawn_blocking(move || package::pack_dir(&dir_owned, &Limits::default()))
-        .await?
-        .map_err(|e| anyhow::anyhow!("cannot package {}: {e}", dir.display()))?;
+    let packed = tokio::task::spawn_blocking(move || package::pack_dir(&dir_owned, &Limits::default())).await?;
+    packing.finish_and_clear();
+    let packed = packed.map_err(|e| anyhow::anyhow!("cannot package {}: {e}", dir.display()))?;
     let size = packed.archive.len() as u64;
     eprintln!(
         "packaged {} ({} files, {}) as {}",
@@ -87,16 +162,7 @@ pub async fn deploy(admin: &mut Admin, addr: &str, dir: &Path, namespace: Option
         human_bytes(size),
         &packed.digest[..12]
     );
-    let bar = indicatif::ProgressBar::new(size);
-    if std::io::stderr().is_terminal() {
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("uploading [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-    } else {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
+    let bar = progress(Some(size), "uploading [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}");
     let header = DeployRequest {
         part: Some(deploy_request::Part::Header(DeployHeader {
             digest: packed.digest.clone(),
@@ -112,31 +178,24 @@ pub async fn deploy(admin: &mut Admin, addr: &str, dir: &Path, namespace: Option
             part: Some(deploy_request::Part::Chunk(c)),
         }
     })));
-    let resp = admin
-        .client
-        .deploy(parts)
-        .await
-        .map_err(|s| rpc_error(addr, s))?
-        .into_inner();
+    let resp = admin.client.deploy(parts).await;
     bar.finish_and_clear();
-    let f = resp.function.context("server sent no function info")?;
-    if resp.unchanged {
-        println!(
-            "{} is unchanged (version {}, digest {})",
-            f.name,
-            f.version,
-            &f.digest[..12]
-        );
-    } else {
-        println!("deployed {} version {} (digest {})", f.name, f.version, &f.digest[..12]);
-    }
-    if f.triggers.iter().any(|t| t == "http") {
-        println!(
-            "  invoke: curl -X POST http://<gateway>/fn/{} -d '{{}}'   or   stoke invoke {}",
-            f.name, f.name
-        );
-    }
-    Ok(())
+    let resp = resp.map_err(admin.err())?.into_inner();
+    admin.out.one(&resp, |resp| {
+        let Some(f) = &resp.function else { return };
+        let digest = &f.digest[..12.min(f.digest.len())];
+        if resp.unchanged {
+            println!("{} is unchanged (version {}, digest {digest})", f.name, f.version);
+        } else {
+            println!("deployed {} version {} (digest {digest})", f.name, f.version);
+        }
+        if f.triggers.iter().any(|t| t == "http") {
+            println!(
+                "  invoke: curl -X POST http://<gateway>/fn/{} -d '{{}}'   or   stoke invoke {}",
+                f.name, f.name
+            );
+        }
+    })
 }
 
 /// The payload of `--data`: inline JSON, `@FILE`, or `@-` for stdin.
@@ -163,9 +222,9 @@ pub struct InvokeArgs<'a> {
     pub idempotency_key: Option<String>,
 }
 
-/// `stoke invoke`. Prints the result body on stdout; a failed invocation
-/// prints its error on stderr and exits non-zero.
-pub async fn invoke(admin: &mut Admin, addr: &str, args: InvokeArgs<'_>) -> anyhow::Result<()> {
+/// `stoke invoke`. Prints the result body (json: the InvokeResponse) on
+/// stdout; a failed or unfinished invocation is an error (exit 1) after that.
+pub async fn invoke(admin: &mut Admin, args: InvokeArgs<'_>) -> anyhow::Result<()> {
     let resp = admin
         .client
         .invoke(InvokeRequest {
@@ -175,44 +234,45 @@ pub async fn invoke(admin: &mut Admin, addr: &str, args: InvokeArgs<'_>) -> anyh
             idempotency_key: args.idempotency_key.unwrap_or_default(),
         })
         .await
-        .map_err(|s| rpc_error(addr, s))?
+        .map_err(admin.err())?
         .into_inner();
-    match resp.invocation {
-        None if args.is_async => {
-            println!("{}", resp.invocation_id);
-            eprintln!("queued; see the result with: stoke status {}", resp.invocation_id);
-            Ok(())
+    let id = &resp.invocation_id;
+    let failure = match &resp.invocation {
+        None if args.is_async => None,
+        None => Some(anyhow::anyhow!(
+            "invocation {id} is still running; see its result later with: stoke status {id}"
+        )),
+        Some(info) => failure(info),
+    };
+    if admin.out.is_json() {
+        output::print_json(&output::to_json(&resp))?;
+    } else if resp.invocation.is_none() && args.is_async {
+        println!("{id}");
+        eprintln!("queued; see the result with: stoke status {id}");
+    } else if let (Some(info), None) = (&resp.invocation, &failure) {
+        let mut out = std::io::stdout();
+        out.write_all(&info.result)?;
+        if !info.result.ends_with(b"\n") {
+            out.write_all(b"\n")?;
         }
-        None => bail!(
-            "invocation {} is still running; see its result later with: stoke status {}",
-            resp.invocation_id,
-            resp.invocation_id
-        ),
-        Some(info) => print_result(&info),
     }
+    failure.map_or(Ok(()), Err)
 }
 
-fn print_result(info: &InvocationInfo) -> anyhow::Result<()> {
-    match InvocationStatus::try_from(info.status).unwrap_or(InvocationStatus::Unspecified) {
-        InvocationStatus::Succeeded => {
-            let mut out = std::io::stdout();
-            out.write_all(&info.result)?;
-            if !info.result.ends_with(b"\n") {
-                out.write_all(b"\n")?;
-            }
-            Ok(())
-        }
-        status => {
-            let err = info.error.clone().unwrap_or_default();
-            bail!(
-                "invocation {} {}: {}: {}",
-                info.invocation_id,
-                status_name(status),
-                err.error_type,
-                err.error_message
-            )
-        }
+/// An error for an invocation that ended without succeeding.
+fn failure(info: &InvocationInfo) -> Option<anyhow::Error> {
+    let status = InvocationStatus::try_from(info.status).unwrap_or(InvocationStatus::Unspecified);
+    if status == InvocationStatus::Succeeded {
+        return None;
     }
+    let err = info.error.clone().unwrap_or_default();
+    Some(anyhow::anyhow!(
+        "invocation {} {}: {}: {}",
+        info.invocation_id,
+        status_name(status),
+        err.error_type,
+        err.error_message
+    ))
 }
 
 fn status_name(s: InvocationStatus) -> &'static str {
@@ -227,91 +287,38 @@ fn status_name(s: InvocationStatus) -> &'static str {
     }
 }
 
-/// `stoke status ID`: the invocation as JSON.
-pub async fn status(admin: &mut Admin, addr: &str, id: &str) -> anyhow::Result<()> {
+/// `stoke status ID`: one invocation.
+pub async fn status(admin: &mut Admin, id: &str) -> anyhow::Result<()> {
     let info = admin
         .client
         .get_invocation(GetInvocationRequest {
             invocation_id: id.to_string(),
         })
         .await
-        .map_err(|s| rpc_error(addr, s))?
+        .map_err(admin.err())?
         .into_inner();
-    let status = InvocationStatus::try_from(info.status).unwrap_or(InvocationStatus::Unspecified);
-    let result = match std::str::from_utf8(&info.result) {
-        Ok(s) => serde_json::from_str(s).unwrap_or_else(|_| serde_json::Value::String(s.to_string())),
-        Err(_) => serde_json::Value::Null,
-    };
-    let json = serde_json::json!({
-        "invocationId": info.invocation_id,
-        "function": info.function,
-        "version": info.version,
-        "status": status_name(status),
-        "attempts": info.attempts,
-        "trigger": info.trigger,
-        "idempotencyKey": info.idempotency_key,
-        "result": result,
-        "error": info.error.map(|e| serde_json::json!({"errorType": e.error_type, "errorMessage": e.error_message})),
-    });
-    println!("{}", serde_json::to_string_pretty(&json)?);
-    Ok(())
-}
-
-/// `stoke functions`.
-pub async fn functions(admin: &mut Admin, addr: &str) -> anyhow::Result<()> {
-    let list = admin
-        .client
-        .list_functions(ListFunctionsRequest::default())
-        .await
-        .map_err(|s| rpc_error(addr, s))?
-        .into_inner()
-        .functions;
-    if list.is_empty() {
-        println!("no functions deployed (deploy one with: stoke deploy examples/hello-python)");
-        return Ok(());
-    }
-    println!(
-        "{:<24} {:>7} {:>8} {:>8}  {:<14} TRIGGERS",
-        "NAME", "VERSION", "MEMORY", "TIMEOUT", "DIGEST"
-    );
-    for f in list {
-        println!(
-            "{:<24} {:>7} {:>6}MB {:>7}s  {:<14} {}",
-            f.name,
-            f.version,
-            f.memory_mb,
-            f.timeout_ms / 1000,
-            &f.digest[..12.min(f.digest.len())],
-            f.triggers.join(", ")
-        );
-    }
-    Ok(())
-}
-
-/// `stoke usage`.
-pub async fn usage(admin: &mut Admin, addr: &str, function: Option<String>) -> anyhow::Result<()> {
-    let rows = admin
-        .client
-        .get_usage(GetUsageRequest {
-            function: function.unwrap_or_default(),
-            since_unix_ms: 0,
-            until_unix_ms: 0,
-        })
-        .await
-        .map_err(|s| rpc_error(addr, s))?
-        .into_inner()
-        .rows;
-    println!(
-        "{:<24} {:>9} {:>7} {:>6} {:>12} {:>12}",
-        "FUNCTION", "ATTEMPTS", "ERRORS", "COLD", "BILLED_MS", "GB_SECONDS"
-    );
-    for r in rows {
-        println!(
-            "{:<24} {:>9} {:>7} {:>6} {:>12} {:>12.6}",
-            r.function, r.attempts, r.errors, r.cold_starts, r.billed_ms, r.gb_seconds
-        );
-    }
-    Ok(())
+    admin.out.one(&info, |i| {
+        let status = InvocationStatus::try_from(i.status).unwrap_or(InvocationStatus::Unspecified);
+        let mut rows = vec![
+            ("invocation", i.invocation_id.clone()),
+            ("function", format!("{} version {}", i.function, i.version)),
+            (
+                "status",
+                format!("{} after {} attempt(s)", status_name(status), i.attempts),
+            ),
+            ("trigger", i.trigger.clone()),
+            ("idempotency key", i.idempotency_key.clone()),
+            ("accepted", output::when(i.created_unix_ms)),
+            ("completed", output::when(i.completed_unix_ms)),
+        ];
+        if let Some(e) = &i.error {
+            rows.push(("error", format!("{}: {}", e.error_type, e.error_message)));
+        }
+        if status == InvocationStatus::Succeeded {
+            rows.push(("result", String::from_utf8_lossy(&i.result).trim_end().to_string()));
+        }
+        output::fields(&rows);
+    })
 }
 
 fn human_bytes(n: u64) -> String {
@@ -323,13 +330,7 @@ fn human_bytes(n: u64) -> String {
 }
 
 /// `stoke publish`.
-pub async fn publish(
-    admin: &mut Admin,
-    addr: &str,
-    subject: &str,
-    payload: Vec<u8>,
-    msg_id: Option<String>,
-) -> anyhow::Result<()> {
+pub async fn publish(admin: &mut Admin, subject: &str, payload: Vec<u8>, msg_id: Option<String>) -> anyhow::Result<()> {
     let ack = admin
         .client
         .publish(stoke_proto::PublishRequest {
@@ -338,103 +339,16 @@ pub async fn publish(
             msg_id: msg_id.unwrap_or_default(),
         })
         .await
-        .map_err(|s| rpc_error(addr, s))?
+        .map_err(admin.err())?
         .into_inner();
-    if ack.duplicate {
-        println!(
-            "duplicate of {} sequence {}: not stored again",
-            ack.stream, ack.sequence
-        );
-    } else {
-        println!("stored in {} at sequence {}", ack.stream, ack.sequence);
-    }
-    Ok(())
-}
-
-/// `stoke cron ledger`.
-pub async fn cron_ledger(admin: &mut Admin, addr: &str, function: Option<String>, limit: u32) -> anyhow::Result<()> {
-    let ticks = admin
-        .client
-        .list_cron_ticks(stoke_proto::ListCronTicksRequest {
-            function: function.unwrap_or_default(),
-            limit,
-        })
-        .await
-        .map_err(|s| rpc_error(addr, s))?
-        .into_inner()
-        .ticks;
-    if ticks.is_empty() {
-        println!("no cron ticks yet");
-        return Ok(());
-    }
-    println!(
-        "{:<26} {:<28} {:<17} INVOCATION",
-        "SCHEDULED (UTC)", "SCHEDULE", "OUTCOME"
-    );
-    for t in ticks {
-        let at = chrono::DateTime::from_timestamp_millis(t.scheduled_unix_ms)
-            .map(|d| d.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
-            .unwrap_or_default();
-        println!("{at:<26} {:<28} {:<17} {}", t.schedule_id, t.outcome, t.invocation_id);
-    }
-    Ok(())
-}
-
-pub enum ScheduleOp {
-    Create(stoke_proto::CreateScheduleRequest),
-    List(String),
-    Pause(String),
-    Resume(String),
-    Delete(String),
-}
-
-fn print_schedules(list: &[stoke_proto::ScheduleInfo]) {
-    if list.is_empty() {
-        println!("no cron schedules");
-        return;
-    }
-    println!(
-        "{:<30} {:<9} {:<20} {:<8} {:<7} {:<8} {:<16} TIMEZONE",
-        "ID", "SOURCE", "CRON", "OVERLAP", "CATCHUP", "PAUSED", "FUNCTION"
-    );
-    for s in list {
-        println!(
-            "{:<30} {:<9} {:<20} {:<8} {:<7} {:<8} {:<16} {}",
-            s.id, s.source, s.cron, s.overlap, s.catch_up, s.paused, s.function, s.timezone
-        );
-    }
-}
-
-/// `stoke cron create|list|pause|resume|delete`.
-pub async fn schedules(admin: &mut Admin, addr: &str, op: ScheduleOp) -> anyhow::Result<()> {
-    use stoke_proto::{ListSchedulesRequest, ScheduleNameRequest};
-    let c = &mut admin.client;
-    let err = |s| rpc_error(addr, s);
-    match op {
-        ScheduleOp::Create(req) => print_schedules(&[c.create_schedule(req).await.map_err(err)?.into_inner()]),
-        ScheduleOp::List(function) => print_schedules(
-            &c.list_schedules(ListSchedulesRequest { function })
-                .await
-                .map_err(err)?
-                .into_inner()
-                .schedules,
-        ),
-        ScheduleOp::Pause(name) => print_schedules(&[c
-            .pause_schedule(ScheduleNameRequest { name })
-            .await
-            .map_err(err)?
-            .into_inner()]),
-        ScheduleOp::Resume(name) => print_schedules(&[c
-            .resume_schedule(ScheduleNameRequest { name })
-            .await
-            .map_err(err)?
-            .into_inner()]),
-        ScheduleOp::Delete(name) => {
-            c.delete_schedule(ScheduleNameRequest { name: name.clone() })
-                .await
-                .map_err(err)?;
-            println!("deleted schedule {name}");
+    admin.out.one(&ack, |ack| {
+        if ack.duplicate {
+            println!(
+                "duplicate of {} sequence {}: not stored again",
+                ack.stream, ack.sequence
+            );
+        } else {
+            println!("stored in {} at sequence {}", ack.stream, ack.sequence);
         }
-    }
-    Ok(())
+    })
 }

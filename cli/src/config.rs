@@ -46,6 +46,15 @@ pub struct Config {
     pub broker: BrokerOptions,
     pub dispatcher: DispatcherOptions,
     pub worker: WorkerOptions,
+    /// The CLI's settings (settings.rs), when one file serves both: skipped.
+    #[serde(skip_serializing)]
+    pub admin: serde::de::IgnoredAny,
+    #[serde(skip_serializing)]
+    pub token: serde::de::IgnoredAny,
+    #[serde(skip_serializing)]
+    pub token_file: serde::de::IgnoredAny,
+    #[serde(skip_serializing)]
+    pub output: serde::de::IgnoredAny,
 }
 
 /// The flags every server role shares; they override file and env.
@@ -187,6 +196,21 @@ mod tests {
         assert_eq!(cfg.worker.slots, 64);
         assert!(cfg.worker.dispatcher.contains(','), "{}", cfg.worker.dispatcher);
         assert!(cfg.store_url().starts_with("postgres://"));
+    }
+
+    /// One file may serve the CLI too (settings.rs): its keys are skipped.
+    #[test]
+    fn the_cli_keys_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        let text = "admin = \"10.0.0.1:50051\"\ntoken_file = \"t\"\noutput = \"json\"\n[worker]\nslots = 2\n";
+        std::fs::write(&file, text).unwrap();
+        let cfg = Config::load(&ServeFlags {
+            config: Some(file),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.worker.slots, 2);
     }
 
     #[test]

@@ -4,10 +4,14 @@ use anyhow::Context as _;
 use stoke_proto::{DeadLetterInfo, GetDeadLetterRequest, ListDeadLettersRequest, RedriveRequest};
 
 use crate::client::Admin;
+use crate::row;
 
 #[derive(clap::Subcommand)]
 pub enum DlqCommand {
     /// List dead letters, oldest first.
+    #[command(
+        after_help = "Examples:\n  stoke dlq list --function hello --since 2026-11-23T10:00:00Z\n  stoke dlq list -o json | jq -r '.[].invocation_id'"
+    )]
     List {
         /// Only this function.
         #[arg(long)]
@@ -23,8 +27,14 @@ pub enum DlqCommand {
         until: Option<String>,
     },
     /// Show one dead letter: payload, reason, and every attempt with its error and where its logs are.
+    #[command(
+        after_help = "Examples:\n  stoke dlq show 0192f3c4-...\n  stoke dlq show 0192f3c4-... -o json | jq '.attempt_history[] | {attempt, worker, started_at}'"
+    )]
     Show { invocation_id: String },
     /// Send dead letters back for another try with their original idempotency key.
+    #[command(
+        after_help = "Examples:\n  stoke dlq redrive 0192f3c4-...              # one, to its own version\n  stoke dlq redrive --function hello --version 3 --dry-run\n  stoke dlq redrive --function hello --since 2026-11-23T10:00:00Z"
+    )]
     Redrive {
         /// These invocation ids; or use --function/--since/--until to select.
         ids: Vec<String>,
@@ -67,8 +77,9 @@ fn last_error(d: &DeadLetterInfo) -> String {
         .unwrap_or_default()
 }
 
-pub async fn run(admin: &mut Admin, addr: &str, cmd: DlqCommand) -> anyhow::Result<()> {
-    let client = admin.client();
+pub async fn run(admin: &mut Admin, cmd: DlqCommand) -> anyhow::Result<()> {
+    let mut client = admin.client().clone();
+    let (err, out) = (admin.err(), admin.out);
     match cmd {
         DlqCommand::List {
             function,
@@ -85,72 +96,38 @@ pub async fn run(admin: &mut Admin, addr: &str, cmd: DlqCommand) -> anyhow::Resu
                     limit: 0,
                 })
                 .await
-                .map_err(|s| crate::client::rpc_error(addr, s))?
+                .map_err(err)?
                 .into_inner()
                 .dead_letters;
-            if list.is_empty() {
-                println!("no dead letters");
-                return Ok(());
-            }
-            println!(
-                "{:<38} {:<20} {:>3} {:<15} {:>8} {:<24} LAST ERROR",
-                "INVOCATION", "FUNCTION", "VER", "REASON", "ATTEMPTS", "DIED"
-            );
-            for d in &list {
+            let headers = &[
+                "INVOCATION",
+                "FUNCTION",
+                "VER",
+                "REASON",
+                "ATTEMPTS",
+                "DIED",
+                "LAST ERROR",
+            ];
+            out.list(&list, "no dead letters", headers, |d| {
                 let redriven = if d.redriven_unix_ms != 0 { " (redriven)" } else { "" };
-                println!(
-                    "{:<38} {:<20} {:>3} {:<15} {:>8} {:<24} {}{redriven}",
+                row![
                     d.invocation_id,
                     d.function,
                     d.version,
                     d.reason,
                     d.attempts,
                     time(d.dead_unix_ms),
-                    last_error(d)
-                );
-            }
-            Ok(())
+                    format!("{}{redriven}", last_error(d))
+                ]
+            })
         }
         DlqCommand::Show { invocation_id } => {
             let d = client
                 .get_dead_letter(GetDeadLetterRequest { invocation_id })
                 .await
-                .map_err(|s| crate::client::rpc_error(addr, s))?
+                .map_err(err)?
                 .into_inner();
-            println!("invocation      {}", d.invocation_id);
-            println!("function        {} version {}", d.function, d.version);
-            println!("idempotency key {}", d.idempotency_key);
-            println!("trigger         {}", d.trigger);
-            println!("reason          {} after {} attempt(s)", d.reason, d.attempts);
-            println!("accepted        {}", time(d.created_unix_ms));
-            println!("died            {}", time(d.dead_unix_ms));
-            if d.redriven_unix_ms != 0 {
-                println!(
-                    "redriven        {} ({} time(s))",
-                    time(d.redriven_unix_ms),
-                    d.redrive_count
-                );
-            }
-            println!("last error      {}", last_error(&d));
-            println!("payload         {}", String::from_utf8_lossy(&d.payload));
-            for a in &d.attempt_history {
-                let err = a
-                    .error
-                    .as_ref()
-                    .map(|e| format!(" {}: {}", e.error_type, e.error_message))
-                    .unwrap_or_default();
-                println!(
-                    "attempt {:>3}     v{} {} in {:.1} ms{err}\n                logs: worker {} between {} and {}",
-                    a.attempt,
-                    a.version,
-                    a.outcome,
-                    a.duration_us as f64 / 1000.0,
-                    if a.worker.is_empty() { "-" } else { &a.worker },
-                    time(a.started_unix_ms),
-                    time(a.ended_unix_ms)
-                );
-            }
-            Ok(())
+            out.one(&d, show)
         }
         DlqCommand::Redrive {
             ids,
@@ -170,14 +147,52 @@ pub async fn run(admin: &mut Admin, addr: &str, cmd: DlqCommand) -> anyhow::Resu
                     dry_run,
                 })
                 .await
-                .map_err(|s| crate::client::rpc_error(addr, s))?
+                .map_err(err)?
                 .into_inner();
-            for id in &resp.invocation_ids {
-                println!("{id}");
-            }
-            let verb = if resp.dry_run { "would redrive" } else { "redrove" };
-            eprintln!("{verb} {} dead letter(s)", resp.invocation_ids.len());
-            Ok(())
+            out.one(&resp, |resp| {
+                for id in &resp.invocation_ids {
+                    println!("{id}");
+                }
+                let verb = if resp.dry_run { "would redrive" } else { "redrove" };
+                eprintln!("{verb} {} dead letter(s)", resp.invocation_ids.len());
+            })
         }
+    }
+}
+
+/// `stoke dlq show` for people.
+fn show(d: &DeadLetterInfo) {
+    println!("invocation      {}", d.invocation_id);
+    println!("function        {} version {}", d.function, d.version);
+    println!("idempotency key {}", d.idempotency_key);
+    println!("trigger         {}", d.trigger);
+    println!("reason          {} after {} attempt(s)", d.reason, d.attempts);
+    println!("accepted        {}", time(d.created_unix_ms));
+    println!("died            {}", time(d.dead_unix_ms));
+    if d.redriven_unix_ms != 0 {
+        println!(
+            "redriven        {} ({} time(s))",
+            time(d.redriven_unix_ms),
+            d.redrive_count
+        );
+    }
+    println!("last error      {}", last_error(d));
+    println!("payload         {}", String::from_utf8_lossy(&d.payload));
+    for a in &d.attempt_history {
+        let err = a
+            .error
+            .as_ref()
+            .map(|e| format!(" {}: {}", e.error_type, e.error_message))
+            .unwrap_or_default();
+        println!(
+            "attempt {:>3}     v{} {} in {:.1} ms{err}\n                logs: worker {} between {} and {}",
+            a.attempt,
+            a.version,
+            a.outcome,
+            a.duration_us as f64 / 1000.0,
+            if a.worker.is_empty() { "-" } else { &a.worker },
+            time(a.started_unix_ms),
+            time(a.ended_unix_ms)
+        );
     }
 }

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use stoke_proto::{DeleteAliasRequest, GetFunctionRequest, ListAliasesRequest, SetAliasRequest, SetEnvRequest};
 
-use crate::client::{Admin, rpc_error};
+use crate::client::Admin;
+use crate::row;
 
 #[derive(clap::Args)]
 pub struct EnvArgs {
@@ -60,17 +61,19 @@ fn secret(s: &str) -> anyhow::Result<(String, String)> {
 }
 
 /// Show (no changes given) or change a function's environment.
-pub async fn env(admin: &mut Admin, addr: &str, a: EnvArgs) -> anyhow::Result<()> {
-    let c = admin.client();
+pub async fn env(admin: &mut Admin, a: EnvArgs) -> anyhow::Result<()> {
     let info = if a.set.is_empty() && a.secret.is_empty() && a.unset.is_empty() {
-        c.get_function(GetFunctionRequest { name: a.function })
+        admin
+            .client()
+            .get_function(GetFunctionRequest { name: a.function })
             .await
-            .map_err(|s| rpc_error(addr, s))?
+            .map_err(admin.err())?
             .into_inner()
     } else {
         let set: HashMap<String, String> = a.set.iter().map(|s| pair(s, "variable")).collect::<Result<_, _>>()?;
         let set_secrets: HashMap<String, String> = a.secret.iter().map(|s| secret(s)).collect::<Result<_, _>>()?;
-        let r = c
+        let r = admin
+            .client()
             .set_env(SetEnvRequest {
                 function: a.function,
                 set,
@@ -78,7 +81,7 @@ pub async fn env(admin: &mut Admin, addr: &str, a: EnvArgs) -> anyhow::Result<()
                 unset: a.unset,
             })
             .await
-            .map_err(|s| rpc_error(addr, s))?
+            .map_err(admin.err())?
             .into_inner();
         let f = r.function.unwrap_or_default();
         if r.unchanged {
@@ -90,50 +93,72 @@ pub async fn env(admin: &mut Admin, addr: &str, a: EnvArgs) -> anyhow::Result<()
     };
     let mut env: Vec<_> = info.env.iter().collect();
     env.sort();
-    for (k, v) in env {
-        println!("{k}={v}");
-    }
-    for k in &info.secret_names {
-        println!("{k}=<secret>");
-    }
-    Ok(())
+    let rows: Vec<Vec<String>> = env
+        .into_iter()
+        .map(|(k, v)| vec![k.clone(), v.clone(), "variable".into()])
+        .chain(
+            info.secret_names
+                .iter()
+                .map(|k| vec![k.clone(), "<secret>".into(), "secret".into()]),
+        )
+        .collect();
+    admin.out.one(&info, |i| {
+        if rows.is_empty() {
+            println!(
+                "{} v{}: no variables or secrets set through the API (the manifest's [env] is in `stoke versions`)",
+                i.name, i.version
+            );
+        } else {
+            crate::output::emit(&crate::output::table(&["NAME", "VALUE", "KIND"], rows.clone()));
+        }
+    })
 }
 
-pub async fn alias(admin: &mut Admin, addr: &str, command: AliasCommand) -> anyhow::Result<()> {
-    let c = admin.client();
+pub async fn alias(admin: &mut Admin, command: AliasCommand) -> anyhow::Result<()> {
     match command {
         AliasCommand::Set {
             function,
             alias,
             version,
         } => {
-            let a = c
+            let a = admin
+                .client()
                 .set_alias(SetAliasRequest {
                     function,
                     name: alias,
                     version: version.unwrap_or(0),
                 })
                 .await
-                .map_err(|s| rpc_error(addr, s))?
+                .map_err(admin.err())?
                 .into_inner();
-            println!("{}:{} -> v{}", a.function, a.name, a.version);
+            admin
+                .out
+                .one(&a, |a| println!("{}:{} -> v{}", a.function, a.name, a.version))
         }
         AliasCommand::List { function } => {
-            let list = c
+            let list = admin
+                .client()
                 .list_aliases(ListAliasesRequest { function })
                 .await
-                .map_err(|s| rpc_error(addr, s))?
+                .map_err(admin.err())?
                 .into_inner();
-            for a in list.aliases {
-                println!("{:<24} v{}", a.name, a.version);
-            }
+            admin
+                .out
+                .list(&list.aliases, "no aliases", &["ALIAS", "VERSION", "UPDATED"], |a| {
+                    row![a.name, a.version, crate::output::when(a.updated_unix_ms)]
+                })
         }
         AliasCommand::Delete { function, alias } => {
-            c.delete_alias(DeleteAliasRequest { function, name: alias })
+            let r = admin
+                .client()
+                .delete_alias(DeleteAliasRequest {
+                    function: function.clone(),
+                    name: alias.clone(),
+                })
                 .await
-                .map_err(|s| rpc_error(addr, s))?;
-            eprintln!("deleted");
+                .map_err(admin.err())?
+                .into_inner();
+            admin.out.one(&r, |_| println!("deleted alias {function}:{alias}"))
         }
     }
-    Ok(())
 }

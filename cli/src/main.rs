@@ -3,30 +3,52 @@
 
 mod client;
 mod config;
+mod cron;
 mod dlq;
 mod fnconfig;
 mod manage;
 mod nats_server;
+mod output;
 mod queue;
 mod serve;
+mod settings;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use client::Admin;
 use config::{Config, ServeFlags};
+use settings::ClientFlags;
+
+const CLIENT_HELP: &str = "\
+The verbs that talk to the admin API (all but up, broker, dispatcher, worker) take:
+  --admin ADDR         admin API address            STOKE_ADMIN       default 127.0.0.1:50051
+  --token T            API token                    STOKE_TOKEN
+  --token-file FILE    API token from a 0600 file   STOKE_TOKEN_FILE
+  -o, --output FORMAT  table or json                STOKE_OUTPUT      default table
+Flags win over the environment, which wins over the config file: $STOKE_CONFIG, else
+$XDG_CONFIG_HOME/stoke/config.toml, else ~/.config/stoke/config.toml, e.g.
+  admin = \"10.0.0.5:50051\"
+  token_file = \"~/.config/stoke/token\"   # or token = \"...\" (then the file must be mode 0600)
+  output = \"json\"
+With -o json each verb prints one JSON document on stdout (an array for lists; proto field
+names; *_unix_ms fields as *_at in RFC 3339; bytes as text, or base64 in <name>_base64) and
+an error as {\"error\":{\"code\":\"NOT_FOUND\",\"message\":...}} on stderr. The exit status is 1
+on any error.";
 
 #[derive(Parser)]
 #[command(
     name = "stoke",
     version,
     about = "stoke: functions-as-a-service on your own machines",
-    long_about = "stoke runs functions that speak the AWS Lambda Runtime API, triggered over HTTP (and, soon, \
-                  cron and NATS subjects), with durable delivery through NATS JetStream.\n\n\
+    long_about = "stoke runs functions that speak the AWS Lambda Runtime API, triggered over HTTP, cron and NATS \
+                  subjects, with durable delivery through NATS JetStream.\n\n\
                   Quick start:\n  stoke up                              # platform + local nats-server\n  \
                   stoke deploy examples/hello-python    # in another terminal\n  \
-                  curl -X POST localhost:8080/fn/hello -d '{\"name\":\"Ada\"}'"
+                  curl -X POST localhost:8080/fn/hello -d '{\"name\":\"Ada\"}'",
+    after_help = CLIENT_HELP
 )]
 struct Cli {
     /// Log as JSON lines instead of text (log level: RUST_LOG, default info).
@@ -40,6 +62,9 @@ struct Cli {
 enum Command {
     /// Run the whole platform in one process: HTTP gateway, dispatcher with
     /// the admin API, one worker, and (unless --nats-url) a local nats-server.
+    #[command(
+        after_help = "Examples:\n  stoke up                                  # data in ./.stoke, nats-server started\n  stoke up --data-dir /var/lib/stoke --sandbox strict\n  stoke up --nats-url nats://127.0.0.1:4222 --http 0.0.0.0:8080"
+    )]
     Up {
         #[command(flatten)]
         serve: ServeFlags,
@@ -59,6 +84,9 @@ enum Command {
         sandbox: Option<stoke_worker::SandboxMode>,
     },
     /// Run only the HTTP gateway (against a shared NATS and store).
+    #[command(
+        after_help = "Example:\n  stoke broker --nats-url nats://10.0.0.1:4222 --store postgres://stoke:pw@10.0.0.9/stoke --http 0.0.0.0:8080"
+    )]
     Broker {
         #[command(flatten)]
         serve: ServeFlags,
@@ -67,6 +95,7 @@ enum Command {
         http: Option<SocketAddr>,
     },
     /// Run only the dispatcher and admin API (against a shared NATS and store).
+    #[command(after_help = "Example:\n  stoke dispatcher --config /etc/stoke/stoke.toml --admin 0.0.0.0:50051")]
     Dispatcher {
         #[command(flatten)]
         serve: ServeFlags,
@@ -75,6 +104,9 @@ enum Command {
         admin: Option<SocketAddr>,
     },
     /// Run only a worker, attached to a dispatcher.
+    #[command(
+        after_help = "Example:\n  STOKE_WORKER__TOKEN=... stoke worker --dispatcher http://10.0.0.5:50051,http://10.0.0.6:50051"
+    )]
     Worker {
         #[command(flatten)]
         serve: ServeFlags,
@@ -90,9 +122,12 @@ enum Command {
         sandbox: Option<stoke_worker::SandboxMode>,
     },
     /// Package a function directory (with its stoke.toml) and deploy it as a new version.
+    #[command(
+        after_help = "Examples:\n  stoke deploy examples/hello-python\n  stoke deploy ./fn --namespace team-a --token-file ~/.config/stoke/ci.token\n  stoke deploy ./fn -o json | jq .function.version"
+    )]
     Deploy {
         #[command(flatten)]
-        admin: AdminFlag,
+        flags: ClientFlags,
         /// The function directory.
         dir: PathBuf,
         /// Namespace the function belongs to (fixed by its first deploy);
@@ -101,63 +136,71 @@ enum Command {
         namespace: Option<String>,
     },
     /// Every version of a function; `*` marks the one events run.
+    #[command(
+        after_help = "Examples:\n  stoke versions hello\n  stoke versions hello -o json | jq '.[] | select(.current) | .version'"
+    )]
     Versions {
         #[command(flatten)]
-        admin: AdminFlag,
+        flags: ClientFlags,
         name: String,
     },
     /// Make an earlier version current again (default: the one before).
-    ///
-    /// Example: stoke rollback hello --to 3
+    #[command(
+        after_help = "Examples:\n  stoke rollback hello            # back to the version before\n  stoke rollback hello --to 3"
+    )]
     Rollback {
         #[command(flatten)]
-        admin: AdminFlag,
+        flags: ClientFlags,
         name: String,
         /// The version to run.
         #[arg(long)]
         to: Option<u32>,
     },
     /// Stop serving a function (history and usage are kept).
+    #[command(after_help = "Example:\n  stoke delete hello")]
     Delete {
         #[command(flatten)]
-        admin: AdminFlag,
+        flags: ClientFlags,
         name: String,
     },
     /// Workers attached to the dispatcher: capacity, load, warm sandboxes; drain one.
+    #[command(
+        after_help = "Examples:\n  stoke workers\n  stoke workers drain w-3f2a\n  stoke workers -o json | jq '.[] | {id, busy, slots}'"
+    )]
     Workers {
         #[command(flatten)]
-        admin: AdminFlag,
+        flags: ClientFlags,
         #[command(subcommand)]
         command: Option<manage::WorkersCommand>,
     },
     /// Show or change a function's environment variables and secrets; each
     /// change is a new version (rollback restores the old environment).
-    ///
-    /// Examples:
-    ///   stoke env hello                          # show (secrets by name only)
-    ///   stoke env hello LOG_LEVEL=debug --secret API_KEY   # value from $API_KEY
-    ///   stoke env hello --unset LOG_LEVEL
+    #[command(
+        after_help = "Examples:\n  stoke env hello                                   # show (secrets by name only)\n  stoke env hello LOG_LEVEL=debug --secret API_KEY  # the secret's value from $API_KEY\n  stoke env hello --unset LOG_LEVEL"
+    )]
     Env {
         #[command(flatten)]
-        admin: AdminFlag,
+        flags: ClientFlags,
         #[command(flatten)]
         args: fnconfig::EnvArgs,
     },
     /// Aliases: names for versions (`live` -> v3); invoke `hello:live`.
+    #[command(
+        after_help = "Examples:\n  stoke alias set hello live --version 3\n  stoke invoke hello:live\n  curl -X POST localhost:8080/fn/hello:live -d '{}'\n  stoke alias list hello -o json"
+    )]
     Alias {
         #[command(flatten)]
-        admin: AdminFlag,
+        flags: ClientFlags,
         #[command(subcommand)]
         command: fnconfig::AliasCommand,
     },
     /// Events waiting per function: queued and unacked in JetStream (whole
     /// cluster); running, waiting for a slot, retrying after a failure and
     /// deferred (busy key) as this dispatcher sees them.
-    ///
-    /// Example: stoke queue orders --by-key
+    #[command(after_help = "Examples:\n  stoke queue\n  stoke queue orders --by-key -o json")]
     Queue {
         #[command(flatten)]
-        admin: AdminFlag,
+        flags: ClientFlags,
         /// One function (default: all).
         function: Option<String>,
         /// Also list concurrency keys with events running or waiting.
@@ -165,16 +208,22 @@ enum Command {
         by_key: bool,
     },
     /// API tokens: create, list, revoke, whoami.
+    #[command(
+        after_help = "Examples:\n  stoke tokens whoami\n  stoke tokens create ci --role deployer --namespace team-a\n  stoke tokens list -o json"
+    )]
     Tokens {
         #[command(flatten)]
-        admin: AdminFlag,
+        flags: ClientFlags,
         #[command(subcommand)]
         command: manage::TokensCommand,
     },
     /// Run a function and print its result (or, with --async, its invocation id).
+    #[command(
+        after_help = "Examples:\n  stoke invoke hello --data '{\"name\":\"Ada\"}'\n  stoke invoke hello --data @event.json --idempotency-key order-42\n  echo '{}' | stoke invoke hello --data @- --async\n  stoke invoke hello -o json | jq -r .invocation.result"
+    )]
     Invoke {
         #[command(flatten)]
-        admin: AdminFlag,
+        flags: ClientFlags,
         /// Function name.
         name: String,
         /// Event payload: inline JSON, @FILE, or @- for stdin (default {}).
@@ -189,9 +238,12 @@ enum Command {
     },
     /// Publish a message on a subject that functions subscribe to
     /// (any NATS client can do the same; this waits until JetStream stored it).
+    #[command(
+        after_help = "Examples:\n  stoke publish orders.new '{\"id\":42}' --msg-id order-42\n  stoke publish orders.new @order.json -o json"
+    )]
     Publish {
         #[command(flatten)]
-        admin: AdminFlag,
+        flags: ClientFlags,
         /// A concrete subject, e.g. orders.new.
         subject: String,
         /// Payload: inline text/JSON, @FILE, or @- for stdin (default {}).
@@ -201,114 +253,50 @@ enum Command {
         #[arg(long, value_name = "ID")]
         msg_id: Option<String>,
     },
-    /// Show an invocation's status and result as JSON.
+    /// Show an invocation: status, attempts, result or error.
+    #[command(
+        after_help = "Examples:\n  stoke status 0192f3c4-...\n  stoke status 0192f3c4-... -o json | jq -r .status"
+    )]
     Status {
         #[command(flatten)]
-        admin: AdminFlag,
+        flags: ClientFlags,
         invocation_id: String,
     },
     /// List deployed functions.
+    #[command(after_help = "Examples:\n  stoke functions\n  stoke functions -o json | jq -r '.[].name'")]
     Functions {
         #[command(flatten)]
-        admin: AdminFlag,
+        flags: ClientFlags,
     },
     /// Dead letters: events that ended without a completion.
+    #[command(
+        after_help = "Examples:\n  stoke dlq list\n  stoke dlq show 0192f3c4-...\n  stoke dlq redrive --function hello --version 3"
+    )]
     Dlq {
         #[command(flatten)]
-        admin: AdminFlag,
+        flags: ClientFlags,
         #[command(subcommand)]
         command: dlq::DlqCommand,
     },
-    /// Cron schedules.
+    /// Cron schedules: create, list, pause, resume, delete; the ledger of ticks.
+    #[command(
+        after_help = "Examples:\n  stoke cron list\n  stoke cron create nightly --function report --cron '0 0 3 * * *'\n  stoke cron ledger --function tick -o json"
+    )]
     Cron {
         #[command(flatten)]
-        admin: AdminFlag,
+        flags: ClientFlags,
         #[command(subcommand)]
-        command: CronCommand,
+        command: cron::CronCommand,
     },
     /// Billed milliseconds and GB-seconds per function.
+    #[command(after_help = "Examples:\n  stoke usage\n  stoke usage --function hello -o json | jq '.[0].gb_seconds'")]
     Usage {
         #[command(flatten)]
-        admin: AdminFlag,
+        flags: ClientFlags,
         /// Only this function.
         #[arg(long)]
         function: Option<String>,
     },
-}
-
-#[derive(Subcommand)]
-enum CronCommand {
-    /// Create a schedule without redeploying (manifest `[[triggers]] cron` also works).
-    Create {
-        /// Schedule name ([a-z][a-z0-9-]*).
-        name: String,
-        #[arg(long)]
-        function: String,
-        /// sec min hour day month weekday [year], e.g. "0 */5 * * * *".
-        #[arg(long)]
-        cron: String,
-        /// IANA time zone (default UTC).
-        #[arg(long)]
-        timezone: Option<String>,
-        /// allow | skip | queue (default allow).
-        #[arg(long)]
-        overlap: Option<String>,
-        /// none | latest | all (default none).
-        #[arg(long)]
-        catch_up: Option<String>,
-        /// Seconds `--catch-up all` reaches back (default 3600).
-        #[arg(long)]
-        catch_up_window: Option<u32>,
-        /// Event data: inline JSON, @FILE or @-.
-        #[arg(long)]
-        data: Option<String>,
-    },
-    /// List schedules (from manifests and the admin API).
-    List {
-        #[arg(long)]
-        function: Option<String>,
-    },
-    /// Stop a schedule firing (its ticks are not caught up on resume).
-    Pause {
-        name: String,
-    },
-    /// Start a paused schedule again, from now.
-    Resume {
-        name: String,
-    },
-    Delete {
-        name: String,
-    },
-    /// The ledger: each tick and what became of it (fired, caught_up,
-    /// skipped_overlap, missed_by_policy), newest first.
-    Ledger {
-        #[arg(long)]
-        function: Option<String>,
-        #[arg(long, default_value_t = 50)]
-        limit: u32,
-    },
-}
-
-#[derive(clap::Args)]
-struct AdminFlag {
-    /// Admin API address.
-    #[arg(
-        long = "admin",
-        env = "STOKE_ADMIN",
-        default_value = "127.0.0.1:50051",
-        value_name = "ADDR",
-        global = true
-    )]
-    addr: String,
-    /// API token (when the server requires tokens).
-    #[arg(
-        long,
-        env = "STOKE_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN",
-        global = true
-    )]
-    token: Option<String>,
 }
 
 fn init_tracing(json: bool) {
@@ -331,7 +319,8 @@ async fn main() {
     let cli = Cli::parse();
     init_tracing(cli.log_json);
     if let Err(e) = run(cli.command).await {
-        eprintln!("error: {e:#}");
+        let code = e.chain().find_map(|c| c.downcast_ref::<client::RpcError>());
+        output::print_error(&e, code.map(client::RpcError::code_name).as_deref());
         std::process::exit(1);
     }
 }
@@ -392,130 +381,53 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             serve::worker(cfg).await
         }
-        Command::Deploy { admin, dir, namespace } => {
-            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
-            client::deploy(&mut c, &addr, &dir, namespace).await
-        }
-        Command::Versions { admin, name } => {
-            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
-            manage::versions(&mut c, &addr, name).await
-        }
-        Command::Rollback { admin, name, to } => {
-            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
-            manage::rollback(&mut c, &addr, name, to).await
-        }
-        Command::Delete { admin, name } => {
-            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
-            manage::delete(&mut c, &addr, name).await
-        }
-        Command::Workers { admin, command } => {
-            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
-            manage::workers(&mut c, &addr, command).await
-        }
-        Command::Env { admin, args } => {
-            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
-            fnconfig::env(&mut c, &addr, args).await
-        }
-        Command::Alias { admin, command } => {
-            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
-            fnconfig::alias(&mut c, &addr, command).await
-        }
+        Command::Deploy { flags, dir, namespace } => client::deploy(&mut connect(&flags).await?, &dir, namespace).await,
+        Command::Versions { flags, name } => manage::versions(&mut connect(&flags).await?, name).await,
+        Command::Rollback { flags, name, to } => manage::rollback(&mut connect(&flags).await?, name, to).await,
+        Command::Delete { flags, name } => manage::delete(&mut connect(&flags).await?, name).await,
+        Command::Workers { flags, command } => manage::workers(&mut connect(&flags).await?, command).await,
+        Command::Tokens { flags, command } => manage::tokens(&mut connect(&flags).await?, command).await,
+        Command::Env { flags, args } => fnconfig::env(&mut connect(&flags).await?, args).await,
+        Command::Alias { flags, command } => fnconfig::alias(&mut connect(&flags).await?, command).await,
         Command::Queue {
-            admin,
+            flags,
             function,
             by_key,
-        } => {
-            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
-            queue::queue(&mut c, &addr, function, by_key).await
-        }
-        Command::Tokens { admin, command } => {
-            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
-            manage::tokens(&mut c, &addr, command).await
-        }
+        } => queue::queue(&mut connect(&flags).await?, function, by_key).await,
         Command::Invoke {
-            admin,
+            flags,
             name,
             data,
             is_async,
             idempotency_key,
         } => {
             let payload = client::read_payload(data.as_deref())?;
-            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
             let args = client::InvokeArgs {
                 function: &name,
                 payload,
                 is_async,
                 idempotency_key,
             };
-            client::invoke(&mut c, &addr, args).await
+            client::invoke(&mut connect(&flags).await?, args).await
         }
         Command::Publish {
-            admin,
+            flags,
             subject,
             data,
             msg_id,
         } => {
             let payload = client::read_payload(data.as_deref())?;
-            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
-            client::publish(&mut c, &addr, &subject, payload, msg_id).await
+            client::publish(&mut connect(&flags).await?, &subject, payload, msg_id).await
         }
-        Command::Status { admin, invocation_id } => {
-            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
-            client::status(&mut c, &addr, &invocation_id).await
-        }
-        Command::Functions { admin } => {
-            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
-            client::functions(&mut c, &addr).await
-        }
-        Command::Dlq { admin, command } => {
-            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
-            dlq::run(&mut c, &addr, command).await
-        }
-        Command::Cron { admin, command } => {
-            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
-            match command {
-                CronCommand::Ledger { function, limit } => client::cron_ledger(&mut c, &addr, function, limit).await,
-                CronCommand::Create {
-                    name,
-                    function,
-                    cron,
-                    timezone,
-                    overlap,
-                    catch_up,
-                    catch_up_window,
-                    data,
-                } => {
-                    let payload = match data {
-                        Some(d) => client::read_payload(Some(&d))?,
-                        None => Vec::new(),
-                    };
-                    let req = stoke_proto::CreateScheduleRequest {
-                        name,
-                        function,
-                        cron,
-                        timezone: timezone.unwrap_or_default(),
-                        overlap: overlap.unwrap_or_default(),
-                        catch_up: catch_up.unwrap_or_default(),
-                        catch_up_window: catch_up_window.unwrap_or(0),
-                        payload,
-                    };
-                    client::schedules(&mut c, &addr, client::ScheduleOp::Create(req)).await
-                }
-                CronCommand::List { function } => {
-                    client::schedules(&mut c, &addr, client::ScheduleOp::List(function.unwrap_or_default())).await
-                }
-                CronCommand::Pause { name } => client::schedules(&mut c, &addr, client::ScheduleOp::Pause(name)).await,
-                CronCommand::Resume { name } => {
-                    client::schedules(&mut c, &addr, client::ScheduleOp::Resume(name)).await
-                }
-                CronCommand::Delete { name } => {
-                    client::schedules(&mut c, &addr, client::ScheduleOp::Delete(name)).await
-                }
-            }
-        }
-        Command::Usage { admin, function } => {
-            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
-            client::usage(&mut c, &addr, function).await
-        }
+        Command::Status { flags, invocation_id } => client::status(&mut connect(&flags).await?, &invocation_id).await,
+        Command::Functions { flags } => manage::functions(&mut connect(&flags).await?).await,
+        Command::Dlq { flags, command } => dlq::run(&mut connect(&flags).await?, command).await,
+        Command::Cron { flags, command } => cron::run(&mut connect(&flags).await?, command).await,
+        Command::Usage { flags, function } => manage::usage(&mut connect(&flags).await?, function).await,
     }
+}
+
+/// Resolve the CLI settings (flags, env, config file) and connect.
+async fn connect(flags: &ClientFlags) -> anyhow::Result<Admin> {
+    Admin::connect(&flags.resolve()?).await
 }

@@ -1,18 +1,21 @@
-//! CLI verbs for a function's lifecycle (versions, rollback, delete) and for
-//! API tokens.
+//! CLI verbs for what is deployed (functions, versions, rollback, delete,
+//! usage), the workers, and API tokens.
 
 use stoke_proto::{
-    CreateTokenRequest, DeleteFunctionRequest, ListTokensRequest, ListVersionsRequest, RevokeTokenRequest,
-    RollbackRequest, TokenInfo, WhoAmIRequest,
+    CreateTokenRequest, DeleteFunctionRequest, GetUsageRequest, ListFunctionsRequest, ListTokensRequest,
+    ListVersionsRequest, RevokeTokenRequest, RollbackRequest, TokenInfo, WhoAmIRequest,
 };
 
-use crate::client::{Admin, rpc_error};
+use crate::client::Admin;
+use crate::output::{self, when};
+use crate::row;
 
 #[derive(clap::Subcommand)]
 pub enum TokensCommand {
     /// Create a token; its secret is printed once (store it now).
-    ///
-    /// Example: stoke tokens create ci-deploy --role deployer --namespace team-a
+    #[command(after_help = "Examples:\n  \
+        stoke tokens create ci-deploy --role deployer --namespace team-a\n  \
+        stoke tokens create ci-deploy --role deployer -o json | jq -r .secret > ci.token")]
     Create {
         /// A label for people, e.g. ci-deploy.
         name: String,
@@ -24,37 +27,32 @@ pub enum TokensCommand {
         namespace: Option<String>,
     },
     /// List tokens (of your namespace; all of them for an all-namespace admin).
+    #[command(
+        after_help = "Examples:\n  stoke tokens list\n  stoke tokens list -o json | jq -r '.[] | select(.revoked_at == null) | .id'"
+    )]
     List,
     /// Revoke a token by id (takes effect within 5 s everywhere).
+    #[command(after_help = "Example:\n  stoke tokens revoke tok_3f2a9c")]
     Revoke { id: String },
     /// Show the token you are using.
+    #[command(after_help = "Examples:\n  stoke tokens whoami\n  stoke tokens whoami -o json | jq -r .role")]
     Whoami,
 }
 
-fn when(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_else(|| "-".into())
+const TOKEN_HEADERS: &[&str] = &["ID", "NAME", "NAMESPACE", "ROLE", "CREATED", "STATE"];
+
+fn token_row(t: &TokenInfo) -> Vec<String> {
+    let state = if t.revoked_unix_ms == 0 {
+        "live".to_string()
+    } else {
+        format!("revoked {}", when(t.revoked_unix_ms))
+    };
+    row![t.id, t.name, t.namespace, t.role, when(t.created_unix_ms), state]
 }
 
-fn token_line(t: &TokenInfo) -> String {
-    format!(
-        "{:<16} {:<20} {:<12} {:<9} {:<19} {}",
-        t.id,
-        t.name,
-        t.namespace,
-        t.role,
-        when(t.created_unix_ms),
-        if t.revoked_unix_ms == 0 {
-            "live".to_string()
-        } else {
-            format!("revoked {}", when(t.revoked_unix_ms))
-        }
-    )
-}
-
-pub async fn tokens(admin: &mut Admin, addr: &str, command: TokensCommand) -> anyhow::Result<()> {
-    let c = admin.client();
+pub async fn tokens(admin: &mut Admin, command: TokensCommand) -> anyhow::Result<()> {
+    let mut c = admin.client().clone();
+    let (err, out) = (admin.err(), admin.out);
     match command {
         TokensCommand::Create { name, role, namespace } => {
             let r = c
@@ -64,70 +62,143 @@ pub async fn tokens(admin: &mut Admin, addr: &str, command: TokensCommand) -> an
                     role,
                 })
                 .await
-                .map_err(|s| rpc_error(addr, s))?
+                .map_err(err)?
                 .into_inner();
-            let t = r.token.unwrap_or_default();
-            eprintln!(
-                "created {} ({} in {}); the secret below is shown only now:",
-                t.id, t.role, t.namespace
-            );
-            println!("{}", r.secret);
+            out.one(&r, |r| {
+                let t = r.token.clone().unwrap_or_default();
+                eprintln!(
+                    "created {} ({} in {}); the secret below is shown only now:",
+                    t.id, t.role, t.namespace
+                );
+                println!("{}", r.secret);
+            })
         }
         TokensCommand::List => {
             let list = c
                 .list_tokens(ListTokensRequest {})
                 .await
-                .map_err(|s| rpc_error(addr, s))?
+                .map_err(err)?
                 .into_inner()
                 .tokens;
-            println!(
-                "{:<16} {:<20} {:<12} {:<9} {:<19} STATE",
-                "ID", "NAME", "NAMESPACE", "ROLE", "CREATED"
-            );
-            for t in &list {
-                println!("{}", token_line(t));
-            }
+            out.list(&list, "no tokens", TOKEN_HEADERS, token_row)
         }
         TokensCommand::Revoke { id } => {
-            c.revoke_token(RevokeTokenRequest { id: id.clone() })
+            let r = c
+                .revoke_token(RevokeTokenRequest { id: id.clone() })
                 .await
-                .map_err(|s| rpc_error(addr, s))?;
-            println!("revoked {id}");
+                .map_err(err)?
+                .into_inner();
+            out.one(&r, |_| println!("revoked {id}"))
         }
         TokensCommand::Whoami => {
-            let t = c
-                .who_am_i(WhoAmIRequest {})
-                .await
-                .map_err(|s| rpc_error(addr, s))?
-                .into_inner();
-            println!("{} {} (role {}, namespace {})", t.id, t.name, t.role, t.namespace);
+            let t = c.who_am_i(WhoAmIRequest {}).await.map_err(err)?.into_inner();
+            out.one(&t, |t| {
+                println!("{} {} (role {}, namespace {})", t.id, t.name, t.role, t.namespace)
+            })
         }
     }
-    Ok(())
 }
 
-/// `stoke versions NAME`.
-pub async fn versions(admin: &mut Admin, addr: &str, name: String) -> anyhow::Result<()> {
+fn short(digest: &str) -> &str {
+    &digest[..12.min(digest.len())]
+}
+
+/// `stoke functions`.
+pub async fn functions(admin: &mut Admin) -> anyhow::Result<()> {
+    let list = admin
+        .client()
+        .list_functions(ListFunctionsRequest::default())
+        .await
+        .map_err(admin.err())?
+        .into_inner()
+        .functions;
+    admin.out.list(
+        &list,
+        "no functions deployed (deploy one with: stoke deploy examples/hello-python)",
+        &[
+            "NAME",
+            "NAMESPACE",
+            "VERSION",
+            "MEMORY",
+            "TIMEOUT",
+            "DIGEST",
+            "TRIGGERS",
+        ],
+        |f| {
+            row![
+                f.name,
+                f.namespace,
+                f.version,
+                format!("{}MB", f.memory_mb),
+                format!("{}s", f.timeout_ms / 1000),
+                short(&f.digest),
+                f.triggers.join(", ")
+            ]
+        },
+    )
+}
+
+/// `stoke usage`.
+pub async fn usage(admin: &mut Admin, function: Option<String>) -> anyhow::Result<()> {
+    let rows = admin
+        .client()
+        .get_usage(GetUsageRequest {
+            function: function.unwrap_or_default(),
+            since_unix_ms: 0,
+            until_unix_ms: 0,
+        })
+        .await
+        .map_err(admin.err())?
+        .into_inner()
+        .rows;
+    admin.out.list(
+        &rows,
+        "no usage recorded yet",
+        &["FUNCTION", "ATTEMPTS", "ERRORS", "COLD", "BILLED_MS", "GB_SECONDS"],
+        |r| {
+            row![
+                r.function,
+                r.attempts,
+                r.errors,
+                r.cold_starts,
+                r.billed_ms,
+                format!("{:.6}", r.gb_seconds)
+            ]
+        },
+    )
+}
+
+/// `stoke versions NAME`: JSON is the array of versions (FunctionInfo),
+/// each with `current`: whether new events run it.
+pub async fn versions(admin: &mut Admin, name: String) -> anyhow::Result<()> {
     let r = admin
         .client()
         .list_versions(ListVersionsRequest { name })
         .await
-        .map_err(|s| rpc_error(addr, s))?
+        .map_err(admin.err())?
         .into_inner();
-    println!(
-        "{:<3} {:>7} {:<14} {:<19} {:>10}",
-        "", "VERSION", "DIGEST", "DEPLOYED", "SIZE"
-    );
-    for v in &r.versions {
-        println!(
-            "{:<3} {:>7} {:<14} {:<19} {:>10}",
-            if v.version == r.current_version { "*" } else { "" },
+    if admin.out.is_json() {
+        let docs = r.versions.iter().map(|v| {
+            let mut doc = output::to_json(v);
+            doc["current"] = (v.version == r.current_version).into();
+            doc
+        });
+        return output::print_json(&serde_json::Value::Array(docs.collect()));
+    }
+    let rows = r.versions.iter().map(|v| {
+        let mark = if v.version == r.current_version { "*" } else { "" };
+        row![
+            mark,
             v.version,
-            &v.digest[..12.min(v.digest.len())],
+            short(&v.digest),
             when(v.created_unix_ms),
             v.package_size
-        );
-    }
+        ]
+    });
+    output::emit(&output::table(
+        &["", "VERSION", "DIGEST", "DEPLOYED", "SIZE"],
+        rows.collect(),
+    ));
     if r.current_version == 0 {
         println!("(deleted: no version is current; deploy to bring it back)");
     }
@@ -135,7 +206,7 @@ pub async fn versions(admin: &mut Admin, addr: &str, name: String) -> anyhow::Re
 }
 
 /// `stoke rollback NAME [--to N]`.
-pub async fn rollback(admin: &mut Admin, addr: &str, name: String, to: Option<u32>) -> anyhow::Result<()> {
+pub async fn rollback(admin: &mut Admin, name: String, to: Option<u32>) -> anyhow::Result<()> {
     let f = admin
         .client()
         .rollback(RollbackRequest {
@@ -143,78 +214,81 @@ pub async fn rollback(admin: &mut Admin, addr: &str, name: String, to: Option<u3
             version: to.unwrap_or(0),
         })
         .await
-        .map_err(|s| rpc_error(addr, s))?
+        .map_err(admin.err())?
         .into_inner();
-    println!(
-        "{} now runs version {} (digest {})",
-        f.name,
-        f.version,
-        &f.digest[..12.min(f.digest.len())]
-    );
-    Ok(())
+    admin.out.one(&f, |f| {
+        println!(
+            "{} now runs version {} (digest {})",
+            f.name,
+            f.version,
+            short(&f.digest)
+        )
+    })
 }
 
 /// `stoke delete NAME`.
-pub async fn delete(admin: &mut Admin, addr: &str, name: String) -> anyhow::Result<()> {
-    admin
+pub async fn delete(admin: &mut Admin, name: String) -> anyhow::Result<()> {
+    let r = admin
         .client()
         .delete_function(DeleteFunctionRequest { name: name.clone() })
         .await
-        .map_err(|s| rpc_error(addr, s))?;
-    println!("deleted {name} (its versions, invocations and usage are kept; `stoke deploy` brings it back)");
-    Ok(())
+        .map_err(admin.err())?
+        .into_inner();
+    admin.out.one(&r, |_| {
+        println!("deleted {name} (its versions, invocations and usage are kept; `stoke deploy` brings it back)")
+    })
 }
 
 #[derive(clap::Subcommand)]
 pub enum WorkersCommand {
     /// List the workers attached to this dispatcher (the default).
+    #[command(after_help = "Examples:\n  stoke workers\n  stoke workers list -o json | jq '.[] | {id, busy, slots}'")]
     List,
     /// Place no new work on a worker; in-flight work finishes.
-    ///
-    /// Example: stoke workers drain w-3f2a
+    #[command(after_help = "Example:\n  stoke workers drain w-3f2a")]
     Drain { id: String },
 }
 
 /// `stoke workers [list|drain ID]`.
-pub async fn workers(admin: &mut Admin, addr: &str, command: Option<WorkersCommand>) -> anyhow::Result<()> {
-    let c = admin.client();
-    let list = match command.unwrap_or(WorkersCommand::List) {
-        WorkersCommand::List => {
-            c.list_workers(stoke_proto::ListWorkersRequest {})
-                .await
-                .map_err(|s| rpc_error(addr, s))?
-                .into_inner()
-                .workers
-        }
-        WorkersCommand::Drain { id } => {
-            let w = c
-                .drain_worker(stoke_proto::DrainWorkerRequest { id })
-                .await
-                .map_err(|s| rpc_error(addr, s))?
-                .into_inner();
-            eprintln!("{} is drained: no new work; {} invocations still running", w.id, w.busy);
-            vec![w]
-        }
-    };
-    println!(
-        "{:<24} {:<16} {:>9} {:>9} {:<8} WARM (idle sandboxes)",
-        "ID", "HOST", "BUSY", "MEMORY", "STATE"
-    );
-    for w in &list {
+pub async fn workers(admin: &mut Admin, command: Option<WorkersCommand>) -> anyhow::Result<()> {
+    let headers = &["ID", "HOST", "BUSY", "MEMORY", "STATE", "WARM (idle sandboxes)"];
+    let row = |w: &stoke_proto::WorkerInfo| {
         let warm: Vec<String> = w
             .warm
             .iter()
             .map(|f| format!("{}:v{}×{}", f.function, f.version, f.idle))
             .collect();
-        println!(
-            "{:<24} {:<16} {:>9} {:>7}MB {:<8} {}",
+        row![
             w.id,
             w.hostname,
             format!("{}/{}", w.busy, w.slots),
-            w.memory_mb,
+            format!("{}MB", w.memory_mb),
             if w.draining { "draining" } else { "ready" },
             warm.join(" ")
-        );
+        ]
+    };
+    match command.unwrap_or(WorkersCommand::List) {
+        WorkersCommand::List => {
+            let list = admin
+                .client()
+                .list_workers(stoke_proto::ListWorkersRequest {})
+                .await
+                .map_err(admin.err())?
+                .into_inner()
+                .workers;
+            admin.out.list(&list, "no workers attached", headers, row)
+        }
+        WorkersCommand::Drain { id } => {
+            let w = admin
+                .client()
+                .drain_worker(stoke_proto::DrainWorkerRequest { id })
+                .await
+                .map_err(admin.err())?
+                .into_inner();
+            admin.out.one(&w, |w| {
+                eprintln!("{} is drained: no new work; {} invocations still running", w.id, w.busy);
+                output::emit(&output::table(headers, vec![row(w)]));
+            })
+        }
     }
-    Ok(())
 }

@@ -2,9 +2,10 @@
 
 use stoke_proto::GetQueueRequest;
 
-use crate::client::{Admin, rpc_error};
+use crate::client::Admin;
+use crate::row;
 
-pub async fn queue(admin: &mut Admin, addr: &str, function: Option<String>, by_key: bool) -> anyhow::Result<()> {
+pub async fn queue(admin: &mut Admin, function: Option<String>, by_key: bool) -> anyhow::Result<()> {
     let r = admin
         .client()
         .get_queue(GetQueueRequest {
@@ -12,20 +13,29 @@ pub async fn queue(admin: &mut Admin, addr: &str, function: Option<String>, by_k
             by_key,
         })
         .await
-        .map_err(|s| rpc_error(addr, s))?
+        .map_err(admin.err())?
         .into_inner();
-    println!(
-        "{:<24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
-        "FUNCTION", "QUEUED", "UNACKED", "RUNNING", "WAITING", "RETRYING", "DEFERRED"
-    );
-    for f in r.functions {
-        println!(
-            "{:<24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+    if admin.out.is_json() {
+        return admin.out.list(&r.functions, "", &[], |_| vec![]);
+    }
+    let mut rows = Vec::new();
+    for f in &r.functions {
+        rows.push(row![
             f.function, f.queued, f.unacked, f.running, f.waiting, f.retrying, f.deferred
-        );
-        for k in f.keys {
-            println!("  key {:<18} {:>26} {:>8}", k.key, k.running, k.waiting);
+        ]);
+        for k in &f.keys {
+            rows.push(row![format!("  key {}", k.key), "", "", k.running, k.waiting, "", ""]);
         }
     }
+    if rows.is_empty() {
+        println!("no functions deployed");
+        return Ok(());
+    }
+    crate::output::emit(&crate::output::table(
+        &[
+            "FUNCTION", "QUEUED", "UNACKED", "RUNNING", "WAITING", "RETRYING", "DEFERRED",
+        ],
+        rows,
+    ));
     Ok(())
 }

@@ -166,6 +166,20 @@ impl Drop for Nats {
     }
 }
 
+/// The `stoke` CLI against the admin API at `admin`, untouched by the CLI
+/// settings of whoever runs the tests (their config file, STOKE_TOKEN,
+/// STOKE_OUTPUT, ...): add what a test needs.
+pub fn cli_command(admin: &str) -> Command {
+    let mut cmd = Command::new(built_binary("stoke"));
+    for var in ["STOKE_CONFIG", "STOKE_TOKEN", "STOKE_TOKEN_FILE", "STOKE_OUTPUT"] {
+        cmd.env_remove(var);
+    }
+    cmd.env("STOKE_ADMIN", admin)
+        .env("XDG_CONFIG_HOME", "/nonexistent/stoke-tests")
+        .stdin(Stdio::null());
+    cmd
+}
+
 /// Options for a `stoke up` under test.
 #[derive(Default)]
 pub struct PlatformOptions {
@@ -262,12 +276,7 @@ impl Platform {
 
     /// Run a `stoke` CLI verb against this platform's admin API.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(built_binary("stoke"))
-            .args(args)
-            .env("STOKE_ADMIN", &self.admin)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run stoke")
+        cli_command(&self.admin).args(args).output().expect("run stoke")
     }
 
     /// A CLI verb that must succeed; its stdout.
@@ -608,12 +617,7 @@ impl Cluster {
     }
 
     pub fn deploy(&self, dir: &Path) {
-        let out = Command::new(built_binary("stoke"))
-            .arg("deploy")
-            .arg(dir)
-            .env("STOKE_ADMIN", &self.admin)
-            .output()
-            .unwrap();
+        let out = cli_command(&self.admin).arg("deploy").arg(dir).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 

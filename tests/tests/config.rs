@@ -62,8 +62,13 @@ async fn env_and_secrets_make_versions_and_secrets_never_come_back() {
 
     // A plain variable (through the CLI) overrides the manifest's; a
     // secret (through the client) reaches the function. Each is a version.
-    let out = p.cli_ok(&["env", "hello", "GREETING_V=api", "EXTRA=x"]);
-    assert!(out.contains("GREETING_V=api") && out.contains("EXTRA=x"), "{out}");
+    let out = p.cli_ok(&["env", "hello", "GREETING_V=api", "EXTRA=x", "-o", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        doc["env"],
+        serde_json::json!({"GREETING_V": "api", "EXTRA": "x"}),
+        "{out}"
+    );
     let r = c
         .set_env(set_env("hello", &[], &[("API_KEY", SECRET)], &[]))
         .await
@@ -97,12 +102,20 @@ async fn env_and_secrets_make_versions_and_secrets_never_come_back() {
         .unwrap()
         .into_inner();
     let shown = p.cli_ok(&["env", "hello"]);
-    assert!(shown.contains("API_KEY=<secret>"), "{shown}");
+    let row = |name: &str| {
+        shown
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+    };
+    assert_eq!(row("API_KEY").unwrap(), ["API_KEY", "<secret>", "secret"], "{shown}");
+    assert_eq!(row("GREETING_V").unwrap(), ["GREETING_V", "api", "variable"], "{shown}");
     for text in [
         format!("{got:?}"),
         format!("{versions:?}"),
         shown,
-        p.cli_ok(&["functions"]),
+        p.cli_ok(&["functions", "-o", "json"]),
+        p.cli_ok(&["env", "hello", "-o", "json"]),
         p.log(),
     ] {
         assert!(!text.contains(SECRET), "secret shown: {text}");
@@ -221,12 +234,14 @@ async fn aliases_and_version_numbers_pick_what_runs() {
         env_of(&mut c, "hello:live", "GREETING_V").await.unwrap(),
         ("two".into(), 2)
     );
-    let list = p.cli_ok(&["alias", "list", "hello"]);
-    assert!(
-        list.lines().any(|l| l.starts_with("live") && l.ends_with("v2")),
-        "{list}"
-    );
-    assert!(list.lines().any(|l| l.starts_with("next")), "{list}");
+    let list: serde_json::Value = serde_json::from_str(&p.cli_ok(&["alias", "list", "hello", "-o", "json"])).unwrap();
+    let pairs: Vec<(&str, u64)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["name"].as_str().unwrap(), a["version"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(pairs, [("live", 2), ("next", 2)]);
 
     for (req, code) in [
         (("hello", "live", 9), Code::NotFound),

@@ -365,7 +365,7 @@ async fn cli_invoke_async_status_and_functions() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let status = eventually(Duration::from_secs(20), "stoke status to say succeeded", || async {
-        let out = p.cli(&["status", &id]);
+        let out = p.cli(&["status", &id, "-o", "json"]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         (v["status"] == "succeeded").then_some(v)
     })

@@ -77,6 +77,9 @@ async fn the_queue_view_shows_where_events_wait() {
     let table = p.cli_ok(&["queue", "hello", "--by-key"]);
     assert!(table.lines().any(|l| l.starts_with("hello")), "{table}");
     assert!(table.lines().any(|l| l.trim_start().starts_with("key a")), "{table}");
+    let doc: serde_json::Value = serde_json::from_str(&p.cli_ok(&["queue", "hello", "-o", "json"])).unwrap();
+    assert_eq!(doc[0]["function"], "hello", "{doc}");
+    assert!(doc[0]["unacked"].as_u64().unwrap() >= 1, "{doc}");
 
     let err = c
         .get_queue(GetQueueRequest {
