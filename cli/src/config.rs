@@ -75,6 +75,18 @@ pub struct ServeFlags {
     pub store: Option<String>,
 }
 
+/// The servers' top-level keys and tables (the CLI's own settings file
+/// skips them, `settings.rs`).
+pub const SERVER_KEYS: &[&str] = &[
+    "data_dir",
+    "nats_url",
+    "store",
+    "nats_server",
+    "broker",
+    "dispatcher",
+    "worker",
+];
+
 impl Config {
     /// Load defaults, the file, then `STOKE_*` env; apply the shared flags.
     pub fn load(flags: &ServeFlags) -> anyhow::Result<Config> {
@@ -85,15 +97,7 @@ impl Config {
         }
         // Only keys of this struct: STOKE_ADMIN (the CLI's admin address)
         // and STOKE_CONFIG are not server settings.
-        let known = [
-            "data_dir",
-            "nats_url",
-            "store",
-            "nats_server",
-            "broker",
-            "dispatcher",
-            "worker",
-        ];
+        let known = SERVER_KEYS;
         fig = fig.merge(
             Env::prefixed("STOKE_")
                 .split("__")

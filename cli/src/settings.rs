@@ -19,6 +19,7 @@
 //! their keys and tables (`[broker]`, `data_dir`, ...) are skipped here and
 //! these four keys are skipped by the servers; anything else is refused.
 
+use crate::config::SERVER_KEYS;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -67,17 +68,6 @@ struct Level {
     #[serde(flatten)]
     rest: BTreeMap<String, figment::value::Value>,
 }
-
-/// The servers' top-level keys and tables (config.rs), skipped here.
-const SERVER_KEYS: &[&str] = &[
-    "data_dir",
-    "nats_url",
-    "store",
-    "nats_server",
-    "broker",
-    "dispatcher",
-    "worker",
-];
 
 impl ClientFlags {
     /// Flags, then the environment, then the config file, then defaults.

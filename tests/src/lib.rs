@@ -203,6 +203,21 @@ impl Platform {
         Platform::start_with(nats, PlatformOptions::default()).await
     }
 
+    /// `stoke up` with admin tokens required, and the bootstrap admin
+    /// token it wrote to its data dir.
+    pub async fn start_with_tokens(nats: &Nats) -> anyhow::Result<(Platform, String)> {
+        let p = Platform::start_with(
+            nats,
+            PlatformOptions {
+                env: vec![("STOKE_DISPATCHER__AUTH__MODE".into(), "tokens".into())],
+                ..Default::default()
+            },
+        )
+        .await?;
+        let token = std::fs::read_to_string(p.data_dir.path().join("admin.token"))?;
+        Ok((p, token.trim().to_string()))
+    }
+
     pub async fn start_with(nats: &Nats, opts: PlatformOptions) -> anyhow::Result<Platform> {
         let data_dir = tempfile::tempdir()?;
         let http = format!("127.0.0.1:{}", free_port());

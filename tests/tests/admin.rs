@@ -23,18 +23,6 @@ async fn client(p: &Platform, token: &str) -> Client {
     AdminServiceClient::with_interceptor(channel, BearerToken::new(token).unwrap())
 }
 
-async fn tokens_platform(nats: &Nats) -> Platform {
-    Platform::start_with(
-        nats,
-        PlatformOptions {
-            env: vec![("STOKE_DISPATCHER__AUTH__MODE".into(), "tokens".into())],
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap()
-}
-
 async fn mint(admin: &mut Client, name: &str, namespace: &str, role: &str) -> String {
     admin
         .create_token(CreateTokenRequest {
@@ -78,7 +66,7 @@ async fn invoke_env(c: &mut Client, function: &str) -> Result<String, tonic::Sta
 #[tokio::test]
 async fn tokens_roles_and_namespaces_fence_every_call() {
     let nats = Nats::start().await.unwrap();
-    let p = tokens_platform(&nats).await;
+    let p = Platform::start_with_tokens(&nats).await.unwrap().0;
 
     // Bootstrap: the first admin token's secret, readable by the owner only.
     let file = p.data_dir.path().join("admin.token");
@@ -297,7 +285,7 @@ async fn tokens_roles_and_namespaces_fence_every_call() {
 #[tokio::test]
 async fn health_and_reflection_need_no_token() {
     let nats = Nats::start().await.unwrap();
-    let p = tokens_platform(&nats).await;
+    let p = Platform::start_with_tokens(&nats).await.unwrap().0;
     let channel = Channel::from_shared(format!("http://{}", p.admin))
         .unwrap()
         .connect()
@@ -369,7 +357,7 @@ async fn health_and_reflection_need_no_token() {
 #[tokio::test]
 async fn workers_are_listed_and_drained_by_a_cluster_admin_only() {
     let nats = Nats::start().await.unwrap();
-    let p = tokens_platform(&nats).await;
+    let p = Platform::start_with_tokens(&nats).await.unwrap().0;
     let root = std::fs::read_to_string(p.data_dir.path().join("admin.token")).unwrap();
     let mut root_c = client(&p, root.trim()).await;
     let ns_admin = mint(&mut root_c, "a-admin", "team-a", "admin").await;

@@ -11,20 +11,6 @@ use std::time::Duration;
 use serde_json::Value;
 use stoke_tests::*;
 
-async fn tokens_platform(nats: &Nats) -> (Platform, String) {
-    let p = Platform::start_with(
-        nats,
-        PlatformOptions {
-            env: vec![("STOKE_DISPATCHER__AUTH__MODE".into(), "tokens".into())],
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let token = std::fs::read_to_string(p.data_dir.path().join("admin.token")).unwrap();
-    (p, token.trim().to_string())
-}
-
 /// The CLI with the admin token and `-o json`.
 struct Json<'a> {
     p: &'a Platform,
@@ -77,7 +63,7 @@ fn find<'a>(list: &'a Value, key: &str, value: &str) -> &'a Value {
 #[tokio::test]
 async fn every_read_verb_prints_one_json_document() {
     let nats = Nats::start().await.unwrap();
-    let (p, token) = tokens_platform(&nats).await;
+    let (p, token) = Platform::start_with_tokens(&nats).await.unwrap();
     let cli = Json { p: &p, token: &token };
 
     // deploy: the DeployResponse.
@@ -303,7 +289,7 @@ fn stderr(o: &Output) -> String {
 #[tokio::test]
 async fn the_config_file_supplies_admin_token_and_output_and_flags_win() {
     let nats = Nats::start().await.unwrap();
-    let (p, token) = tokens_platform(&nats).await;
+    let (p, token) = Platform::start_with_tokens(&nats).await.unwrap();
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     let config = h.join(".config/stoke/config.toml");

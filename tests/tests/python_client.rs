@@ -13,17 +13,8 @@ const PYTHON: &str = "/usr/bin/python3";
 #[tokio::test]
 async fn python_grpcio_lists_invokes_and_sees_status_codes() {
     let nats = Nats::start().await.unwrap();
-    let p = Platform::start_with(
-        &nats,
-        PlatformOptions {
-            env: vec![("STOKE_DISPATCHER__AUTH__MODE".into(), "tokens".into())],
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let token = std::fs::read_to_string(p.data_dir.path().join("admin.token")).unwrap();
-    let token = token.trim();
+    let (p, token) = Platform::start_with_tokens(&nats).await.unwrap();
+    let token = token.as_str();
     let example = workspace_root().join("examples/hello-python");
     p.cli_ok(&["deploy", example.to_str().unwrap(), "--token", token]);
 
