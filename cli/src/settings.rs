@@ -19,7 +19,6 @@
 //! their keys and tables (`[broker]`, `data_dir`, ...) are skipped here and
 //! these four keys are skipped by the servers; anything else is refused.
 
-use crate::config::SERVER_KEYS;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -28,6 +27,7 @@ use figment::Figment;
 use figment::providers::{Format as _, Toml};
 use serde::Deserialize;
 
+use crate::config::SERVER_KEYS;
 use crate::output::Format;
 
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:50051";
