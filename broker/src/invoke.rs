@@ -408,6 +408,7 @@ pub fn completion_info(c: &Completion, attempts: Option<u32>) -> InvocationInfo 
         trigger: c.trigger.clone(),
         created_unix_ms: c.created_ms,
         completed_unix_ms: c.completed_ms,
+        attempt_history: Vec::new(),
     }
 }
 

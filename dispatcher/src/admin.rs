@@ -300,13 +300,15 @@ impl AdminService for AdminApi {
         let caller = guard::caller(&self.auth, &req).await?;
         guard::role(&caller, Role::Reader)?;
         let id = req.into_inner().invocation_id;
-        let info = self
+        let mut info = self
             .invoker
             .status(&id)
             .await
             .map_err(invoke_status)?
             .ok_or_else(|| Status::not_found(format!("invocation {id:?} not found")))?;
         guard::on_function(self.store.as_ref(), &caller, Role::Reader, &info.function).await?;
+        let history = self.store.attempts(&id).await.map_err(store_status)?;
+        info.attempt_history = history.iter().map(crate::dlq::attempt_info).collect();
         Ok(Response::new(info))
     }
 

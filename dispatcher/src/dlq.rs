@@ -27,23 +27,25 @@ pub(crate) fn info(d: &DeadLetter, history: &[AttemptRecord]) -> DeadLetterInfo 
         dead_unix_ms: d.dead_ms,
         redriven_unix_ms: d.redriven_ms.unwrap_or(0),
         redrive_count: d.redrive_count,
-        attempt_history: history
-            .iter()
-            .map(|a| AttemptInfo {
-                attempt: a.attempt,
-                outcome: a.outcome.as_str().into(),
-                error: a.error_type.as_ref().map(|t| ErrorInfo {
-                    error_type: t.clone(),
-                    error_message: a.error_message.clone().unwrap_or_default(),
-                    raw: Vec::new(),
-                }),
-                worker: a.worker.clone(),
-                started_unix_ms: a.started_ms,
-                ended_unix_ms: a.ended_ms,
-                duration_us: a.duration_us,
-                version: a.version,
-            })
-            .collect(),
+        attempt_history: history.iter().map(attempt_info).collect(),
+    }
+}
+
+/// The wire view of one metered attempt (dead letters, invocations).
+pub(crate) fn attempt_info(a: &AttemptRecord) -> AttemptInfo {
+    AttemptInfo {
+        attempt: a.attempt,
+        outcome: a.outcome.as_str().into(),
+        error: a.error_type.as_ref().map(|t| ErrorInfo {
+            error_type: t.clone(),
+            error_message: a.error_message.clone().unwrap_or_default(),
+            raw: Vec::new(),
+        }),
+        worker: a.worker.clone(),
+        started_unix_ms: a.started_ms,
+        ended_unix_ms: a.ended_ms,
+        duration_us: a.duration_us,
+        version: a.version,
     }
 }
 
