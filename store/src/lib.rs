@@ -191,6 +191,13 @@ pub trait Catalog: Send + Sync + 'static {
     async fn tokens(&self) -> Result<Vec<TokenRecord>>;
     /// False if there is no such live token.
     async fn revoke_token(&self, id: &str, now_ms: i64) -> Result<bool>;
+    /// One page of invocations, newest first (created time, then id), each
+    /// listed once with its current status: a completion wins over a dead
+    /// letter of the same id (a redrive that completed), a live dead letter
+    /// over the accepted record, and a redriven one not completed yet is
+    /// queued. Only keyed and async events are recorded before they finish,
+    /// so other queued ones do not show until they end.
+    async fn list_invocations(&self, filter: &InvocationFilter) -> Result<InvocationPage>;
 }
 
 /// Open a store from a URL: `sqlite://PATH` (created if missing) or

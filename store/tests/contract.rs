@@ -6,6 +6,8 @@ use stoke_store::*;
 mod catalog;
 #[path = "contract/concurrency.rs"]
 mod concurrency;
+#[path = "contract/listing.rs"]
+mod listing;
 #[path = "contract/text.rs"]
 mod text;
 
@@ -422,6 +424,30 @@ async fn sqlite_passes_the_contract() {
 async fn postgres_passes_the_contract() {
     let (_server, store) = postgres().await;
     full_contract(store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn sqlite_lists_invocations() {
+    let (_dir, store) = sqlite().await;
+    listing::listing_contract(store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn postgres_lists_invocations() {
+    let (_server, store) = postgres().await;
+    listing::listing_contract(store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn sqlite_sums_usage_per_namespace_and_period() {
+    let (_dir, store) = sqlite().await;
+    listing::usage_contract(store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn postgres_sums_usage_per_namespace_and_period() {
+    let (_server, store) = postgres().await;
+    listing::usage_contract(store.as_ref()).await;
 }
 
 #[tokio::test]
