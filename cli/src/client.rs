@@ -8,8 +8,8 @@ use stoke_core::Manifest;
 use stoke_core::package::{self, Limits};
 use stoke_proto::admin_service_client::AdminServiceClient;
 use stoke_proto::{
-    DeployHeader, DeployRequest, GetInvocationRequest, GetUsageRequest, InvocationInfo, InvocationStatus,
-    InvokeRequest, ListFunctionsRequest, deploy_request,
+    DeployHeader, DeployRequest, GetInvocationRequest, InvocationInfo, InvocationStatus, InvokeRequest,
+    ListFunctionsRequest, deploy_request,
 };
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -283,32 +283,6 @@ pub async fn functions(admin: &mut Admin, addr: &str) -> anyhow::Result<()> {
             f.timeout_ms / 1000,
             &f.digest[..12.min(f.digest.len())],
             f.triggers.join(", ")
-        );
-    }
-    Ok(())
-}
-
-/// `stoke usage`.
-pub async fn usage(admin: &mut Admin, addr: &str, function: Option<String>) -> anyhow::Result<()> {
-    let rows = admin
-        .client
-        .get_usage(GetUsageRequest {
-            function: function.unwrap_or_default(),
-            since_unix_ms: 0,
-            until_unix_ms: 0,
-        })
-        .await
-        .map_err(|s| rpc_error(addr, s))?
-        .into_inner()
-        .rows;
-    println!(
-        "{:<24} {:>9} {:>7} {:>6} {:>12} {:>12}",
-        "FUNCTION", "ATTEMPTS", "ERRORS", "COLD", "BILLED_MS", "GB_SECONDS"
-    );
-    for r in rows {
-        println!(
-            "{:<24} {:>9} {:>7} {:>6} {:>12} {:>12.6}",
-            r.function, r.attempts, r.errors, r.cold_starts, r.billed_ms, r.gb_seconds
         );
     }
     Ok(())

@@ -4,6 +4,7 @@
 mod client;
 mod config;
 mod dlq;
+mod invocations;
 mod manage;
 mod nats_server;
 mod serve;
@@ -190,13 +191,21 @@ enum Command {
         #[command(subcommand)]
         command: CronCommand,
     },
-    /// Billed milliseconds and GB-seconds per function.
+    /// Billed milliseconds and GB-seconds per function or namespace, per hour or day.
+    #[command(after_help = invocations::USAGE_HELP)]
     Usage {
         #[command(flatten)]
         admin: AdminFlag,
-        /// Only this function.
-        #[arg(long)]
-        function: Option<String>,
+        #[command(flatten)]
+        args: invocations::UsageArgs,
+    },
+    /// List invocations, newest first: status, attempts, duration.
+    #[command(after_help = invocations::INVOCATIONS_HELP)]
+    Invocations {
+        #[command(flatten)]
+        admin: AdminFlag,
+        #[command(flatten)]
+        args: invocations::InvocationsArgs,
     },
 }
 
@@ -461,9 +470,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Usage { admin, function } => {
+        Command::Usage { admin, args } => {
             let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
-            client::usage(&mut c, &addr, function).await
+            invocations::usage(&mut c, &addr, args).await
+        }
+        Command::Invocations { admin, args } => {
+            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
+            invocations::invocations(&mut c, &addr, args).await
         }
     }
 }
