@@ -58,24 +58,30 @@ macro_rules! sql_catalog {
                     Status::Running => Status::Queued.as_str(),
                     s => s.as_str(),
                 });
-                let (after_ms, after_id) = f
-                    .after
-                    .as_ref()
-                    .map_or((0, ""), |c| (c.created_ms, c.invocation_id.as_str()));
-                // One more than asked: whether there is a next page.
+                // The lower of the cursor and (until, ''): rows before it.
+                let until = (f.until_ms.unwrap_or(i64::MAX), "");
+                let (before_ms, before_id) = match &f.after {
+                    Some(c) => until.min((c.created_ms, c.invocation_id.as_str())),
+                    None => until,
+                };
                 let (sql, function) = match f.function.as_deref() {
                     Some(function) => (q::LIST_INVOCATIONS_OF_FUNCTION, function),
                     None => (q::LIST_INVOCATIONS, ""),
                 };
+                // Not a cached prepared statement: PostgreSQL would switch to
+                // a generic plan after five runs, blind to which of the
+                // `$n = '' OR ...` filters are off, and scan whole tables.
+                // Planned with its values each time, each branch walks its
+                // index. One row more than asked: whether there is a next page.
                 let mut invocations = sqlx::query(sql)
+                    .persistent(false)
                     .bind(function)
                     .bind(f.namespace.as_deref().unwrap_or(""))
                     .bind(status.unwrap_or(""))
                     .bind(f.since_ms.unwrap_or(0))
-                    .bind(f.until_ms.unwrap_or(0))
                     .bind(f.idempotency_key.as_deref().unwrap_or(""))
-                    .bind(after_id)
-                    .bind(after_ms)
+                    .bind(before_id)
+                    .bind(before_ms)
                     .bind(limit as i64 + 1)
                     .fetch_all(&self.pool)
                     .await?

@@ -659,7 +659,9 @@ macro_rules! sql_store {
             }
 
             async fn usage(&self, f: &UsageFilter) -> Result<Vec<UsageRow>> {
+                // Planned with its values (see list_invocations): a window uses attempts_by_time.
                 let rows = sqlx::query(q::USAGE)
+                    .persistent(false)
                     .bind(f.function.as_deref().unwrap_or(""))
                     .bind(f.since_ms.unwrap_or(0))
                     .bind(f.until_ms.unwrap_or(0))

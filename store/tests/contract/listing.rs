@@ -303,6 +303,19 @@ pub async fn listing_contract(store: &dyn Store) {
         assert_eq!(pages.len(), 11usize.div_ceil(limit as usize), "limit {limit}");
         assert!(pages.iter().all(|p| p.invocations.len() <= limit as usize));
     }
+    // The window and the cursor together: the lower bound of the two holds.
+    let windowed = pages(
+        store,
+        InvocationFilter {
+            since_ms: Some(2000),
+            until_ms: Some(7000),
+            ..Default::default()
+        },
+        2,
+    )
+    .await;
+    let seen: Vec<&str> = windowed.iter().flat_map(|p| ids(&p.invocations)).collect();
+    assert_eq!(seen, ["r2", "r1", "d1", "t1", "f1"]);
     let queued_pages = pages(
         store,
         InvocationFilter {
@@ -466,3 +479,17 @@ pub async fn usage_contract(store: &dyn Store) {
     let gb_s = usage(UsageFilter::default()).await[0].gb_seconds();
     assert!((gb_s - 3.0 * 0.5).abs() < 1e-12, "{gb_s}");
 }
+
+/// Record an accepted event of each fate; the caller then reads
+/// `invocations.ended_ms` (set by migration 0009's triggers) for them.
+pub async fn mark_ended(store: &dyn Store) {
+    deploy_two(store).await;
+    for id in ["e-done", "e-dead", "e-open"] {
+        store.record_accepted(&accepted(id, "alpha", 100)).await.unwrap();
+    }
+    complete(store, &completion("e-done", "alpha", 100, Status::Succeeded)).await;
+    store.record_dead_letter(None, &dead("e-dead", 100)).await.unwrap();
+}
+
+/// What `mark_ended` must leave: (id, ended_ms) by id.
+pub const ENDED: [(&str, Option<i64>); 3] = [("e-dead", Some(150)), ("e-done", Some(110)), ("e-open", None)];
