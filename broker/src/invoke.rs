@@ -83,6 +83,8 @@ pub enum Via {
 }
 
 #[derive(Debug, Clone)]
+// One per invoke call, moved once: boxing the big variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Invoked {
     /// The invocation finished (or its key already had a result).
     Completed(InvocationInfo),

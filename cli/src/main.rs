@@ -6,6 +6,7 @@ mod config;
 mod cron;
 mod dlq;
 mod fnconfig;
+mod invocations;
 mod manage;
 mod nats_server;
 mod output;
@@ -288,14 +289,21 @@ enum Command {
         #[command(subcommand)]
         command: cron::CronCommand,
     },
-    /// Billed milliseconds and GB-seconds per function.
-    #[command(after_help = "Examples:\n  stoke usage\n  stoke usage --function hello -o json | jq '.[0].gb_seconds'")]
+    /// Billed milliseconds and GB-seconds per function or namespace, per hour or day.
+    #[command(after_help = invocations::USAGE_HELP)]
     Usage {
         #[command(flatten)]
         flags: ClientFlags,
-        /// Only this function.
-        #[arg(long)]
-        function: Option<String>,
+        #[command(flatten)]
+        args: invocations::UsageArgs,
+    },
+    /// List invocations, newest first: status, attempts, duration.
+    #[command(after_help = invocations::INVOCATIONS_HELP)]
+    Invocations {
+        #[command(flatten)]
+        flags: ClientFlags,
+        #[command(flatten)]
+        args: invocations::InvocationsArgs,
     },
 }
 
@@ -423,7 +431,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Functions { flags } => manage::functions(&mut connect(&flags).await?).await,
         Command::Dlq { flags, command } => dlq::run(&mut connect(&flags).await?, command).await,
         Command::Cron { flags, command } => cron::run(&mut connect(&flags).await?, command).await,
-        Command::Usage { flags, function } => manage::usage(&mut connect(&flags).await?, function).await,
+        Command::Usage { flags, args } => invocations::usage(&mut connect(&flags).await?, args).await,
+        Command::Invocations { flags, args } => invocations::invocations(&mut connect(&flags).await?, args).await,
     }
 }
 

@@ -2,8 +2,8 @@
 //! usage), the workers, and API tokens.
 
 use stoke_proto::{
-    CreateTokenRequest, DeleteFunctionRequest, GetUsageRequest, ListFunctionsRequest, ListTokensRequest,
-    ListVersionsRequest, RevokeTokenRequest, RollbackRequest, TokenInfo, WhoAmIRequest,
+    CreateTokenRequest, DeleteFunctionRequest, ListFunctionsRequest, ListTokensRequest, ListVersionsRequest,
+    RevokeTokenRequest, RollbackRequest, TokenInfo, WhoAmIRequest,
 };
 
 use crate::client::Admin;
@@ -133,36 +133,6 @@ pub async fn functions(admin: &mut Admin) -> anyhow::Result<()> {
                 format!("{}s", f.timeout_ms / 1000),
                 short(&f.digest),
                 f.triggers.join(", ")
-            ]
-        },
-    )
-}
-
-/// `stoke usage`.
-pub async fn usage(admin: &mut Admin, function: Option<String>) -> anyhow::Result<()> {
-    let rows = admin
-        .client()
-        .get_usage(GetUsageRequest {
-            function: function.unwrap_or_default(),
-            since_unix_ms: 0,
-            until_unix_ms: 0,
-        })
-        .await
-        .map_err(admin.err())?
-        .into_inner()
-        .rows;
-    admin.out.list(
-        &rows,
-        "no usage recorded yet",
-        &["FUNCTION", "ATTEMPTS", "ERRORS", "COLD", "BILLED_MS", "GB_SECONDS"],
-        |r| {
-            row![
-                r.function,
-                r.attempts,
-                r.errors,
-                r.cold_starts,
-                r.billed_ms,
-                format!("{:.6}", r.gb_seconds)
             ]
         },
     )

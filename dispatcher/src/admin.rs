@@ -22,9 +22,9 @@ use stoke_proto::{
     DeadLetterInfo, DeployRequest, DeployResponse, FunctionInfo, GetDeadLetterRequest, GetFunctionRequest,
     GetInvocationRequest, GetUsageRequest, GetUsageResponse, InvocationInfo, InvokeResponse, ListCronTicksRequest,
     ListCronTicksResponse, ListDeadLettersRequest, ListDeadLettersResponse, ListFunctionsRequest,
-    ListFunctionsResponse, PublishRequest, PublishResponse, RedriveRequest, RedriveResponse, UsageRow, deploy_request,
+    ListFunctionsResponse, PublishRequest, PublishResponse, RedriveRequest, RedriveResponse, deploy_request,
 };
-use stoke_store::{DeadLetterFilter, DeployOutcome, FunctionVersion, NewVersion, Store, StoreError, UsageFilter};
+use stoke_store::{DeadLetterFilter, DeployOutcome, FunctionVersion, NewVersion, Store, StoreError};
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -314,31 +314,9 @@ impl AdminService for AdminApi {
 
     async fn get_usage(&self, req: Request<GetUsageRequest>) -> Result<Response<GetUsageResponse>, Status> {
         let caller = guard::caller(&self.auth, &req).await?;
-        guard::role(&caller, Role::Reader)?;
-        let r = req.into_inner();
-        if !r.function.is_empty() {
-            guard::on_function(self.store.as_ref(), &caller, Role::Reader, &r.function).await?;
-        }
-        let filter = UsageFilter {
-            function: (!r.function.is_empty()).then_some(r.function),
-            since_ms: (r.since_unix_ms != 0).then_some(r.since_unix_ms),
-            until_ms: (r.until_unix_ms != 0).then_some(r.until_unix_ms),
-        };
-        let rows = self.store.usage(&filter).await.map_err(store_status)?;
-        let rows = guard::visible(self.store.as_ref(), &caller, rows, |u| &u.function).await?;
-        Ok(Response::new(GetUsageResponse {
-            rows: rows
-                .iter()
-                .map(|u| UsageRow {
-                    function: u.function.clone(),
-                    attempts: u.attempts,
-                    errors: u.errors,
-                    cold_starts: u.cold_starts,
-                    billed_ms: u.billed_ms,
-                    gb_seconds: u.gb_seconds(),
-                })
-                .collect(),
-        }))
+        crate::invocations::usage(self.store.as_ref(), &caller, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn list_dead_letters(
@@ -685,5 +663,15 @@ impl AdminService for AdminApi {
             functions.push(q);
         }
         Ok(Response::new(stoke_proto::GetQueueResponse { functions }))
+    }
+
+    async fn list_invocations(
+        &self,
+        req: Request<stoke_proto::ListInvocationsRequest>,
+    ) -> Result<Response<stoke_proto::ListInvocationsResponse>, Status> {
+        let caller = guard::caller(&self.auth, &req).await?;
+        crate::invocations::list(self.store.as_ref(), &caller, req.into_inner())
+            .await
+            .map(Response::new)
     }
 }

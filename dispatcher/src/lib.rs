@@ -19,6 +19,7 @@ mod envelope;
 mod gate;
 mod guard;
 mod handle;
+mod invocations;
 mod policy;
 mod pull;
 mod queue;

@@ -203,6 +203,13 @@ pub trait Catalog: Send + Sync + 'static {
     async fn aliases(&self, function: &str) -> Result<Vec<Alias>>;
     /// False if there was no such alias.
     async fn delete_alias(&self, function: &str, alias: &str) -> Result<bool>;
+    /// One page of invocations, newest first (created time, then id), each
+    /// listed once with its current status: a completion wins over a dead
+    /// letter of the same id (a redrive that completed), a live dead letter
+    /// over the accepted record, and a redriven one not completed yet is
+    /// queued. Only keyed and async events are recorded before they finish,
+    /// so other queued ones do not show until they end.
+    async fn list_invocations(&self, filter: &InvocationFilter) -> Result<InvocationPage>;
 }
 
 /// Open a store from a URL: `sqlite://PATH` (created if missing) or

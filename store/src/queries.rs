@@ -66,3 +66,27 @@ pub(crate) const INSERT_TOKEN: &str = include_str!("../sql/insert_token.sql");
 pub(crate) const TOKEN_BY_HASH: &str = include_str!("../sql/token_by_hash.sql");
 pub(crate) const LIST_TOKENS: &str = include_str!("../sql/list_tokens.sql");
 pub(crate) const REVOKE_TOKEN: &str = include_str!("../sql/revoke_token.sql");
+pub(crate) const LIST_INVOCATIONS: &str = include_str!("../sql/list_invocations.sql");
+pub(crate) const LIST_INVOCATIONS_OF_FUNCTION: &str = include_str!("../sql/list_invocations_of_function.sql");
+
+#[cfg(test)]
+mod tests {
+    /// A statement without its leading comment lines.
+    fn body(sql: &str) -> String {
+        sql.lines()
+            .skip_while(|l| l.starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_one_function_listing_is_the_listing_with_function_fixed() {
+        let mut expected = body(super::LIST_INVOCATIONS);
+        for t in ["c", "d", "i"] {
+            let any = format!("($1 = '' OR {t}.function = $1)");
+            assert_eq!(expected.matches(&any).count(), 1, "{any}");
+            expected = expected.replace(&any, &format!("{t}.function = $1"));
+        }
+        assert_eq!(body(super::LIST_INVOCATIONS_OF_FUNCTION), expected);
+    }
+}

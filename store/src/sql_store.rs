@@ -712,21 +712,28 @@ macro_rules! sql_store {
             }
 
             async fn usage(&self, f: &UsageFilter) -> Result<Vec<UsageRow>> {
+                // Planned with its values (see list_invocations): a window uses attempts_by_time.
                 let rows = sqlx::query(q::USAGE)
+                    .persistent(false)
                     .bind(f.function.as_deref().unwrap_or(""))
                     .bind(f.since_ms.unwrap_or(0))
                     .bind(f.until_ms.unwrap_or(0))
+                    .bind(f.namespace.as_deref().unwrap_or(""))
+                    .bind(f.group_by == UsageGroup::Namespace)
+                    .bind(f.bucket.len_ms())
                     .fetch_all(&self.pool)
                     .await?;
                 rows.iter()
                     .map(|r| {
                         Ok(UsageRow {
-                            function: r.try_get(0)?,
-                            attempts: r.try_get::<i64, _>(1)? as u64,
-                            errors: r.try_get::<i64, _>(2)? as u64,
-                            cold_starts: r.try_get::<i64, _>(3)? as u64,
-                            billed_ms: r.try_get::<i64, _>(4)? as u64,
-                            mb_ms: r.try_get::<i64, _>(5)? as u64,
+                            namespace: r.try_get(0)?,
+                            function: r.try_get(1)?,
+                            bucket_ms: r.try_get(2)?,
+                            attempts: r.try_get::<i64, _>(3)? as u64,
+                            errors: r.try_get::<i64, _>(4)? as u64,
+                            cold_starts: r.try_get::<i64, _>(5)? as u64,
+                            billed_ms: r.try_get::<i64, _>(6)? as u64,
+                            mb_ms: r.try_get::<i64, _>(7)? as u64,
                         })
                     })
                     .collect()

@@ -237,13 +237,54 @@ pub struct InvocationView {
 #[derive(Debug, Clone, Default)]
 pub struct UsageFilter {
     pub function: Option<String>,
+    /// Only functions of this namespace.
+    pub namespace: Option<String>,
+    /// Window on the attempts' start time, `[since, until)`.
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
+    pub group_by: UsageGroup,
+    pub bucket: UsageBucket,
+}
+
+/// What one usage row sums over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UsageGroup {
+    /// One row per function (and bucket).
+    #[default]
+    Function,
+    /// One row per namespace (and bucket); `function` is empty.
+    Namespace,
+}
+
+/// The period each usage row covers: everything in the window, or one UTC
+/// hour or day. An attempt counts whole in the bucket it started in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UsageBucket {
+    #[default]
+    None,
+    Hour,
+    Day,
+}
+
+impl UsageBucket {
+    /// The bucket length in ms (0 = no buckets).
+    pub fn len_ms(self) -> i64 {
+        match self {
+            UsageBucket::None => 0,
+            UsageBucket::Hour => 3_600_000,
+            UsageBucket::Day => 86_400_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct UsageRow {
+    /// The function's namespace ('' for a function the catalog does not know).
+    pub namespace: String,
+    /// Empty when grouped by namespace.
     pub function: String,
+    /// Start of the bucket (Unix ms, UTC); 0 without buckets.
+    pub bucket_ms: i64,
     pub attempts: u64,
     pub errors: u64,
     pub cold_starts: u64,
@@ -374,4 +415,58 @@ pub struct ScheduleDef {
     pub created_ms: i64,
     /// Last create/pause/resume.
     pub updated_ms: i64,
+}
+
+/// Which invocations to list (newest first) and where a page starts.
+#[derive(Debug, Clone, Default)]
+pub struct InvocationFilter {
+    pub function: Option<String>,
+    /// Only functions of this namespace.
+    pub namespace: Option<String>,
+    /// `Queued` (not finished: waiting, running or between retries),
+    /// `Succeeded`, `Failed`, `TimedOut` or `DeadLettered`. `Running` is not
+    /// told apart from `Queued` in listings.
+    pub status: Option<Status>,
+    /// Window on the created time, `[since, until)`.
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub idempotency_key: Option<String>,
+    /// Continue after this row (the `next` of the previous page).
+    pub after: Option<InvocationCursor>,
+    /// At most this many (0 = 50).
+    pub limit: u32,
+}
+
+/// A position in the listing order (created time, then invocation id, both
+/// descending): the page after it holds strictly older rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvocationCursor {
+    pub created_ms: i64,
+    pub invocation_id: String,
+}
+
+/// One invocation as listed: what happened, not its result payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvocationSummary {
+    pub invocation_id: String,
+    pub function: String,
+    pub namespace: String,
+    /// The version that ran (for a queued one: the last attempt's, 0 if none).
+    pub version: u32,
+    pub status: Status,
+    pub attempts: u32,
+    pub idempotency_key: String,
+    pub trigger: String,
+    pub created_ms: i64,
+    /// When it completed or was dead-lettered; 0 while queued.
+    pub completed_ms: i64,
+    /// The final error (failed, timed out, dead-lettered).
+    pub error: Option<ErrorRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvocationPage {
+    pub invocations: Vec<InvocationSummary>,
+    /// Where the next page starts; None when this one is the last.
+    pub next: Option<InvocationCursor>,
 }

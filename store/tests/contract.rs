@@ -6,6 +6,8 @@ use stoke_store::*;
 mod catalog;
 #[path = "contract/concurrency.rs"]
 mod concurrency;
+#[path = "contract/listing.rs"]
+mod listing;
 #[path = "contract/text.rs"]
 mod text;
 
@@ -423,6 +425,59 @@ async fn sqlite_passes_the_contract() {
 async fn postgres_passes_the_contract() {
     let (_server, store) = postgres().await;
     full_contract(store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn sqlite_lists_invocations() {
+    let (_dir, store) = sqlite().await;
+    listing::listing_contract(store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn postgres_lists_invocations() {
+    let (_server, store) = postgres().await;
+    listing::listing_contract(store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn accepted_events_are_marked_ended_in_the_same_write_on_sqlite() {
+    let (dir, store) = sqlite().await;
+    listing::mark_ended(store.as_ref()).await;
+    let url = format!("sqlite://{}", dir.path().join("stoke.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let ended: Vec<(String, Option<i64>)> =
+        sqlx::query_as("SELECT invocation_id, ended_ms FROM invocations ORDER BY invocation_id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let ended: Vec<(&str, Option<i64>)> = ended.iter().map(|(id, ms)| (id.as_str(), *ms)).collect();
+    assert_eq!(ended, listing::ENDED);
+}
+
+#[tokio::test]
+async fn accepted_events_are_marked_ended_in_the_same_write_on_postgres() {
+    let (server, store) = postgres().await;
+    listing::mark_ended(store.as_ref()).await;
+    let pool = sqlx::PgPool::connect(server.url()).await.unwrap();
+    let ended: Vec<(String, Option<i64>)> =
+        sqlx::query_as("SELECT invocation_id, ended_ms FROM invocations ORDER BY invocation_id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let ended: Vec<(&str, Option<i64>)> = ended.iter().map(|(id, ms)| (id.as_str(), *ms)).collect();
+    assert_eq!(ended, listing::ENDED);
+}
+
+#[tokio::test]
+async fn sqlite_sums_usage_per_namespace_and_period() {
+    let (_dir, store) = sqlite().await;
+    listing::usage_contract(store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn postgres_sums_usage_per_namespace_and_period() {
+    let (_server, store) = postgres().await;
+    listing::usage_contract(store.as_ref()).await;
 }
 
 #[tokio::test]

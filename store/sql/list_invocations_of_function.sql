@@ -1,0 +1,67 @@
+-- list_invocations.sql for one function: the same query with `function = $1`
+-- in place of `($1 = '' OR function = $1)`, so each branch walks its
+-- (function, created_ms, invocation_id) index (a planner cannot choose an
+-- index on the strength of a parameter's value). $1 is the function; the
+-- other parameters and the columns are list_invocations.sql's. Kept the
+-- same text otherwise by a test in queries.rs.
+SELECT p.invocation_id, p.function, p.version, p.status, p.attempts, p.idempotency_key, p.trigger,
+       p.created_ms, p.completed_ms, p.error_type, p.error_message,
+       (SELECT COUNT(*) FROM attempts a WHERE a.invocation_id = p.invocation_id),
+       (SELECT COALESCE(MAX(a.version), 0) FROM attempts a WHERE a.invocation_id = p.invocation_id),
+       COALESCE((SELECT f.namespace FROM functions f WHERE f.name = p.function), '')
+FROM (
+    SELECT * FROM (
+        SELECT c.invocation_id, c.function, c.version, c.status, c.attempts, c.idempotency_key, c.trigger,
+               c.created_ms, c.completed_ms, c.error_type, c.error_message
+        FROM completions c
+        WHERE $3 IN ('', 'succeeded', 'failed', 'timed_out')
+          AND c.function = $1
+          AND ($2 = '' OR c.function IN (SELECT f.name FROM functions f WHERE f.namespace = $2))
+          AND ($3 = '' OR c.status = $3)
+          AND c.created_ms >= $4
+          AND ($5 = '' OR c.idempotency_key = $5)
+          AND (c.created_ms, c.invocation_id) < ($7, $6)
+        ORDER BY c.created_ms DESC, c.invocation_id DESC
+        LIMIT $8
+    ) AS done
+    UNION ALL
+    SELECT * FROM (
+        SELECT d.invocation_id, d.function, d.version,
+               CASE WHEN d.redriven_ms IS NULL THEN 'dead_lettered' ELSE 'queued' END AS status,
+               d.attempts, d.idempotency_key, d.trigger, d.created_ms,
+               CASE WHEN d.redriven_ms IS NULL THEN d.dead_ms ELSE 0 END AS completed_ms,
+               CASE WHEN d.redriven_ms IS NULL THEN d.error_type END AS error_type,
+               CASE WHEN d.redriven_ms IS NULL THEN d.error_message END AS error_message
+        FROM dead_letters d
+        WHERE $3 IN ('', 'queued', 'dead_lettered')
+          AND NOT EXISTS (SELECT 1 FROM completions c WHERE c.invocation_id = d.invocation_id)
+          AND d.function = $1
+          AND ($2 = '' OR d.function IN (SELECT f.name FROM functions f WHERE f.namespace = $2))
+          AND ($3 = '' OR $3 = CASE WHEN d.redriven_ms IS NULL THEN 'dead_lettered' ELSE 'queued' END)
+          AND d.created_ms >= $4
+          AND ($5 = '' OR d.idempotency_key = $5)
+          AND (d.created_ms, d.invocation_id) < ($7, $6)
+        ORDER BY d.created_ms DESC, d.invocation_id DESC
+        LIMIT $8
+    ) AS dead
+    UNION ALL
+    SELECT * FROM (
+        SELECT i.invocation_id, i.function, 0 AS version, 'queued' AS status, 0 AS attempts, i.idempotency_key,
+               i.trigger, i.created_ms, 0 AS completed_ms, NULL AS error_type, NULL AS error_message
+        FROM invocations i
+        WHERE $3 IN ('', 'queued')
+          AND i.ended_ms IS NULL
+          AND NOT EXISTS (SELECT 1 FROM completions c WHERE c.invocation_id = i.invocation_id)
+          AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.invocation_id = i.invocation_id)
+          AND i.function = $1
+          AND ($2 = '' OR i.function IN (SELECT f.name FROM functions f WHERE f.namespace = $2))
+          AND i.created_ms >= $4
+          AND ($5 = '' OR i.idempotency_key = $5)
+          AND (i.created_ms, i.invocation_id) < ($7, $6)
+        ORDER BY i.created_ms DESC, i.invocation_id DESC
+        LIMIT $8
+    ) AS queued
+    ORDER BY created_ms DESC, invocation_id DESC
+    LIMIT $8
+) p
+ORDER BY p.created_ms DESC, p.invocation_id DESC
