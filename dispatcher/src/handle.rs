@@ -19,6 +19,7 @@ use stoke_proto::{FunctionSpec, Invocation, InvocationResult, Outcome};
 use stoke_store::{
     AttemptRecord, Completion, CompletionWrite, DeadLetter, DeadReason, ErrorRecord, Status, Store, StoreError,
 };
+use tracing::Instrument as _;
 
 use crate::envelope::{self, Envelope};
 use crate::gate;
@@ -39,11 +40,25 @@ pub(crate) struct Loaded {
 /// Handle one message end to end. Every path ends in exactly one of ack
 /// (completion durable), NAK (redeliver) or TERM (dead letter durable).
 pub(crate) async fn handle(ctx: &Ctx, source: &Source, msg: jetstream::Message) {
-    let function = source.function.as_str();
-    let mut env = match source.origin {
+    let env = match source.origin {
         Origin::Invoke => envelope::invocation(&msg),
-        Origin::Subscription { .. } => envelope::subscription(&msg, function).0,
+        Origin::Subscription { .. } => envelope::subscription(&msg, &source.function).0,
     };
+    // Every log line about this event carries its id and trace id.
+    let span = tracing::info_span!(
+        "invocation",
+        id = %env.invocation_id,
+        function = %source.function,
+        trace_id = %env.trace.trace_id(),
+        attempt = tracing::field::Empty,
+    );
+    handle_event(ctx, source, msg, env, &span)
+        .instrument(span.clone())
+        .await;
+}
+
+async fn handle_event(ctx: &Ctx, source: &Source, msg: jetstream::Message, mut env: Envelope, span: &tracing::Span) {
+    let function = source.function.as_str();
     let store = &ctx.shared.store;
     let release = |id: &str, what: &str, e: &dyn std::fmt::Display| {
         tracing::warn!(%id, %function, error = %e, "{what}; releasing event");
@@ -71,7 +86,7 @@ pub(crate) async fn handle(ctx: &Ctx, source: &Source, msg: jetstream::Message) 
         ack(&msg, AckKind::Nak(Some(RELEASE_DELAY))).await;
         return;
     }
-    let span = tracing::info_span!("invocation", id = %env.invocation_id, %function, attempt = env.attempt);
+    span.record("attempt", env.attempt);
 
     let loaded = match load(ctx, function, env.version).await {
         Ok(Some(l)) => l,
@@ -138,9 +153,9 @@ pub(crate) async fn handle(ctx: &Ctx, source: &Source, msg: jetstream::Message) 
         }
         Decision::Retry(delay) => {
             if let Err(e) = with_store_retries(|| store.record_attempt(&record)).await {
-                tracing::warn!(parent: &span, error = %e, "attempt not metered");
+                tracing::warn!(error = %e, "attempt not metered");
             }
-            tracing::info!(parent: &span, outcome = ?outcome, ?delay, "attempt failed; retrying");
+            tracing::info!(outcome = ?outcome, ?delay, "attempt failed; retrying");
             ack(&msg, AckKind::Nak(Some(delay))).await;
             return;
         }
@@ -171,7 +186,8 @@ pub(crate) async fn run(
         function: Some(loaded.spec.clone()),
         payload,
         deadline_unix_ms: stoke_core::now_ms() + timeout.as_millis() as i64,
-        trace_id: env.trace_id.clone(),
+        trace_id: env.trace.xray(),
+        traceparent: env.trace.traceparent(),
     };
     let dispatched_at = (stoke_core::now_ms(), std::time::Instant::now());
     let dispatched = ctx
@@ -188,7 +204,9 @@ pub(crate) async fn run(
         }
     };
     match result {
-        Ok(r) => Some(r),
+        Ok(r) => {
+            Some(r)
+        }
         Err(e) => {
             // A worker that vanished mid-attempt may have run part of it:
             // meter that attempt (as a platform error) before redelivery.

@@ -290,6 +290,7 @@ impl Scheduler {
             trigger: "cron",
             wait: false,
             require_http_trigger: false,
+            trace: None,
         };
         match self.invoker.invoke(req).await {
             Ok(Invoked::Queued { .. } | Invoked::Completed(_) | Invoked::StillRunning { .. }) => Ok(()),
