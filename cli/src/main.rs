@@ -27,7 +27,9 @@ use config::{Config, ServeFlags};
                   curl -X POST localhost:8080/fn/hello -d '{\"name\":\"Ada\"}'"
 )]
 struct Cli {
-    /// Log as JSON lines instead of text (log level: RUST_LOG, default info).
+    /// Log as JSON lines instead of text, one object per event on stderr
+    /// (log level: RUST_LOG, default info). Server roles then announce their
+    /// addresses as a log event too, not as text on stdout.
     #[arg(long, global = true)]
     log_json: bool,
     #[command(subcommand)]
@@ -47,6 +49,10 @@ enum Command {
         /// gRPC admin API (and worker attachment) address.
         #[arg(long, value_name = "ADDR")]
         admin: Option<SocketAddr>,
+        /// Serve Prometheus metrics (GET /metrics) here instead of on the
+        /// HTTP gateway.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<SocketAddr>,
         /// Seconds an idle warm sandbox is kept before it is stopped.
         #[arg(long, value_name = "SECS")]
         idle_ttl: Option<f64>,
@@ -71,6 +77,9 @@ enum Command {
         /// gRPC address for workers and the admin API, e.g. 0.0.0.0:50051.
         #[arg(long, value_name = "ADDR")]
         admin: Option<SocketAddr>,
+        /// Serve Prometheus metrics (GET /metrics) here, e.g. 0.0.0.0:9464.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<SocketAddr>,
     },
     /// Run only a worker, attached to a dispatcher.
     Worker {
@@ -294,18 +303,20 @@ fn init_tracing(json: bool) {
 async fn main() {
     let cli = Cli::parse();
     init_tracing(cli.log_json);
-    if let Err(e) = run(cli.command).await {
+    let announce = serve::Announce { json: cli.log_json };
+    if let Err(e) = run(cli.command, announce).await {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command, announce: serve::Announce) -> anyhow::Result<()> {
     match command {
         Command::Up {
             serve,
             http,
             admin,
+            metrics,
             idle_ttl,
             sandbox,
         } => {
@@ -319,24 +330,30 @@ async fn run(command: Command) -> anyhow::Result<()> {
             if let Some(a) = admin {
                 cfg.dispatcher.listen = a;
             }
+            if metrics.is_some() {
+                cfg.dispatcher.metrics_listen = metrics;
+            }
             if let Some(t) = idle_ttl {
                 cfg.worker.idle_ttl_secs = t;
             }
-            serve::up(cfg).await
+            serve::up(cfg, announce).await
         }
         Command::Broker { serve, http } => {
             let mut cfg = Config::load(&serve)?;
             if let Some(a) = http {
                 cfg.broker.http = a;
             }
-            serve::broker(cfg).await
+            serve::broker(cfg, announce).await
         }
-        Command::Dispatcher { serve, admin } => {
+        Command::Dispatcher { serve, admin, metrics } => {
             let mut cfg = Config::load(&serve)?;
             if let Some(a) = admin {
                 cfg.dispatcher.listen = a;
             }
-            serve::dispatcher(cfg).await
+            if metrics.is_some() {
+                cfg.dispatcher.metrics_listen = metrics;
+            }
+            serve::dispatcher(cfg, announce).await
         }
         Command::Worker {
             serve,
@@ -354,7 +371,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             if let Some(t) = idle_ttl {
                 cfg.worker.idle_ttl_secs = t;
             }
-            serve::worker(cfg).await
+            serve::worker(cfg, announce).await
         }
         Command::Deploy { admin, dir, namespace } => {
             let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;

@@ -191,6 +191,7 @@ async fn settle(ctx: &Ctx, loaded: &Loaded, run_env: &Envelope, items: Vec<Item>
     for (item, error, decision) in failed {
         match decision {
             Decision::Retry(delay) => {
+                ctx.shared.metrics.retry(&loaded.spec.name);
                 ack(&item.msg, AckKind::Nak(Some(delay))).await;
             }
             Decision::DeadLetter(reason) => {

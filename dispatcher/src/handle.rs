@@ -156,6 +156,7 @@ async fn handle_event(ctx: &Ctx, source: &Source, msg: jetstream::Message, mut e
                 tracing::warn!(error = %e, "attempt not metered");
             }
             tracing::info!(outcome = ?outcome, ?delay, "attempt failed; retrying");
+            ctx.shared.metrics.retry(function);
             ack(&msg, AckKind::Nak(Some(delay))).await;
             return;
         }
@@ -205,6 +206,7 @@ pub(crate) async fn run(
     };
     match result {
         Ok(r) => {
+            ctx.shared.metrics.attempt(&loaded.spec.name, &r);
             Some(r)
         }
         Err(e) => {
@@ -212,6 +214,7 @@ pub(crate) async fn run(
             // meter that attempt (as a platform error) before redelivery.
             // Its late result, if it comes, replaces this row as `fenced`.
             if let DispatchError::WorkerLost { worker, epoch } | DispatchError::NoAnswer { worker, epoch } = &e {
+                ctx.shared.metrics.lost_attempt(&loaded.spec.name);
                 let record = records::lost_attempt(env, loaded, (worker, *epoch), dispatched_at, &e);
                 if let Err(e) = with_store_retries(|| ctx.shared.store.record_attempt(&record)).await {
                     tracing::warn!(id = %env.invocation_id, error = %e, "lost attempt not metered");
@@ -329,6 +332,7 @@ pub(crate) async fn bury(ctx: &Ctx, msg: &jetstream::Message, record: Option<&At
                 attempts = dead.attempts,
                 "dead-lettered"
             );
+            ctx.shared.metrics.dead_letter(&dead.function, dead.reason);
             ack(msg, AckKind::Term).await;
         }
         Err(e) => {

@@ -33,6 +33,7 @@ pub(crate) struct Shared {
     pub answer_slack: Duration,
     /// Longest time between in-progress acks (shorter for short leases).
     pub progress_every: Duration,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub(crate) struct Ctx {
@@ -91,7 +92,18 @@ impl Pullers {
             match self.ctx.shared.store.list_functions().await {
                 Ok(versions) => {
                     self.provision(&versions).await;
-                    for source in versions.iter().flat_map(Source::all_of) {
+                    let sources: Vec<Source> = versions.iter().flat_map(Source::all_of).collect();
+                    self.ctx.shared.metrics.set_sources(
+                        sources
+                            .iter()
+                            .map(|s| crate::metrics::SourceRef {
+                                stream: s.stream(),
+                                durable: s.durable(),
+                                function: s.function.clone(),
+                            })
+                            .collect(),
+                    );
+                    for source in sources {
                         if consumers.get(&source).is_some_and(|h| !h.is_finished()) {
                             continue;
                         }
