@@ -16,6 +16,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use serde_json::{Value, json};
+use stoke_core::naming;
+use stoke_core::trace::TraceContext;
 use stoke_proto::{InvocationInfo, InvocationStatus};
 
 use crate::invoke::{InvokeError, InvokeRequest, Invoked, Invoker, Via};
@@ -117,6 +119,7 @@ async fn invoke_fn(State(invoker): State<Invoker>, Path(name): Path<String>, req
             via: Via::Http {
                 authorization: authorization(&headers),
             },
+            trace: trace_context(&headers),
         })
         .await;
     match outcome {
@@ -153,6 +156,14 @@ async fn invoke_fn(State(invoker): State<Invoker>, Path(name): Path<String>, req
         }
         Ok(Invoked::Completed(info)) => completed_response(&info),
     }
+}
+
+/// The caller's trace context: a valid `traceparent`, else a valid
+/// `X-Amzn-Trace-Id`, else none (the invoker starts a trace). A malformed
+/// header is ignored, never refused.
+fn trace_context(headers: &HeaderMap) -> Option<TraceContext> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    TraceContext::from_headers(text(naming::headers::TRACEPARENT), text(naming::headers::XRAY_TRACE_ID))
 }
 
 fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {

@@ -14,9 +14,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message as _;
 use sha2::Digest as _;
+use stoke_core::trace::TraceContext;
 use stoke_core::{HttpAuth, Manifest, Retryable, naming};
 use stoke_proto::{ErrorInfo, InvocationInfo, InvocationStatus};
 use stoke_store::{Accepted, Completion, DeadLetter, FunctionVersion, InvocationView, Status, Store};
+use tracing::Instrument as _;
 
 use crate::auth::{AuthError, Authenticator, Role};
 
@@ -69,6 +71,9 @@ pub struct InvokeRequest {
     pub wait: bool,
     /// Who is asking, which decides the checks made here.
     pub via: Via,
+    /// The caller's trace context (an HTTP `traceparent`); a fresh one
+    /// when `None`.
+    pub trace: Option<TraceContext>,
 }
 
 /// Where a request to run a function comes from.
@@ -128,7 +133,18 @@ impl Invoker {
         self.inner.max_payload
     }
 
-    pub async fn invoke(&self, req: InvokeRequest) -> Result<Invoked, InvokeError> {
+    pub async fn invoke(&self, mut req: InvokeRequest) -> Result<Invoked, InvokeError> {
+        let trace = *req.trace.get_or_insert_with(TraceContext::fresh);
+        let span = tracing::info_span!(
+            "invoke",
+            function = %req.function,
+            trigger = req.trigger,
+            trace_id = %trace.trace_id()
+        );
+        self.invoke_traced(req, trace).instrument(span).await
+    }
+
+    async fn invoke_traced(&self, req: InvokeRequest, trace: TraceContext) -> Result<Invoked, InvokeError> {
         let me = &self.inner;
         if req.payload.len() > me.max_payload {
             return Err(InvokeError::PayloadTooLarge {
@@ -213,6 +229,7 @@ impl Invoker {
                     sync: req.wait,
                     version: version.version,
                     attempt_base: 0,
+                    trace,
                 },
                 req.payload,
             )
@@ -294,6 +311,7 @@ impl Invoker {
             sync: false,
             version,
             attempt_base: dead.attempts,
+            trace: TraceContext::fresh(),
         };
         self.publish(&dead.function, headers, dead.payload.clone().into())
             .await?;
@@ -318,7 +336,7 @@ impl Invoker {
             naming::EVENT
         };
         headers.insert(naming::headers::INVOCATION_TYPE, kind);
-        headers.insert(naming::headers::TRACE_ID, new_trace_id().as_str());
+        headers.insert(naming::headers::TRACEPARENT, h.trace.traceparent().as_str());
         headers.insert(naming::headers::FUNCTION_VERSION, h.version.to_string().as_str());
         if h.attempt_base > 0 {
             headers.insert(naming::headers::ATTEMPT_BASE, h.attempt_base.to_string().as_str());
@@ -350,6 +368,7 @@ struct EventHeaders<'a> {
     version: u32,
     /// Attempts made before this message (a redriven dead letter).
     attempt_base: u32,
+    trace: TraceContext,
 }
 
 /// Keys travel as NATS header values and become part of the completion key.
@@ -370,14 +389,6 @@ pub fn id_for_key(function: &str, key: &str) -> String {
     let mut b = [0u8; 16];
     b.copy_from_slice(&h[..16]);
     uuid::Builder::from_custom_bytes(b).into_uuid().to_string()
-}
-
-/// An X-Ray style trace id (`Root=1-<time>-<random>`), which Lambda clients
-/// expect in `Lambda-Runtime-Trace-Id`.
-fn new_trace_id() -> String {
-    let secs = stoke_core::now_ms() / 1000;
-    let rand = uuid::Uuid::new_v4().simple().to_string();
-    format!("Root=1-{secs:08x}-{};Sampled=0", &rand[..24])
 }
 
 fn proto_status(s: Status) -> InvocationStatus {
@@ -459,11 +470,5 @@ mod tests {
         assert!(validate_key("a b").is_err());
         assert!(validate_key("a\r\nb").is_err());
         assert!(validate_key(&"x".repeat(257)).is_err());
-    }
-
-    #[test]
-    fn trace_ids_look_like_xray() {
-        let t = new_trace_id();
-        assert!(t.starts_with("Root=1-") && t.ends_with(";Sampled=0"), "{t}");
     }
 }

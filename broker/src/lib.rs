@@ -65,6 +65,8 @@ pub struct Broker {
     listener: tokio::net::TcpListener,
     invoker: Invoker,
     scheduler: Option<cron::Scheduler>,
+    /// More routes served beside the gateway's (`stoke up`: `/metrics`).
+    extra: Option<axum::Router>,
 }
 
 impl Broker {
@@ -97,7 +99,18 @@ impl Broker {
             listener,
             invoker,
             scheduler,
+            extra: None,
         })
+    }
+
+    /// Serve `routes` on the gateway's listener too (paths must not clash
+    /// with the gateway's own).
+    pub fn with_routes(mut self, routes: axum::Router) -> Broker {
+        self.extra = Some(match self.extra.take() {
+            Some(r) => r.merge(routes),
+            None => routes,
+        });
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -113,7 +126,11 @@ impl Broker {
         let listener = self.listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        let served = axum::serve(listener, gateway::router(self.invoker))
+        let mut app = gateway::router(self.invoker);
+        if let Some(extra) = self.extra {
+            app = app.merge(extra);
+        }
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
             .map_err(BrokerError::Serve);

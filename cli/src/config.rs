@@ -198,6 +198,7 @@ mod tests {
         assert_eq!(cfg.dispatcher.stream.replicas, 3);
         assert_eq!(cfg.broker.stream.replicas, 3);
         assert_eq!(cfg.worker.slots, 64);
+        assert_eq!(cfg.dispatcher.metrics_listen, Some("0.0.0.0:9464".parse().unwrap()));
         assert!(cfg.worker.dispatcher.contains(','), "{}", cfg.worker.dispatcher);
         assert!(cfg.store_url().starts_with("postgres://"));
     }

@@ -52,7 +52,9 @@ on any error.";
     after_help = CLIENT_HELP
 )]
 struct Cli {
-    /// Log as JSON lines instead of text (log level: RUST_LOG, default info).
+    /// Log as JSON lines instead of text, one object per event on stderr
+    /// (log level: RUST_LOG, default info). Server roles then announce their
+    /// addresses as a log event too, not as text on stdout.
     #[arg(long, global = true)]
     log_json: bool,
     #[command(subcommand)]
@@ -75,6 +77,10 @@ enum Command {
         /// gRPC admin API (and worker attachment) address.
         #[arg(long, value_name = "ADDR")]
         admin: Option<SocketAddr>,
+        /// Serve Prometheus metrics (GET /metrics) here instead of on the
+        /// HTTP gateway.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<SocketAddr>,
         /// Seconds an idle warm sandbox is kept before it is stopped.
         #[arg(long, value_name = "SECS")]
         idle_ttl: Option<f64>,
@@ -103,6 +109,9 @@ enum Command {
         /// gRPC address for workers and the admin API, e.g. 0.0.0.0:50051.
         #[arg(long, value_name = "ADDR")]
         admin: Option<SocketAddr>,
+        /// Serve Prometheus metrics (GET /metrics) here, e.g. 0.0.0.0:9464.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<SocketAddr>,
     },
     /// Run only a worker, attached to a dispatcher.
     #[command(
@@ -326,19 +335,21 @@ fn init_tracing(json: bool) {
 async fn main() {
     let cli = Cli::parse();
     init_tracing(cli.log_json);
-    if let Err(e) = run(cli.command).await {
+    let announce = serve::Announce { json: cli.log_json };
+    if let Err(e) = run(cli.command, announce).await {
         let code = e.chain().find_map(|c| c.downcast_ref::<client::RpcError>());
         output::print_error(&e, code.map(client::RpcError::code_name).as_deref());
         std::process::exit(1);
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command, announce: serve::Announce) -> anyhow::Result<()> {
     match command {
         Command::Up {
             serve,
             http,
             admin,
+            metrics,
             idle_ttl,
             sandbox,
         } => {
@@ -352,24 +363,30 @@ async fn run(command: Command) -> anyhow::Result<()> {
             if let Some(a) = admin {
                 cfg.dispatcher.listen = a;
             }
+            if metrics.is_some() {
+                cfg.dispatcher.metrics_listen = metrics;
+            }
             if let Some(t) = idle_ttl {
                 cfg.worker.idle_ttl_secs = t;
             }
-            serve::up(cfg).await
+            serve::up(cfg, announce).await
         }
         Command::Broker { serve, http } => {
             let mut cfg = Config::load(&serve)?;
             if let Some(a) = http {
                 cfg.broker.http = a;
             }
-            serve::broker(cfg).await
+            serve::broker(cfg, announce).await
         }
-        Command::Dispatcher { serve, admin } => {
+        Command::Dispatcher { serve, admin, metrics } => {
             let mut cfg = Config::load(&serve)?;
             if let Some(a) = admin {
                 cfg.dispatcher.listen = a;
             }
-            serve::dispatcher(cfg).await
+            if metrics.is_some() {
+                cfg.dispatcher.metrics_listen = metrics;
+            }
+            serve::dispatcher(cfg, announce).await
         }
         Command::Worker {
             serve,
@@ -387,7 +404,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             if let Some(t) = idle_ttl {
                 cfg.worker.idle_ttl_secs = t;
             }
-            serve::worker(cfg).await
+            serve::worker(cfg, announce).await
         }
         Command::Deploy { flags, dir, namespace } => client::deploy(&mut connect(&flags).await?, &dir, namespace).await,
         Command::Versions { flags, name } => manage::versions(&mut connect(&flags).await?, name).await,

@@ -88,8 +88,16 @@ async fn run_roles(token: CancellationToken, roles: Vec<(&'static str, RoleFutur
     first_err.map_or(Ok(()), Err)
 }
 
+/// Where a server role says where it listens: plain lines on stdout, or
+/// (with `--log-json`) one JSON log event with the same facts as fields, so
+/// everything a JSON log collector reads is JSON.
+#[derive(Debug, Clone, Copy)]
+pub struct Announce {
+    pub json: bool,
+}
+
 /// `stoke up`.
-pub async fn up(mut cfg: Config) -> anyhow::Result<()> {
+pub async fn up(mut cfg: Config, announce: Announce) -> anyhow::Result<()> {
     let data_dir = cfg.data_dir();
     ensure_dir(&data_dir)?;
     let token = CancellationToken::new();
@@ -126,16 +134,39 @@ pub async fn up(mut cfg: Config) -> anyhow::Result<()> {
         if cfg.worker.token.is_empty() {
             cfg.worker.token = dispatcher.local_worker_token();
         }
-        let broker = Broker::build(&cfg.broker, nats.clone(), store).await?;
+        let mut broker = Broker::build(&cfg.broker, nats.clone(), store).await?;
         let http = broker.local_addr()?;
+        // Metrics on the gateway, unless they have a listener of their own.
+        let metrics = match dispatcher.metrics_addr() {
+            Some(addr) => format!("http://{addr}/metrics"),
+            None => {
+                broker = broker.with_routes(dispatcher.metrics_router());
+                format!("http://{http}/metrics")
+            }
+        };
         let worker = Worker::build(cfg.worker.clone()).await?;
-        println!("stoke is up");
-        println!("  HTTP gateway  http://{http}   (POST /fn/<name>)");
-        println!("  admin API     {admin}   (STOKE_ADMIN for the CLI)");
-        println!("  NATS          {nats_url}");
-        println!("  store         {}", stoke_store::redact_url(&cfg.store_url()));
-        println!("  worker        {} ({} slots)", worker.id(), cfg.worker.slots);
-        println!("Ctrl-C stops; in-flight invocations finish first.");
+        let store_url = stoke_store::redact_url(&cfg.store_url());
+        if announce.json {
+            tracing::info!(
+                http = %format!("http://{http}"),
+                %admin,
+                %metrics,
+                nats = %nats_url,
+                store = %store_url,
+                worker = %worker.id(),
+                slots = cfg.worker.slots,
+                "stoke is up"
+            );
+        } else {
+            println!("stoke is up");
+            println!("  HTTP gateway  http://{http}   (POST /fn/<name>)");
+            println!("  admin API     {admin}   (STOKE_ADMIN for the CLI)");
+            println!("  metrics       {metrics}");
+            println!("  NATS          {nats_url}");
+            println!("  store         {store_url}");
+            println!("  worker        {} ({} slots)", worker.id(), cfg.worker.slots);
+            println!("Ctrl-C stops; in-flight invocations finish first.");
+        }
         let (t1, t2, t3) = (token.clone(), token.clone(), token.clone());
         run_roles(
             token.clone(),
@@ -156,13 +187,18 @@ pub async fn up(mut cfg: Config) -> anyhow::Result<()> {
 }
 
 /// `stoke broker`.
-pub async fn broker(cfg: Config) -> anyhow::Result<()> {
+pub async fn broker(cfg: Config, announce: Announce) -> anyhow::Result<()> {
     let token = CancellationToken::new();
     handle_signals(token.clone());
     let nats = connect_nats(&nats_url(&cfg)).await?;
     let store = open_store(&cfg).await?;
     let broker = Broker::build(&cfg.broker, nats, store).await?;
-    println!("stoke broker: HTTP gateway on http://{}", broker.local_addr()?);
+    let http = broker.local_addr()?;
+    if announce.json {
+        tracing::info!(http = %format!("http://{http}"), "stoke broker is up");
+    } else {
+        println!("stoke broker: HTTP gateway on http://{http}");
+    }
     run_roles(
         token.clone(),
         vec![("broker", Box::pin(async move { Ok(broker.run(token).await?) }))],
@@ -171,13 +207,22 @@ pub async fn broker(cfg: Config) -> anyhow::Result<()> {
 }
 
 /// `stoke dispatcher`.
-pub async fn dispatcher(cfg: Config) -> anyhow::Result<()> {
+pub async fn dispatcher(cfg: Config, announce: Announce) -> anyhow::Result<()> {
     let token = CancellationToken::new();
     handle_signals(token.clone());
     let nats = connect_nats(&nats_url(&cfg)).await?;
     let store = open_store(&cfg).await?;
     let d = Dispatcher::build(cfg.dispatcher.clone(), nats, store).await?;
-    println!("stoke dispatcher: workers and admin API on {}", d.local_addr()?);
+    let admin = d.local_addr()?;
+    let metrics = d.metrics_addr().map(|a| format!("http://{a}/metrics"));
+    if announce.json {
+        tracing::info!(%admin, metrics = metrics.as_deref().unwrap_or(""), "stoke dispatcher is up");
+    } else {
+        println!("stoke dispatcher: workers and admin API on {admin}");
+        if let Some(m) = &metrics {
+            println!("  metrics on {m}");
+        }
+    }
     run_roles(
         token.clone(),
         vec![("dispatcher", Box::pin(async move { Ok(d.run(token).await?) }))],
@@ -186,12 +231,16 @@ pub async fn dispatcher(cfg: Config) -> anyhow::Result<()> {
 }
 
 /// `stoke worker`.
-pub async fn worker(cfg: Config) -> anyhow::Result<()> {
+pub async fn worker(cfg: Config, announce: Announce) -> anyhow::Result<()> {
     let token = CancellationToken::new();
     handle_signals(token.clone());
     ensure_dir(&cfg.worker.data_dir)?;
     let w = Worker::build(cfg.worker.clone()).await?;
-    println!("stoke worker {}: attaching to {}", w.id(), cfg.worker.dispatcher);
+    if announce.json {
+        tracing::info!(worker = %w.id(), dispatcher = %cfg.worker.dispatcher, "stoke worker is up");
+    } else {
+        println!("stoke worker {}: attaching to {}", w.id(), cfg.worker.dispatcher);
+    }
     run_roles(
         token.clone(),
         vec![("worker", Box::pin(async move { Ok(w.run(token).await?) }))],

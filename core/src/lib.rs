@@ -1,7 +1,8 @@
 //! stoke-core owns the vocabulary every role shares: the `stoke.toml` function
 //! manifest (parsing and validation), function packages (deterministic packing,
 //! digest, safe extraction) and the names of NATS streams, subjects, consumers
-//! and headers that make up the event path.
+//! and headers that make up the event path; and the trace context an event
+//! carries (`trace`: W3C `traceparent` and its AWS X-Ray form).
 //!
 //! It must not do I/O beyond the file system paths it is handed, and it knows
 //! nothing of NATS connections, databases or gRPC.
@@ -11,6 +12,7 @@ pub mod key;
 pub mod manifest;
 pub mod naming;
 pub mod package;
+pub mod trace;
 
 pub use fnconfig::{ConfigEdit, FunctionConfig};
 pub use manifest::{Batching, CatchUp, CronSpec, HttpAuth, Manifest, ManifestError, Mode, Overlap, Trigger};

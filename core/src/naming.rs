@@ -127,7 +127,11 @@ pub mod headers {
     pub const TRIGGER: &str = "Stoke-Trigger";
     /// `RequestResponse` (a caller waits: not retried) or `Event` (async: retried).
     pub const INVOCATION_TYPE: &str = "Stoke-Invocation-Type";
-    pub const TRACE_ID: &str = "Stoke-Trace-Id";
+    /// W3C trace context (`00-<trace id>-<parent id>-<flags>`), as HTTP
+    /// carries it; also read from messages on subscribed subjects.
+    pub const TRACEPARENT: &str = "traceparent";
+    /// AWS X-Ray trace header, read when no valid `traceparent` came.
+    pub const XRAY_TRACE_ID: &str = "X-Amzn-Trace-Id";
     /// The function version current when the event was accepted.
     pub const FUNCTION_VERSION: &str = "Stoke-Function-Version";
     /// Attempts already made before this message (a redriven dead letter).

@@ -270,6 +270,9 @@ impl AdminService for AdminApi {
 
     async fn invoke(&self, req: Request<stoke_proto::InvokeRequest>) -> Result<Response<InvokeResponse>, Status> {
         let caller = guard::caller(&self.auth, &req).await?;
+        // A gRPC caller may pass its trace context as metadata, as HTTP does.
+        let meta = |name: &str| req.metadata().get(name).and_then(|v| v.to_str().ok());
+        let trace = stoke_core::trace::TraceContext::from_headers(meta("traceparent"), meta("x-amzn-trace-id"));
         let r = req.into_inner();
         guard::on_function(self.store.as_ref(), &caller, Role::Invoker, &r.function).await?;
         let invoked = self
@@ -281,6 +284,7 @@ impl AdminService for AdminApi {
                 trigger: "admin",
                 wait: !r.r#async,
                 via: stoke_broker::invoke::Via::Platform,
+                trace,
             })
             .await
             .map_err(invoke_status)?;

@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use async_nats::jetstream::{self, AckKind};
 use stoke_proto::{InvocationResult, Outcome};
 use stoke_store::{AttemptRecord, Completion, DeadLetter, ErrorRecord, Status};
+use tracing::Instrument as _;
 
 use crate::envelope::{self, Envelope};
 use crate::handle::{self, Loaded, ack, bury, with_store_retries};
@@ -94,6 +95,22 @@ pub(crate) async fn handle_batch(ctx: &Ctx, source: &Source, msgs: Vec<jetstream
     // One invocation for the rest.
     let payload = batch_event(&live);
     let run_env = envelope::batch_run(&live[0].env, live.iter().map(|i| i.env.attempt).max().unwrap_or(1));
+    let span = tracing::info_span!(
+        "invocation",
+        id = %run_env.invocation_id,
+        %function,
+        trace_id = %run_env.trace.trace_id(),
+        attempt = run_env.attempt,
+        batch = live.len(),
+    );
+    run_batch(ctx, source, &loaded, run_env, live, payload)
+        .instrument(span)
+        .await;
+}
+
+/// Run the batch's one invocation and settle its items.
+async fn run_batch(ctx: &Ctx, source: &Source, loaded: &Loaded, run_env: Envelope, live: Vec<Item>, payload: Vec<u8>) {
+    let function = source.function.as_str();
     let msgs: Vec<&jetstream::Message> = live.iter().map(|i| &i.msg).collect();
     let renew = source.holding.renew_every(ctx.shared.progress_every);
     let gate = ctx.gate(function, loaded.spec.version, &loaded.manifest);
@@ -107,11 +124,11 @@ pub(crate) async fn handle_batch(ctx: &Ctx, source: &Source, msgs: Vec<jetstream
         }
         return;
     };
-    let Some(result) = handle::run(ctx, &loaded, &run_env, payload, &msgs, renew).await else {
+    let Some(result) = handle::run(ctx, loaded, &run_env, payload, &msgs, renew).await else {
         return;
     };
     drop(pass);
-    settle(ctx, &loaded, &run_env, live, &result).await;
+    settle(ctx, loaded, &run_env, live, &result).await;
 }
 
 /// Record the batch's attempt and each item's fate, then ack, NAK or TERM
@@ -175,13 +192,14 @@ async fn settle(ctx: &Ctx, loaded: &Loaded, run_env: &Envelope, items: Vec<Item>
     for (item, error, decision) in failed {
         match decision {
             Decision::Retry(delay) => {
+                ctx.shared.metrics.retry(&loaded.spec.name);
                 ctx.board.later(
                     &loaded.spec.name,
                     &item.env.invocation_id,
                     delay,
                     crate::queue::Later::Retry,
                 );
-                ack(&item.msg, AckKind::Nak(Some(delay))).await
+                ack(&item.msg, AckKind::Nak(Some(delay))).await;
             }
             Decision::DeadLetter(reason) => {
                 let dead: DeadLetter = records::dead_letter(&item.env, loaded, reason, Some(error));

@@ -7,6 +7,7 @@
 use async_nats::jetstream;
 use bytes::Bytes;
 use stoke_core::naming;
+use stoke_core::trace::TraceContext;
 use stoke_store::{AttemptOutcome, AttemptRecord, Store, StoreError};
 
 /// One event as delivered.
@@ -16,7 +17,9 @@ pub(crate) struct Envelope {
     pub trigger: String,
     pub sync: bool,
     pub version: Option<u32>,
-    pub trace_id: String,
+    /// Its trace: from its headers, else derived from its identity (every
+    /// delivery of the message shares it).
+    pub trace: TraceContext,
     /// Attempt number across redrives (1-based); see [`Envelope::number_attempt`].
     pub attempt: u32,
     /// Attempts a redrive carried over (the `Stoke-Attempt-Base` header).
@@ -55,13 +58,14 @@ pub(crate) fn invocation(msg: &jetstream::Message) -> Envelope {
     let base: u32 = header(naming::headers::ATTEMPT_BASE)
         .and_then(|b| b.parse().ok())
         .unwrap_or(0);
+    let trace = trace_of(msg).unwrap_or_else(|| TraceContext::derived(&invocation_id, secs(created_ms)));
     Envelope {
         key: header(naming::headers::IDEMPOTENCY_KEY).unwrap_or_else(|| invocation_id.clone()),
         invocation_id,
         trigger: header(naming::headers::TRIGGER).unwrap_or_else(|| "nats".into()),
         sync: header(naming::headers::INVOCATION_TYPE).as_deref() == Some(naming::REQUEST_RESPONSE),
         version: header(naming::headers::FUNCTION_VERSION).and_then(|v| v.parse().ok()),
-        trace_id: header(naming::headers::TRACE_ID).unwrap_or_default(),
+        trace,
         attempt: base + 1,
         base,
         delivered,
@@ -76,13 +80,16 @@ pub(crate) fn invocation(msg: &jetstream::Message) -> Envelope {
 pub(crate) fn subscription(msg: &jetstream::Message, function: &str) -> (Envelope, serde_json::Value) {
     let (delivered, created_ms, seq) = delivery(msg);
     let (key, event) = subject_event(msg, created_ms, seq);
+    // Without a trace context of its own, a message's trace follows from its
+    // key: every function subscribed to it, and every retry, shares one.
+    let trace = trace_of(msg).unwrap_or_else(|| TraceContext::derived(&key, secs(created_ms)));
     let env = Envelope {
         invocation_id: stoke_broker::invoke::id_for_key(function, &key),
         key,
         trigger: "subject".into(),
         sync: false,
         version: None,
-        trace_id: String::new(),
+        trace,
         attempt: 1,
         base: 0,
         delivered,
@@ -102,13 +109,34 @@ pub(crate) fn batch_run(first: &Envelope, attempt: u32) -> Envelope {
         trigger: "subject-batch".into(),
         sync: false,
         version: None,
-        trace_id: String::new(),
+        // A batch holds many messages' traces; it starts its own.
+        trace: TraceContext::fresh(),
         attempt,
         base: 0,
         delivered: 1,
         created_ms: first.created_ms,
         payload: Bytes::new(),
     }
+}
+
+/// The trace context a message carries: a valid `traceparent` header, else
+/// a valid `X-Amzn-Trace-Id` (header names in any case: NATS clients differ).
+fn trace_of(msg: &jetstream::Message) -> Option<TraceContext> {
+    let headers = msg.headers.as_ref()?;
+    let find = |wanted: &str| {
+        headers
+            .iter()
+            .find(|(name, _)| AsRef::<str>::as_ref(name).eq_ignore_ascii_case(wanted))
+            .and_then(|(_, values)| values.first().map(|v| v.as_str().to_string()))
+    };
+    TraceContext::from_headers(
+        find(naming::headers::TRACEPARENT).as_deref(),
+        find(naming::headers::XRAY_TRACE_ID).as_deref(),
+    )
+}
+
+fn secs(ms: i64) -> u32 {
+    u32::try_from(ms / 1000).unwrap_or(0)
 }
 
 /// The key of a subject message and the event a function receives for it:

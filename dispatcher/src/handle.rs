@@ -19,6 +19,7 @@ use stoke_proto::{FunctionSpec, Invocation, InvocationResult, Outcome};
 use stoke_store::{
     AttemptRecord, Completion, CompletionWrite, DeadLetter, DeadReason, ErrorRecord, Status, Store, StoreError,
 };
+use tracing::Instrument as _;
 
 use crate::envelope::{self, Envelope};
 use crate::gate;
@@ -40,11 +41,25 @@ pub(crate) struct Loaded {
 /// Handle one message end to end. Every path ends in exactly one of ack
 /// (completion durable), NAK (redeliver) or TERM (dead letter durable).
 pub(crate) async fn handle(ctx: &Ctx, source: &Source, msg: jetstream::Message) {
-    let function = source.function.as_str();
-    let mut env = match source.origin {
+    let env = match source.origin {
         Origin::Invoke => envelope::invocation(&msg),
-        Origin::Subscription { .. } => envelope::subscription(&msg, function).0,
+        Origin::Subscription { .. } => envelope::subscription(&msg, &source.function).0,
     };
+    // Every log line about this event carries its id and trace id.
+    let span = tracing::info_span!(
+        "invocation",
+        id = %env.invocation_id,
+        function = %source.function,
+        trace_id = %env.trace.trace_id(),
+        attempt = tracing::field::Empty,
+    );
+    handle_event(ctx, source, msg, env, &span)
+        .instrument(span.clone())
+        .await;
+}
+
+async fn handle_event(ctx: &Ctx, source: &Source, msg: jetstream::Message, mut env: Envelope, span: &tracing::Span) {
+    let function = source.function.as_str();
     let store = &ctx.shared.store;
     ctx.board.arrived(function, &env.invocation_id);
     let release = |id: &str, what: &str, e: &dyn std::fmt::Display| {
@@ -73,7 +88,7 @@ pub(crate) async fn handle(ctx: &Ctx, source: &Source, msg: jetstream::Message) 
         ack(&msg, AckKind::Nak(Some(RELEASE_DELAY))).await;
         return;
     }
-    let span = tracing::info_span!("invocation", id = %env.invocation_id, %function, attempt = env.attempt);
+    span.record("attempt", env.attempt);
 
     let loaded = match load(ctx, function, env.version).await {
         Ok(Some(l)) => l,
@@ -144,9 +159,10 @@ pub(crate) async fn handle(ctx: &Ctx, source: &Source, msg: jetstream::Message) 
         }
         Decision::Retry(delay) => {
             if let Err(e) = with_store_retries(|| store.record_attempt(&record)).await {
-                tracing::warn!(parent: &span, error = %e, "attempt not metered");
+                tracing::warn!(error = %e, "attempt not metered");
             }
-            tracing::info!(parent: &span, outcome = ?outcome, ?delay, "attempt failed; retrying");
+            tracing::info!(outcome = ?outcome, ?delay, "attempt failed; retrying");
+            ctx.shared.metrics.retry(function);
             ctx.board.later(function, &env.invocation_id, delay, Later::Retry);
             ack(&msg, AckKind::Nak(Some(delay))).await;
             return;
@@ -179,7 +195,8 @@ pub(crate) async fn run(
         function: Some(loaded.spec.clone()),
         payload,
         deadline_unix_ms: stoke_core::now_ms() + timeout.as_millis() as i64,
-        trace_id: env.trace_id.clone(),
+        trace_id: env.trace.xray(),
+        traceparent: env.trace.traceparent(),
     };
     let dispatched_at = (stoke_core::now_ms(), std::time::Instant::now());
     let dispatched = ctx
@@ -196,12 +213,16 @@ pub(crate) async fn run(
         }
     };
     match result {
-        Ok(r) => Some(r),
+        Ok(r) => {
+            ctx.shared.metrics.attempt(&loaded.spec.name, &r);
+            Some(r)
+        }
         Err(e) => {
             // A worker that vanished mid-attempt may have run part of it:
             // meter that attempt (as a platform error) before redelivery.
             // Its late result, if it comes, replaces this row as `fenced`.
             if let DispatchError::WorkerLost { worker, epoch } | DispatchError::NoAnswer { worker, epoch } = &e {
+                ctx.shared.metrics.lost_attempt(&loaded.spec.name);
                 let record = records::lost_attempt(env, loaded, (worker, *epoch), dispatched_at, &e);
                 if let Err(e) = with_store_retries(|| ctx.shared.store.record_attempt(&record)).await {
                     tracing::warn!(id = %env.invocation_id, error = %e, "lost attempt not metered");
@@ -319,6 +340,7 @@ pub(crate) async fn bury(ctx: &Ctx, msg: &jetstream::Message, record: Option<&At
                 attempts = dead.attempts,
                 "dead-lettered"
             );
+            ctx.shared.metrics.dead_letter(&dead.function, dead.reason);
             ack(msg, AckKind::Term).await;
         }
         Err(e) => {

@@ -7,7 +7,9 @@
 //! while it runs, decides retry, completion or dead letter (`policy.rs`),
 //! writes the metered attempt and the one completion per idempotency key
 //! (`records.rs`), announces the result for synchronous callers, and only
-//! then acks (`handle.rs`). It also hosts the gRPC admin API.
+//! then acks (`handle.rs`). It also hosts the gRPC admin API and the
+//! Prometheus metrics (`metrics.rs`: `GET /metrics`, on `metrics_listen`
+//! or, in `stoke up`, on the HTTP gateway).
 //!
 //! It must not run user code (workers do) and must not ack anything that is
 //! not durable in the store first.
@@ -20,6 +22,7 @@ mod gate;
 mod guard;
 mod handle;
 mod invocations;
+pub mod metrics;
 mod policy;
 mod pull;
 mod queue;
@@ -67,6 +70,9 @@ pub struct DispatcherOptions {
     pub shutdown_grace_secs: u64,
     /// Largest invoke payload accepted through the admin API.
     pub max_payload_bytes: usize,
+    /// Where to serve Prometheus metrics (`GET /metrics`); none by default.
+    /// `stoke up` serves them on its HTTP gateway unless this is set.
+    pub metrics_listen: Option<SocketAddr>,
     pub stream: streams::StreamOptions,
     pub auth: AuthOptions,
 }
@@ -94,6 +100,7 @@ impl Default for DispatcherOptions {
             refresh_secs: 5,
             shutdown_grace_secs: 30,
             max_payload_bytes: 6 << 20,
+            metrics_listen: None,
             stream: streams::StreamOptions::default(),
             auth: AuthOptions::default(),
         }
@@ -104,6 +111,8 @@ impl Default for DispatcherOptions {
 pub enum DispatcherError {
     #[error("cannot bind the gRPC listener on {addr}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot bind the metrics listener on {addr}")]
+    BindMetrics { addr: SocketAddr, source: std::io::Error },
     #[error("cannot provision the invocation stream: {0}")]
     Stream(String),
     #[error("gRPC server failed: {0}")]
@@ -123,6 +132,8 @@ pub struct Dispatcher {
     registry: Arc<Registry>,
     auth: Authenticator,
     local_worker_token: String,
+    metrics: Arc<metrics::Metrics>,
+    metrics_listener: Option<tokio::net::TcpListener>,
 }
 
 impl Dispatcher {
@@ -141,6 +152,14 @@ impl Dispatcher {
                 addr: opts.listen,
                 source,
             })?;
+        let metrics_listener = match opts.metrics_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| DispatcherError::BindMetrics { addr, source })?,
+            ),
+            None => None,
+        };
         let enabled = opts.auth.mode.enabled_for(opts.listen);
         if enabled && let Some(file) = &opts.auth.bootstrap_token_file {
             stoke_broker::auth::bootstrap(store.as_ref(), file).await?;
@@ -159,7 +178,24 @@ impl Dispatcher {
             registry,
             auth,
             local_worker_token,
+            metrics: metrics::Metrics::new(),
+            metrics_listener,
         })
+    }
+
+    /// `GET /metrics` of this dispatcher, to serve on another listener (the
+    /// HTTP gateway of `stoke up`).
+    pub fn metrics_router(&self) -> axum::Router {
+        metrics::router(
+            self.metrics.clone(),
+            self.registry.clone(),
+            async_nats::jetstream::new(self.nats.clone()),
+        )
+    }
+
+    /// Where the metrics listener is bound, if one is configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// A token a worker in this same process attaches with (valid until the
@@ -186,6 +222,7 @@ impl Dispatcher {
             worker_wait: Duration::from_secs(self.opts.worker_wait_secs),
             answer_slack: Duration::from_secs(self.opts.answer_slack_secs),
             progress_every: Duration::from_secs(self.opts.progress_secs.max(1)),
+            metrics: self.metrics.clone(),
         });
         let invoker = Invoker::new(
             self.nats.clone(),
@@ -250,6 +287,21 @@ impl Dispatcher {
             .serve_with_incoming_shutdown(incoming, server_stop.clone().cancelled_owned());
         let server = tokio::spawn(server);
         tracing::info!(%addr, "dispatcher listening (workers + admin API)");
+        let metrics_server = self.metrics_listener.map(|listener| {
+            let app = metrics::router(
+                self.metrics.clone(),
+                self.registry.clone(),
+                async_nats::jetstream::new(self.nats.clone()),
+            );
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "metrics listening (GET /metrics)");
+            }
+            tokio::spawn(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(server_stop.clone().cancelled_owned())
+                    .into_future(),
+            )
+        });
 
         let grace = Duration::from_secs(self.opts.shutdown_grace_secs);
         let refresh = Duration::from_secs(self.opts.refresh_secs.max(1));
@@ -257,6 +309,9 @@ impl Dispatcher {
 
         self.registry.detach_all();
         server_stop.cancel();
+        if let Some(m) = metrics_server {
+            let _ = m.await;
+        }
         match server.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(DispatcherError::Serve(e.to_string())),

@@ -33,6 +33,7 @@ pub(crate) struct Shared {
     pub answer_slack: Duration,
     /// Longest time between in-progress acks (shorter for short leases).
     pub progress_every: Duration,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub(crate) struct Ctx {
@@ -100,6 +101,16 @@ impl Pullers {
                 Ok(versions) => {
                     self.provision(&versions).await;
                     let wanted: Vec<Source> = versions.iter().flat_map(Source::all_of).collect();
+                    self.ctx.shared.metrics.set_sources(
+                        wanted
+                            .iter()
+                            .map(|s| crate::metrics::SourceRef {
+                                stream: s.stream(),
+                                durable: s.durable(),
+                                function: s.function.clone(),
+                            })
+                            .collect(),
+                    );
                     self.retire_subscriptions(&mut consumers, &wanted).await;
                     for source in wanted {
                         if consumers.get(&source).is_some_and(|h| !h.is_finished()) {

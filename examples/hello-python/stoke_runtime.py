@@ -2,7 +2,8 @@
 
 Loads the handler named by _HANDLER ("module.function") from
 LAMBDA_TASK_ROOT, then loops: GET /next, call the handler, POST /response
-(or /error). Import failures go to /init/error. Works against stoke's
+(or /error). Import failures go to /init/error. Each event's trace is put in
+_X_AMZN_TRACE_ID (and TRACEPARENT) before the handler runs. Works against stoke's
 worker and against AWS Lambda itself.
 """
 import http.client
@@ -85,6 +86,14 @@ def main():
         headers = {k.lower(): v for k, v in resp.getheaders()}
         context = Context(headers)
         request_id = context.aws_request_id
+        # As Lambda's runtime clients do: the event's trace, for SDKs and
+        # tracers in the handler (X-Ray form, and W3C trace context).
+        for header, var in (("lambda-runtime-trace-id", "_X_AMZN_TRACE_ID"),
+                            ("traceparent", "TRACEPARENT")):
+            if headers.get(header):
+                os.environ[var] = headers[header]
+            else:
+                os.environ.pop(var, None)
         try:
             event = json.loads(body) if body else None
             result = handler(event, context)

@@ -184,8 +184,11 @@ pub fn cli_command(admin: &str) -> Command {
 #[derive(Default)]
 pub struct PlatformOptions {
     pub idle_ttl_secs: Option<f64>,
-    /// Extra environment for the stoke process.
+    /// Extra environment for the stoke process (`RUST_LOG` overrides the
+    /// default `info,stoke_dispatcher=debug`).
     pub env: Vec<(String, String)>,
+    /// Extra flags for `stoke up` (e.g. `--log-json`, `--metrics ADDR`).
+    pub args: Vec<String>,
 }
 
 /// `stoke up` as a child process.
@@ -236,9 +239,10 @@ impl Platform {
         if let Some(ttl) = opts.idle_ttl_secs {
             cmd.args(["--idle-ttl", &ttl.to_string()]);
         }
+        cmd.args(&opts.args);
         let child = cmd
-            .envs(opts.env)
             .env("RUST_LOG", "info,stoke_dispatcher=debug")
+            .envs(opts.env)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
@@ -510,6 +514,8 @@ pub struct ClusterOptions {
     pub workers: usize,
     /// Environment for every process (e.g. `STOKE_DISPATCHER__STREAM__REPLICAS`).
     pub env: Vec<(String, String)>,
+    /// Extra flags for every process (e.g. `--log-json`).
+    pub args: Vec<String>,
 }
 
 /// `stoke dispatcher`, `stoke broker` and N `stoke worker`s as separate
@@ -528,6 +534,7 @@ pub struct Cluster {
     /// Dispatchers after the first: (admin address, process).
     pub more_dispatchers: Vec<(String, Option<Child>)>,
     env: Vec<(String, String)>,
+    args: Vec<String>,
     pub spawned: u32,
 }
 
@@ -561,6 +568,7 @@ impl Cluster {
             worker_ids: Vec::new(),
             more_dispatchers: Vec::new(),
             env: opts.env,
+            args: opts.args,
             spawned: 0,
         };
         c.dispatcher = Some(c.spawn(&["dispatcher", "--admin", &c.admin.clone()], "dispatcher"));
@@ -595,6 +603,7 @@ impl Cluster {
         let log = self.dir.path().join(format!("{name}-{}.log", self.spawned));
         Command::new(built_binary("stoke"))
             .args(args)
+            .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(env.iter().copied())
             .args(["--nats-url", &self.nats_url, "--store", &self.store, "--data-dir"])

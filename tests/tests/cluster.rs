@@ -60,6 +60,7 @@ async fn a_cluster_survives_losing_a_nats_node_a_dispatcher_and_a_worker() {
             dispatchers: 2,
             workers: 3,
             env,
+            ..Default::default()
         },
     )
     .await;

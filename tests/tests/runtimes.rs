@@ -68,6 +68,7 @@ def handler(event, context):
         "memory": context.memory_limit_in_mb,
         "remaining_ms": context.get_remaining_time_in_millis(),
         "instance": INSTANCE,
+        "trace": os.environ.get("_X_AMZN_TRACE_ID"),
     }
 "#,
     )
@@ -90,9 +91,18 @@ def handler(event, context):
     assert!(v["remaining_ms"].as_i64().unwrap() > 0, "{v}");
     assert!(!v["request_id"].as_str().unwrap().is_empty());
 
-    // Warm: the same interpreter answers again.
-    let again = p.post("ric", r#"{"name":"again"}"#).await.json();
+    // Warm: the same interpreter answers again. The caller's trace reaches
+    // the handler as awslambdaric sets it, from Lambda-Runtime-Trace-Id.
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let again = p
+        .post_with("ric", r#"{"name":"again"}"#, &[("traceparent", tp)])
+        .await
+        .json();
     assert_eq!(again["instance"], v["instance"]);
+    assert_eq!(
+        again["trace"],
+        "Root=1-4bf92f35-77b34da6a3ce929d0e0e4736;Parent=00f067aa0ba902b7;Sampled=1"
+    );
 
     // Its error report comes back as the function error.
     let r = p.post("ric", r#"{"fail":"missing"}"#).await;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use stoke_core::trace::TraceContext;
 use stoke_proto::{ErrorInfo, FunctionSpec, Invocation, InvocationResult, Metering, Outcome as WireOutcome, RunMode};
 
 use crate::packages::PackageCache;
@@ -57,6 +58,13 @@ pub fn result_of(
     }
 }
 
+/// The invocation's trace: its `traceparent`, else its X-Ray form (a
+/// dispatcher from before `traceparent`), else a fresh one — so the
+/// function always gets both forms, well made.
+pub fn trace_of(inv: &Invocation) -> TraceContext {
+    TraceContext::from_headers(Some(&inv.traceparent), Some(&inv.trace_id)).unwrap_or_else(TraceContext::fresh)
+}
+
 impl Runner {
     pub async fn run(self: &Arc<Self>, inv: Invocation, client: &mut crate::DispatcherClient) -> InvocationResult {
         let started_ms = stoke_core::now_ms();
@@ -95,6 +103,7 @@ impl Runner {
         // sandbox has the event (a cold start's init is not counted, as on
         // Lambda; exec mode counts from the spawn).
         let timeout = Duration::from_millis(u64::from(spec.timeout_ms.max(1)));
+        let trace = trace_of(&inv);
         let mut event = Event {
             request_id: inv.invocation_id.clone(),
             payload: inv.payload.clone().into(),
@@ -103,7 +112,8 @@ impl Runner {
                 "arn:aws:lambda:local:000000000000:function:{}:{}",
                 spec.name, spec.version
             ),
-            trace_id: inv.trace_id.clone(),
+            trace_id: trace.xray(),
+            traceparent: trace.traceparent(),
             idempotency_key: inv.idempotency_key.clone(),
             attempt: inv.attempt,
             deadline: Instant::now() + timeout,

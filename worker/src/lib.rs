@@ -385,10 +385,19 @@ impl Worker {
         let end = loop {
             tokio::select! {
                 msg = inbound.message() => match msg {
-                    Ok(Some(DispatcherMessage { msg: Some(dispatcher_message::Msg::Invoke(inv)) })) => {
+                    Ok(Some(DispatcherMessage { msg: Some(dispatcher_message::Msg::Invoke(mut inv)) })) => {
                         let (runner, tx, lost, mut client) = (self.runner.clone(), tx.clone(), lost.clone(), client.clone());
                         let outbox = self.outbox.clone();
-                        in_flight.spawn(async move {
+                        // Both forms of the trace, settled once (the log and the function agree).
+                        let trace = invoke::trace_of(&inv);
+                        (inv.trace_id, inv.traceparent) = (trace.xray(), trace.traceparent());
+                        let span = tracing::info_span!(
+                            "invocation",
+                            id = %inv.invocation_id,
+                            function = %inv.function.as_ref().map_or("", |f| f.name.as_str()),
+                            trace_id = %trace.trace_id(),
+                        );
+                        in_flight.spawn(tracing::Instrument::instrument(async move {
                             let started = (stoke_core::now_ms(), std::time::Instant::now());
                             // What a result must echo (the invocation minus its payload).
                             let mut head = inv;
@@ -403,7 +412,7 @@ impl Worker {
                             if !lost.is_cancelled() {
                                 let _ = tx.send(WorkerMessage { msg: Some(worker_message::Msg::Result(result)) }).await;
                             }
-                        });
+                        }, span));
                     }
                     Ok(Some(DispatcherMessage { msg: Some(dispatcher_message::Msg::Received(r)) })) => {
                         self.outbox.confirm(&r.invocation_id, r.epoch);

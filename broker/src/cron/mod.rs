@@ -290,6 +290,7 @@ impl Scheduler {
             trigger: "cron",
             wait: false,
             via: crate::invoke::Via::Platform,
+            trace: None,
         };
         match self.invoker.invoke(req).await {
             Ok(Invoked::Queued { .. } | Invoked::Completed(_) | Invoked::StillRunning { .. }) => Ok(()),

@@ -49,6 +49,7 @@ async fn platform(nats: &Nats, sandbox: &str, idle_ttl: f64) -> Platform {
         PlatformOptions {
             idle_ttl_secs: Some(idle_ttl),
             env: vec![("STOKE_WORKER__SANDBOX".into(), sandbox.into())],
+            ..Default::default()
         },
     )
     .await

@@ -22,6 +22,7 @@ pub fn event_env(ev: &Event) -> Vec<(String, String)> {
         ("STOKE_ATTEMPT".into(), ev.attempt.to_string()),
         ("STOKE_IDEMPOTENCY_KEY".into(), ev.idempotency_key.clone()),
         ("_X_AMZN_TRACE_ID".into(), ev.trace_id.clone()),
+        ("TRACEPARENT".into(), ev.traceparent.clone()),
     ]
 }
 

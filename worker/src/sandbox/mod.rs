@@ -79,7 +79,10 @@ pub struct Event {
     pub payload: Bytes,
     pub deadline_unix_ms: i64,
     pub function_arn: String,
+    /// The trace in X-Ray form (`Lambda-Runtime-Trace-Id`, `_X_AMZN_TRACE_ID`).
     pub trace_id: String,
+    /// The same trace as a W3C `traceparent`.
+    pub traceparent: String,
     pub idempotency_key: String,
     pub attempt: u32,
     /// Monotonic deadline the worker enforces.
@@ -389,6 +392,7 @@ impl Sandbox {
             deadline_ms: ev.deadline_unix_ms,
             function_arn: ev.function_arn,
             trace_id: ev.trace_id,
+            traceparent: ev.traceparent,
             idempotency_key: ev.idempotency_key,
             attempt: ev.attempt,
             reply: reply_tx,

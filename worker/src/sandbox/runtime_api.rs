@@ -38,7 +38,10 @@ pub struct Delivery {
     pub payload: Bytes,
     pub deadline_ms: i64,
     pub function_arn: String,
+    /// X-Ray form, for `Lambda-Runtime-Trace-Id`.
     pub trace_id: String,
+    /// W3C form, for `traceparent`.
+    pub traceparent: String,
     pub idempotency_key: String,
     pub attempt: u32,
     pub reply: oneshot::Sender<Reply>,
@@ -185,7 +188,10 @@ async fn next(State(st): State<Arc<ApiState>>) -> Response {
     // stoke's own: the event's idempotency key and which attempt this is.
     put("stoke-idempotency-key", &d.idempotency_key);
     put("stoke-attempt", &d.attempt.to_string());
+    // The event's trace: X-Ray form (runtime clients set _X_AMZN_TRACE_ID
+    // from it) and the same trace as W3C trace context.
     put("lambda-runtime-trace-id", &d.trace_id);
+    put("traceparent", &d.traceparent);
     put("content-type", "application/json");
     *st.current.lock().expect("not poisoned") = Some(Current {
         request_id: d.request_id,
@@ -388,6 +394,7 @@ mod tests {
             deadline_ms: 0,
             function_arn: String::new(),
             trace_id: String::new(),
+            traceparent: String::new(),
             idempotency_key: String::new(),
             attempt: 1,
             reply: reply_tx,
