@@ -7,7 +7,8 @@
 //! while it runs, decides retry, completion or dead letter (`policy.rs`),
 //! writes the metered attempt and the one completion per idempotency key
 //! (`records.rs`), announces the result for synchronous callers, and only
-//! then acks (`handle.rs`). It also hosts the gRPC admin API.
+//! then acks (`handle.rs`). It stores the function output workers send on
+//! the logs stream (`logs.rs`) and hosts the gRPC admin API.
 //!
 //! It must not run user code (workers do) and must not ack anything that is
 //! not durable in the store first.
@@ -19,6 +20,7 @@ mod envelope;
 mod gate;
 mod guard;
 mod handle;
+mod logs;
 mod policy;
 mod pull;
 mod records;
@@ -104,6 +106,8 @@ pub enum DispatcherError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot provision the invocation stream: {0}")]
     Stream(String),
+    #[error("cannot provision the logs stream (STOKE_LOGS): {0}")]
+    LogsStream(String),
     #[error("gRPC server failed: {0}")]
     Serve(String),
     #[error("auth: {0}")]
@@ -133,6 +137,9 @@ impl Dispatcher {
         streams::ensure_invoke_stream(&js, &opts.stream)
             .await
             .map_err(|e| DispatcherError::Stream(e.to_string()))?;
+        streams::ensure_logs_stream(&js, &opts.stream)
+            .await
+            .map_err(|e| DispatcherError::LogsStream(e.to_string()))?;
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
             .map_err(|source| DispatcherError::Bind {
@@ -148,6 +155,7 @@ impl Dispatcher {
         let registry = Registry::new(
             store.clone(),
             Duration::from_secs(opts.worker_heartbeat_timeout_secs.max(1)),
+            logs::Publisher::start(js),
         );
         Ok(Dispatcher {
             opts,
@@ -191,6 +199,8 @@ impl Dispatcher {
             self.opts.max_payload_bytes,
             Duration::from_secs(self.opts.answer_slack_secs),
         );
+        // Ends long-lived admin streams (log tails) before the server stops.
+        let server_stop = CancellationToken::new();
         let admin = admin::AdminApi {
             store: self.store.clone(),
             js: async_nats::jetstream::new(self.nats.clone()),
@@ -200,6 +210,7 @@ impl Dispatcher {
             limits: stoke_core::package::Limits::default(),
             auth: self.auth.clone(),
             registry: self.registry.clone(),
+            stop: server_stop.clone(),
         };
         let worker_api = workers::WorkerApi {
             registry: self.registry.clone(),
@@ -217,7 +228,6 @@ impl Dispatcher {
             .build_v1()
             .map_err(|e| DispatcherError::Serve(format!("reflection: {e}")))?;
 
-        let server_stop = CancellationToken::new();
         // TCP_NODELAY on every connection: with Nagle, an invocation sent
         // right after a small message (a result confirmation) waits for the
         // worker's delayed ACK, ~40 ms.
