@@ -133,6 +133,7 @@ pub async fn run(admin: &mut Admin, addr: &str, cmd: DlqCommand) -> anyhow::Resu
             }
             println!("last error      {}", last_error(&d));
             println!("payload         {}", String::from_utf8_lossy(&d.payload));
+            println!("output          stoke logs --invocation {}", d.invocation_id);
             for a in &d.attempt_history {
                 let err = a
                     .error

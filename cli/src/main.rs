@@ -4,6 +4,7 @@
 mod client;
 mod config;
 mod dlq;
+mod logs;
 mod manage;
 mod nats_server;
 mod serve;
@@ -189,6 +190,14 @@ enum Command {
         admin: AdminFlag,
         #[command(subcommand)]
         command: CronCommand,
+    },
+    /// Function output (stdout, stderr): one invocation's, or a function's as it runs.
+    #[command(after_help = logs::EXAMPLES)]
+    Logs {
+        #[command(flatten)]
+        admin: AdminFlag,
+        #[command(flatten)]
+        args: logs::LogsArgs,
     },
     /// Billed milliseconds and GB-seconds per function.
     Usage {
@@ -460,6 +469,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     client::schedules(&mut c, &addr, client::ScheduleOp::Delete(name)).await
                 }
             }
+        }
+        Command::Logs { admin, args } => {
+            let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
+            logs::run(&mut c, &addr, args).await
         }
         Command::Usage { admin, function } => {
             let (mut c, addr) = client::Admin::connect(&admin.addr, admin.token.as_deref()).await?;
