@@ -1,7 +1,9 @@
 //! Function output (`GetLogs`, `TailLogs`, `stoke logs`) against a real
-//! `stoke up`: one invocation's lines in order with their attempts, a
-//! retried invocation's attempts, a live tail, the log cap's marker, exec
-//! mode's stderr, namespaces and unknown ids.
+//! `stoke up`: one invocation's lines in order with their attempts (also
+//! when written just before the answer), a retried invocation's attempts, a
+//! live tail, the log cap's marker, start-up output (a cold start's belongs
+//! to its invocation, a provisioned sandbox's to none), exec mode's stderr,
+//! namespaces and unknown ids.
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +28,11 @@ async fn client(p: &Platform, token: &str) -> Client {
 
 /// hello-python's runtime with tests/fixtures/logs/printer.py as handler.
 fn printer() -> tempfile::TempDir {
+    printer_with("printer", "")
+}
+
+/// The printer under another name, with `extra` manifest lines.
+fn printer_with(name: &str, extra: &str) -> tempfile::TempDir {
     let f = copy_function(&workspace_root().join("examples/hello-python"));
     std::fs::copy(
         workspace_root().join("tests/fixtures/logs/printer.py"),
@@ -34,7 +41,8 @@ fn printer() -> tempfile::TempDir {
     .unwrap();
     std::fs::write(
         f.path().join("stoke.toml"),
-        r#"name = "printer"
+        format!(
+            r#"name = "{name}"
 command = ["python3", "-u", "stoke_runtime.py"]
 handler = "printer.handler"
 memory = 128
@@ -42,10 +50,12 @@ timeout = 10
 max_attempts = 3
 retry_backoff_ms = 100
 retry_backoff_max_ms = 200
+{extra}
 
 [[triggers]]
 http = true
-"#,
+"#
+        ),
     )
     .unwrap();
     f
@@ -365,6 +375,24 @@ async fn a_tail_follows_output_live_and_the_cap_is_marked() {
     let r = invoke(&mut c, "printer", serde_json::json!({"out": ["after"]}), false).await;
     let got = logs(&mut c, &r.invocation_id, 0).await.unwrap();
     assert_eq!(seen(&got.lines), [(1, "stdout", "after #1".to_string())]);
+
+    // A cold start's start-up output is the invocation's that started it;
+    // a provisioned sandbox's belongs to none, and a tail shows it so.
+    p.deploy(printer_with("loud", "[env]\nPRINT_ON_LOAD = \"1\"").path());
+    let r = invoke(&mut c, "loud", serde_json::json!({"out": ["hi"]}), false).await;
+    let got = logs(&mut c, &r.invocation_id, 0).await.unwrap();
+    assert_eq!(
+        seen(&got.lines),
+        [(1, "stdout", "loaded".to_string()), (1, "stdout", "hi #1".to_string())]
+    );
+    p.deploy(printer_with("loud", "min_warm = 1\n[env]\nPRINT_ON_LOAD = \"1\"").path());
+    eventually(Duration::from_secs(20), "the provisioned sandbox's output", || async {
+        let out = p.cli_ok(&["logs", "loud", "--since", "5m"]);
+        out.lines()
+            .any(|l| l.ends_with("(no invocation)  0 stdout loaded"))
+            .then_some(())
+    })
+    .await;
 
     // Exec mode: stderr is the output (stdout is the answer).
     let r = c
