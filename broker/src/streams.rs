@@ -1,7 +1,8 @@
 //! JetStream provisioning: the invocation stream (every role ensures it at
-//! start) and the events stream plus one durable consumer per subject
+//! start), the events stream plus one durable consumer per subject
 //! subscription (ensured when a function with a `subject` trigger is
-//! deployed, before the deploy is acknowledged). All idempotent.
+//! deployed, before the deploy is acknowledged), and the logs stream
+//! (ensured by dispatchers at start). All idempotent.
 
 use std::time::Duration;
 
@@ -21,6 +22,11 @@ pub struct StreamOptions {
     /// How long messages on subscribed subjects are kept, in seconds (every
     /// subscriber's consumer must get through them in this time).
     pub event_max_age_secs: u64,
+    /// How long function output is kept on the logs stream, in seconds.
+    pub logs_max_age_secs: u64,
+    /// Most bytes of function output the logs stream keeps (the oldest go
+    /// first).
+    pub logs_max_bytes: i64,
 }
 
 impl Default for StreamOptions {
@@ -30,6 +36,8 @@ impl Default for StreamOptions {
             duplicate_window_secs: 120,
             max_message_bytes: 8 << 20,
             event_max_age_secs: 7 * 24 * 3600,
+            logs_max_age_secs: 7 * 24 * 3600,
+            logs_max_bytes: 1 << 30,
         }
     }
 }
@@ -49,20 +57,70 @@ pub async fn ensure_invoke_stream(
         max_message_size: opts.max_message_bytes,
         ..Default::default()
     };
-    // A cluster that has just formed (or lost a node) may time out the
-    // first requests while it elects leaders: retry for up to a minute
-    // before a role gives up starting.
+    // Retried while a new cluster elects leaders, before a role gives up starting.
+    Ok(retry_provisioning("invocation", || js.get_or_create_stream(cfg.clone())).await?)
+}
+
+/// Create the logs stream if missing, and bring its limits to `opts` (the
+/// other settings of an existing stream are left alone). Limits retention:
+/// the oldest output goes when it is older than `logs_max_age_secs` or the
+/// stream is over `logs_max_bytes`.
+pub async fn ensure_logs_stream(
+    js: &jetstream::Context,
+    opts: &StreamOptions,
+) -> Result<stream::Stream, async_nats::Error> {
+    let max_age = Duration::from_secs(opts.logs_max_age_secs);
+    let cfg = stream::Config {
+        name: naming::LOGS_STREAM.to_string(),
+        subjects: vec![naming::LOGS_SUBJECTS.to_string()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        num_replicas: opts.replicas,
+        max_age,
+        max_bytes: opts.logs_max_bytes,
+        discard: stream::DiscardPolicy::Old,
+        // Chunks are at most ~80 KiB; nothing is de-duplicated.
+        max_message_size: 1 << 20,
+        duplicate_window: Duration::from_secs(60).min(max_age),
+        ..Default::default()
+    };
+    let mut stream = retry_provisioning("logs", || js.get_or_create_stream(cfg.clone())).await?;
+    let mut current = stream.info().await?.config.clone();
+    if current.max_age != max_age || current.max_bytes != opts.logs_max_bytes {
+        tracing::info!(
+            ?max_age,
+            max_bytes = opts.logs_max_bytes,
+            "updating the logs stream's limits"
+        );
+        current.max_age = max_age;
+        current.max_bytes = opts.logs_max_bytes;
+        current.duplicate_window = current.duplicate_window.min(max_age);
+        js.update_stream(current).await?;
+        stream = js.get_stream(naming::LOGS_STREAM).await?;
+    }
+    Ok(stream)
+}
+
+/// Retry a provisioning request for up to a minute: a cluster that has just
+/// formed (or lost a node) may time out the first requests while it elects
+/// leaders.
+async fn retry_provisioning<T, E, F, Fut>(what: &str, mut f: F) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
     let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut delay = Duration::from_millis(200);
     loop {
-        match js.get_or_create_stream(cfg.clone()).await {
-            Ok(s) => return Ok(s),
+        match f().await {
+            Ok(v) => return Ok(v),
             Err(e) if tokio::time::Instant::now() < give_up => {
-                tracing::warn!(error = %e, "cannot provision the invocation stream yet; retrying");
+                tracing::warn!(error = %e, "cannot provision the {what} stream yet; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     }
 }

@@ -178,6 +178,7 @@ fn show(d: &DeadLetterInfo) {
     }
     println!("last error      {}", last_error(d));
     println!("payload         {}", String::from_utf8_lossy(&d.payload));
+    println!("output          stoke logs --invocation {}", d.invocation_id);
     for a in &d.attempt_history {
         let err = a
             .error

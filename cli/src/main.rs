@@ -7,6 +7,7 @@ mod cron;
 mod dlq;
 mod fnconfig;
 mod invocations;
+mod logs;
 mod manage;
 mod nats_server;
 mod output;
@@ -298,6 +299,14 @@ enum Command {
         #[command(subcommand)]
         command: cron::CronCommand,
     },
+    /// Function output (stdout, stderr): one invocation's, or a function's as it runs.
+    #[command(after_help = logs::EXAMPLES)]
+    Logs {
+        #[command(flatten)]
+        flags: ClientFlags,
+        #[command(flatten)]
+        args: logs::LogsArgs,
+    },
     /// Billed milliseconds and GB-seconds per function or namespace, per hour or day.
     #[command(after_help = invocations::USAGE_HELP)]
     Usage {
@@ -449,6 +458,7 @@ async fn run(command: Command, announce: serve::Announce) -> anyhow::Result<()> 
         Command::Dlq { flags, command } => dlq::run(&mut connect(&flags).await?, command).await,
         Command::Cron { flags, command } => cron::run(&mut connect(&flags).await?, command).await,
         Command::Usage { flags, args } => invocations::usage(&mut connect(&flags).await?, args).await,
+        Command::Logs { flags, args } => logs::run(&mut connect(&flags).await?, args).await,
         Command::Invocations { flags, args } => invocations::invocations(&mut connect(&flags).await?, args).await,
     }
 }

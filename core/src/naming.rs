@@ -117,6 +117,47 @@ pub fn result_subject(invocation_id: &str) -> String {
     format!("stoke.result.{invocation_id}")
 }
 
+/// The limits-retention stream holding functions' output, one message per
+/// chunk of lines (`stoke.logs.<function>.<invocation token>`).
+pub const LOGS_STREAM: &str = "STOKE_LOGS";
+/// Subjects captured by [`LOGS_STREAM`].
+pub const LOGS_SUBJECTS: &str = "stoke.logs.>";
+
+/// The subject token of an invocation id in log subjects. Ids stoke makes
+/// (UUIDs) are used as they are; anything else an event header may carry
+/// (dots, wildcards, spaces) becomes `_h` + the hex of its SHA-256, so no id
+/// can widen a filter. Output of a sandbox between invocations (empty id)
+/// is `_`.
+pub fn log_token(invocation_id: &str) -> String {
+    use sha2::Digest as _;
+    if invocation_id.is_empty() {
+        return "_".into();
+    }
+    let plain = invocation_id.len() <= 128 && invocation_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if plain {
+        return invocation_id.to_string();
+    }
+    format!(
+        "_h{}",
+        hex::encode(&sha2::Sha256::digest(invocation_id.as_bytes())[..16])
+    )
+}
+
+/// Subject a chunk of `function`'s output for `invocation_id` is stored on.
+pub fn log_subject(function: &str, invocation_id: &str) -> String {
+    format!("stoke.logs.{function}.{}", log_token(invocation_id))
+}
+
+/// Filter for every chunk of one invocation, whatever its function.
+pub fn invocation_logs_filter(invocation_id: &str) -> String {
+    format!("stoke.logs.*.{}", log_token(invocation_id))
+}
+
+/// Filter for every chunk of one function.
+pub fn function_logs_filter(function: &str) -> String {
+    format!("stoke.logs.{function}.*")
+}
+
 /// Message headers carried by an invocation event.
 pub mod headers {
     /// JetStream de-duplication id; stoke sets it to the idempotency key.
@@ -156,6 +197,28 @@ mod tests {
         assert!(!subject_covers("orders.*", "orders.>"));
         assert!(!subject_covers("orders.new", "orders.*"));
         assert!(!subject_covers("orders", "orders.new"));
+    }
+
+    #[test]
+    fn log_subjects_cannot_be_widened_by_an_invocation_id() {
+        let id = "0193c0de-7a51-7c3e-9a1b-2f4c5d6e7f80";
+        assert_eq!(log_subject("hello", id), format!("stoke.logs.hello.{id}"));
+        assert_eq!(log_subject("hello", ""), "stoke.logs.hello._");
+        for hostile in [">", "*", "a.b", "a b", "x.>", "_", "_h00"] {
+            let token = log_token(hostile);
+            assert!(token.starts_with("_h") && token.len() == 34, "{hostile:?} -> {token}");
+            assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+        }
+        assert_ne!(log_token("a.b"), log_token("a.c"));
+        assert_eq!(invocation_logs_filter(id), format!("stoke.logs.*.{id}"));
+        assert!(subject_covers(
+            &function_logs_filter("hello"),
+            &log_subject("hello", id)
+        ));
+        assert!(!subject_covers(
+            &function_logs_filter("hello"),
+            &log_subject("hello-2", id)
+        ));
     }
 
     #[test]

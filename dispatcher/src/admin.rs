@@ -41,6 +41,8 @@ pub(crate) struct AdminApi {
     pub registry: Arc<crate::workers::Registry>,
     /// The pullers' delivery state, for the queue view.
     pub delivery: Arc<crate::pull::Ctx>,
+    /// Cancelled when the dispatcher stops: ends log tails.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 pub(crate) fn store_status(e: StoreError) -> Status {
@@ -156,6 +158,8 @@ impl AdminApi {
 
 #[tonic::async_trait]
 impl AdminService for AdminApi {
+    type TailLogsStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<stoke_proto::LogLine, Status>> + Send>>;
+
     async fn deploy(&self, req: Request<Streaming<DeployRequest>>) -> Result<Response<DeployResponse>, Status> {
         let caller = guard::caller(&self.auth, &req).await?;
         // Refuse before reading a byte of the package.
@@ -677,5 +681,72 @@ impl AdminService for AdminApi {
         crate::invocations::list(self.store.as_ref(), &caller, req.into_inner())
             .await
             .map(Response::new)
+    }
+
+    async fn get_logs(
+        &self,
+        req: Request<stoke_proto::GetLogsRequest>,
+    ) -> Result<Response<stoke_proto::GetLogsResponse>, Status> {
+        let caller = guard::caller(&self.auth, &req).await?;
+        guard::role(&caller, Role::Reader)?;
+        let r = req.into_inner();
+        let id = r.invocation_id.trim();
+        if id.is_empty() {
+            return Err(Status::invalid_argument("name the invocation: invocation_id is empty"));
+        }
+        let (lines, truncated) = crate::logs::invocation_lines(&self.js, id, r.attempt).await?;
+        let function = match lines.first() {
+            Some(l) => l.function.clone(),
+            // No output stored: an invocation that printed nothing (or whose
+            // output has expired), or no invocation at all.
+            None => match self.invoker.status(id).await.map_err(invoke_status)? {
+                Some(info) => info.function,
+                None => {
+                    return Err(Status::not_found(format!(
+                        "no invocation {id:?}: it has no stored output and no record (output is kept for {}; \
+                         a synchronous invocation is recorded once it completes)",
+                        crate::logs::kept_for(self.streams.logs_max_age_secs)
+                    )));
+                }
+            },
+        };
+        guard::on_function(self.store.as_ref(), &caller, Role::Reader, &function).await?;
+        // One id is one function's; should another function's lines share
+        // it (an id chosen by a raw NATS publisher), they are not shown.
+        let lines: Vec<_> = lines.into_iter().filter(|l| l.function == function).collect();
+        Ok(Response::new(stoke_proto::GetLogsResponse {
+            function,
+            lines,
+            truncated,
+        }))
+    }
+
+    async fn tail_logs(
+        &self,
+        req: Request<stoke_proto::TailLogsRequest>,
+    ) -> Result<Response<Self::TailLogsStream>, Status> {
+        let caller = guard::caller(&self.auth, &req).await?;
+        let r = req.into_inner();
+        stoke_core::manifest::validate_name(&r.function).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        guard::on_function(self.store.as_ref(), &caller, Role::Reader, &r.function).await?;
+        if self
+            .store
+            .function_namespace(&r.function)
+            .await
+            .map_err(store_status)?
+            .is_none()
+        {
+            return Err(Status::not_found(format!("function {:?} not found", r.function)));
+        }
+        if r.since_unix_ms < 0 {
+            return Err(Status::invalid_argument("since_unix_ms must be a time (Unix ms) or 0"));
+        }
+        let tail = crate::logs::Tail {
+            function: r.function,
+            since_ms: r.since_unix_ms,
+            follow: r.follow,
+        };
+        let lines = crate::logs::tail(self.js.clone(), tail, self.stop.clone()).await?;
+        Ok(Response::new(Box::pin(lines)))
     }
 }

@@ -7,7 +7,8 @@
 //! while it runs, decides retry, completion or dead letter (`policy.rs`),
 //! writes the metered attempt and the one completion per idempotency key
 //! (`records.rs`), announces the result for synchronous callers, and only
-//! then acks (`handle.rs`). It also hosts the gRPC admin API and the
+//! then acks (`handle.rs`). It stores the function output workers send on
+//! the logs stream (`logs.rs`), and hosts the gRPC admin API and the
 //! Prometheus metrics (`metrics.rs`: `GET /metrics`, on `metrics_listen`
 //! or, in `stoke up`, on the HTTP gateway).
 //!
@@ -22,6 +23,7 @@ mod gate;
 mod guard;
 mod handle;
 mod invocations;
+mod logs;
 pub mod metrics;
 mod policy;
 mod pull;
@@ -115,6 +117,8 @@ pub enum DispatcherError {
     BindMetrics { addr: SocketAddr, source: std::io::Error },
     #[error("cannot provision the invocation stream: {0}")]
     Stream(String),
+    #[error("cannot provision the logs stream (STOKE_LOGS): {0}")]
+    LogsStream(String),
     #[error("gRPC server failed: {0}")]
     Serve(String),
     #[error("auth: {0}")]
@@ -146,6 +150,9 @@ impl Dispatcher {
         streams::ensure_invoke_stream(&js, &opts.stream)
             .await
             .map_err(|e| DispatcherError::Stream(e.to_string()))?;
+        streams::ensure_logs_stream(&js, &opts.stream)
+            .await
+            .map_err(|e| DispatcherError::LogsStream(e.to_string()))?;
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
             .map_err(|source| DispatcherError::Bind {
@@ -169,6 +176,7 @@ impl Dispatcher {
         let registry = Registry::new(
             store.clone(),
             Duration::from_secs(opts.worker_heartbeat_timeout_secs.max(1)),
+            logs::Publisher::start(js),
         );
         Ok(Dispatcher {
             opts,
@@ -230,6 +238,8 @@ impl Dispatcher {
             self.opts.max_payload_bytes,
             Duration::from_secs(self.opts.answer_slack_secs),
         );
+        // Ends long-lived admin streams (log tails) before the server stops.
+        let server_stop = CancellationToken::new();
         let admin = admin::AdminApi {
             store: self.store.clone(),
             js: async_nats::jetstream::new(self.nats.clone()),
@@ -240,6 +250,7 @@ impl Dispatcher {
             auth: self.auth.clone(),
             registry: self.registry.clone(),
             delivery: pullers.ctx(),
+            stop: server_stop.clone(),
         };
         let worker_api = workers::WorkerApi {
             registry: self.registry.clone(),
@@ -257,7 +268,6 @@ impl Dispatcher {
             .build_v1()
             .map_err(|e| DispatcherError::Serve(format!("reflection: {e}")))?;
 
-        let server_stop = CancellationToken::new();
         // TCP_NODELAY on every connection: with Nagle, an invocation sent
         // right after a small message (a result confirmation) waits for the
         // worker's delayed ACK, ~40 ms.

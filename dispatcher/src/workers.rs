@@ -36,6 +36,18 @@ pub enum DispatchError {
 
 type Outbox = mpsc::Sender<Result<DispatcherMessage, Status>>;
 
+/// A result, with receivers that fire once its invocation's output chunks
+/// are stored.
+type Answer = (InvocationResult, Vec<oneshot::Receiver<()>>);
+
+/// An invocation sent to a worker and waited for.
+struct Pending {
+    epoch: u64,
+    answer: oneshot::Sender<Answer>,
+    /// Its output chunks being stored.
+    output: Vec<oneshot::Receiver<()>>,
+}
+
 pub struct WorkerHandle {
     pub id: String,
     pub slots: u32,
@@ -44,7 +56,7 @@ pub struct WorkerHandle {
     attached_ms: i64,
     busy: AtomicU32,
     tx: Outbox,
-    pending: Mutex<HashMap<String, (u64, oneshot::Sender<InvocationResult>)>>,
+    pending: Mutex<HashMap<String, Pending>>,
     /// Idle warm sandboxes per (function, version), as far as we know.
     warm: Mutex<HashMap<(String, u32), u32>>,
     /// The provisioned share last sent, per function: (version, min_warm).
@@ -59,12 +71,21 @@ impl WorkerHandle {
     fn complete(&self, r: InvocationResult) -> Option<InvocationResult> {
         let mut pending = self.pending.lock().expect("not poisoned");
         match pending.get(&r.invocation_id) {
-            Some((epoch, _)) if *epoch == r.epoch => {
-                let (_, tx) = pending.remove(&r.invocation_id).expect("present");
+            Some(p) if p.epoch == r.epoch => {
+                let p = pending.remove(&r.invocation_id).expect("present");
                 // A waiter that is gone (shutdown) makes it fenced too.
-                tx.send(r).err()
+                p.answer.send((r, p.output)).err().map(|(r, _)| r)
             }
             _ => Some(r),
+        }
+    }
+
+    /// Store a chunk of output; when its invocation is waited for here, the
+    /// wait includes storing it.
+    fn output(&self, publisher: &crate::logs::Publisher, chunk: stoke_proto::LogChunk) {
+        let Some(stored) = publisher.submit(&chunk) else { return };
+        if let Some(p) = self.pending.lock().expect("not poisoned").get_mut(&chunk.invocation_id) {
+            p.output.push(stored);
         }
     }
 
@@ -115,10 +136,12 @@ pub struct Registry {
     store: Arc<dyn Store>,
     /// How long a worker may stay silent before it is taken for lost.
     heartbeat_timeout: Duration,
+    /// Stores the function output workers send.
+    logs: crate::logs::Publisher,
 }
 
 impl Registry {
-    pub fn new(store: Arc<dyn Store>, heartbeat_timeout: Duration) -> Arc<Registry> {
+    pub fn new(store: Arc<dyn Store>, heartbeat_timeout: Duration, logs: crate::logs::Publisher) -> Arc<Registry> {
         Arc::new(Registry {
             workers: Mutex::new(Vec::new()),
             provision_targets: Mutex::new(Vec::new()),
@@ -127,6 +150,7 @@ impl Registry {
             next_epoch: AtomicU64::new(stoke_core::now_ms() as u64 * 1000),
             store,
             heartbeat_timeout,
+            logs,
         })
     }
 
@@ -283,11 +307,14 @@ impl Registry {
         inv.epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed);
         let inv_epoch = inv.epoch;
         let (tx, rx) = oneshot::channel();
-        worker
-            .pending
-            .lock()
-            .expect("not poisoned")
-            .insert(inv.invocation_id.clone(), (inv.epoch, tx));
+        worker.pending.lock().expect("not poisoned").insert(
+            inv.invocation_id.clone(),
+            Pending {
+                epoch: inv.epoch,
+                answer: tx,
+                output: Vec::new(),
+            },
+        );
         let id = inv.invocation_id.clone();
         let sent = worker
             .tx
@@ -308,7 +335,12 @@ impl Registry {
         let outcome = match sent {
             Err(_) => Err(lost),
             Ok(()) => match tokio::time::timeout(answer_within, rx).await {
-                Ok(Ok(r)) => Ok(r),
+                Ok(Ok((r, output))) => {
+                    // The worker sent the output before the result: once it
+                    // is stored, whoever sees the completion can read it.
+                    crate::logs::wait_stored(output).await;
+                    Ok(r)
+                }
                 Ok(Err(_)) => Err(lost),
                 Err(_) => Err(no_answer),
             },
@@ -480,6 +512,7 @@ impl WorkerService for WorkerApi {
                                 warm.insert((w.function, w.version), w.idle);
                             }
                         }
+                        worker_message::Msg::Logs(chunk) => handle.output(&registry.logs, chunk),
                         worker_message::Msg::Drain(_) => {
                             tracing::info!(worker = %handle.id, "worker draining");
                             handle.draining.store(true, Ordering::Relaxed);

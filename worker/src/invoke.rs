@@ -9,6 +9,7 @@ use stoke_proto::{ErrorInfo, FunctionSpec, Invocation, InvocationResult, Meterin
 
 use crate::packages::PackageCache;
 use crate::pool::WarmPool;
+use crate::sandbox::output::Tag;
 use crate::sandbox::{Event, Outcome, Sandbox, StartSpec, exec_env};
 
 pub struct Runner {
@@ -26,8 +27,12 @@ pub struct Runner {
     pub jail: Option<crate::sandbox::jail::Jail>,
     /// Prepared network namespaces (`None` with `--sandbox none`).
     pub net: Option<Arc<crate::sandbox::netns::NetPool>>,
-    /// Bytes of output per invocation that reach the log.
+    /// Bytes of output per invocation that are kept.
     pub log_cap: u64,
+    /// Also write function output to the worker's own log.
+    pub output_to_worker_log: bool,
+    /// Function output on its way to the dispatcher.
+    pub shipper: Arc<crate::sandbox::output::Shipper>,
     /// Functions to keep sandboxes of started (the dispatcher's `Provision`).
     pub provisioned: std::sync::Mutex<std::collections::HashMap<String, (FunctionSpec, u32)>>,
     /// Held by the one top-up running at a time.
@@ -126,10 +131,7 @@ impl Runner {
         };
         let mut sandbox = match pooled {
             Some(sb) => sb,
-            None => match self
-                .start(&spec, &code_dir, false, exec.then(|| exec_env(&event)))
-                .await
-            {
+            None => match self.start(&spec, &code_dir, Start::for_event(&event, exec)).await {
                 Ok(sb) => {
                     tracing::info!(invocation = %inv.invocation_id, function = %spec.name, version = spec.version, "cold start");
                     sb
@@ -258,7 +260,7 @@ impl Runner {
             };
             for _ in live..min_warm {
                 let _starting = self.pool.in_use(&spec.name, spec.version);
-                match self.start(&spec, &code_dir, true, None).await {
+                match self.start(&spec, &code_dir, Start::provisioned()).await {
                     Ok(sb) => {
                         tracing::info!(function = %spec.name, version = spec.version, "provisioned sandbox started");
                         self.pool.put(sb);
@@ -272,13 +274,7 @@ impl Runner {
         }
     }
 
-    async fn start(
-        &self,
-        spec: &FunctionSpec,
-        code_dir: &std::path::Path,
-        provisioned: bool,
-        exec_env: Option<Vec<(String, String)>>,
-    ) -> std::io::Result<Sandbox> {
+    async fn start(&self, spec: &FunctionSpec, code_dir: &std::path::Path, start: Start) -> std::io::Result<Sandbox> {
         let mut env: Vec<(String, String)> = spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         env.sort();
         Sandbox::start(StartSpec {
@@ -299,9 +295,43 @@ impl Runner {
             jail: self.jail.as_ref(),
             net: self.net.as_ref(),
             log_cap: self.log_cap,
-            provisioned,
-            exec_env,
+            output_to_worker_log: self.output_to_worker_log,
+            shipper: Some(self.shipper.clone()),
+            tag: start.tag,
+            provisioned: start.provisioned,
+            exec_env: start.exec_env,
         })
         .await
+    }
+}
+
+/// Why a sandbox starts.
+struct Start {
+    /// Ahead of traffic (provisioned concurrency).
+    provisioned: bool,
+    /// Exec mode: the event's variables.
+    exec_env: Option<Vec<(String, String)>>,
+    /// The invocation it starts for (its start-up output is that one's).
+    tag: Option<Tag>,
+}
+
+impl Start {
+    fn for_event(event: &Event, exec: bool) -> Start {
+        Start {
+            provisioned: false,
+            exec_env: exec.then(|| exec_env(event)),
+            tag: Some(Tag {
+                invocation_id: event.request_id.clone(),
+                attempt: event.attempt,
+            }),
+        }
+    }
+
+    fn provisioned() -> Start {
+        Start {
+            provisioned: true,
+            exec_env: None,
+            tag: None,
+        }
     }
 }

@@ -49,9 +49,15 @@ pub struct WorkerOptions {
     pub id: String,
     /// Largest response a function may return, in bytes.
     pub max_response_bytes: usize,
-    /// Output (stdout + stderr) per invocation that reaches the log, in
-    /// bytes; the rest is read, dropped and counted in a warning.
+    /// Output (stdout + stderr) per invocation that is kept, in bytes: sent
+    /// to the dispatcher for `stoke logs` (and to the worker's log); the
+    /// rest is read and dropped, one line marks the cut, and a warning in
+    /// the worker's log gives the count.
     pub log_cap_bytes: u64,
+    /// Also write every line of function output to the worker's own log
+    /// (target `stoke::function`, with function, sandbox and invocation),
+    /// as well as to the dispatcher for `stoke logs`.
+    pub output_to_worker_log: bool,
     /// `strict` (default): every sandbox gets cgroup limits, and a host
     /// that cannot provide them makes the worker refuse to start. `none`:
     /// no isolation at all, for development only.
@@ -112,6 +118,7 @@ impl Default for WorkerOptions {
             id: String::new(),
             max_response_bytes: 6 << 20,
             log_cap_bytes: 1 << 20,
+            output_to_worker_log: true,
             sandbox: SandboxMode::Strict,
             max_pids: 1024,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
@@ -254,6 +261,8 @@ impl Worker {
             net,
             jail,
             log_cap: opts.log_cap_bytes,
+            output_to_worker_log: opts.output_to_worker_log,
+            shipper: Arc::new(sandbox::output::Shipper::default()),
             provisioned: std::sync::Mutex::new(std::collections::HashMap::new()),
             provisioning: tokio::sync::Mutex::new(()),
         });
@@ -374,6 +383,8 @@ impl Worker {
             .into_inner();
         tracing::info!(worker = %self.runner.worker_id, dispatcher = %addr, "attached to dispatcher");
         *attached = true;
+        // Function output goes up this stream from now on.
+        self.runner.shipper.attach(tx.clone());
 
         let in_flight = TaskTracker::new();
         let lost = CancellationToken::new();
@@ -463,6 +474,7 @@ impl Worker {
                 // Drain: in-flight invocations finish and report.
                 tracing::info!(in_flight = in_flight.len(), "draining worker");
                 in_flight.wait().await;
+                self.runner.shipper.detach();
                 // End our half of the stream so the results just queued are
                 // delivered, then wait for the dispatcher to close its half:
                 // dropping the response stream first would reset the call
@@ -474,6 +486,7 @@ impl Worker {
             }
             Err(status) => {
                 tracing::warn!(error = %status.message(), in_flight = in_flight.len(), "lost dispatcher; killing its sandboxes");
+                self.runner.shipper.detach();
                 lost.cancel();
                 in_flight.wait().await;
                 Err(status)

@@ -34,9 +34,15 @@ enum Stdout {
 
 impl Sandbox {
     /// Run the one event of an exec-mode sandbox (started with
-    /// `exec_env`): feed it, wait for the exit or the deadline, and read the
-    /// answer. The sandbox is spent afterwards.
+    /// `exec_env` and the event's output tag): feed it, wait for the exit or
+    /// the deadline, and read the answer. The sandbox is spent afterwards.
     pub async fn exec(&mut self, ev: Event) -> (Outcome, Timing) {
+        let ended = self.exec_event(ev).await;
+        self.end_output().await;
+        ended
+    }
+
+    async fn exec_event(&mut self, ev: Event) -> (Outcome, Timing) {
         let sent = Instant::now();
         self.served += 1;
         let timing = |sent: Instant| Timing {

@@ -9,26 +9,24 @@ pub mod ids;
 pub mod jail;
 pub mod launch;
 pub mod netns;
+pub mod output;
 pub mod runtime_api;
 pub mod seccomp;
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use stoke_proto::LogStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio_util::codec::{FramedRead, LinesCodec};
 
+use output::Output;
 use runtime_api::{ApiState, Delivery, Reply};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-const TAIL_LINES: usize = 40;
-const MAX_LINE: usize = 16 * 1024;
 
 /// What a function version needs to start.
 pub struct StartSpec<'a> {
@@ -55,8 +53,16 @@ pub struct StartSpec<'a> {
     pub jail: Option<&'a jail::Jail>,
     /// Prepared network namespaces (`netns.rs`); `None` only with `--sandbox none`.
     pub net: Option<&'a Arc<netns::NetPool>>,
-    /// Bytes of output per invocation that reach the worker's log.
+    /// Bytes of output per invocation that are kept (shipped, logged).
     pub log_cap: u64,
+    /// Also write the function's output to the worker's own log.
+    pub output_to_worker_log: bool,
+    /// Where chunks of output go (the dispatcher stream); `None`: only the
+    /// worker's log.
+    pub shipper: Option<Arc<output::Shipper>>,
+    /// The invocation this sandbox is started for: its start-up output is
+    /// that invocation's. `None` for a provisioned sandbox.
+    pub tag: Option<output::Tag>,
     pub max_pids: u32,
     /// Started ahead of traffic (provisioned concurrency), not on demand.
     pub provisioned: bool,
@@ -141,8 +147,9 @@ pub struct Sandbox {
     stdout: Option<tokio::net::unix::pipe::Receiver>,
     /// Largest response accepted, in bytes.
     max_response: usize,
-    tail: Arc<Mutex<VecDeque<String>>>,
-    log_budget: Arc<LogBudget>,
+    output: Arc<Output>,
+    /// One per output pump: read what the pipe holds now.
+    drains: Vec<output::Drain>,
     tasks: Vec<JoinHandle<()>>,
     scratch: Option<PathBuf>,
     cgroup: Option<cgroup::SandboxCgroup>,
@@ -286,22 +293,29 @@ impl Sandbox {
         };
         let pid = child.pid;
         let killer = child.killer;
-        let tail = Arc::new(Mutex::new(VecDeque::new()));
-        let log_budget = LogBudget::new(spec.log_cap);
         let label = format!("{}:{}", spec.function, spec.version);
+        let output = Output::new(output::OutputSpec {
+            label: label.clone(),
+            function: spec.function.to_string(),
+            sandbox: id,
+            cap: spec.log_cap,
+            to_worker_log: spec.output_to_worker_log,
+            shipper: spec.shipper,
+            tag: spec.tag,
+        });
         // In exec mode stdout is the response, read by `exec`.
         let (stdout, logged) = match exec {
-            true => (Some(child.stdout), vec![child.stderr]),
-            false => (None, vec![child.stdout, child.stderr]),
+            true => (Some(child.stdout), vec![(child.stderr, LogStream::Stderr)]),
+            false => (
+                None,
+                vec![(child.stdout, LogStream::Stdout), (child.stderr, LogStream::Stderr)],
+            ),
         };
-        for out in logged {
-            tasks.push(tokio::spawn(pump(
-                out,
-                label.clone(),
-                id,
-                tail.clone(),
-                log_budget.clone(),
-            )));
+        let mut drains = Vec::new();
+        for (pipe, stream) in logged {
+            let (drain, asked) = mpsc::unbounded_channel();
+            drains.push(drain);
+            tasks.push(tokio::spawn(output::pump(pipe, stream, output.clone(), asked)));
         }
         let (exit_tx, exited) = watch::channel(None);
         let mut exit = child.exit;
@@ -334,8 +348,8 @@ impl Sandbox {
             stdin: child.stdin,
             stdout,
             max_response: spec.max_response,
-            tail,
-            log_budget,
+            output,
+            drains,
             tasks,
             scratch,
             cgroup,
@@ -372,15 +386,23 @@ impl Sandbox {
     }
 
     fn tail_text(&self) -> String {
-        let tail = self.tail.lock().expect("not poisoned");
-        let lines: Vec<&str> = tail.iter().rev().take(10).rev().map(String::as_str).collect();
-        lines.join("\n")
+        self.output.tail_text()
+    }
+
+    /// The output of the invocation that just ended: read what its pipes
+    /// hold, ship it, and stop labelling lines with it.
+    async fn end_output(&self) {
+        output::drain(&self.drains).await;
+        self.output.finish();
     }
 
     /// Hand one event to the runtime and wait for its answer, its death, or
     /// the deadline (after which the whole sandbox is killed).
     pub async fn invoke(&mut self, ev: Event) -> (Outcome, Timing) {
-        self.flag_dropped_output();
+        self.output.begin(output::Tag {
+            invocation_id: ev.request_id.clone(),
+            attempt: ev.attempt,
+        });
         let cold = self.served == 0;
         self.served += 1;
         let sent = Instant::now();
@@ -398,11 +420,13 @@ impl Sandbox {
             reply: reply_tx,
         };
         if self.deliveries.send(delivery).await.is_err() {
+            let timing = self.timing(cold, sent);
+            self.end_output().await;
             return (
                 Outcome::Crashed {
                     message: "the sandbox's runtime API is gone".into(),
                 },
-                self.timing(cold, sent),
+                timing,
             );
         }
         let mut exited = self.exited.clone();
@@ -419,28 +443,16 @@ impl Sandbox {
                 Outcome::Timeout
             }
         };
+        let timing = self.timing(cold, sent);
+        // Everything the function wrote before it answered (or died) is
+        // read, so it is this invocation's and the crash report's.
+        output::drain(&self.drains).await;
         let outcome = match outcome {
             Outcome::Crashed { message } if message.is_empty() => self.death(&request_id).await,
             other => other,
         };
-        self.flag_dropped_output();
-        (outcome, self.timing(cold, sent))
-    }
-
-    /// Say how much output the last invocation had over the log cap, and
-    /// give the next one a full budget.
-    pub fn flag_dropped_output(&self) {
-        let over = self.log_budget.reset();
-        if over > 0 {
-            tracing::warn!(
-                target: "stoke::function",
-                function = %self.function,
-                sandbox = self.id,
-                dropped_bytes = over,
-                cap = self.log_budget.cap,
-                "[output over the log cap: the rest was dropped]"
-            );
-        }
+        self.output.finish();
+        (outcome, timing)
     }
 
     fn timing(&self, cold: bool, sent: Instant) -> Timing {
@@ -506,7 +518,8 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         self.kill();
-        self.flag_dropped_output();
+        // Whatever is still buffered (a sandbox idle since its last event).
+        self.output.finish();
         for t in &self.tasks {
             // The exit waiter's end kills and reaps the child; the rest just stop.
             if !t.is_finished() {
@@ -537,63 +550,6 @@ impl Drop for Sandbox {
             }
         }
         tracing::debug!(sandbox = self.id, function = %self.function, "sandbox destroyed");
-    }
-}
-
-/// How much of one invocation's output reaches the worker's log.
-#[derive(Default)]
-pub struct LogBudget {
-    cap: u64,
-    used: AtomicU64,
-}
-
-impl LogBudget {
-    pub fn new(cap: u64) -> Arc<LogBudget> {
-        Arc::new(LogBudget {
-            cap,
-            used: AtomicU64::new(0),
-        })
-    }
-
-    /// A new invocation starts with the whole budget; returns how many
-    /// bytes the previous one had over it.
-    fn reset(&self) -> u64 {
-        self.used.swap(0, Ordering::Relaxed).saturating_sub(self.cap)
-    }
-
-    /// Count `n` bytes of output; false once the cap is passed.
-    fn take(&self, n: u64) -> bool {
-        self.used.fetch_add(n, Ordering::Relaxed) + n <= self.cap
-    }
-}
-
-/// Forward a stream of the function's output to the worker's log (up to the
-/// invocation's log budget; the rest is read and dropped) and keep the last
-/// lines for crash reports. Lines are capped; nothing is buffered without
-/// bound.
-async fn pump<R: tokio::io::AsyncRead + Unpin>(
-    out: R,
-    label: String,
-    id: u64,
-    tail: Arc<Mutex<VecDeque<String>>>,
-    budget: Arc<LogBudget>,
-) {
-    let mut lines = FramedRead::new(out, LinesCodec::new_with_max_length(MAX_LINE));
-    while let Some(line) = lines.next().await {
-        let line = match line {
-            Ok(l) => l,
-            Err(tokio_util::codec::LinesCodecError::MaxLineLengthExceeded) => "[line truncated]".to_string(),
-            Err(_) => break,
-        };
-        if !budget.take(line.len() as u64 + 1) {
-            continue;
-        }
-        tracing::info!(target: "stoke::function", function = %label, sandbox = id, "{line}");
-        let mut t = tail.lock().expect("not poisoned");
-        if t.len() == TAIL_LINES {
-            t.pop_front();
-        }
-        t.push_back(line);
     }
 }
 
