@@ -679,3 +679,35 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// An admin API client that sends `token` with every call.
+pub type AdminClient = stoke_proto::admin_service_client::AdminServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, stoke_proto::BearerToken>,
+>;
+
+/// A client of `p`'s admin API with `token` ("" for none).
+pub async fn admin_client(p: &Platform, token: &str) -> AdminClient {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", p.admin))
+        .expect("admin address")
+        .connect()
+        .await
+        .expect("admin API reachable");
+    stoke_proto::admin_service_client::AdminServiceClient::with_interceptor(
+        channel,
+        stoke_proto::BearerToken::new(token).expect("token is header text"),
+    )
+}
+
+/// Create a token (`role` in `namespace`) with `admin`; its secret.
+pub async fn mint(admin: &mut AdminClient, name: &str, namespace: &str, role: &str) -> String {
+    admin
+        .create_token(stoke_proto::CreateTokenRequest {
+            name: name.into(),
+            namespace: namespace.into(),
+            role: role.into(),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("create {role} token in {namespace}: {s}"))
+        .into_inner()
+        .secret
+}

@@ -5,36 +5,12 @@
 
 use std::time::Duration;
 
-use stoke_proto::admin_service_client::AdminServiceClient;
 use stoke_proto::*;
 use stoke_tests::*;
 use tonic::Code;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-type Client = AdminServiceClient<InterceptedService<Channel, BearerToken>>;
-
-async fn client(p: &Platform, token: &str) -> Client {
-    let channel = Channel::from_shared(format!("http://{}", p.admin))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    AdminServiceClient::with_interceptor(channel, BearerToken::new(token).unwrap())
-}
-
-async fn mint(admin: &mut Client, name: &str, namespace: &str, role: &str) -> String {
-    admin
-        .create_token(CreateTokenRequest {
-            name: name.into(),
-            namespace: namespace.into(),
-            role: role.into(),
-        })
-        .await
-        .unwrap_or_else(|s| panic!("create {role} token in {namespace}: {s}"))
-        .into_inner()
-        .secret
-}
+type Client = AdminClient;
 
 /// hello-python with `GREETING_V = v` in its environment.
 fn hello_v(v: &str) -> tempfile::TempDir {
@@ -78,11 +54,11 @@ async fn tokens_roles_and_namespaces_fence_every_call() {
     let root = std::fs::read_to_string(&file).unwrap().trim().to_string();
 
     // No token, a wrong one: UNAUTHENTICATED with what to do.
-    let mut anon = client(&p, "").await;
+    let mut anon = admin_client(&p, "").await;
     let err = anon.list_functions(ListFunctionsRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     assert!(err.message().contains("Bearer"), "{}", err.message());
-    let err = client(&p, "stoke_nope")
+    let err = admin_client(&p, "stoke_nope")
         .await
         .list_functions(ListFunctionsRequest::default())
         .await
@@ -91,7 +67,7 @@ async fn tokens_roles_and_namespaces_fence_every_call() {
     let stderr = p.cli_err(&["functions"]);
     assert!(stderr.contains("--token"), "{stderr}");
 
-    let mut root_c = client(&p, &root).await;
+    let mut root_c = admin_client(&p, &root).await;
     let a_deploy = mint(&mut root_c, "a-ci", "team-a", "deployer").await;
     let a_read = mint(&mut root_c, "a-dash", "team-a", "reader").await;
     let b_deploy = mint(&mut root_c, "b-ci", "team-b", "deployer").await;
@@ -119,9 +95,9 @@ async fn tokens_roles_and_namespaces_fence_every_call() {
     );
 
     // Reads and invokes across namespaces are refused; listings are filtered.
-    let mut a = client(&p, &a_deploy).await;
-    let mut b = client(&p, &b_deploy).await;
-    let mut reader = client(&p, &a_read).await;
+    let mut a = admin_client(&p, &a_deploy).await;
+    let mut b = admin_client(&p, &b_deploy).await;
+    let mut reader = admin_client(&p, &a_read).await;
     assert_eq!(invoke_env(&mut a, "hello").await.unwrap(), "1");
     let err = invoke_env(&mut b, "hello").await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
@@ -164,7 +140,7 @@ async fn tokens_roles_and_namespaces_fence_every_call() {
     let err = invoke_env(&mut reader, "hello").await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(err.message().contains("invoker"), "{}", err.message());
-    let mut a_adm = client(&p, &a_admin).await;
+    let mut a_adm = admin_client(&p, &a_admin).await;
     for (ns, role) in [("*", "reader"), ("team-a", "worker"), ("team-b", "reader")] {
         let err = a_adm
             .create_token(CreateTokenRequest {
@@ -359,7 +335,7 @@ async fn workers_are_listed_and_drained_by_a_cluster_admin_only() {
     let nats = Nats::start().await.unwrap();
     let p = Platform::start_with_tokens(&nats).await.unwrap().0;
     let root = std::fs::read_to_string(p.data_dir.path().join("admin.token")).unwrap();
-    let mut root_c = client(&p, root.trim()).await;
+    let mut root_c = admin_client(&p, root.trim()).await;
     let ns_admin = mint(&mut root_c, "a-admin", "team-a", "admin").await;
 
     let workers = root_c
@@ -374,7 +350,7 @@ async fn workers_are_listed_and_drained_by_a_cluster_admin_only() {
         w.slots > 0 && w.memory_mb > 0 && !w.hostname.is_empty() && !w.draining,
         "{w:?}"
     );
-    let err = client(&p, &ns_admin)
+    let err = admin_client(&p, &ns_admin)
         .await
         .list_workers(ListWorkersRequest {})
         .await

@@ -6,38 +6,13 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use stoke_proto::admin_service_client::AdminServiceClient;
 use stoke_proto::*;
 use stoke_tests::*;
 use tonic::Code;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
-type Client = AdminServiceClient<InterceptedService<Channel, BearerToken>>;
+type Client = AdminClient;
 
 const HOUR: i64 = 3_600_000;
-
-async fn client(p: &Platform, token: &str) -> Client {
-    let channel = Channel::from_shared(format!("http://{}", p.admin))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    AdminServiceClient::with_interceptor(channel, BearerToken::new(token).unwrap())
-}
-
-async fn mint(admin: &mut Client, name: &str, namespace: &str, role: &str) -> String {
-    admin
-        .create_token(CreateTokenRequest {
-            name: name.into(),
-            namespace: namespace.into(),
-            role: role.into(),
-        })
-        .await
-        .unwrap_or_else(|s| panic!("create {role} token in {namespace}: {s}"))
-        .into_inner()
-        .secret
-}
 
 /// examples/hello-python as `name`, http-triggered only, with `extra`
 /// manifest lines.
@@ -123,23 +98,14 @@ fn by_status(s: InvocationStatus) -> ListInvocationsRequest {
 #[tokio::test]
 async fn invocations_are_listed_filtered_paged_and_fenced_by_namespace() {
     let nats = Nats::start().await.unwrap();
-    let p = Platform::start_with(
-        &nats,
-        PlatformOptions {
-            env: vec![("STOKE_DISPATCHER__AUTH__MODE".into(), "tokens".into())],
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let root = std::fs::read_to_string(p.data_dir.path().join("admin.token")).unwrap();
+    let (p, root) = Platform::start_with_tokens(&nats).await.unwrap();
     let root = root.trim();
-    let mut root_c = client(&p, root).await;
+    let mut root_c = admin_client(&p, root).await;
     let a_token = mint(&mut root_c, "a-ci", "team-a", "deployer").await;
     let b_token = mint(&mut root_c, "b-ci", "team-b", "deployer").await;
     let b_read = mint(&mut root_c, "b-dash", "team-b", "reader").await;
-    let mut a = client(&p, &a_token).await;
-    let mut b = client(&p, &b_token).await;
+    let mut a = admin_client(&p, &a_token).await;
+    let mut b = admin_client(&p, &b_token).await;
 
     // team-a: hello (retried quickly, twice at most), slow (times out),
     // nap (runs long); team-b: other.
@@ -355,7 +321,7 @@ async fn invocations_are_listed_filtered_paged_and_fenced_by_namespace() {
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 
     // Another namespace sees none of it, and cannot ask for it.
-    let mut b_reader = client(&p, &b_read).await;
+    let mut b_reader = admin_client(&p, &b_read).await;
     let (theirs, _) = list_all(&mut b_reader, ListInvocationsRequest::default()).await;
     assert_eq!(ids(&theirs), [other.as_str()]);
     for req in [
@@ -461,7 +427,7 @@ async fn invocations_are_listed_filtered_paged_and_fenced_by_namespace() {
         *summed.entry(r.namespace.clone()).or_default() += r.attempts as i64;
     }
     assert_eq!(summed.into_iter().collect::<Vec<_>>(), counted);
-    let theirs = client(&p, &b_read)
+    let theirs = admin_client(&p, &b_read)
         .await
         .get_usage(GetUsageRequest {
             group_by: UsageGroupBy::Namespace as i32,
@@ -476,7 +442,7 @@ async fn invocations_are_listed_filtered_paged_and_fenced_by_namespace() {
         (theirs[0].namespace.as_str(), theirs[0].attempts as i64),
         ("team-b", counted[1].1)
     );
-    let err = client(&p, &b_read)
+    let err = admin_client(&p, &b_read)
         .await
         .get_usage(GetUsageRequest {
             namespace: "team-a".into(),

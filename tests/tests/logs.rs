@@ -8,23 +8,11 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use stoke_proto::admin_service_client::AdminServiceClient;
 use stoke_proto::*;
 use stoke_tests::*;
 use tonic::Code;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
-type Client = AdminServiceClient<InterceptedService<Channel, BearerToken>>;
-
-async fn client(p: &Platform, token: &str) -> Client {
-    let channel = Channel::from_shared(format!("http://{}", p.admin))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    AdminServiceClient::with_interceptor(channel, BearerToken::new(token).unwrap())
-}
+type Client = AdminClient;
 
 /// hello-python's runtime with tests/fixtures/logs/printer.py as handler.
 fn printer() -> tempfile::TempDir {
@@ -97,42 +85,20 @@ fn seen(lines: &[LogLine]) -> Vec<(u32, &'static str, String)> {
         .collect()
 }
 
-async fn mint(admin: &mut Client, name: &str, namespace: &str, role: &str) -> String {
-    admin
-        .create_token(CreateTokenRequest {
-            name: name.into(),
-            namespace: namespace.into(),
-            role: role.into(),
-        })
-        .await
-        .unwrap_or_else(|s| panic!("create {role} token in {namespace}: {s}"))
-        .into_inner()
-        .secret
-}
-
 #[tokio::test]
 async fn an_invocations_output_is_read_back_by_attempt_and_namespace() {
     let nats = Nats::start().await.unwrap();
-    let p = Platform::start_with(
-        &nats,
-        PlatformOptions {
-            env: vec![("STOKE_DISPATCHER__AUTH__MODE".into(), "tokens".into())],
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let root = std::fs::read_to_string(p.data_dir.path().join("admin.token")).unwrap();
-    let mut root_c = client(&p, root.trim()).await;
+    let (p, root) = Platform::start_with_tokens(&nats).await.unwrap();
+    let mut root_c = admin_client(&p, root.trim()).await;
     let a_deploy = mint(&mut root_c, "a-ci", "team-a", "deployer").await;
     let a_read = mint(&mut root_c, "a-dash", "team-a", "reader").await;
     let b_read = mint(&mut root_c, "b-dash", "team-b", "reader").await;
     let f = printer();
     let out = p.cli(&["deploy", f.path().to_str().unwrap(), "--token", &a_deploy]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut a = client(&p, &a_deploy).await;
-    let mut reader = client(&p, &a_read).await;
-    let mut b = client(&p, &b_read).await;
+    let mut a = admin_client(&p, &a_deploy).await;
+    let mut reader = admin_client(&p, &a_read).await;
+    let mut b = admin_client(&p, &b_read).await;
 
     // A synchronous invoke: once it returned, its output is all there, in
     // order, with its attempt and streams.
@@ -269,7 +235,7 @@ async fn a_tail_follows_output_live_and_the_cap_is_marked() {
     .unwrap();
     p.deploy(printer().path());
     p.deploy(&workspace_root().join("examples/wordcount"));
-    let mut c = client(&p, "").await;
+    let mut c = admin_client(&p, "").await;
 
     // A tail started before the invoke gets its lines as they are written:
     // the stdout line while the function still sleeps before its stderr one.
