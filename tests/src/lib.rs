@@ -585,12 +585,38 @@ impl Cluster {
             c.workers.push(Some(w));
         }
         wait_gateway(&c.http).await;
-        for admin in std::iter::once(&c.admin).chain(c.more_dispatchers.iter().map(|(a, _)| a)) {
+        let admins: Vec<String> = std::iter::once(c.admin.clone())
+            .chain(c.more_dispatchers.iter().map(|(a, _)| a.clone()))
+            .collect();
+        for admin in &admins {
             eventually(Duration::from_secs(60), "the dispatcher to listen", || async {
                 tokio::net::TcpStream::connect(admin).await.ok().map(|_| ())
             })
             .await;
         }
+        // Every worker attached (a worker that started before its dispatcher
+        // listened retries): a test that places work on a given worker must
+        // not find it still connecting. Without an admin token (tokens
+        // required), the count cannot be read: go on.
+        eventually(Duration::from_secs(60), "every worker to attach", || {
+            let admins = admins.clone();
+            async move {
+                let mut attached = 0;
+                for admin in &admins {
+                    let mut client =
+                        stoke_proto::admin_service_client::AdminServiceClient::connect(format!("http://{admin}"))
+                            .await
+                            .ok()?;
+                    match client.list_workers(stoke_proto::ListWorkersRequest {}).await {
+                        Ok(r) => attached += r.into_inner().workers.len(),
+                        Err(s) if s.code() == tonic::Code::Unauthenticated => return Some(()),
+                        Err(_) => return None,
+                    }
+                }
+                (attached >= workers).then_some(())
+            }
+        })
+        .await;
         c
     }
 
