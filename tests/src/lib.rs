@@ -6,6 +6,7 @@
 //! several routed nats-servers; a [`Cluster`] runs stoke's roles as
 //! separate processes.
 
+pub mod measure;
 pub mod nats_cluster;
 
 use std::path::{Path, PathBuf};
@@ -148,6 +149,11 @@ impl Nats {
             tokio::net::TcpStream::connect(&addr).await.ok().map(|_| ())
         })
         .await;
+    }
+
+    /// The server's process id (for CPU accounting in the benchmarks).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL the server and start it again on the same port and store.

@@ -11,15 +11,12 @@
 
 use std::time::{Duration, Instant};
 
+use stoke_tests::measure::percentile;
 use stoke_tests::{Nats, Platform, PlatformOptions, built_binary, hello_with, workspace_root};
 
 const COLD: usize = 40;
 const WARM: usize = 300;
 const WARM_SANDBOXES: usize = 40;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
 
 fn summary(mut ms: Vec<f64>) -> String {
     ms.sort_by(f64::total_cmp);

@@ -1,0 +1,220 @@
+//! P1, async warm throughput: events published on a subscribed subject run
+//! a no-op native function (hello-rust) in provisioned sandboxes; the rate
+//! at which they complete (counted in the store) ÷ the rate of a raw
+//! JetStream publish → pull → ack loop with the same payload against the
+//! same nats-server. Rounds alternate peer and stoke; the medians count.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt as _;
+use stoke_tests::measure::{cpu_secs_of, percentile};
+use stoke_tests::{Platform, processes_running};
+
+use crate::report::{Figure, Scenario};
+use crate::{Scale, native_function, start_platform};
+
+const FUNCTION: &str = "noop";
+const SUBJECT: &str = "bench.p1";
+const PEER_STREAM: &str = "PEER_P1";
+const PEER_SUBJECT: &str = "peer.p1";
+
+/// Publish `n` copies of `payload` with JetStream acks, keeping at most
+/// 1000 acks in flight (async-nats bounds them).
+async fn publish_all(js: &jetstream::Context, subject: &'static str, payload: &[u8], n: usize) -> anyhow::Result<()> {
+    let payload = bytes::Bytes::copy_from_slice(payload);
+    let mut acks = Vec::with_capacity(1000);
+    for _ in 0..n {
+        acks.push(js.publish(subject, payload.clone()).await?);
+        if acks.len() == 1000 {
+            for a in acks.drain(..) {
+                a.await?;
+            }
+        }
+    }
+    for a in acks {
+        a.await?;
+    }
+    Ok(())
+}
+
+async fn completed(db: &sqlx::SqlitePool) -> anyhow::Result<usize> {
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM completions WHERE function = ? AND status = 'succeeded'")
+        .bind(FUNCTION)
+        .fetch_one(db)
+        .await?;
+    Ok(n as usize)
+}
+
+/// Wait until `target` completions are stored (polled every 5 ms).
+async fn wait_completed(db: &sqlx::SqlitePool, target: usize) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if completed(db).await? >= target {
+            return Ok(Instant::now());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{target} completions not reached in 600 s ({} so far)",
+                completed(db).await?
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// One stoke round: events/s, and CPU seconds (stoke, functions, nats).
+async fn stoke_round(
+    p: &Platform,
+    nats_pid: u32,
+    js: &jetstream::Context,
+    db: &sqlx::SqlitePool,
+    payload: &[u8],
+    n: usize,
+) -> anyhow::Result<(f64, [f64; 3])> {
+    let base = completed(db).await?;
+    let functions = processes_running(p.pid(), "bootstrap");
+    let cpu = || {
+        [
+            cpu_secs_of(&[p.pid()]),
+            cpu_secs_of(&functions),
+            cpu_secs_of(&[nats_pid]),
+        ]
+    };
+    let before = cpu();
+    let t0 = Instant::now();
+    publish_all(js, SUBJECT, payload, n).await?;
+    let done = wait_completed(db, base + n).await?;
+    let after = cpu();
+    let used = [0, 1, 2].map(|i| after[i] - before[i]);
+    Ok((n as f64 / (done - t0).as_secs_f64(), used))
+}
+
+/// One peer round: publish `n` on one connection while another pulls and
+/// acks them; messages/s from the first publish to the last ack, and the
+/// nats-server's CPU seconds.
+async fn peer_round(url: &str, nats_pid: u32, payload: &[u8], n: usize) -> anyhow::Result<(f64, f64)> {
+    let consumer_js = jetstream::new(async_nats::connect(url).await?);
+    let stream = consumer_js.get_stream(PEER_STREAM).await?;
+    let consumer: consumer::PullConsumer = stream.get_consumer("peer").await.map_err(anyhow::Error::from_boxed)?;
+    let mut messages = consumer.messages().await?;
+    let puller = tokio::spawn(async move {
+        for _ in 0..n {
+            let m = messages
+                .next()
+                .await
+                .context("pull stream ended")?
+                .map_err(anyhow::Error::msg)?;
+            m.ack().await.map_err(anyhow::Error::msg)?;
+        }
+        anyhow::Ok(Instant::now())
+    });
+    let js = jetstream::new(async_nats::connect(url).await?);
+    let before = cpu_secs_of(&[nats_pid]);
+    let t0 = Instant::now();
+    publish_all(&js, PEER_SUBJECT, payload, n).await?;
+    let done = puller.await??;
+    let cpu = cpu_secs_of(&[nats_pid]) - before;
+    Ok((n as f64 / (done - t0).as_secs_f64(), cpu))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    percentile(&v, 0.5)
+}
+
+pub async fn run(scale: &Scale) -> anyhow::Result<Scenario> {
+    let (nats, p) = start_platform().await?;
+    let (n, warm) = (scale.p1_events, scale.p1_warm);
+    let extra = format!("concurrency = {warm}\nmin_warm = {warm}\n[[triggers]]\nsubject = \"{SUBJECT}\"");
+    let function = native_function(FUNCTION, &extra)?;
+    p.deploy(function.path());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while processes_running(p.pid(), "bootstrap").len() < warm {
+        if Instant::now() > deadline {
+            bail!("{warm} sandboxes not provisioned in 60 s:\n{}", p.log());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let js = jetstream::new(async_nats::connect(&nats.url).await?);
+    js.create_stream(stream::Config {
+        name: PEER_STREAM.into(),
+        subjects: vec![PEER_SUBJECT.into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await?
+    .create_consumer(consumer::pull::Config {
+        durable_name: Some("peer".into()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ..Default::default()
+    })
+    .await?;
+    let db = p.db().await;
+    let payload = scale.payload();
+    // Warm-up: every sandbox has answered, the pull consumer has pulled.
+    let warmup = (warm * 10).min(n.max(1));
+    stoke_round(&p, nats.pid(), &js, &db, &payload, warmup).await?;
+    peer_round(&nats.url, nats.pid(), &payload, warmup).await?;
+
+    let (mut stoke_rates, mut peer_rates) = (Vec::new(), Vec::new());
+    let (mut stoke_cpu, mut peer_cpu) = ([0.0; 3], 0.0);
+    for round in 0..scale.rounds {
+        let (rate, cpu) = peer_round(&nats.url, nats.pid(), &payload, n).await?;
+        peer_rates.push(rate);
+        peer_cpu += cpu;
+        let (rate, cpu) = stoke_round(&p, nats.pid(), &js, &db, &payload, n).await?;
+        stoke_rates.push(rate);
+        (0..3).for_each(|i| stoke_cpu[i] += cpu[i]);
+        eprintln!("  round {round}: peer {:.0}/s, stoke {rate:.0}/s", peer_rates[round]);
+    }
+    let cold: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts WHERE function = ? AND cold")
+        .bind(FUNCTION)
+        .fetch_one(&db)
+        .await?;
+    let invocations = (n * scale.rounds) as f64;
+    let per = |secs: f64| secs * 1e6 / invocations;
+    let metrics = BTreeMap::from([
+        ("events per round".into(), n as f64),
+        ("warm sandboxes".into(), warm as f64),
+        ("cold starts (all rounds)".into(), cold as f64),
+        (
+            "stoke CPU-µs per invocation (stoke up: gateway, dispatcher, worker)".into(),
+            per(stoke_cpu[0]),
+        ),
+        (
+            "function CPU-µs per invocation (the sandboxed processes)".into(),
+            per(stoke_cpu[1]),
+        ),
+        ("nats-server CPU-µs per invocation (stoke)".into(), per(stoke_cpu[2])),
+        ("nats-server CPU-µs per message (peer)".into(), per(peer_cpu)),
+    ]);
+    let figure = Figure::new(
+        "P1",
+        "async warm throughput",
+        "ev/s",
+        median(stoke_rates),
+        "raw JetStream publish → pull → ack",
+        median(peer_rates),
+    )
+    .ratio_at_least(0.30);
+    Ok(Scenario {
+        id: "P1".into(),
+        name: "async warm throughput".into(),
+        setup: format!(
+            "{n} events per round published with JetStream acks on a subject a no-op native function \
+             (hello-rust, `lambda_runtime`) subscribes to, {warm} provisioned sandboxes; the rate from the \
+             first publish to the last completion stored. Peer: a work-queue file stream and a durable \
+             pull consumer on the same nats-server, {n} messages of the same payload published while \
+             another connection pulls and acks them. Medians of {} alternating round(s).",
+            scale.rounds
+        ),
+        figures: vec![figure],
+        metrics,
+        plots: Vec::new(),
+    })
+}
