@@ -662,10 +662,7 @@ impl AdminService for AdminApi {
         };
         let mut functions = Vec::with_capacity(versions.len());
         for v in versions {
-            let Ok(manifest) = Manifest::parse(&v.manifest) else {
-                continue;
-            };
-            let q = crate::queue::function_queue(&self.delivery, &self.js, &v.function, &manifest, r.by_key)
+            let q = crate::queue::function_queue(&self.delivery, &self.js, &v, r.by_key)
                 .await
                 .map_err(|e| Status::unavailable(format!("cannot read JetStream consumer state: {e}")))?;
             functions.push(q);

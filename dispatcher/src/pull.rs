@@ -233,7 +233,7 @@ pub(crate) enum Origin {
 
 impl Source {
     /// Every source a deployed version needs.
-    fn all_of(v: &stoke_store::FunctionVersion) -> Vec<Source> {
+    pub(crate) fn all_of(v: &stoke_store::FunctionVersion) -> Vec<Source> {
         let manifest = match Manifest::parse(&v.manifest) {
             Ok(m) => m,
             Err(e) => {
@@ -263,14 +263,14 @@ impl Source {
         self.durable() == other.durable()
     }
 
-    fn durable(&self) -> String {
+    pub(crate) fn durable(&self) -> String {
         match &self.origin {
             Origin::Invoke => naming::invoke_consumer(&self.function),
             Origin::Subscription { subject, .. } => naming::subscription_consumer(&self.function, subject),
         }
     }
 
-    fn stream(&self) -> &'static str {
+    pub(crate) fn stream(&self) -> &'static str {
         match self.origin {
             Origin::Invoke => naming::INVOKE_STREAM,
             Origin::Subscription { .. } => naming::EVENTS_STREAM,

@@ -12,8 +12,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use stoke_core::{Manifest, naming};
 use stoke_proto::{FunctionQueue, KeyQueue};
+use stoke_store::FunctionVersion;
+
+use crate::pull::Source;
 
 /// How long past its due time a noted retry still counts, in case the
 /// redelivery went to another dispatcher (this one never sees it arrive).
@@ -116,21 +118,16 @@ impl Board {
     }
 }
 
-/// Stored and unacked events of every consumer `function` has.
+/// Stored and unacked events of every consumer `version`'s function has
+/// (the ones its pullers consume: `Source::all_of`).
 async fn jetstream_counts(
     js: &async_nats::jetstream::Context,
-    function: &str,
-    manifest: &Manifest,
+    version: &FunctionVersion,
 ) -> Result<(u64, u64), async_nats::Error> {
-    let mut consumers = vec![(naming::INVOKE_STREAM, naming::invoke_consumer(function))];
-    for t in manifest.triggers().unwrap_or_default() {
-        if let stoke_core::Trigger::Subject { subject, .. } = t {
-            consumers.push((naming::EVENTS_STREAM, naming::subscription_consumer(function, &subject)));
-        }
-    }
     let (mut queued, mut unacked) = (0, 0);
-    for (stream, durable) in consumers {
-        let stream = js.get_stream(stream).await?;
+    for source in Source::all_of(version) {
+        let durable = source.durable();
+        let stream = js.get_stream(source.stream()).await?;
         // A consumer not created yet (no dispatcher pulled it) holds nothing.
         let Ok(mut consumer) = stream
             .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&durable)
@@ -149,11 +146,11 @@ async fn jetstream_counts(
 pub(crate) async fn function_queue(
     ctx: &crate::pull::Ctx,
     js: &async_nats::jetstream::Context,
-    function: &str,
-    manifest: &Manifest,
+    version: &FunctionVersion,
     by_key: bool,
 ) -> Result<FunctionQueue, async_nats::Error> {
-    let (queued, unacked) = jetstream_counts(js, function, manifest).await?;
+    let function = version.function.as_str();
+    let (queued, unacked) = jetstream_counts(js, version).await?;
     let (running, waiting, retrying, deferred) = ctx.board.counts(function);
     let mut keys: HashMap<String, (u32, u32)> = HashMap::new();
     if by_key {
