@@ -28,6 +28,16 @@ fn deploy_parts(archive: &[u8], digest: &str, size: u64, chunk: usize) -> Vec<De
     parts
 }
 
+async fn aliases_of(c: &mut Client, function: &str) -> Vec<AliasInfo> {
+    c.list_aliases(ListAliasesRequest {
+        function: function.into(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .aliases
+}
+
 async fn deploy(c: &mut Client, parts: Vec<DeployRequest>) -> Result<DeployResponse, tonic::Status> {
     Ok(c.deploy(futures::stream::iter(parts)).await?.into_inner())
 }
@@ -77,14 +87,7 @@ async fn deploy_streams_in_chunks_and_refuses_what_does_not_match_its_header() {
         .await
         .unwrap();
     assert!(r.unchanged);
-    let mut aliases = c
-        .list_aliases(ListAliasesRequest {
-            function: "hello".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .aliases;
+    let aliases = aliases_of(&mut c, "hello").await;
     assert!(aliases.is_empty());
     c.set_alias(SetAliasRequest {
         function: "hello".into(),
@@ -93,14 +96,7 @@ async fn deploy_streams_in_chunks_and_refuses_what_does_not_match_its_header() {
     })
     .await
     .unwrap();
-    aliases = c
-        .list_aliases(ListAliasesRequest {
-            function: "hello".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .aliases;
+    let aliases = aliases_of(&mut c, "hello").await;
     assert_eq!(
         aliases.iter().map(|a| (a.name.as_str(), a.version)).collect::<Vec<_>>(),
         [("live", 1)]
