@@ -278,8 +278,11 @@ impl Invoker {
     }
 
     /// `GET /invocations/{id}` for the gateway: what [`Invoker::status`]
-    /// gives, once the caller passes the function's HTTP checks (a function
-    /// whose trigger wants a token shows its results to token holders only).
+    /// gives, once the caller passes the HTTP checks of the version it ran
+    /// (a version whose trigger wants a token shows its results to token
+    /// holders only, whatever became of the function since: a later
+    /// version, a rollback, a delete). An invocation with no version yet is
+    /// judged by the current one, or the last one of a deleted function.
     pub async fn http_status(
         &self,
         invocation_id: &str,
@@ -288,7 +291,19 @@ impl Invoker {
         let Some(info) = self.status(invocation_id).await? else {
             return Ok(None);
         };
-        if let Some(v) = self.inner.store.current_version(&info.function).await?
+        let store = &self.inner.store;
+        let ran = match info.version {
+            0 => None,
+            v => store.get_version(&info.function, v).await?,
+        };
+        let judged = match ran {
+            Some(v) => Some(v),
+            None => match store.current_version(&info.function).await? {
+                Some(v) => Some(v),
+                None => store.list_versions(&info.function).await?.pop(),
+            },
+        };
+        if let Some(v) = judged
             && let Ok(manifest) = Manifest::parse(&v.manifest)
             && manifest.http_auth() == Some(HttpAuth::Token)
         {

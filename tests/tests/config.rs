@@ -382,4 +382,8 @@ async fn token_protected_http_triggers_refuse_callers_without_the_right_token() 
         .unwrap()
         .into_inner();
     assert_eq!(r.invocation.unwrap().status, InvocationStatus::Succeeded as i32);
+
+    // Deleting the function does not make its results public.
+    p.cli_ok(&["delete", "guarded"]);
+    assert_eq!(p.get(&location).await.status, 401);
 }
