@@ -406,7 +406,8 @@ pub fn id_for_key(function: &str, key: &str) -> String {
     uuid::Builder::from_custom_bytes(b).into_uuid().to_string()
 }
 
-fn proto_status(s: Status) -> InvocationStatus {
+/// The wire form of a stored invocation status.
+pub fn proto_status(s: Status) -> InvocationStatus {
     match s {
         Status::Queued => InvocationStatus::Queued,
         Status::Running => InvocationStatus::Running,

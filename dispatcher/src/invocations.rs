@@ -51,17 +51,6 @@ fn status_filter(s: i32) -> Result<Option<Run>, Status> {
     }
 }
 
-fn proto_status(s: Run) -> InvocationStatus {
-    match s {
-        Run::Queued => InvocationStatus::Queued,
-        Run::Running => InvocationStatus::Running,
-        Run::Succeeded => InvocationStatus::Succeeded,
-        Run::Failed => InvocationStatus::Failed,
-        Run::TimedOut => InvocationStatus::TimedOut,
-        Run::DeadLettered => InvocationStatus::DeadLettered,
-    }
-}
-
 /// The page token of a cursor: `created_ms:invocation_id`, base64url.
 pub(crate) fn encode_token(c: &InvocationCursor) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}:{}", c.created_ms, c.invocation_id))
@@ -88,7 +77,7 @@ fn summary(i: InvocationSummary) -> stoke_proto::InvocationSummary {
         function: i.function,
         namespace: i.namespace,
         version: i.version,
-        status: proto_status(i.status) as i32,
+        status: stoke_broker::invoke::proto_status(i.status) as i32,
         attempts: i.attempts,
         idempotency_key: i.idempotency_key,
         trigger: i.trigger,
