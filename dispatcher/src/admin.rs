@@ -25,7 +25,6 @@ use stoke_proto::{
     ListFunctionsResponse, PublishRequest, PublishResponse, RedriveRequest, RedriveResponse, deploy_request,
 };
 use stoke_store::{DeadLetterFilter, DeployOutcome, FunctionVersion, NewVersion, Store, StoreError};
-use tokio::sync::Notify;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::guard;
@@ -35,7 +34,7 @@ pub(crate) struct AdminApi {
     pub js: async_nats::jetstream::Context,
     pub streams: stoke_broker::streams::StreamOptions,
     pub invoker: Invoker,
-    pub deployed: Arc<Notify>,
+    pub deployed: Arc<crate::current::Deployments>,
     pub limits: Limits,
     pub auth: Authenticator,
     pub registry: Arc<crate::workers::Registry>,
@@ -233,7 +232,7 @@ impl AdminService for AdminApi {
             }
         };
         tracing::info!(function = %v.function, version = v.version, %digest, unchanged, "deployed");
-        self.deployed.notify_one();
+        self.deployed.changed();
         Ok(Response::new(DeployResponse {
             function: Some(function_info(&v)),
             unchanged,
@@ -510,7 +509,7 @@ impl AdminService for AdminApi {
         let r = req.into_inner();
         guard::on_function(self.store.as_ref(), &caller, Role::Deployer, &r.name).await?;
         let info = crate::versions::rollback(self.store.as_ref(), &r.name, r.version).await?;
-        self.deployed.notify_one();
+        self.deployed.changed();
         Ok(Response::new(info))
     }
 
@@ -522,7 +521,7 @@ impl AdminService for AdminApi {
         let name = req.into_inner().name;
         guard::on_function(self.store.as_ref(), &caller, Role::Deployer, &name).await?;
         let done = crate::versions::delete(self.store.as_ref(), &name).await?;
-        self.deployed.notify_one();
+        self.deployed.changed();
         Ok(Response::new(done))
     }
 
@@ -601,7 +600,7 @@ impl AdminService for AdminApi {
         let r = req.into_inner();
         guard::on_function(self.store.as_ref(), &caller, Role::Deployer, &r.function).await?;
         let done = crate::versions::set_env(self.store.as_ref(), r).await?;
-        self.deployed.notify_one();
+        self.deployed.changed();
         Ok(Response::new(done))
     }
 

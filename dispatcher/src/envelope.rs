@@ -26,6 +26,10 @@ pub(crate) struct Envelope {
     base: u32,
     /// Times JetStream delivered this message (1 the first time).
     pub delivered: u32,
+    /// The key is this stream message's own (`STOKE_EVENTS:<sequence>`, a
+    /// subject message without `Nats-Msg-Id`): no other event shares it,
+    /// so on its first delivery nothing can have completed it yet.
+    pub own_key: bool,
     pub created_ms: i64,
     /// The event the function receives.
     pub payload: Bytes,
@@ -69,6 +73,9 @@ pub(crate) fn invocation(msg: &jetstream::Message) -> Envelope {
         attempt: base + 1,
         base,
         delivered,
+        // Keys on this stream come from callers (or the broker); the
+        // broker's dedupe and the store are what make them unique.
+        own_key: false,
         created_ms,
         payload: msg.payload.clone(),
     }
@@ -79,7 +86,7 @@ pub(crate) fn invocation(msg: &jetstream::Message) -> Envelope {
 /// is its `Nats-Msg-Id`, else stream:sequence.
 pub(crate) fn subscription(msg: &jetstream::Message, function: &str) -> (Envelope, serde_json::Value) {
     let (delivered, created_ms, seq) = delivery(msg);
-    let (key, event) = subject_event(msg, created_ms, seq);
+    let (key, own_key, event) = subject_event(msg, created_ms, seq);
     // Without a trace context of its own, a message's trace follows from its
     // key: every function subscribed to it, and every retry, shares one.
     let trace = trace_of(msg).unwrap_or_else(|| TraceContext::derived(&key, secs(created_ms)));
@@ -93,6 +100,7 @@ pub(crate) fn subscription(msg: &jetstream::Message, function: &str) -> (Envelop
         attempt: 1,
         base: 0,
         delivered,
+        own_key,
         created_ms,
         payload: Bytes::from(serde_json::to_vec(&event).expect("JSON values serialise")),
     };
@@ -114,6 +122,7 @@ pub(crate) fn batch_run(first: &Envelope, attempt: u32) -> Envelope {
         attempt,
         base: 0,
         delivered: 1,
+        own_key: true,
         created_ms: first.created_ms,
         payload: Bytes::new(),
     }
@@ -143,7 +152,7 @@ fn secs(ms: i64) -> u32 {
 /// `{"source":"nats","subject","sequence","publishedAt","headers":{..},"data":..}`
 /// (`data` is the payload as JSON when it parses, else a string;
 /// non-UTF-8 payloads come as `dataBase64`).
-fn subject_event(msg: &jetstream::Message, published_ms: i64, seq: u64) -> (String, serde_json::Value) {
+fn subject_event(msg: &jetstream::Message, published_ms: i64, seq: u64) -> (String, bool, serde_json::Value) {
     use base64::Engine as _;
     let mut headers = serde_json::Map::new();
     for (name, values) in msg.headers.iter().flat_map(|h| h.iter()) {
@@ -155,13 +164,14 @@ fn subject_event(msg: &jetstream::Message, published_ms: i64, seq: u64) -> (Stri
         };
         headers.insert(name.to_string(), v);
     }
-    let key = msg
+    let msg_id = msg
         .headers
         .as_ref()
         .and_then(|h| h.get(naming::headers::MSG_ID))
         .map(|v| v.as_str().to_string())
-        .filter(|k| !k.is_empty())
-        .unwrap_or_else(|| format!("{}:{seq}", naming::EVENTS_STREAM));
+        .filter(|k| !k.is_empty());
+    let own_key = msg_id.is_none();
+    let key = msg_id.unwrap_or_else(|| format!("{}:{seq}", naming::EVENTS_STREAM));
     let mut event = serde_json::json!({
         "source": "nats",
         "subject": msg.subject.as_str(),
@@ -175,7 +185,7 @@ fn subject_event(msg: &jetstream::Message, published_ms: i64, seq: u64) -> (Stri
         }
         Err(_) => event["dataBase64"] = base64::engine::general_purpose::STANDARD.encode(&msg.payload).into(),
     }
-    (key, event)
+    (key, own_key, event)
 }
 
 /// RFC 3339 UTC with milliseconds.

@@ -278,12 +278,16 @@ pub(crate) enum Ended {
 /// A key that already completed (a redelivery after a lost ack, or a
 /// duplicate past the dedupe window) is answered from the store; a
 /// redelivery of an event already dead-lettered (its TERM was lost) is
-/// TERMed again. Neither runs twice.
+/// TERMed again. Neither runs twice. The first delivery of a message keyed
+/// by its own sequence needs no look: nothing else has that key.
 pub(crate) async fn already_ended(
     store: &dyn Store,
     function: &str,
     env: &Envelope,
 ) -> Result<Option<Ended>, StoreError> {
+    if env.own_key && !env.redelivered() {
+        return Ok(None);
+    }
     if let Some(done) = store.completion_by_key(function, &env.key).await? {
         return Ok(Some(Ended::Completed(Box::new(done))));
     }
@@ -408,17 +412,22 @@ where
 
 /// The function version an event names (or the current one), cached.
 pub(crate) async fn load(ctx: &Ctx, function: &str, version: Option<u32>) -> Result<Option<Arc<Loaded>>, StoreError> {
-    if let Some(v) = version
+    let wanted = version.or_else(|| ctx.deployments.cached(function));
+    if let Some(v) = wanted
         && let Some(l) = ctx.specs.lock().expect("not poisoned").get(&(function.to_string(), v))
     {
         return Ok(Some(l.clone()));
     }
     let store = &ctx.shared.store;
-    let fv = match version {
+    let generation = ctx.deployments.generation();
+    let fv = match wanted {
         Some(v) => store.get_version(function, v).await?,
         None => store.current_version(function).await?,
     };
     let Some(fv) = fv else { return Ok(None) };
+    if version.is_none() {
+        ctx.deployments.remember(function, fv.version, generation);
+    }
     // The current version (subject events name none) is usually cached too.
     if let Some(l) = ctx
         .specs

@@ -17,6 +17,7 @@
 
 mod admin;
 mod batch;
+mod current;
 mod dlq;
 mod envelope;
 mod gate;
@@ -245,7 +246,7 @@ impl Dispatcher {
             js: async_nats::jetstream::new(self.nats.clone()),
             streams: self.opts.stream.clone(),
             invoker,
-            deployed: pullers.deployed_notifier(),
+            deployed: pullers.deployments(),
             limits: stoke_core::package::Limits::default(),
             auth: self.auth.clone(),
             registry: self.registry.clone(),

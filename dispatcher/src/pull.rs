@@ -16,7 +16,6 @@ use futures::StreamExt;
 use stoke_broker::streams::{self, Holding};
 use stoke_core::{Batching, Manifest, naming};
 use stoke_store::Store;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -48,6 +47,8 @@ pub(crate) struct Ctx {
     pub gates: Mutex<HashMap<(String, u32), Arc<Gate>>>,
     /// What runs, waits and comes back later, per function (queue view).
     pub board: crate::queue::Board,
+    /// Changes through the admin API, and current versions as last read.
+    pub deployments: Arc<crate::current::Deployments>,
 }
 
 impl Ctx {
@@ -63,7 +64,6 @@ impl Ctx {
 
 pub(crate) struct Pullers {
     ctx: Arc<Ctx>,
-    deployed: Arc<Notify>,
 }
 
 impl Pullers {
@@ -76,8 +76,8 @@ impl Pullers {
                 release_now: CancellationToken::new(),
                 gates: Mutex::new(HashMap::new()),
                 board: crate::queue::Board::default(),
+                deployments: Arc::default(),
             }),
-            deployed: Arc::new(Notify::new()),
         }
     }
 
@@ -86,10 +86,10 @@ impl Pullers {
         self.ctx.clone()
     }
 
-    /// Notified by the admin API after a deploy, so the new function's
-    /// consumer starts at once.
-    pub fn deployed_notifier(&self) -> Arc<Notify> {
-        self.deployed.clone()
+    /// Told by the admin API of every change, so a new function's consumer
+    /// starts at once and subject events run the new current version.
+    pub fn deployments(&self) -> Arc<crate::current::Deployments> {
+        self.ctx.deployments.clone()
     }
 
     /// Keep one consumer loop per deployed function until `shutdown`, then
@@ -133,7 +133,7 @@ impl Pullers {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(refresh) => {}
-                _ = self.deployed.notified() => {}
+                _ = self.ctx.deployments.notified() => {}
             }
         }
 

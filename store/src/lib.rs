@@ -9,6 +9,7 @@
 //! lives in `sql/*.sql`, schema in `../migrations`.
 //! This crate must not know about NATS, gRPC or HTTP.
 
+mod group_commit;
 mod postgres;
 mod queries;
 mod sql_catalog;

@@ -26,6 +26,7 @@ use crate::*;
 
 pub struct PgStore {
     pool: PgPool,
+    commits: crate::group_commit::GroupCommit,
 }
 
 impl PgStore {
@@ -60,7 +61,10 @@ impl PgStore {
             .await?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
         tracing::info!(backend = "postgres", %host, port, %database, "store open");
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            commits: group_commit(&pool),
+            pool,
+        })
     }
 }
 

@@ -196,6 +196,57 @@ macro_rules! sql_store {
                 .bind(c.payload_digest.as_deref())
         }
 
+        /// Write completions with their attempts, in one transaction (the
+        /// group commit behind [`Store::record_completion`]): each one
+        /// recorded, or the duplicate already holding its key. An attempt
+        /// is metered either way: it ran.
+        async fn write_completions(
+            pool: sqlx::Pool<$db>,
+            items: std::sync::Arc<[$crate::group_commit::Item]>,
+        ) -> Result<Vec<CompletionWrite>> {
+            let mut tx = pool.begin().await?;
+            let mut answers = Vec::with_capacity(items.len());
+            for (attempt, c) in items.iter() {
+                bind_attempt(sqlx::query(q::INSERT_ATTEMPT), attempt)
+                    .execute(&mut *tx)
+                    .await?;
+                let inserted = bind_completion(sqlx::query(q::INSERT_COMPLETION), c)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if inserted == 1 {
+                    answers.push(CompletionWrite::Recorded);
+                    continue;
+                }
+                let by_key = sqlx::query(q::COMPLETION_BY_KEY)
+                    .bind(&c.function)
+                    .bind(&c.idempotency_key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                // Else the same invocation id under another key: that id's record.
+                let existing = match by_key {
+                    Some(row) => row,
+                    None => {
+                        sqlx::query(q::COMPLETION_BY_ID)
+                            .bind(&c.invocation_id)
+                            .fetch_one(&mut *tx)
+                            .await?
+                    }
+                };
+                answers.push(CompletionWrite::Duplicate(Box::new(completion_from_row(&existing)?)));
+            }
+            tx.commit().await?;
+            Ok(answers)
+        }
+
+        /// The group commit writing through `pool`.
+        fn group_commit(pool: &sqlx::Pool<$db>) -> $crate::group_commit::GroupCommit {
+            let pool = pool.clone();
+            $crate::group_commit::GroupCommit::new(std::sync::Arc::new(move |items| {
+                Box::pin(write_completions(pool.clone(), items))
+            }))
+        }
+
         #[async_trait]
         impl Store for $store {
             async fn put_package(&self, digest: &str, data: &[u8]) -> Result<()> {
@@ -336,36 +387,7 @@ macro_rules! sql_store {
             }
 
             async fn record_completion(&self, attempt: &AttemptRecord, c: &Completion) -> Result<CompletionWrite> {
-                let mut tx = self.pool.begin().await?;
-                bind_attempt(sqlx::query(q::INSERT_ATTEMPT), attempt)
-                    .execute(&mut *tx)
-                    .await?;
-                let inserted = bind_completion(sqlx::query(q::INSERT_COMPLETION), c)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if inserted == 1 {
-                    tx.commit().await?;
-                    return Ok(CompletionWrite::Recorded);
-                }
-                // The attempt is still metered: it ran.
-                let existing = sqlx::query(q::COMPLETION_BY_KEY)
-                    .bind(&c.function)
-                    .bind(&c.idempotency_key)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                match existing {
-                    Some(row) => Ok(CompletionWrite::Duplicate(Box::new(completion_from_row(&row)?))),
-                    // Same invocation id under another key: treat as that id's record.
-                    None => {
-                        let row = sqlx::query(q::COMPLETION_BY_ID)
-                            .bind(&c.invocation_id)
-                            .fetch_one(&self.pool)
-                            .await?;
-                        Ok(CompletionWrite::Duplicate(Box::new(completion_from_row(&row)?)))
-                    }
-                }
+                self.commits.submit((attempt.clone(), c.clone())).await
             }
 
             async fn record_batch(&self, attempt: &AttemptRecord, completions: &[Completion]) -> Result<usize> {

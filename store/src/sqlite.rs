@@ -13,6 +13,7 @@ use crate::*;
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    commits: crate::group_commit::GroupCommit,
 }
 
 impl SqliteStore {
@@ -30,7 +31,8 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(5));
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .pragma("mmap_size", "268435456");
         // Several processes (broker, dispatcher) may open one file at once:
         // creating it, switching it to WAL and migrating are not safe to race
         // (sqlx does not lock SQLite migrations), so hold an exclusive flock
@@ -56,7 +58,10 @@ impl SqliteStore {
         drop(lock);
         migrated?;
         tracing::info!(backend = "sqlite", path = %path.display(), "store open");
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            commits: group_commit(&pool),
+            pool,
+        })
     }
 }
 

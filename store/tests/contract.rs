@@ -603,29 +603,61 @@ fn both_backends_have_the_same_migrations() {
     assert_eq!(names("sqlite"), names("postgres"), "numbered and named alike");
 }
 
+/// Completions written at once (the store groups them into shared
+/// transactions): one per key is recorded, every other call for that key is
+/// answered with the winner's record, distinct keys are all recorded, a
+/// repeat of a recorded invocation gets its own record back, and every
+/// attempt is metered.
 async fn exactly_one_of_concurrent_completions(store: std::sync::Arc<dyn Store>) {
+    const N: usize = 48;
+    let write = |store: std::sync::Arc<dyn Store>, id: String, key: String| async move {
+        let answer = store
+            .record_completion(
+                &attempt(&id, &key, 1, AttemptOutcome::Success, 10),
+                &completion(&id, &key, id.as_bytes()),
+            )
+            .await
+            .unwrap();
+        (id, key, answer)
+    };
     let mut tasks = Vec::new();
-    for i in 0..16 {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            let id = format!("i{i}");
-            store
-                .record_completion(
-                    &attempt(&id, "same", 1, AttemptOutcome::Success, 10),
-                    &completion(&id, "same", id.as_bytes()),
-                )
-                .await
-                .unwrap()
-        }));
+    for i in 0..N {
+        // Even: all one key; odd: a key each.
+        let key = if i % 2 == 0 { "same".to_string() } else { format!("own-{i}") };
+        tasks.push(tokio::spawn(write(store.clone(), format!("i{i}"), key)));
     }
-    let mut recorded = 0;
+    let mut answers = Vec::new();
     for t in tasks {
-        if t.await.unwrap() == CompletionWrite::Recorded {
-            recorded += 1;
+        answers.push(t.await.unwrap());
+    }
+    let winners: Vec<&String> = answers
+        .iter()
+        .filter(|(_, key, a)| key == "same" && *a == CompletionWrite::Recorded)
+        .map(|(id, _, _)| id)
+        .collect();
+    assert_eq!(winners.len(), 1, "one completion for the shared key");
+    let winner = winners[0].clone();
+    for (id, key, answer) in &answers {
+        match answer {
+            CompletionWrite::Recorded => assert!(key != "same" || *id == winner),
+            CompletionWrite::Duplicate(first) => {
+                assert_eq!(key, "same", "{id}: a distinct key was refused");
+                assert_eq!(first.invocation_id, winner, "{id} was told of another record");
+                assert_eq!(first.result.as_deref(), Some(winner.as_bytes()));
+            }
         }
     }
-    assert_eq!(recorded, 1);
-    assert_eq!(store.usage(&UsageFilter::default()).await.unwrap()[0].attempts, 16);
+    // The same invocation again, as after a lost ack: its own record.
+    let (_, _, again) = write(store.clone(), "i1".into(), "own-1".into()).await;
+    match again {
+        CompletionWrite::Duplicate(first) => assert_eq!(first.invocation_id, "i1"),
+        other => panic!("a repeated completion was {other:?}"),
+    }
+    assert_eq!(
+        store.usage(&UsageFilter::default()).await.unwrap()[0].attempts,
+        N as u64,
+        "every attempt metered once (the repeat's attempt row is the same row)"
+    );
 }
 
 #[tokio::test]
