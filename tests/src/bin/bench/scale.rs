@@ -1,0 +1,59 @@
+//! How much work each scenario does: tiny fixed counts in `--smoke` mode,
+//! else the defaults below, each overridable by an environment knob.
+
+use stoke_tests::measure::knob;
+
+pub struct Scale {
+    pub smoke: bool,
+    /// Alternating peer/stoke rounds per scenario (each scenario's setup
+    /// says whether it takes the medians or pools the samples).
+    pub rounds: usize,
+    pub payload_bytes: usize,
+    pub p1_events: usize,
+    pub p1_warm: usize,
+    pub p2_rate: f64,
+    pub p2_requests: usize,
+    pub p2_warm: usize,
+    /// Cold invokes per function, sandbox mode and round.
+    pub p3_cold: usize,
+    /// Sequential warm invokes per function and sandbox mode.
+    pub p3_warm_calls: usize,
+}
+
+impl Scale {
+    pub fn new(smoke: bool) -> Scale {
+        if smoke {
+            return Scale {
+                smoke,
+                rounds: 1,
+                payload_bytes: 128,
+                p1_events: 300,
+                p1_warm: 2,
+                p2_rate: 200.0,
+                p2_requests: 200,
+                p2_warm: 2,
+                p3_cold: 2,
+                p3_warm_calls: 10,
+            };
+        }
+        Scale {
+            smoke,
+            rounds: knob("BENCH_ROUNDS", 3).max(1),
+            payload_bytes: knob("BENCH_PAYLOAD_BYTES", 128),
+            p1_events: knob("BENCH_P1_EVENTS", 5000),
+            p1_warm: knob("BENCH_P1_WARM", 8).max(1),
+            p2_rate: knob("BENCH_P2_RATE", 200).max(1) as f64,
+            p2_requests: knob("BENCH_P2_REQUESTS", 3000),
+            p2_warm: knob("BENCH_P2_WARM", 4).max(1),
+            p3_cold: knob("BENCH_P3_COLD", 15).max(1),
+            p3_warm_calls: knob("BENCH_P3_WARM_CALLS", 200).max(1),
+        }
+    }
+
+    /// A JSON event of exactly `payload_bytes` (at least its fixed part).
+    pub fn payload(&self) -> Vec<u8> {
+        let fixed = r#"{"name":"bench","pad":""}"#.len();
+        let pad = "x".repeat(self.payload_bytes.saturating_sub(fixed));
+        format!(r#"{{"name":"bench","pad":"{pad}"}}"#).into_bytes()
+    }
+}
