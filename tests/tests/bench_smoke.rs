@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Every figure the harness reports, in report order.
-const FIGURES: [&str; 7] = [
+const FIGURES: [&str; 8] = [
     "P1",
     "P2.p50",
     "P2.p99",
@@ -15,6 +15,7 @@ const FIGURES: [&str; 7] = [
     "P3.python.p99",
     "P3.rust.p50",
     "P3.rust.p99",
+    "P4",
 ];
 
 #[test]
@@ -73,6 +74,8 @@ fn bench_smoke_writes_a_complete_report() {
     };
     assert_eq!(metric("P2", "stoke errors"), 0.0);
     assert_eq!(metric("P3", "measured invokes that were not cold"), 0.0);
+    assert_eq!(metric("P4", "stoke errors"), 0.0);
+    assert_eq!(metric("P4", "lighttpd errors"), 0.0);
 
     let md = std::fs::read_to_string(out.path().join("report.md")).unwrap();
     assert!(md.contains("| figure | stoke | peer | ratio | goal | met? |"), "{md}");

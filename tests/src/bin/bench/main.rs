@@ -16,6 +16,8 @@
 //!   ÷ a raw NATS request/reply round trip;
 //! - p3: cold start, HTTP request → response of a cold invoke, sandboxed ÷
 //!   `stoke up --sandbox none`, for Python and Rust `lambda_runtime`;
+//! - p4: sync warm throughput (closed loop) of the Python example ÷ lighttpd
+//!   running the same handler through mod_cgi;
 //!
 //! Knobs (environment, real mode only; defaults in brackets):
 //! - BENCH_ROUNDS [3], BENCH_PAYLOAD_BYTES [128];
@@ -24,9 +26,12 @@
 //!   BENCH_P2_WARM [4 sandboxes];
 //! - P3: BENCH_P3_COLD [15 cold invokes per function, mode and round],
 //!   BENCH_P3_WARM_CALLS [200];
+//! - P4: BENCH_P4_CLIENTS [8], BENCH_P4_REQUESTS [1000 per round and side];
 
+mod cgi;
 mod cold;
 mod latency;
+mod lighttpd;
 mod report;
 mod scale;
 mod throughput;
@@ -41,7 +46,7 @@ use stoke_tests::{Nats, Platform, PlatformOptions, built_binary, processes_runni
 pub use scale::Scale;
 
 /// Every scenario `--only` knows, in the order they run.
-const SCENARIOS: [&str; 3] = ["p1", "p2", "p3"];
+const SCENARIOS: [&str; 4] = ["p1", "p2", "p3", "p4"];
 
 #[derive(Parser)]
 #[command(
@@ -53,8 +58,8 @@ struct Args {
     /// figures mean little.
     #[arg(long)]
     smoke: bool,
-    /// Scenarios to run, comma-separated: p1, p2, p3.
-    #[arg(long, value_delimiter = ',', default_value = "p1,p2,p3")]
+    /// Scenarios to run, comma-separated: p1, p2, p3, p4.
+    #[arg(long, value_delimiter = ',', default_value = "p1,p2,p3,p4")]
     only: Vec<String>,
     /// Directory for report.md, report.json and the plots (created).
     #[arg(long, default_value = "bench-report")]
@@ -152,6 +157,10 @@ async fn run(args: &Args, out: &Path) -> anyhow::Result<()> {
             "p3" => {
                 eprintln!("P3: cold start, sandboxed vs --sandbox none ...");
                 cold::run(&scale).await
+            }
+            "p4" => {
+                eprintln!("P4: sync throughput vs lighttpd mod_cgi ...");
+                cgi::run(&scale).await
             }
             other => unreachable!("selected() knows no {other}"),
         };

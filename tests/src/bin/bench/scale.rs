@@ -18,6 +18,10 @@ pub struct Scale {
     pub p3_cold: usize,
     /// Sequential warm invokes per function and sandbox mode.
     pub p3_warm_calls: usize,
+    /// Closed-loop clients (and warm sandboxes) for both sides.
+    pub p4_clients: usize,
+    /// Requests per round and side.
+    pub p4_requests: usize,
 }
 
 impl Scale {
@@ -34,6 +38,8 @@ impl Scale {
                 p2_warm: 2,
                 p3_cold: 2,
                 p3_warm_calls: 10,
+                p4_clients: 4,
+                p4_requests: 40,
             };
         }
         Scale {
@@ -47,6 +53,8 @@ impl Scale {
             p2_warm: knob("BENCH_P2_WARM", 4).max(1),
             p3_cold: knob("BENCH_P3_COLD", 15).max(1),
             p3_warm_calls: knob("BENCH_P3_WARM_CALLS", 200).max(1),
+            p4_clients: knob("BENCH_P4_CLIENTS", 8).max(1),
+            p4_requests: knob("BENCH_P4_REQUESTS", 1000).max(1),
         }
     }
 
