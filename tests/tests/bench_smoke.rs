@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Every figure the harness reports, in report order.
-const FIGURES: [&str; 8] = [
+const FIGURES: [&str; 10] = [
     "P1",
     "P2.p50",
     "P2.p99",
@@ -16,6 +16,8 @@ const FIGURES: [&str; 8] = [
     "P3.rust.p50",
     "P3.rust.p99",
     "P4",
+    "P5.idle",
+    "P5.memory",
 ];
 
 #[test]

@@ -18,6 +18,8 @@
 //!   `stoke up --sandbox none`, for Python and Rust `lambda_runtime`;
 //! - p4: sync warm throughput (closed loop) of the Python example ÷ lighttpd
 //!   running the same handler through mod_cgi;
+//! - p5: idle CPU of the platform with many deployed functions, and its
+//!   memory per warm sandbox;
 //!
 //! Knobs (environment, real mode only; defaults in brackets):
 //! - BENCH_ROUNDS [3], BENCH_PAYLOAD_BYTES [128];
@@ -27,9 +29,12 @@
 //! - P3: BENCH_P3_COLD [15 cold invokes per function, mode and round],
 //!   BENCH_P3_WARM_CALLS [200];
 //! - P4: BENCH_P4_CLIENTS [8], BENCH_P4_REQUESTS [1000 per round and side];
+//! - P5: BENCH_P5_FUNCTIONS [100], BENCH_P5_IDLE_SECS [60],
+//!   BENCH_P5_SANDBOXES [40];
 
 mod cgi;
 mod cold;
+mod idle;
 mod latency;
 mod lighttpd;
 mod report;
@@ -46,7 +51,7 @@ use stoke_tests::{Nats, Platform, PlatformOptions, built_binary, processes_runni
 pub use scale::Scale;
 
 /// Every scenario `--only` knows, in the order they run.
-const SCENARIOS: [&str; 4] = ["p1", "p2", "p3", "p4"];
+const SCENARIOS: [&str; 5] = ["p1", "p2", "p3", "p4", "p5"];
 
 #[derive(Parser)]
 #[command(
@@ -58,8 +63,8 @@ struct Args {
     /// figures mean little.
     #[arg(long)]
     smoke: bool,
-    /// Scenarios to run, comma-separated: p1, p2, p3, p4.
-    #[arg(long, value_delimiter = ',', default_value = "p1,p2,p3,p4")]
+    /// Scenarios to run, comma-separated: p1, p2, p3, p4, p5.
+    #[arg(long, value_delimiter = ',', default_value = "p1,p2,p3,p4,p5")]
     only: Vec<String>,
     /// Directory for report.md, report.json and the plots (created).
     #[arg(long, default_value = "bench-report")]
@@ -161,6 +166,10 @@ async fn run(args: &Args, out: &Path) -> anyhow::Result<()> {
             "p4" => {
                 eprintln!("P4: sync throughput vs lighttpd mod_cgi ...");
                 cgi::run(&scale).await
+            }
+            "p5" => {
+                eprintln!("P5: idle cost and memory per warm sandbox ...");
+                idle::run(&scale).await
             }
             other => unreachable!("selected() knows no {other}"),
         };

@@ -22,6 +22,10 @@ pub struct Scale {
     pub p4_clients: usize,
     /// Requests per round and side.
     pub p4_requests: usize,
+    pub p5_functions: usize,
+    pub p5_idle_secs: f64,
+    /// Warm sandboxes for the memory figure.
+    pub p5_sandboxes: usize,
 }
 
 impl Scale {
@@ -40,6 +44,9 @@ impl Scale {
                 p3_warm_calls: 10,
                 p4_clients: 4,
                 p4_requests: 40,
+                p5_functions: 4,
+                p5_idle_secs: 3.0,
+                p5_sandboxes: 8,
             };
         }
         Scale {
@@ -55,6 +62,9 @@ impl Scale {
             p3_warm_calls: knob("BENCH_P3_WARM_CALLS", 200).max(1),
             p4_clients: knob("BENCH_P4_CLIENTS", 8).max(1),
             p4_requests: knob("BENCH_P4_REQUESTS", 1000).max(1),
+            p5_functions: knob("BENCH_P5_FUNCTIONS", 100).max(1),
+            p5_idle_secs: knob("BENCH_P5_IDLE_SECS", 60).max(1) as f64,
+            p5_sandboxes: knob("BENCH_P5_SANDBOXES", 40).max(2),
         }
     }
 
