@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Every figure the harness reports, in report order.
-const FIGURES: [&str; 10] = [
+const FIGURES: [&str; 17] = [
     "P1",
     "P2.p50",
     "P2.p99",
@@ -18,6 +18,13 @@ const FIGURES: [&str; 10] = [
     "P4",
     "P5.idle",
     "P5.memory",
+    "P6a",
+    "P6b.sqlite.ns-day",
+    "P6b.sqlite.fn-day-hourly",
+    "P6b.sqlite.month-daily",
+    "P6b.postgres.ns-day",
+    "P6b.postgres.fn-day-hourly",
+    "P6b.postgres.month-daily",
 ];
 
 #[test]
@@ -78,6 +85,7 @@ fn bench_smoke_writes_a_complete_report() {
     assert_eq!(metric("P3", "measured invokes that were not cold"), 0.0);
     assert_eq!(metric("P4", "stoke errors"), 0.0);
     assert_eq!(metric("P4", "lighttpd errors"), 0.0);
+    assert_eq!(metric("P6b", "attempt rows"), 10_000.0);
 
     let md = std::fs::read_to_string(out.path().join("report.md")).unwrap();
     assert!(md.contains("| figure | stoke | peer | ratio | goal | met? |"), "{md}");

@@ -9,7 +9,7 @@
 //! cargo build --release --workspace && ./target/release/bench --out bench-report
 //! ```
 //!
-//! Scenarios (`--only`, comma-separated):
+//! Scenarios (`--only`, comma-separated; `p6` is both P6 parts):
 //! - p1: async warm throughput (subject trigger → no-op native function) ÷
 //!   a raw JetStream publish → pull → ack loop;
 //! - p2: sync warm HTTP invoke latency at a fixed request rate (open loop)
@@ -20,6 +20,9 @@
 //!   running the same handler through mod_cgi;
 //! - p5: idle CPU of the platform with many deployed functions, and its
 //!   memory per warm sandbox;
+//! - p6a: drain throughput with a large subject backlog ÷ with a small one;
+//! - p6b: the usage query over millions of attempt rows, SQLite and
+//!   PostgreSQL, ÷ a bare aggregate over the same rows.
 //!
 //! Knobs (environment, real mode only; defaults in brackets):
 //! - BENCH_ROUNDS [3], BENCH_PAYLOAD_BYTES [128];
@@ -31,7 +34,11 @@
 //! - P4: BENCH_P4_CLIENTS [8], BENCH_P4_REQUESTS [1000 per round and side];
 //! - P5: BENCH_P5_FUNCTIONS [100], BENCH_P5_IDLE_SECS [60],
 //!   BENCH_P5_SANDBOXES [40];
+//! - P6: BENCH_P6_BACKLOG [1000000 events], BENCH_P6_SMALL_BACKLOG [1000],
+//!   BENCH_P6_WINDOW [20000 completions], BENCH_P6_ROWS [10000000],
+//!   BENCH_P6_QUERIES [5 timed runs per query].
 
+mod backlog;
 mod cgi;
 mod cold;
 mod idle;
@@ -40,6 +47,7 @@ mod lighttpd;
 mod report;
 mod scale;
 mod throughput;
+mod usage;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -51,7 +59,7 @@ use stoke_tests::{Nats, Platform, PlatformOptions, built_binary, processes_runni
 pub use scale::Scale;
 
 /// Every scenario `--only` knows, in the order they run.
-const SCENARIOS: [&str; 5] = ["p1", "p2", "p3", "p4", "p5"];
+const SCENARIOS: [&str; 7] = ["p1", "p2", "p3", "p4", "p5", "p6a", "p6b"];
 
 #[derive(Parser)]
 #[command(
@@ -63,8 +71,9 @@ struct Args {
     /// figures mean little.
     #[arg(long)]
     smoke: bool,
-    /// Scenarios to run, comma-separated: p1, p2, p3, p4, p5.
-    #[arg(long, value_delimiter = ',', default_value = "p1,p2,p3,p4,p5")]
+    /// Scenarios to run, comma-separated: p1, p2, p3, p4, p5, p6a, p6b (p6 =
+    /// both P6 parts).
+    #[arg(long, value_delimiter = ',', default_value = "p1,p2,p3,p4,p5,p6")]
     only: Vec<String>,
     /// Directory for report.md, report.json and the plots (created).
     #[arg(long, default_value = "bench-report")]
@@ -128,12 +137,15 @@ fn nats_version() -> String {
         .unwrap_or_else(|e| format!("unknown ({e})"))
 }
 
-/// The scenarios `--only` names, in run order.
+/// The scenarios `--only` names, in run order (`p6`: both P6 parts).
 fn selected(only: &[String]) -> anyhow::Result<Vec<&'static str>> {
-    let named = |s: &str, id: &str| s == id;
+    let named = |s: &str, id: &str| s == id || (id == "p6" && s.starts_with("p6"));
     for id in only {
         if !SCENARIOS.iter().any(|s| named(s, id)) {
-            bail!("unknown scenario {id:?} in --only (known: {})", SCENARIOS.join(", "));
+            bail!(
+                "unknown scenario {id:?} in --only (known: {}, p6)",
+                SCENARIOS.join(", ")
+            );
         }
     }
     Ok(SCENARIOS
@@ -170,6 +182,14 @@ async fn run(args: &Args, out: &Path) -> anyhow::Result<()> {
             "p5" => {
                 eprintln!("P5: idle cost and memory per warm sandbox ...");
                 idle::run(&scale).await
+            }
+            "p6a" => {
+                eprintln!("P6a: drain throughput with a large backlog ...");
+                backlog::run(&scale).await
+            }
+            "p6b" => {
+                eprintln!("P6b: usage queries over many attempt rows ...");
+                usage::run(&scale).await
             }
             other => unreachable!("selected() knows no {other}"),
         };

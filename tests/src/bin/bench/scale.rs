@@ -26,6 +26,16 @@ pub struct Scale {
     pub p5_idle_secs: f64,
     /// Warm sandboxes for the memory figure.
     pub p5_sandboxes: usize,
+    /// The large backlog, in events.
+    pub p6_backlog: usize,
+    /// The small backlog, in events (drained whole).
+    pub p6_small_backlog: usize,
+    /// Completions of the large backlog measured.
+    pub p6_window: usize,
+    /// Attempt rows for the usage queries.
+    pub p6_rows: usize,
+    /// Timed runs of each usage query.
+    pub p6_queries: usize,
 }
 
 impl Scale {
@@ -47,6 +57,11 @@ impl Scale {
                 p5_functions: 4,
                 p5_idle_secs: 3.0,
                 p5_sandboxes: 8,
+                p6_backlog: 3000,
+                p6_small_backlog: 300,
+                p6_window: 600,
+                p6_rows: 10_000,
+                p6_queries: 3,
             };
         }
         Scale {
@@ -65,6 +80,11 @@ impl Scale {
             p5_functions: knob("BENCH_P5_FUNCTIONS", 100).max(1),
             p5_idle_secs: knob("BENCH_P5_IDLE_SECS", 60).max(1) as f64,
             p5_sandboxes: knob("BENCH_P5_SANDBOXES", 40).max(2),
+            p6_backlog: knob("BENCH_P6_BACKLOG", 1_000_000).max(1),
+            p6_small_backlog: knob("BENCH_P6_SMALL_BACKLOG", 1000).max(10),
+            p6_window: knob("BENCH_P6_WINDOW", 20_000).max(1),
+            p6_rows: knob("BENCH_P6_ROWS", 10_000_000).max(1000),
+            p6_queries: knob("BENCH_P6_QUERIES", 5).max(1),
         }
     }
 
