@@ -2,7 +2,7 @@
 # Install what stoke needs on a fresh Debian/Ubuntu machine: nats-server,
 # python3 (+pip, for the awslambdaric test; grpcio, grpc-tools and protobuf
 # for the Python admin-API client test), curl, a C toolchain, PostgreSQL
-# (for the Postgres store's tests), and Rust
+# (for the Postgres store's tests), lighttpd (the benchmark's CGI peer), and Rust
 # (via rustup, when cargo is missing). Idempotent; sourced by up.sh and test.sh.
 set -eu
 
@@ -25,6 +25,13 @@ command -v cc >/dev/null 2>&1 || missing="$missing build-essential"
 # stoke does not use it.)
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   missing="$missing postgresql"
+fi
+# lighttpd with mod_cgi: the peer of the benchmark's P4 (tests/src/bin/bench/;
+# bench_smoke runs it). The harness starts its own on a loopback port.
+# (Where services may start, Debian's package also starts its own lighttpd
+# on port 80; stoke does not use it.)
+if ! command -v lighttpd >/dev/null 2>&1 && [ ! -x /usr/sbin/lighttpd ]; then
+  missing="$missing lighttpd"
 fi
 if [ -n "$missing" ]; then
   echo "==> installing:$missing"

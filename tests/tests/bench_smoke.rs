@@ -1,9 +1,31 @@
-//! The benchmark harness works: `bench --smoke` (tiny counts) writes a
-//! report with every figure measured. Not a timed test: nothing here
-//! asserts a goal is met, only that each figure is a real measurement.
+//! The benchmark harness works: `bench --smoke` (tiny counts) runs every
+//! scenario and writes a report with every figure measured. Not a timed
+//! test: nothing here asserts a goal is met, only that each figure is a
+//! real measurement and its ratio is stoke ÷ peer.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+/// Every figure the harness reports, in report order.
+const FIGURES: [&str; 17] = [
+    "P1",
+    "P2.p50",
+    "P2.p99",
+    "P3.python.p50",
+    "P3.python.p99",
+    "P3.rust.p50",
+    "P3.rust.p99",
+    "P4",
+    "P5.idle",
+    "P5.memory",
+    "P6a",
+    "P6b.sqlite.ns-day",
+    "P6b.sqlite.fn-day-hourly",
+    "P6b.sqlite.month-daily",
+    "P6b.postgres.ns-day",
+    "P6b.postgres.fn-day-hourly",
+    "P6b.postgres.month-daily",
+];
 
 #[test]
 fn bench_smoke_writes_a_complete_report() {
@@ -35,31 +57,41 @@ fn bench_smoke_writes_a_complete_report() {
         .flat_map(|s| s["figures"].as_array().unwrap())
         .collect();
     let ids: Vec<&str> = figures.iter().map(|f| f["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["P1", "P2.p50", "P2.p99"]);
+    assert_eq!(ids, FIGURES);
     for f in &figures {
-        for key in ["stoke", "peer", "ratio"] {
+        let [stoke, peer, ratio] = ["stoke", "peer", "ratio"].map(|key| {
             let v = f[key].as_f64().unwrap_or(f64::NAN);
             assert!(v.is_finite() && v > 0.0, "{} {key} = {v}: {f}", f["id"]);
-        }
+            v
+        });
+        // The ratio is stoke ÷ peer.
+        assert!((ratio - stoke / peer).abs() <= 1e-9 * ratio, "{f}");
         assert!(f["met"].is_boolean() && !f["goal"].as_str().unwrap().is_empty(), "{f}");
     }
-    // The ratio is stoke ÷ peer.
-    let p1 = figures[0];
-    let ratio = p1["stoke"].as_f64().unwrap() / p1["peer"].as_f64().unwrap();
-    assert!((p1["ratio"].as_f64().unwrap() - ratio).abs() < 1e-9 * ratio);
-    // Every P2 request was answered: stoke's errors are counted, none expected.
-    let p2 = &json["scenarios"][1];
-    assert_eq!(p2["metrics"]["stoke errors"], 0.0, "{p2}");
+    // Every call the scenarios made was answered, and every P3 invoke
+    // measured as cold was one: counted, none expected.
+    let metric = |scenario: &str, name: &str| {
+        let s = json["scenarios"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == scenario)
+            .unwrap_or_else(|| panic!("no scenario {scenario}"));
+        s["metrics"][name]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{scenario} has no metric {name:?}: {s}"))
+    };
+    assert_eq!(metric("P2", "stoke errors"), 0.0);
+    assert_eq!(metric("P3", "measured invokes that were not cold"), 0.0);
+    assert_eq!(metric("P4", "stoke errors"), 0.0);
+    assert_eq!(metric("P4", "lighttpd errors"), 0.0);
+    assert_eq!(metric("P6b", "attempt rows"), 10_000.0);
 
     let md = std::fs::read_to_string(out.path().join("report.md")).unwrap();
-    for needle in [
-        "| figure | stoke | peer | ratio | goal | met? |",
-        "| P1 ",
-        "| P2.p50 ",
-        "| P2.p99 ",
-        "Smoke mode",
-    ] {
-        assert!(md.contains(needle), "report.md lacks {needle:?}:\n{md}");
+    assert!(md.contains("| figure | stoke | peer | ratio | goal | met? |"), "{md}");
+    assert!(md.contains("Smoke mode"), "{md}");
+    for id in FIGURES {
+        assert!(md.contains(&format!("| {id} ")), "report.md lacks {id}:\n{md}");
     }
     let svg = std::fs::read_to_string(out.path().join("p2-latency-cdf.svg")).unwrap();
     assert!(

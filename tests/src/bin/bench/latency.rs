@@ -123,7 +123,7 @@ fn plot_cdf(path: &Path, series: &[(&str, &[f64], RGBColor)]) -> anyhow::Result<
 }
 
 pub async fn run(scale: &Scale, out: &Path) -> anyhow::Result<Scenario> {
-    let (nats, p) = start_platform().await?;
+    let (nats, p) = start_platform(3600.0, &[]).await?;
     let (rate, n, warm) = (scale.p2_rate, scale.p2_requests, scale.p2_warm);
     let function = native_function(FUNCTION, &format!("concurrency = {warm}\nmin_warm = {warm}"))?;
     p.deploy(function.path());

@@ -1,5 +1,5 @@
 //! The benchmark harness: measures the platform against an independent
-//! peer doing the same work on the same nats-server in the same run, and
+//! peer doing the same work on the same machine in the same run, and
 //! reports ratios (these machines are shared and noisy; absolute times
 //! drift, ratios much less). Writes `report.md`, `report.json` and an SVG
 //! latency plot to `--out`. Not a timed test: CI runs `--smoke` only, to
@@ -9,102 +9,87 @@
 //! cargo build --release --workspace && ./target/release/bench --out bench-report
 //! ```
 //!
-//! Scenarios: P1 async warm throughput (subject trigger → no-op native
-//! function) ÷ a raw JetStream publish → pull → ack loop; P2 sync warm HTTP
-//! invoke latency under a fixed request rate (open loop) ÷ a raw NATS
-//! request/reply round trip. Knobs (environment, real mode only):
-//! BENCH_ROUNDS (3), BENCH_PAYLOAD_BYTES (128), BENCH_P1_EVENTS (5000),
-//! BENCH_P1_WARM (8 sandboxes), BENCH_P2_RATE (200 req/s),
-//! BENCH_P2_REQUESTS (3000 per round), BENCH_P2_WARM (4 sandboxes).
+//! Scenarios (`--only`, comma-separated; `p6` is both P6 parts):
+//! - p1: async warm throughput (subject trigger → no-op native function) ÷
+//!   a raw JetStream publish → pull → ack loop;
+//! - p2: sync warm HTTP invoke latency at a fixed request rate (open loop)
+//!   ÷ a raw NATS request/reply round trip;
+//! - p3: cold start, HTTP request → response of a cold invoke, sandboxed ÷
+//!   `stoke up --sandbox none`, for Python and Rust `lambda_runtime`;
+//! - p4: sync warm throughput (closed loop) of the Python example ÷ lighttpd
+//!   running the same handler through mod_cgi;
+//! - p5: idle CPU of the platform with many deployed functions, and its
+//!   memory per warm sandbox;
+//! - p6a: drain throughput with a large subject backlog ÷ with a small one;
+//! - p6b: the usage query over millions of attempt rows, SQLite and
+//!   PostgreSQL, ÷ a bare aggregate over the same rows.
+//!
+//! Knobs (environment, real mode only; defaults in brackets):
+//! - BENCH_ROUNDS [3], BENCH_PAYLOAD_BYTES [128];
+//! - P1: BENCH_P1_EVENTS [5000 per round], BENCH_P1_WARM [8 sandboxes];
+//! - P2: BENCH_P2_RATE [200 req/s], BENCH_P2_REQUESTS [3000 per round],
+//!   BENCH_P2_WARM [4 sandboxes];
+//! - P3: BENCH_P3_COLD [15 cold invokes per function, mode and round],
+//!   BENCH_P3_WARM_CALLS [200];
+//! - P4: BENCH_P4_CLIENTS [8], BENCH_P4_REQUESTS [1000 per round and side];
+//! - P5: BENCH_P5_FUNCTIONS [100], BENCH_P5_IDLE_SECS [60],
+//!   BENCH_P5_SANDBOXES [40];
+//! - P6: BENCH_P6_BACKLOG [1000000 events], BENCH_P6_SMALL_BACKLOG [1000],
+//!   BENCH_P6_WINDOW [20000 completions], BENCH_P6_ROWS [10000000],
+//!   BENCH_P6_QUERIES [5 timed runs per query].
 
+mod backlog;
+mod cgi;
+mod cold;
+mod idle;
 mod latency;
+mod lighttpd;
 mod report;
+mod scale;
 mod throughput;
+mod usage;
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use stoke_tests::measure::knob;
-use stoke_tests::{Nats, Platform, PlatformOptions, built_binary};
+use stoke_tests::{Nats, Platform, PlatformOptions, built_binary, processes_running};
+
+pub use scale::Scale;
+
+/// Every scenario `--only` knows, in the order they run.
+const SCENARIOS: [&str; 7] = ["p1", "p2", "p3", "p4", "p5", "p6a", "p6b"];
 
 #[derive(Parser)]
 #[command(
     name = "bench",
-    about = "Measure stoke against raw NATS/JetStream peers; write a report"
+    about = "Measure stoke against independent peers on the same machine; write a report"
 )]
 struct Args {
-    /// Tiny counts, a few seconds: proves the harness works (CI); the
+    /// Tiny counts, a few seconds each: proves the harness works (CI); the
     /// figures mean little.
     #[arg(long)]
     smoke: bool,
-    /// Scenarios to run, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "p1,p2")]
+    /// Scenarios to run, comma-separated: p1, p2, p3, p4, p5, p6a, p6b (p6 =
+    /// both P6 parts).
+    #[arg(long, value_delimiter = ',', default_value = "p1,p2,p3,p4,p5,p6")]
     only: Vec<String>,
     /// Directory for report.md, report.json and the plots (created).
     #[arg(long, default_value = "bench-report")]
     out: PathBuf,
 }
 
-/// How much work each scenario does.
-pub struct Scale {
-    pub smoke: bool,
-    /// Alternating peer/stoke rounds per scenario (P1 takes the medians,
-    /// P2 pools the samples).
-    pub rounds: usize,
-    pub payload_bytes: usize,
-    pub p1_events: usize,
-    pub p1_warm: usize,
-    pub p2_rate: f64,
-    pub p2_requests: usize,
-    pub p2_warm: usize,
-}
-
-impl Scale {
-    fn new(smoke: bool) -> Scale {
-        if smoke {
-            return Scale {
-                smoke,
-                rounds: 1,
-                payload_bytes: 128,
-                p1_events: 300,
-                p1_warm: 2,
-                p2_rate: 200.0,
-                p2_requests: 200,
-                p2_warm: 2,
-            };
-        }
-        Scale {
-            smoke,
-            rounds: knob("BENCH_ROUNDS", 3).max(1),
-            payload_bytes: knob("BENCH_PAYLOAD_BYTES", 128),
-            p1_events: knob("BENCH_P1_EVENTS", 5000),
-            p1_warm: knob("BENCH_P1_WARM", 8).max(1),
-            p2_rate: knob("BENCH_P2_RATE", 200).max(1) as f64,
-            p2_requests: knob("BENCH_P2_REQUESTS", 3000),
-            p2_warm: knob("BENCH_P2_WARM", 4).max(1),
-        }
-    }
-
-    /// A JSON event of exactly `payload_bytes` (at least its fixed part).
-    pub fn payload(&self) -> Vec<u8> {
-        let fixed = r#"{"name":"bench","pad":""}"#.len();
-        let pad = "x".repeat(self.payload_bytes.saturating_sub(fixed));
-        format!(r#"{{"name":"bench","pad":"{pad}"}}"#).into_bytes()
-    }
-}
-
-/// A fresh nats-server and `stoke up` (info logging, as deployed; warm
-/// sandboxes kept for the whole run).
-pub async fn start_platform() -> anyhow::Result<(Nats, Platform)> {
+/// A fresh nats-server and `stoke up` (info logging, as deployed) keeping
+/// idle sandboxes `idle_ttl_secs`, with extra `args`.
+pub async fn start_platform(idle_ttl_secs: f64, args: &[&str]) -> anyhow::Result<(Nats, Platform)> {
     let nats = Nats::start().await?;
     let platform = Platform::start_with(
         &nats,
         PlatformOptions {
-            idle_ttl_secs: Some(3600.0),
+            idle_ttl_secs: Some(idle_ttl_secs),
             env: vec![("RUST_LOG".into(), "info".into())],
-            ..Default::default()
+            args: args.iter().map(|a| a.to_string()).collect(),
         },
     )
     .await?;
@@ -121,6 +106,28 @@ pub fn native_function(name: &str, extra: &str) -> anyhow::Result<tempfile::Temp
     Ok(f)
 }
 
+/// Wait (polling every 5 ms, at most 60 s) until the count of function
+/// processes below `p` whose command line contains `needle` satisfies
+/// `ok`; that count. `what` names the wait in the error.
+pub async fn wait_sandboxes(
+    p: &Platform,
+    needle: &str,
+    what: &str,
+    ok: impl Fn(usize) -> bool,
+) -> anyhow::Result<usize> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = processes_running(p.pid(), needle).len();
+        if ok(n) {
+            return Ok(n);
+        }
+        if Instant::now() > deadline {
+            bail!("{what}: not in 60 s ({n} {needle} processes):\n{}", p.log());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// The version line of the nats-server the run used.
 fn nats_version() -> String {
     std::process::Command::new(stoke_tests::nats_server_bin())
@@ -130,23 +137,64 @@ fn nats_version() -> String {
         .unwrap_or_else(|e| format!("unknown ({e})"))
 }
 
-async fn run(args: &Args, out: &Path) -> anyhow::Result<()> {
-    for id in &args.only {
-        if !["p1", "p2"].contains(&id.as_str()) {
-            bail!("unknown scenario {id:?} in --only (known: p1, p2)");
+/// The scenarios `--only` names, in run order (`p6`: both P6 parts).
+fn selected(only: &[String]) -> anyhow::Result<Vec<&'static str>> {
+    let named = |s: &str, id: &str| s == id || (id == "p6" && s.starts_with("p6"));
+    for id in only {
+        if !SCENARIOS.iter().any(|s| named(s, id)) {
+            bail!(
+                "unknown scenario {id:?} in --only (known: {}, p6)",
+                SCENARIOS.join(", ")
+            );
         }
     }
+    Ok(SCENARIOS
+        .into_iter()
+        .filter(|s| only.iter().any(|id| named(s, id)))
+        .collect())
+}
+
+async fn run(args: &Args, out: &Path) -> anyhow::Result<()> {
+    let ids = selected(&args.only)?;
     std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
     let scale = Scale::new(args.smoke);
     let started = Instant::now();
     let mut scenarios = Vec::new();
-    if args.only.iter().any(|s| s == "p1") {
-        eprintln!("P1: async warm throughput ...");
-        scenarios.push(throughput::run(&scale).await.context("P1")?);
-    }
-    if args.only.iter().any(|s| s == "p2") {
-        eprintln!("P2: sync warm HTTP latency ...");
-        scenarios.push(latency::run(&scale, out).await.context("P2")?);
+    for id in ids {
+        let t = Instant::now();
+        let scenario = match id {
+            "p1" => {
+                eprintln!("P1: async warm throughput ...");
+                throughput::run(&scale).await
+            }
+            "p2" => {
+                eprintln!("P2: sync warm HTTP latency ...");
+                latency::run(&scale, out).await
+            }
+            "p3" => {
+                eprintln!("P3: cold start, sandboxed vs --sandbox none ...");
+                cold::run(&scale).await
+            }
+            "p4" => {
+                eprintln!("P4: sync throughput vs lighttpd mod_cgi ...");
+                cgi::run(&scale).await
+            }
+            "p5" => {
+                eprintln!("P5: idle cost and memory per warm sandbox ...");
+                idle::run(&scale).await
+            }
+            "p6a" => {
+                eprintln!("P6a: drain throughput with a large backlog ...");
+                backlog::run(&scale).await
+            }
+            "p6b" => {
+                eprintln!("P6b: usage queries over many attempt rows ...");
+                usage::run(&scale).await
+            }
+            other => unreachable!("selected() knows no {other}"),
+        };
+        scenarios.push(scenario.with_context(|| id.to_uppercase())?);
+        eprintln!("  ({:.1} s)", t.elapsed().as_secs_f64());
     }
     let report = report::Report {
         smoke: args.smoke,

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt as _;
-use stoke_tests::measure::{cpu_secs_of, percentile};
+use stoke_tests::measure::{cpu_secs_of, median};
 use stoke_tests::{Platform, processes_running};
 
 use crate::report::{Figure, Scenario};
-use crate::{Scale, native_function, start_platform};
+use crate::{Scale, native_function, start_platform, wait_sandboxes};
 
 const FUNCTION: &str = "noop";
 const SUBJECT: &str = "bench.p1";
@@ -23,7 +23,12 @@ const PEER_SUBJECT: &str = "peer.p1";
 
 /// Publish `n` copies of `payload` with JetStream acks, keeping at most
 /// 1000 acks in flight (async-nats bounds them).
-async fn publish_all(js: &jetstream::Context, subject: &'static str, payload: &[u8], n: usize) -> anyhow::Result<()> {
+pub async fn publish_all(
+    js: &jetstream::Context,
+    subject: &'static str,
+    payload: &[u8],
+    n: usize,
+) -> anyhow::Result<()> {
     let payload = bytes::Bytes::copy_from_slice(payload);
     let mut acks = Vec::with_capacity(1000);
     for _ in 0..n {
@@ -40,25 +45,27 @@ async fn publish_all(js: &jetstream::Context, subject: &'static str, payload: &[
     Ok(())
 }
 
-async fn completed(db: &sqlx::SqlitePool) -> anyhow::Result<usize> {
+/// Succeeded completions of `function` stored so far.
+pub async fn completed(db: &sqlx::SqlitePool, function: &str) -> anyhow::Result<usize> {
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM completions WHERE function = ? AND status = 'succeeded'")
-        .bind(FUNCTION)
+        .bind(function)
         .fetch_one(db)
         .await?;
     Ok(n as usize)
 }
 
-/// Wait until `target` completions are stored (polled every 5 ms).
-async fn wait_completed(db: &sqlx::SqlitePool, target: usize) -> anyhow::Result<Instant> {
+/// Wait until `target` completions of `function` are stored (polled
+/// every 5 ms); when they were seen.
+pub async fn wait_completed(db: &sqlx::SqlitePool, function: &str, target: usize) -> anyhow::Result<Instant> {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        if completed(db).await? >= target {
+        if completed(db, function).await? >= target {
             return Ok(Instant::now());
         }
         if Instant::now() > deadline {
             bail!(
                 "{target} completions not reached in 600 s ({} so far)",
-                completed(db).await?
+                completed(db, function).await?
             );
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -74,7 +81,7 @@ async fn stoke_round(
     payload: &[u8],
     n: usize,
 ) -> anyhow::Result<(f64, [f64; 3])> {
-    let base = completed(db).await?;
+    let base = completed(db, FUNCTION).await?;
     let functions = processes_running(p.pid(), "bootstrap");
     let cpu = || {
         [
@@ -86,7 +93,7 @@ async fn stoke_round(
     let before = cpu();
     let t0 = Instant::now();
     publish_all(js, SUBJECT, payload, n).await?;
-    let done = wait_completed(db, base + n).await?;
+    let done = wait_completed(db, FUNCTION, base + n).await?;
     let after = cpu();
     let used = [0, 1, 2].map(|i| after[i] - before[i]);
     Ok((n as f64 / (done - t0).as_secs_f64(), used))
@@ -120,24 +127,13 @@ async fn peer_round(url: &str, nats_pid: u32, payload: &[u8], n: usize) -> anyho
     Ok((n as f64 / (done - t0).as_secs_f64(), cpu))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    percentile(&v, 0.5)
-}
-
 pub async fn run(scale: &Scale) -> anyhow::Result<Scenario> {
-    let (nats, p) = start_platform().await?;
+    let (nats, p) = start_platform(3600.0, &[]).await?;
     let (n, warm) = (scale.p1_events, scale.p1_warm);
     let extra = format!("concurrency = {warm}\nmin_warm = {warm}\n[[triggers]]\nsubject = \"{SUBJECT}\"");
     let function = native_function(FUNCTION, &extra)?;
     p.deploy(function.path());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while processes_running(p.pid(), "bootstrap").len() < warm {
-        if Instant::now() > deadline {
-            bail!("{warm} sandboxes not provisioned in 60 s:\n{}", p.log());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_sandboxes(&p, "bootstrap", "provisioning", |n| n >= warm).await?;
 
     let js = jetstream::new(async_nats::connect(&nats.url).await?);
     js.create_stream(stream::Config {
