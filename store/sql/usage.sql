@@ -1,7 +1,8 @@
 -- Billed ms and GB-seconds per function, or per namespace, in one bucket or
 -- per UTC hour or day: every attempt counts, as Lambda bills, whole in the
 -- bucket it started in.
--- $1: function or ''; $2/$3: started_ms window [$2, $3), 0 = unbounded;
+-- $1: function or ''; $2/$3: started_ms window [$2, $3) (the caller binds
+-- the widest BIGINTs for an open end, so the range is always an index range);
 -- $4: namespace or ''; $5: group by namespace (function '') instead of by
 -- function; $6: bucket length in ms (3600000, 86400000), 0 = no buckets
 -- (bucket_ms 0). Buckets start at multiples of their length since the Unix
@@ -21,8 +22,8 @@ FROM (
     FROM attempts a
     LEFT JOIN functions f ON f.name = a.function
     WHERE ($1 = '' OR a.function = $1)
-      AND ($2 = 0 OR a.started_ms >= $2)
-      AND ($3 = 0 OR a.started_ms < $3)
+      AND a.started_ms >= $2
+      AND a.started_ms < $3
       AND ($4 = '' OR f.namespace = $4)
 ) u
 GROUP BY namespace, function, bucket_ms

@@ -69,6 +69,26 @@ pub(crate) const REVOKE_TOKEN: &str = include_str!("../sql/revoke_token.sql");
 pub(crate) const LIST_INVOCATIONS: &str = include_str!("../sql/list_invocations.sql");
 pub(crate) const LIST_INVOCATIONS_OF_FUNCTION: &str = include_str!("../sql/list_invocations_of_function.sql");
 
+/// The whole UTC hours inside a usage window `[since, until)` (`None`: open),
+/// `[from, to)`, which usage.sql reads from `usage_hourly`; the rest of the
+/// window is read from the attempts. A window with no whole hour gives an
+/// empty range at `until`, so the attempts cover all of it.
+pub(crate) fn whole_hours(since: Option<i64>, until: Option<i64>) -> (i64, i64) {
+    const HOUR: i64 = 3_600_000;
+    // since rounded up, until rounded down, to whole hours.
+    let from = since.map_or(i64::MIN, |s| {
+        let up = if s.rem_euclid(HOUR) == 0 { 0 } else { 1 };
+        s.div_euclid(HOUR).saturating_add(up).saturating_mul(HOUR)
+    });
+    let to = until.map_or(i64::MAX, |u| u.div_euclid(HOUR).saturating_mul(HOUR));
+    if from < to {
+        (from, to)
+    } else {
+        let end = until.unwrap_or(i64::MAX);
+        (end, end)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// A statement without its leading comment lines.
@@ -88,5 +108,20 @@ mod tests {
             expected = expected.replace(&any, &format!("{t}.function = $1"));
         }
         assert_eq!(body(super::LIST_INVOCATIONS_OF_FUNCTION), expected);
+    }
+
+    #[test]
+    fn usage_windows_split_into_whole_hours_and_edges() {
+        use super::whole_hours;
+        const H: i64 = 3_600_000;
+        assert_eq!(whole_hours(None, None), (i64::MIN, i64::MAX));
+        assert_eq!(whole_hours(Some(H), Some(3 * H)), (H, 3 * H), "aligned: all rollup");
+        assert_eq!(whole_hours(Some(H + 1), Some(3 * H + 5)), (2 * H, 3 * H));
+        assert_eq!(whole_hours(Some(H + 1), None), (2 * H, i64::MAX));
+        assert_eq!(whole_hours(None, Some(H + 1)), (i64::MIN, H));
+        // No whole hour inside: nothing from the rollup, all from attempts.
+        let (from, to) = whole_hours(Some(H + 1), Some(H + 9));
+        assert_eq!(from, to);
+        assert_eq!(from, H + 9);
     }
 }

@@ -734,15 +734,18 @@ macro_rules! sql_store {
             }
 
             async fn usage(&self, f: &UsageFilter) -> Result<Vec<UsageRow>> {
-                // Planned with its values (see list_invocations): a window uses attempts_by_time.
+                // Planned with its values (see list_invocations).
+                let (hours_from, hours_to) = q::whole_hours(f.since_ms, f.until_ms);
                 let rows = sqlx::query(q::USAGE)
                     .persistent(false)
                     .bind(f.function.as_deref().unwrap_or(""))
-                    .bind(f.since_ms.unwrap_or(0))
-                    .bind(f.until_ms.unwrap_or(0))
+                    .bind(f.since_ms.unwrap_or(i64::MIN))
+                    .bind(f.until_ms.unwrap_or(i64::MAX))
                     .bind(f.namespace.as_deref().unwrap_or(""))
                     .bind(f.group_by == UsageGroup::Namespace)
                     .bind(f.bucket.len_ms())
+                    .bind(hours_from)
+                    .bind(hours_to)
                     .fetch_all(&self.pool)
                     .await?;
                 rows.iter()

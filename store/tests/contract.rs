@@ -472,12 +472,14 @@ async fn accepted_events_are_marked_ended_in_the_same_write_on_postgres() {
 async fn sqlite_sums_usage_per_namespace_and_period() {
     let (_dir, store) = sqlite().await;
     listing::usage_contract(store.as_ref()).await;
+    listing::usage_rollup_contract(store.as_ref()).await;
 }
 
 #[tokio::test]
 async fn postgres_sums_usage_per_namespace_and_period() {
     let (_server, store) = postgres().await;
     listing::usage_contract(store.as_ref()).await;
+    listing::usage_rollup_contract(store.as_ref()).await;
 }
 
 #[tokio::test]

@@ -493,3 +493,93 @@ pub async fn mark_ended(store: &dyn Store) {
 
 /// What `mark_ended` must leave: (id, ended_ms) by id.
 pub const ENDED: [(&str, Option<i64>); 3] = [("e-dead", Some(150)), ("e-done", Some(110)), ("e-open", None)];
+
+/// Usage read from the hourly rollup plus the partial hours at a window's
+/// edges equals usage summed from the attempts themselves, for any window —
+/// also after a lost attempt's row is replaced by its late result (an
+/// update that moves it to another hour and changes its outcome).
+pub async fn usage_rollup_contract(store: &dyn Store) {
+    let base = 200 * HOUR;
+    // 60 attempts of "roll", 7 min apart: about 7 hours, some errors.
+    let mut started = Vec::new();
+    for i in 0..60i64 {
+        let outcome = if i % 5 == 0 { AttemptOutcome::FunctionError } else { AttemptOutcome::Success };
+        let at = base + i * 7 * 60_000 + i;
+        store
+            .record_attempt(&attempt(&format!("r{i}"), "roll", at, outcome))
+            .await
+            .unwrap();
+        started.push((at, outcome != AttemptOutcome::Success));
+    }
+    // A lost attempt metered in hour 0, whose late result (success, started
+    // in hour 8) replaces it.
+    let lost = AttemptRecord {
+        epoch: 7,
+        error_type: Some("Stoke.WorkerLost".into()),
+        ..attempt("lost", "roll", base + 10, AttemptOutcome::PlatformError)
+    };
+    store.record_attempt(&lost).await.unwrap();
+    let late = AttemptRecord {
+        epoch: 7,
+        ..attempt("lost", "roll", base + 8 * HOUR + 5, AttemptOutcome::Success)
+    };
+    store.record_fenced(&late).await.unwrap();
+    // As stored (outcome `fenced`: it counts as an error, as before).
+    let stored = store.attempts("lost").await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].started_ms, base + 8 * HOUR + 5);
+    started.push((stored[0].started_ms, stored[0].outcome != AttemptOutcome::Success));
+
+    let expected = |since: Option<i64>, until: Option<i64>| {
+        let inside: Vec<_> = started
+            .iter()
+            .filter(|(at, _)| since.is_none_or(|s| *at >= s) && until.is_none_or(|u| *at < u))
+            .collect();
+        (inside.len() as u64, inside.iter().filter(|(_, err)| *err).count() as u64)
+    };
+    let windows = [
+        (None, None),
+        (Some(base), Some(base + 3 * HOUR)),
+        (Some(base + 1), Some(base + 3 * HOUR + 1)),
+        (Some(base + HOUR + 17), Some(base + HOUR + 40 * 60_000)),
+        (Some(base + 2 * HOUR - 1), None),
+        (None, Some(base + 5 * HOUR + 60_000)),
+        (Some(base + 9 * HOUR), None),
+    ];
+    for (since, until) in windows {
+        let rows = store
+            .usage(&UsageFilter {
+                function: Some("roll".into()),
+                since_ms: since,
+                until_ms: until,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let (attempts, errors) = expected(since, until);
+        let got = rows.first().map_or((0, 0), |r| (r.attempts, r.errors));
+        assert_eq!(got, (attempts, errors), "window {since:?}..{until:?}");
+        if let Some(r) = rows.first() {
+            assert_eq!((r.billed_ms, r.mb_ms), (attempts * 1000, attempts * 1000 * 512));
+        }
+        // Per hour, the buckets add up to the same.
+        let hourly = store
+            .usage(&UsageFilter {
+                function: Some("roll".into()),
+                since_ms: since,
+                until_ms: until,
+                bucket: UsageBucket::Hour,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        for r in &hourly {
+            let (n, _) = expected(
+                Some(since.unwrap_or(i64::MIN).max(r.bucket_ms)),
+                Some(until.unwrap_or(i64::MAX).min(r.bucket_ms + HOUR)),
+            );
+            assert_eq!(r.attempts, n, "hour {} of window {since:?}..{until:?}", r.bucket_ms);
+        }
+        assert_eq!(hourly.iter().map(|r| r.attempts).sum::<u64>(), attempts);
+    }
+}
