@@ -248,7 +248,10 @@ mod tests {
         for round in 0..2 {
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
             let answer = rt.block_on(commits.submit(item(&format!("r{round}"))));
-            assert!(matches!(answer, Ok(CompletionWrite::Recorded)), "round {round}: {answer:?}");
+            assert!(
+                matches!(answer, Ok(CompletionWrite::Recorded)),
+                "round {round}: {answer:?}"
+            );
         }
     }
 }

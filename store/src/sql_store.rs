@@ -201,10 +201,10 @@ macro_rules! sql_store {
         /// recorded, or the duplicate already holding its key. An attempt
         /// is metered either way: it ran.
         async fn write_completions(
-            pool: sqlx::Pool<$db>,
-            items: std::sync::Arc<[$crate::group_commit::Item]>,
+            conn: &mut <$db as sqlx::Database>::Connection,
+            items: &[$crate::group_commit::Item],
         ) -> Result<Vec<CompletionWrite>> {
-            let mut tx = pool.begin().await?;
+            let mut tx = sqlx::Connection::begin(conn).await?;
             let mut answers = Vec::with_capacity(items.len());
             for (attempt, c) in items.iter() {
                 bind_attempt(sqlx::query(q::INSERT_ATTEMPT), attempt)
@@ -233,17 +233,35 @@ macro_rules! sql_store {
                             .await?
                     }
                 };
-                answers.push(CompletionWrite::Duplicate(Box::new(completion_from_row(&existing)?)));
+                answers.push(CompletionWrite::Duplicate(Box::new(completion_from_row(
+                    &existing,
+                )?)));
             }
             tx.commit().await?;
             Ok(answers)
         }
 
-        /// The group commit writing through `pool`.
+        /// The group commit writing through `pool`, on one connection it
+        /// keeps between batches (on SQLite its page cache stays valid: no
+        /// other connection writes those pages meanwhile); a connection
+        /// that failed goes back and the next batch takes another.
         fn group_commit(pool: &sqlx::Pool<$db>) -> $crate::group_commit::GroupCommit {
             let pool = pool.clone();
+            let held = std::sync::Arc::new(tokio::sync::Mutex::new(None::<sqlx::pool::PoolConnection<$db>>));
             $crate::group_commit::GroupCommit::new(std::sync::Arc::new(move |items| {
-                Box::pin(write_completions(pool.clone(), items))
+                let (pool, held) = (pool.clone(), held.clone());
+                Box::pin(async move {
+                    let mut slot = held.lock().await;
+                    let mut conn = match slot.take() {
+                        Some(c) => c,
+                        None => pool.acquire().await?,
+                    };
+                    let written = write_completions(&mut conn, &items).await;
+                    if written.is_ok() {
+                        *slot = Some(conn);
+                    }
+                    written
+                })
             }))
         }
 

@@ -625,7 +625,11 @@ async fn exactly_one_of_concurrent_completions(store: std::sync::Arc<dyn Store>)
     let mut tasks = Vec::new();
     for i in 0..N {
         // Even: all one key; odd: a key each.
-        let key = if i % 2 == 0 { "same".to_string() } else { format!("own-{i}") };
+        let key = if i % 2 == 0 {
+            "same".to_string()
+        } else {
+            format!("own-{i}")
+        };
         tasks.push(tokio::spawn(write(store.clone(), format!("i{i}"), key)));
     }
     let mut answers = Vec::new();

@@ -503,7 +503,11 @@ pub async fn usage_rollup_contract(store: &dyn Store) {
     // 60 attempts of "roll", 7 min apart: about 7 hours, some errors.
     let mut started = Vec::new();
     for i in 0..60i64 {
-        let outcome = if i % 5 == 0 { AttemptOutcome::FunctionError } else { AttemptOutcome::Success };
+        let outcome = if i % 5 == 0 {
+            AttemptOutcome::FunctionError
+        } else {
+            AttemptOutcome::Success
+        };
         let at = base + i * 7 * 60_000 + i;
         store
             .record_attempt(&attempt(&format!("r{i}"), "roll", at, outcome))
@@ -535,7 +539,10 @@ pub async fn usage_rollup_contract(store: &dyn Store) {
             .iter()
             .filter(|(at, _)| since.is_none_or(|s| *at >= s) && until.is_none_or(|u| *at < u))
             .collect();
-        (inside.len() as u64, inside.iter().filter(|(_, err)| *err).count() as u64)
+        (
+            inside.len() as u64,
+            inside.iter().filter(|(_, err)| *err).count() as u64,
+        )
     };
     let windows = [
         (None, None),
