@@ -209,10 +209,16 @@ pub async fn run(scale: &Scale) -> anyhow::Result<Scenario> {
     // A fixture, not what is timed: load without the per-row usage trigger
     // (PL/pgSQL, ~10x slower here than SQLite's), then roll the hours up in
     // one statement as migration 0010 does for rows it finds.
-    sqlx::query("SET session_replication_role = replica").execute(&pool).await?;
+    sqlx::query("SET session_replication_role = replica")
+        .execute(&pool)
+        .await?;
     fill(&pool, rows, now_ms).await?;
-    sqlx::query("SET session_replication_role = DEFAULT").execute(&pool).await?;
-    sqlx::raw_sql(include_str!("sql/rollup_attempts.sql")).execute(&pool).await?;
+    sqlx::query("SET session_replication_role = DEFAULT")
+        .execute(&pool)
+        .await?;
+    sqlx::raw_sql(include_str!("sql/rollup_attempts.sql"))
+        .execute(&pool)
+        .await?;
     // What autovacuum would soon do after such an insert.
     sqlx::query("ANALYZE").execute(&pool).await?;
     metrics.insert("PostgreSQL fill + ANALYZE time (s)".into(), t.elapsed().as_secs_f64());
