@@ -299,3 +299,60 @@ async fn a_deleted_function_stops_subscribing() {
         "messages of the deleted time did not run"
     );
 }
+
+/// The version that ran `function` for the message whose `Nats-Msg-Id` is `key`.
+async fn version_run_for(p: &Platform, function: &str, key: &str) -> i64 {
+    let db = p.db().await;
+    eventually(Duration::from_secs(10), "the message ran", || {
+        let (db, key) = (db.clone(), key.to_string());
+        async move {
+            sqlx::query("SELECT version FROM completions WHERE function = ? AND idempotency_key = ?")
+                .bind(function)
+                .bind(key)
+                .fetch_optional(&db)
+                .await
+                .unwrap()
+                .map(|r| r.get::<i64, _>(0))
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_subject_event_after_a_change_runs_the_new_current_version() {
+    // The dispatcher remembers a subject event's current version for up to
+    // a second: a deploy or env change through it must end that at once.
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    let f = subscriber("tracker", "track.*", "");
+    p.deploy(f.path());
+    let client = async_nats::connect(&nats.url).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let publish = |id: &'static str| {
+        let js = js.clone();
+        async move {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", id);
+            js.publish_with_headers("track.x", headers, "{}".into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    publish("first").await;
+    assert_eq!(version_run_for(&p, "tracker", "first").await, 1);
+
+    // A new package: version 2, then at once the next message.
+    let handler = f.path().join("handler.py");
+    let code = std::fs::read_to_string(&handler).unwrap();
+    std::fs::write(&handler, format!("{code}\n# v2\n")).unwrap();
+    p.deploy(f.path());
+    publish("second").await;
+    assert_eq!(version_run_for(&p, "tracker", "second").await, 2);
+
+    // An env change records version 3; the next message runs it.
+    p.cli_ok(&["env", "tracker", "MARK=three"]);
+    publish("third").await;
+    assert_eq!(version_run_for(&p, "tracker", "third").await, 3);
+}
