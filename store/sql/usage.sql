@@ -9,7 +9,8 @@
 -- days.
 -- The whole UTC hours of the window, [$7, $8), come from usage_hourly (kept
 -- by triggers on attempts); the partial hours at its edges, [$2, $7) and
--- [$8, $3), from the attempts themselves (one index range each).
+-- [$8, $3), from the attempts themselves (two ranges of attempts_by_time:
+-- SQLite's multi-index OR, PostgreSQL's BitmapOr).
 -- An attempt of a function with no `functions` row has namespace ''.
 SELECT namespace, function, bucket_ms,
        CAST(SUM(attempts) AS BIGINT), CAST(SUM(errors) AS BIGINT), CAST(SUM(cold_starts) AS BIGINT),
@@ -34,20 +35,7 @@ FROM (
     FROM attempts a
     LEFT JOIN functions f ON f.name = a.function
     WHERE ($1 = '' OR a.function = $1)
-      AND a.started_ms >= $2
-      AND a.started_ms < $7
-      AND ($4 = '' OR f.namespace = $4)
-    UNION ALL
-    SELECT COALESCE(f.namespace, '') AS namespace,
-           CASE WHEN $5 THEN '' ELSE a.function END AS function,
-           CASE WHEN $6 = 0 THEN 0 ELSE a.started_ms - a.started_ms % $6 END AS bucket_ms,
-           1, CASE WHEN a.outcome = 'success' THEN 0 ELSE 1 END, CASE WHEN a.cold THEN 1 ELSE 0 END,
-           a.billed_ms, a.billed_ms * a.memory_mb
-    FROM attempts a
-    LEFT JOIN functions f ON f.name = a.function
-    WHERE ($1 = '' OR a.function = $1)
-      AND a.started_ms >= $8
-      AND a.started_ms < $3
+      AND ((a.started_ms >= $2 AND a.started_ms < $7) OR (a.started_ms >= $8 AND a.started_ms < $3))
       AND ($4 = '' OR f.namespace = $4)
 ) u
 GROUP BY namespace, function, bucket_ms
