@@ -31,8 +31,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(5))
-            .pragma("mmap_size", "268435456");
+            .busy_timeout(std::time::Duration::from_secs(5));
         // Several processes (broker, dispatcher) may open one file at once:
         // creating it, switching it to WAL and migrating are not safe to race
         // (sqlx does not lock SQLite migrations), so hold an exclusive flock
