@@ -196,6 +196,26 @@ fn rfc3339_ms(ms: i64) -> String {
 }
 
 impl Envelope {
+    /// A subject event's envelope as delivered for the `delivered`-th time,
+    /// keyed by its own sequence (`own_key`) or by a publisher's id.
+    #[cfg(test)]
+    pub fn for_test(function: &str, key: &str, own_key: bool, delivered: u32) -> Envelope {
+        Envelope {
+            invocation_id: stoke_broker::invoke::id_for_key(function, key),
+            key: key.into(),
+            trigger: "subject".into(),
+            sync: false,
+            version: None,
+            trace: TraceContext::fresh(),
+            attempt: 1,
+            base: 0,
+            delivered,
+            own_key,
+            created_ms: 0,
+            payload: Bytes::new(),
+        }
+    }
+
     /// Whether JetStream delivered this message before.
     pub fn redelivered(&self) -> bool {
         self.delivered > 1

@@ -466,3 +466,43 @@ pub(crate) async fn load(ctx: &Ctx, function: &str, version: Option<u32>) -> Res
         .insert((fv.function, fv.version), loaded.clone());
     Ok(Some(loaded))
 }
+
+#[cfg(test)]
+mod tests {
+    use stoke_store::{AttemptOutcome, Status};
+
+    use super::*;
+
+    /// Only the first delivery of a sequence-keyed message skips the
+    /// store: a redelivery (its ack was lost after the completion was
+    /// written) and a publisher's key are answered from it (real SQLite).
+    #[tokio::test]
+    async fn a_completed_key_is_found_unless_it_cannot_have_completed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = stoke_store::SqliteStore::open(&dir.path().join("s.db")).await.unwrap();
+        for key in ["STOKE_EVENTS:7", "order-7"] {
+            let env = Envelope::for_test("f", key, false, 1);
+            let mut attempt = env.attempt("f", 1, 128, AttemptOutcome::Success);
+            attempt.ended_ms = attempt.started_ms;
+            let done = records::completion(&env, "f", 1, Status::Succeeded, Some(b"{}".to_vec()), None);
+            store.record_completion(&attempt, &done).await.unwrap();
+        }
+        let ended = |key: &str, own_key: bool, delivered: u32| {
+            let env = Envelope::for_test("f", key, own_key, delivered);
+            let store = &store;
+            async move { already_ended(store, "f", &env).await.unwrap().is_some() }
+        };
+        assert!(
+            !ended("STOKE_EVENTS:7", true, 1).await,
+            "a first delivery of its own key is not looked up"
+        );
+        assert!(
+            ended("STOKE_EVENTS:7", true, 2).await,
+            "a redelivery is answered from the store"
+        );
+        assert!(
+            ended("order-7", false, 1).await,
+            "a publisher's key may repeat: looked up"
+        );
+    }
+}
