@@ -188,11 +188,12 @@ impl Holding {
     pub fn of(m: &Manifest, batch: Option<Batching>) -> Holding {
         let batch_size = batch.map_or(1, |b| b.max_size);
         let window = Duration::from_millis(u64::from(batch.map_or(0, |b| b.window_ms)));
-        // With a concurrency key, as many again may wait in the dispatcher
-        // for their key to free up (see dispatcher::keys).
-        let keyed = if m.per_key_limit().is_some() { 2 } else { 1 };
+        // As many again as can run wait in the dispatcher for a slot (or,
+        // with a concurrency key, for their key): a freed slot takes the
+        // next event at once instead of after an ack's round trip to the
+        // server and a new delivery.
         Holding {
-            max_ack_pending: m.concurrency.max(1).saturating_mul(batch_size).saturating_mul(keyed),
+            max_ack_pending: m.concurrency.max(1).saturating_mul(batch_size).saturating_mul(2),
             ack_wait: (Duration::from_millis(m.timeout_ms()) + LEASE_SLACK + window).max(MIN_ACK_WAIT),
         }
     }

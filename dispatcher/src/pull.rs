@@ -1,6 +1,7 @@
 //! Pulling events: one durable pull consumer per source, each with
-//! `max_ack_pending` = the function's concurrency, so one function's backlog
-//! never takes another's slots.
+//! `max_ack_pending` = twice the function's concurrency (as many wait here
+//! for a slot as run), so one function's backlog never takes another's
+//! slots and a freed slot never waits for a delivery.
 //!
 //! Sources: a function's invocation subject (`fn-<name>` on `STOKE_INVOKE`:
 //! HTTP, admin, redrive) and each of its subject subscriptions

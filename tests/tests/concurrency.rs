@@ -92,7 +92,8 @@ async fn the_lease_follows_the_function_timeout_and_a_redeploy_updates_it() {
     p.deploy(hello_timeout(120, "concurrency = 3").path());
     let r = p.post("hello", "{}").await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(consumer_config().await, (Duration::from_secs(130), 3));
+    // Twice the concurrency: as many wait in the dispatcher as run.
+    assert_eq!(consumer_config().await, (Duration::from_secs(130), 6));
 
     // Shorter timeout (the lease has a 30 s floor), more concurrency, a key.
     p.deploy(hello_timeout(5, "concurrency = 8\nconcurrency_key = \"customer\"").path());

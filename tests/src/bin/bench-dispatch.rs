@@ -10,7 +10,16 @@
 //! ```
 //!
 //! Knobs (environment): BENCH_WORKERS (4), BENCH_SLOTS per worker (25),
-//! BENCH_EVENTS (4000), BENCH_SLEEP_MS (100), BENCH_RUNTIME (python | rust).
+//! BENCH_EVENTS (4000), BENCH_SLEEP_MS (100), BENCH_RUNTIME (python | rust),
+//! BENCH_KEEP_LOGS (a directory to copy the processes' logs into, e.g. with
+//! `RUST_LOG=info,stoke_dispatcher=debug`).
+//!
+//! Figures: the throughput over the slots' working period (first event
+//! handed to a worker → last result) ÷ the ideal; each slot's cycle split
+//! into the function's own time (worker-measured: the runtime's `/next`
+//! answered → its result posted, so it includes the runtime client's
+//! overhead and its timer's precision) and the platform's rest; and the
+//! slot occupancy (function time ÷ cycle).
 
 use std::time::{Duration, Instant};
 
@@ -109,16 +118,43 @@ async fn main() {
     .await;
     let elapsed = started.elapsed();
     let cpu_used = cpu() - cpu_before;
+    if let Ok(to) = std::env::var("BENCH_KEEP_LOGS") {
+        for e in std::fs::read_dir(c.dir.path()).unwrap().flatten() {
+            if e.path().extension().is_some_and(|x| x == "log") {
+                std::fs::copy(e.path(), std::path::Path::new(&to).join(e.file_name())).unwrap();
+            }
+        }
+    }
     let cold: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts WHERE cold")
         .fetch_one(&db)
         .await
         .unwrap();
+    // The slots' working period: the first event handed to a worker to the
+    // last result (the publishing and the harness's polling left out).
+    // Over it: the rate, how much of the slots' time the function itself
+    // had an event (the runtime's /next answered → its result posted), and
+    // the rest of a slot's cycle, which is the platform's.
+    let (first_ms, last_ms, function_us): (i64, i64, i64) =
+        sqlx::query_as("SELECT min(started_ms), max(ended_ms), sum(duration_us) FROM attempts")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    let window_s = (last_ms - first_ms).max(1) as f64 / 1000.0;
     let ideal = total as f64 / (sleep_ms as f64 / 1000.0);
-    let achieved = events as f64 / elapsed.as_secs_f64();
-    println!("{events} events published in {published:?}, all done in {elapsed:?} ({cold} cold starts)");
+    let achieved = events as f64 / window_s;
+    let cycle_ms = total as f64 * window_s * 1000.0 / events as f64;
+    let function_ms = function_us as f64 / 1000.0 / events as f64;
+    println!("{events} events published in {published:?}, all counted done after {elapsed:?} ({cold} cold starts)");
     println!(
-        "throughput {achieved:.0}/s; ideal {ideal:.0}/s ({total} slots ÷ {sleep_ms} ms); efficiency {:.3}",
+        "throughput {achieved:.0}/s over the slots' {window_s:.2} s; ideal {ideal:.0}/s ({total} slots ÷ {sleep_ms} ms): \
+         efficiency {:.3}",
         achieved / ideal
+    );
+    println!(
+        "per slot cycle {cycle_ms:.2} ms: function {function_ms:.2} ms (its {sleep_ms} ms sleep and its runtime), \
+         platform {:.2} ms; slot occupancy {:.3}",
+        cycle_ms - function_ms,
+        function_ms / cycle_ms
     );
     println!(
         "platform CPU (dispatcher, broker, workers; not nats-server or the functions): {:.0} µs per event, \
