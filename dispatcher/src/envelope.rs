@@ -26,9 +26,14 @@ pub(crate) struct Envelope {
     base: u32,
     /// Times JetStream delivered this message (1 the first time).
     pub delivered: u32,
-    /// The key is this stream message's own (`STOKE_EVENTS:<sequence>`, a
-    /// subject message without `Nats-Msg-Id`): no other event shares it,
-    /// so on its first delivery nothing can have completed it yet.
+    /// The key is this event's own, so on its first delivery nothing can
+    /// have completed it yet: a subject message without `Nats-Msg-Id`
+    /// (`STOKE_EVENTS:<sequence>`), or a call without an idempotency key,
+    /// whose key the broker made as its fresh invocation id. (A caller's
+    /// key yields an id derived from it, never equal to it.) Should a
+    /// publisher fake that on the invocation stream, the store's
+    /// one-completion-per-key still holds: the repeat runs, but its
+    /// completion is refused as a duplicate.
     pub own_key: bool,
     pub created_ms: i64,
     /// The event the function receives.
@@ -47,6 +52,12 @@ fn delivery(msg: &jetstream::Message) -> (u32, i64, u64) {
     }
 }
 
+/// The broker's key for a call without one: the invocation id itself (not
+/// a redrive, which repeats an earlier event).
+fn broker_made_key(key: &str, invocation_id: &str, attempt_base: u32) -> bool {
+    key == invocation_id && attempt_base == 0
+}
+
 /// An event on the invocation stream (HTTP, admin API, cron, redrive).
 pub(crate) fn invocation(msg: &jetstream::Message) -> Envelope {
     let header = |name: &str| {
@@ -63,8 +74,10 @@ pub(crate) fn invocation(msg: &jetstream::Message) -> Envelope {
         .and_then(|b| b.parse().ok())
         .unwrap_or(0);
     let trace = trace_of(msg).unwrap_or_else(|| TraceContext::derived(&invocation_id, secs(created_ms)));
+    let key = header(naming::headers::IDEMPOTENCY_KEY).unwrap_or_else(|| invocation_id.clone());
+    let own_key = broker_made_key(&key, &invocation_id, base);
     Envelope {
-        key: header(naming::headers::IDEMPOTENCY_KEY).unwrap_or_else(|| invocation_id.clone()),
+        key,
         invocation_id,
         trigger: header(naming::headers::TRIGGER).unwrap_or_else(|| "nats".into()),
         sync: header(naming::headers::INVOCATION_TYPE).as_deref() == Some(naming::REQUEST_RESPONSE),
@@ -73,9 +86,7 @@ pub(crate) fn invocation(msg: &jetstream::Message) -> Envelope {
         attempt: base + 1,
         base,
         delivered,
-        // Keys on this stream come from callers (or the broker); the
-        // broker's dedupe and the store are what make them unique.
-        own_key: false,
+        own_key,
         created_ms,
         payload: msg.payload.clone(),
     }
@@ -262,5 +273,25 @@ impl Envelope {
             error_type: None,
             error_message: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::broker_made_key;
+    use stoke_broker::invoke::id_for_key;
+
+    #[test]
+    fn only_a_key_the_broker_made_is_the_events_own() {
+        // No idempotency key: the broker's key is the fresh invocation id.
+        let id = stoke_core::new_invocation_id();
+        assert!(broker_made_key(&id, &id, 0));
+        // A caller's key: the id is derived from it, never equal.
+        let key = "order-17";
+        assert!(!broker_made_key(key, &id_for_key("f", key), 0));
+        let uuid_key = stoke_core::new_invocation_id();
+        assert!(!broker_made_key(&uuid_key, &id_for_key("f", &uuid_key), 0));
+        // A redrive repeats an earlier event.
+        assert!(!broker_made_key(&id, &id, 2));
     }
 }

@@ -279,7 +279,8 @@ pub(crate) enum Ended {
 /// duplicate past the dedupe window) is answered from the store; a
 /// redelivery of an event already dead-lettered (its TERM was lost) is
 /// TERMed again. Neither runs twice. The first delivery of a message keyed
-/// by its own sequence needs no look: nothing else has that key.
+/// by its own sequence, or of a call the broker keyed with its fresh
+/// invocation id, needs no look: nothing else has that key.
 pub(crate) async fn already_ended(
     store: &dyn Store,
     function: &str,

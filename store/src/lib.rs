@@ -15,6 +15,7 @@ mod queries;
 mod sql_catalog;
 mod sql_store;
 mod sqlite;
+pub use sqlite::CHECKPOINT_EVERY as SQLITE_CHECKPOINT_EVERY;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod types;

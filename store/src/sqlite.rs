@@ -14,6 +14,35 @@ use crate::*;
 pub struct SqliteStore {
     pool: SqlitePool,
     commits: crate::group_commit::GroupCommit,
+    checkpointer: tokio::task::JoinHandle<()>,
+}
+
+/// How often the WAL is copied back into the database file.
+pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.checkpointer.abort();
+    }
+}
+
+/// Checkpoint the WAL in the background, off every writer's path. SQLite's
+/// own automatic checkpoint runs inside the commit that crosses 1000 WAL
+/// pages: that commit copies the pages back and syncs the file, and every
+/// completion waiting on it took ~5 ms instead of ~0.3 ms (the p99 of a
+/// sync invoke). A PASSIVE checkpoint takes no writer's lock; a failed one
+/// is tried again at the next tick.
+fn checkpointer(pool: SqlitePool) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+                tracing::debug!(error = %e, "WAL checkpoint failed; trying again");
+            }
+        }
+    })
 }
 
 impl SqliteStore {
@@ -31,7 +60,9 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(5));
+            .busy_timeout(std::time::Duration::from_secs(5))
+            // Checkpoints run in the background instead (`checkpointer`).
+            .pragma("wal_autocheckpoint", "0");
         // Several processes (broker, dispatcher) may open one file at once:
         // creating it, switching it to WAL and migrating are not safe to race
         // (sqlx does not lock SQLite migrations), so hold an exclusive flock
@@ -59,6 +90,7 @@ impl SqliteStore {
         tracing::info!(backend = "sqlite", path = %path.display(), "store open");
         Ok(SqliteStore {
             commits: group_commit(&pool),
+            checkpointer: checkpointer(pool.clone()),
             pool,
         })
     }
