@@ -129,6 +129,12 @@ async fn handle_event(ctx: &Ctx, source: &Source, msg: jetstream::Message, mut e
         ack(&msg, AckKind::Nak(Some(delay))).await;
         return;
     };
+    // It may have waited here for its slot (as many wait as run) past its age.
+    if let Some(dead) = expired(&env, &loaded) {
+        drop(pass);
+        bury(ctx, &msg, None, dead).await;
+        return;
+    }
 
     let Some(result) = run(ctx, &loaded, &env, env.payload.to_vec(), &msgs, renew).await else {
         return;
