@@ -104,3 +104,40 @@ async fn the_lease_follows_the_function_timeout_and_a_redeploy_updates_it() {
     let r = p.post("hello", r#"{"customer":"a"}"#).await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// `concurrency` holds although twice as many events are handed to the
+/// dispatcher (`max_ack_pending` = 2 × concurrency): the ones beyond it wait
+/// at the dispatcher's gate, never on a worker with free slots.
+#[tokio::test]
+async fn no_more_than_concurrency_run_at_once_while_as_many_wait() {
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    p.deploy(hello_with("concurrency = 2").path());
+    for i in 0..8 {
+        send_async(&p, format!(r#"{{"sleep":0.3,"name":"c{i}"}}"#)).await;
+    }
+    let db = p.db().await;
+    eventually(Duration::from_secs(60), "all 8 events to complete", || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM completions WHERE function = 'hello'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        (n == 8).then_some(())
+    })
+    .await;
+    // Worker-measured run times: at no start were 2 others still running.
+    let runs: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT started_ms, ended_ms FROM attempts WHERE function = 'hello' ORDER BY started_ms")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert_eq!(runs.len(), 8, "each ran once: {runs:?}");
+    for (i, run) in runs.iter().enumerate() {
+        let running = runs[..i].iter().filter(|r| r.1 > run.0).count();
+        assert!(
+            running < 2,
+            "{} others still ran when run {i} started: {runs:?}",
+            running
+        );
+    }
+}
