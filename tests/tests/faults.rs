@@ -19,39 +19,37 @@ async fn killing_workers_loses_nothing_and_completes_each_key_once() {
     let f = hello_with("concurrency = 16\nmax_attempts = 50");
     c.deploy(f.path());
 
-    // Accept every event first (each accepted = durable in JetStream).
+    // Accept events (each accepted = durable in JetStream) while workers are
+    // killed: the backlog drains as fast as it is accepted, so the kills must
+    // start with the load, not after it.
     let client = reqwest::Client::new();
     let started = Instant::now();
     let http = c.http.clone();
-    let accept = futures::stream::iter(0..EVENTS)
-        .map(|i| {
-            let (client, http) = (client.clone(), http.clone());
-            async move {
-                let r = client
-                    .post(format!("http://{http}/fn/hello"))
-                    .header("Prefer", "respond-async")
-                    .header("Idempotency-Key", format!("key-{i}"))
-                    .body(format!(r#"{{"name":"n{i}","sleep":0.02}}"#))
-                    .send()
-                    .await;
-                r.map(|r| r.status().as_u16()).map_err(|e| e.to_string())
-            }
-        })
-        .buffer_unordered(64)
-        .collect::<Vec<_>>();
-    let statuses = accept.await;
-    let refused: Vec<_> = statuses.iter().filter(|s| !matches!(s, Ok(202))).collect();
-    assert!(
-        refused.is_empty(),
-        "every event accepted; refused: {:?}",
-        &refused[..refused.len().min(5)]
+    let accept = tokio::spawn(
+        futures::stream::iter(0..EVENTS)
+            .map(move |i| {
+                let (client, http) = (client.clone(), http.clone());
+                async move {
+                    let r = client
+                        .post(format!("http://{http}/fn/hello"))
+                        .header("Prefer", "respond-async")
+                        .header("Idempotency-Key", format!("key-{i}"))
+                        .body(format!(r#"{{"name":"n{i}","sleep":0.02}}"#))
+                        .send()
+                        .await;
+                    r.map(|r| r.status().as_u16()).map_err(|e| e.to_string())
+                }
+            })
+            .buffer_unordered(64)
+            .collect::<Vec<_>>(),
     );
 
-    // Kill a worker every 500 ms while the backlog drains.
+    // Kill a worker every 500 ms until the backlog has drained.
     let db = stoke_tests::open_db(&c.db_path()).await;
     let mut kills = 0;
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
         let done = count(&db, "SELECT count(*) FROM completions").await;
         if done as usize >= EVENTS {
             break;
@@ -61,8 +59,14 @@ async fn killing_workers_loses_nothing_and_completes_each_key_once() {
             c.kill_and_restart_worker(kills % 2);
             kills += 1;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let statuses = accept.await.unwrap();
+    let refused: Vec<_> = statuses.iter().filter(|s| !matches!(s, Ok(202))).collect();
+    assert!(
+        refused.is_empty(),
+        "every event accepted; refused: {:?}",
+        &refused[..refused.len().min(5)]
+    );
     let drained = started.elapsed();
 
     let completions = count(&db, "SELECT count(*) FROM completions").await;
@@ -89,6 +93,7 @@ async fn killing_workers_loses_nothing_and_completes_each_key_once() {
     assert_eq!(succeeded, completions);
     assert_eq!(unmetered, 0);
     assert!(kills >= 2, "the test must actually kill workers");
+    assert!(lost_attempts >= 1, "the kills must catch attempts in flight");
 }
 
 /// The store stops taking writes (another process holds SQLite's write lock
