@@ -23,6 +23,7 @@ use stoke_store::{AttemptRecord, Completion, DeadLetter, ErrorRecord, Status};
 use tracing::Instrument as _;
 
 use crate::envelope::{self, Envelope};
+use crate::gate;
 use crate::handle::{self, Loaded, ack, bury, with_store_retries};
 use crate::policy::{self, Decision};
 use crate::pull::{Ctx, Source};
@@ -81,6 +82,11 @@ pub(crate) async fn handle_batch(ctx: &Ctx, source: &Source, msgs: Vec<jetstream
             return;
         }
     };
+    // Wait for a slot first: the items' age is judged once the batch may
+    // run, since as many events wait at the gate as run.
+    let Some(pass) = admit(ctx, source, &loaded, &items).await else {
+        return;
+    };
     let mut live = Vec::with_capacity(items.len());
     for item in items {
         match handle::expired(&item.env, &loaded) {
@@ -103,27 +109,42 @@ pub(crate) async fn handle_batch(ctx: &Ctx, source: &Source, msgs: Vec<jetstream
         attempt = run_env.attempt,
         batch = live.len(),
     );
-    run_batch(ctx, source, &loaded, run_env, live, payload)
+    run_batch(ctx, source, &loaded, run_env, live, payload, pass)
         .instrument(span)
         .await;
 }
 
-/// Run the batch's one invocation and settle its items.
-async fn run_batch(ctx: &Ctx, source: &Source, loaded: &Loaded, run_env: Envelope, live: Vec<Item>, payload: Vec<u8>) {
-    let function = source.function.as_str();
-    let msgs: Vec<&jetstream::Message> = live.iter().map(|i| &i.msg).collect();
+/// Wait for a slot of the function, keeping the items' leases alive;
+/// `None` (shutdown): the items were released.
+async fn admit(ctx: &Ctx, source: &Source, loaded: &Loaded, items: &[Item]) -> Option<gate::Pass> {
+    let msgs: Vec<&jetstream::Message> = items.iter().map(|i| &i.msg).collect();
     let renew = source.holding.renew_every(ctx.shared.progress_every);
-    let gate = ctx.gate(function, loaded.spec.version, &loaded.manifest);
+    let gate = ctx.gate(&source.function, loaded.spec.version, &loaded.manifest);
     let pass = tokio::select! {
         pass = handle::with_progress(gate.admit(None), &msgs, renew) => pass,
         _ = ctx.release_now.cancelled() => None,
     };
-    let Some(pass) = pass else {
+    if pass.is_none() {
         for msg in &msgs {
             ack(msg, AckKind::Nak(None)).await;
         }
-        return;
-    };
+    }
+    pass
+}
+
+/// Run the batch's one invocation (its slot already held) and settle its
+/// items.
+async fn run_batch(
+    ctx: &Ctx,
+    source: &Source,
+    loaded: &Loaded,
+    run_env: Envelope,
+    live: Vec<Item>,
+    payload: Vec<u8>,
+    pass: gate::Pass,
+) {
+    let msgs: Vec<&jetstream::Message> = live.iter().map(|i| &i.msg).collect();
+    let renew = source.holding.renew_every(ctx.shared.progress_every);
     let Some(result) = handle::run(ctx, loaded, &run_env, payload, &msgs, renew).await else {
         return;
     };

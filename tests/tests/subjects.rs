@@ -254,6 +254,66 @@ async fn batches_settle_each_item_on_its_own() {
     .await;
 }
 
+/// A batch waits for its function's slot (shared with HTTP calls) before
+/// its items' ages are judged: items that grew older than `max_event_age`
+/// while waiting are dead-lettered unrun, not handed to the function.
+#[tokio::test]
+async fn batch_items_that_aged_waiting_for_a_slot_are_dead_lettered_unrun() {
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    let f = subscriber("aging", "aging.*", "concurrency = 1\nmax_event_age = 1");
+    let manifest = std::fs::read_to_string(f.path().join("stoke.toml")).unwrap().replace(
+        "subject = \"aging.*\"",
+        "subject = \"aging.*\"\nbatch_size = 2\nbatch_window_ms = 50",
+    );
+    std::fs::write(f.path().join("stoke.toml"), manifest).unwrap();
+    p.deploy(f.path());
+
+    // The one slot is busy for 2.5 s with an HTTP call ...
+    let slow = p
+        .post_with("aging", r#"{"sleep":2.5}"#, &[("Prefer", "respond-async")])
+        .await;
+    assert_eq!(slow.status, 202, "{}", slow.text());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ... while two messages arrive and wait for it past their age.
+    let client = async_nats::connect(&nats.url).await.unwrap();
+    for i in 0..2 {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-Msg-Id", format!("old-{i}").as_str());
+        client
+            .publish_with_headers("aging.in", h, format!(r#"{{"name":"n{i}"}}"#).into())
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+
+    let db = p.db().await;
+    let dead: Vec<(String, String, i64)> = eventually(Duration::from_secs(30), "2 items dead-lettered", || async {
+        let dead: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT idempotency_key, reason, attempts FROM dead_letters WHERE function = 'aging' \
+             ORDER BY idempotency_key",
+        )
+        .fetch_all(&db)
+        .await
+        .unwrap();
+        (dead.len() == 2).then_some(dead)
+    })
+    .await;
+    assert_eq!(
+        dead,
+        vec![
+            ("old-0".to_string(), "expired".to_string(), 0),
+            ("old-1".to_string(), "expired".to_string(), 0)
+        ]
+    );
+    // Only the HTTP call ran.
+    let runs: Vec<String> = sqlx::query_scalar("SELECT trigger FROM attempts WHERE function = 'aging'")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(runs, vec!["http".to_string()], "no batch ran");
+}
+
 #[tokio::test]
 async fn a_deleted_function_stops_subscribing() {
     let nats = Nats::start().await.unwrap();
