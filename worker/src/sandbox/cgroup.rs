@@ -48,6 +48,9 @@ pub struct SandboxCgroup {
     /// Open `cgroup.procs` files the sandbox's process writes `0` to before
     /// exec, joining every cgroup (close-on-exec).
     join: Vec<File>,
+    /// The peak-memory file, opened once: it is read after every event,
+    /// and a path lookup through the cgroup fs costs more than the read.
+    peak: std::sync::OnceLock<Option<File>>,
 }
 
 fn io_err(what: String) -> std::io::Error {
@@ -282,7 +285,12 @@ impl SandboxCgroup {
                 .map_err(|e| io_err(format!("{}/cgroup.procs: {e}", d.display())))?;
             join.push(f);
         }
-        Ok(SandboxCgroup { v2, dirs, join })
+        Ok(SandboxCgroup {
+            v2,
+            dirs,
+            join,
+            peak: std::sync::OnceLock::new(),
+        })
     }
 
     /// File descriptors to write `0` to from the child before exec.
@@ -308,15 +316,20 @@ impl SandboxCgroup {
 
     /// Peak memory of every process in the sandbox so far, in KiB.
     pub fn peak_memory_kb(&self) -> u64 {
-        let dir = self.memory_dir();
-        let files: &[&str] = if self.v2 {
-            &["memory.peak", "memory.current"]
-        } else {
-            &["memory.max_usage_in_bytes"]
-        };
-        files
-            .iter()
-            .find_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+        use std::os::unix::fs::FileExt as _;
+        let file = self.peak.get_or_init(|| {
+            let files: &[&str] = if self.v2 {
+                &["memory.peak", "memory.current"]
+            } else {
+                &["memory.max_usage_in_bytes"]
+            };
+            files.iter().find_map(|f| File::open(self.memory_dir().join(f)).ok())
+        });
+        // A read at offset 0 makes the kernel render the value afresh.
+        let mut buf = [0u8; 32];
+        file.as_ref()
+            .and_then(|f| f.read_at(&mut buf, 0).ok())
+            .and_then(|n| std::str::from_utf8(&buf[..n]).ok())
             .and_then(|t| t.trim().parse::<u64>().ok())
             .map_or(0, |b| b / 1024)
     }
