@@ -82,18 +82,16 @@ pub(crate) async fn handle_batch(ctx: &Ctx, source: &Source, msgs: Vec<jetstream
             return;
         }
     };
-    // Wait for a slot first: the items' age is judged once the batch may
-    // run, since as many events wait at the gate as run.
+    // Too old already: dead-lettered at once. The rest wait for a slot and
+    // are judged again once the batch may run (as many wait as run).
+    let items = bury_expired(ctx, &loaded, items).await;
+    if items.is_empty() {
+        return;
+    }
     let Some(pass) = admit(ctx, source, &loaded, &items).await else {
         return;
     };
-    let mut live = Vec::with_capacity(items.len());
-    for item in items {
-        match handle::expired(&item.env, &loaded) {
-            Some(dead) => bury(ctx, &item.msg, None, dead).await,
-            None => live.push(item),
-        }
-    }
+    let live = bury_expired(ctx, &loaded, items).await;
     if live.is_empty() {
         return;
     }
@@ -112,6 +110,19 @@ pub(crate) async fn handle_batch(ctx: &Ctx, source: &Source, msgs: Vec<jetstream
     run_batch(ctx, source, &loaded, run_env, live, payload, pass)
         .instrument(span)
         .await;
+}
+
+/// Dead-letter the items older than the function's `max_event_age`; the
+/// others are returned.
+async fn bury_expired(ctx: &Ctx, loaded: &Loaded, items: Vec<Item>) -> Vec<Item> {
+    let mut live = Vec::with_capacity(items.len());
+    for item in items {
+        match handle::expired(&item.env, loaded) {
+            Some(dead) => bury(ctx, &item.msg, None, dead).await,
+            None => live.push(item),
+        }
+    }
+    live
 }
 
 /// Wait for a slot of the function, keeping the items' leases alive;
