@@ -17,6 +17,20 @@ fn subscriber(name: &str, subject: &str, extra: &str) -> tempfile::TempDir {
     f
 }
 
+/// [`subscriber`] with its subject trigger batching up to `size` messages,
+/// waiting at most `window_ms` after the first.
+fn batched_subscriber(name: &str, subject: &str, extra: &str, size: u32, window_ms: u32) -> tempfile::TempDir {
+    let f = subscriber(name, subject, extra);
+    let path = f.path().join("stoke.toml");
+    let trigger = format!("subject = \"{subject}\"");
+    let manifest = std::fs::read_to_string(&path).unwrap().replace(
+        &trigger,
+        &format!("{trigger}\nbatch_size = {size}\nbatch_window_ms = {window_ms}"),
+    );
+    std::fs::write(&path, manifest).unwrap();
+    f
+}
+
 async fn completions(p: &Platform, function: &str) -> i64 {
     let db = p.db().await;
     sqlx::query_scalar("SELECT count(*) FROM completions WHERE function = ? AND status = 'succeeded'")
@@ -159,12 +173,7 @@ async fn publishing_where_nothing_subscribes_is_a_clear_error() {
 async fn batches_settle_each_item_on_its_own() {
     let nats = Nats::start().await.unwrap();
     let p = Platform::start(&nats).await.unwrap();
-    let f = subscriber("batcher", "batch.*", "max_attempts = 2");
-    let manifest = std::fs::read_to_string(f.path().join("stoke.toml")).unwrap().replace(
-        "subject = \"batch.*\"",
-        "subject = \"batch.*\"\nbatch_size = 5\nbatch_window_ms = 300",
-    );
-    std::fs::write(f.path().join("stoke.toml"), manifest).unwrap();
+    let f = batched_subscriber("batcher", "batch.*", "max_attempts = 2", 5, 300);
     p.deploy(f.path());
 
     // 12 messages: item-3 always fails (retried once, then dead-lettered),
@@ -261,12 +270,7 @@ async fn batches_settle_each_item_on_its_own() {
 async fn batch_items_that_aged_waiting_for_a_slot_are_dead_lettered_unrun() {
     let nats = Nats::start().await.unwrap();
     let p = Platform::start(&nats).await.unwrap();
-    let f = subscriber("aging", "aging.*", "concurrency = 1\nmax_event_age = 1");
-    let manifest = std::fs::read_to_string(f.path().join("stoke.toml")).unwrap().replace(
-        "subject = \"aging.*\"",
-        "subject = \"aging.*\"\nbatch_size = 2\nbatch_window_ms = 50",
-    );
-    std::fs::write(f.path().join("stoke.toml"), manifest).unwrap();
+    let f = batched_subscriber("aging", "aging.*", "concurrency = 1\nmax_event_age = 1", 2, 50);
     p.deploy(f.path());
 
     // The one slot is busy for 2.5 s with an HTTP call ...
