@@ -113,7 +113,12 @@ struct Inner {
     max_payload: usize,
     /// Added to the function timeout for a synchronous wait (queueing, cold start).
     wait_slack: Duration,
+    /// Parsed manifests by (function, version): a version never changes.
+    manifests: std::sync::Mutex<std::collections::HashMap<(String, u32), Arc<Manifest>>>,
 }
+
+/// Parsed manifests kept at most (then the cache starts over).
+const MANIFESTS_KEPT: usize = 4096;
 
 impl Invoker {
     pub fn new(client: async_nats::Client, store: Arc<dyn Store>, max_payload: usize, wait_slack: Duration) -> Invoker {
@@ -125,6 +130,7 @@ impl Invoker {
                 store,
                 max_payload,
                 wait_slack,
+                manifests: std::sync::Mutex::default(),
             }),
         }
     }
@@ -157,8 +163,7 @@ impl Invoker {
             .await?
             .ok_or_else(|| InvokeError::NotFound(req.function.clone()))?;
         let function = version.function.clone();
-        let manifest = Manifest::parse(&version.manifest)
-            .map_err(|e| InvokeError::BadManifest(function.clone(), e.to_string()))?;
+        let manifest = self.manifest(&version)?;
         if let Via::Http { authorization } = &req.via {
             self.check_http(&version, &manifest, authorization.as_deref()).await?;
         }
@@ -252,6 +257,23 @@ impl Invoker {
         }
     }
 
+    /// The version's manifest, parsed once.
+    fn manifest(&self, version: &FunctionVersion) -> Result<Arc<Manifest>, InvokeError> {
+        let key = (version.function.clone(), version.version);
+        if let Some(m) = self.inner.manifests.lock().expect("not poisoned").get(&key) {
+            return Ok(m.clone());
+        }
+        let parsed = Manifest::parse(&version.manifest)
+            .map_err(|e| InvokeError::BadManifest(version.function.clone(), e.to_string()))?;
+        let parsed = Arc::new(parsed);
+        let mut cache = self.inner.manifests.lock().expect("not poisoned");
+        if cache.len() >= MANIFESTS_KEPT {
+            cache.clear();
+        }
+        cache.insert(key, parsed.clone());
+        Ok(parsed)
+    }
+
     /// The gateway's checks: an `http` trigger, and its token if it wants one.
     async fn check_http(
         &self,
@@ -304,7 +326,7 @@ impl Invoker {
             },
         };
         if let Some(v) = judged
-            && let Ok(manifest) = Manifest::parse(&v.manifest)
+            && let Ok(manifest) = self.manifest(&v)
             && manifest.http_auth() == Some(HttpAuth::Token)
         {
             self.check_http(&v, &manifest, authorization).await?;

@@ -131,8 +131,9 @@ async fn admit(ctx: &Ctx, source: &Source, loaded: &Loaded, items: &[Item]) -> O
     let msgs: Vec<&jetstream::Message> = items.iter().map(|i| &i.msg).collect();
     let renew = source.holding.renew_every(ctx.shared.progress_every);
     let gate = ctx.gate(&source.function, loaded.spec.version, &loaded.manifest);
+    let follow = handle::may_follow(loaded, items.iter().map(|i| &i.env));
     let pass = tokio::select! {
-        pass = handle::with_progress(gate.admit(None), &msgs, renew) => pass,
+        pass = handle::with_progress(gate.admit(None, follow), &msgs, renew) => pass,
         _ = ctx.release_now.cancelled() => None,
     };
     if pass.is_none() {
@@ -156,7 +157,7 @@ async fn run_batch(
 ) {
     let msgs: Vec<&jetstream::Message> = live.iter().map(|i| &i.msg).collect();
     let renew = source.holding.renew_every(ctx.shared.progress_every);
-    let Some(result) = handle::run(ctx, loaded, &run_env, payload, &msgs, renew).await else {
+    let Some(result) = handle::run(ctx, loaded, &run_env, payload, &msgs, renew, &pass).await else {
         return;
     };
     drop(pass);

@@ -12,9 +12,21 @@
 //!
 //! Limits are per dispatcher process and per function version (versions
 //! may set different limits).
+//!
+//! **Hand-over.** A slot is a [`Lane`]: the events that use it in turn. When
+//! every slot is taken, a waiting event need not wait for one to come back
+//! (a result's trip to the dispatcher, its store write, then the send to a
+//! worker: ~1 ms the slot sits idle). It may instead take the *baton* of a
+//! running event (the one sent longest ago): it joins that lane and is sent
+//! at once to the same worker, marked to run after it, on its sandbox when
+//! it ends. A lane runs one event at a time, so the function never runs
+//! more than `concurrency` at once; a lane hands over to one event at a
+//! time (its baton is offered again once that one runs). Functions with a
+//! `concurrency_key` do not hand over (their waits are per key).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -22,9 +34,40 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 /// One function's admission state.
 pub(crate) struct Gate {
     per_key: Option<u32>,
+    concurrency: usize,
     slots: Arc<Semaphore>,
     keys: Mutex<HashMap<String, KeyState>>,
     freed: Notify,
+    /// Lanes whose running event may be followed, oldest offer first
+    /// (entries that went stale are skipped when claiming).
+    offers: Mutex<VecDeque<Weak<Lane>>>,
+    offered: Notify,
+}
+
+/// Where a running event is: the worker, its invocation id and epoch. An
+/// event that takes the baton is sent to run after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Baton {
+    pub worker: String,
+    pub invocation_id: String,
+    pub epoch: u64,
+}
+
+/// One of the function's `concurrency` slots, held by the events that use
+/// it in turn; the slot is given back when the last of them lets go.
+pub(crate) struct Lane {
+    gate: Arc<Gate>,
+    _slot: OwnedSemaphorePermit,
+    state: Mutex<LaneState>,
+}
+
+#[derive(Default)]
+struct LaneState {
+    /// Sent to a worker and not back: the running event, then the one
+    /// sent to follow it.
+    sent: VecDeque<Baton>,
+    /// The running event's baton was taken.
+    taken: bool,
 }
 
 #[derive(Default)]
@@ -33,10 +76,124 @@ struct KeyState {
     waiting: u32,
 }
 
-/// Leave to run: holds a function slot and, if keyed, a slot of its key.
+/// Leave to run: a place in a lane (a function slot) and, if keyed, a slot
+/// of its key. With `after`, the lane's running event still runs: this one
+/// must be sent to run after it.
 pub(crate) struct Pass {
     _key: Option<KeyHeld>,
-    _slot: OwnedSemaphorePermit,
+    lane: Arc<Lane>,
+    after: Option<Baton>,
+    sent: AtomicBool,
+    /// It was sent to follow `after` (not placed anew: that had ended).
+    followed: AtomicBool,
+}
+
+impl Pass {
+    fn new(lane: Arc<Lane>, key: Option<KeyHeld>, after: Option<Baton>) -> Pass {
+        Pass {
+            _key: key,
+            lane,
+            after,
+            sent: AtomicBool::new(false),
+            followed: AtomicBool::new(false),
+        }
+    }
+
+    /// The running event this one must follow, if it took a baton.
+    pub fn after(&self) -> Option<&Baton> {
+        self.after.as_ref()
+    }
+
+    /// Whether it was sent to run after `after` on its worker.
+    pub fn followed(&self) -> bool {
+        self.followed.load(Ordering::Relaxed)
+    }
+
+    /// This pass's event was sent as `baton` (`following` the one in
+    /// `after`, or placed anew): once it runs (it is the lane's only one
+    /// out), others may follow it. Dropping the guard says it is back (a
+    /// result, or given up on).
+    pub fn sent(&self, baton: Baton, following: bool) -> Sent<'_> {
+        self.sent.store(true, Ordering::Relaxed);
+        self.followed.store(following, Ordering::Relaxed);
+        self.lane.offer_if(|state| {
+            state.sent.push_back(baton.clone());
+            state.sent.len() == 1
+        });
+        Sent { pass: self, baton }
+    }
+}
+
+/// A sent event that is not back yet.
+pub(crate) struct Sent<'a> {
+    pass: &'a Pass,
+    baton: Baton,
+}
+
+impl Drop for Sent<'_> {
+    fn drop(&mut self) {
+        self.pass.lane.offer_if(|state| {
+            let was_running = state.sent.front() == Some(&self.baton);
+            state.sent.retain(|b| *b != self.baton);
+            // The one that followed it runs now: it may be followed in turn.
+            was_running && state.sent.len() == 1
+        });
+    }
+}
+
+impl Drop for Pass {
+    fn drop(&mut self) {
+        // A baton taken by an event that was never sent (it expired, or
+        // shutdown): let another take it.
+        if let Some(after) = &self.after
+            && !self.sent.load(Ordering::Relaxed)
+        {
+            self.lane
+                .offer_if(|state| state.taken && state.sent.len() == 1 && state.sent.front() == Some(after));
+        }
+    }
+}
+
+impl Lane {
+    /// Change the lane's state with `f`; if it says the running event is
+    /// now one that may be followed, it is offered (not yet taken).
+    fn offer_if(self: &Arc<Self>, f: impl FnOnce(&mut LaneState) -> bool) {
+        let mut state = self.state.lock().expect("not poisoned");
+        let offer = f(&mut state);
+        if offer {
+            state.taken = false;
+        }
+        drop(state);
+        if offer {
+            self.offer();
+        }
+    }
+
+    fn offer(self: &Arc<Self>) {
+        if !self.gate.hands_over() {
+            return;
+        }
+        let mut offers = self.gate.offers.lock().expect("not poisoned");
+        // Offers nobody took (the function was not saturated) go stale:
+        // drop them before they pile up.
+        if offers.len() >= 2 * self.gate.concurrency {
+            offers.retain(|lane| lane.upgrade().is_some_and(|lane| lane.offerable()));
+        }
+        offers.push_back(Arc::downgrade(self));
+        drop(offers);
+        self.gate.offered.notify_one();
+    }
+
+    fn offerable(&self) -> bool {
+        self.state.lock().expect("not poisoned").offerable()
+    }
+}
+
+impl LaneState {
+    /// One event out (running), not yet followed.
+    fn offerable(&self) -> bool {
+        self.sent.len() == 1 && !self.taken
+    }
 }
 
 /// A running slot of one key, given back on drop.
@@ -49,14 +206,23 @@ impl Gate {
     pub fn new(concurrency: u32, per_key: Option<u32>) -> Arc<Gate> {
         Arc::new(Gate {
             per_key,
+            concurrency: concurrency.max(1) as usize,
             slots: Arc::new(Semaphore::new(concurrency.max(1) as usize)),
             keys: Mutex::new(HashMap::new()),
             freed: Notify::new(),
+            offers: Mutex::new(VecDeque::new()),
+            offered: Notify::new(),
         })
     }
 
+    fn hands_over(&self) -> bool {
+        self.per_key.is_none()
+    }
+
     /// Wait for leave to run an event with `key`; `None` means defer it.
-    pub async fn admit(self: &Arc<Gate>, key: Option<String>) -> Option<Pass> {
+    /// With `follow`, an event may take the baton of a running one instead
+    /// of waiting for a free slot (see the module docs).
+    pub async fn admit(self: &Arc<Gate>, key: Option<String>, follow: bool) -> Option<Pass> {
         let held = match (self.per_key, key) {
             (Some(limit), Some(key)) => {
                 self.take_key(&key, limit).await?;
@@ -68,11 +234,54 @@ impl Gate {
             _ => None,
         };
         // A wait cancelled here gives the key back (`held` drops).
-        let slot = self.slots.clone().acquire_owned().await.expect("never closed");
-        Some(Pass {
-            _key: held,
-            _slot: slot,
-        })
+        let fresh = |slot, held| {
+            let lane = Arc::new(Lane {
+                gate: self.clone(),
+                _slot: slot,
+                state: Mutex::new(LaneState::default()),
+            });
+            Pass::new(lane, held, None)
+        };
+        if !(follow && self.hands_over()) {
+            let slot = self.slots.clone().acquire_owned().await.expect("never closed");
+            return Some(fresh(slot, held));
+        }
+        loop {
+            if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+                return Some(fresh(slot, held));
+            }
+            let offered = self.offered.notified();
+            tokio::pin!(offered);
+            offered.as_mut().enable();
+            if let Some((lane, baton)) = self.take_baton() {
+                return Some(Pass::new(lane, held, Some(baton)));
+            }
+            tokio::select! {
+                biased;
+                slot = self.slots.clone().acquire_owned() => {
+                    let slot = slot.expect("never closed");
+                    return Some(fresh(slot, held));
+                }
+                _ = offered => {}
+            }
+        }
+    }
+
+    /// The oldest offered baton still good: its lane has one event out,
+    /// not yet followed.
+    fn take_baton(&self) -> Option<(Arc<Lane>, Baton)> {
+        let mut offers = self.offers.lock().expect("not poisoned");
+        while let Some(lane) = offers.pop_front() {
+            let Some(lane) = lane.upgrade() else { continue };
+            let mut state = lane.state.lock().expect("not poisoned");
+            if state.offerable() {
+                state.taken = true;
+                let baton = state.sent[0].clone();
+                drop(state);
+                return Some((lane, baton));
+            }
+        }
+        None
     }
 
     /// Take a running slot of `key`, waiting while at most `limit` others
@@ -186,17 +395,17 @@ mod tests {
     #[tokio::test]
     async fn one_key_runs_alone_waits_once_then_defers() {
         let gate = Gate::new(4, Some(1));
-        let first = gate.admit(key("hot")).await.expect("admitted");
+        let first = gate.admit(key("hot"), true).await.expect("admitted");
         // A second "hot" waits; a third is deferred; another key runs.
         let g = gate.clone();
-        let waiter = tokio::spawn(async move { g.admit(key("hot")).await.is_some() });
+        let waiter = tokio::spawn(async move { g.admit(key("hot"), true).await.is_some() });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiter.is_finished());
         assert!(
-            gate.admit(key("hot")).await.is_none(),
+            gate.admit(key("hot"), true).await.is_none(),
             "third of a busy key is deferred"
         );
-        let cold = gate.admit(key("cold")).await.expect("other keys run");
+        let cold = gate.admit(key("cold"), true).await.expect("other keys run");
         assert_eq!(gate.running("hot"), 1);
         drop(first);
         assert!(waiter.await.unwrap(), "the waiter runs once the key frees");
@@ -207,10 +416,10 @@ mod tests {
     #[tokio::test]
     async fn function_slots_bound_every_key_and_unkeyed_events() {
         let gate = Gate::new(2, Some(1));
-        let a = gate.admit(key("a")).await.unwrap();
-        let _b = gate.admit(None).await.unwrap();
+        let a = gate.admit(key("a"), true).await.unwrap();
+        let _b = gate.admit(None, true).await.unwrap();
         let g = gate.clone();
-        let third = tokio::spawn(async move { g.admit(key("c")).await.is_some() });
+        let third = tokio::spawn(async move { g.admit(key("c"), true).await.is_some() });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!third.is_finished(), "no function slot free");
         drop(a);
@@ -220,19 +429,97 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_wait_gives_its_place_back() {
         let gate = Gate::new(4, Some(1));
-        let first = gate.admit(key("k")).await.unwrap();
+        let first = gate.admit(key("k"), true).await.unwrap();
         let g = gate.clone();
-        let waiter = tokio::spawn(async move { g.admit(key("k")).await.is_some() });
+        let waiter = tokio::spawn(async move { g.admit(key("k"), true).await.is_some() });
         tokio::time::sleep(Duration::from_millis(20)).await;
         waiter.abort();
         let _ = waiter.await;
         // The wait line has room again: this one waits instead of deferring.
         let g = gate.clone();
-        let again = tokio::spawn(async move { g.admit(key("k")).await.is_some() });
+        let again = tokio::spawn(async move { g.admit(key("k"), true).await.is_some() });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!again.is_finished(), "waits rather than being deferred");
         drop(first);
         assert!(again.await.unwrap());
+    }
+
+    fn baton(id: &str) -> Baton {
+        Baton {
+            worker: "w".into(),
+            invocation_id: id.into(),
+            epoch: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_gate_hands_a_running_slot_over_to_one_follower_at_a_time() {
+        let gate = Gate::new(1, None);
+        let a = gate.admit(None, true).await.unwrap();
+        assert_eq!(a.after(), None, "a free slot is taken fresh");
+        let a_out = a.sent(baton("a"), false);
+        // The slot is busy: the next one follows the running one.
+        let b = gate.admit(None, true).await.unwrap();
+        assert_eq!(b.after(), Some(&baton("a")));
+        // One follower per running event: a third waits...
+        let g = gate.clone();
+        let third = tokio::spawn(async move { g.admit(None, true).await.map(|p| p.after().cloned()) });
+        let b_out = b.sent(baton("b"), true);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!third.is_finished(), "b is queued behind a, not running: not offered");
+        // ...until a is back and b runs: then it follows b.
+        drop(a_out);
+        drop(a);
+        assert_eq!(third.await.unwrap(), Some(Some(baton("b"))));
+        // A pass that does not hand over never follows.
+        let g = gate.clone();
+        let plain = tokio::spawn(async move { g.admit(None, false).await.map(|p| p.after().cloned()) });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!plain.is_finished(), "waits for the slot itself");
+        drop(b_out);
+        drop(b);
+        assert_eq!(
+            plain.await.unwrap(),
+            Some(None),
+            "the slot is free once its lane is empty"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_baton_taken_by_an_event_never_sent_is_offered_again() {
+        let gate = Gate::new(1, None);
+        let a = gate.admit(None, true).await.unwrap();
+        let _a_out = a.sent(baton("a"), false);
+        let b = gate.admit(None, true).await.unwrap();
+        assert!(b.after().is_some());
+        drop(b);
+        let c = gate.admit(None, true).await.unwrap();
+        assert_eq!(c.after(), Some(&baton("a")));
+    }
+
+    #[tokio::test]
+    async fn offers_nobody_takes_do_not_pile_up() {
+        let gate = Gate::new(2, None);
+        for i in 0..1000 {
+            let pass = gate.admit(None, true).await.unwrap();
+            drop(pass.sent(baton(&format!("e{i}")), false));
+        }
+        let offers = gate.offers.lock().unwrap().len();
+        assert!(offers <= 4, "{offers} offers kept");
+    }
+
+    #[tokio::test]
+    async fn keyed_functions_do_not_hand_over() {
+        let gate = Gate::new(1, Some(1));
+        let a = gate.admit(key("k"), true).await.unwrap();
+        let _a_out = a.sent(baton("a"), false);
+        let g = gate.clone();
+        let other = tokio::spawn(async move { g.admit(key("other"), true).await.is_some() });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!other.is_finished(), "waits for the slot");
+        drop(_a_out);
+        drop(a);
+        assert!(other.await.unwrap());
     }
 
     #[test]

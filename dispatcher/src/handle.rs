@@ -114,8 +114,9 @@ async fn handle_event(ctx: &Ctx, source: &Source, msg: jetstream::Message, mut e
     let gate = ctx.gate(function, loaded.spec.version, &loaded.manifest);
     let msgs = [&msg];
     let waiting = ctx.board.waiting(function);
+    let follow = may_follow(&loaded, [&env]);
     let pass = tokio::select! {
-        pass = with_progress(gate.admit(key), &msgs, renew) => pass,
+        pass = with_progress(gate.admit(key, follow), &msgs, renew) => pass,
         _ = ctx.release_now.cancelled() => {
             ack(&msg, AckKind::Nak(None)).await;
             return;
@@ -136,7 +137,7 @@ async fn handle_event(ctx: &Ctx, source: &Source, msg: jetstream::Message, mut e
         return;
     }
 
-    let Some(result) = run(ctx, &loaded, &env, env.payload.to_vec(), &msgs, renew).await else {
+    let Some(result) = run(ctx, &loaded, &env, env.payload.to_vec(), &msgs, renew, &pass).await else {
         return;
     };
     drop(pass);
@@ -179,10 +180,25 @@ async fn handle_event(ctx: &Ctx, source: &Source, msg: jetstream::Message, mut e
     finish(ctx, &msg, &env, Some(&record), completion).await;
 }
 
-/// Send one attempt (`payload`, as `env`'s invocation) to a worker, keeping
-/// the leases of `msgs` alive until its result is back. `None`: no result,
-/// and the messages were released for redelivery (no worker, a lost one,
-/// or shutdown); a lost attempt is metered.
+/// Whether the events may take a running one's baton at admission
+/// (`policy::may_follow`, judged by the oldest).
+pub(crate) fn may_follow<'a>(loaded: &Loaded, envs: impl IntoIterator<Item = &'a Envelope>) -> bool {
+    let now = stoke_core::now_ms();
+    envs.into_iter().all(|env| {
+        let age_ms = now - env.created_ms;
+        policy::may_follow(
+            env.sync,
+            age_ms,
+            loaded.manifest.timeout_ms(),
+            loaded.manifest.max_event_age,
+        )
+    })
+}
+
+/// Send one attempt (`payload`, as `env`'s invocation) to a worker under
+/// `pass`, keeping the leases of `msgs` alive until its result is back.
+/// `None`: no result, and the messages were released for redelivery (no
+/// worker, a lost one, or shutdown); a lost attempt is metered.
 pub(crate) async fn run(
     ctx: &Ctx,
     loaded: &Loaded,
@@ -190,6 +206,7 @@ pub(crate) async fn run(
     payload: Vec<u8>,
     msgs: &[&jetstream::Message],
     renew: Duration,
+    pass: &gate::Pass,
 ) -> Option<InvocationResult> {
     let _running = ctx.board.running(&loaded.spec.name);
     let timeout = Duration::from_millis(u64::from(loaded.spec.timeout_ms));
@@ -203,12 +220,14 @@ pub(crate) async fn run(
         deadline_unix_ms: stoke_core::now_ms() + timeout.as_millis() as i64,
         trace_id: env.trace.xray(),
         traceparent: env.trace.traceparent(),
+        // Set by the registry when it follows another.
+        ..Default::default()
     };
     let dispatched_at = (stoke_core::now_ms(), std::time::Instant::now());
     let dispatched = ctx
         .shared
         .registry
-        .dispatch(inv, ctx.shared.worker_wait, timeout + ctx.shared.answer_slack);
+        .dispatch(inv, ctx.shared.worker_wait, timeout + ctx.shared.answer_slack, pass);
     let result = tokio::select! {
         r = with_progress(dispatched, msgs, renew) => r,
         _ = ctx.release_now.cancelled() => {
@@ -218,6 +237,9 @@ pub(crate) async fn run(
             return None;
         }
     };
+    if pass.followed() {
+        ctx.shared.metrics.handover(&loaded.spec.name);
+    }
     match result {
         Ok(r) => {
             ctx.shared.metrics.attempt(&loaded.spec.name, &r);

@@ -77,6 +77,7 @@ pub struct Metrics {
     init_duration: Histograms,
     cold_starts: Family<FunctionLabel, Counter>,
     retries: Family<FunctionLabel, Counter>,
+    handovers: Family<FunctionLabel, Counter>,
     dead_letters: Family<DeadLabels, Counter>,
     queue_depth: Family<FunctionLabel, Gauge>,
     queue_ack_pending: Family<FunctionLabel, Gauge>,
@@ -99,6 +100,7 @@ impl Metrics {
             init_duration: Family::new_with_constructor(init_buckets as fn() -> Histogram),
             cold_starts: Family::default(),
             retries: Family::default(),
+            handovers: Family::default(),
             dead_letters: Family::default(),
             queue_depth: Family::default(),
             queue_ack_pending: Family::default(),
@@ -137,6 +139,12 @@ impl Metrics {
             "stoke_retries",
             "Failed attempts released for another try (NAK with backoff)",
             m.retries.clone(),
+        );
+        r.register(
+            "stoke_handovers",
+            "Events sent to run after a running one of the function on its worker (taking over its slot and \
+             sandbox when it ends) instead of waiting for a free slot",
+            m.handovers.clone(),
         );
         r.register(
             "stoke_dead_letters",
@@ -214,6 +222,14 @@ impl Metrics {
             .get_or_create(&OutcomeLabels {
                 function: function.to_string(),
                 outcome: outcome_label(Outcome::PlatformError),
+            })
+            .inc();
+    }
+
+    pub fn handover(&self, function: &str) {
+        self.handovers
+            .get_or_create(&FunctionLabel {
+                function: function.to_string(),
             })
             .inc();
     }

@@ -72,6 +72,13 @@ pub(crate) fn expired(sync: bool, age_ms: i64, max_event_age_secs: u32) -> bool 
     !sync && age_ms > i64::from(max_event_age_secs) * 1000
 }
 
+/// Whether an event may be sent to wait at a worker behind a running one
+/// (`gate` hand-over): only if it cannot pass its age there, where nobody
+/// judges it again; the one ahead runs for at most `timeout_ms`.
+pub(crate) fn may_follow(sync: bool, age_ms: i64, timeout_ms: u64, max_event_age_secs: u32) -> bool {
+    sync || !expired(sync, age_ms.saturating_add(timeout_ms as i64), max_event_age_secs)
+}
+
 pub(crate) fn backoff(attempt: u32, b: Backoff) -> Duration {
     backoff_base(attempt, b).mul_f64(rand::rng().random_range(0.8..1.2))
 }
@@ -174,6 +181,19 @@ mod tests {
         fn only_async_events_expire(sync: bool, age_ms in -1000i64..10_000_000, max_age in 1u32..10_000) {
             let e = expired(sync, age_ms, max_age);
             prop_assert_eq!(e, !sync && age_ms > i64::from(max_age) * 1000);
+        }
+
+        /// An async event may queue behind a running one only if it is
+        /// still young enough when that one has run its full timeout.
+        #[test]
+        fn only_events_that_cannot_expire_queued_may_follow(
+            sync: bool,
+            age_ms in 0i64..10_000_000,
+            timeout_ms in 1u64..900_000,
+            max_age in 1u32..10_000,
+        ) {
+            let follow = may_follow(sync, age_ms, timeout_ms, max_age);
+            prop_assert_eq!(follow, sync || age_ms + timeout_ms as i64 <= i64::from(max_age) * 1000);
         }
     }
 }

@@ -24,6 +24,8 @@ use stoke_store::{AttemptOutcome, AttemptRecord, Store};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::gate::{Baton, Pass};
+
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
     #[error("no worker with free capacity attached within {0:?}")]
@@ -46,6 +48,8 @@ struct Pending {
     answer: oneshot::Sender<Answer>,
     /// Its output chunks being stored.
     output: Vec<oneshot::Receiver<()>>,
+    /// Another invocation was sent to run after it (`gate::Pass::after`).
+    followed: Arc<AtomicBool>,
 }
 
 pub struct WorkerHandle {
@@ -54,7 +58,10 @@ pub struct WorkerHandle {
     memory_mb: u64,
     hostname: String,
     attached_ms: i64,
+    /// Invocations sent and not back, including those queued to run after
+    /// another (`queued`): the load is `busy - queued`.
     busy: AtomicU32,
+    queued: AtomicU32,
     tx: Outbox,
     pending: Mutex<HashMap<String, Pending>>,
     /// Idle warm sandboxes per (function, version), as far as we know.
@@ -89,6 +96,12 @@ impl WorkerHandle {
         }
     }
 
+    /// Slots in use: invocations sent, less those queued behind another.
+    fn load(&self) -> u32 {
+        let queued = self.queued.load(Ordering::Relaxed);
+        self.busy.load(Ordering::Relaxed).saturating_sub(queued)
+    }
+
     fn warm_for(&self, function: &str, version: u32) -> u32 {
         let warm = self.warm.lock().expect("not poisoned");
         warm.get(&(function.to_string(), version)).copied().unwrap_or(0)
@@ -118,7 +131,7 @@ fn worker_info(w: &WorkerHandle) -> stoke_proto::WorkerInfo {
         id: w.id.clone(),
         hostname: w.hostname.clone(),
         slots: w.slots,
-        busy: w.busy.load(Ordering::Relaxed),
+        busy: w.load(),
         memory_mb: w.memory_mb,
         draining: w.draining.load(Ordering::Relaxed),
         attached_unix_ms: w.attached_ms,
@@ -269,10 +282,10 @@ impl Registry {
         let workers = self.workers.lock().expect("not poisoned");
         let free = workers
             .iter()
-            .filter(|w| w.busy.load(Ordering::Relaxed) < w.slots && !w.draining.load(Ordering::Relaxed));
+            .filter(|w| w.load() < w.slots && !w.draining.load(Ordering::Relaxed));
         let best = free
             .map(|w| {
-                let load = f64::from(w.busy.load(Ordering::Relaxed)) / f64::from(w.slots.max(1));
+                let load = f64::from(w.load()) / f64::from(w.slots.max(1));
                 (w.warm_for(function, version) > 0, load, w)
             })
             .max_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)))?;
@@ -284,35 +297,67 @@ impl Registry {
         Some(w)
     }
 
+    /// The worker running `after`'s invocation, if it still does (as far
+    /// as we know) and takes work: it gets the follower, counted as queued.
+    fn follow(&self, after: &Baton) -> Option<Arc<WorkerHandle>> {
+        let workers = self.workers.lock().expect("not poisoned");
+        let w = workers
+            .iter()
+            .find(|w| w.id == after.worker && !w.draining.load(Ordering::Relaxed))?;
+        let pending = w.pending.lock().expect("not poisoned");
+        let running = pending.get(&after.invocation_id).filter(|p| p.epoch == after.epoch)?;
+        if running.followed.swap(true, Ordering::Relaxed) {
+            return None;
+        }
+        w.busy.fetch_add(1, Ordering::Relaxed);
+        w.queued.fetch_add(1, Ordering::Relaxed);
+        Some(w.clone())
+    }
+
     /// Send `inv` to a worker and wait for its result. Waits up to
     /// `wait_for_worker` for capacity, and up to `answer_within` for the
-    /// answer once sent.
-    pub async fn dispatch(
+    /// answer once sent. With a baton (`pass.after()`), it goes to the
+    /// worker running that invocation, to run after it there (and may take
+    /// as long again to answer); if that one is over, it is placed as any.
+    pub(crate) async fn dispatch(
         &self,
         mut inv: Invocation,
         wait_for_worker: Duration,
-        answer_within: Duration,
+        mut answer_within: Duration,
+        pass: &Pass,
     ) -> Result<InvocationResult, DispatchError> {
         let spec = inv.function.clone().unwrap_or_default();
         let give_up = tokio::time::Instant::now() + wait_for_worker;
-        let worker = loop {
-            let changed = self.changed.notified();
-            if let Some(w) = self.pick(&spec.name, spec.version) {
-                break w;
+        let followed = pass.after().and_then(|after| Some((self.follow(after)?, after)));
+        let following = followed.is_some();
+        let worker = match followed {
+            Some((w, after)) => {
+                inv.after_invocation_id = after.invocation_id.clone();
+                inv.after_epoch = after.epoch;
+                answer_within *= 2;
+                w
             }
-            if tokio::time::timeout_at(give_up, changed).await.is_err() {
-                return Err(DispatchError::NoWorker(wait_for_worker));
-            }
+            None => loop {
+                let changed = self.changed.notified();
+                if let Some(w) = self.pick(&spec.name, spec.version) {
+                    break w;
+                }
+                if tokio::time::timeout_at(give_up, changed).await.is_err() {
+                    return Err(DispatchError::NoWorker(wait_for_worker));
+                }
+            },
         };
         inv.epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed);
         let inv_epoch = inv.epoch;
         let (tx, rx) = oneshot::channel();
+        let is_followed = Arc::new(AtomicBool::new(false));
         worker.pending.lock().expect("not poisoned").insert(
             inv.invocation_id.clone(),
             Pending {
                 epoch: inv.epoch,
                 answer: tx,
                 output: Vec::new(),
+                followed: is_followed.clone(),
             },
         );
         let id = inv.invocation_id.clone();
@@ -322,6 +367,18 @@ impl Registry {
                 msg: Some(dispatcher_message::Msg::Invoke(inv)),
             }))
             .await;
+        // Only once it is on the stream (ahead of any follower) may another
+        // be sent to follow it.
+        let _out = sent.is_ok().then(|| {
+            pass.sent(
+                Baton {
+                    worker: worker.id.clone(),
+                    invocation_id: id.clone(),
+                    epoch: inv_epoch,
+                },
+                following,
+            )
+        });
         let (lost, no_answer) = (
             DispatchError::WorkerLost {
                 worker: worker.id.clone(),
@@ -347,7 +404,13 @@ impl Registry {
         };
         worker.pending.lock().expect("not poisoned").remove(&id);
         worker.busy.fetch_sub(1, Ordering::Relaxed);
-        if let Ok(r) = &outcome
+        // Its follower took its slot (and its sandbox), counted from now.
+        let follower = is_followed.load(Ordering::Relaxed);
+        if follower {
+            worker.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        if !follower
+            && let Ok(r) = &outcome
             && matches!(
                 stoke_proto::Outcome::try_from(r.outcome),
                 Ok(stoke_proto::Outcome::Success | stoke_proto::Outcome::FunctionError)
@@ -467,6 +530,7 @@ impl WorkerService for WorkerApi {
             hostname: hello.hostname.clone(),
             attached_ms: stoke_core::now_ms(),
             busy: AtomicU32::new(0),
+            queued: AtomicU32::new(0),
             tx,
             pending: Mutex::new(HashMap::new()),
             warm: Mutex::new(HashMap::new()),

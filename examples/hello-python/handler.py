@@ -3,7 +3,8 @@
 Returns a Lambda proxy response greeting event["name"]; also subscribed to
 the NATS subjects greetings.* (see stoke.toml). A few keys make it
 misbehave on purpose, for the integration tests:
-  {"crash": true}     exit the process mid-event (exit code 3)
+  {"crash": true}     exit the process mid-event (exit code 3; after
+                      "sleep" if given)
   {"fail": "msg"}     raise ValueError("msg")
   {"terminal": "msg"} raise TerminalError("msg"): not retried
   {"fail_until": N}   fail (ValueError) on attempts before N, then answer
@@ -58,6 +59,8 @@ def handler(event, context):
     if not isinstance(event, dict):
         event = {}
     if event.get("crash"):
+        # After {"sleep": seconds} if both are given.
+        time.sleep(float(event.get("sleep", 0)))
         print("crashing on purpose", file=sys.stderr, flush=True)
         os._exit(3)
     if "terminal" in event:

@@ -6,10 +6,10 @@ LAMBDA_TASK_ROOT, then loops: GET /next, call the handler, POST /response
 _X_AMZN_TRACE_ID (and TRACEPARENT) before the handler runs. Works against stoke's
 worker and against AWS Lambda itself.
 """
-import http.client
 import importlib
 import json
 import os
+import socket
 import sys
 import time
 import traceback
@@ -36,24 +36,74 @@ class Context:
 
 
 class Api:
-    """One persistent HTTP connection, reopened on failure."""
+    """One persistent HTTP/1.1 connection to the Runtime API over a plain
+    socket, reopened on failure. (http.client took ~4x the CPU per event.)"""
 
     def __init__(self):
-        self.conn = None
+        host, _, port = API.rpartition(":")
+        self.addr = (host.strip("[]") or "127.0.0.1", int(port))
+        self.sock = None
+        self.buf = bytearray()
 
-    def request(self, method, path, body=None, headers=None):
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = None
+        self.buf = bytearray()
+
+    def request(self, method, path, body=b"", headers=None):
+        """Send one request; (status, lowercased headers, body)."""
+        head = f"{method} {BASE}{path} HTTP/1.1\r\nHost: {API}\r\nContent-Length: {len(body)}\r\n"
+        for name, value in (headers or {}).items():
+            head += f"{name}: {value}\r\n"
+        message = head.encode("latin-1") + b"\r\n" + body
         for attempt in (1, 2):
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection(API, timeout=None)
             try:
-                self.conn.request(method, BASE + path, body=body, headers=headers or {})
-                resp = self.conn.getresponse()
-                return resp, resp.read()
-            except (http.client.HTTPException, OSError):
-                self.conn.close()
-                self.conn = None
+                if self.sock is None:
+                    self.sock = socket.create_connection(self.addr)
+                    self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.sock.sendall(message)
+                return self.response()
+            except OSError:
+                self.close()
                 if attempt == 2:
                     raise
+
+    def fill(self):
+        chunk = self.sock.recv(1 << 16)
+        if not chunk:
+            raise ConnectionError("the Runtime API closed the connection")
+        self.buf += chunk
+
+    def take(self, n):
+        while len(self.buf) < n:
+            self.fill()
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    def line(self):
+        while (end := self.buf.find(b"\r\n")) < 0:
+            self.fill()
+        return self.take(end + 2)[:-2]
+
+    def response(self):
+        status = int(self.line().split(b" ", 2)[1])
+        headers = {}
+        while line := self.line():
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            body = b""
+            while size := int(self.line().split(b";")[0], 16):
+                body += self.take(size + 2)[:-2]
+            while self.line():  # trailers
+                pass
+        else:
+            body = self.take(int(headers.get("content-length", "0")))
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, headers, body
 
 
 def error_body(exc):
@@ -82,8 +132,7 @@ def main():
     api = Api()
     handler = load_handler(api)
     while True:
-        resp, body = api.request("GET", "/invocation/next")
-        headers = {k.lower(): v for k, v in resp.getheaders()}
+        _, headers, body = api.request("GET", "/invocation/next")
         context = Context(headers)
         request_id = context.aws_request_id
         # As Lambda's runtime clients do: the event's trace, for SDKs and

@@ -1,5 +1,6 @@
 //! Concurrency and leases: a function's concurrency key keeps one hot key
-//! from taking every slot, and its consumers' lease follows its timeout.
+//! from taking every slot, its consumers' lease follows its timeout, and a
+//! busy function hands a running event's slot over to the next.
 
 use std::time::Duration;
 
@@ -132,12 +133,72 @@ async fn no_more_than_concurrency_run_at_once_while_as_many_wait() {
             .await
             .unwrap();
     assert_eq!(runs.len(), 8, "each ran once: {runs:?}");
+    assert_at_most_at_once(2, &runs);
+    // The waiting ones were handed the running ones' slots (sent to their
+    // worker ahead, to run next on the same sandbox): no new sandbox.
+    assert!(handovers(&p).await >= 1.0, "no event was handed a running one's slot");
+    let cold: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts WHERE function = 'hello' AND cold")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert!(cold <= 2, "{cold} cold starts: a follower started a sandbox of its own");
+}
+
+/// Worker-measured runs `(started_ms, ended_ms)`, by start: at no start
+/// were `limit` others still running.
+fn assert_at_most_at_once(limit: usize, runs: &[(i64, i64)]) {
     for (i, run) in runs.iter().enumerate() {
         let running = runs[..i].iter().filter(|r| r.1 > run.0).count();
         assert!(
-            running < 2,
-            "{} others still ran when run {i} started: {runs:?}",
-            running
+            running < limit,
+            "{running} others still ran when run {i} started: {runs:?}"
         );
     }
+}
+
+/// The dispatcher's `stoke_handovers_total` for hello.
+async fn handovers(p: &Platform) -> f64 {
+    let text = reqwest::get(p.url("/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("stoke_handovers_total{function=\"hello\"} "))
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+/// A call handed the slot of one that crashes its sandbox still runs (on a
+/// new one), after it; and one handed the slot of a call that times out
+/// runs after the kill.
+#[tokio::test]
+async fn a_handed_over_call_runs_after_the_one_ahead_crashes_or_times_out() {
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    p.deploy(hello_timeout(1, "concurrency = 1").path());
+    let warm = p.post("hello", r#"{"name":"warm"}"#).await;
+    assert_eq!(warm.status, 200, "{}", warm.text());
+
+    for ahead in [r#"{"sleep":0.3,"crash":true}"#, r#"{"sleep":5}"#] {
+        let before = handovers(&p).await;
+        let first = p.post("hello", ahead);
+        let second = async {
+            // Sent once the first runs: it waits for its slot.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            p.post("hello", r#"{"name":"next"}"#).await
+        };
+        let (first, second) = tokio::join!(first, second);
+        assert_ne!(first.status, 200, "{ahead}: {}", first.text());
+        assert_eq!(second.status, 200, "{ahead}: {}", second.text());
+        assert!(second.text().contains("Hello, next!"), "{}", second.text());
+        assert_eq!(
+            handovers(&p).await,
+            before + 1.0,
+            "{ahead}: the second was handed the first's slot"
+        );
+    }
+    let db = p.db().await;
+    let runs: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT started_ms, ended_ms FROM attempts WHERE function = 'hello' ORDER BY started_ms")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert_eq!(runs.len(), 5, "{runs:?}");
+    assert_at_most_at_once(1, &runs);
 }

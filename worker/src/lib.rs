@@ -12,6 +12,7 @@ mod invoke;
 mod outbox;
 mod packages;
 mod pool;
+mod relay;
 pub mod sandbox;
 
 use std::path::PathBuf;
@@ -388,6 +389,15 @@ impl Worker {
 
         let in_flight = TaskTracker::new();
         let lost = CancellationToken::new();
+        let running = Arc::new(Running {
+            runner: self.runner.clone(),
+            tx: tx.clone(),
+            lost: lost.clone(),
+            client: client.clone(),
+            outbox: self.outbox.clone(),
+            in_flight: in_flight.clone(),
+            relay: relay::Relay::default(),
+        });
         let mut heartbeat = tokio::time::interval(Duration::from_secs(2));
         // Shutting down: Drain sent at, and whether the dispatcher answered
         // (after which nothing new comes down the stream).
@@ -396,34 +406,11 @@ impl Worker {
         let end = loop {
             tokio::select! {
                 msg = inbound.message() => match msg {
-                    Ok(Some(DispatcherMessage { msg: Some(dispatcher_message::Msg::Invoke(mut inv)) })) => {
-                        let (runner, tx, lost, mut client) = (self.runner.clone(), tx.clone(), lost.clone(), client.clone());
-                        let outbox = self.outbox.clone();
-                        // Both forms of the trace, settled once (the log and the function agree).
-                        let trace = invoke::trace_of(&inv);
-                        (inv.trace_id, inv.traceparent) = (trace.xray(), trace.traceparent());
-                        let span = tracing::info_span!(
-                            "invocation",
-                            id = %inv.invocation_id,
-                            function = %inv.function.as_ref().map_or("", |f| f.name.as_str()),
-                            trace_id = %trace.trace_id(),
-                        );
-                        in_flight.spawn(tracing::Instrument::instrument(async move {
-                            let started = (stoke_core::now_ms(), std::time::Instant::now());
-                            // What a result must echo (the invocation minus its payload).
-                            let mut head = inv;
-                            let payload = std::mem::take(&mut head.payload);
-                            let inv = Invocation { payload, ..head.clone() };
-                            let mut result = tokio::select! {
-                                result = runner.run(inv, &mut client) => result,
-                                // Dropping the run kills its sandbox.
-                                _ = lost.cancelled() => outbox::dispatcher_lost(&head, &runner.worker_id, started),
-                            };
-                            outbox.hold(&mut result);
-                            if !lost.is_cancelled() {
-                                let _ = tx.send(WorkerMessage { msg: Some(worker_message::Msg::Result(result)) }).await;
-                            }
-                        }, span));
+                    Ok(Some(DispatcherMessage { msg: Some(dispatcher_message::Msg::Invoke(inv)) })) => {
+                        // Now, or once the invocation it follows ends.
+                        if let Some(inv) = running.relay.arrive(inv) {
+                            running.start(inv);
+                        }
                     }
                     Ok(Some(DispatcherMessage { msg: Some(dispatcher_message::Msg::Received(r)) })) => {
                         self.outbox.confirm(&r.invocation_id, r.epoch);
@@ -474,6 +461,7 @@ impl Worker {
                 // Drain: in-flight invocations finish and report.
                 tracing::info!(in_flight = in_flight.len(), "draining worker");
                 in_flight.wait().await;
+                drop(running);
                 self.runner.shipper.detach();
                 // End our half of the stream so the results just queued are
                 // delivered, then wait for the dispatcher to close its half:
@@ -489,9 +477,73 @@ impl Worker {
                 self.runner.shipper.detach();
                 lost.cancel();
                 in_flight.wait().await;
+                drop(running);
                 Err(status)
             }
         }
+    }
+}
+
+/// What the invocations of one attachment share.
+struct Running {
+    runner: Arc<invoke::Runner>,
+    tx: mpsc::Sender<WorkerMessage>,
+    /// The dispatcher is gone: kill what runs, start nothing more.
+    lost: CancellationToken,
+    client: DispatcherClient,
+    outbox: Arc<outbox::Outbox>,
+    in_flight: TaskTracker,
+    relay: relay::Relay,
+}
+
+impl Running {
+    /// Run `inv` in its own task, then start the invocation queued to
+    /// follow it (before reporting, so its slot does not wait for that),
+    /// then send the result.
+    fn start(self: &Arc<Self>, mut inv: Invocation) {
+        let this = self.clone();
+        // Both forms of the trace, settled once (the log and the function agree).
+        let trace = invoke::trace_of(&inv);
+        (inv.trace_id, inv.traceparent) = (trace.xray(), trace.traceparent());
+        let span = tracing::info_span!(
+            "invocation",
+            id = %inv.invocation_id,
+            function = %inv.function.as_ref().map_or("", |f| f.name.as_str()),
+            trace_id = %trace.trace_id(),
+        );
+        self.in_flight.spawn(tracing::Instrument::instrument(
+            async move {
+                let started = (stoke_core::now_ms(), std::time::Instant::now());
+                // What a result must echo (the invocation minus its payload).
+                let mut head = inv;
+                let payload = std::mem::take(&mut head.payload);
+                let inv = Invocation {
+                    payload,
+                    ..head.clone()
+                };
+                let mut client = this.client.clone();
+                let mut result = tokio::select! {
+                    result = this.runner.run(inv, &mut client) => result,
+                    // Dropping the run kills its sandbox.
+                    _ = this.lost.cancelled() => outbox::dispatcher_lost(&head, &this.runner.worker_id, started),
+                };
+                if !this.lost.is_cancelled()
+                    && let Some(next) = this.relay.ended(&head.invocation_id, head.epoch)
+                {
+                    this.start(next);
+                }
+                this.outbox.hold(&mut result);
+                if !this.lost.is_cancelled() {
+                    let _ = this
+                        .tx
+                        .send(WorkerMessage {
+                            msg: Some(worker_message::Msg::Result(result)),
+                        })
+                        .await;
+                }
+            },
+            span,
+        ));
     }
 }
 

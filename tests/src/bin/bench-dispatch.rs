@@ -15,7 +15,9 @@
 //! `RUST_LOG=info,stoke_dispatcher=debug`).
 //!
 //! Figures: the throughput over the slots' working period (first event
-//! handed to a worker → last result) ÷ the ideal; each slot's cycle split
+//! handed to a worker → last result) ÷ the ideal; the same in the steady
+//! state (that period less its first and last second, where the slots
+//! start and end one after another); each slot's cycle split
 //! into the function's own time (worker-measured: the runtime's `/next`
 //! answered → its result posted, so it includes the runtime client's
 //! overhead and its timer's precision) and the platform's rest; and the
@@ -142,6 +144,18 @@ async fn main() {
     let window_s = (last_ms - first_ms).max(1) as f64 / 1000.0;
     let ideal = total as f64 / (sleep_ms as f64 / 1000.0);
     let achieved = events as f64 / window_s;
+    // Steady state: the slots start one after another (the dispatcher
+    // places the first events one by one) and so end one after another;
+    // leave the first and last second out and count the attempts that
+    // ended in between.
+    let (from_ms, to_ms) = (first_ms + 1000, last_ms - 1000);
+    let steady: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts WHERE ended_ms > ?1 AND ended_ms <= ?2")
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let steady_rate = steady as f64 * 1000.0 / (to_ms - from_ms).max(1) as f64;
     let cycle_ms = total as f64 * window_s * 1000.0 / events as f64;
     let function_ms = function_us as f64 / 1000.0 / events as f64;
     println!("{events} events published in {published:?}, all counted done after {elapsed:?} ({cold} cold starts)");
@@ -150,6 +164,13 @@ async fn main() {
          efficiency {:.3}",
         achieved / ideal
     );
+    if to_ms - from_ms >= 3000 {
+        println!(
+            "steady state (the first and last second left out): {steady_rate:.0}/s over {:.2} s: efficiency {:.3}",
+            (to_ms - from_ms) as f64 / 1000.0,
+            steady_rate / ideal
+        );
+    }
     println!(
         "per slot cycle {cycle_ms:.2} ms: function {function_ms:.2} ms (its {sleep_ms} ms sleep and its runtime), \
          platform {:.2} ms; slot occupancy {:.3}",
