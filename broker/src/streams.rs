@@ -58,7 +58,7 @@ pub async fn ensure_invoke_stream(
         ..Default::default()
     };
     // Retried while a new cluster elects leaders, before a role gives up starting.
-    Ok(retry_provisioning("invocation", || js.get_or_create_stream(cfg.clone())).await?)
+    provision(js, "invocation", &cfg).await
 }
 
 /// Create the logs stream if missing, and bring its limits to `opts` (the
@@ -84,7 +84,7 @@ pub async fn ensure_logs_stream(
         duplicate_window: Duration::from_secs(60).min(max_age),
         ..Default::default()
     };
-    let mut stream = retry_provisioning("logs", || js.get_or_create_stream(cfg.clone())).await?;
+    let mut stream = provision(js, "logs", &cfg).await?;
     let mut current = stream.info().await?.config.clone();
     if current.max_age != max_age || current.max_bytes != opts.logs_max_bytes {
         tracing::info!(
@@ -101,28 +101,48 @@ pub async fn ensure_logs_stream(
     Ok(stream)
 }
 
-/// Retry a provisioning request for up to a minute: a cluster that has just
-/// formed (or lost a node) may time out the first requests while it elects
-/// leaders.
-async fn retry_provisioning<T, E, F, Fut>(what: &str, mut f: F) -> Result<T, E>
-where
-    E: std::fmt::Display,
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>>,
-{
+/// Create the stream `cfg` if missing, retrying for up to a minute: a
+/// cluster that has just formed (or lost a node) may time out the first
+/// requests while it elects leaders. A server that cannot reserve the
+/// stream's `max_bytes` will not change its mind: that is an error at once,
+/// saying what to do.
+async fn provision(
+    js: &jetstream::Context,
+    what: &str,
+    cfg: &stream::Config,
+) -> Result<stream::Stream, async_nats::Error> {
     let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut delay = Duration::from_millis(200);
     loop {
-        match f().await {
+        match js.get_or_create_stream(cfg.clone()).await {
             Ok(v) => return Ok(v),
+            Err(e) if out_of_storage(&e) => {
+                return Err(format!(
+                    "nats-server cannot reserve the {what} stream's {} bytes of JetStream file \
+                     storage ({e}): its max_file_store (by default 75 % of the free space on its \
+                     store_dir's disk) has less left. Free disk space, raise the server's \
+                     max_file_store, or lower [dispatcher.stream] logs_max_bytes \
+                     (STOKE_DISPATCHER__STREAM__LOGS_MAX_BYTES)",
+                    cfg.max_bytes
+                )
+                .into());
+            }
             Err(e) if tokio::time::Instant::now() < give_up => {
                 tracing::warn!(error = %e, "cannot provision the {what} stream yet; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// The server has less storage left than the stream reserves.
+fn out_of_storage(e: &jetstream::context::CreateStreamError) -> bool {
+    use jetstream::context::CreateStreamErrorKind;
+    use jetstream::ErrorCode;
+    matches!(e.kind(), CreateStreamErrorKind::JetStream(j)
+        if [ErrorCode::STORAGE_RESOURCES_EXCEEDED, ErrorCode::INSUFFICIENT_RESOURCES].contains(&j.error_code()))
 }
 
 /// Make the events stream capture `subjects` (on top of what it already

@@ -120,8 +120,19 @@ pub struct Nats {
 
 impl Nats {
     pub async fn start() -> anyhow::Result<Nats> {
+        Nats::start_with_store_limit(None).await
+    }
+
+    /// A server whose JetStream may use at most `max_file_store` (e.g.
+    /// "512MB") of disk, however much is free.
+    pub async fn start_with_store_limit(max_file_store: Option<&str>) -> anyhow::Result<Nats> {
         let dir = tempfile::tempdir()?;
         let port = free_port();
+        if let Some(limit) = max_file_store {
+            let store = dir.path().join("jetstream");
+            let conf = format!("jetstream {{ store_dir: {store:?}, max_file_store: {limit} }}\n");
+            std::fs::write(dir.path().join("nats.conf"), conf)?;
+        }
         let child = Nats::spawn(port, dir.path())?;
         let nats = Nats {
             child,
@@ -134,10 +145,15 @@ impl Nats {
     }
 
     fn spawn(port: u16, dir: &Path) -> anyhow::Result<Child> {
-        Command::new(nats_server_bin())
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(dir)
-            .stdout(Stdio::null())
+        let mut cmd = Command::new(nats_server_bin());
+        cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()]);
+        let conf = dir.join("nats.conf");
+        if conf.exists() {
+            cmd.arg("-c").arg(conf);
+        } else {
+            cmd.arg("-sd").arg(dir);
+        }
+        cmd.stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .context("cannot start nats-server (apt-get install nats-server)")
@@ -197,6 +213,12 @@ pub struct PlatformOptions {
     pub args: Vec<String>,
 }
 
+/// The logs stream the platforms under test reserve on their nats-server:
+/// 64 MiB, not the default 1 GiB, which a server refuses when its disk has
+/// less than ~1.4 GB free (the suite runs dozens of servers on one disk,
+/// beside its build). A test's own env may set it again.
+pub const LOGS_MAX_BYTES: (&str, &str) = ("STOKE_DISPATCHER__STREAM__LOGS_MAX_BYTES", "67108864");
+
 /// `stoke up` as a child process.
 pub struct Platform {
     child: Option<Child>,
@@ -248,6 +270,7 @@ impl Platform {
         cmd.args(&opts.args);
         let child = cmd
             .env("RUST_LOG", "info,stoke_dispatcher=debug")
+            .env(LOGS_MAX_BYTES.0, LOGS_MAX_BYTES.1)
             .envs(opts.env)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
@@ -636,6 +659,7 @@ impl Cluster {
         Command::new(built_binary("stoke"))
             .args(args)
             .args(&self.args)
+            .env(LOGS_MAX_BYTES.0, LOGS_MAX_BYTES.1)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(env.iter().copied())
             .args(["--nats-url", &self.nats_url, "--store", &self.store, "--data-dir"])

@@ -219,3 +219,38 @@ impl Drop for Roles {
         }
     }
 }
+
+/// A nats-server with less JetStream storage left than the logs stream
+/// reserves (`logs_max_bytes`, 1 GiB by default): `stoke up` stops at once
+/// and says what to change, instead of retrying; with a smaller reservation
+/// it starts on the same server.
+#[tokio::test]
+async fn up_says_what_to_change_when_nats_cannot_reserve_the_logs_stream() {
+    let nats = stoke_tests::Nats::start_with_store_limit(Some("256MB")).await.unwrap();
+    let started = std::time::Instant::now();
+    let refused = stoke_tests::Platform::start_with(
+        &nats,
+        stoke_tests::PlatformOptions {
+            env: vec![("STOKE_DISPATCHER__STREAM__LOGS_MAX_BYTES".into(), (1u64 << 30).to_string())],
+            ..Default::default()
+        },
+    )
+    .await;
+    let err = format!("{:#}", refused.err().expect("stoke up must refuse to start"));
+    assert!(err.contains("exited early"), "{err}");
+    assert!(err.contains("cannot reserve the logs stream's 1073741824 bytes"), "{err}");
+    assert!(err.contains("logs_max_bytes"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20), "it retried: {:?}", started.elapsed());
+
+    let p = stoke_tests::Platform::start_with(
+        &nats,
+        stoke_tests::PlatformOptions {
+            env: vec![("STOKE_DISPATCHER__STREAM__LOGS_MAX_BYTES".into(), (64u64 << 20).to_string())],
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("a 64 MiB logs stream fits");
+    let health = reqwest::get(p.url("/healthz")).await.unwrap();
+    assert!(health.status().is_success());
+}
