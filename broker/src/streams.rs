@@ -139,8 +139,8 @@ async fn provision(
 
 /// The server has less storage left than the stream reserves.
 fn out_of_storage(e: &jetstream::context::CreateStreamError) -> bool {
-    use jetstream::context::CreateStreamErrorKind;
     use jetstream::ErrorCode;
+    use jetstream::context::CreateStreamErrorKind;
     matches!(e.kind(), CreateStreamErrorKind::JetStream(j)
         if [ErrorCode::STORAGE_RESOURCES_EXCEEDED, ErrorCode::INSUFFICIENT_RESOURCES].contains(&j.error_code()))
 }

@@ -190,11 +190,12 @@ async fn counters_histograms_and_gauges_follow_real_invocations() {
     assert_eq!(inits, cold, "one init per cold start");
     assert!(init_sum > 0.0 && init_sum < 30.0 * cold, "{init_sum}");
 
-    // Warm sandboxes come from the worker's heartbeats (every 2 s), never
-    // more than were started. A heartbeat taken while a handed-over event
-    // was between its sandbox's return to the pool and its own take of it
-    // counts that sandbox once too often until the next one: wait for a
-    // settled count rather than the first.
+    // Warm sandboxes come from the worker's heartbeats (every 2 s), adjusted
+    // by the dispatcher as it sends events and gets results, never more
+    // than were started once settled. A heartbeat that crosses an event on
+    // its way to the worker still counts the sandbox that event will take,
+    // and its result adds it once more, until the next heartbeat (a
+    // placement hint, not a ledger): wait for a settled count, not the first.
     eventually(
         Duration::from_secs(10),
         "a warm sandbox reported, no more than started",

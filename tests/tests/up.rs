@@ -231,21 +231,34 @@ async fn up_says_what_to_change_when_nats_cannot_reserve_the_logs_stream() {
     let refused = stoke_tests::Platform::start_with(
         &nats,
         stoke_tests::PlatformOptions {
-            env: vec![("STOKE_DISPATCHER__STREAM__LOGS_MAX_BYTES".into(), (1u64 << 30).to_string())],
+            env: vec![(
+                "STOKE_DISPATCHER__STREAM__LOGS_MAX_BYTES".into(),
+                (1u64 << 30).to_string(),
+            )],
             ..Default::default()
         },
     )
     .await;
     let err = format!("{:#}", refused.err().expect("stoke up must refuse to start"));
     assert!(err.contains("exited early"), "{err}");
-    assert!(err.contains("cannot reserve the logs stream's 1073741824 bytes"), "{err}");
+    assert!(
+        err.contains("cannot reserve the logs stream's 1073741824 bytes"),
+        "{err}"
+    );
     assert!(err.contains("logs_max_bytes"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(20), "it retried: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "it retried: {:?}",
+        started.elapsed()
+    );
 
     let p = stoke_tests::Platform::start_with(
         &nats,
         stoke_tests::PlatformOptions {
-            env: vec![("STOKE_DISPATCHER__STREAM__LOGS_MAX_BYTES".into(), (64u64 << 20).to_string())],
+            env: vec![(
+                "STOKE_DISPATCHER__STREAM__LOGS_MAX_BYTES".into(),
+                (64u64 << 20).to_string(),
+            )],
             ..Default::default()
         },
     )

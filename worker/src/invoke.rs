@@ -70,8 +70,69 @@ pub fn trace_of(inv: &Invocation) -> TraceContext {
     TraceContext::from_headers(Some(&inv.traceparent), Some(&inv.trace_id)).unwrap_or_else(TraceContext::fresh)
 }
 
+/// A sandbox that has just answered cleanly, on its way to the event
+/// queued to follow on it (a hand-over, `relay.rs`). It never sits idle in
+/// the pool in between, so no heartbeat reports it free, and it is counted
+/// in use all along, so no top-up starts another. Dropped untaken, it goes
+/// back to the pool.
+pub struct Warm {
+    runner: Arc<Runner>,
+    key: (String, u32),
+    sandbox: Option<Sandbox>,
+}
+
+impl Warm {
+    /// Called while the run that used `sandbox` still counts it in use.
+    fn new(runner: &Arc<Runner>, sandbox: Sandbox) -> Warm {
+        let key = (sandbox.function.clone(), sandbox.version);
+        runner.pool.hold(&key.0, key.1);
+        Warm {
+            runner: runner.clone(),
+            key,
+            sandbox: Some(sandbox),
+        }
+    }
+
+    /// The sandbox, if it is alive and runs this version (else it goes
+    /// back to the pool).
+    fn take_for(mut self, function: &str, version: u32) -> Option<Sandbox> {
+        let fits = self.key.0 == function && self.key.1 == version;
+        self.sandbox.take_if(|sb| fits && sb.is_alive())
+    }
+}
+
+impl Drop for Warm {
+    fn drop(&mut self) {
+        if let Some(sb) = self.sandbox.take() {
+            self.runner.pool.put(sb);
+        }
+        self.runner.pool.release(&self.key.0, self.key.1);
+    }
+}
+
 impl Runner {
-    pub async fn run(self: &Arc<Self>, inv: Invocation, client: &mut crate::DispatcherClient) -> InvocationResult {
+    /// Run `inv`, on `handed` if that fits (the sandbox of the event it
+    /// followed), else on an idle sandbox of the pool, else on a new one.
+    /// With the result, the sandbox if it answered cleanly and can serve
+    /// again; dropped, that goes back to the pool.
+    pub async fn run(
+        self: &Arc<Self>,
+        inv: Invocation,
+        client: &mut crate::DispatcherClient,
+        handed: Option<Warm>,
+    ) -> (InvocationResult, Option<Warm>) {
+        let mut kept = None;
+        let result = self.run_on(inv, client, handed, &mut kept).await;
+        (result, kept)
+    }
+
+    async fn run_on(
+        self: &Arc<Self>,
+        inv: Invocation,
+        client: &mut crate::DispatcherClient,
+        handed: Option<Warm>,
+        kept: &mut Option<Warm>,
+    ) -> InvocationResult {
         let started_ms = stoke_core::now_ms();
         let t0 = Instant::now();
         let spec = inv.function.clone().unwrap_or_default();
@@ -127,7 +188,9 @@ impl Runner {
         let exec = spec.mode == RunMode::Exec as i32;
         let pooled = match exec {
             true => None,
-            false => self.pool.take(&spec.name, spec.version),
+            false => handed
+                .and_then(|h| h.take_for(&spec.name, spec.version))
+                .or_else(|| self.pool.take(&spec.name, spec.version)),
         };
         let mut sandbox = match pooled {
             Some(sb) => sb,
@@ -161,7 +224,7 @@ impl Runner {
         let out = match outcome {
             Outcome::Response(body) => {
                 if !exec {
-                    self.pool.put(sandbox);
+                    *kept = Some(Warm::new(self, sandbox));
                 }
                 return result(WireOutcome::Success, body.to_vec(), None, metering);
             }
@@ -172,7 +235,7 @@ impl Runner {
                     .and_then(|v| v.get("errorMessage").and_then(|m| m.as_str()).map(str::to_string))
                     .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
                 if !exec {
-                    self.pool.put(sandbox);
+                    *kept = Some(Warm::new(self, sandbox));
                 }
                 return result(
                     WireOutcome::FunctionError,

@@ -409,7 +409,7 @@ impl Worker {
                     Ok(Some(DispatcherMessage { msg: Some(dispatcher_message::Msg::Invoke(inv)) })) => {
                         // Now, or once the invocation it follows ends.
                         if let Some(inv) = running.relay.arrive(inv) {
-                            running.start(inv);
+                            running.start(inv, None);
                         }
                     }
                     Ok(Some(DispatcherMessage { msg: Some(dispatcher_message::Msg::Received(r)) })) => {
@@ -497,10 +497,10 @@ struct Running {
 }
 
 impl Running {
-    /// Run `inv` in its own task, then start the invocation queued to
-    /// follow it (before reporting, so its slot does not wait for that),
-    /// then send the result.
-    fn start(self: &Arc<Self>, mut inv: Invocation) {
+    /// Run `inv` in its own task (on `handed` if that fits), then start the
+    /// invocation queued to follow it on the sandbox it leaves warm (before
+    /// reporting, so its slot does not wait for that), then send the result.
+    fn start(self: &Arc<Self>, mut inv: Invocation, handed: Option<invoke::Warm>) {
         let this = self.clone();
         // Both forms of the trace, settled once (the log and the function agree).
         let trace = invoke::trace_of(&inv);
@@ -522,15 +522,17 @@ impl Running {
                     ..head.clone()
                 };
                 let mut client = this.client.clone();
-                let mut result = tokio::select! {
-                    result = this.runner.run(inv, &mut client) => result,
+                let (mut result, warm) = tokio::select! {
+                    ran = this.runner.run(inv, &mut client, handed) => ran,
                     // Dropping the run kills its sandbox.
-                    _ = this.lost.cancelled() => outbox::dispatcher_lost(&head, &this.runner.worker_id, started),
+                    _ = this.lost.cancelled() => (outbox::dispatcher_lost(&head, &this.runner.worker_id, started), None),
                 };
                 if !this.lost.is_cancelled()
                     && let Some(next) = this.relay.ended(&head.invocation_id, head.epoch)
                 {
-                    this.start(next);
+                    this.start(next, warm);
+                } else {
+                    drop(warm); // back to the pool
                 }
                 this.outbox.hold(&mut result);
                 if !this.lost.is_cancelled() {

@@ -32,13 +32,7 @@ pub struct InUse<'a> {
 
 impl Drop for InUse<'_> {
     fn drop(&mut self) {
-        let mut state = self.pool.lock();
-        if let Some(n) = state.in_use.get_mut(&self.key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                state.in_use.remove(&self.key);
-            }
-        }
+        self.pool.release(&self.key.0, self.key.1);
     }
 }
 
@@ -57,9 +51,29 @@ impl WarmPool {
     /// Count one sandbox of this version as in use (running or starting)
     /// while the guard lives.
     pub fn in_use(&self, function: &str, version: u32) -> InUse<'_> {
+        self.hold(function, version);
+        InUse {
+            pool: self,
+            key: (function.to_string(), version),
+        }
+    }
+
+    /// Count one sandbox of this version as in use until [`Self::release`]
+    /// (for an owner that cannot hold an [`InUse`] borrow).
+    pub fn hold(&self, function: &str, version: u32) {
+        *self.lock().in_use.entry((function.to_string(), version)).or_insert(0) += 1;
+    }
+
+    /// Undo one [`Self::hold`] (or an [`InUse`] ending).
+    pub fn release(&self, function: &str, version: u32) {
+        let mut state = self.lock();
         let key = (function.to_string(), version);
-        *self.lock().in_use.entry(key.clone()).or_insert(0) += 1;
-        InUse { pool: self, key }
+        if let Some(n) = state.in_use.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                state.in_use.remove(&key);
+            }
+        }
     }
 
     /// The most recently used live idle sandbox of this version, if any.
