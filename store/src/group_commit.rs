@@ -6,8 +6,12 @@
 //! indexes) for each row, on PostgreSQL a round trip and a WAL flush. One
 //! writer task takes whatever calls are queued when it is free (at most
 //! [`MAX_BATCH`]) and writes them in one transaction, so under load the
-//! cost per completion falls with the batch, and an idle store adds no
-//! wait: a lone call is written at once.
+//! cost per completion falls with the batch. A call that finds nobody
+//! writing and nothing queued writes itself, in its own task: a lone
+//! completion does not pay the two hops to the writer task and back (~270
+//! → ~190 µs on SQLite at 200 sync calls a second), and calls arriving
+//! while it writes queue for the writer task as before. (The SQL writers
+//! hold one connection behind a lock, so the two never write at once.)
 //!
 //! Meaning is unchanged: each call still gets its own answer (recorded, or
 //! the duplicate that holds the key), its attempt and completion still land
@@ -15,6 +19,7 @@
 //! batch that fails for a reason retrying will not fix is written again one
 //! call at a time, so one bad row fails only its own call.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
@@ -36,6 +41,8 @@ pub(crate) type Writer = Arc<dyn Fn(Arc<[Item]>) -> BoxFuture<'static, Result<Ve
 struct Pending {
     item: Item,
     reply: oneshot::Sender<Result<CompletionWrite>>,
+    /// Counted in [`GroupCommit::busy`] until answered or dropped unwritten.
+    counted: Done,
 }
 
 pub(crate) struct GroupCommit {
@@ -43,6 +50,19 @@ pub(crate) struct GroupCommit {
     /// The writer task's queue, started on first use in the caller's
     /// runtime (and again if that runtime has gone).
     queue: Mutex<Option<mpsc::UnboundedSender<Pending>>>,
+    /// Calls queued for the writer task or in its batch, plus one while a
+    /// caller writes its own.
+    busy: Arc<AtomicUsize>,
+}
+
+/// One less call in [`GroupCommit::busy`] when dropped (also when the
+/// caller writing its own is cancelled).
+struct Done(Arc<AtomicUsize>, usize);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::AcqRel);
+    }
 }
 
 impl GroupCommit {
@@ -50,13 +70,30 @@ impl GroupCommit {
         GroupCommit {
             write,
             queue: Mutex::new(None),
+            busy: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     /// Write `item` with whatever else is queued; its own answer.
     pub async fn submit(&self, item: Item) -> Result<CompletionWrite> {
+        if self
+            .busy
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            let _done = Done(self.busy.clone(), 1);
+            return write_batch(&self.write, Arc::from([item]))
+                .await
+                .pop()
+                .unwrap_or_else(|| Err(StoreError::Invalid("completion writer gave no answer".into())));
+        }
         let (reply, answer) = oneshot::channel();
-        let mut pending = Pending { item, reply };
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        let mut pending = Pending {
+            item,
+            reply,
+            counted: Done(self.busy.clone(), 1),
+        };
         for _ in 0..2 {
             let queue = self.queue();
             match queue.send(pending) {
@@ -92,9 +129,9 @@ impl GroupCommit {
 async fn run(write: Writer, mut rx: mpsc::UnboundedReceiver<Pending>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let (items, replies): (Vec<Item>, Vec<_>) = batch.drain(..).map(|p| (p.item, p.reply)).unzip();
+        let (items, replies): (Vec<Item>, Vec<_>) = batch.drain(..).map(|p| (p.item, (p.reply, p.counted))).unzip();
         let answers = write_batch(&write, items.into()).await;
-        for (reply, answer) in replies.into_iter().zip(answers) {
+        for ((reply, _counted), answer) in replies.into_iter().zip(answers) {
             let _ = reply.send(answer);
         }
     }
@@ -170,14 +207,18 @@ mod tests {
         (attempt, completion)
     }
 
-    /// A writer that notes each batch's ids and refuses a batch holding
-    /// "bad" (for good) or "busy" (retryably).
+    /// A writer that notes each batch's ids, yields as a real write would
+    /// (so calls made meanwhile queue), and refuses a batch holding "bad"
+    /// (for good) or "busy" (retryably).
     fn noting(batches: Arc<Mutex<Vec<Vec<String>>>>) -> Writer {
         Arc::new(move |items: Arc<[Item]>| {
             let batches = batches.clone();
             Box::pin(async move {
                 let ids: Vec<String> = items.iter().map(|(a, _)| a.invocation_id.clone()).collect();
                 batches.lock().unwrap().push(ids.clone());
+                for _ in 0..3 {
+                    tokio::task::yield_now().await;
+                }
                 if ids.iter().any(|id| id == "bad") {
                     return Err(StoreError::Invalid("bad row".into()));
                 }
@@ -205,40 +246,61 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn calls_queued_together_share_one_batch() {
+    async fn calls_made_while_one_writes_share_one_batch() {
         let batches = Arc::new(Mutex::new(Vec::new()));
         let commits = Arc::new(GroupCommit::new(noting(batches.clone())));
         let ids: Vec<String> = (0..10).map(|i| format!("i{i}")).collect();
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
         let answers = submit_all(&commits, &refs).await;
         assert!(answers.iter().all(|a| matches!(a, Ok(CompletionWrite::Recorded))));
-        assert_eq!(*batches.lock().unwrap(), vec![ids], "one batch, in order");
-        // A lone call later is written at once, alone.
-        commits.submit(item("later")).await.unwrap();
-        assert_eq!(batches.lock().unwrap().last().unwrap(), &vec!["later".to_string()]);
+        let seen = batches.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            [ids[..1].to_vec(), ids[1..].to_vec()],
+            "the first alone, then one batch, in order"
+        );
+        assert_eq!(commits.busy.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test]
+    async fn a_lone_call_is_written_by_its_caller() {
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let commits = GroupCommit::new(noting(batches.clone()));
+        for id in ["a", "b"] {
+            assert!(matches!(commits.submit(item(id)).await, Ok(CompletionWrite::Recorded)));
+        }
+        assert_eq!(*batches.lock().unwrap(), [vec!["a"], vec!["b"]]);
+        assert!(commits.queue.lock().unwrap().is_none(), "no writer task was needed");
+        // A refused lone write is its caller's error, and leaves nothing busy.
+        assert!(commits.submit(item("bad")).await.is_err());
+        assert_eq!(commits.busy.load(Ordering::Acquire), 0);
     }
 
     #[tokio::test]
     async fn a_refused_batch_is_written_again_item_by_item() {
         let batches = Arc::new(Mutex::new(Vec::new()));
         let commits = Arc::new(GroupCommit::new(noting(batches.clone())));
-        let answers = submit_all(&commits, &["a", "bad", "c"]).await;
-        assert!(matches!(answers[0], Ok(CompletionWrite::Recorded)));
-        assert!(matches!(&answers[1], Err(StoreError::Invalid(m)) if m == "bad row"));
-        assert!(matches!(answers[2], Ok(CompletionWrite::Recorded)));
+        // "first" writes alone; the three made meanwhile share a batch.
+        let answers = submit_all(&commits, &["first", "a", "bad", "c"]).await;
+        assert!(matches!(answers[1], Ok(CompletionWrite::Recorded)));
+        assert!(matches!(&answers[2], Err(StoreError::Invalid(m)) if m == "bad row"));
+        assert!(matches!(answers[3], Ok(CompletionWrite::Recorded)));
         let seen = batches.lock().unwrap().clone();
-        assert_eq!(seen, [vec!["a", "bad", "c"], vec!["a"], vec!["bad"], vec!["c"]]);
+        assert_eq!(
+            seen,
+            [vec!["first"], vec!["a", "bad", "c"], vec!["a"], vec!["bad"], vec!["c"]]
+        );
     }
 
     #[tokio::test]
     async fn a_busy_store_fails_the_whole_batch_retryably() {
         let batches = Arc::new(Mutex::new(Vec::new()));
         let commits = Arc::new(GroupCommit::new(noting(batches.clone())));
-        let answers = submit_all(&commits, &["a", "busy"]).await;
-        for a in &answers {
+        let answers = submit_all(&commits, &["first", "a", "busy"]).await;
+        for a in &answers[1..] {
             assert!(a.as_ref().is_err_and(|e| e.is_retryable()), "{a:?}");
         }
-        assert_eq!(batches.lock().unwrap().len(), 1, "not split: the callers retry");
+        assert_eq!(batches.lock().unwrap().len(), 2, "not split: the callers retry");
     }
 
     #[test]
@@ -247,11 +309,21 @@ mod tests {
         let commits = Arc::new(GroupCommit::new(noting(batches.clone())));
         for round in 0..2 {
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-            let answer = rt.block_on(commits.submit(item(&format!("r{round}"))));
-            assert!(
-                matches!(answer, Ok(CompletionWrite::Recorded)),
-                "round {round}: {answer:?}"
-            );
+            // The second call is made while the first writes: it goes to
+            // the writer task, started in this round's runtime.
+            let (first, second) = rt.block_on(async {
+                tokio::join!(
+                    commits.submit(item(&format!("r{round}a"))),
+                    commits.submit(item(&format!("r{round}b")))
+                )
+            });
+            for answer in [first, second] {
+                assert!(
+                    matches!(answer, Ok(CompletionWrite::Recorded)),
+                    "round {round}: {answer:?}"
+                );
+            }
         }
+        assert_eq!(batches.lock().unwrap().len(), 4);
     }
 }
