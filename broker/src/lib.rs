@@ -113,6 +113,13 @@ impl Broker {
         self
     }
 
+    /// Remember functions' current versions, stale at every change counted
+    /// in `changes` — only where every change that matters is counted
+    /// there: `stoke up`, whose dispatcher's admin API bumps it.
+    pub fn share_catalog(&self, changes: stoke_core::catalog::CatalogChanges) {
+        self.invoker.share_catalog(changes);
+    }
+
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }

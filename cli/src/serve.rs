@@ -135,6 +135,9 @@ pub async fn up(mut cfg: Config, announce: Announce) -> anyhow::Result<()> {
             cfg.worker.token = dispatcher.local_worker_token();
         }
         let mut broker = Broker::build(&cfg.broker, nats.clone(), store).await?;
+        // The admin API that changes functions is in this process: the
+        // gateway may remember current versions (stale at every change).
+        broker.share_catalog(dispatcher.catalog_changes());
         let http = broker.local_addr()?;
         // Metrics on the gateway, unless they have a listener of their own.
         let metrics = match dispatcher.metrics_addr() {

@@ -2,11 +2,14 @@
 //! manifest (parsing and validation), function packages (deterministic packing,
 //! digest, safe extraction) and the names of NATS streams, subjects, consumers
 //! and headers that make up the event path; and the trace context an event
-//! carries (`trace`: W3C `traceparent` and its AWS X-Ray form).
+//! carries (`trace`: W3C `traceparent` and its AWS X-Ray form); and the count
+//! of catalog changes that in-process caches of current versions check
+//! (`catalog`).
 //!
 //! It must not do I/O beyond the file system paths it is handed, and it knows
 //! nothing of NATS connections, databases or gRPC.
 
+pub mod catalog;
 pub mod fnconfig;
 pub mod key;
 pub mod manifest;

@@ -11,8 +11,9 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use stoke_core::catalog::CatalogChanges;
 
 use tokio::sync::Notify;
 
@@ -23,8 +24,9 @@ pub(crate) const TTL: Duration = Duration::from_secs(1);
 pub(crate) struct Deployments {
     /// Wakes the pullers so a new function's consumers start at once.
     notify: Notify,
-    /// Bumped by every change through the admin API.
-    generation: AtomicU64,
+    /// Bumped by every change through the admin API (shared with the
+    /// broker's cache in `stoke up`).
+    generation: CatalogChanges,
     current: Mutex<HashMap<String, Seen>>,
 }
 
@@ -35,10 +37,18 @@ struct Seen {
 }
 
 impl Deployments {
+    /// Counting changes in `generation` (shared with whoever else caches).
+    pub fn new(generation: CatalogChanges) -> Deployments {
+        Deployments {
+            generation,
+            ..Default::default()
+        }
+    }
+
     /// A function changed (deployed, rolled back, reconfigured, deleted):
     /// forget every remembered version and wake the pullers.
     pub fn changed(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.generation.bump();
         self.notify.notify_one();
     }
 
@@ -50,7 +60,7 @@ impl Deployments {
 
     /// Taken before reading the store; hand it back to [`Deployments::remember`].
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::SeqCst)
+        self.generation.get()
     }
 
     /// The current version of `function`, if remembered and still good.

@@ -139,6 +139,8 @@ pub struct Dispatcher {
     local_worker_token: String,
     metrics: Arc<metrics::Metrics>,
     metrics_listener: Option<tokio::net::TcpListener>,
+    /// Bumped by the admin API on every catalog change.
+    catalog: stoke_core::catalog::CatalogChanges,
 }
 
 impl Dispatcher {
@@ -189,6 +191,7 @@ impl Dispatcher {
             local_worker_token,
             metrics: metrics::Metrics::new(),
             metrics_listener,
+            catalog: Default::default(),
         })
     }
 
@@ -207,6 +210,13 @@ impl Dispatcher {
         self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
+    /// The count of catalog changes made through this dispatcher's admin
+    /// API: a broker in the same process (`stoke up`) shares it to cache
+    /// current versions (`Broker::share_catalog`).
+    pub fn catalog_changes(&self) -> stoke_core::catalog::CatalogChanges {
+        self.catalog.clone()
+    }
+
     /// A token a worker in this same process attaches with (valid until the
     /// process exits; never stored).
     pub fn local_worker_token(&self) -> String {
@@ -223,22 +233,26 @@ impl Dispatcher {
     /// workers, stop the server.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), DispatcherError> {
         let addr = self.local_addr().map_err(|e| DispatcherError::Serve(e.to_string()))?;
-        let pullers = pull::Pullers::new(pull::Shared {
-            nats: self.nats.clone(),
-            js: async_nats::jetstream::new(self.nats.clone()),
-            store: self.store.clone(),
-            registry: self.registry.clone(),
-            worker_wait: Duration::from_secs(self.opts.worker_wait_secs),
-            answer_slack: Duration::from_secs(self.opts.answer_slack_secs),
-            progress_every: Duration::from_secs(self.opts.progress_secs.max(1)),
-            metrics: self.metrics.clone(),
-        });
+        let pullers = pull::Pullers::new(
+            pull::Shared {
+                nats: self.nats.clone(),
+                js: async_nats::jetstream::new(self.nats.clone()),
+                store: self.store.clone(),
+                registry: self.registry.clone(),
+                worker_wait: Duration::from_secs(self.opts.worker_wait_secs),
+                answer_slack: Duration::from_secs(self.opts.answer_slack_secs),
+                progress_every: Duration::from_secs(self.opts.progress_secs.max(1)),
+                metrics: self.metrics.clone(),
+            },
+            self.catalog.clone(),
+        );
         let invoker = Invoker::new(
             self.nats.clone(),
             self.store.clone(),
             self.opts.max_payload_bytes,
             Duration::from_secs(self.opts.answer_slack_secs),
         );
+        invoker.share_catalog(self.catalog.clone());
         // Ends long-lived admin streams (log tails) before the server stops.
         let server_stop = CancellationToken::new();
         let admin = admin::AdminApi {

@@ -68,7 +68,7 @@ pub(crate) struct Pullers {
 }
 
 impl Pullers {
-    pub fn new(shared: Shared) -> Pullers {
+    pub fn new(shared: Shared, catalog: stoke_core::catalog::CatalogChanges) -> Pullers {
         Pullers {
             ctx: Arc::new(Ctx {
                 shared,
@@ -77,7 +77,7 @@ impl Pullers {
                 release_now: CancellationToken::new(),
                 gates: Mutex::new(HashMap::new()),
                 board: crate::queue::Board::default(),
-                deployments: Arc::default(),
+                deployments: Arc::new(crate::current::Deployments::new(catalog)),
             }),
         }
     }

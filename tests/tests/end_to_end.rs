@@ -426,3 +426,45 @@ async fn ctrl_c_lets_in_flight_invocations_finish() {
     assert_eq!(row.0, "succeeded");
     assert!(String::from_utf8_lossy(&row.1.unwrap()).contains("Hello, late!"));
 }
+
+/// `stoke up`'s gateway remembers a function's current version for up to
+/// a second: a deploy, an env change, a rollback or a delete through its
+/// admin API must end that at once — the very next call runs (or refuses)
+/// what the change made current.
+#[tokio::test]
+async fn an_http_call_right_after_a_change_runs_what_it_made_current() {
+    let (_nats, p) = up().await;
+    let f = copy_function(&example("hello-python"));
+    p.deploy(f.path());
+    let db = p.db().await;
+    let ran = |r: stoke_tests::Reply| {
+        let db = db.clone();
+        async move {
+            assert_eq!(r.status, 200, "{}", r.text());
+            let id = r.headers["x-stoke-invocation-id"].to_str().unwrap().to_string();
+            sqlx::query("SELECT version FROM completions WHERE invocation_id = ?")
+                .bind(id)
+                .fetch_one(&db)
+                .await
+                .unwrap()
+                .get::<i64, _>(0)
+        }
+    };
+    assert_eq!(ran(p.post("hello", "{}").await).await, 1);
+    assert_eq!(ran(p.post("hello", "{}").await).await, 1, "remembered");
+
+    let handler = f.path().join("handler.py");
+    let code = std::fs::read_to_string(&handler).unwrap();
+    std::fs::write(&handler, format!("{code}\n# v2\n")).unwrap();
+    p.deploy(f.path());
+    assert_eq!(ran(p.post("hello", "{}").await).await, 2, "after a deploy");
+
+    p.cli_ok(&["env", "hello", "MARK=three"]);
+    assert_eq!(ran(p.post("hello", "{}").await).await, 3, "after an env change");
+
+    p.cli_ok(&["rollback", "hello", "--to", "1"]);
+    assert_eq!(ran(p.post("hello", "{}").await).await, 1, "after a rollback");
+
+    p.cli_ok(&["delete", "hello"]);
+    assert_eq!(p.post("hello", "{}").await.status, 404, "after a delete");
+}
