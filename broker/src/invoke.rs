@@ -14,6 +14,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message as _;
 use sha2::Digest as _;
+use stoke_core::catalog::CurrentVersions;
 use stoke_core::trace::TraceContext;
 use stoke_core::{HttpAuth, Manifest, Retryable, naming};
 use stoke_proto::{ErrorInfo, InvocationInfo, InvocationStatus};
@@ -116,49 +117,9 @@ struct Inner {
     /// Parsed manifests by (function, version): a version never changes.
     manifests: std::sync::Mutex<std::collections::HashMap<(String, u32), Arc<Manifest>>>,
     /// Current versions by function name, remembered only when the admin
-    /// API that changes them is in this process (`share_catalog`).
-    current: std::sync::OnceLock<CurrentVersions>,
-}
-
-/// The current version of each function as last read, trusted for
-/// [`CURRENT_TTL`] at most and never across a change made through this
-/// process's admin API (`stoke up`: a call made after a deploy returns runs
-/// the new version). A change made through another process's admin API
-/// (several `stoke up` on one PostgreSQL) is seen within the TTL, as the
-/// dispatcher's subject events see it. Saves a store read per call.
-struct CurrentVersions {
-    changes: stoke_core::catalog::CatalogChanges,
-    seen: std::sync::Mutex<std::collections::HashMap<String, Seen>>,
-}
-
-/// A current version as read, at which change count, and when.
-struct Seen {
-    version: Arc<FunctionVersion>,
-    at_change: u64,
-    at: std::time::Instant,
-}
-
-/// Longest a remembered current version is used.
-const CURRENT_TTL: Duration = Duration::from_secs(1);
-
-impl CurrentVersions {
-    fn get(&self, function: &str) -> Option<Arc<FunctionVersion>> {
-        let changes = self.changes.get();
-        let seen = self.seen.lock().expect("not poisoned");
-        let s = seen.get(function)?;
-        (s.at_change == changes && s.at.elapsed() < CURRENT_TTL).then(|| s.version.clone())
-    }
-
-    /// Remember `version`, read from the store when the change count was
-    /// `at_change` (a change since makes it stale at once).
-    fn remember(&self, version: Arc<FunctionVersion>, at_change: u64) {
-        let mut seen = self.seen.lock().expect("not poisoned");
-        if seen.len() >= MANIFESTS_KEPT {
-            seen.clear();
-        }
-        let at = std::time::Instant::now();
-        seen.insert(version.function.clone(), Seen { version, at_change, at });
-    }
+    /// API that changes them is in this process (`share_catalog`: then a
+    /// call made after a change returns runs what it made current).
+    current: std::sync::OnceLock<CurrentVersions<Arc<FunctionVersion>>>,
 }
 
 /// Parsed manifests kept at most (then the cache starts over).
@@ -306,10 +267,7 @@ impl Invoker {
     /// Cache current versions from now on, stale at every change counted
     /// in `changes` (the admin API of this same process bumps it). Once.
     pub fn share_catalog(&self, changes: stoke_core::catalog::CatalogChanges) {
-        let _ = self.inner.current.set(CurrentVersions {
-            changes,
-            seen: Default::default(),
-        });
+        let _ = self.inner.current.set(CurrentVersions::new(changes));
     }
 
     /// The version `qualified` (`name`, `name:7`, `name:alias`) names; a
@@ -323,11 +281,11 @@ impl Invoker {
         if let Some(v) = cache.get(qualified) {
             return Ok(Some(v));
         }
-        let at_change = cache.changes.get();
+        let at_change = cache.changes().get();
         let Some(v) = store.current_version(qualified).await?.map(Arc::new) else {
             return Ok(None);
         };
-        cache.remember(v.clone(), at_change);
+        cache.remember(qualified, v.clone(), at_change);
         Ok(Some(v))
     }
 
@@ -567,42 +525,6 @@ pub fn view_info(v: &InvocationView) -> InvocationInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn version(n: u32) -> Arc<FunctionVersion> {
-        Arc::new(FunctionVersion {
-            function: "f".into(),
-            version: n,
-            digest: "d".into(),
-            manifest: String::new(),
-            package_size: 0,
-            created_ms: 0,
-            namespace: "default".into(),
-            config: Default::default(),
-        })
-    }
-
-    #[test]
-    fn a_remembered_current_version_holds_until_a_change_or_its_ttl() {
-        let cache = CurrentVersions {
-            changes: Default::default(),
-            seen: Default::default(),
-        };
-        assert!(cache.get("f").is_none());
-        cache.remember(version(3), cache.changes.get());
-        assert_eq!(cache.get("f").map(|v| v.version), Some(3));
-        cache.changes.bump();
-        assert!(cache.get("f").is_none(), "a change forgets it");
-
-        // A read made before a change that landed while it was under way.
-        let before = cache.changes.get();
-        cache.changes.bump();
-        cache.remember(version(4), before);
-        assert!(cache.get("f").is_none(), "a read that raced a change is not trusted");
-
-        cache.remember(version(5), cache.changes.get());
-        cache.seen.lock().unwrap().get_mut("f").unwrap().at -= CURRENT_TTL;
-        assert!(cache.get("f").is_none(), "expired");
-    }
 
     #[test]
     fn key_ids_are_stable_and_scoped_by_function() {

@@ -58,7 +58,7 @@ pub async fn ensure_invoke_stream(
         ..Default::default()
     };
     // Retried while a new cluster elects leaders, before a role gives up starting.
-    provision(js, "invocation", &cfg).await
+    provision(js, "invocation", &cfg, None).await
 }
 
 /// Create the logs stream if missing, and bring its limits to `opts` (the
@@ -84,7 +84,13 @@ pub async fn ensure_logs_stream(
         duplicate_window: Duration::from_secs(60).min(max_age),
         ..Default::default()
     };
-    let mut stream = provision(js, "logs", &cfg).await?;
+    let mut stream = provision(
+        js,
+        "logs",
+        &cfg,
+        Some("[dispatcher.stream] logs_max_bytes (STOKE_DISPATCHER__STREAM__LOGS_MAX_BYTES)"),
+    )
+    .await?;
     let mut current = stream.info().await?.config.clone();
     if current.max_age != max_age || current.max_bytes != opts.logs_max_bytes {
         tracing::info!(
@@ -105,11 +111,12 @@ pub async fn ensure_logs_stream(
 /// cluster that has just formed (or lost a node) may time out the first
 /// requests while it elects leaders. A server that cannot reserve the
 /// stream's `max_bytes` will not change its mind: that is an error at once,
-/// saying what to do.
+/// saying what to do (`size_knob`: the setting that sizes the stream).
 async fn provision(
     js: &jetstream::Context,
     what: &str,
     cfg: &stream::Config,
+    size_knob: Option<&str>,
 ) -> Result<stream::Stream, async_nats::Error> {
     let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut delay = Duration::from_millis(200);
@@ -117,13 +124,14 @@ async fn provision(
         match js.get_or_create_stream(cfg.clone()).await {
             Ok(v) => return Ok(v),
             Err(e) if out_of_storage(&e) => {
+                let (size, lower) = match size_knob {
+                    Some(knob) => (format!("{} bytes of ", cfg.max_bytes), format!(", or lower {knob}")),
+                    None => (String::new(), String::new()),
+                };
                 return Err(format!(
-                    "nats-server cannot reserve the {what} stream's {} bytes of JetStream file \
-                     storage ({e}): its max_file_store (by default 75 % of the free space on its \
-                     store_dir's disk) has less left. Free disk space, raise the server's \
-                     max_file_store, or lower [dispatcher.stream] logs_max_bytes \
-                     (STOKE_DISPATCHER__STREAM__LOGS_MAX_BYTES)",
-                    cfg.max_bytes
+                    "nats-server cannot reserve the {what} stream's {size}JetStream file storage ({e}): \
+                     its max_file_store (by default 75 % of the free space on its store_dir's disk) \
+                     has less left. Free disk space, raise the server's max_file_store{lower}"
                 )
                 .into());
             }

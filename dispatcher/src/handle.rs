@@ -441,21 +441,21 @@ where
 
 /// The function version an event names (or the current one), cached.
 pub(crate) async fn load(ctx: &Ctx, function: &str, version: Option<u32>) -> Result<Option<Arc<Loaded>>, StoreError> {
-    let wanted = version.or_else(|| ctx.deployments.cached(function));
+    let wanted = version.or_else(|| ctx.deployments.current.get(function));
     if let Some(v) = wanted
         && let Some(l) = ctx.specs.lock().expect("not poisoned").get(&(function.to_string(), v))
     {
         return Ok(Some(l.clone()));
     }
     let store = &ctx.shared.store;
-    let generation = ctx.deployments.generation();
+    let generation = ctx.deployments.current.changes().get();
     let fv = match wanted {
         Some(v) => store.get_version(function, v).await?,
         None => store.current_version(function).await?,
     };
     let Some(fv) = fv else { return Ok(None) };
     if version.is_none() {
-        ctx.deployments.remember(function, fv.version, generation);
+        ctx.deployments.current.remember(function, fv.version, generation);
     }
     // The current version (subject events name none) is usually cached too.
     if let Some(l) = ctx

@@ -8,8 +8,8 @@
 //! [`MAX_BATCH`]) and writes them in one transaction, so under load the
 //! cost per completion falls with the batch. A call that finds nobody
 //! writing and nothing queued writes itself, in its own task: a lone
-//! completion does not pay the two hops to the writer task and back (~270
-//! → ~190 µs on SQLite at 200 sync calls a second), and calls arriving
+//! completion does not pay the two hops to the writer task and back (on
+//! SQLite, calls 0.5 ms apart: p50 172–211 → 141 µs), and calls arriving
 //! while it writes queue for the writer task as before. (The SQL writers
 //! hold one connection behind a lock, so the two never write at once.)
 //!
@@ -57,11 +57,11 @@ pub(crate) struct GroupCommit {
 
 /// One less call in [`GroupCommit::busy`] when dropped (also when the
 /// caller writing its own is cancelled).
-struct Done(Arc<AtomicUsize>, usize);
+struct Done(Arc<AtomicUsize>);
 
 impl Drop for Done {
     fn drop(&mut self) {
-        self.0.fetch_sub(self.1, Ordering::AcqRel);
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -81,7 +81,7 @@ impl GroupCommit {
             .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            let _done = Done(self.busy.clone(), 1);
+            let _done = Done(self.busy.clone());
             return write_batch(&self.write, Arc::from([item]))
                 .await
                 .pop()
@@ -92,7 +92,7 @@ impl GroupCommit {
         let mut pending = Pending {
             item,
             reply,
-            counted: Done(self.busy.clone(), 1),
+            counted: Done(self.busy.clone()),
         };
         for _ in 0..2 {
             let queue = self.queue();
