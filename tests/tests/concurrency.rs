@@ -127,11 +127,7 @@ async fn no_more_than_concurrency_run_at_once_while_as_many_wait() {
     })
     .await;
     // Worker-measured run times: at no start were 2 others still running.
-    let runs: Vec<(i64, i64)> =
-        sqlx::query_as("SELECT started_ms, ended_ms FROM attempts WHERE function = 'hello' ORDER BY started_ms")
-            .fetch_all(&db)
-            .await
-            .unwrap();
+    let runs = hello_runs(&db).await;
     assert_eq!(runs.len(), 8, "each ran once: {runs:?}");
     assert_at_most_at_once(2, &runs);
     // The waiting ones were handed the running ones' slots (sent to their
@@ -146,6 +142,14 @@ async fn no_more_than_concurrency_run_at_once_while_as_many_wait() {
 
 /// Worker-measured runs `(started_ms, ended_ms)`, by start: at no start
 /// were `limit` others still running.
+/// Worker-measured (start, end) of every attempt of `hello`, by start.
+async fn hello_runs(db: &sqlx::SqlitePool) -> Vec<(i64, i64)> {
+    sqlx::query_as("SELECT started_ms, ended_ms FROM attempts WHERE function = 'hello' ORDER BY started_ms")
+        .fetch_all(db)
+        .await
+        .unwrap()
+}
+
 fn assert_at_most_at_once(limit: usize, runs: &[(i64, i64)]) {
     for (i, run) in runs.iter().enumerate() {
         let running = runs[..i].iter().filter(|r| r.1 > run.0).count();
@@ -194,11 +198,7 @@ async fn a_handed_over_call_runs_after_the_one_ahead_crashes_or_times_out() {
         );
     }
     let db = p.db().await;
-    let runs: Vec<(i64, i64)> =
-        sqlx::query_as("SELECT started_ms, ended_ms FROM attempts WHERE function = 'hello' ORDER BY started_ms")
-            .fetch_all(&db)
-            .await
-            .unwrap();
+    let runs = hello_runs(&db).await;
     assert_eq!(runs.len(), 5, "{runs:?}");
     assert_at_most_at_once(1, &runs);
 }

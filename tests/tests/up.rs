@@ -227,18 +227,17 @@ impl Drop for Roles {
 #[tokio::test]
 async fn up_says_what_to_change_when_nats_cannot_reserve_the_logs_stream() {
     let nats = stoke_tests::Nats::start_with_store_limit(Some("256MB")).await.unwrap();
+    let start = |logs_max_bytes: u64| {
+        stoke_tests::Platform::start_with(
+            &nats,
+            stoke_tests::PlatformOptions {
+                env: vec![(stoke_tests::LOGS_MAX_BYTES.0.into(), logs_max_bytes.to_string())],
+                ..Default::default()
+            },
+        )
+    };
     let started = std::time::Instant::now();
-    let refused = stoke_tests::Platform::start_with(
-        &nats,
-        stoke_tests::PlatformOptions {
-            env: vec![(
-                "STOKE_DISPATCHER__STREAM__LOGS_MAX_BYTES".into(),
-                (1u64 << 30).to_string(),
-            )],
-            ..Default::default()
-        },
-    )
-    .await;
+    let refused = start(1 << 30).await;
     let err = format!("{:#}", refused.err().expect("stoke up must refuse to start"));
     assert!(err.contains("exited early"), "{err}");
     assert!(
@@ -252,18 +251,7 @@ async fn up_says_what_to_change_when_nats_cannot_reserve_the_logs_stream() {
         started.elapsed()
     );
 
-    let p = stoke_tests::Platform::start_with(
-        &nats,
-        stoke_tests::PlatformOptions {
-            env: vec![(
-                "STOKE_DISPATCHER__STREAM__LOGS_MAX_BYTES".into(),
-                (64u64 << 20).to_string(),
-            )],
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("a 64 MiB logs stream fits");
+    let p = start(64 << 20).await.expect("a 64 MiB logs stream fits");
     let health = reqwest::get(p.url("/healthz")).await.unwrap();
     assert!(health.status().is_success());
 }

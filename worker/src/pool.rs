@@ -199,3 +199,27 @@ impl WarmPool {
         drop(all);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hand-over (`invoke::Warm`) holds its sandbox with `hold` while the
+    /// run that used it still counts it, then `release`s it: the count of
+    /// live sandboxes (what a top-up compares with `min_warm`) never dips.
+    #[test]
+    fn held_and_in_use_sandboxes_count_as_live_until_released() {
+        let pool = WarmPool::new(Duration::from_secs(60));
+        let run = pool.in_use("f", 1);
+        pool.hold("f", 1);
+        assert_eq!(pool.live("f", 1), 2, "the run and the hand-over overlap");
+        drop(run);
+        assert_eq!(pool.live("f", 1), 1, "held between the two runs");
+        let next = pool.in_use("f", 1);
+        pool.release("f", 1);
+        assert_eq!(pool.live("f", 1), 1, "the follower's run");
+        drop(next);
+        assert_eq!(pool.live("f", 1), 0);
+        assert_eq!(pool.live("f", 2), 0, "per version");
+    }
+}
