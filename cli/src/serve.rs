@@ -147,7 +147,8 @@ pub async fn up(mut cfg: Config, announce: Announce) -> anyhow::Result<()> {
                 format!("http://{http}/metrics")
             }
         };
-        let worker = Worker::build(cfg.worker.clone()).await?;
+        let mut worker = Worker::build(cfg.worker.clone()).await?;
+        worker.attach_in_process(dispatcher.in_process_attach());
         let store_url = stoke_store::redact_url(&cfg.store_url());
         if announce.json {
             tracing::info!(

@@ -223,6 +223,15 @@ impl Dispatcher {
         self.local_worker_token.clone()
     }
 
+    /// `WorkerService.Attach` for a worker in this same process
+    /// (`Worker::attach_in_process`): no token, no network.
+    pub fn in_process_attach(&self) -> Arc<dyn stoke_proto::InProcessAttach> {
+        Arc::new(workers::WorkerApi {
+            registry: self.registry.clone(),
+            auth: self.auth.clone(),
+        })
+    }
+
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }

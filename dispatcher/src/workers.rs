@@ -9,12 +9,12 @@
 //! the caller can release the event for redelivery.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::Stream;
+use futures::StreamExt;
+use stoke_proto::MessageStream;
 use stoke_proto::worker_service_server::WorkerService;
 use stoke_proto::{
     DispatcherMessage, Drained, FetchPackageRequest, FunctionSpec, Invocation, InvocationResult, PackageChunk,
@@ -496,20 +496,17 @@ pub struct WorkerApi {
     pub auth: stoke_broker::auth::Authenticator,
 }
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
 const CHUNK: usize = 1 << 20;
 
-#[tonic::async_trait]
-impl WorkerService for WorkerApi {
-    type AttachStream = BoxStream<DispatcherMessage>;
-    type FetchPackageStream = BoxStream<PackageChunk>;
-
-    async fn attach(&self, req: Request<Streaming<WorkerMessage>>) -> Result<Response<Self::AttachStream>, Status> {
-        let caller = crate::guard::caller(&self.auth, &req).await?;
-        crate::guard::role(&caller, stoke_broker::auth::Role::Worker)?;
-        let mut inbound = req.into_inner();
-        let hello = match inbound.message().await? {
+impl WorkerApi {
+    /// One attached worker, whichever way it came (gRPC or in process):
+    /// register it, read its results, heartbeats and output until it goes,
+    /// and return the stream its invocations go down.
+    async fn session(
+        &self,
+        mut inbound: MessageStream<WorkerMessage>,
+    ) -> Result<MessageStream<DispatcherMessage>, Status> {
+        let hello = match inbound.next().await.transpose()? {
             Some(WorkerMessage {
                 msg: Some(worker_message::Msg::Hello(h)),
             }) => h,
@@ -547,11 +544,11 @@ impl WorkerService for WorkerApi {
             loop {
                 // A worker that says nothing (heartbeats come every 2 s) for
                 // this long is lost, whatever its TCP connection says.
-                let Ok(next) = tokio::time::timeout(silence, inbound.message()).await else {
+                let Ok(next) = tokio::time::timeout(silence, inbound.next()).await else {
                     tracing::warn!(worker = %handle.id, ?silence, "worker missed its heartbeats");
                     break;
                 };
-                match next {
+                match next.transpose() {
                     Ok(Some(WorkerMessage { msg: Some(m) })) => match m {
                         worker_message::Msg::Result(r) => {
                             let received = ResultReceived {
@@ -596,8 +593,30 @@ impl WorkerService for WorkerApi {
             tracing::info!(worker = %handle.id, "worker detached");
             registry.remove(&handle);
         });
-        let out = tokio_stream::wrappers::ReceiverStream::new(rx);
-        Ok(Response::new(Box::pin(out)))
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+}
+
+#[tonic::async_trait]
+impl stoke_proto::InProcessAttach for WorkerApi {
+    /// No token: only code in this process holds the link.
+    async fn attach(
+        &self,
+        from_worker: MessageStream<WorkerMessage>,
+    ) -> Result<MessageStream<DispatcherMessage>, Status> {
+        self.session(from_worker).await
+    }
+}
+
+#[tonic::async_trait]
+impl WorkerService for WorkerApi {
+    type AttachStream = MessageStream<DispatcherMessage>;
+    type FetchPackageStream = MessageStream<PackageChunk>;
+
+    async fn attach(&self, req: Request<Streaming<WorkerMessage>>) -> Result<Response<Self::AttachStream>, Status> {
+        let caller = crate::guard::caller(&self.auth, &req).await?;
+        crate::guard::role(&caller, stoke_broker::auth::Role::Worker)?;
+        Ok(Response::new(self.session(Box::pin(req.into_inner())).await?))
     }
 
     async fn fetch_package(

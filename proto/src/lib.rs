@@ -2,8 +2,10 @@
 //! and the internal dispatcher⇄worker protocol (`WorkerService`), generated
 //! from `proto/stoke/v1/*.proto` at build time with protox + tonic-prost-build.
 //! It holds no logic beyond [`BearerToken`], the interceptor clients use
-//! to send their API token, and `Debug` for the messages that carry secret
-//! values (names only, so no log line can hold a secret).
+//! to send their API token, [`InProcessAttach`], the `Attach` stream without
+//! a network under it (a worker in its dispatcher's process), and `Debug` for
+//! the messages that carry secret values (names only, so no log line can hold
+//! a secret).
 
 #[allow(clippy::all, clippy::pedantic)]
 pub mod v1 {
@@ -38,6 +40,22 @@ impl tonic::service::Interceptor for BearerToken {
         }
         Ok(req)
     }
+}
+
+/// A stream of one side's messages on `WorkerService.Attach`.
+pub type MessageStream<T> = tonic::codegen::BoxStream<T>;
+
+/// `WorkerService.Attach` for a worker in the dispatcher's own process
+/// (`stoke up`): the same messages and the same session on both ends, moved
+/// through channels instead of encoded over loopback HTTP/2. Saves the two
+/// encode, syscall and connection-task hops each way of every invocation.
+#[tonic::async_trait]
+pub trait InProcessAttach: Send + Sync {
+    /// Start a worker session: `from_worker` opens with its `WorkerHello`.
+    async fn attach(
+        &self,
+        from_worker: MessageStream<WorkerMessage>,
+    ) -> Result<MessageStream<DispatcherMessage>, tonic::Status>;
 }
 
 /// Variable names, not values: a function's env holds its secrets.

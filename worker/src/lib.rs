@@ -26,6 +26,7 @@ use stoke_proto::{
     worker_message,
 };
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -164,6 +165,9 @@ pub struct Worker {
     endpoints: Vec<(String, tonic::transport::Endpoint)>,
     /// Results the dispatcher has not confirmed yet, kept across streams.
     outbox: Arc<outbox::Outbox>,
+    /// The dispatcher is in this process: its invocation stream goes
+    /// through channels (packages are still fetched over gRPC).
+    in_process: Option<Arc<dyn stoke_proto::InProcessAttach>>,
 }
 
 impl Worker {
@@ -272,7 +276,15 @@ impl Worker {
             runner,
             endpoints,
             outbox: Arc::new(outbox::Outbox::default()),
+            in_process: None,
         })
+    }
+
+    /// Attach to a dispatcher in this same process (`stoke up`) through
+    /// `link` rather than over loopback gRPC; `dispatcher` (its address)
+    /// must still be set, for package downloads.
+    pub fn attach_in_process(&mut self, link: Arc<dyn stoke_proto::InProcessAttach>) {
+        self.in_process = Some(link);
     }
 
     pub fn id(&self) -> &str {
@@ -378,10 +390,11 @@ impl Worker {
                 msg: Some(worker_message::Msg::Result(late)),
             });
         }
-        let mut inbound = client
-            .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await?
-            .into_inner();
+        let outbound = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let mut inbound: stoke_proto::MessageStream<DispatcherMessage> = match &self.in_process {
+            Some(link) => link.attach(Box::pin(outbound.map(Ok))).await?,
+            None => Box::pin(client.attach(outbound).await?.into_inner()),
+        };
         tracing::info!(worker = %self.runner.worker_id, dispatcher = %addr, "attached to dispatcher");
         *attached = true;
         // Function output goes up this stream from now on.
@@ -405,7 +418,7 @@ impl Worker {
         let mut drained = false;
         let end = loop {
             tokio::select! {
-                msg = inbound.message() => match msg {
+                msg = inbound.next() => match msg.transpose() {
                     Ok(Some(DispatcherMessage { msg: Some(dispatcher_message::Msg::Invoke(inv)) })) => {
                         // Now, or once the invocation it follows ends.
                         if let Some(inv) = running.relay.arrive(inv) {
@@ -468,7 +481,7 @@ impl Worker {
                 // dropping the response stream first would reset the call
                 // and lose them.
                 drop(tx);
-                let closed = async { while let Ok(Some(_)) = inbound.message().await {} };
+                let closed = async { while let Some(Ok(_)) = inbound.next().await {} };
                 let _ = tokio::time::timeout(Duration::from_secs(5), closed).await;
                 Ok(())
             }
