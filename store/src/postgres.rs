@@ -27,6 +27,7 @@ use crate::*;
 pub struct PgStore {
     pool: PgPool,
     commits: crate::group_commit::GroupCommit,
+    writer: crate::sql_store::Writer<sqlx::Postgres>,
 }
 
 impl PgStore {
@@ -61,8 +62,10 @@ impl PgStore {
             .await?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
         tracing::info!(backend = "postgres", %host, port, %database, "store open");
+        let writer = crate::sql_store::Writer::default();
         Ok(PgStore {
-            commits: group_commit(&pool),
+            commits: group_commit(&pool, &writer),
+            writer,
             pool,
         })
     }
@@ -73,6 +76,7 @@ crate::sql_store::sql_store!(
     sqlx::Postgres,
     PgRow,
     sqlx::postgres::PgArguments,
-    deploy_lock = Some(crate::queries::PG_DEPLOY_LOCK)
+    deploy_lock = Some(crate::queries::PG_DEPLOY_LOCK),
+    placeholders = crate::queries::Placeholders::Numbered
 );
 crate::sql_catalog::sql_catalog!(PgStore, PgRow);

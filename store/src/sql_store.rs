@@ -6,12 +6,22 @@
 //! migrations, PostgreSQL's deploy lock in `sql/postgres/`) stays in
 //! `sqlite.rs` and `postgres.rs`.
 
+/// The connection the completion writers take turns on (group commit and
+/// [`crate::Store::record_batch`]): one writer at a time, queued in this
+/// process instead of sleeping in SQLite's busy handler, and on SQLite its
+/// page cache stays valid between writes (no other connection writes those
+/// pages meanwhile). Empty until first used, and after a failed write.
+pub(crate) type Writer<DB> = std::sync::Arc<tokio::sync::Mutex<Option<sqlx::pool::PoolConnection<DB>>>>;
+
 /// `impl Store for $store` over a `pool` field of `sqlx::Pool<$db>`, with
-/// `$row` and `$args` that database's row and argument types, and
+/// a `writer` field of [`Writer`]`<$db>`, `$row` and `$args` that
+/// database's row and argument types, and
 /// `deploy_lock` an optional statement (bound to the function's name) run
-/// first in a deploy's transaction to serialize deploys of one function.
+/// first in a deploy's transaction to serialize deploys of one function,
+/// and `placeholders` how generated statements number their parameters
+/// ([`crate::queries::Placeholders`]).
 macro_rules! sql_store {
-    ($store:ty, $db:ty, $row:ty, $args:ty, deploy_lock = $deploy_lock:expr) => {
+    ($store:ty, $db:ty, $row:ty, $args:ty, deploy_lock = $deploy_lock:expr, placeholders = $placeholders:expr) => {
         use $crate::queries::{self as q, text};
 
         fn version_from_row(r: &$row) -> Result<FunctionVersion> {
@@ -241,28 +251,68 @@ macro_rules! sql_store {
             Ok(answers)
         }
 
-        /// The group commit writing through `pool`, on one connection it
-        /// keeps between batches (on SQLite its page cache stays valid: no
-        /// other connection writes those pages meanwhile); a connection
-        /// that failed goes back and the next batch takes another.
-        fn group_commit(pool: &sqlx::Pool<$db>) -> $crate::group_commit::GroupCommit {
-            let pool = pool.clone();
-            let held = std::sync::Arc::new(tokio::sync::Mutex::new(None::<sqlx::pool::PoolConnection<$db>>));
+        /// Run `write` on the writers' connection (a new one from `pool`
+        /// if there is none), after the writer before it; the connection is
+        /// kept for the next writer unless `write` failed.
+        async fn on_writer<T>(
+            pool: &sqlx::Pool<$db>,
+            writer: &$crate::sql_store::Writer<$db>,
+            write: impl AsyncFnOnce(&mut <$db as sqlx::Database>::Connection) -> Result<T>,
+        ) -> Result<T> {
+            let mut slot = writer.lock().await;
+            let mut conn = match slot.take() {
+                Some(c) => c,
+                None => pool.acquire().await?,
+            };
+            let written = write(&mut conn).await;
+            if written.is_ok() {
+                *slot = Some(conn);
+            }
+            written
+        }
+
+        /// The group commit writing through `pool`, on the writers'
+        /// connection.
+        fn group_commit(
+            pool: &sqlx::Pool<$db>,
+            writer: &$crate::sql_store::Writer<$db>,
+        ) -> $crate::group_commit::GroupCommit {
+            let (pool, writer) = (pool.clone(), writer.clone());
             $crate::group_commit::GroupCommit::new(std::sync::Arc::new(move |items| {
-                let (pool, held) = (pool.clone(), held.clone());
-                Box::pin(async move {
-                    let mut slot = held.lock().await;
-                    let mut conn = match slot.take() {
-                        Some(c) => c,
-                        None => pool.acquire().await?,
-                    };
-                    let written = write_completions(&mut conn, &items).await;
-                    if written.is_ok() {
-                        *slot = Some(conn);
-                    }
-                    written
-                })
+                let (pool, writer) = (pool.clone(), writer.clone());
+                Box::pin(
+                    async move { on_writer(&pool, &writer, async |conn| write_completions(conn, &items).await).await },
+                )
             }))
+        }
+
+        /// A batch invocation's attempt and its items' completions, in one
+        /// transaction; how many completions were new. The completions go
+        /// in multi-row INSERTs: one statement for up to
+        /// [`q::COMPLETIONS_PER_INSERT`] rows instead of a round trip each.
+        async fn write_batch(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            attempt: &AttemptRecord,
+            completions: &[Completion],
+        ) -> Result<usize> {
+            let mut tx = sqlx::Connection::begin(conn).await?;
+            bind_attempt(sqlx::query(q::INSERT_ATTEMPT), attempt)
+                .execute(&mut *tx)
+                .await?;
+            let mut recorded = 0;
+            for rows in completions.chunks(q::COMPLETIONS_PER_INSERT) {
+                // Only placeholders are generated: no value is in the text.
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(q::insert_completions(
+                    rows.len(),
+                    $placeholders,
+                )));
+                for c in rows {
+                    query = bind_completion(query, c);
+                }
+                recorded += query.execute(&mut *tx).await?.rows_affected() as usize;
+            }
+            tx.commit().await?;
+            Ok(recorded)
         }
 
         #[async_trait]
@@ -409,19 +459,10 @@ macro_rules! sql_store {
             }
 
             async fn record_batch(&self, attempt: &AttemptRecord, completions: &[Completion]) -> Result<usize> {
-                let mut tx = self.pool.begin().await?;
-                bind_attempt(sqlx::query(q::INSERT_ATTEMPT), attempt)
-                    .execute(&mut *tx)
-                    .await?;
-                let mut recorded = 0;
-                for c in completions {
-                    recorded += bind_completion(sqlx::query(q::INSERT_COMPLETION), c)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected() as usize;
-                }
-                tx.commit().await?;
-                Ok(recorded)
+                on_writer(&self.pool, &self.writer, async |conn| {
+                    write_batch(conn, attempt, completions).await
+                })
+                .await
             }
 
             async fn completion_by_key(&self, function: &str, key: &str) -> Result<Option<Completion>> {

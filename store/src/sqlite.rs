@@ -14,6 +14,7 @@ use crate::*;
 pub struct SqliteStore {
     pool: SqlitePool,
     commits: crate::group_commit::GroupCommit,
+    writer: crate::sql_store::Writer<sqlx::Sqlite>,
     checkpointer: tokio::task::JoinHandle<()>,
 }
 
@@ -96,8 +97,10 @@ impl SqliteStore {
         drop(lock);
         migrated?;
         tracing::info!(backend = "sqlite", path = %path.display(), "store open");
+        let writer = crate::sql_store::Writer::default();
         Ok(SqliteStore {
-            commits: group_commit(&pool),
+            commits: group_commit(&pool, &writer),
+            writer,
             checkpointer: checkpointer(pool.clone(), wal_path(path)),
             pool,
         })
@@ -118,6 +121,7 @@ crate::sql_store::sql_store!(
     sqlx::Sqlite,
     SqliteRow,
     sqlx::sqlite::SqliteArguments,
-    deploy_lock = None
+    deploy_lock = None,
+    placeholders = crate::queries::Placeholders::Anonymous
 );
 crate::sql_catalog::sql_catalog!(SqliteStore, SqliteRow);

@@ -350,6 +350,42 @@ async fn batch_contract(store: &dyn Store) {
         0
     );
     assert_eq!(store.attempts("batch-2").await.unwrap().len(), 1);
+    // A key twice in one batch, and one already completed: recorded once.
+    let mixed = [
+        completion("item-3", "k-item-3", b""),
+        completion("item-3b", "k-item-3", b""),
+        completion("item-1b", "k-item-1", b""),
+    ];
+    let run = attempt("batch-3", "batch-3", 1, AttemptOutcome::Success, 10);
+    assert_eq!(store.record_batch(&run, &mixed).await.unwrap(), 1);
+    let kept = store.completion_by_key("f", "k-item-3").await.unwrap().unwrap();
+    assert_eq!(kept.invocation_id, "item-3", "the first of the two holds the key");
+    assert_eq!(
+        store
+            .completion_by_key("f", "k-item-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .invocation_id,
+        "item-1"
+    );
+    // More items than one statement takes: every one, each its own row.
+    let many: Vec<Completion> = (0..1200)
+        .map(|i| completion(&format!("many-{i}"), &format!("k-many-{i}"), format!("{i}").as_bytes()))
+        .collect();
+    let run = attempt("batch-4", "batch-4", 1, AttemptOutcome::Success, 10);
+    assert_eq!(store.record_batch(&run, &many).await.unwrap(), 1200);
+    for i in [0, 499, 500, 1199] {
+        let c = store
+            .completion_by_key("f", &format!("k-many-{i}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (c.invocation_id, c.result),
+            (format!("many-{i}"), Some(format!("{i}").into_bytes()))
+        );
+    }
 }
 
 async fn fencing_contract(store: &dyn Store) {

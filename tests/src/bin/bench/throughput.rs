@@ -65,14 +65,13 @@ pub async fn stored(db: &sqlx::SqlitePool) -> anyhow::Result<usize> {
     Ok(n as usize)
 }
 
-/// Wait until `target` completions are stored (polled every 5 ms; the
-/// benchmarks run one function per platform), then check they are all
-/// `function`'s and succeeded; when they were seen.
-pub async fn wait_completed(db: &sqlx::SqlitePool, function: &str, target: usize) -> anyhow::Result<Instant> {
+/// Wait until `target` completions (of any function) are stored, polled
+/// every 5 ms; when they were seen.
+pub async fn wait_stored(db: &sqlx::SqlitePool, target: usize) -> anyhow::Result<Instant> {
     let deadline = Instant::now() + Duration::from_secs(600);
-    let seen = loop {
+    loop {
         if stored(db).await? >= target {
-            break Instant::now();
+            return Ok(Instant::now());
         }
         if Instant::now() > deadline {
             bail!(
@@ -81,7 +80,14 @@ pub async fn wait_completed(db: &sqlx::SqlitePool, function: &str, target: usize
             );
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    }
+}
+
+/// Wait until `target` completions are stored (the platform runs only
+/// `function`), then check they are all `function`'s and succeeded; when
+/// they were seen.
+pub async fn wait_completed(db: &sqlx::SqlitePool, function: &str, target: usize) -> anyhow::Result<Instant> {
+    let seen = wait_stored(db, target).await?;
     let succeeded = completed(db, function).await?;
     if succeeded < target {
         bail!(
@@ -92,6 +98,25 @@ pub async fn wait_completed(db: &sqlx::SqlitePool, function: &str, target: usize
     Ok(seen)
 }
 
+/// One of the two subscribed functions P1 drives.
+struct Target {
+    function: &'static str,
+    subject: &'static str,
+}
+
+/// One event per invocation.
+const SINGLE: Target = Target {
+    function: FUNCTION,
+    subject: SUBJECT,
+};
+/// A `batch_size` subscription: up to that many events per invocation.
+const BATCHED: Target = Target {
+    function: "noop-batched",
+    subject: "bench.p1b",
+};
+/// How long a batch's first event waits for the rest.
+const BATCH_WINDOW_MS: u32 = 5;
+
 /// One stoke round: events/s, and CPU seconds (stoke, functions, nats).
 async fn stoke_round(
     p: &Platform,
@@ -100,8 +125,9 @@ async fn stoke_round(
     db: &sqlx::SqlitePool,
     payload: &[u8],
     n: usize,
+    target: &Target,
 ) -> anyhow::Result<(f64, [f64; 3])> {
-    let base = completed(db, FUNCTION).await?;
+    let (base, base_fn) = (stored(db).await?, completed(db, target.function).await?);
     let functions = processes_running(p.pid(), "bootstrap");
     let cpu = || {
         [
@@ -112,9 +138,16 @@ async fn stoke_round(
     };
     let before = cpu();
     let t0 = Instant::now();
-    publish_all(js, SUBJECT, payload, n).await?;
-    let done = wait_completed(db, FUNCTION, base + n).await?;
+    publish_all(js, target.subject, payload, n).await?;
+    let done = wait_stored(db, base + n).await?;
     let after = cpu();
+    let succeeded = completed(db, target.function).await? - base_fn;
+    if succeeded < n {
+        bail!(
+            "{n} completions stored, but only {succeeded} are successes of {}: the function failed",
+            target.function
+        );
+    }
     let used = [0, 1, 2].map(|i| after[i] - before[i]);
     Ok((n as f64 / (done - t0).as_secs_f64(), used))
 }
@@ -149,11 +182,25 @@ async fn peer_round(url: &str, nats_pid: u32, payload: &[u8], n: usize) -> anyho
 
 pub async fn run(scale: &Scale) -> anyhow::Result<Scenario> {
     let (nats, p) = start_platform(3600.0, &[]).await?;
-    let (n, warm) = (scale.p1_events, scale.p1_warm);
-    let extra = format!("concurrency = {warm}\nmin_warm = {warm}\n[[triggers]]\nsubject = \"{SUBJECT}\"");
-    let function = native_function(FUNCTION, &extra)?;
-    p.deploy(function.path());
-    wait_sandboxes(&p, "bootstrap", "provisioning", |n| n >= warm).await?;
+    let (n, warm, batch) = (scale.p1_events, scale.p1_warm, scale.p1_batch);
+    let nb = scale.p1_batched_events;
+    let subscribed = |t: &Target, extra: &str| {
+        format!(
+            "concurrency = {warm}\nmin_warm = {warm}\n[[triggers]]\nsubject = \"{}\"{extra}",
+            t.subject
+        )
+    };
+    let single = native_function(SINGLE.function, &subscribed(&SINGLE, ""))?;
+    let batched = native_function(
+        BATCHED.function,
+        &subscribed(
+            &BATCHED,
+            &format!("\nbatch_size = {batch}\nbatch_window_ms = {BATCH_WINDOW_MS}"),
+        ),
+    )?;
+    p.deploy(single.path());
+    p.deploy(batched.path());
+    wait_sandboxes(&p, "bootstrap", "provisioning", |n| n >= 2 * warm).await?;
 
     let js = jetstream::new(async_nats::connect(&nats.url).await?);
     js.create_stream(stream::Config {
@@ -172,65 +219,111 @@ pub async fn run(scale: &Scale) -> anyhow::Result<Scenario> {
     .await?;
     let db = p.db().await;
     let payload = scale.payload();
-    // Warm-up: every sandbox has answered, the pull consumer has pulled.
+    // Warm-up: every sandbox has answered, the pull consumers have pulled.
     let warmup = (warm * 10).min(n.max(1));
-    stoke_round(&p, nats.pid(), &js, &db, &payload, warmup).await?;
+    stoke_round(&p, nats.pid(), &js, &db, &payload, warmup, &SINGLE).await?;
+    stoke_round(&p, nats.pid(), &js, &db, &payload, warm * batch, &BATCHED).await?;
     peer_round(&nats.url, nats.pid(), &payload, warmup).await?;
 
-    let (mut stoke_rates, mut peer_rates) = (Vec::new(), Vec::new());
-    let (mut stoke_cpu, mut peer_cpu) = ([0.0; 3], 0.0);
+    // Per side: rates, and CPU seconds (stoke, functions, nats-server).
+    let (mut single_runs, mut batched_runs) = (Runs::default(), Runs::default());
     for round in 0..scale.rounds {
-        let (rate, cpu) = peer_round(&nats.url, nats.pid(), &payload, n).await?;
-        peer_rates.push(rate);
-        peer_cpu += cpu;
-        let (rate, cpu) = stoke_round(&p, nats.pid(), &js, &db, &payload, n).await?;
-        stoke_rates.push(rate);
-        (0..3).for_each(|i| stoke_cpu[i] += cpu[i]);
-        eprintln!("  round {round}: peer {:.0}/s, stoke {rate:.0}/s", peer_rates[round]);
+        for (runs, target, events) in [(&mut single_runs, &SINGLE, n), (&mut batched_runs, &BATCHED, nb)] {
+            let (rate, cpu) = peer_round(&nats.url, nats.pid(), &payload, events).await?;
+            runs.peer.push(rate);
+            runs.peer_cpu += cpu;
+            let (rate, cpu) = stoke_round(&p, nats.pid(), &js, &db, &payload, events, target).await?;
+            runs.stoke.push(rate);
+            (0..3).for_each(|i| runs.stoke_cpu[i] += cpu[i]);
+            eprintln!(
+                "  round {round}, {}: peer {:.0}/s, stoke {rate:.0}/s",
+                target.function, runs.peer[round]
+            );
+        }
     }
-    let cold: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts WHERE function = ? AND cold")
-        .bind(FUNCTION)
+    let cold: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts WHERE cold")
         .fetch_one(&db)
         .await?;
-    let invocations = (n * scale.rounds) as f64;
-    let per = |secs: f64| secs * 1e6 / invocations;
-    let metrics = BTreeMap::from([
+    let mut metrics = BTreeMap::from([
         ("events per round".into(), n as f64),
-        ("warm sandboxes".into(), warm as f64),
+        ("events per round, batched".into(), nb as f64),
+        ("batch_size".into(), batch as f64),
+        ("warm sandboxes per function".into(), warm as f64),
         ("cold starts (all rounds)".into(), cold as f64),
-        (
-            "stoke CPU-µs per invocation (stoke up: gateway, dispatcher, worker)".into(),
-            per(stoke_cpu[0]),
-        ),
-        (
-            "function CPU-µs per invocation (the sandboxed processes)".into(),
-            per(stoke_cpu[1]),
-        ),
-        ("nats-server CPU-µs per invocation (stoke)".into(), per(stoke_cpu[2])),
-        ("nats-server CPU-µs per message (peer)".into(), per(peer_cpu)),
     ]);
-    let figure = Figure::new(
-        "P1",
-        "async warm throughput",
-        "ev/s",
-        median(stoke_rates),
-        "raw JetStream publish → pull → ack",
-        median(peer_rates),
-    )
-    .ratio_at_least(0.30);
+    single_runs.cpu_metrics(&mut metrics, "", (n * scale.rounds) as f64);
+    batched_runs.cpu_metrics(&mut metrics, ", batched", (nb * scale.rounds) as f64);
+    let figures = vec![
+        Figure::new(
+            "P1",
+            "async warm throughput, one event per invocation",
+            "ev/s",
+            median(single_runs.stoke),
+            "raw JetStream publish → pull → ack",
+            median(single_runs.peer),
+        )
+        .ratio_at_least(0.30),
+        Figure::new(
+            "P1.batched",
+            &format!("async warm throughput, `batch_size = {batch}` (up to {batch} events per invocation)"),
+            "ev/s",
+            median(batched_runs.stoke),
+            "raw JetStream publish → pull → ack",
+            median(batched_runs.peer),
+        )
+        .ratio_at_least(0.30),
+    ];
     Ok(Scenario {
         id: "P1".into(),
         name: "async warm throughput".into(),
         setup: format!(
-            "{n} events per round published with JetStream acks on a subject a no-op native function \
-             (hello-rust, `lambda_runtime`) subscribes to, {warm} provisioned sandboxes; the rate from the \
-             first publish to the last completion stored. Peer: a work-queue file stream and a durable \
-             pull consumer on the same nats-server, {n} messages of the same payload published while \
-             another connection pulls and acks them. Medians of {} alternating round(s).",
+            "Events published with JetStream acks on a subject a no-op native function (hello-rust, \
+             `lambda_runtime`) subscribes to, {warm} provisioned sandboxes; the rate from the first \
+             publish to the last completion stored. P1: {n} events per round, one per invocation. \
+             P1.batched: {nb} events per round to a second function whose subscription has \
+             `batch_size = {batch}`, `batch_window_ms = {BATCH_WINDOW_MS}` (Lambda's SQS-style batches: \
+             each event still gets its own completion row, idempotency key and ack). Peer: a work-queue \
+             file stream and a durable pull consumer on the same nats-server, the same number of \
+             messages of the same payload published while another connection pulls and acks them. \
+             Medians of {} alternating round(s).",
             scale.rounds
         ),
-        figures: vec![figure],
+        figures,
         metrics,
         plots: Vec::new(),
     })
+}
+
+/// One side's rounds.
+#[derive(Default)]
+struct Runs {
+    stoke: Vec<f64>,
+    peer: Vec<f64>,
+    stoke_cpu: [f64; 3],
+    peer_cpu: f64,
+}
+
+impl Runs {
+    /// CPU-µs per event of each part, over `events` in all.
+    fn cpu_metrics(&self, metrics: &mut BTreeMap<String, f64>, which: &str, events: f64) {
+        let per = |secs: f64| secs * 1e6 / events;
+        metrics.extend([
+            (
+                format!("stoke CPU-µs per event{which} (stoke up: gateway, dispatcher, worker)"),
+                per(self.stoke_cpu[0]),
+            ),
+            (
+                format!("function CPU-µs per event{which} (the sandboxed processes)"),
+                per(self.stoke_cpu[1]),
+            ),
+            (
+                format!("nats-server CPU-µs per event{which} (stoke)"),
+                per(self.stoke_cpu[2]),
+            ),
+            (
+                format!("nats-server CPU-µs per message{which} (peer)"),
+                per(self.peer_cpu),
+            ),
+        ]);
+    }
 }
