@@ -425,3 +425,57 @@ async fn a_subject_event_after_a_change_runs_the_new_current_version() {
     publish("third").await;
     assert_eq!(version_run_for(&p, "tracker", "third").await, 3);
 }
+
+#[tokio::test]
+async fn a_retried_subject_message_keeps_one_time_ordered_invocation_id() {
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    let f = subscriber(
+        "retried",
+        "retry.*",
+        "max_attempts = 3\nretry_backoff_ms = 100\nretry_backoff_max_ms = 200",
+    );
+    p.deploy(f.path());
+    let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await.unwrap());
+    let ack = js
+        .publish("retry.now", r#"{"fail_until":3,"name":"third"}"#.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let key = format!("STOKE_EVENTS:{}", ack.sequence);
+
+    let db = p.db().await;
+    let (id, attempts, result): (String, i64, Vec<u8>) = eventually(Duration::from_secs(30), "the third try", || async {
+        sqlx::query_as("SELECT invocation_id, attempts, result FROM completions WHERE function = 'retried' AND idempotency_key = ?")
+            .bind(&key)
+            .fetch_optional(&db)
+            .await
+            .unwrap()
+    })
+    .await;
+    // Each delivery was numbered after the ones before: it has one id.
+    assert_eq!(attempts, 3);
+    let result: serde_json::Value = serde_json::from_slice(&result).unwrap();
+    let body: serde_json::Value = serde_json::from_str(result["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["attempt"], 3);
+    let tries: Vec<(String, i64)> =
+        sqlx::query_as("SELECT invocation_id, attempt FROM attempts WHERE function = 'retried' ORDER BY attempt")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert_eq!(tries, (1..=3).map(|n| (id.clone(), n)).collect::<Vec<_>>());
+    // A UUIDv7 of the message's publish time.
+    let published: String = body["nats"]["publishedAt"].as_str().unwrap().into();
+    let published_ms = chrono::DateTime::parse_from_rfc3339(&published)
+        .unwrap()
+        .timestamp_millis();
+    let uuid = uuid::Uuid::parse_str(&id).unwrap();
+    assert_eq!(uuid.get_version_num(), 7, "{id}");
+    let (secs, nanos) = uuid.get_timestamp().unwrap().to_unix();
+    assert_eq!(
+        secs as i64 * 1000 + i64::from(nanos / 1_000_000),
+        published_ms,
+        "{id} vs {published}"
+    );
+}
