@@ -249,7 +249,23 @@ impl Platform {
         Ok((p, token.trim().to_string()))
     }
 
+    /// `stoke up` on two free loopback ports. A port found free can be
+    /// taken by another test before stoke binds it: that start is tried
+    /// again on new ports (twice at most), any other failure is returned.
     pub async fn start_with(nats: &Nats, opts: PlatformOptions) -> anyhow::Result<Platform> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Platform::start_once(nats, &opts).await {
+                Err(e) if tries < 3 && e.to_string().contains("Address already in use") => {
+                    eprintln!("a port was taken before stoke bound it; starting again on new ports");
+                }
+                started => return started,
+            }
+        }
+    }
+
+    async fn start_once(nats: &Nats, opts: &PlatformOptions) -> anyhow::Result<Platform> {
         let data_dir = tempfile::tempdir()?;
         let http = format!("127.0.0.1:{}", free_port());
         let admin = format!("127.0.0.1:{}", free_port());
@@ -271,7 +287,7 @@ impl Platform {
         let child = cmd
             .env("RUST_LOG", "info,stoke_dispatcher=debug")
             .env(LOGS_MAX_BYTES.0, LOGS_MAX_BYTES.1)
-            .envs(opts.env)
+            .envs(opts.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
