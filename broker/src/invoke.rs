@@ -454,10 +454,15 @@ fn validate_key(key: &str) -> Result<(), InvokeError> {
 /// The invocation id of a caller-supplied key is derived from it, so a
 /// repeated request names the same invocation.
 pub fn id_for_key(function: &str, key: &str) -> String {
-    let h = sha2::Sha256::digest(format!("{function}\0{key}").as_bytes());
+    let h = key_hash(function, key);
     let mut b = [0u8; 16];
     b.copy_from_slice(&h[..16]);
     uuid::Builder::from_custom_bytes(b).into_uuid().to_string()
+}
+
+/// SHA-256 of a function's key: what its invocation ids are made of.
+fn key_hash(function: &str, key: &str) -> [u8; 32] {
+    sha2::Sha256::digest(format!("{function}\0{key}").as_bytes()).into()
 }
 
 /// The invocation id of one stored message, the same at every delivery of
@@ -468,7 +473,7 @@ pub fn id_for_key(function: &str, key: &str) -> String {
 /// key that names one message (its stream sequence): a publisher's key may
 /// come in several messages, which share [`id_for_key`].
 pub fn id_for_message(function: &str, key: &str, published_ms: i64) -> String {
-    let h = sha2::Sha256::digest(format!("{function}\0{key}").as_bytes());
+    let h = key_hash(function, key);
     let mut b = [0u8; 10];
     b.copy_from_slice(&h[..10]);
     uuid::Builder::from_unix_timestamp_millis(published_ms.max(0) as u64, &b)

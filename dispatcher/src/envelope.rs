@@ -103,9 +103,10 @@ pub(crate) fn subscription(msg: &jetstream::Message, function: &str) -> (Envelop
     let trace = trace_of(msg).unwrap_or_else(|| TraceContext::derived(&key, secs(created_ms)));
     // Every delivery of the message gets the same id: time-ordered when the
     // key is the message's own (its sequence, and its publish time, read).
-    let invocation_id = match own_key && seq > 0 {
-        true => stoke_broker::invoke::id_for_message(function, &key, created_ms),
-        false => stoke_broker::invoke::id_for_key(function, &key),
+    let invocation_id = if own_key && seq > 0 {
+        stoke_broker::invoke::id_for_message(function, &key, created_ms)
+    } else {
+        stoke_broker::invoke::id_for_key(function, &key)
     };
     let env = Envelope {
         invocation_id,
