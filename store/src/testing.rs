@@ -118,11 +118,41 @@ fn bin_dir() -> Result<PathBuf, PostgresError> {
     versions.pop().map(|(_, bin)| bin).ok_or(PostgresError::NotFound)
 }
 
+/// PostgreSQL's ports: 10000–15999, apart from the suite's other servers
+/// (`stoke_tests::free_port`, 16000–31999). See [`free_port_in`].
 fn free_port() -> Result<u16, PostgresError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(io("choosing a free port"))
+    free_port_in(10_000, 6_000).map_err(io("choosing a free port"))
+}
+
+/// A loopback TCP port in `low..low + span` that nothing listens on now.
+///
+/// Keep both below the kernel's ephemeral range (32768–60999 by default).
+/// Never port 0: a port the kernel hands out there is soon handed to
+/// another listener bound to port 0 (a sandbox's Runtime API) or to an
+/// outgoing connection, so a server could lose it before binding it, and a
+/// test that stops its server and expects "refused" could find someone
+/// else there. Each process walks the range from a start of its own
+/// (nextest runs each test in its own process), keeping the first port it
+/// can bind.
+pub fn free_port_in(low: u16, span: u16) -> std::io::Result<u16> {
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span32 = u32::from(span.max(1));
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % 65_536,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span32 {
+        let port = low.saturating_add((NEXT.fetch_add(1, Ordering::Relaxed) % span32) as u16);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        format!("no free loopback port in {low}..{}", u32::from(low) + span32),
+    ))
 }
 
 /// Run as uid/gid 65534 when we are root (PostgreSQL refuses root).

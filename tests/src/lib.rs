@@ -43,31 +43,11 @@ pub fn built_binary(name: &str) -> PathBuf {
     bin
 }
 
-/// A loopback TCP port nothing listens on now.
-///
-/// Picked below the kernel's ephemeral range (32768–60999 by default), not
-/// by binding port 0: a port the kernel hands out there is soon handed to
-/// some outgoing connection too, and taken before the server binds it. Each
-/// test process walks 16000–31999 from a start of its own (nextest runs
-/// each test in its own process), keeping the first port it can bind.
+/// A loopback TCP port nothing listens on now: one in 16000–31999, below
+/// the kernel's ephemeral range and apart from the test PostgreSQL
+/// servers' 10000–15999 (see [`stoke_store::testing::free_port_in`]).
 pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    const LOW: u32 = 16_000;
-    const SPAN: u32 = 16_000;
-    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    let _ = NEXT.compare_exchange(
-        u32::MAX,
-        std::process::id().wrapping_mul(7919) % SPAN,
-        Ordering::Relaxed,
-        Ordering::Relaxed,
-    );
-    for _ in 0..SPAN {
-        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port in {LOW}..{}", LOW + SPAN)
+    stoke_store::testing::free_port_in(16_000, 16_000).expect("a free loopback port")
 }
 
 /// Poll `f` until it returns Some, or fail after `timeout` with `what`.
