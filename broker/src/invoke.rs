@@ -22,6 +22,7 @@ use stoke_store::{Accepted, Completion, DeadLetter, FunctionVersion, InvocationV
 use tracing::Instrument as _;
 
 use crate::auth::{AuthError, Authenticator, Role};
+use crate::results::LocalResults;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InvokeError {
@@ -120,6 +121,9 @@ struct Inner {
     /// API that changes them is in this process (`share_catalog`: then a
     /// call made after a change returns runs what it made current).
     current: std::sync::OnceLock<CurrentVersions<Arc<FunctionVersion>>>,
+    /// Results a dispatcher of this same process hands over directly
+    /// (`share_results`), ahead of their NATS announcement.
+    local: std::sync::OnceLock<LocalResults>,
 }
 
 /// Parsed manifests kept at most (then the cache starts over).
@@ -136,6 +140,7 @@ impl Invoker {
                 max_payload,
                 wait_slack,
                 current: std::sync::OnceLock::new(),
+                local: std::sync::OnceLock::new(),
                 manifests: std::sync::Mutex::default(),
             }),
         }
@@ -220,6 +225,10 @@ impl Invoker {
         }
 
         // Subscribe before publishing so the announcement cannot be missed.
+        let mut local = req
+            .wait
+            .then(|| me.local.get().map(|l| l.wait_for(&invocation_id)))
+            .flatten();
         let mut results = if req.wait {
             Some(
                 me.client
@@ -252,9 +261,19 @@ impl Invoker {
             return Ok(Invoked::Queued { invocation_id });
         };
         let wait = Duration::from_millis(manifest.timeout_ms()) + me.wait_slack;
-        if let Ok(Some(msg)) = tokio::time::timeout(wait, sub.next()).await
-            && let Ok(info) = InvocationInfo::decode(msg.payload)
-        {
+        let here = async {
+            match local.as_mut() {
+                Some(waiter) => waiter.result().await,
+                None => std::future::pending().await,
+            }
+        };
+        let heard = tokio::time::timeout(wait, async {
+            tokio::select! {
+                info = here => Some(info),
+                msg = sub.next() => msg.and_then(|m| InvocationInfo::decode(m.payload).ok()),
+            }
+        });
+        if let Ok(Some(info)) = heard.await {
             return Ok(Invoked::Completed(info));
         }
         // The announcement is best effort; the store is the truth.
@@ -268,6 +287,12 @@ impl Invoker {
     /// in `changes` (the admin API of this same process bumps it). Once.
     pub fn share_catalog(&self, changes: stoke_core::catalog::CatalogChanges) {
         let _ = self.inner.current.set(CurrentVersions::new(changes));
+    }
+
+    /// Take results from this process's dispatcher directly as well as
+    /// from NATS (see [`crate::results`]). Once.
+    pub fn share_results(&self, results: LocalResults) {
+        let _ = self.inner.local.set(results);
     }
 
     /// The version `qualified` (`name`, `name:7`, `name:alias`) names; a

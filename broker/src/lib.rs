@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cron;
 pub mod gateway;
 pub mod invoke;
+pub mod results;
 pub mod streams;
 
 use std::net::SocketAddr;
@@ -118,6 +119,12 @@ impl Broker {
     /// there: `stoke up`, whose dispatcher's admin API bumps it.
     pub fn share_catalog(&self, changes: stoke_core::catalog::CatalogChanges) {
         self.invoker.share_catalog(changes);
+    }
+
+    /// Take results straight from the dispatcher of this same process
+    /// (`Dispatcher::local_results`) as well as from NATS.
+    pub fn share_results(&self, results: results::LocalResults) {
+        self.invoker.share_results(results);
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

@@ -138,6 +138,7 @@ pub async fn up(mut cfg: Config, announce: Announce) -> anyhow::Result<()> {
         // The admin API that changes functions is in this process: the
         // gateway may remember current versions (stale at every change).
         broker.share_catalog(dispatcher.catalog_changes());
+        broker.share_results(dispatcher.local_results());
         let http = broker.local_addr()?;
         // Metrics on the gateway, unless they have a listener of their own.
         let metrics = match dispatcher.metrics_addr() {

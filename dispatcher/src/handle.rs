@@ -69,7 +69,7 @@ async fn handle_event(ctx: &Ctx, source: &Source, msg: jetstream::Message, mut e
     match already_ended(store.as_ref(), function, &env).await {
         Ok(None) => {}
         Ok(Some(Ended::Completed(done))) => {
-            announce(ctx, &env.invocation_id, &done).await;
+            announce(ctx, &env, &done).await;
             ack(&msg, AckKind::Ack).await;
             return;
         }
@@ -356,7 +356,7 @@ async fn finish(
         }
     };
     tracing::info!(id = %env.invocation_id, status = final_record.status.as_str(), attempt = env.attempt, "completed");
-    announce(ctx, &env.invocation_id, &final_record).await;
+    announce(ctx, env, &final_record).await;
     ack(msg, AckKind::Ack).await;
 }
 
@@ -383,9 +383,22 @@ pub(crate) async fn bury(ctx: &Ctx, msg: &jetstream::Message, record: Option<&At
     }
 }
 
-/// Tell a waiting synchronous caller (best effort: the store is the truth).
-async fn announce(ctx: &Ctx, invocation_id: &str, c: &Completion) {
+/// Tell waiting synchronous callers (best effort: the store is the truth):
+/// those in this process directly, then any on NATS — unless none can be
+/// elsewhere. An event with its own key (no caller's idempotency key) is
+/// waited for only by the caller that published it, if it is synchronous,
+/// so once that caller is handed the result here, or when nobody waits
+/// (an async one), the announcement would reach no one.
+async fn announce(ctx: &Ctx, env: &Envelope, c: &Completion) {
+    let invocation_id = &env.invocation_id;
     let info = stoke_broker::invoke::completion_info(c, None);
+    let here = ctx.shared.local_results.deliver(invocation_id, &info);
+    if here > 0 {
+        ctx.shared.metrics.result_in_process(here);
+    }
+    if env.own_key && (here > 0 || !env.sync) {
+        return;
+    }
     let subject = naming::result_subject(invocation_id);
     if let Err(e) = ctx.shared.nats.publish(subject, info.encode_to_vec().into()).await {
         tracing::warn!(%invocation_id, error = %e, "cannot announce result");

@@ -141,6 +141,8 @@ pub struct Dispatcher {
     metrics_listener: Option<tokio::net::TcpListener>,
     /// Bumped by the admin API on every catalog change.
     catalog: stoke_core::catalog::CatalogChanges,
+    /// Synchronous callers of this process waiting for results.
+    local_results: stoke_broker::results::LocalResults,
 }
 
 impl Dispatcher {
@@ -192,6 +194,7 @@ impl Dispatcher {
             metrics: metrics::Metrics::new(),
             metrics_listener,
             catalog: Default::default(),
+            local_results: Default::default(),
         })
     }
 
@@ -215,6 +218,13 @@ impl Dispatcher {
     /// current versions (`Broker::share_catalog`).
     pub fn catalog_changes(&self) -> stoke_core::catalog::CatalogChanges {
         self.catalog.clone()
+    }
+
+    /// Where this dispatcher hands results to synchronous callers of its
+    /// own process before announcing them on NATS: its admin API's, and a
+    /// broker's in the same process (`Broker::share_results`).
+    pub fn local_results(&self) -> stoke_broker::results::LocalResults {
+        self.local_results.clone()
     }
 
     /// A token a worker in this same process attaches with (valid until the
@@ -252,6 +262,7 @@ impl Dispatcher {
                 answer_slack: Duration::from_secs(self.opts.answer_slack_secs),
                 progress_every: Duration::from_secs(self.opts.progress_secs.max(1)),
                 metrics: self.metrics.clone(),
+                local_results: self.local_results.clone(),
             },
             self.catalog.clone(),
         );
@@ -262,6 +273,7 @@ impl Dispatcher {
             Duration::from_secs(self.opts.answer_slack_secs),
         );
         invoker.share_catalog(self.catalog.clone());
+        invoker.share_results(self.local_results.clone());
         // Ends long-lived admin streams (log tails) before the server stops.
         let server_stop = CancellationToken::new();
         let admin = admin::AdminApi {

@@ -78,6 +78,7 @@ pub struct Metrics {
     cold_starts: Family<FunctionLabel, Counter>,
     retries: Family<FunctionLabel, Counter>,
     handovers: Family<FunctionLabel, Counter>,
+    results_in_process: Counter,
     dead_letters: Family<DeadLabels, Counter>,
     queue_depth: Family<FunctionLabel, Gauge>,
     queue_ack_pending: Family<FunctionLabel, Gauge>,
@@ -101,6 +102,7 @@ impl Metrics {
             cold_starts: Family::default(),
             retries: Family::default(),
             handovers: Family::default(),
+            results_in_process: Counter::default(),
             dead_letters: Family::default(),
             queue_depth: Family::default(),
             queue_ack_pending: Family::default(),
@@ -145,6 +147,12 @@ impl Metrics {
             "Events sent to run after a running one of the function on its worker (taking over its slot and \
              sandbox when it ends) instead of waiting for a free slot",
             m.handovers.clone(),
+        );
+        r.register(
+            "stoke_results_in_process",
+            "Results handed straight to a synchronous caller in the dispatcher's own process (stoke up's gateway, \
+             the admin API's invoke), ahead of their NATS announcement",
+            m.results_in_process.clone(),
         );
         r.register(
             "stoke_dead_letters",
@@ -232,6 +240,10 @@ impl Metrics {
                 function: function.to_string(),
             })
             .inc();
+    }
+
+    pub fn result_in_process(&self, callers: usize) {
+        self.results_in_process.inc_by(callers as u64);
     }
 
     pub fn retry(&self, function: &str) {

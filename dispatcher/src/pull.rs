@@ -34,6 +34,8 @@ pub(crate) struct Shared {
     /// Longest time between in-progress acks (shorter for short leases).
     pub progress_every: Duration,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Synchronous callers in this process (handed results directly).
+    pub local_results: stoke_broker::results::LocalResults,
 }
 
 pub(crate) struct Ctx {

@@ -150,6 +150,12 @@ async fn counters_histograms_and_gauges_follow_real_invocations() {
     .await;
     assert_eq!(m.value("stoke_retries_total", HELLO), Some(1.0), "{}", m.text);
     assert_eq!(
+        m.value("stoke_results_in_process_total", &[]),
+        Some(4.0),
+        "the four synchronous calls' results went straight to the gateway of this process: {}",
+        m.text
+    );
+    assert_eq!(
         m.value("stoke_invocations_total", &outcome("function_error")),
         Some(3.0),
         "the sync failure, the first try of fail_until, the terminal error"

@@ -1,0 +1,149 @@
+//! Results handed over inside one process.
+//!
+//! A synchronous caller waits for its invocation's result on
+//! `stoke.result.<id>`, which whichever dispatcher ran it publishes. When
+//! that dispatcher lives in the caller's own process (`stoke up`, or the
+//! admin API's invoke in a `stoke dispatcher`), the round trip through
+//! nats-server is a detour: [`LocalResults`] lets the dispatcher hand the
+//! result straight to the waiting caller first. The NATS announcement still
+//! goes out: a caller in another process may wait for the same invocation
+//! (a caller-given idempotency key reused at another gateway), and a caller
+//! here whose event another process's dispatcher ran hears only that.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use stoke_proto::InvocationInfo;
+use tokio::sync::oneshot;
+
+/// Callers of this process waiting for results, by invocation id. Cheap to
+/// clone: clones share one table.
+#[derive(Clone, Default)]
+pub struct LocalResults {
+    inner: Arc<Mutex<Table>>,
+}
+
+#[derive(Default)]
+struct Table {
+    next: u64,
+    /// By invocation id: each waiter's number and where its result goes.
+    waiting: HashMap<String, Vec<(u64, oneshot::Sender<InvocationInfo>)>>,
+}
+
+/// One caller's wait; leaving it (dropping it) stops the wait.
+pub struct Waiter {
+    results: LocalResults,
+    invocation_id: String,
+    number: u64,
+    rx: oneshot::Receiver<InvocationInfo>,
+}
+
+impl LocalResults {
+    /// Wait for `invocation_id`'s result (register before the event is
+    /// published, so a quick result cannot be missed).
+    pub fn wait_for(&self, invocation_id: &str) -> Waiter {
+        let (tx, rx) = oneshot::channel();
+        let mut table = self.inner.lock().expect("not poisoned");
+        table.next += 1;
+        let number = table.next;
+        table
+            .waiting
+            .entry(invocation_id.to_string())
+            .or_default()
+            .push((number, tx));
+        Waiter {
+            results: self.clone(),
+            invocation_id: invocation_id.to_string(),
+            number,
+            rx,
+        }
+    }
+
+    /// Hand `info` to every caller here waiting for `invocation_id`; how
+    /// many there were.
+    pub fn deliver(&self, invocation_id: &str, info: &InvocationInfo) -> usize {
+        let waiters = self.inner.lock().expect("not poisoned").waiting.remove(invocation_id);
+        waiters
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, tx)| tx.send(info.clone()).ok())
+            .count()
+    }
+
+    /// Callers waiting now (for tests and metrics).
+    pub fn waiting(&self) -> usize {
+        self.inner
+            .lock()
+            .expect("not poisoned")
+            .waiting
+            .values()
+            .map(Vec::len)
+            .sum()
+    }
+}
+
+impl Waiter {
+    /// The result, once a dispatcher of this process delivers it; pending
+    /// for ever otherwise (select it against the NATS subscription).
+    pub async fn result(&mut self) -> InvocationInfo {
+        match (&mut self.rx).await {
+            Ok(info) => info,
+            // Only dropping the table's sender, which `deliver` never does
+            // without sending: wait on whatever else the caller waits for.
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        let mut table = self.results.inner.lock().expect("not poisoned");
+        if let Some(list) = table.waiting.get_mut(&self.invocation_id) {
+            list.retain(|(n, _)| *n != self.number);
+            if list.is_empty() {
+                table.waiting.remove(&self.invocation_id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: &str) -> InvocationInfo {
+        InvocationInfo {
+            invocation_id: id.into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn every_waiter_of_an_id_gets_its_result_and_only_its_own() {
+        let results = LocalResults::default();
+        let (mut a, mut b, c) = (results.wait_for("x"), results.wait_for("x"), results.wait_for("y"));
+        assert_eq!(results.waiting(), 3);
+        assert_eq!(results.deliver("x", &info("x")), 2);
+        assert_eq!(a.result().await.invocation_id, "x");
+        assert_eq!(b.result().await.invocation_id, "x");
+        assert_eq!(results.deliver("x", &info("x")), 0, "delivered once");
+        assert_eq!(results.waiting(), 1);
+        drop(c);
+        assert_eq!(
+            results.waiting(),
+            0,
+            "a caller that stops waiting leaves nothing behind"
+        );
+        assert_eq!(results.deliver("y", &info("y")), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_without_a_result_stays_pending() {
+        let results = LocalResults::default();
+        let mut w = results.wait_for("x");
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(20), w.result()).await;
+        assert!(waited.is_err());
+        drop(w);
+        assert_eq!(results.waiting(), 0);
+    }
+}
