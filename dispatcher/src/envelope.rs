@@ -28,7 +28,7 @@ pub(crate) struct Envelope {
     pub delivered: u32,
     /// The key is this event's own, so on its first delivery nothing can
     /// have completed it yet: a subject message without `Nats-Msg-Id`
-    /// (`STOKE_EVENTS:<sequence>`), or a call without an idempotency key,
+    /// (`STOKE_EVENTS:<sequence>@<ms>`), or a call without an idempotency key,
     /// whose key the broker made as its fresh invocation id. (A caller's
     /// key yields an id derived from it, never equal to it.) Should a
     /// publisher fake that on the invocation stream, the store's
@@ -94,7 +94,8 @@ pub(crate) fn invocation(msg: &jetstream::Message) -> Envelope {
 
 /// A message on a subscribed subject, and the event the function receives
 /// for it (see [`subject_event`]; a batch embeds it in its records). Its key
-/// is its `Nats-Msg-Id`, else stream:sequence.
+/// is its `Nats-Msg-Id`, else `STOKE_EVENTS:<sequence>@<publish time, ms>`:
+/// a sequence alone repeats once the stream is deleted and made again.
 pub(crate) fn subscription(msg: &jetstream::Message, function: &str) -> (Envelope, serde_json::Value) {
     let (delivered, created_ms, seq) = delivery(msg);
     let (key, own_key, event) = subject_event(msg, created_ms, seq);
@@ -103,8 +104,10 @@ pub(crate) fn subscription(msg: &jetstream::Message, function: &str) -> (Envelop
     let trace = trace_of(msg).unwrap_or_else(|| TraceContext::derived(&key, secs(created_ms)));
     // Every delivery of the message gets the same id: time-ordered when the
     // key is the message's own (its sequence, and its publish time, read).
+    // Made from the sequence alone and the time, as before the key had the
+    // time in it, so a message delivered across that upgrade keeps its id.
     let invocation_id = if own_key && seq > 0 {
-        stoke_broker::invoke::id_for_message(function, &key, created_ms)
+        stoke_broker::invoke::id_for_message(function, &sequence_key(seq), created_ms)
     } else {
         stoke_broker::invoke::id_for_key(function, &key)
     };
@@ -189,7 +192,7 @@ fn subject_event(msg: &jetstream::Message, published_ms: i64, seq: u64) -> (Stri
         .map(|v| v.as_str().to_string())
         .filter(|k| !k.is_empty());
     let own_key = msg_id.is_none();
-    let key = msg_id.unwrap_or_else(|| format!("{}:{seq}", naming::EVENTS_STREAM));
+    let key = msg_id.unwrap_or_else(|| format!("{}@{published_ms}", sequence_key(seq)));
     let mut event = serde_json::json!({
         "source": "nats",
         "subject": msg.subject.as_str(),
@@ -204,6 +207,12 @@ fn subject_event(msg: &jetstream::Message, published_ms: i64, seq: u64) -> (Stri
         Err(_) => event["dataBase64"] = base64::engine::general_purpose::STANDARD.encode(&msg.payload).into(),
     }
     (key, own_key, event)
+}
+
+/// `STOKE_EVENTS:<sequence>`: a subject message's own key before it had
+/// its publish time appended (see [`Envelope::sequence_only_key`]).
+fn sequence_key(seq: u64) -> String {
+    format!("{}:{seq}", naming::EVENTS_STREAM)
 }
 
 /// RFC 3339 UTC with milliseconds.
@@ -232,6 +241,28 @@ impl Envelope {
             created_ms: 0,
             payload: Bytes::new(),
         }
+    }
+
+    /// A subject message keyed by its own sequence `seq` and publish time,
+    /// as delivered for the `delivered`-th time.
+    #[cfg(test)]
+    pub fn for_test_message(function: &str, seq: u64, published_ms: i64, delivered: u32) -> Envelope {
+        Envelope {
+            invocation_id: stoke_broker::invoke::id_for_message(function, &sequence_key(seq), published_ms),
+            key: format!("{}@{published_ms}", sequence_key(seq)),
+            created_ms: published_ms,
+            ..Envelope::for_test(function, "", true, delivered)
+        }
+    }
+
+    /// The key a subject message keyed by its own sequence had before its
+    /// publish time was added to it (`STOKE_EVENTS:<sequence>`), when this
+    /// is such a message: a completion recorded under it is this message's
+    /// only if its invocation id says so (see `handle::already_ended`).
+    pub fn sequence_only_key(&self) -> Option<&str> {
+        let prefix = self.key.strip_prefix(naming::EVENTS_STREAM)?.strip_prefix(':')?;
+        let (seq, _published) = prefix.split_once('@')?;
+        (self.own_key && !seq.is_empty()).then(|| &self.key[..naming::EVENTS_STREAM.len() + 1 + seq.len()])
     }
 
     /// Whether JetStream delivered this message before.

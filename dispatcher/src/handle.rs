@@ -320,6 +320,19 @@ pub(crate) async fn already_ended(
     if let Some(done) = store.completion_by_key(function, &env.key).await? {
         return Ok(Some(Ended::Completed(Box::new(done))));
     }
+    // Delivered before the upgrade that added the publish time to its key,
+    // and completed under its sequence alone: that completion is this
+    // message's if it has this message's id (made the same way since), or
+    // the id the sequence-only key gave before ids were time-ordered. Any
+    // other id is an earlier message that had the same sequence in a stream
+    // since made again, and does not count.
+    if let Some(old_key) = env.sequence_only_key()
+        && let Some(done) = store.completion_by_key(function, old_key).await?
+        && (done.invocation_id == env.invocation_id
+            || done.invocation_id == stoke_broker::invoke::id_for_key(function, old_key))
+    {
+        return Ok(Some(Ended::Completed(Box::new(done))));
+    }
     if env.redelivered()
         && let Some(dead) = store.dead_letter(&env.invocation_id).await?
         && dead.redriven_ms.is_none()
@@ -545,6 +558,52 @@ mod tests {
         assert!(
             ended("order-7", false, 1).await,
             "a publisher's key may repeat: looked up"
+        );
+    }
+
+    /// Completions recorded under a sequence alone (before keys had the
+    /// publish time): a redelivery of that very message finds it, by its
+    /// time-ordered id or by the id such a key gave before; another message
+    /// that reuses the sequence in a stream made again does not.
+    #[tokio::test]
+    async fn a_sequence_only_completion_counts_for_its_own_message_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = stoke_store::SqliteStore::open(&dir.path().join("s.db")).await.unwrap();
+        const T1: i64 = 1_700_000_000_000;
+        const T2: i64 = 1_800_000_000_000;
+        // Seq 7 completed with its time-ordered id; seq 8 with the hash id.
+        for (key, id) in [
+            (
+                "STOKE_EVENTS:7",
+                Envelope::for_test_message("f", 7, T1, 1).invocation_id,
+            ),
+            (
+                "STOKE_EVENTS:8",
+                stoke_broker::invoke::id_for_key("f", "STOKE_EVENTS:8"),
+            ),
+        ] {
+            let mut env = Envelope::for_test("f", key, true, 1);
+            env.invocation_id = id;
+            let mut attempt = env.attempt("f", 1, 128, AttemptOutcome::Success);
+            attempt.ended_ms = attempt.started_ms;
+            let done = records::completion(&env, "f", 1, Status::Succeeded, Some(b"{}".to_vec()), None);
+            store.record_completion(&attempt, &done).await.unwrap();
+        }
+        let ended = |seq: u64, published_ms: i64| {
+            let env = Envelope::for_test_message("f", seq, published_ms, 2);
+            let store = &store;
+            async move { already_ended(store, "f", &env).await.unwrap().is_some() }
+        };
+        assert!(ended(7, T1).await, "the same message, delivered again");
+        assert!(ended(8, T1).await, "completed before ids were time-ordered");
+        assert!(!ended(7, T2).await, "another message with sequence 7 runs");
+        assert!(!ended(9, T1).await, "nothing recorded for sequence 9");
+        let env = Envelope::for_test_message("f", 7, T2, 2);
+        assert_eq!(env.key, format!("STOKE_EVENTS:7@{T2}"));
+        assert_eq!(env.sequence_only_key(), Some("STOKE_EVENTS:7"));
+        assert_eq!(
+            Envelope::for_test("f", "STOKE_EVENTS:7@1", false, 2).sequence_only_key(),
+            None
         );
     }
 }

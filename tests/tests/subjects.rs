@@ -443,11 +443,11 @@ async fn a_retried_subject_message_keeps_one_time_ordered_invocation_id() {
         .unwrap()
         .await
         .unwrap();
-    let key = format!("STOKE_EVENTS:{}", ack.sequence);
+    let key = format!("STOKE_EVENTS:{}@%", ack.sequence);
 
     let db = p.db().await;
     let (id, attempts, result): (String, i64, Vec<u8>) = eventually(Duration::from_secs(30), "the third try", || async {
-        sqlx::query_as("SELECT invocation_id, attempts, result FROM completions WHERE function = 'retried' AND idempotency_key = ?")
+        sqlx::query_as("SELECT invocation_id, attempts, result FROM completions WHERE function = 'retried' AND idempotency_key LIKE ?")
             .bind(&key)
             .fetch_optional(&db)
             .await
@@ -478,4 +478,68 @@ async fn a_retried_subject_message_keeps_one_time_ordered_invocation_id() {
         published_ms,
         "{id} vs {published}"
     );
+}
+
+/// The events stream deleted and made again (an operator's reset, or a
+/// NATS server that lost its data) numbers its messages from 1 again. A
+/// message that reuses an earlier one's sequence is a new event: it runs
+/// and gets its own completion, not the earlier one's.
+#[tokio::test]
+async fn a_recreated_events_stream_that_reuses_sequences_loses_nothing() {
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    let f = subscriber("reset", "reset.*", "");
+    p.deploy(f.path());
+    let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await.unwrap());
+    let publish = |name: &'static str| {
+        let js = js.clone();
+        async move {
+            let body = format!(r#"{{"name":"{name}"}}"#);
+            js.publish("reset.now", body.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+                .sequence
+        }
+    };
+    let db = p.db().await;
+    let results = || async {
+        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT idempotency_key, result FROM completions WHERE function = 'reset' ORDER BY created_ms",
+        )
+        .fetch_all(&db)
+        .await
+        .unwrap();
+        rows.into_iter()
+            .map(|(key, r)| (key, String::from_utf8_lossy(&r).into_owned()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(publish("before").await, 1);
+    eventually(Duration::from_secs(20), "the first message's completion", || async {
+        (results().await.len() == 1).then_some(())
+    })
+    .await;
+
+    js.delete_stream("STOKE_EVENTS").await.unwrap();
+    // A new version subscribes again, which makes the stream again.
+    std::fs::write(
+        f.path().join("stoke.toml"),
+        std::fs::read_to_string(f.path().join("stoke.toml")).unwrap() + "\n[env]\nRESET = \"1\"\n",
+    )
+    .unwrap();
+    p.deploy(f.path());
+    assert_eq!(publish("after").await, 1, "the new stream starts again at 1");
+    let done = eventually(
+        Duration::from_secs(20),
+        "the second message's own completion",
+        || async {
+            let done = results().await;
+            (done.len() == 2).then_some(done)
+        },
+    )
+    .await;
+    assert!(done[0].1.contains("Hello, before!"), "{done:?}");
+    assert!(done[1].1.contains("Hello, after!"), "{done:?}");
+    assert_ne!(done[0].0, done[1].0, "two messages, two keys: {done:?}");
 }
