@@ -162,10 +162,8 @@ async fn exec_mode_runs_one_sandboxed_process_per_event() {
     let again = p.post("wordcount", "one").await.json();
     assert_ne!(again["instance"], first["instance"], "a new process per event");
     assert_ne!(again["request_id"], first["request_id"]);
-    assert!(
-        stoke_tests::processes_running(p.pid(), "count.sh").is_empty(),
-        "nothing kept running between events"
-    );
+    let left = stoke_tests::processes_running(p.pid(), "count.sh");
+    assert!(left.is_empty(), "nothing kept running between events: {}", described(&left));
 
     let failed = p.post("wordcount", "fail").await;
     assert_eq!(failed.status, 502, "{}", failed.text());
@@ -191,5 +189,15 @@ async fn exec_mode_runs_one_sandboxed_process_per_event() {
         .await
         .unwrap();
     assert_eq!(cold, [true; 5], "every event is its own process");
-    assert!(stoke_tests::processes_running(p.pid(), "count.sh").is_empty());
+    // The timed-out and the oversized event were killed: gone by now.
+    let left = stoke_tests::processes_running(p.pid(), "count.sh");
+    assert!(left.is_empty(), "killed processes still there: {}", described(&left));
+}
+
+/// Each process's /proc/<pid>/stat (state, parent), for a failure message.
+fn described(pids: &[u32]) -> String {
+    pids.iter()
+        .map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_else(|e| format!("{p}: {e}")))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
