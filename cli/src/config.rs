@@ -118,6 +118,9 @@ impl Config {
         if cfg.dispatcher.auth.bootstrap_token_file.is_none() {
             cfg.dispatcher.auth.bootstrap_token_file = Some(cfg.data_dir().join("admin.token"));
         }
+        if cfg.dispatcher.secrets_key_file.is_none() {
+            cfg.dispatcher.secrets_key_file = Some(cfg.data_dir().join("secrets.key"));
+        }
         if cfg.worker.data_dir == WorkerOptions::default().data_dir {
             cfg.worker.data_dir = cfg.data_dir().join("worker");
         }

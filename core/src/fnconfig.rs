@@ -83,6 +83,22 @@ pub fn check_env_name(name: &str) -> Result<(), &'static str> {
 /// limit for a function's environment.
 pub const MAX_CONFIG_BYTES: usize = 4096;
 
+/// How a secret sealed at rest starts (`stoke_dispatcher::sealed`): base64
+/// of the value's ciphertext and a 16-byte tag follows.
+pub const SEALED_PREFIX: &str = "sealed:v1:";
+
+/// Bytes of the value `stored` holds: a sealed secret counts as its
+/// plaintext, so sealing never brings a configuration over the limit.
+fn value_len(stored: &str) -> usize {
+    match stored.strip_prefix(SEALED_PREFIX) {
+        Some(b64) => {
+            let padding = b64.bytes().rev().take_while(|b| *b == b'=').count();
+            (b64.len() / 4 * 3).saturating_sub(padding).saturating_sub(16)
+        }
+        None => stored.len(),
+    }
+}
+
 impl ConfigEdit {
     /// Check names and values before anything is stored.
     pub fn validate(&self) -> Result<(), EnvError> {
@@ -131,7 +147,7 @@ impl FunctionConfig {
             .env
             .iter()
             .chain(next.secrets.iter())
-            .map(|(k, v)| k.len() + v.len())
+            .map(|(k, v)| k.len() + value_len(v))
             .sum();
         if size > MAX_CONFIG_BYTES {
             return Err(EnvError {

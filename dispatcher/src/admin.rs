@@ -599,7 +599,7 @@ impl AdminService for AdminApi {
         let caller = guard::caller(&self.auth, &req).await?;
         let r = req.into_inner();
         guard::on_function(self.store.as_ref(), &caller, Role::Deployer, &r.function).await?;
-        let done = crate::versions::set_env(self.store.as_ref(), r).await?;
+        let done = crate::versions::set_env(self.store.as_ref(), self.delivery.shared.secrets.as_deref(), r).await?;
         self.deployed.changed();
         Ok(Response::new(done))
     }

@@ -466,7 +466,16 @@ where
 }
 
 /// The function version an event names (or the current one), cached.
-pub(crate) async fn load(ctx: &Ctx, function: &str, version: Option<u32>) -> Result<Option<Arc<Loaded>>, StoreError> {
+/// Why a function version could not be loaded (the event is released).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LoadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Secret(#[from] crate::sealed::SealError),
+}
+
+pub(crate) async fn load(ctx: &Ctx, function: &str, version: Option<u32>) -> Result<Option<Arc<Loaded>>, LoadError> {
     let wanted = version.or_else(|| ctx.deployments.current.get(function));
     if let Some(v) = wanted
         && let Some(l) = ctx.specs.lock().expect("not poisoned").get(&(function.to_string(), v))
@@ -499,13 +508,18 @@ pub(crate) async fn load(ctx: &Ctx, function: &str, version: Option<u32>) -> Res
             return Ok(None);
         }
     };
+    // Secrets are sealed in the store; the worker gets them opened.
+    let mut config = fv.config.clone();
+    for (name, value) in config.secrets.iter_mut() {
+        *value = crate::sealed::SecretsKey::open(ctx.shared.secrets.as_deref(), name, value)?;
+    }
     let spec = FunctionSpec {
         name: fv.function.clone(),
         version: fv.version,
         digest: fv.digest.clone(),
         command: manifest.command.clone(),
         // The manifest's [env] < variables < secrets set through the API.
-        env: fv.config.merged_env(&manifest.env).into_iter().collect(),
+        env: config.merged_env(&manifest.env).into_iter().collect(),
         memory_mb: manifest.memory,
         timeout_ms: manifest.timeout_ms() as u32,
         handler: manifest.handler.clone().unwrap_or_default(),

@@ -31,6 +31,7 @@ mod pull;
 mod queue;
 mod records;
 mod schedules;
+pub mod sealed;
 mod tokens;
 mod versions;
 mod workers;
@@ -76,6 +77,10 @@ pub struct DispatcherOptions {
     /// Where to serve Prometheus metrics (`GET /metrics`); none by default.
     /// `stoke up` serves them on its HTTP gateway unless this is set.
     pub metrics_listen: Option<SocketAddr>,
+    /// The key secrets are sealed with in the database (32 bytes; made,
+    /// mode 0600, when absent). Every dispatcher of a cluster needs the same
+    /// file. `stoke` defaults it to `<data_dir>/secrets.key`.
+    pub secrets_key_file: Option<std::path::PathBuf>,
     pub stream: streams::StreamOptions,
     pub auth: AuthOptions,
 }
@@ -104,6 +109,7 @@ impl Default for DispatcherOptions {
             shutdown_grace_secs: 30,
             max_payload_bytes: 6 << 20,
             metrics_listen: None,
+            secrets_key_file: None,
             stream: streams::StreamOptions::default(),
             auth: AuthOptions::default(),
         }
@@ -124,6 +130,8 @@ pub enum DispatcherError {
     Serve(String),
     #[error("auth: {0}")]
     Auth(#[from] stoke_broker::auth::AuthError),
+    #[error("{0}")]
+    Secrets(#[from] sealed::SealError),
 }
 
 /// Largest gRPC message (package chunks are smaller; this bounds payloads).
@@ -141,6 +149,8 @@ pub struct Dispatcher {
     metrics_listener: Option<tokio::net::TcpListener>,
     /// Bumped by the admin API on every catalog change.
     catalog: stoke_core::catalog::CatalogChanges,
+    /// What seals secrets at rest (none: they are stored as given).
+    secrets: Option<Arc<sealed::SecretsKey>>,
     /// Synchronous callers of this process waiting for results.
     local_results: stoke_broker::results::LocalResults,
 }
@@ -172,6 +182,13 @@ impl Dispatcher {
             ),
             None => None,
         };
+        let secrets = match &opts.secrets_key_file {
+            Some(path) => Some(Arc::new(sealed::SecretsKey::load_or_create(path)?)),
+            None => {
+                tracing::warn!("no secrets_key_file: secrets are stored unsealed");
+                None
+            }
+        };
         let enabled = opts.auth.mode.enabled_for(opts.listen);
         if enabled && let Some(file) = &opts.auth.bootstrap_token_file {
             stoke_broker::auth::bootstrap(store.as_ref(), file).await?;
@@ -194,6 +211,7 @@ impl Dispatcher {
             metrics: metrics::Metrics::new(),
             metrics_listener,
             catalog: Default::default(),
+            secrets,
             local_results: Default::default(),
         })
     }
@@ -263,6 +281,7 @@ impl Dispatcher {
                 progress_every: Duration::from_secs(self.opts.progress_secs.max(1)),
                 metrics: self.metrics.clone(),
                 local_results: self.local_results.clone(),
+                secrets: self.secrets.clone(),
             },
             self.catalog.clone(),
         );

@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Synchronous callers in this process (handed results directly).
     pub local_results: stoke_broker::results::LocalResults,
+    /// Opens the secrets of a function's configuration.
+    pub secrets: Option<Arc<crate::sealed::SecretsKey>>,
 }
 
 pub(crate) struct Ctx {

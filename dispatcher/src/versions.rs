@@ -75,11 +75,30 @@ pub(crate) async fn delete(store: &dyn Store, name: &str) -> Result<DeleteFuncti
 }
 
 /// Apply a SetEnv: a new version with the same package and manifest.
-pub(crate) async fn set_env(store: &dyn Store, r: SetEnvRequest) -> Result<SetEnvResponse, Status> {
+/// Secrets are sealed with `key` before they reach the store.
+pub(crate) async fn set_env(
+    store: &dyn Store,
+    key: Option<&crate::sealed::SecretsKey>,
+    r: SetEnvRequest,
+) -> Result<SetEnvResponse, Status> {
+    let seal = |(name, value): (String, String)| match key {
+        Some(k) => {
+            let sealed = k.seal(&name, &value);
+            (name, sealed)
+        }
+        None => (name, value),
+    };
     let edit = ConfigEdit {
         set_env: r.set.into_iter().collect(),
         set_secrets: r.set_secrets.into_iter().collect(),
         unset: r.unset,
+    };
+    // Checked as given: sealed, a value's NUL bytes would pass unseen.
+    edit.validate()
+        .map_err(|e| Status::invalid_argument(format!("environment variable {e}")))?;
+    let edit = ConfigEdit {
+        set_secrets: edit.set_secrets.into_iter().map(seal).collect(),
+        ..edit
     };
     if edit.set_env.is_empty() && edit.set_secrets.is_empty() && edit.unset.is_empty() {
         return Err(Status::invalid_argument(

@@ -110,7 +110,17 @@ async fn env_and_secrets_make_versions_and_secrets_never_come_back() {
     };
     assert_eq!(row("API_KEY").unwrap(), ["API_KEY", "<secret>", "secret"], "{shown}");
     assert_eq!(row("GREETING_V").unwrap(), ["GREETING_V", "api", "variable"], "{shown}");
+    // Nor in the database: sealed there, under a key kept beside it.
+    let stored: Vec<String> = sqlx::query_scalar("SELECT config FROM function_versions WHERE function = 'hello'")
+        .fetch_all(&p.db().await)
+        .await
+        .unwrap();
+    assert!(stored.iter().any(|c| c.contains("sealed:v1:")), "{stored:?}");
+    let key = p.data_dir.path().join("secrets.key");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
     for text in [
+        stored.join("\n"),
         format!("{got:?}"),
         format!("{versions:?}"),
         shown,

@@ -163,7 +163,11 @@ async fn exec_mode_runs_one_sandboxed_process_per_event() {
     assert_ne!(again["instance"], first["instance"], "a new process per event");
     assert_ne!(again["request_id"], first["request_id"]);
     let left = stoke_tests::processes_running(p.pid(), "count.sh");
-    assert!(left.is_empty(), "nothing kept running between events: {}", described(&left));
+    assert!(
+        left.is_empty(),
+        "nothing kept running between events: {}",
+        described(&left)
+    );
 
     let failed = p.post("wordcount", "fail").await;
     assert_eq!(failed.status, 502, "{}", failed.text());
