@@ -261,6 +261,7 @@ impl Invoker {
             return Ok(Invoked::Queued { invocation_id });
         };
         let wait = Duration::from_millis(manifest.timeout_ms()) + me.wait_slack;
+        let local_waits = local.is_some();
         let here = async {
             match local.as_mut() {
                 Some(waiter) => waiter.result().await,
@@ -268,9 +269,16 @@ impl Invoker {
             }
         };
         let heard = tokio::time::timeout(wait, async {
+            tokio::pin!(here);
             tokio::select! {
-                info = here => Some(info),
-                msg = sub.next() => msg.and_then(|m| InvocationInfo::decode(m.payload).ok()),
+                info = &mut here => Some(info),
+                msg = sub.next() => match msg {
+                    Some(m) => InvocationInfo::decode(m.payload).ok(),
+                    // The subscription ended (NATS went away): a dispatcher
+                    // of this process may still hand the result over.
+                    None if local_waits => Some(here.await),
+                    None => None,
+                },
             }
         });
         if let Ok(Some(info)) = heard.await {

@@ -6,9 +6,10 @@
 //! admin API's invoke in a `stoke dispatcher`), the round trip through
 //! nats-server is a detour: [`LocalResults`] lets the dispatcher hand the
 //! result straight to the waiting caller first. The NATS announcement still
-//! goes out: a caller in another process may wait for the same invocation
-//! (a caller-given idempotency key reused at another gateway), and a caller
-//! here whose event another process's dispatcher ran hears only that.
+//! goes out whenever a caller in another process may wait for the same
+//! invocation (a caller-given idempotency key reused at another gateway);
+//! a caller here whose event another process's dispatcher ran hears only
+//! that.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -146,8 +146,8 @@ impl FunctionConfig {
         let size: usize = next
             .env
             .iter()
-            .chain(next.secrets.iter())
-            .map(|(k, v)| k.len() + value_len(v))
+            .map(|(k, v)| k.len() + v.len())
+            .chain(next.secrets.iter().map(|(k, v)| k.len() + value_len(v)))
             .sum();
         if size > MAX_CONFIG_BYTES {
             return Err(EnvError {

@@ -323,13 +323,15 @@ pub(crate) async fn already_ended(
     // Delivered before the upgrade that added the publish time to its key,
     // and completed under its sequence alone: that completion is this
     // message's if it has this message's id (made the same way since), or
-    // the id the sequence-only key gave before ids were time-ordered. Any
-    // other id is an earlier message that had the same sequence in a stream
-    // since made again, and does not count.
+    // the id the sequence-only key gave before ids were time-ordered — which
+    // every message with that sequence shares, so then only with this
+    // message's publish time too. Otherwise it is an earlier message that had
+    // the same sequence in a stream since made again, and does not count.
     if let Some(old_key) = env.sequence_only_key()
         && let Some(done) = store.completion_by_key(function, old_key).await?
         && (done.invocation_id == env.invocation_id
-            || done.invocation_id == stoke_broker::invoke::id_for_key(function, old_key))
+            || (done.invocation_id == stoke_broker::invoke::id_for_key(function, old_key)
+                && done.created_ms == env.created_ms))
     {
         return Ok(Some(Ended::Completed(Box::new(done))));
     }
@@ -511,7 +513,7 @@ pub(crate) async fn load(ctx: &Ctx, function: &str, version: Option<u32>) -> Res
     // Secrets are sealed in the store; the worker gets them opened.
     let mut config = fv.config.clone();
     for (name, value) in config.secrets.iter_mut() {
-        *value = crate::sealed::SecretsKey::open(ctx.shared.secrets.as_deref(), name, value)?;
+        *value = crate::sealed::SecretsKey::open(ctx.shared.secrets.as_deref(), &fv.function, name, value)?;
     }
     let spec = FunctionSpec {
         name: fv.function.clone(),
@@ -598,6 +600,7 @@ mod tests {
         ] {
             let mut env = Envelope::for_test("f", key, true, 1);
             env.invocation_id = id;
+            env.created_ms = T1;
             let mut attempt = env.attempt("f", 1, 128, AttemptOutcome::Success);
             attempt.ended_ms = attempt.started_ms;
             let done = records::completion(&env, "f", 1, Status::Succeeded, Some(b"{}".to_vec()), None);
@@ -610,6 +613,10 @@ mod tests {
         };
         assert!(ended(7, T1).await, "the same message, delivered again");
         assert!(ended(8, T1).await, "completed before ids were time-ordered");
+        assert!(
+            !ended(8, T2).await,
+            "another message with sequence 8: the same hash id, not the same publish time"
+        );
         assert!(!ended(7, T2).await, "another message with sequence 7 runs");
         assert!(!ended(9, T1).await, "nothing recorded for sequence 9");
         let env = Envelope::for_test_message("f", 7, T2, 2);

@@ -151,7 +151,7 @@ impl Metrics {
         r.register(
             "stoke_results_in_process",
             "Results handed straight to a synchronous caller in the dispatcher's own process (stoke up's gateway, \
-             the admin API's invoke), ahead of their NATS announcement",
+             the admin API's invoke), ahead of (or instead of) their NATS announcement",
             m.results_in_process.clone(),
         );
         r.register(

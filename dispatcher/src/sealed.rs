@@ -1,6 +1,6 @@
 //! Secrets sealed at rest.
 //!
-//! Secrets set through the admin API (`stoke env set --secret`) are stored
+//! Secrets set through the admin API (`stoke env NAME --secret K=V`) are stored
 //! in the function's configuration, in the database: sealed with AES-256-
 //! GCM-SIV under a key that lives in a file beside the dispatcher, never in
 //! the database, so a dump or backup of the database does not hold them.
@@ -8,11 +8,12 @@
 //! worker with an invocation.
 //!
 //! A sealed value is `sealed:v1:<base64 of the ciphertext>`. The nonce
-//! comes from the variable's name, and the name is the associated data: a
-//! ciphertext moved to another name does not open. GCM-SIV keeps a fixed
-//! nonce safe, at the cost of showing that two values of one name are
-//! equal — which is what lets setting a secret to its current value change
-//! nothing (no new version), as for plain variables.
+//! comes from the function's and the variable's names, which are the
+//! associated data too: a ciphertext moved to another function or name does
+//! not open. GCM-SIV keeps a fixed nonce safe, at the cost of showing that
+//! two values of one function's variable are equal — which is what lets
+//! setting a secret to its current value change nothing (no new version),
+//! as for plain variables.
 //!
 //! A value without the prefix was stored before sealing existed (or by a
 //! dispatcher without a key) and is used as it is; it is sealed when next
@@ -36,8 +37,8 @@ pub enum SealError {
     #[error("secrets key file {0} must hold exactly {KEY_BYTES} bytes")]
     KeyLength(String),
     #[error(
-        "secret {0} was sealed under another key: every dispatcher needs the same secrets_key_file \
-         (set the secret again to seal it under this one)"
+        "secret {0} cannot be opened: sealed under another key (every dispatcher needs the same \
+         secrets_key_file) or damaged; set the secret again to seal it under this one"
     )]
     WrongKey(String),
     #[error("secret {0} is sealed, and this dispatcher has no secrets_key_file to open it")]
@@ -60,24 +61,13 @@ impl SecretsKey {
             source,
         };
         if !path.exists() {
-            use std::io::Write as _;
-            use std::os::unix::fs::OpenOptionsExt as _;
-            let key: [u8; KEY_BYTES] = rand::random();
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(err)?;
-            }
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-            {
-                Ok(mut f) => {
-                    f.write_all(&key).and_then(|()| f.sync_all()).map_err(err)?;
-                    tracing::info!(path = %shown, "made a new secrets key");
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(err(e)),
+            create(path).map_err(err)?;
+            tracing::info!(path = %shown, "made a new secrets key");
+        }
+        if let Ok(meta) = std::fs::metadata(path) {
+            use std::os::unix::fs::PermissionsExt as _;
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(path = %shown, "the secrets key file can be read by others: chmod 600 it");
             }
         }
         let bytes = std::fs::read(path).map_err(err)?;
@@ -90,23 +80,24 @@ impl SecretsKey {
         })
     }
 
-    /// `value` of secret `name`, sealed.
-    pub fn seal(&self, name: &str, value: &str) -> String {
+    /// `value` of `function`'s secret `name`, sealed.
+    pub fn seal(&self, function: &str, name: &str, value: &str) -> String {
+        let aad = associated(function, name);
         let sealed = self
             .cipher
             .encrypt(
-                &nonce(name),
+                &nonce(&aad),
                 Payload {
                     msg: value.as_bytes(),
-                    aad: name.as_bytes(),
+                    aad: &aad,
                 },
             )
             .expect("AES-GCM-SIV seals any value under 64 GiB");
         format!("{PREFIX}{}", base64::engine::general_purpose::STANDARD.encode(sealed))
     }
 
-    /// The value of secret `name` as stored: opened when sealed.
-    pub fn open(key: Option<&SecretsKey>, name: &str, stored: &str) -> Result<String, SealError> {
+    /// The value of `function`'s secret `name` as stored: opened when sealed.
+    pub fn open(key: Option<&SecretsKey>, function: &str, name: &str, stored: &str) -> Result<String, SealError> {
         let Some(sealed) = stored.strip_prefix(PREFIX) else {
             return Ok(stored.to_string());
         };
@@ -114,24 +105,53 @@ impl SecretsKey {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(sealed)
             .map_err(|_| SealError::WrongKey(name.to_string()))?;
+        let aad = associated(function, name);
         let plain = key
             .cipher
-            .decrypt(
-                &nonce(name),
-                Payload {
-                    msg: &bytes,
-                    aad: name.as_bytes(),
-                },
-            )
+            .decrypt(&nonce(&aad), Payload { msg: &bytes, aad: &aad })
             .map_err(|_| SealError::WrongKey(name.to_string()))?;
         String::from_utf8(plain).map_err(|_| SealError::WrongKey(name.to_string()))
     }
 }
 
-/// The nonce of secret `name`: 12 bytes of its SHA-256.
-fn nonce(name: &str) -> Nonce {
-    let digest = sha2::Sha256::digest(name.as_bytes());
+/// What a sealed value is bound to: `function`, NUL, `name`.
+fn associated(function: &str, name: &str) -> Vec<u8> {
+    [function.as_bytes(), b"\0", name.as_bytes()].concat()
+}
+
+/// The nonce of a value bound to `associated`: 12 bytes of its SHA-256.
+fn nonce(associated: &[u8]) -> Nonce {
+    let digest = sha2::Sha256::digest(associated);
     *Nonce::from_slice(&digest[..12])
+}
+
+/// Make a new key file at `path`: written whole (mode 0600) beside it,
+/// synced, then linked into place, which fails if another process got
+/// there first (then its key is the one). A crash leaves no empty key.
+fn create(path: &Path) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".secrets-key-{}.tmp", std::process::id()));
+    let key: [u8; KEY_BYTES] = rand::random();
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(&key).and_then(|()| f.sync_all()));
+    let linked = written.and_then(|()| match std::fs::hard_link(&tmp, path) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    });
+    let _ = std::fs::remove_file(&tmp);
+    linked?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -145,41 +165,50 @@ mod tests {
     #[test]
     fn a_sealed_value_opens_only_under_its_key_and_name() {
         let (k, other) = (key(1), key(2));
-        let sealed = k.seal("API_KEY", "s3cr3t");
+        let sealed = k.seal("f", "API_KEY", "s3cr3t");
         assert!(sealed.starts_with(PREFIX), "{sealed}");
         assert!(!sealed.contains("s3cr3t"));
-        assert_eq!(SecretsKey::open(Some(&k), "API_KEY", &sealed).unwrap(), "s3cr3t");
-        assert_eq!(k.seal("API_KEY", "s3cr3t"), sealed, "one value of one name seals alike");
-        assert_ne!(k.seal("OTHER", "s3cr3t"), sealed);
+        assert_eq!(SecretsKey::open(Some(&k), "f", "API_KEY", &sealed).unwrap(), "s3cr3t");
+        assert_eq!(
+            k.seal("f", "API_KEY", "s3cr3t"),
+            sealed,
+            "one value of one name seals alike"
+        );
+        assert_ne!(k.seal("f", "OTHER", "s3cr3t"), sealed);
+        assert_ne!(k.seal("g", "API_KEY", "s3cr3t"), sealed, "bound to its function too");
         assert!(matches!(
-            SecretsKey::open(Some(&other), "API_KEY", &sealed),
+            SecretsKey::open(Some(&k), "g", "API_KEY", &sealed),
             Err(SealError::WrongKey(_))
         ));
         assert!(matches!(
-            SecretsKey::open(Some(&k), "OTHER", &sealed),
+            SecretsKey::open(Some(&other), "f", "API_KEY", &sealed),
             Err(SealError::WrongKey(_))
         ));
         assert!(matches!(
-            SecretsKey::open(None, "API_KEY", &sealed),
+            SecretsKey::open(Some(&k), "f", "OTHER", &sealed),
+            Err(SealError::WrongKey(_))
+        ));
+        assert!(matches!(
+            SecretsKey::open(None, "f", "API_KEY", &sealed),
             Err(SealError::NoKey(_))
         ));
         assert!(matches!(
-            SecretsKey::open(Some(&k), "API_KEY", "sealed:v1:!!"),
+            SecretsKey::open(Some(&k), "f", "API_KEY", "sealed:v1:!!"),
             Err(SealError::WrongKey(_))
         ));
         // Counted as the value it holds against the 4096-byte limit.
         let edit = stoke_core::ConfigEdit {
-            set_secrets: [("S".to_string(), k.seal("S", &"x".repeat(4095)))].into(),
+            set_secrets: [("S".to_string(), k.seal("f", "S", &"x".repeat(4095)))].into(),
             ..Default::default()
         };
         assert!(stoke_core::FunctionConfig::default().apply(&edit).is_ok());
         let edit = stoke_core::ConfigEdit {
-            set_secrets: [("S".to_string(), k.seal("S", &"x".repeat(4096)))].into(),
+            set_secrets: [("S".to_string(), k.seal("f", "S", &"x".repeat(4096)))].into(),
             ..Default::default()
         };
         assert!(stoke_core::FunctionConfig::default().apply(&edit).is_err());
         // Stored before sealing existed: used as it is.
-        assert_eq!(SecretsKey::open(None, "OLD", "plain").unwrap(), "plain");
+        assert_eq!(SecretsKey::open(None, "f", "OLD", "plain").unwrap(), "plain");
     }
 
     #[test]
@@ -187,10 +216,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secrets.key");
-        let sealed = SecretsKey::load_or_create(&path).unwrap().seal("A", "v");
+        let sealed = SecretsKey::load_or_create(&path).unwrap().seal("f", "A", "v");
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let again = SecretsKey::load_or_create(&path).unwrap();
-        assert_eq!(SecretsKey::open(Some(&again), "A", &sealed).unwrap(), "v");
+        assert_eq!(SecretsKey::open(Some(&again), "f", "A", &sealed).unwrap(), "v");
         std::fs::write(&path, b"short").unwrap();
         let err = SecretsKey::load_or_create(&path).err().unwrap();
         assert!(err.to_string().contains("exactly 32 bytes"), "{err}");

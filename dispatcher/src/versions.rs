@@ -81,9 +81,10 @@ pub(crate) async fn set_env(
     key: Option<&crate::sealed::SecretsKey>,
     r: SetEnvRequest,
 ) -> Result<SetEnvResponse, Status> {
+    let function = r.function.clone();
     let seal = |(name, value): (String, String)| match key {
         Some(k) => {
-            let sealed = k.seal(&name, &value);
+            let sealed = k.seal(&function, &name, &value);
             (name, sealed)
         }
         None => (name, value),
@@ -96,6 +97,18 @@ pub(crate) async fn set_env(
     // Checked as given: sealed, a value's NUL bytes would pass unseen.
     edit.validate()
         .map_err(|e| Status::invalid_argument(format!("environment variable {e}")))?;
+    if key.is_none()
+        && let Some(name) = edit
+            .set_secrets
+            .iter()
+            .find_map(|(n, v)| v.starts_with(stoke_core::fnconfig::SEALED_PREFIX).then_some(n))
+    {
+        // It would read as sealed, and no key could open it.
+        return Err(Status::invalid_argument(format!(
+            "secret {name}: a value starting with {:?} needs a dispatcher with a secrets_key_file",
+            stoke_core::fnconfig::SEALED_PREFIX
+        )));
+    }
     let edit = ConfigEdit {
         set_secrets: edit.set_secrets.into_iter().map(seal).collect(),
         ..edit
@@ -202,4 +215,32 @@ pub(crate) async fn delete_alias(store: &dyn Store, function: &str, alias: &str)
     }
     tracing::info!(%function, %alias, "alias deleted");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A secret is checked as given, before it is sealed; and without a key,
+    /// a value that would read as sealed is refused (no key could open it).
+    #[tokio::test]
+    async fn secrets_are_checked_before_sealing_and_never_stored_unopenable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = stoke_store::SqliteStore::open(&dir.path().join("s.db")).await.unwrap();
+        let key = crate::sealed::SecretsKey::load_or_create(&dir.path().join("k")).unwrap();
+        let request = |value: &str| SetEnvRequest {
+            function: "f".into(),
+            set_secrets: [("S".to_string(), value.to_string())].into(),
+            ..Default::default()
+        };
+        let err = set_env(&store, Some(&key), request("a\0b")).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("NUL"), "{err:?}");
+        let err = set_env(&store, None, request("sealed:v1:abc")).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("secrets_key_file"), "{err:?}");
+        // Past the checks, an undeployed function is what is wrong.
+        let err = set_env(&store, Some(&key), request("sealed:v1:abc")).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    }
 }
