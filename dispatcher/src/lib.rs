@@ -183,7 +183,25 @@ impl Dispatcher {
             None => None,
         };
         let secrets = match &opts.secrets_key_file {
-            Some(path) => Some(Arc::new(sealed::SecretsKey::load_or_create(path)?)),
+            Some(path) => {
+                let key = sealed::SecretsKey::load_or_create(path)?;
+                // Another dispatcher's key file: say so now, not at each event.
+                match store.list_functions().await {
+                    Ok(current) => {
+                        let foreign = sealed::unopenable(&key, &current);
+                        if !foreign.is_empty() {
+                            tracing::error!(
+                                secrets = ?foreign,
+                                key_file = %path.display(),
+                                "these secrets were sealed under another key: their events wait until this \
+                                 dispatcher has the secrets_key_file of the one that sealed them (or they are set again)"
+                            );
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot check the secrets against the key"),
+                }
+                Some(Arc::new(key))
+            }
             None => {
                 tracing::warn!("no secrets_key_file: secrets are stored unsealed");
                 None

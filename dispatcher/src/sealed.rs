@@ -114,6 +114,17 @@ impl SecretsKey {
     }
 }
 
+/// The secrets of `versions` (`function/NAME`) that `key` cannot open:
+/// sealed by a dispatcher with another key file.
+pub fn unopenable(key: &SecretsKey, versions: &[stoke_store::FunctionVersion]) -> Vec<String> {
+    versions
+        .iter()
+        .flat_map(|v| v.config.secrets.iter().map(move |(name, value)| (v, name, value)))
+        .filter(|(v, name, value)| SecretsKey::open(Some(key), &v.function, name, value).is_err())
+        .map(|(v, name, _)| format!("{}/{name}", v.function))
+        .collect()
+}
+
 /// What a sealed value is bound to: `function`, NUL, `name`.
 fn associated(function: &str, name: &str) -> Vec<u8> {
     [function.as_bytes(), b"\0", name.as_bytes()].concat()
@@ -209,6 +220,26 @@ mod tests {
         assert!(stoke_core::FunctionConfig::default().apply(&edit).is_err());
         // Stored before sealing existed: used as it is.
         assert_eq!(SecretsKey::open(None, "f", "OLD", "plain").unwrap(), "plain");
+    }
+
+    #[test]
+    fn secrets_sealed_under_another_key_are_named() {
+        let (k, other) = (key(1), key(2));
+        let mut config = stoke_core::FunctionConfig::default();
+        config.secrets.insert("MINE".into(), k.seal("f", "MINE", "v"));
+        config.secrets.insert("THEIRS".into(), other.seal("f", "THEIRS", "v"));
+        config.secrets.insert("OLD".into(), "plain".into());
+        let version = stoke_store::FunctionVersion {
+            function: "f".into(),
+            version: 1,
+            digest: String::new(),
+            manifest: String::new(),
+            package_size: 0,
+            created_ms: 0,
+            namespace: "default".into(),
+            config,
+        };
+        assert_eq!(unopenable(&k, &[version]), ["f/THEIRS"]);
     }
 
     #[test]
