@@ -37,8 +37,9 @@ pub enum SealError {
     #[error("secrets key file {0} must hold exactly {KEY_BYTES} bytes")]
     KeyLength(String),
     #[error(
-        "secret {0} cannot be opened: sealed under another key (every dispatcher needs the same \
-         secrets_key_file) or damaged; set the secret again to seal it under this one"
+        "secret {0} cannot be opened: sealed under another key or damaged. Give this dispatcher the \
+         secrets_key_file that sealed it (every dispatcher needs the same one): events already queued \
+         for this version wait for it; setting the secret again fixes only later versions"
     )]
     WrongKey(String),
     #[error("secret {0} is sealed, and this dispatcher has no secrets_key_file to open it")]
