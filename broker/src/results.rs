@@ -71,8 +71,9 @@ impl LocalResults {
             .count()
     }
 
-    /// Callers waiting now (for tests and metrics).
-    pub fn waiting(&self) -> usize {
+    /// Callers waiting now.
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
         self.inner
             .lock()
             .expect("not poisoned")

@@ -260,9 +260,9 @@ impl Envelope {
     /// is such a message: a completion recorded under it is this message's
     /// only if its invocation id says so (see `handle::already_ended`).
     pub fn sequence_only_key(&self) -> Option<&str> {
-        let prefix = self.key.strip_prefix(naming::EVENTS_STREAM)?.strip_prefix(':')?;
-        let (seq, _published) = prefix.split_once('@')?;
-        (self.own_key && !seq.is_empty()).then(|| &self.key[..naming::EVENTS_STREAM.len() + 1 + seq.len()])
+        let (old, _published) = self.key.split_once('@').filter(|_| self.own_key)?;
+        let seq = old.strip_prefix(naming::EVENTS_STREAM)?.strip_prefix(':')?;
+        (!seq.is_empty()).then_some(old)
     }
 
     /// Whether JetStream delivered this message before.

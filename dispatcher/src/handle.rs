@@ -411,13 +411,20 @@ async fn announce(ctx: &Ctx, env: &Envelope, c: &Completion) {
     if here > 0 {
         ctx.shared.metrics.result_in_process(here);
     }
-    if env.own_key && (here > 0 || !env.sync) {
+    if !announced_on_nats(env, here) {
         return;
     }
     let subject = naming::result_subject(invocation_id);
     if let Err(e) = ctx.shared.nats.publish(subject, info.encode_to_vec().into()).await {
         tracing::warn!(%invocation_id, error = %e, "cannot announce result");
     }
+}
+
+/// Whether a result must go out on NATS, once `here` callers of this
+/// process have been handed it: unless the event has its own key and its
+/// one possible caller has it, or is async (nobody waits).
+fn announced_on_nats(env: &Envelope, here: usize) -> bool {
+    !(env.own_key && (here > 0 || !env.sync))
 }
 
 pub(crate) async fn ack(msg: &jetstream::Message, kind: AckKind) {
@@ -544,6 +551,14 @@ mod tests {
 
     use super::*;
 
+    /// Record `env`'s event as succeeded, at once.
+    async fn complete(store: &dyn Store, env: &Envelope) {
+        let mut attempt = env.attempt("f", 1, 128, AttemptOutcome::Success);
+        attempt.ended_ms = attempt.started_ms;
+        let done = records::completion(env, "f", 1, Status::Succeeded, Some(b"{}".to_vec()), None);
+        store.record_completion(&attempt, &done).await.unwrap();
+    }
+
     /// Only the first delivery of a sequence-keyed message skips the
     /// store: a redelivery (its ack was lost after the completion was
     /// written) and a publisher's key are answered from it (real SQLite).
@@ -552,11 +567,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = stoke_store::SqliteStore::open(&dir.path().join("s.db")).await.unwrap();
         for key in ["STOKE_EVENTS:7", "order-7"] {
-            let env = Envelope::for_test("f", key, false, 1);
-            let mut attempt = env.attempt("f", 1, 128, AttemptOutcome::Success);
-            attempt.ended_ms = attempt.started_ms;
-            let done = records::completion(&env, "f", 1, Status::Succeeded, Some(b"{}".to_vec()), None);
-            store.record_completion(&attempt, &done).await.unwrap();
+            complete(&store, &Envelope::for_test("f", key, false, 1)).await;
         }
         let ended = |key: &str, own_key: bool, delivered: u32| {
             let env = Envelope::for_test("f", key, own_key, delivered);
@@ -574,6 +585,37 @@ mod tests {
         assert!(
             ended("order-7", false, 1).await,
             "a publisher's key may repeat: looked up"
+        );
+    }
+
+    /// A caller elsewhere may wait for a caller-keyed event (its key reused
+    /// at another gateway) or for any sync event not handed over here.
+    #[test]
+    fn results_skip_nats_only_when_nobody_elsewhere_can_wait() {
+        let event = |own_key: bool, sync: bool| {
+            let mut env = Envelope::for_test("f", "k", own_key, 1);
+            env.sync = sync;
+            env
+        };
+        assert!(
+            !announced_on_nats(&event(true, false), 0),
+            "own key, async: nobody waits"
+        );
+        assert!(
+            !announced_on_nats(&event(true, true), 1),
+            "own key, its caller here has it"
+        );
+        assert!(
+            announced_on_nats(&event(true, true), 0),
+            "own key, its caller is elsewhere"
+        );
+        assert!(
+            announced_on_nats(&event(false, true), 1),
+            "a caller's key: others may wait"
+        );
+        assert!(
+            announced_on_nats(&event(false, false), 0),
+            "a caller's key, async: a sync repeat may wait"
         );
     }
 
@@ -601,10 +643,7 @@ mod tests {
             let mut env = Envelope::for_test("f", key, true, 1);
             env.invocation_id = id;
             env.created_ms = T1;
-            let mut attempt = env.attempt("f", 1, 128, AttemptOutcome::Success);
-            attempt.ended_ms = attempt.started_ms;
-            let done = records::completion(&env, "f", 1, Status::Succeeded, Some(b"{}".to_vec()), None);
-            store.record_completion(&attempt, &done).await.unwrap();
+            complete(&store, &env).await;
         }
         let ended = |seq: u64, published_ms: i64| {
             let env = Envelope::for_test_message("f", seq, published_ms, 2);
