@@ -90,3 +90,43 @@ pub fn median(v: Vec<f64>) -> f64 {
 pub fn knob(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
+
+/// The mean cycle of `slots` slots that each end one event after another,
+/// from the events' end times sorted (`ends`), leaving out the first and
+/// last `skip_cycles` cycles (the slots fill and drain one after another
+/// there). In the steady state the slots end in the same order every
+/// cycle, so the end ranked `r` and the one ranked `r + m × slots` are the
+/// same slot `m` cycles later; averaging that span over one cycle's worth
+/// of starting ranks averages over every slot. None when fewer than two
+/// cycles are left.
+pub fn steady_cycle(ends: &[f64], slots: usize, skip_cycles: usize) -> Option<f64> {
+    let from = slots * skip_cycles;
+    let cycles = (ends.len() / slots.max(1)).checked_sub(2 * skip_cycles + 1)?;
+    if slots == 0 || cycles < 2 {
+        return None;
+    }
+    let spans: f64 = (from..from + slots).map(|r| ends[r + cycles * slots] - ends[r]).sum();
+    Some(spans / slots as f64 / cycles as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::steady_cycle;
+
+    /// Slots with a cycle of 101 ms that start 0.3 ms apart: a slow fill
+    /// and drain skews a whole-run rate, never the steady cycle.
+    #[test]
+    fn the_steady_cycle_is_the_slots_cycle_whatever_the_fill() {
+        let (slots, events) = (100, 4000);
+        let mut ends: Vec<f64> = (0..events)
+            .map(|i| (i % slots) as f64 * 0.3 + (i / slots + 1) as f64 * 101.0)
+            .collect();
+        ends.sort_by(f64::total_cmp);
+        let cycle = steady_cycle(&ends, slots, 3).unwrap();
+        assert!((cycle - 101.0).abs() < 1e-9, "{cycle}");
+        // The whole-run rate would read 40 cycles in 40 × 101 + 29.7 ms.
+        let whole = (ends[events - 1] - (ends[0] - 101.0)) / 40.0;
+        assert!(whole > 101.7, "{whole}");
+        assert_eq!(steady_cycle(&ends[..600], slots, 3), None);
+    }
+}

@@ -10,14 +10,14 @@
 //! ```
 //!
 //! Knobs (environment): BENCH_WORKERS (4), BENCH_SLOTS per worker (25),
-//! BENCH_EVENTS (4000), BENCH_SLEEP_MS (100), BENCH_RUNTIME (python | rust),
+//! BENCH_EVENTS (20000: 200 cycles, ~20 s), BENCH_SLEEP_MS (100), BENCH_RUNTIME (python | rust),
 //! BENCH_KEEP_LOGS (a directory to copy the processes' logs into, e.g. with
 //! `RUST_LOG=info,stoke_dispatcher=debug`).
 //!
 //! Figures: the throughput over the slots' working period (first event
 //! handed to a worker → last result) ÷ the ideal; the same in the steady
-//! state (that period less its first and last second, where the slots
-//! start and end one after another); each slot's cycle split
+//! state (the slots' mean cycle with the first and last 3 cycles left out,
+//! where the slots fill and drain one after another); each slot's cycle split
 //! into the function's own time (worker-measured: the runtime's `/next`
 //! answered → its result posted, so it includes the runtime client's
 //! overhead and its timer's precision) and the platform's rest; and the
@@ -25,14 +25,14 @@
 
 use std::time::{Duration, Instant};
 
-use stoke_tests::measure::{cpu_secs, knob};
+use stoke_tests::measure::{cpu_secs, knob, steady_cycle};
 use stoke_tests::{Cluster, ClusterOptions, Nats, eventually};
 
 #[tokio::main]
 async fn main() {
     let workers = knob("BENCH_WORKERS", 4);
     let slots = knob("BENCH_SLOTS", 25);
-    let events = knob("BENCH_EVENTS", 4000);
+    let events = knob("BENCH_EVENTS", 20000);
     let sleep_ms = knob("BENCH_SLEEP_MS", 100);
     let total = workers * slots;
 
@@ -145,17 +145,29 @@ async fn main() {
     let ideal = total as f64 / (sleep_ms as f64 / 1000.0);
     let achieved = events as f64 / window_s;
     // Steady state: the slots start one after another (the dispatcher
-    // places the first events one by one) and so end one after another;
-    // leave the first and last second out and count the attempts that
-    // ended in between.
-    let (from_ms, to_ms) = (first_ms + 1000, last_ms - 1000);
-    let steady: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts WHERE ended_ms > ?1 AND ended_ms <= ?2")
-        .bind(from_ms)
-        .bind(to_ms)
-        .fetch_one(&db)
+    // places the first events one by one) and so end one after another; a
+    // short run's whole-run rate counts that fill and drain. The steady
+    // cycle comes from the end times ranked a whole number of cycles apart
+    // (`measure::steady_cycle`), the first and last 3 cycles left out.
+    let rows: Vec<(i64, i64)> = sqlx::query_as("SELECT ended_ms, duration_us FROM attempts ORDER BY ended_ms")
+        .fetch_all(&db)
         .await
         .unwrap();
-    let steady_rate = steady as f64 * 1000.0 / (to_ms - from_ms).max(1) as f64;
+    let ends: Vec<f64> = rows.iter().map(|r| r.0 as f64).collect();
+    let steady = steady_cycle(&ends, total, 3).map(|cycle| {
+        let inner = &rows[total * 3..rows.len() - total * 3];
+        let function = inner.iter().map(|r| r.1 as f64).sum::<f64>() / 1000.0 / inner.len() as f64;
+        (cycle, function)
+    });
+    // How long the slots took to fill (the first events' starts) and to
+    // drain (the last events' ends).
+    let starts: Vec<i64> = sqlx::query_scalar("SELECT started_ms FROM attempts ORDER BY started_ms LIMIT ?1")
+        .bind(total as i64)
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    let fill_ms = starts.last().unwrap_or(&first_ms) - first_ms;
+    let drain_ms = last_ms - rows.len().checked_sub(total).map_or(last_ms, |i| rows[i].0);
     let cycle_ms = total as f64 * window_s * 1000.0 / events as f64;
     let function_ms = function_us as f64 / 1000.0 / events as f64;
     println!("{events} events published in {published:?}, all counted done after {elapsed:?} ({cold} cold starts)");
@@ -164,12 +176,16 @@ async fn main() {
          efficiency {:.3}",
         achieved / ideal
     );
-    if to_ms - from_ms >= 3000 {
-        println!(
-            "steady state (the first and last second left out): {steady_rate:.0}/s over {:.2} s: efficiency {:.3}",
-            (to_ms - from_ms) as f64 / 1000.0,
-            steady_rate / ideal
-        );
+    println!("the {total} slots filled in {fill_ms} ms and drained in {drain_ms} ms");
+    match steady {
+        Some((cycle, function)) => println!(
+            "steady state (the first and last 3 cycles left out): cycle {cycle:.2} ms, efficiency {:.3}; \
+             function {function:.2} ms, platform {:.2} ms, slot occupancy {:.3}",
+            sleep_ms as f64 / cycle,
+            cycle - function,
+            function / cycle
+        ),
+        None => println!("steady state: too few cycles to tell (raise BENCH_EVENTS)"),
     }
     println!(
         "per slot cycle {cycle_ms:.2} ms: function {function_ms:.2} ms (its {sleep_ms} ms sleep and its runtime), \
