@@ -56,17 +56,36 @@ impl RpcError {
 }
 
 fn unreachable(addr: &str, why: impl std::fmt::Display) -> anyhow::Error {
-    RpcError {
-        code: tonic::Code::Unavailable,
-        message: format!(
+    let why = why.to_string();
+    let message = match stoke_proto::tls::hint(addr, &why) {
+        Some(hint) => format!("cannot reach the stoke admin API at {addr}: {why} ({hint})"),
+        None => format!(
             "cannot reach the stoke admin API at {addr} ({why}): is `stoke up` running? (set --admin or STOKE_ADMIN)"
         ),
+    };
+    RpcError {
+        code: tonic::Code::Unavailable,
+        message,
     }
     .into()
 }
 
 /// Turn a gRPC status into an error that says what to do.
 pub fn rpc_error(addr: &str, s: tonic::Status) -> anyhow::Error {
+    // A status made from a transport failure says only "transport error";
+    // the rest is in its causes.
+    let s = match std::error::Error::source(&s) {
+        Some(cause) => {
+            let text = stoke_proto::tls::chain(cause);
+            let message = if text.contains(s.message()) {
+                text
+            } else {
+                format!("{}: {text}", s.message())
+            };
+            tonic::Status::new(s.code(), message)
+        }
+        None => s,
+    };
     let message = match s.code() {
         tonic::Code::Unavailable if s.message().contains("transport") || s.message().contains("connect") => {
             return unreachable(addr, s.message());
@@ -76,7 +95,11 @@ pub fn rpc_error(addr: &str, s: tonic::Status) -> anyhow::Error {
              or put token_file in the config file; the first admin token is in <data-dir>/admin.token)",
             s.message()
         ),
-        code => format!("{} ({code:?})", s.message()),
+        code => match stoke_proto::tls::hint(addr, s.message()) {
+            // TLS on one side only can fail the first call, not the connect.
+            Some(hint) => format!("{} ({code:?}; {hint})", s.message()),
+            None => format!("{} ({code:?})", s.message()),
+        },
     };
     RpcError {
         code: s.code(),
@@ -91,17 +114,12 @@ impl Admin {
         let addr = settings.admin.as_str();
         let bearer = stoke_proto::BearerToken::new(settings.token.as_deref().unwrap_or_default())
             .map_err(|_| anyhow::anyhow!("the token has characters a header cannot carry"))?;
-        let url = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        let channel = Channel::from_shared(url)
-            .with_context(|| format!("invalid admin address {addr:?}"))?
+        let channel = stoke_proto::tls::endpoint(addr, settings.ca_file.as_deref())
+            .context("cannot set up the admin API connection")?
             .connect_timeout(Duration::from_secs(5))
             .connect()
             .await
-            .map_err(|e| unreachable(addr, e))?;
+            .map_err(|e| unreachable(addr, stoke_proto::tls::chain(&e)))?;
         let client = AdminServiceClient::with_interceptor(channel, bearer)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);

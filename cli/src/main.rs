@@ -30,11 +30,13 @@ The verbs that talk to the admin API (all but up, broker, dispatcher, worker) ta
   --token T            API token                    STOKE_TOKEN
   --token-file FILE    API token from a 0600 file   STOKE_TOKEN_FILE
   -o, --output FORMAT  table or json                STOKE_OUTPUT      default table
+  --ca-file FILE       CA (PEM) for https:// ADDR   STOKE_CA_FILE     default the system's roots
 Flags win over the environment, which wins over the config file: $STOKE_CONFIG, else
 $XDG_CONFIG_HOME/stoke/config.toml, else ~/.config/stoke/config.toml, e.g.
   admin = \"10.0.0.5:50051\"
   token_file = \"~/.config/stoke/token\"   # or token = \"...\" (then the file must be mode 0600)
   output = \"json\"
+  ca_file = \"ca.pem\"                     # for admin = \"https://stoke.internal:50051\"
 With -o json each verb prints one JSON document on stdout (an array for lists; proto field
 names; *_unix_ms fields as *_at in RFC 3339; bytes as text, or base64 in <name>_base64) and
 an error as {\"error\":{\"code\":\"NOT_FOUND\",\"message\":...}} on stderr. The exit status is 1

@@ -1,14 +1,19 @@
 //! Settings of the CLI verbs (the server roles have theirs in config.rs):
 //! the admin API address, the token, the output format. Each is taken from
 //! the first of
-//! 1. a flag: `--admin`, `--token` / `--token-file`, `-o/--output`;
-//! 2. the environment: `STOKE_ADMIN`, `STOKE_TOKEN` / `STOKE_TOKEN_FILE`, `STOKE_OUTPUT`;
+//! 1. a flag: `--admin`, `--token` / `--token-file`, `-o/--output`, `--ca-file`;
+//! 2. the environment: `STOKE_ADMIN`, `STOKE_TOKEN` / `STOKE_TOKEN_FILE`, `STOKE_OUTPUT`,
+//!    `STOKE_CA_FILE`;
 //! 3. the config file: `$STOKE_CONFIG` (which must exist), else
 //!    `$XDG_CONFIG_HOME/stoke/config.toml`, else `~/.config/stoke/config.toml`
-//!    (both optional), with top-level keys `admin`, `token`, `token_file`, `output`;
-//! 4. the defaults: `127.0.0.1:50051`, no token, `table`.
+//!    (both optional), with top-level keys `admin`, `token`, `token_file`, `output`,
+//!    `ca_file`;
+//! 4. the defaults: `127.0.0.1:50051`, no token, `table`, the system's CA roots.
 //!
-//! A `token_file` in the config file may start with `~/`; a relative one is
+//! An `https://` admin address is called over TLS, trusting `ca_file` (PEM)
+//! or, without it, the system's roots.
+//!
+//! A `token_file` or `ca_file` in the config file may start with `~/`; a relative one is
 //! relative to the config file. A token comes from the first of these levels that sets `token` or
 //! `token_file` (both at one level is an error). A config file holding a
 //! `token`, and any token file, must not be readable by group or others:
@@ -47,6 +52,10 @@ pub struct ClientFlags {
     /// Output format: table (for people) or json (one document for programs) [env: STOKE_OUTPUT].
     #[arg(long, short = 'o', value_name = "FORMAT", global = true)]
     pub output: Option<Format>,
+    /// PEM file of the CA that signed the dispatcher's certificate, for an
+    /// https:// admin address (default: the system's roots) [env: STOKE_CA_FILE].
+    #[arg(long, value_name = "FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// What the CLI verbs run with.
@@ -55,6 +64,8 @@ pub struct Settings {
     pub admin: String,
     pub token: Option<String>,
     pub output: Format,
+    /// The CA to trust for an `https://` admin address.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// One level's values (the config file, or the environment).
@@ -64,6 +75,7 @@ struct Level {
     token: Option<String>,
     token_file: Option<PathBuf>,
     output: Option<Format>,
+    ca_file: Option<PathBuf>,
     /// Anything else: must be a server setting (see `SERVER_KEYS`).
     #[serde(flatten)]
     rest: BTreeMap<String, figment::value::Value>,
@@ -92,6 +104,10 @@ impl ClientFlags {
             .or(env.admin.clone())
             .or(file.admin.clone())
             .unwrap_or_else(|| DEFAULT_ADMIN.to_string());
+        let ca_file = self.ca_file.clone().or(env.ca_file).or_else(|| {
+            let config = file_path.as_deref()?;
+            Some(beside(config, file.ca_file.as_deref()?))
+        });
         let token = if self.token.is_some() || self.token_file.is_some() {
             token(self.token.clone(), self.token_file.as_deref(), "the flags")?
         } else if env.token.is_some() || env.token_file.is_some() {
@@ -105,11 +121,17 @@ impl ClientFlags {
         } else {
             None
         };
-        Ok(Settings { admin, token, output })
+        Ok(Settings {
+            admin,
+            token,
+            output,
+            ca_file,
+        })
     }
 }
 
-/// `STOKE_ADMIN`, `STOKE_TOKEN`, `STOKE_TOKEN_FILE`, `STOKE_OUTPUT` (empty = unset).
+/// `STOKE_ADMIN`, `STOKE_TOKEN`, `STOKE_TOKEN_FILE`, `STOKE_OUTPUT`,
+/// `STOKE_CA_FILE` (empty = unset).
 fn env_level() -> anyhow::Result<Level> {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let output = match var("STOKE_OUTPUT") {
@@ -124,6 +146,7 @@ fn env_level() -> anyhow::Result<Level> {
         token: var("STOKE_TOKEN"),
         token_file: var("STOKE_TOKEN_FILE").map(PathBuf::from),
         output,
+        ca_file: var("STOKE_CA_FILE").map(PathBuf::from),
         rest: BTreeMap::new(),
     })
 }
@@ -150,14 +173,14 @@ fn file_level(path: &Path, required: bool) -> anyhow::Result<Level> {
         .with_context(|| format!("invalid config file {}", path.display()))?;
     if let Some(key) = level.rest.keys().find(|k| !SERVER_KEYS.contains(&k.as_str())) {
         bail!(
-            "config file {}: unknown key `{key}` (the CLI reads admin, token, token_file and output)",
+            "config file {}: unknown key `{key}` (the CLI reads admin, token, token_file, output and ca_file)",
             path.display()
         );
     }
     Ok(level)
 }
 
-/// A config file's `token_file`: `~/` is the home directory, a relative
+/// A config file's `token_file` or `ca_file`: `~/` is the home directory, a relative
 /// path is relative to the config file's directory.
 fn beside(config: &Path, file: &Path) -> PathBuf {
     if let (Ok(rest), Some(home)) = (file.strip_prefix("~"), std::env::var_os("HOME")) {
@@ -215,12 +238,15 @@ mod tests {
         let p = write(
             dir.path(),
             "c.toml",
-            "admin = \"10.0.0.1:50051\"\noutput = \"json\"\ndata_dir = \"/x\"\n[broker]\nhttp = \"0.0.0.0:80\"\n",
+            "admin = \"https://10.0.0.1:50051\"\noutput = \"json\"\nca_file = \"ca.pem\"\ndata_dir = \"/x\"\n\
+             [broker]\nhttp = \"0.0.0.0:80\"\n",
             0o644,
         );
         let l = file_level(&p, true).unwrap();
-        assert_eq!(l.admin.as_deref(), Some("10.0.0.1:50051"));
+        assert_eq!(l.admin.as_deref(), Some("https://10.0.0.1:50051"));
         assert_eq!(l.output, Some(Format::Json));
+        // Relative to the config file, as a token_file is.
+        assert_eq!(beside(&p, l.ca_file.as_deref().unwrap()), dir.path().join("ca.pem"));
 
         let p = write(dir.path(), "bad.toml", "admn = \"x\"\n", 0o600);
         let err = format!("{:#}", file_level(&p, true).unwrap_err());

@@ -83,6 +83,49 @@ pub struct DispatcherOptions {
     pub secrets_key_file: Option<std::path::PathBuf>,
     pub stream: streams::StreamOptions,
     pub auth: AuthOptions,
+    pub tls: TlsOptions,
+}
+
+/// TLS on the gRPC port (`[dispatcher.tls]`): workers then attach to, and
+/// the CLI calls, `https://host:port`, trusting the CA that signed `cert_file`
+/// (their `ca_file`). Both files or neither; without them the port is
+/// plaintext, so API tokens and the secrets sent to workers cross the
+/// network in clear.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsOptions {
+    /// PEM: the dispatcher's certificate (for the names and addresses
+    /// clients dial), then any intermediates.
+    pub cert_file: Option<std::path::PathBuf>,
+    /// PEM: its private key (keep it mode 0600).
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+impl TlsOptions {
+    /// The server's TLS set-up, checked (files read, key matching the
+    /// certificate); None for plaintext.
+    fn load(&self) -> Result<Option<tonic::transport::ServerTlsConfig>, DispatcherError> {
+        let (cert, key) = match (&self.cert_file, &self.key_file) {
+            (None, None) => return Ok(None),
+            (Some(cert), Some(key)) => (cert, key),
+            _ => {
+                return Err(DispatcherError::Tls(
+                    "[dispatcher.tls] needs both cert_file and key_file (or neither, for plaintext)".into(),
+                ));
+            }
+        };
+        let config = stoke_proto::tls::server(cert, key).map_err(|e| DispatcherError::Tls(e.to_string()))?;
+        tonic::transport::Server::builder()
+            .tls_config(config.clone())
+            .map_err(|e| {
+                DispatcherError::Tls(format!(
+                    "{} with {}: {e} (is the key the certificate's?)",
+                    cert.display(),
+                    key.display()
+                ))
+            })?;
+        Ok(Some(config))
+    }
 }
 
 /// Who may call the admin API and attach workers (`[dispatcher.auth]`).
@@ -112,6 +155,7 @@ impl Default for DispatcherOptions {
             secrets_key_file: None,
             stream: streams::StreamOptions::default(),
             auth: AuthOptions::default(),
+            tls: TlsOptions::default(),
         }
     }
 }
@@ -132,6 +176,8 @@ pub enum DispatcherError {
     Auth(#[from] stoke_broker::auth::AuthError),
     #[error("{0}")]
     Secrets(#[from] sealed::SealError),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Largest gRPC message (package chunks are smaller; this bounds payloads).
@@ -153,6 +199,8 @@ pub struct Dispatcher {
     secrets: Option<Arc<sealed::SecretsKey>>,
     /// Synchronous callers of this process waiting for results.
     local_results: stoke_broker::results::LocalResults,
+    /// TLS on the gRPC port; None: plaintext.
+    tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl Dispatcher {
@@ -161,6 +209,7 @@ impl Dispatcher {
         nats: async_nats::Client,
         store: Arc<dyn Store>,
     ) -> Result<Dispatcher, DispatcherError> {
+        let tls = opts.tls.load()?;
         let js = async_nats::jetstream::new(nats.clone());
         streams::ensure_invoke_stream(&js, &opts.stream)
             .await
@@ -231,6 +280,7 @@ impl Dispatcher {
             catalog: Default::default(),
             secrets,
             local_results: Default::default(),
+            tls,
         })
     }
 
@@ -350,7 +400,13 @@ impl Dispatcher {
                     let _ = tcp.set_nodelay(true);
                 })
             });
-        let server = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = self.tls.clone() {
+            builder = builder
+                .tls_config(tls)
+                .map_err(|e| DispatcherError::Tls(e.to_string()))?;
+        }
+        let server = builder
             // A worker that stops answering pings (paused, partitioned) is
             // detached within ~10 s; its invocations are then redelivered.
             .http2_keepalive_interval(Some(Duration::from_secs(5)))
@@ -369,7 +425,7 @@ impl Dispatcher {
             )
             .serve_with_incoming_shutdown(incoming, server_stop.clone().cancelled_owned());
         let server = tokio::spawn(server);
-        tracing::info!(%addr, "dispatcher listening (workers + admin API)");
+        tracing::info!(%addr, tls = self.tls.is_some(), "dispatcher listening (workers + admin API)");
         let metrics_server = self.metrics_listener.map(|listener| {
             let app = metrics::router(
                 self.metrics.clone(),

@@ -3,7 +3,8 @@
 //! from `proto/stoke/v1/*.proto` at build time with protox + tonic-prost-build.
 //! It holds no logic beyond [`BearerToken`], the interceptor clients use
 //! to send their API token, [`InProcessAttach`], the `Attach` stream without
-//! a network under it (a worker in its dispatcher's process), and `Debug` for
+//! a network under it (a worker in its dispatcher's process), [`tls`] (the
+//! gRPC port's certificates and the clients' trust), and `Debug` for
 //! the messages that carry secret values (names only, so no log line can hold
 //! a secret).
 
@@ -16,6 +17,8 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/stoke_descriptor.bin"));
 
 pub use v1::*;
+
+pub mod tls;
 
 /// Adds `authorization: Bearer <token>` to every call (nothing when the
 /// token is empty).

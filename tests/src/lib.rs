@@ -6,6 +6,7 @@
 //! several routed nats-servers; a [`Cluster`] runs stoke's roles as
 //! separate processes.
 
+pub mod certs;
 pub mod measure;
 pub mod nats_cluster;
 
@@ -193,7 +194,13 @@ impl Drop for Nats {
 /// STOKE_OUTPUT, ...): add what a test needs.
 pub fn cli_command(admin: &str) -> Command {
     let mut cmd = Command::new(built_binary("stoke"));
-    for var in ["STOKE_CONFIG", "STOKE_TOKEN", "STOKE_TOKEN_FILE", "STOKE_OUTPUT"] {
+    for var in [
+        "STOKE_CONFIG",
+        "STOKE_TOKEN",
+        "STOKE_TOKEN_FILE",
+        "STOKE_OUTPUT",
+        "STOKE_CA_FILE",
+    ] {
         cmd.env_remove(var);
     }
     cmd.env("STOKE_ADMIN", admin)
@@ -561,6 +568,10 @@ pub struct ClusterOptions {
     pub env: Vec<(String, String)>,
     /// Extra flags for every process (e.g. `--log-json`).
     pub args: Vec<String>,
+    /// The dispatchers serve TLS (their certificate comes in `env`, e.g.
+    /// `certs::TestCerts::dispatcher_env`): workers, the CLI and the
+    /// harness dial `https://`, trusting this CA.
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// `stoke dispatcher`, `stoke broker` and N `stoke worker`s as separate
@@ -580,6 +591,7 @@ pub struct Cluster {
     pub more_dispatchers: Vec<(String, Option<Child>)>,
     env: Vec<(String, String)>,
     args: Vec<String>,
+    tls_ca: Option<PathBuf>,
     pub spawned: u32,
 }
 
@@ -614,6 +626,7 @@ impl Cluster {
             more_dispatchers: Vec::new(),
             env: opts.env,
             args: opts.args,
+            tls_ca: opts.tls_ca,
             spawned: 0,
         };
         c.dispatcher = Some(c.spawn(&["dispatcher", "--admin", &c.admin.clone()], "dispatcher"));
@@ -644,14 +657,17 @@ impl Cluster {
         // not find it still connecting. Without an admin token (tokens
         // required), the count cannot be read: go on.
         eventually(Duration::from_secs(60), "every worker to attach", || {
-            let admins = admins.clone();
+            let admins: Vec<String> = admins.iter().map(|a| c.url(a)).collect();
+            let ca = c.tls_ca.clone();
             async move {
                 let mut attached = 0;
                 for admin in &admins {
-                    let mut client =
-                        stoke_proto::admin_service_client::AdminServiceClient::connect(format!("http://{admin}"))
-                            .await
-                            .ok()?;
+                    let channel = stoke_proto::tls::endpoint(admin, ca.as_deref())
+                        .expect("admin endpoint")
+                        .connect()
+                        .await
+                        .ok()?;
+                    let mut client = stoke_proto::admin_service_client::AdminServiceClient::new(channel);
                     match client.list_workers(stoke_proto::ListWorkersRequest {}).await {
                         Ok(r) => attached += r.into_inner().workers.len(),
                         Err(s) if s.code() == tonic::Code::Unauthenticated => return Some(()),
@@ -663,6 +679,22 @@ impl Cluster {
         })
         .await;
         c
+    }
+
+    /// The URL of a dispatcher's gRPC port at `addr` (`https://` with TLS).
+    pub fn url(&self, addr: &str) -> String {
+        let scheme = if self.tls_ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{addr}")
+    }
+
+    /// The CLI against the first dispatcher's admin API (trusting the
+    /// cluster's CA when it serves TLS).
+    pub fn cli(&self) -> Command {
+        let mut cmd = cli_command(&self.url(&self.admin));
+        if let Some(ca) = &self.tls_ca {
+            cmd.env("STOKE_CA_FILE", ca);
+        }
+        cmd
     }
 
     pub fn spawn(&mut self, args: &[&str], name: &str) -> Child {
@@ -690,16 +722,15 @@ impl Cluster {
     pub fn spawn_worker(&mut self, i: usize) -> Child {
         let dispatcher = std::iter::once(&self.admin)
             .chain(self.more_dispatchers.iter().map(|(a, _)| a))
-            .map(|a| format!("http://{a}"))
+            .map(|a| self.url(a))
             .collect::<Vec<_>>()
             .join(",");
         let id = format!("worker{i}.{}", self.spawned + 1);
         self.worker_ids[i] = id.clone();
-        self.spawn_env(
-            &["worker", "--dispatcher", &dispatcher],
-            &format!("worker{i}"),
-            &[("STOKE_WORKER__ID", &id)],
-        )
+        let ca = self.tls_ca.as_ref().map(|p| p.display().to_string());
+        let mut env = vec![("STOKE_WORKER__ID", id.as_str())];
+        env.extend(ca.as_deref().map(|ca| ("STOKE_WORKER__CA_FILE", ca)));
+        self.spawn_env(&["worker", "--dispatcher", &dispatcher], &format!("worker{i}"), &env)
     }
 
     /// SIGKILL worker `i` and start a fresh one in its place.
@@ -713,7 +744,7 @@ impl Cluster {
     }
 
     pub fn deploy(&self, dir: &Path) {
-        let out = cli_command(&self.admin).arg("deploy").arg(dir).output().unwrap();
+        let out = self.cli().arg("deploy").arg(dir).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 

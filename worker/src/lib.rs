@@ -76,6 +76,9 @@ pub struct WorkerOptions {
     /// when attaching; needed when the dispatcher requires tokens. Prefer
     /// `STOKE_WORKER__TOKEN` over the config file.
     pub token: String,
+    /// PEM file of the CA(s) that signed the dispatchers' certificates, for
+    /// `https://` dispatcher addresses (without it: the system's roots).
+    pub ca_file: Option<PathBuf>,
     /// First host uid/gid of the range sandboxes run as, one id per live
     /// sandbox, seen as 65534 inside (`sandbox::ids`). No host user, group
     /// or subordinate id range (/etc/subuid, /etc/subgid) may fall in it:
@@ -126,6 +129,7 @@ impl Default for WorkerOptions {
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             favor_dynmods: true,
             token: String::new(),
+            ca_file: None,
             uid_range_start: 200_000,
             uid_range_size: 65_536,
         }
@@ -188,7 +192,7 @@ impl Worker {
             .map(str::trim)
             .filter(|a| !a.is_empty())
             .map(|addr| {
-                let endpoint = tonic::transport::Endpoint::from_shared(addr.to_string())
+                let endpoint = stoke_proto::tls::endpoint(addr, opts.ca_file.as_deref())
                     .map_err(|e| WorkerError::Address(addr.to_string(), e.to_string()))?
                     .tcp_nodelay(true)
                     .connect_timeout(Duration::from_secs(5))
@@ -365,7 +369,7 @@ impl Worker {
         let channel = endpoint
             .connect()
             .await
-            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            .map_err(|e| tonic::Status::unavailable(stoke_proto::tls::describe(addr, &e)))?;
         let bearer = stoke_proto::BearerToken::new(&self.opts.token)
             .map_err(|_| tonic::Status::invalid_argument("the worker token is not valid header text"))?;
         let mut client = WorkerServiceClient::with_interceptor(channel, bearer)

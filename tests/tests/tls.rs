@@ -1,0 +1,162 @@
+//! TLS on the dispatcher's gRPC port, with real certificates (a throwaway CA
+//! from `stoke_tests::certs`) and real processes: a `stoke worker` attaches
+//! and the CLI deploys, sets a secret and reads state over `https://`, and
+//! the secret reaches the function. Plaintext against TLS, an untrusted
+//! certificate and a half-configured dispatcher each fail with an error
+//! that says what to fix.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use stoke_tests::certs::TestCerts;
+use stoke_tests::{Cluster, ClusterOptions, Nats, built_binary, cli_command, eventually, hello_with};
+
+const SECRET: &str = "s3cret-over-tls";
+
+#[tokio::test]
+async fn workers_and_the_cli_work_over_tls_and_mistakes_say_what_to_fix() {
+    let certs = TestCerts::generate();
+    let nats = Nats::start().await.unwrap();
+    // Cluster::start_with waits for the worker to attach (over https://)
+    // and reads the attached workers over https:// itself.
+    let c = Cluster::start_with(
+        &nats.url,
+        ClusterOptions {
+            dispatchers: 1,
+            workers: 1,
+            env: certs.dispatcher_env(),
+            tls_ca: Some(certs.ca.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let f = hello_with("");
+    c.deploy(f.path());
+    let out = c
+        .cli()
+        .args(["env", "hello", "--secret", "API_KEY"])
+        .env("API_KEY", SECRET)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The event runs on the worker that attached over TLS, with the secret
+    // it was sent down that link.
+    let reply = reqwest::Client::new()
+        .post(format!("http://{}/fn/hello", c.http))
+        .body(r#"{"env":"API_KEY"}"#)
+        .send()
+        .await
+        .unwrap();
+    let status = reply.status();
+    let body = reply.text().await.unwrap();
+    assert!(status.is_success() && body.contains(SECRET), "{status} {body}");
+    let workers = c.cli().args(["workers", "-o", "json"]).output().unwrap();
+    let text = String::from_utf8_lossy(&workers.stdout);
+    assert!(workers.status.success() && text.contains(&c.worker_ids[0]), "{text}");
+
+    // Mistakes, each with its fix in the message.
+    let fails = |admin: String, ca: Option<&std::path::Path>| {
+        let mut cmd = cli_command(&admin);
+        if let Some(ca) = ca {
+            cmd.env("STOKE_CA_FILE", ca);
+        }
+        let out = cmd.args(["functions"]).output().unwrap();
+        assert!(
+            !out.status.success(),
+            "{admin}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let plain = fails(format!("http://{}", c.admin), None);
+    assert!(plain.contains("use https://"), "plaintext to a TLS port: {plain}");
+    let bare = fails(c.admin.clone(), None);
+    assert!(bare.contains("use https://"), "no scheme to a TLS port: {bare}");
+    let untrusted = fails(format!("https://{}", c.admin), Some(&certs.other_ca));
+    assert!(
+        untrusted.contains("not trusted") && untrusted.contains("--ca-file"),
+        "another CA: {untrusted}"
+    );
+    let system_roots = fails(format!("https://{}", c.admin), None);
+    assert!(
+        system_roots.contains("not trusted"),
+        "the system's roots: {system_roots}"
+    );
+    // https:// to a port that does not speak TLS (the broker's HTTP).
+    let not_tls = fails(format!("https://{}", c.http), Some(&certs.ca));
+    assert!(
+        not_tls.contains("did not answer in TLS"),
+        "https to plaintext: {not_tls}"
+    );
+    eprintln!("what the CLI said:\n{plain}{bare}{untrusted}{system_roots}{not_tls}");
+
+    // A worker that does not trust the dispatcher's certificate says so in
+    // its log, and never attaches.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("worker.log");
+    let mut w = std::process::Command::new(built_binary("stoke"))
+        .args(["worker", "--dispatcher", &format!("https://{}", c.admin), "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--nats-url", &c.nats_url, "--store", &c.store])
+        .env("STOKE_WORKER__CA_FILE", &certs.other_ca)
+        .env("STOKE_WORKER__ID", "untrusting")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the worker to log the untrusted certificate",
+        || async {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("not trusted")
+                .then_some(())
+        },
+    )
+    .await;
+    let workers = c.cli().args(["workers", "-o", "json"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&workers.stdout).contains("untrusting"));
+    let _ = w.kill();
+    let _ = w.wait();
+
+    // A dispatcher given half a TLS set-up, or a key that is not its
+    // certificate's, refuses to start.
+    for (env, expected) in [
+        (
+            vec![("STOKE_DISPATCHER__TLS__CERT_FILE", certs.cert.clone())],
+            "needs both cert_file and key_file",
+        ),
+        (
+            vec![
+                ("STOKE_DISPATCHER__TLS__CERT_FILE", certs.cert.clone()),
+                ("STOKE_DISPATCHER__TLS__KEY_FILE", certs.other_key.clone()),
+            ],
+            "is the key the certificate's?",
+        ),
+        (
+            vec![
+                ("STOKE_DISPATCHER__TLS__CERT_FILE", certs.dir.path().join("missing.pem")),
+                ("STOKE_DISPATCHER__TLS__KEY_FILE", certs.key.clone()),
+            ],
+            "missing.pem",
+        ),
+    ] {
+        let d = dir.path().join("dispatcher");
+        let out = std::process::Command::new(built_binary("stoke"))
+            .args(["dispatcher", "--admin", "127.0.0.1:0", "--data-dir"])
+            .arg(&d)
+            .args(["--nats-url", &c.nats_url, "--store", &c.store])
+            .envs(env)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(expected),
+            "{expected}: {stderr}"
+        );
+    }
+}
