@@ -33,6 +33,21 @@ impl Default for NatsServerOptions {
     }
 }
 
+/// TLS to NATS (`[nats_tls]`), for servers with a `tls {}` block: dial
+/// them as `tls://host:port`. With `ca_file` TLS is required whatever the
+/// URL says; `cert_file` + `key_file` are for servers that verify clients
+/// (`verify: true`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsTlsOptions {
+    /// PEM: the CA(s) that signed the servers' certificates (default: the
+    /// system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// PEM: this client's certificate and its key.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -43,6 +58,7 @@ pub struct Config {
     /// Store URL; default `sqlite://<data_dir>/stoke.db`.
     pub store: Option<String>,
     pub nats_server: NatsServerOptions,
+    pub nats_tls: NatsTlsOptions,
     pub broker: BrokerOptions,
     pub dispatcher: DispatcherOptions,
     pub worker: WorkerOptions,
@@ -82,6 +98,7 @@ pub const SERVER_KEYS: &[&str] = &[
     "nats_url",
     "store",
     "nats_server",
+    "nats_tls",
     "broker",
     "dispatcher",
     "worker",

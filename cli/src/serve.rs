@@ -16,7 +16,7 @@ use stoke_dispatcher::Dispatcher;
 use stoke_worker::Worker;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ensure_dir};
+use crate::config::{Config, NatsTlsOptions, ensure_dir};
 use crate::nats_server::NatsServer;
 
 type RoleFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
@@ -39,8 +39,9 @@ fn handle_signals(token: CancellationToken) {
 }
 
 /// Connect to NATS at `url`: one server, or a cluster's servers separated
-/// by commas (the client moves to another when one goes away).
-async fn connect_nats(url: &str) -> anyhow::Result<async_nats::Client> {
+/// by commas (the client moves to another when one goes away), over TLS as
+/// `[nats_tls]` and the URL's `tls://` say.
+async fn connect_nats(url: &str, tls: &NatsTlsOptions) -> anyhow::Result<async_nats::Client> {
     let servers = url
         .split(',')
         .map(str::trim)
@@ -51,13 +52,54 @@ async fn connect_nats(url: &str) -> anyhow::Result<async_nats::Client> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     anyhow::ensure!(!servers.is_empty(), "no NATS URL given");
-    async_nats::ConnectOptions::new()
-        .name("stoke")
+    // The files are checked here, and a first attempt is made in the
+    // foreground: the connection retried in the background (below, so
+    // that the roles may start before NATS) would only log "IO error"
+    // again and again for a certificate it does not trust.
+    if let Some(ca) = &tls.ca_file {
+        stoke_proto::tls::check_pem("[nats_tls] CA certificate", ca)?;
+    }
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => {
+            stoke_proto::tls::check_pem("[nats_tls] certificate", cert)?;
+            stoke_proto::tls::check_pem("[nats_tls] private key", key)?;
+        }
+        (None, None) => {}
+        _ => anyhow::bail!("[nats_tls] needs both cert_file and key_file, or neither"),
+    }
+    let options = || {
+        let mut options = async_nats::ConnectOptions::new()
+            .name("stoke")
+            .connection_timeout(std::time::Duration::from_secs(5));
+        if let Some(ca) = &tls.ca_file {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        options
+    };
+    let shown = stoke_store::redact_url(url);
+    match options().connect(servers.clone()).await {
+        Ok(client) => return Ok(client),
+        Err(e) => {
+            let why = stoke_proto::tls::chain(&e);
+            let lower = why.to_ascii_lowercase();
+            if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+                anyhow::bail!(
+                    "cannot connect to NATS at {shown}: {why} (the server's certificate is not trusted, or TLS is \
+                     set up on one side only: [nats_tls] ca_file names the CA that signed it, and a TLS server is \
+                     dialled as tls://)"
+                );
+            }
+            tracing::warn!(nats = %shown, error = %why, "NATS not reachable yet; retrying in the background");
+        }
+    }
+    options()
         .retry_on_initial_connect()
-        .connection_timeout(std::time::Duration::from_secs(5))
         .connect(servers)
         .await
-        .with_context(|| format!("cannot connect to NATS at {}", stoke_store::redact_url(url)))
+        .with_context(|| format!("cannot connect to NATS at {shown}"))
 }
 
 async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn stoke_store::Store>> {
@@ -107,6 +149,12 @@ pub async fn up(mut cfg: Config, announce: Announce) -> anyhow::Result<()> {
         Some(_) => None,
         None => Some(NatsServer::start(&cfg.nats_server, &data_dir).await?),
     };
+    // [nats_tls] is for a server of one's own choosing: the one started
+    // here listens on loopback, in plaintext.
+    let own_tls = match nats_server {
+        Some(_) => NatsTlsOptions::default(),
+        None => cfg.nats_tls.clone(),
+    };
     let nats_url = cfg
         .nats_url
         .clone()
@@ -126,7 +174,7 @@ pub async fn up(mut cfg: Config, announce: Announce) -> anyhow::Result<()> {
         })
     });
     let result = async {
-        let nats = connect_nats(&nats_url).await?;
+        let nats = connect_nats(&nats_url, &own_tls).await?;
         let store = open_store(&cfg).await?;
         let dispatcher = Dispatcher::build(cfg.dispatcher.clone(), nats.clone(), store.clone()).await?;
         let admin = dispatcher.local_addr()?;
@@ -195,7 +243,7 @@ pub async fn up(mut cfg: Config, announce: Announce) -> anyhow::Result<()> {
 pub async fn broker(cfg: Config, announce: Announce) -> anyhow::Result<()> {
     let token = CancellationToken::new();
     handle_signals(token.clone());
-    let nats = connect_nats(&nats_url(&cfg)).await?;
+    let nats = connect_nats(&nats_url(&cfg), &cfg.nats_tls).await?;
     let store = open_store(&cfg).await?;
     let broker = Broker::build(&cfg.broker, nats, store).await?;
     let http = broker.local_addr()?;
@@ -215,7 +263,7 @@ pub async fn broker(cfg: Config, announce: Announce) -> anyhow::Result<()> {
 pub async fn dispatcher(cfg: Config, announce: Announce) -> anyhow::Result<()> {
     let token = CancellationToken::new();
     handle_signals(token.clone());
-    let nats = connect_nats(&nats_url(&cfg)).await?;
+    let nats = connect_nats(&nats_url(&cfg), &cfg.nats_tls).await?;
     let store = open_store(&cfg).await?;
     let d = Dispatcher::build(cfg.dispatcher.clone(), nats, store).await?;
     let admin = d.local_addr()?;

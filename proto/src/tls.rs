@@ -24,6 +24,12 @@ pub enum TlsError {
     Setup(String, String),
 }
 
+/// Fails unless `path` can be read and holds PEM (`what` names it in the
+/// error).
+pub fn check_pem(what: &'static str, path: &Path) -> Result<(), TlsError> {
+    read_pem(what, path).map(drop)
+}
+
 fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     let pem = std::fs::read(path).map_err(|source| TlsError::Read {
         what,

@@ -145,6 +145,28 @@ impl Nats {
         Ok(nats)
     }
 
+    /// A nats-server that requires TLS, with `certs`' server certificate:
+    /// its URL is `tls://127.0.0.1:<port>`.
+    pub async fn start_tls(certs: &certs::TestCerts) -> anyhow::Result<Nats> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let store = dir.path().join("jetstream");
+        let conf = format!(
+            "jetstream {{ store_dir: {store:?} }}\ntls {{ cert_file: {:?}, key_file: {:?} }}\n",
+            certs.cert, certs.key
+        );
+        std::fs::write(dir.path().join("nats.conf"), conf)?;
+        let child = Nats::spawn(port, dir.path())?;
+        let nats = Nats {
+            child,
+            url: format!("tls://127.0.0.1:{port}"),
+            port,
+            dir,
+        };
+        nats.wait_listening().await;
+        Ok(nats)
+    }
+
     fn spawn(port: u16, dir: &Path) -> anyhow::Result<Child> {
         let mut cmd = Command::new(nats_server_bin());
         cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()]);

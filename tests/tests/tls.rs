@@ -9,7 +9,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use stoke_tests::certs::TestCerts;
-use stoke_tests::{Cluster, ClusterOptions, Nats, built_binary, cli_command, eventually, hello_with};
+use stoke_tests::{
+    Cluster, ClusterOptions, Nats, Platform, PlatformOptions, built_binary, cli_command, eventually, hello_with,
+};
 
 const SECRET: &str = "s3cret-over-tls";
 
@@ -159,4 +161,48 @@ async fn workers_and_the_cli_work_over_tls_and_mistakes_say_what_to_fix() {
             "{expected}: {stderr}"
         );
     }
+}
+
+/// `stoke up` against a nats-server that requires TLS (`tls://`, trusting
+/// the test CA through `[nats_tls] ca_file`) runs events; without the CA it
+/// fails to start, saying the certificate is not trusted.
+#[tokio::test]
+async fn a_nats_server_that_requires_tls_is_reached_over_tls() {
+    let certs = TestCerts::generate();
+    let nats = Nats::start_tls(&certs).await.unwrap();
+    let p = Platform::start_with(
+        &nats,
+        PlatformOptions {
+            env: vec![("STOKE_NATS_TLS__CA_FILE".into(), certs.ca.display().to_string())],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    p.deploy(hello_with("").path());
+    let r = p.post("hello", r#"{"name":"tls"}"#).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("Hello, tls!"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(built_binary("stoke"))
+        .args([
+            "dispatcher",
+            "--admin",
+            "127.0.0.1:0",
+            "--nats-url",
+            &nats.url,
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("STOKE_NATS_TLS__CA_FILE", &certs.other_ca)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), out)
+        .await
+        .expect("a dispatcher that cannot reach NATS exits")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("not trusted"), "{stderr}");
 }
