@@ -17,6 +17,8 @@ mod sql_store;
 mod sqlite;
 pub use sqlite::CHECKPOINT_EVERY as SQLITE_CHECKPOINT_EVERY;
 #[cfg(feature = "testing")]
+pub mod test_certs;
+#[cfg(feature = "testing")]
 pub mod testing;
 mod types;
 

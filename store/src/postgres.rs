@@ -20,7 +20,7 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use sqlx::Row;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
 use crate::*;
 
@@ -38,18 +38,6 @@ impl PgStore {
     /// name) while migrating, so they run once.
     pub async fn open(url: &str) -> Result<PgStore> {
         let mut opts = PgConnectOptions::from_str(url)?.options([("default_transaction_isolation", "read committed")]);
-        if matches!(
-            opts.get_ssl_mode(),
-            PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull
-        ) {
-            // sqlx would fail each connection with a TLS error, which reads
-            // as retryable; it is a configuration that can never work.
-            return Err(StoreError::Invalid(
-                "this build of stoke has no TLS for PostgreSQL, so sslmode=require/verify-* cannot work: \
-                 use a private network or a TLS tunnel"
-                    .into(),
-            ));
-        }
         if opts.get_application_name().is_none() {
             opts = opts.application_name("stoke");
         }
@@ -59,7 +47,20 @@ impl PgStore {
             .max_connections(16)
             .acquire_timeout(std::time::Duration::from_secs(5))
             .connect_with(opts)
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // At start a TLS failure is the configuration's (later, the
+                // same error stays retryable: a server mid-restart). A
+                // rejected certificate comes as an I/O error of the handshake.
+                e if matches!(e, sqlx::Error::Tls(_)) || e.to_string().contains("certificate") => {
+                    StoreError::Invalid(format!(
+                        "TLS to PostgreSQL at {host}:{port} failed: {e} (sslmode=verify-ca / verify-full check the \
+                     server's certificate against sslrootcert=PATH, a PEM file of the CA that signed it, else the \
+                     system's roots)"
+                    ))
+                }
+                e => e.into(),
+            })?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
         tracing::info!(backend = "postgres", %host, port, %database, "store open");
         let writer = crate::sql_store::Writer::default();

@@ -198,13 +198,22 @@ impl Postgres {
                     dir: None,
                 }
             }
-            _ => Self::launch().await?,
+            _ => Self::launch(None).await?,
         };
         pg.url = pg.database().await?;
         Ok(pg)
     }
 
-    async fn launch() -> Result<Postgres, PostgresError> {
+    /// A server of its own (never `STOKE_TEST_POSTGRES_URL`'s) with
+    /// `ssl = on`, serving the certificate `cert` with its key `key` (PEM
+    /// files, copied into its data dir).
+    pub async fn start_with_tls(cert: &Path, key: &Path) -> Result<Postgres, PostgresError> {
+        let mut pg = Self::launch(Some((cert, key))).await?;
+        pg.url = pg.database().await?;
+        Ok(pg)
+    }
+
+    async fn launch(tls: Option<(&Path, &Path)>) -> Result<Postgres, PostgresError> {
         let bin = bin_dir()?;
         let mut dir = tempfile::Builder::new()
             .prefix("stoke-pg-")
@@ -238,6 +247,35 @@ impl Postgres {
                 stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
             });
         }
+        let mut ssl_args: Vec<&str> = Vec::new();
+        if let Some((cert, key)) = tls {
+            // The server (uid 65534 under root) must own its key, mode 0600.
+            for (from, to, mode) in [(cert, "server.crt", 0o644), (key, "server.key", 0o600)] {
+                let copy = data.join(to);
+                std::fs::copy(from, &copy).map_err(io(format!("copying {} into the data dir", from.display())))?;
+                std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                    .map_err(io(format!("chmod {}", copy.display())))?;
+                if nix::unistd::geteuid().is_root() {
+                    nix::unistd::chown(
+                        &copy,
+                        Some(nix::unistd::Uid::from_raw(NOBODY)),
+                        Some(nix::unistd::Gid::from_raw(NOBODY)),
+                    )
+                    .map_err(|e| PostgresError::Io {
+                        what: format!("chown {}", copy.display()),
+                        source: e.into(),
+                    })?;
+                }
+            }
+            ssl_args = vec![
+                "-c",
+                "ssl=on",
+                "-c",
+                "ssl_cert_file=server.crt",
+                "-c",
+                "ssl_key_file=server.key",
+            ];
+        }
         let log = dir.path().join("postgres.log");
         for _ in 0..START_ATTEMPTS {
             let port = free_port()?;
@@ -252,6 +290,7 @@ impl Postgres {
                 .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
                 .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
                 .args(["-c", "max_connections=300", "-c", "shared_buffers=32MB"])
+                .args(&ssl_args)
                 .stdout(Stdio::null())
                 .stderr(log_file);
             as_server_user(&mut server, dir.path());

@@ -711,15 +711,32 @@ async fn unsupported_url_is_a_clear_error() {
     );
 }
 
+/// A store over TLS to a real PostgreSQL with `ssl = on`: verify-full with
+/// the CA that signed the server's certificate works, and the server says
+/// the session is encrypted; another CA is refused at open, as a
+/// configuration error that names sslrootcert.
 #[tokio::test]
-async fn postgres_tls_is_refused_as_a_configuration_error() {
+async fn postgres_over_tls_verifies_the_server_certificate() {
     use stoke_core::Retryable as _;
-    // No server needed: refused before connecting (port 1 would refuse).
-    let err = open("postgres://stoke@127.0.0.1:1/db?sslmode=require")
+    let certs = stoke_store::test_certs::TestCerts::generate();
+    let pg = testing::Postgres::start_with_tls(&certs.cert, &certs.key)
         .await
-        .err()
         .unwrap();
-    assert!(!err.is_retryable() && err.to_string().contains("TLS"), "{err}");
+    let with_ca = |ca: &std::path::Path| format!("{}?sslmode=verify-full&sslrootcert={}", pg.url(), ca.display());
+
+    let store = open(&with_ca(&certs.ca)).await.unwrap();
+    assert!(store.list_functions().await.unwrap().is_empty());
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&with_ca(&certs.ca))
+        .await
+        .unwrap();
+    let (ssl,): (bool,) = sqlx::query_as("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(ssl, "the session is encrypted");
+
+    let err = open(&with_ca(&certs.other_ca)).await.err().unwrap();
+    assert!(!err.is_retryable() && err.to_string().contains("sslrootcert"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

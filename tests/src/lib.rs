@@ -6,9 +6,11 @@
 //! several routed nats-servers; a [`Cluster`] runs stoke's roles as
 //! separate processes.
 
-pub mod certs;
 pub mod measure;
 pub mod nats_cluster;
+
+/// Certificates for the TLS tests (shared with the store's).
+pub use stoke_store::test_certs as certs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
