@@ -74,6 +74,7 @@ fn unreachable(addr: &str, why: impl std::fmt::Display) -> anyhow::Error {
 pub fn rpc_error(addr: &str, s: tonic::Status) -> anyhow::Error {
     // A status made from a transport failure says only "transport error";
     // the rest is in its causes.
+    let transport = std::error::Error::source(&s).is_some();
     let s = match std::error::Error::source(&s) {
         Some(cause) => {
             let text = stoke_proto::tls::chain(cause);
@@ -95,8 +96,9 @@ pub fn rpc_error(addr: &str, s: tonic::Status) -> anyhow::Error {
              or put token_file in the config file; the first admin token is in <data-dir>/admin.token)",
             s.message()
         ),
-        code => match stoke_proto::tls::hint(addr, s.message()) {
-            // TLS on one side only can fail the first call, not the connect.
+        // TLS on one side only can fail the first call, not the connect:
+        // a transport failure (not the server's answer) may say so.
+        code => match stoke_proto::tls::hint(addr, s.message()).filter(|_| transport) {
             Some(hint) => format!("{} ({code:?}; {hint})", s.message()),
             None => format!("{} ({code:?})", s.message()),
         },

@@ -71,6 +71,8 @@ pub struct Config {
     pub token_file: serde::de::IgnoredAny,
     #[serde(skip_serializing)]
     pub output: serde::de::IgnoredAny,
+    #[serde(skip_serializing)]
+    pub ca_file: serde::de::IgnoredAny,
 }
 
 /// The flags every server role shares; they override file and env.
@@ -228,7 +230,8 @@ mod tests {
     fn the_cli_keys_are_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
-        let text = "admin = \"10.0.0.1:50051\"\ntoken_file = \"t\"\noutput = \"json\"\n[worker]\nslots = 2\n";
+        let text = "admin = \"https://10.0.0.1:50051\"\ntoken_file = \"t\"\noutput = \"json\"\nca_file = \"ca.pem\"\n\
+                    [worker]\nslots = 2\n";
         std::fs::write(&file, text).unwrap();
         let cfg = Config::load(&ServeFlags {
             config: Some(file),

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, NatsTlsOptions, ensure_dir};
 use crate::nats_server::NatsServer;
+use stoke_proto::tls::TlsFailure;
 
 type RoleFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 
@@ -67,12 +68,15 @@ async fn connect_nats(url: &str, tls: &NatsTlsOptions) -> anyhow::Result<async_n
         (None, None) => {}
         _ => anyhow::bail!("[nats_tls] needs both cert_file and key_file, or neither"),
     }
+    let any_tls = tls.ca_file.is_some() || tls.cert_file.is_some();
     let options = || {
         let mut options = async_nats::ConnectOptions::new()
             .name("stoke")
-            .connection_timeout(std::time::Duration::from_secs(5));
+            .connection_timeout(std::time::Duration::from_secs(5))
+            // Set up for TLS: never plaintext, whatever the URL says.
+            .require_tls(any_tls);
         if let Some(ca) = &tls.ca_file {
-            options = options.add_root_certificates(ca.clone()).require_tls(true);
+            options = options.add_root_certificates(ca.clone());
         }
         if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
             options = options.add_client_certificate(cert.clone(), key.clone());
@@ -80,20 +84,31 @@ async fn connect_nats(url: &str, tls: &NatsTlsOptions) -> anyhow::Result<async_n
         options
     };
     let shown = stoke_store::redact_url(url);
-    match options().connect(servers.clone()).await {
-        Ok(client) => return Ok(client),
-        Err(e) => {
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), options().connect(servers.clone()));
+    match first.await {
+        Ok(Ok(client)) => return Ok(client),
+        Ok(Err(e)) => {
             let why = stoke_proto::tls::chain(&e);
-            let lower = why.to_ascii_lowercase();
-            if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
-                anyhow::bail!(
-                    "cannot connect to NATS at {shown}: {why} (the server's certificate is not trusted, or TLS is \
-                     set up on one side only: [nats_tls] ca_file names the CA that signed it, and a TLS server is \
-                     dialled as tls://)"
-                );
+            // async-nats speaks TLS whenever either side asks for it, so a
+            // failure that reads as TLS is one.
+            let fix = match stoke_proto::tls::TlsFailure::classify(true, &why) {
+                Some(TlsFailure::Untrusted) => {
+                    Some("the server's certificate is not trusted: [nats_tls] ca_file names the CA that signed it")
+                }
+                Some(TlsFailure::WrongName) => {
+                    Some("the server's certificate does not name the host in the NATS URL: dial a name it lists")
+                }
+                Some(TlsFailure::ServerNotTls) => {
+                    Some("the server does not speak TLS: give it a tls {} block, or drop [nats_tls]")
+                }
+                Some(TlsFailure::ServerMaybeTls) | None => None,
+            };
+            if let Some(fix) = fix {
+                anyhow::bail!("cannot connect to NATS at {shown}: {why} ({fix})");
             }
             tracing::warn!(nats = %shown, error = %why, "NATS not reachable yet; retrying in the background");
         }
+        Err(_) => tracing::warn!(nats = %shown, "NATS not reachable within 5 s; retrying in the background"),
     }
     options()
         .retry_on_initial_connect()
@@ -179,6 +194,7 @@ pub async fn up(mut cfg: Config, announce: Announce) -> anyhow::Result<()> {
         let dispatcher = Dispatcher::build(cfg.dispatcher.clone(), nats.clone(), store.clone()).await?;
         let admin = dispatcher.local_addr()?;
         cfg.attach_worker_to(admin);
+        let admin = admin_address(&cfg, admin);
         if cfg.worker.token.is_empty() {
             cfg.worker.token = dispatcher.local_worker_token();
         }
@@ -266,7 +282,7 @@ pub async fn dispatcher(cfg: Config, announce: Announce) -> anyhow::Result<()> {
     let nats = connect_nats(&nats_url(&cfg), &cfg.nats_tls).await?;
     let store = open_store(&cfg).await?;
     let d = Dispatcher::build(cfg.dispatcher.clone(), nats, store).await?;
-    let admin = d.local_addr()?;
+    let admin = admin_address(&cfg, d.local_addr()?);
     let metrics = d.metrics_addr().map(|a| format!("http://{a}/metrics"));
     if announce.json {
         tracing::info!(%admin, metrics = metrics.as_deref().unwrap_or(""), "stoke dispatcher is up");
@@ -299,6 +315,15 @@ pub async fn worker(cfg: Config, announce: Announce) -> anyhow::Result<()> {
         vec![("worker", Box::pin(async move { Ok(w.run(token).await?) }))],
     )
     .await
+}
+
+/// The admin API's address as the CLI should be given it: `https://` when
+/// the port has TLS.
+fn admin_address(cfg: &Config, addr: std::net::SocketAddr) -> String {
+    match cfg.dispatcher.tls.cert_file {
+        Some(_) => format!("https://{addr}"),
+        None => addr.to_string(),
+    }
 }
 
 fn nats_url(cfg: &Config) -> String {

@@ -115,13 +115,20 @@ impl TlsOptions {
             }
         };
         let config = stoke_proto::tls::server(cert, key).map_err(|e| DispatcherError::Tls(e.to_string()))?;
+        // Like the secrets key: a private key others can read is worth a word.
+        if let Ok(meta) = std::fs::metadata(key)
+            && std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077 != 0
+        {
+            tracing::warn!(key_file = %key.display(), "the TLS private key is readable by group or others: chmod 600 it");
+        }
         tonic::transport::Server::builder()
             .tls_config(config.clone())
             .map_err(|e| {
                 DispatcherError::Tls(format!(
-                    "{} with {}: {e} (is the key the certificate's?)",
+                    "{} with {}: {} (is the key the certificate's?)",
                     cert.display(),
-                    key.display()
+                    key.display(),
+                    stoke_proto::tls::chain(&e)
                 ))
             })?;
         Ok(Some(config))

@@ -606,6 +606,28 @@ impl stoke_proto::InProcessAttach for WorkerApi {
     ) -> Result<MessageStream<DispatcherMessage>, Status> {
         self.session(from_worker).await
     }
+
+    async fn fetch_package(&self, digest: String) -> Result<MessageStream<PackageChunk>, Status> {
+        self.package(digest).await
+    }
+}
+
+impl WorkerApi {
+    /// A package's bytes, in chunks.
+    async fn package(&self, digest: String) -> Result<MessageStream<PackageChunk>, Status> {
+        let data = self
+            .registry
+            .store
+            .get_package(&digest)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?
+            .ok_or_else(|| Status::not_found(format!("package {digest} not found")))?;
+        let chunks: Vec<Result<PackageChunk, Status>> = data
+            .chunks(CHUNK)
+            .map(|c| Ok(PackageChunk { data: c.to_vec() }))
+            .collect();
+        Ok(Box::pin(tokio_stream::iter(chunks)))
+    }
 }
 
 #[tonic::async_trait]
@@ -625,19 +647,7 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<Self::FetchPackageStream>, Status> {
         let caller = crate::guard::caller(&self.auth, &req).await?;
         crate::guard::role(&caller, stoke_broker::auth::Role::Worker)?;
-        let digest = req.into_inner().digest;
-        let data = self
-            .registry
-            .store
-            .get_package(&digest)
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?
-            .ok_or_else(|| Status::not_found(format!("package {digest} not found")))?;
-        let chunks: Vec<Result<PackageChunk, Status>> = data
-            .chunks(CHUNK)
-            .map(|c| Ok(PackageChunk { data: c.to_vec() }))
-            .collect();
-        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+        Ok(Response::new(self.package(req.into_inner().digest).await?))
     }
 }
 

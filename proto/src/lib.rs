@@ -48,10 +48,12 @@ impl tonic::service::Interceptor for BearerToken {
 /// A stream of one side's messages on `WorkerService.Attach`.
 pub type MessageStream<T> = tonic::codegen::BoxStream<T>;
 
-/// `WorkerService.Attach` for a worker in the dispatcher's own process
-/// (`stoke up`): the same messages and the same session on both ends, moved
+/// `WorkerService` for a worker in the dispatcher's own process (`stoke
+/// up`): the same messages and the same session on both ends, moved
 /// through channels instead of encoded over loopback HTTP/2. Saves the two
-/// encode, syscall and connection-task hops each way of every invocation.
+/// encode, syscall and connection-task hops each way of every invocation,
+/// and needs no network at all (so nothing to set up when the gRPC port
+/// has TLS).
 #[tonic::async_trait]
 pub trait InProcessAttach: Send + Sync {
     /// Start a worker session: `from_worker` opens with its `WorkerHello`.
@@ -59,6 +61,9 @@ pub trait InProcessAttach: Send + Sync {
         &self,
         from_worker: MessageStream<WorkerMessage>,
     ) -> Result<MessageStream<DispatcherMessage>, tonic::Status>;
+
+    /// `WorkerService.FetchPackage`: the package with this digest.
+    async fn fetch_package(&self, digest: String) -> Result<MessageStream<PackageChunk>, tonic::Status>;
 }
 
 /// Variable names, not values: a function's env holds its secrets.

@@ -50,7 +50,10 @@ fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
 /// server is built (`Server::tls_config`).
 pub fn server(cert: &Path, key: &Path) -> Result<ServerTlsConfig, TlsError> {
     let identity = Identity::from_pem(read_pem("certificate", cert)?, read_pem("private key", key)?);
-    Ok(ServerTlsConfig::new().identity(identity))
+    // A client that connects and never says hello is dropped, not kept.
+    Ok(ServerTlsConfig::new()
+        .identity(identity)
+        .timeout(std::time::Duration::from_secs(10)))
 }
 
 /// An endpoint for `addr`: `https://host:port` verifies the server's
@@ -67,6 +70,14 @@ pub fn endpoint(addr: &str, ca: Option<&Path>) -> Result<Endpoint, TlsError> {
     let endpoint =
         Endpoint::from_shared(url.clone()).map_err(|e| TlsError::Address(addr.to_string(), e.to_string()))?;
     match endpoint.uri().scheme_str() {
+        // Asked to trust a CA, the caller wants TLS: never plaintext then
+        // (a token would cross in clear).
+        Some("http") if ca.is_some() => {
+            return Err(TlsError::Address(
+                addr.to_string(),
+                "a CA file is given but the address is plaintext: use https://host:port".into(),
+            ));
+        }
         Some("http") => return Ok(endpoint),
         Some("https") => {}
         _ => {
@@ -82,7 +93,7 @@ pub fn endpoint(addr: &str, ca: Option<&Path>) -> Result<Endpoint, TlsError> {
     };
     endpoint
         .tls_config(tls)
-        .map_err(|e| TlsError::Setup(addr.to_string(), e.to_string()))
+        .map_err(|e| TlsError::Setup(addr.to_string(), chain(&e)))
 }
 
 /// A failed connection to `addr`, said whole: [`chain`], and a [`hint`]
@@ -111,20 +122,43 @@ pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// What to add to a failed connection's message to `addr` when the likely
-/// cause is TLS on one side only, or a certificate the client does not
-/// trust.
-pub fn hint(addr: &str, error: &str) -> Option<&'static str> {
-    let e = error.to_ascii_lowercase();
-    let https = addr.starts_with("https://");
-    if https && (e.contains("certificate") || e.contains("unknownissuer") || e.contains("unknown issuer")) {
-        Some("the server's certificate is not trusted: give the CA that signed it (ca_file / --ca-file)")
-    } else if https
-        && (e.contains("corrupt message") || e.contains("invalidcontenttype") || e.contains("wrong version"))
-    {
-        Some("the server did not answer in TLS: use http:// if it serves plaintext")
-    } else if !https
-        && [
+/// Why a connection failed, when TLS is the likely reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// The server's certificate chains to no CA the client trusts.
+    Untrusted,
+    /// The certificate does not name the host dialled.
+    WrongName,
+    /// The client spoke TLS; the server answered in plaintext.
+    ServerNotTls,
+    /// The client spoke plaintext; the server (likely TLS) dropped it.
+    ServerMaybeTls,
+}
+
+impl TlsFailure {
+    /// A failure's cause from its text (`chain`): `tls` is whether the
+    /// client spoke TLS. One classifier for the gRPC clients and NATS.
+    pub fn classify(tls: bool, error: &str) -> Option<TlsFailure> {
+        let e = error.to_ascii_lowercase();
+        let any = |words: &[&str]| words.iter().any(|w| e.contains(w));
+        if tls {
+            if any(&["notvalidforname", "not valid for name"]) {
+                Some(TlsFailure::WrongName)
+            } else if any(&[
+                "unknownissuer",
+                "unknown issuer",
+                "invalid peer certificate",
+                "badsignature",
+            ]) {
+                Some(TlsFailure::Untrusted)
+            } else if any(&["corrupt message", "invalidcontenttype", "wrong version"]) {
+                Some(TlsFailure::ServerNotTls)
+            } else {
+                None
+            }
+        } else if any(&[
+            // A TLS server drops a plaintext HTTP/2 client's connection at
+            // once; how the client words that varies from call to call.
             "connection reset",
             "broken pipe",
             "h2 protocol",
@@ -132,16 +166,28 @@ pub fn hint(addr: &str, error: &str) -> Option<&'static str> {
             "connection closed",
             "unexpected eof",
             "unexpected end of file",
-        ]
-        .iter()
-        .any(|s| e.contains(s))
-    {
-        // A TLS server drops a plaintext HTTP/2 client's connection at
-        // once; how the client words that varies from call to call.
-        Some("if the server serves TLS ([dispatcher.tls]), use https://")
-    } else {
-        None
+        ]) {
+            Some(TlsFailure::ServerMaybeTls)
+        } else {
+            None
+        }
     }
+}
+
+/// What to add to a failed connection's message to `addr` (a gRPC
+/// address) when the likely cause is TLS on one side only, or a
+/// certificate the client does not accept.
+pub fn hint(addr: &str, error: &str) -> Option<&'static str> {
+    Some(match TlsFailure::classify(addr.starts_with("https://"), error)? {
+        TlsFailure::Untrusted => {
+            "the server's certificate is not trusted: give the CA that signed it (ca_file / --ca-file)"
+        }
+        TlsFailure::WrongName => {
+            "the server's certificate does not name the host dialled: dial a name or address it lists"
+        }
+        TlsFailure::ServerNotTls => "the server did not answer in TLS: use http:// if it serves plaintext",
+        TlsFailure::ServerMaybeTls => "if the server serves TLS ([dispatcher.tls]), use https://",
+    })
 }
 
 #[cfg(test)]
@@ -154,9 +200,10 @@ mod tests {
             endpoint("127.0.0.1:50051", None).unwrap().uri().scheme_str(),
             Some("http")
         );
-        // A CA given for a plaintext address is not read.
+        // A CA given for a plaintext address: the caller wanted TLS.
         let missing = Path::new("/nonexistent/ca.pem");
-        assert!(endpoint("http://127.0.0.1:1", Some(missing)).is_ok());
+        let err = endpoint("127.0.0.1:1", Some(missing)).unwrap_err().to_string();
+        assert!(err.contains("use https://"), "{err}");
         let err = endpoint("https://127.0.0.1:1", Some(missing)).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/ca.pem"), "{err}");
         let err = endpoint("ftp://x:1", None).unwrap_err().to_string();
@@ -169,5 +216,30 @@ mod tests {
         assert!(err.contains("not a PEM file"), "{err}");
         let err = server(&der, &der).unwrap_err().to_string();
         assert!(err.contains("certificate") && err.contains("not a PEM file"), "{err}");
+    }
+
+    #[test]
+    fn failures_are_told_apart_by_side() {
+        let tls = |e| TlsFailure::classify(true, e);
+        assert_eq!(
+            tls("invalid peer certificate: UnknownIssuer"),
+            Some(TlsFailure::Untrusted)
+        );
+        assert_eq!(
+            tls("invalid peer certificate: NotValidForName"),
+            Some(TlsFailure::WrongName)
+        );
+        assert_eq!(
+            tls("received corrupt message of type InvalidContentType"),
+            Some(TlsFailure::ServerNotTls)
+        );
+        assert_eq!(tls("Connection refused (os error 111)"), None);
+        assert_eq!(
+            TlsFailure::classify(false, "h2 protocol error"),
+            Some(TlsFailure::ServerMaybeTls)
+        );
+        assert_eq!(TlsFailure::classify(false, "invalid peer certificate"), None);
+        assert!(hint("http://x:1", "broken pipe").unwrap().contains("use https://"));
+        assert_eq!(hint("https://x:1", "broken pipe"), None);
     }
 }

@@ -48,19 +48,7 @@ impl PgStore {
             .acquire_timeout(std::time::Duration::from_secs(5))
             .connect_with(opts)
             .await
-            .map_err(|e| match e {
-                // At start a TLS failure is the configuration's (later, the
-                // same error stays retryable: a server mid-restart). A
-                // rejected certificate comes as an I/O error of the handshake.
-                e if matches!(e, sqlx::Error::Tls(_)) || e.to_string().contains("certificate") => {
-                    StoreError::Invalid(format!(
-                        "TLS to PostgreSQL at {host}:{port} failed: {e} (sslmode=verify-ca / verify-full check the \
-                     server's certificate against sslrootcert=PATH, a PEM file of the CA that signed it, else the \
-                     system's roots)"
-                    ))
-                }
-                e => e.into(),
-            })?;
+            .map_err(|e| opening_error(e, &host, port))?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
         tracing::info!(backend = "postgres", %host, port, %database, "store open");
         let writer = crate::sql_store::Writer::default();
@@ -81,3 +69,22 @@ crate::sql_store::sql_store!(
     placeholders = crate::queries::Placeholders::Numbered
 );
 crate::sql_catalog::sql_catalog!(PgStore, PgRow);
+
+/// A failure to open: at start, a TLS failure is the configuration's, and
+/// says which part (later, the same errors stay retryable, as for a server
+/// mid-restart). A rejected certificate comes as an I/O error of the
+/// handshake; a server without TLS under `sslmode=require` as a TLS error.
+fn opening_error(e: sqlx::Error, host: &str, port: u16) -> StoreError {
+    if e.to_string().contains("invalid peer certificate") {
+        StoreError::Invalid(format!(
+            "TLS to PostgreSQL at {host}:{port}: {e} (sslmode=verify-ca / verify-full check the server's \
+             certificate against sslrootcert=PATH, a PEM file of the CA that signed it, and the system's roots)"
+        ))
+    } else if let sqlx::Error::Tls(_) = e {
+        StoreError::Invalid(format!(
+            "TLS to PostgreSQL at {host}:{port}: {e} (does the server have ssl = on? sslmode=disable turns TLS off)"
+        ))
+    } else {
+        e.into()
+    }
+}

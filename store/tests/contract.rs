@@ -737,6 +737,11 @@ async fn postgres_over_tls_verifies_the_server_certificate() {
 
     let err = open(&with_ca(&certs.other_ca)).await.err().unwrap();
     assert!(!err.is_retryable() && err.to_string().contains("sslrootcert"), "{err}");
+
+    // TLS required of a server without it: refused, saying so.
+    let plain = testing::Postgres::start().await.unwrap();
+    let err = open(&format!("{}?sslmode=require", plain.url())).await.err().unwrap();
+    assert!(!err.is_retryable() && err.to_string().contains("ssl = on"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

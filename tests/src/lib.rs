@@ -129,39 +129,33 @@ impl Nats {
     /// A server whose JetStream may use at most `max_file_store` (e.g.
     /// "512MB") of disk, however much is free.
     pub async fn start_with_store_limit(max_file_store: Option<&str>) -> anyhow::Result<Nats> {
-        let dir = tempfile::tempdir()?;
-        let port = free_port();
-        if let Some(limit) = max_file_store {
-            let store = dir.path().join("jetstream");
-            let conf = format!("jetstream {{ store_dir: {store:?}, max_file_store: {limit} }}\n");
-            std::fs::write(dir.path().join("nats.conf"), conf)?;
+        match max_file_store {
+            Some(limit) => Nats::start_with_conf(&format!("max_file_store: {limit}"), "", "nats").await,
+            None => Nats::start_with_conf("", "", "nats").await,
         }
-        let child = Nats::spawn(port, dir.path())?;
-        let nats = Nats {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            port,
-            dir,
-        };
-        nats.wait_listening().await;
-        Ok(nats)
     }
 
     /// A nats-server that requires TLS, with `certs`' server certificate:
     /// its URL is `tls://127.0.0.1:<port>`.
     pub async fn start_tls(certs: &certs::TestCerts) -> anyhow::Result<Nats> {
+        let tls = format!("tls {{ cert_file: {:?}, key_file: {:?} }}", certs.cert, certs.key);
+        Nats::start_with_conf("", &tls, "tls").await
+    }
+
+    /// A server with a config file when `jetstream` (more of its block) or
+    /// `extra` (top-level lines) says something, dialled as `scheme://`.
+    async fn start_with_conf(jetstream: &str, extra: &str, scheme: &str) -> anyhow::Result<Nats> {
         let dir = tempfile::tempdir()?;
         let port = free_port();
-        let store = dir.path().join("jetstream");
-        let conf = format!(
-            "jetstream {{ store_dir: {store:?} }}\ntls {{ cert_file: {:?}, key_file: {:?} }}\n",
-            certs.cert, certs.key
-        );
-        std::fs::write(dir.path().join("nats.conf"), conf)?;
+        if !jetstream.is_empty() || !extra.is_empty() {
+            let store = dir.path().join("jetstream");
+            let conf = format!("jetstream {{ store_dir: {store:?}, {jetstream} }}\n{extra}\n");
+            std::fs::write(dir.path().join("nats.conf"), conf)?;
+        }
         let child = Nats::spawn(port, dir.path())?;
         let nats = Nats {
             child,
-            url: format!("tls://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
             port,
             dir,
         };

@@ -120,7 +120,8 @@ async fn workers_and_the_cli_work_over_tls_and_mistakes_say_what_to_fix() {
     )
     .await;
     let workers = c.cli().args(["workers", "-o", "json"]).output().unwrap();
-    assert!(!String::from_utf8_lossy(&workers.stdout).contains("untrusting"));
+    let text = String::from_utf8_lossy(&workers.stdout);
+    assert!(workers.status.success() && !text.contains("untrusting"), "{text}");
     let _ = w.kill();
     let _ = w.wait();
 
@@ -161,6 +162,44 @@ async fn workers_and_the_cli_work_over_tls_and_mistakes_say_what_to_fix() {
             "{expected}: {stderr}"
         );
     }
+}
+
+/// `stoke up` with TLS on its gRPC port: its own worker is attached in
+/// process (no network), so events run, packages included; the CLI reaches
+/// it over https://, and a CA given for a plaintext address is refused
+/// before any token could cross in clear.
+#[tokio::test]
+async fn stoke_up_with_tls_runs_functions_and_serves_the_cli_over_https() {
+    let certs = TestCerts::generate();
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start_with(
+        &nats,
+        PlatformOptions {
+            env: certs.dispatcher_env(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let cli = |admin: String| {
+        let mut cmd = cli_command(&admin);
+        cmd.env("STOKE_CA_FILE", &certs.ca);
+        cmd
+    };
+    let f = hello_with("");
+    let out = cli(format!("https://{}", p.admin))
+        .arg("deploy")
+        .arg(f.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = p.post("hello", r#"{"name":"up"}"#).await;
+    assert_eq!(r.status, 200, "{} {}", String::from_utf8_lossy(&r.body), p.log());
+    assert!(String::from_utf8_lossy(&r.body).contains("Hello, up!"));
+
+    let out = cli(p.admin.clone()).arg("functions").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("use https://"), "{stderr}");
 }
 
 /// `stoke up` against a nats-server that requires TLS (`tls://`, trusting
@@ -205,4 +244,30 @@ async fn a_nats_server_that_requires_tls_is_reached_over_tls() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("not trusted"), "{stderr}");
+
+    // TLS asked of a server that has none: refused at start, not retried.
+    let plain = Nats::start().await.unwrap();
+    let out = tokio::process::Command::new(built_binary("stoke"))
+        .args([
+            "dispatcher",
+            "--admin",
+            "127.0.0.1:0",
+            "--nats-url",
+            &plain.url,
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("STOKE_NATS_TLS__CA_FILE", &certs.ca)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), out)
+        .await
+        .expect("a dispatcher that cannot reach NATS exits")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("does not speak TLS"),
+        "{stderr}"
+    );
 }

@@ -89,10 +89,35 @@ pub struct WorkerOptions {
     pub uid_range_size: u32,
 }
 
-/// The dispatcher client every worker module uses.
-pub type DispatcherClient = WorkerServiceClient<
-    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, stoke_proto::BearerToken>,
->;
+/// What a worker asks its dispatcher for beside the `Attach` stream
+/// (packages): over gRPC, or straight in the dispatcher's own process.
+#[derive(Clone)]
+pub enum DispatcherClient {
+    Remote(
+        WorkerServiceClient<
+            tonic::service::interceptor::InterceptedService<tonic::transport::Channel, stoke_proto::BearerToken>,
+        >,
+    ),
+    InProcess(Arc<dyn stoke_proto::InProcessAttach>),
+}
+
+impl DispatcherClient {
+    /// The package with this digest, in chunks.
+    pub async fn fetch_package(
+        &mut self,
+        digest: &str,
+    ) -> Result<stoke_proto::MessageStream<stoke_proto::PackageChunk>, tonic::Status> {
+        match self {
+            DispatcherClient::Remote(client) => {
+                let request = stoke_proto::FetchPackageRequest {
+                    digest: digest.to_string(),
+                };
+                Ok(Box::pin(client.fetch_package(request).await?.into_inner()))
+            }
+            DispatcherClient::InProcess(link) => link.fetch_package(digest.to_string()).await,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -366,15 +391,6 @@ impl Worker {
         shutdown: &CancellationToken,
         attached: &mut bool,
     ) -> Result<(), tonic::Status> {
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| tonic::Status::unavailable(stoke_proto::tls::describe(addr, &e)))?;
-        let bearer = stoke_proto::BearerToken::new(&self.opts.token)
-            .map_err(|_| tonic::Status::invalid_argument("the worker token is not valid header text"))?;
-        let mut client = WorkerServiceClient::with_interceptor(channel, bearer)
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
         let (tx, rx) = mpsc::channel::<WorkerMessage>(1024);
         let hello = WorkerMessage {
             msg: Some(worker_message::Msg::Hello(WorkerHello {
@@ -395,9 +411,25 @@ impl Worker {
             });
         }
         let outbound = tokio_stream::wrappers::ReceiverStream::new(rx);
-        let mut inbound: stoke_proto::MessageStream<DispatcherMessage> = match &self.in_process {
-            Some(link) => link.attach(Box::pin(outbound.map(Ok))).await?,
-            None => Box::pin(client.attach(outbound).await?.into_inner()),
+        let (client, mut inbound) = match &self.in_process {
+            Some(link) => (
+                DispatcherClient::InProcess(link.clone()),
+                link.attach(Box::pin(outbound.map(Ok))).await?,
+            ),
+            None => {
+                let channel = endpoint
+                    .connect()
+                    .await
+                    .map_err(|e| tonic::Status::unavailable(stoke_proto::tls::describe(addr, &e)))?;
+                let bearer = stoke_proto::BearerToken::new(&self.opts.token)
+                    .map_err(|_| tonic::Status::invalid_argument("the worker token is not valid header text"))?;
+                let mut client = WorkerServiceClient::with_interceptor(channel, bearer)
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE);
+                let inbound: stoke_proto::MessageStream<DispatcherMessage> =
+                    Box::pin(client.attach(outbound).await?.into_inner());
+                (DispatcherClient::Remote(client), inbound)
+            }
         };
         tracing::info!(worker = %self.runner.worker_id, dispatcher = %addr, "attached to dispatcher");
         *attached = true;

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use stoke_core::package::{self, Limits};
-use stoke_proto::FetchPackageRequest;
 use tokio::sync::Mutex;
+use tokio_stream::StreamExt as _;
 
 use crate::WorkerError;
 
@@ -44,16 +44,14 @@ impl PackageCache {
             return Ok(dir);
         }
         let mut stream = client
-            .fetch_package(FetchPackageRequest {
-                digest: digest.to_string(),
-            })
+            .fetch_package(digest)
             .await
-            .map_err(|s| WorkerError::Package(format!("fetch {digest}: {}", s.message())))?
-            .into_inner();
+            .map_err(|s| WorkerError::Package(format!("fetch {digest}: {}", s.message())))?;
         let mut data = Vec::new();
         while let Some(chunk) = stream
-            .message()
+            .next()
             .await
+            .transpose()
             .map_err(|s| WorkerError::Package(format!("fetch {digest}: {}", s.message())))?
         {
             data.extend_from_slice(&chunk.data);
