@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod invoke;
 pub mod results;
 pub mod streams;
+pub mod tls;
 
 use std::net::SocketAddr;
 
@@ -37,6 +38,8 @@ pub struct BrokerOptions {
     pub sync_wait_slack_secs: u64,
     pub stream: streams::StreamOptions,
     pub cron: cron::CronOptions,
+    /// HTTPS on the gateway (`[broker.tls]`); plaintext without it.
+    pub tls: tls::TlsOptions,
 }
 
 impl Default for BrokerOptions {
@@ -47,6 +50,7 @@ impl Default for BrokerOptions {
             sync_wait_slack_secs: 30,
             stream: streams::StreamOptions::default(),
             cron: cron::CronOptions::default(),
+            tls: tls::TlsOptions::default(),
         }
     }
 }
@@ -59,11 +63,15 @@ pub enum BrokerError {
     Stream(String),
     #[error("HTTP gateway failed: {0}")]
     Serve(std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// A built broker, ready to serve.
 pub struct Broker {
     listener: tokio::net::TcpListener,
+    /// HTTPS; None: plaintext.
+    tls: Option<tokio_rustls::TlsAcceptor>,
     invoker: Invoker,
     scheduler: Option<cron::Scheduler>,
     /// More routes served beside the gateway's (`stoke up`: `/metrics`).
@@ -76,6 +84,7 @@ impl Broker {
         nats: async_nats::Client,
         store: Arc<dyn Store>,
     ) -> Result<Broker, BrokerError> {
+        let tls = tls::acceptor(&opts.tls).map_err(BrokerError::Tls)?;
         let js = async_nats::jetstream::new(nats.clone());
         streams::ensure_invoke_stream(&js, &opts.stream)
             .await
@@ -98,6 +107,7 @@ impl Broker {
             .then(|| cron::Scheduler::new(store, invoker.clone(), opts.cron.clone()));
         Ok(Broker {
             listener,
+            tls,
             invoker,
             scheduler,
             extra: None,
@@ -131,23 +141,38 @@ impl Broker {
         self.listener.local_addr()
     }
 
+    /// The gateway's base URL (`https://` when it has TLS).
+    pub fn url(&self) -> std::io::Result<String> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        Ok(format!("{scheme}://{}", self.local_addr()?))
+    }
+
     /// Serve until `shutdown`; in-flight requests finish first.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), BrokerError> {
-        tracing::info!(addr = %self.local_addr().map_err(BrokerError::Serve)?, "HTTP gateway listening");
+        tracing::info!(addr = %self.local_addr().map_err(BrokerError::Serve)?, tls = self.tls.is_some(), "HTTP gateway listening");
         let scheduler = self.scheduler.map(|s| tokio::spawn(s.run(shutdown.clone())));
-        // Without TCP_NODELAY a response written in two segments waits for
-        // the client's delayed ACK: ~40 ms on every keep-alive request.
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
         let mut app = gateway::router(self.invoker);
         if let Some(extra) = self.extra {
             app = app.merge(extra);
         }
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-            .map_err(BrokerError::Serve);
+        let stop = shutdown.cancelled_owned();
+        let served = match self.tls {
+            Some(acceptor) => axum::serve(tls::TlsListener::new(self.listener, acceptor), app)
+                .with_graceful_shutdown(stop)
+                .await
+                .map_err(BrokerError::Serve),
+            None => {
+                // Without TCP_NODELAY a response written in two segments waits
+                // for the client's delayed ACK: ~40 ms on every keep-alive request.
+                let listener = self.listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+                    .map_err(BrokerError::Serve)
+            }
+        };
         if let Some(s) = scheduler {
             let _ = s.await;
         }

@@ -203,13 +203,13 @@ pub async fn up(mut cfg: Config, announce: Announce) -> anyhow::Result<()> {
         // gateway may remember current versions (stale at every change).
         broker.share_catalog(dispatcher.catalog_changes());
         broker.share_results(dispatcher.local_results());
-        let http = broker.local_addr()?;
+        let http = broker.url()?;
         // Metrics on the gateway, unless they have a listener of their own.
         let metrics = match dispatcher.metrics_addr() {
             Some(addr) => format!("http://{addr}/metrics"),
             None => {
                 broker = broker.with_routes(dispatcher.metrics_router());
-                format!("http://{http}/metrics")
+                format!("{http}/metrics")
             }
         };
         let mut worker = Worker::build(cfg.worker.clone()).await?;
@@ -217,7 +217,7 @@ pub async fn up(mut cfg: Config, announce: Announce) -> anyhow::Result<()> {
         let store_url = stoke_store::redact_url(&cfg.store_url());
         if announce.json {
             tracing::info!(
-                http = %format!("http://{http}"),
+                %http,
                 %admin,
                 %metrics,
                 nats = %nats_url,
@@ -228,7 +228,7 @@ pub async fn up(mut cfg: Config, announce: Announce) -> anyhow::Result<()> {
             );
         } else {
             println!("stoke is up");
-            println!("  HTTP gateway  http://{http}   (POST /fn/<name>)");
+            println!("  HTTP gateway  {http}   (POST /fn/<name>)");
             println!("  admin API     {admin}   (STOKE_ADMIN for the CLI)");
             println!("  metrics       {metrics}");
             println!("  NATS          {nats_url}");
@@ -262,11 +262,11 @@ pub async fn broker(cfg: Config, announce: Announce) -> anyhow::Result<()> {
     let nats = connect_nats(&nats_url(&cfg), &cfg.nats_tls).await?;
     let store = open_store(&cfg).await?;
     let broker = Broker::build(&cfg.broker, nats, store).await?;
-    let http = broker.local_addr()?;
+    let http = broker.url()?;
     if announce.json {
-        tracing::info!(http = %format!("http://{http}"), "stoke broker is up");
+        tracing::info!(%http, "stoke broker is up");
     } else {
-        println!("stoke broker: HTTP gateway on http://{http}");
+        println!("stoke broker: HTTP gateway on {http}");
     }
     run_roles(
         token.clone(),

@@ -42,6 +42,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use stoke_broker::auth::{AuthMode, Authenticator};
+use stoke_broker::tls::TlsOptions;
 use stoke_broker::{Invoker, streams};
 use stoke_proto::admin_service_server::AdminServiceServer;
 use stoke_proto::worker_service_server::WorkerServiceServer;
@@ -83,56 +84,8 @@ pub struct DispatcherOptions {
     pub secrets_key_file: Option<std::path::PathBuf>,
     pub stream: streams::StreamOptions,
     pub auth: AuthOptions,
+    /// TLS on the gRPC port (see `load_tls`).
     pub tls: TlsOptions,
-}
-
-/// TLS on the gRPC port (`[dispatcher.tls]`): workers then attach to, and
-/// the CLI calls, `https://host:port`, trusting the CA that signed `cert_file`
-/// (their `ca_file`). Both files or neither; without them the port is
-/// plaintext, so API tokens and the secrets sent to workers cross the
-/// network in clear.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TlsOptions {
-    /// PEM: the dispatcher's certificate (for the names and addresses
-    /// clients dial), then any intermediates.
-    pub cert_file: Option<std::path::PathBuf>,
-    /// PEM: its private key (keep it mode 0600).
-    pub key_file: Option<std::path::PathBuf>,
-}
-
-impl TlsOptions {
-    /// The server's TLS set-up, checked (files read, key matching the
-    /// certificate); None for plaintext.
-    fn load(&self) -> Result<Option<tonic::transport::ServerTlsConfig>, DispatcherError> {
-        let (cert, key) = match (&self.cert_file, &self.key_file) {
-            (None, None) => return Ok(None),
-            (Some(cert), Some(key)) => (cert, key),
-            _ => {
-                return Err(DispatcherError::Tls(
-                    "[dispatcher.tls] needs both cert_file and key_file (or neither, for plaintext)".into(),
-                ));
-            }
-        };
-        let config = stoke_proto::tls::server(cert, key).map_err(|e| DispatcherError::Tls(e.to_string()))?;
-        // Like the secrets key: a private key others can read is worth a word.
-        if let Ok(meta) = std::fs::metadata(key)
-            && std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077 != 0
-        {
-            tracing::warn!(key_file = %key.display(), "the TLS private key is readable by group or others: chmod 600 it");
-        }
-        tonic::transport::Server::builder()
-            .tls_config(config.clone())
-            .map_err(|e| {
-                DispatcherError::Tls(format!(
-                    "{} with {}: {} (is the key the certificate's?)",
-                    cert.display(),
-                    key.display(),
-                    stoke_proto::tls::chain(&e)
-                ))
-            })?;
-        Ok(Some(config))
-    }
 }
 
 /// Who may call the admin API and attach workers (`[dispatcher.auth]`).
@@ -145,6 +98,29 @@ pub struct AuthOptions {
     /// Where the first admin token's secret is written when tokens are
     /// required and none exists yet (default `<data_dir>/admin.token`).
     pub bootstrap_token_file: Option<std::path::PathBuf>,
+}
+
+/// The gRPC port's TLS set-up (`[dispatcher.tls]`), checked (files read,
+/// key matching the certificate); None for plaintext. Workers then attach
+/// to, and the CLI calls, `https://host:port`, trusting the CA that signed
+/// the certificate (their `ca_file`). Without it, API tokens and the
+/// secrets sent to workers cross the network in clear.
+fn load_tls(opts: &TlsOptions) -> Result<Option<tonic::transport::ServerTlsConfig>, DispatcherError> {
+    let Some((cert, key)) = opts.files("dispatcher.tls").map_err(DispatcherError::Tls)? else {
+        return Ok(None);
+    };
+    let config = stoke_proto::tls::server(cert, key).map_err(|e| DispatcherError::Tls(e.to_string()))?;
+    tonic::transport::Server::builder()
+        .tls_config(config.clone())
+        .map_err(|e| {
+            DispatcherError::Tls(format!(
+                "{} with {}: {} (is the key the certificate's?)",
+                cert.display(),
+                key.display(),
+                stoke_proto::tls::chain(&e)
+            ))
+        })?;
+    Ok(Some(config))
 }
 
 impl Default for DispatcherOptions {
@@ -216,7 +192,7 @@ impl Dispatcher {
         nats: async_nats::Client,
         store: Arc<dyn Store>,
     ) -> Result<Dispatcher, DispatcherError> {
-        let tls = opts.tls.load()?;
+        let tls = load_tls(&opts.tls)?;
         let js = async_nats::jetstream::new(nats.clone());
         streams::ensure_invoke_stream(&js, &opts.stream)
             .await

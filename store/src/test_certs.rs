@@ -64,4 +64,12 @@ impl TestCerts {
             ("STOKE_DISPATCHER__TLS__KEY_FILE".into(), self.key.display().to_string()),
         ]
     }
+
+    /// The environment that gives the HTTP gateway this certificate.
+    pub fn gateway_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("STOKE_BROKER__TLS__CERT_FILE".into(), self.cert.display().to_string()),
+            ("STOKE_BROKER__TLS__KEY_FILE".into(), self.key.display().to_string()),
+        ]
+    }
 }

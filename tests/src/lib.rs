@@ -236,6 +236,9 @@ pub struct PlatformOptions {
     pub env: Vec<(String, String)>,
     /// Extra flags for `stoke up` (e.g. `--log-json`, `--metrics ADDR`).
     pub args: Vec<String>,
+    /// The gateway serves HTTPS (its certificate comes in `env`, e.g.
+    /// `certs::TestCerts::gateway_env`): the harness's client trusts this CA.
+    pub gateway_ca: Option<PathBuf>,
 }
 
 /// The logs stream the platforms under test reserve on their nats-server:
@@ -252,6 +255,8 @@ pub struct Platform {
     pub data_dir: tempfile::TempDir,
     log: PathBuf,
     client: reqwest::Client,
+    /// The gateway serves HTTPS.
+    https: bool,
 }
 
 impl Platform {
@@ -323,7 +328,13 @@ impl Platform {
             admin,
             data_dir,
             log,
-            client: reqwest::Client::new(),
+            https: opts.gateway_ca.is_some(),
+            client: match &opts.gateway_ca {
+                Some(ca) => reqwest::Client::builder()
+                    .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca)?)?)
+                    .build()?,
+                None => reqwest::Client::new(),
+            },
         };
         p.wait_ready().await?;
         Ok(p)
@@ -356,7 +367,8 @@ impl Platform {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.http)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.http)
     }
 
     pub fn db_path(&self) -> PathBuf {

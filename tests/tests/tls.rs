@@ -164,10 +164,12 @@ async fn workers_and_the_cli_work_over_tls_and_mistakes_say_what_to_fix() {
     }
 }
 
-/// `stoke up` with TLS on its gRPC port: its own worker is attached in
-/// process (no network), so events run, packages included; the CLI reaches
-/// it over https://, and a CA given for a plaintext address is refused
-/// before any token could cross in clear.
+/// `stoke up` with TLS on its gRPC port and HTTPS on its gateway: its own
+/// worker is attached in process (no network), so events run, packages
+/// included; callers reach the gateway over https:// (plaintext, or a
+/// client without the CA, get nothing); the CLI reaches the admin API over
+/// https://, and a CA given for a plaintext address is refused before any
+/// token could cross in clear.
 #[tokio::test]
 async fn stoke_up_with_tls_runs_functions_and_serves_the_cli_over_https() {
     let certs = TestCerts::generate();
@@ -175,12 +177,23 @@ async fn stoke_up_with_tls_runs_functions_and_serves_the_cli_over_https() {
     let p = Platform::start_with(
         &nats,
         PlatformOptions {
-            env: certs.dispatcher_env(),
+            env: [certs.dispatcher_env(), certs.gateway_env()].concat(),
+            gateway_ca: Some(certs.ca.clone()),
             ..Default::default()
         },
     )
     .await
     .unwrap();
+    assert!(p.url("/").starts_with("https://"));
+    assert!(
+        p.log().contains(&format!("HTTP gateway  https://{}", p.http)),
+        "{}",
+        p.log()
+    );
+    let plain = reqwest::get(format!("http://{}/healthz", p.http)).await;
+    assert!(plain.is_err(), "plaintext HTTP answered: {plain:?}");
+    let untrusting = reqwest::get(format!("https://{}/healthz", p.http)).await;
+    assert!(untrusting.is_err(), "an HTTPS client without the CA was answered");
     let cli = |admin: String| {
         let mut cmd = cli_command(&admin);
         cmd.env("STOKE_CA_FILE", &certs.ca);

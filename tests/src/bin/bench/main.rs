@@ -90,6 +90,7 @@ pub async fn start_platform(idle_ttl_secs: f64, args: &[&str]) -> anyhow::Result
             idle_ttl_secs: Some(idle_ttl_secs),
             env: vec![("RUST_LOG".into(), "info".into())],
             args: args.iter().map(|a| a.to_string()).collect(),
+            ..Default::default()
         },
     )
     .await?;

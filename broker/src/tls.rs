@@ -1,0 +1,143 @@
+//! HTTPS on the gateway (`[broker.tls]`): the certificate and key as PEM
+//! files, and a listener that does each TLS handshake in a task of its own
+//! (a slow or silent client holds up nobody) before axum sees the
+//! connection. `TlsOptions` is also the dispatcher's `[dispatcher.tls]`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::{TlsAcceptor, rustls};
+
+/// A server's certificate and key (both or neither; neither: plaintext).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsOptions {
+    /// PEM: the certificate (for the names and addresses clients dial),
+    /// then any intermediates.
+    pub cert_file: Option<PathBuf>,
+    /// PEM: its private key (keep it mode 0600).
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsOptions {
+    /// The two files, None for plaintext; `table` names the config table
+    /// in the error for one without the other.
+    pub fn files(&self, table: &str) -> Result<Option<(&Path, &Path)>, String> {
+        match (&self.cert_file, &self.key_file) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => {
+                // Like the secrets key: a private key others can read is
+                // worth a word.
+                if let Ok(meta) = std::fs::metadata(key)
+                    && std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077 != 0
+                {
+                    tracing::warn!(key_file = %key.display(), "the TLS private key is readable by group or others: chmod 600 it");
+                }
+                Ok(Some((cert.as_path(), key.as_path())))
+            }
+            _ => Err(format!(
+                "[{table}] needs both cert_file and key_file (or neither, for plaintext)"
+            )),
+        }
+    }
+}
+
+/// The gateway's TLS set-up from `opts`, checked (files read, key matching
+/// the certificate); None for plaintext.
+pub fn acceptor(opts: &TlsOptions) -> Result<Option<TlsAcceptor>, String> {
+    let Some((cert, key)) = opts.files("broker.tls")? else {
+        return Ok(None);
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("the TLS certificate {}: {e}", cert.display()))?;
+    let key_der =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("the TLS private key {}: {e}", key.display()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| {
+            format!(
+                "{} with {}: {e} (is the key the certificate's?)",
+                cert.display(),
+                key.display()
+            )
+        })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Some(TlsAcceptor::from(Arc::new(config))))
+}
+
+/// A TCP listener that hands axum only connections whose TLS handshake
+/// finished (within 10 s); failed handshakes are logged at debug and
+/// dropped.
+pub struct TlsListener {
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+    handshakes: JoinSet<Option<(TlsStream<TcpStream>, SocketAddr)>>,
+}
+
+impl TlsListener {
+    pub fn new(tcp: TcpListener, acceptor: TlsAcceptor) -> TlsListener {
+        TlsListener {
+            tcp,
+            acceptor,
+            handshakes: JoinSet::new(),
+        }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            tokio::select! {
+                accepted = self.tcp.accept() => match accepted {
+                    Ok((tcp, addr)) => {
+                        // See `Broker::run`: no Nagle on the gateway.
+                        let _ = tcp.set_nodelay(true);
+                        let acceptor = self.acceptor.clone();
+                        self.handshakes.spawn(async move {
+                            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                                Ok(Ok(tls)) => Some((tls, addr)),
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%addr, error = %e, "TLS handshake failed");
+                                    None
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%addr, "TLS handshake timed out");
+                                    None
+                                }
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait, as axum does.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
+                    if let Ok(Some(connection)) = done {
+                        return connection;
+                    }
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
