@@ -416,7 +416,7 @@ impl Platform {
     pub async fn post_at_once(&self, function: &str, body: &'static str, n: usize) {
         let calls: Vec<_> = (0..n)
             .map(|_| {
-                let (url, client) = (self.url(&format!("/fn/{function}")), reqwest::Client::new());
+                let (url, client) = (self.url(&format!("/fn/{function}")), self.client.clone());
                 tokio::spawn(async move { client.post(url).body(body).send().await.unwrap().status() })
             })
             .collect();

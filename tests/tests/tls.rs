@@ -190,10 +190,21 @@ async fn stoke_up_with_tls_runs_functions_and_serves_the_cli_over_https() {
         "{}",
         p.log()
     );
-    let plain = reqwest::get(format!("http://{}/healthz", p.http)).await;
-    assert!(plain.is_err(), "plaintext HTTP answered: {plain:?}");
-    let untrusting = reqwest::get(format!("https://{}/healthz", p.http)).await;
-    assert!(untrusting.is_err(), "an HTTPS client without the CA was answered");
+    // Connected, then refused by TLS: not a closed port.
+    let plain = reqwest::get(format!("http://{}/healthz", p.http)).await.unwrap_err();
+    assert!(!plain.is_connect(), "plaintext HTTP: {plain:?}");
+    let untrusting = reqwest::get(format!("https://{}/healthz", p.http)).await.unwrap_err();
+    assert!(format!("{untrusting:?}").contains("UnknownIssuer"), "{untrusting:?}");
+    // HTTP/2 by ALPN, as well as HTTP/1.1.
+    let h2 = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&certs.ca).unwrap()).unwrap())
+        .build()
+        .unwrap()
+        .get(p.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((h2.status().as_u16(), h2.version()), (200, reqwest::Version::HTTP_2));
     let cli = |admin: String| {
         let mut cmd = cli_command(&admin);
         cmd.env("STOKE_CA_FILE", &certs.ca);
