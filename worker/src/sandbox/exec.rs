@@ -84,8 +84,14 @@ impl Sandbox {
         };
         writer.abort();
         if let Some(early) = outcome {
+            let took = timing(sent);
             self.kill();
-            return (early, timing(sent));
+            // Answer once the process is gone (its namespace's init is
+            // reaped only after every process in it): a killed event's
+            // process must not outlive its answer, nor overlap its retry.
+            // Bounded, as the kill takes a moment, not a deadline.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), exited.wait_for(Option::is_some)).await;
+            return (early, took);
         }
         // Exited (or stdout closed): whatever is left in the sandbox goes
         // too, which closes any copy of stdout a child still held.
