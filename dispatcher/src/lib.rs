@@ -82,6 +82,11 @@ pub struct DispatcherOptions {
     /// mode 0600, when absent). Every dispatcher of a cluster needs the same
     /// file. `stoke` defaults it to `<data_dir>/secrets.key`.
     pub secrets_key_file: Option<std::path::PathBuf>,
+    /// Make this dispatcher's key the one the store's secrets are sealed
+    /// with, replacing the one recorded (only when that key is lost: the
+    /// secrets sealed under it must be set again). Without it a dispatcher
+    /// whose key is not the recorded one refuses to start.
+    pub secrets_key_adopt: bool,
     pub stream: streams::StreamOptions,
     pub auth: AuthOptions,
     /// TLS on the gRPC port (see `load_tls`).
@@ -136,6 +141,7 @@ impl Default for DispatcherOptions {
             max_payload_bytes: 6 << 20,
             metrics_listen: None,
             secrets_key_file: None,
+            secrets_key_adopt: false,
             stream: streams::StreamOptions::default(),
             auth: AuthOptions::default(),
             tls: TlsOptions::default(),
@@ -217,6 +223,7 @@ impl Dispatcher {
         let secrets = match &opts.secrets_key_file {
             Some(path) => {
                 let key = sealed::SecretsKey::load_or_create(path)?;
+                sealed::check_fingerprint(&key, path, store.as_ref(), opts.secrets_key_adopt).await?;
                 // Another dispatcher's key file: say so now, not at each event.
                 match store.list_functions().await {
                     Ok(current) => {

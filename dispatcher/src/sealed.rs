@@ -44,11 +44,65 @@ pub enum SealError {
     WrongKey(String),
     #[error("secret {0} is sealed, and this dispatcher has no secrets_key_file to open it")]
     NoKey(String),
+    #[error(
+        "this dispatcher's secrets key ({path}, fingerprint {ours}) is not the one this store's secrets are \
+         sealed with (fingerprint {theirs}): copy secrets_key_file from a dispatcher that runs. If that key \
+         is lost, start once with secrets_key_adopt = true ([dispatcher]; STOKE_DISPATCHER__SECRETS_KEY_ADOPT) \
+         and set every secret again"
+    )]
+    OtherKey { path: String, ours: String, theirs: String },
+    #[error("cannot check the secrets key against the store: {0}")]
+    Store(String),
+}
+
+/// The store's record of which key seals secrets: the first dispatcher's
+/// key is recorded, and a dispatcher with another one refuses to start —
+/// it could open none of the others' secrets, and they none of its own.
+/// With `adopt`, this key replaces the recorded one (for a lost key: the
+/// secrets sealed under it must be set again).
+pub async fn check_fingerprint(
+    key: &SecretsKey,
+    path: &Path,
+    store: &dyn stoke_store::Store,
+    adopt: bool,
+) -> Result<(), SealError> {
+    const SETTING: &str = "secrets_key_fingerprint";
+    let now = stoke_core::now_ms();
+    let store_err = |e: stoke_store::StoreError| SealError::Store(e.to_string());
+    let recorded = store
+        .claim_setting(SETTING, key.fingerprint(), now)
+        .await
+        .map_err(store_err)?;
+    if recorded == key.fingerprint() {
+        return Ok(());
+    }
+    if adopt {
+        store
+            .replace_setting(SETTING, key.fingerprint(), now)
+            .await
+            .map_err(store_err)?;
+        tracing::warn!(
+            fingerprint = key.fingerprint(),
+            replaced = %recorded,
+            "secrets_key_adopt: this key now seals the store's secrets; those sealed under the old one \
+             cannot be opened until they are set again (turn secrets_key_adopt off again)"
+        );
+        return Ok(());
+    }
+    Err(SealError::OtherKey {
+        path: path.display().to_string(),
+        ours: key.fingerprint().to_string(),
+        theirs: recorded,
+    })
 }
 
 /// The key secrets are sealed with.
 pub struct SecretsKey {
     cipher: Aes256GcmSiv,
+    /// What tells this key from another without giving it away (a hash of
+    /// it): recorded in the store by the first dispatcher, checked by every
+    /// other (`check_fingerprint`).
+    fingerprint: String,
 }
 
 impl SecretsKey {
@@ -78,7 +132,16 @@ impl SecretsKey {
     fn from_bytes(bytes: &[u8]) -> Option<SecretsKey> {
         (bytes.len() == KEY_BYTES).then(|| SecretsKey {
             cipher: Aes256GcmSiv::new_from_slice(bytes).expect("32 bytes"),
+            fingerprint: hex::encode(
+                &sha2::Sha256::new_with_prefix(b"stoke secrets key v1\0")
+                    .chain_update(bytes)
+                    .finalize()[..16],
+            ),
         })
+    }
+
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// `value` of `function`'s secret `name`, sealed.

@@ -200,6 +200,11 @@ pub trait Catalog: Send + Sync + 'static {
     async fn tokens(&self) -> Result<Vec<TokenRecord>>;
     /// False if there is no such live token.
     async fn revoke_token(&self, id: &str, now_ms: i64) -> Result<bool>;
+    /// A cluster-wide setting: record `value` under `name` unless one is
+    /// there already; the value stored (this one, or the earlier one).
+    async fn claim_setting(&self, name: &str, value: &str, now_ms: i64) -> Result<String>;
+    /// Record `value` under `name`, replacing any earlier one.
+    async fn replace_setting(&self, name: &str, value: &str, now_ms: i64) -> Result<()>;
     /// Point `alias` at `version` (creating or moving it); false if the
     /// function has no such version.
     async fn set_alias(&self, function: &str, alias: &str, version: u32, now_ms: i64) -> Result<bool>;

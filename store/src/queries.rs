@@ -69,6 +69,9 @@ pub(crate) const INSERT_TOKEN: &str = include_str!("../sql/insert_token.sql");
 pub(crate) const TOKEN_BY_HASH: &str = include_str!("../sql/token_by_hash.sql");
 pub(crate) const LIST_TOKENS: &str = include_str!("../sql/list_tokens.sql");
 pub(crate) const REVOKE_TOKEN: &str = include_str!("../sql/revoke_token.sql");
+pub(crate) const CLAIM_SETTING: &str = include_str!("../sql/claim_setting.sql");
+pub(crate) const GET_SETTING: &str = include_str!("../sql/get_setting.sql");
+pub(crate) const REPLACE_SETTING: &str = include_str!("../sql/replace_setting.sql");
 pub(crate) const LIST_INVOCATIONS: &str = include_str!("../sql/list_invocations.sql");
 pub(crate) const LIST_INVOCATIONS_OF_FUNCTION: &str = include_str!("../sql/list_invocations_of_function.sql");
 

@@ -204,6 +204,29 @@ macro_rules! sql_catalog {
                     .await?;
                 Ok(done.rows_affected() == 1)
             }
+
+            async fn claim_setting(&self, name: &str, value: &str, now_ms: i64) -> Result<String> {
+                sqlx::query(q::CLAIM_SETTING)
+                    .bind(name)
+                    .bind(value)
+                    .bind(now_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(sqlx::query_scalar(q::GET_SETTING)
+                    .bind(name)
+                    .fetch_one(&self.pool)
+                    .await?)
+            }
+
+            async fn replace_setting(&self, name: &str, value: &str, now_ms: i64) -> Result<()> {
+                sqlx::query(q::REPLACE_SETTING)
+                    .bind(name)
+                    .bind(value)
+                    .bind(now_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
         }
     };
 }

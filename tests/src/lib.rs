@@ -643,6 +643,13 @@ impl Cluster {
         let store = opts
             .store
             .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("shared.db").display()));
+        // Every dispatcher of a cluster seals secrets with the same key
+        // (one with another refuses to start): one file for them all.
+        let mut env = opts.env;
+        env.push((
+            "STOKE_DISPATCHER__SECRETS_KEY_FILE".into(),
+            dir.path().join("secrets.key").display().to_string(),
+        ));
         let mut c = Cluster {
             nats_url: nats_url.to_string(),
             http: format!("127.0.0.1:{}", free_port()),
@@ -654,7 +661,7 @@ impl Cluster {
             workers: Vec::new(),
             worker_ids: Vec::new(),
             more_dispatchers: Vec::new(),
-            env: opts.env,
+            env,
             args: opts.args,
             tls_ca: opts.tls_ca,
             spawned: 0,

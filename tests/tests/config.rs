@@ -397,3 +397,73 @@ async fn token_protected_http_triggers_refuse_callers_without_the_right_token() 
     p.cli_ok(&["delete", "guarded"]);
     assert_eq!(p.get(&location).await.status, 401);
 }
+
+/// Every dispatcher of a cluster must seal with the same key: the first
+/// one's is recorded in the store, a dispatcher with another key refuses
+/// to start and says what to do, and `secrets_key_adopt` lets a new key
+/// take over (for a lost one).
+#[tokio::test]
+async fn a_dispatcher_with_another_secrets_key_refuses_to_start() {
+    let nats = Nats::start().await.unwrap();
+    // One dispatcher (with the cluster's shared key file) records its key.
+    let c = Cluster::start(&nats, 0).await;
+    let db = open_db(&c.db_path()).await;
+    let recorded = || async {
+        sqlx::query_scalar::<_, String>("SELECT value FROM settings WHERE name = 'secrets_key_fingerprint'")
+            .fetch_one(&db)
+            .await
+            .unwrap()
+    };
+    let first = recorded().await;
+    let dir = tempfile::tempdir().unwrap();
+    let start = |adopt: bool| {
+        // Its own data dir: a key file of its own, made at start.
+        let mut cmd = std::process::Command::new(built_binary("stoke"));
+        cmd.args([
+            "dispatcher",
+            "--admin",
+            "127.0.0.1:0",
+            "--nats-url",
+            &nats.url,
+            "--store",
+            &c.store,
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+        if adopt {
+            cmd.env("STOKE_DISPATCHER__SECRETS_KEY_ADOPT", "true");
+        }
+        cmd.spawn().unwrap()
+    };
+    // Started: its first line on stdout says where it listens; then stop it.
+    let runs = |mut child: std::process::Child| {
+        let mut line = String::new();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        line.contains("stoke dispatcher: workers and admin API")
+    };
+
+    let out = start(false).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("is not the one this store's secrets are sealed with"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("secrets_key_adopt") && stderr.contains(&first),
+        "{stderr}"
+    );
+    assert_eq!(recorded().await, first, "a refused key is not recorded");
+
+    // Adopting: it starts, its key is recorded, and it starts again without
+    // adopting.
+    assert!(runs(start(true)), "adopting starts");
+    let adopted = recorded().await;
+    assert_ne!(adopted, first);
+    assert!(runs(start(false)), "the adopted key is the recorded one");
+}

@@ -105,6 +105,14 @@ pub async fn catalog_contract(store: &dyn Store) {
     assert_eq!(all.len(), 2);
     assert_eq!(all[0].revoked_ms, Some(11));
     assert_eq!(all[1].revoked_ms, None);
+
+    // Settings: the first claim wins, whoever claims after; a replace wins.
+    assert_eq!(store.claim_setting("fingerprint", "aaa", 20).await.unwrap(), "aaa");
+    assert_eq!(store.claim_setting("fingerprint", "bbb", 21).await.unwrap(), "aaa");
+    assert_eq!(store.claim_setting("other", "ccc", 22).await.unwrap(), "ccc");
+    store.replace_setting("fingerprint", "bbb", 23).await.unwrap();
+    assert_eq!(store.claim_setting("fingerprint", "ddd", 24).await.unwrap(), "bbb");
+    assert_eq!(store.claim_setting("other", "eee", 25).await.unwrap(), "ccc");
 }
 
 /// Environment and secrets as versions; aliases.

@@ -1,0 +1,3 @@
+INSERT INTO settings (name, value, set_ms)
+VALUES ($1, $2, $3)
+ON CONFLICT (name) DO NOTHING
