@@ -51,15 +51,25 @@ pub enum SealError {
          and set every secret again"
     )]
     OtherKey { path: String, ours: String, theirs: String },
+    #[error(
+        "this dispatcher's secrets key ({path}) cannot open secrets already sealed in the store ({secrets:?}): \
+         it is not the key they were sealed with. Give this dispatcher that key file (from the dispatcher that \
+         sealed them). If that key is lost, start once with secrets_key_adopt = true \
+         (STOKE_DISPATCHER__SECRETS_KEY_ADOPT) and set those secrets again"
+    )]
+    NotTheSealingKey { path: String, secrets: Vec<String> },
     #[error("cannot check the secrets key against the store: {0}")]
     Store(String),
 }
 
 /// The store's record of which key seals secrets: the first dispatcher's
-/// key is recorded, and a dispatcher with another one refuses to start —
-/// it could open none of the others' secrets, and they none of its own.
-/// With `adopt`, this key replaces the recorded one (for a lost key: the
-/// secrets sealed under it must be set again).
+/// key is recorded — if it opens every secret already sealed in the store
+/// (an upgrade from before the record, or a new box whose key file was
+/// never copied, must not make its key the cluster's) — and a dispatcher
+/// with another one refuses to start: it could open none of the others'
+/// secrets, and they none of its own. With `adopt`, this key replaces the
+/// recorded one (for a lost key: the secrets sealed under it must be set
+/// again).
 pub async fn check_fingerprint(
     key: &SecretsKey,
     path: &Path,
@@ -69,31 +79,46 @@ pub async fn check_fingerprint(
     const SETTING: &str = "secrets_key_fingerprint";
     let now = stoke_core::now_ms();
     let store_err = |e: stoke_store::StoreError| SealError::Store(e.to_string());
-    let recorded = store
-        .claim_setting(SETTING, key.fingerprint(), now)
-        .await
-        .map_err(store_err)?;
-    if recorded == key.fingerprint() {
-        return Ok(());
-    }
     if adopt {
+        let replaced = store.setting(SETTING).await.map_err(store_err)?;
         store
             .replace_setting(SETTING, key.fingerprint(), now)
             .await
             .map_err(store_err)?;
         tracing::warn!(
             fingerprint = key.fingerprint(),
-            replaced = %recorded,
-            "secrets_key_adopt: this key now seals the store's secrets; those sealed under the old one \
-             cannot be opened until they are set again (turn secrets_key_adopt off again)"
+            replaced = replaced.as_deref().unwrap_or(""),
+            "secrets_key_adopt is on: this dispatcher's key is now the one the store's secrets are sealed with \
+             (those sealed under another cannot be opened until set again). Turn it off after this start: \
+             while it is on, the key check is off"
         );
         return Ok(());
     }
-    Err(SealError::OtherKey {
-        path: path.display().to_string(),
-        ours: key.fingerprint().to_string(),
-        theirs: recorded,
-    })
+    let recorded = match store.setting(SETTING).await.map_err(store_err)? {
+        Some(recorded) => recorded,
+        None => {
+            let current = store.list_functions().await.map_err(store_err)?;
+            let foreign = unopenable(key, &current);
+            if !foreign.is_empty() {
+                return Err(SealError::NotTheSealingKey {
+                    path: path.display().to_string(),
+                    secrets: foreign,
+                });
+            }
+            store
+                .claim_setting(SETTING, key.fingerprint(), now)
+                .await
+                .map_err(store_err)?
+        }
+    };
+    if recorded != key.fingerprint() {
+        return Err(SealError::OtherKey {
+            path: path.display().to_string(),
+            ours: key.fingerprint().to_string(),
+            theirs: recorded,
+        });
+    }
+    Ok(())
 }
 
 /// The key secrets are sealed with.

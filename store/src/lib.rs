@@ -200,6 +200,8 @@ pub trait Catalog: Send + Sync + 'static {
     async fn tokens(&self) -> Result<Vec<TokenRecord>>;
     /// False if there is no such live token.
     async fn revoke_token(&self, id: &str, now_ms: i64) -> Result<bool>;
+    /// The cluster-wide setting `name`, if one is recorded.
+    async fn setting(&self, name: &str) -> Result<Option<String>>;
     /// A cluster-wide setting: record `value` under `name` unless one is
     /// there already; the value stored (this one, or the earlier one).
     async fn claim_setting(&self, name: &str, value: &str, now_ms: i64) -> Result<String>;

@@ -205,6 +205,13 @@ macro_rules! sql_catalog {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn setting(&self, name: &str) -> Result<Option<String>> {
+                Ok(sqlx::query_scalar(q::GET_SETTING)
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
             async fn claim_setting(&self, name: &str, value: &str, now_ms: i64) -> Result<String> {
                 sqlx::query(q::CLAIM_SETTING)
                     .bind(name)

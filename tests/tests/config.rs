@@ -399,27 +399,30 @@ async fn token_protected_http_triggers_refuse_callers_without_the_right_token() 
 }
 
 /// Every dispatcher of a cluster must seal with the same key: the first
-/// one's is recorded in the store, a dispatcher with another key refuses
-/// to start and says what to do, and `secrets_key_adopt` lets a new key
-/// take over (for a lost one).
+/// one's is recorded in the store (if it opens the secrets already there),
+/// a dispatcher with another key refuses to start and says what to do, and
+/// `secrets_key_adopt` lets a new key take over (for a lost one).
 #[tokio::test]
 async fn a_dispatcher_with_another_secrets_key_refuses_to_start() {
     let nats = Nats::start().await.unwrap();
     // One dispatcher (with the cluster's shared key file) records its key.
     let c = Cluster::start(&nats, 0).await;
-    let db = open_db(&c.db_path()).await;
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", c.db_path().display()))
+        .await
+        .unwrap();
     let recorded = || async {
         sqlx::query_scalar::<_, String>("SELECT value FROM settings WHERE name = 'secrets_key_fingerprint'")
-            .fetch_one(&db)
+            .fetch_optional(&db)
             .await
             .unwrap()
     };
-    let first = recorded().await;
+    let first = recorded().await.expect("the first dispatcher's key is recorded");
     let dir = tempfile::tempdir().unwrap();
+    let stderr = || std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
     let start = |adopt: bool| {
         // Its own data dir: a key file of its own, made at start.
         let mut cmd = std::process::Command::new(built_binary("stoke"));
-        cmd.args([
+        let args = [
             "dispatcher",
             "--admin",
             "127.0.0.1:0",
@@ -427,18 +430,20 @@ async fn a_dispatcher_with_another_secrets_key_refuses_to_start() {
             &nats.url,
             "--store",
             &c.store,
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
+        ];
+        cmd.args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap());
         if adopt {
             cmd.env("STOKE_DISPATCHER__SECRETS_KEY_ADOPT", "true");
         }
         cmd.spawn().unwrap()
     };
-    // Started: its first line on stdout says where it listens; then stop it.
+    // Started: its first line on stdout says where it listens (a refusal
+    // ends it, and its stdout, at once); then stop it.
     let runs = |mut child: std::process::Child| {
         let mut line = String::new();
         let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
@@ -448,22 +453,49 @@ async fn a_dispatcher_with_another_secrets_key_refuses_to_start() {
         line.contains("stoke dispatcher: workers and admin API")
     };
 
-    let out = start(false).wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!runs(start(false)), "another key started");
+    let refused = stderr();
     assert!(
-        !out.status.success() && stderr.contains("is not the one this store's secrets are sealed with"),
-        "{stderr}"
+        refused.contains("is not the one this store's secrets are sealed with"),
+        "{refused}"
     );
     assert!(
-        stderr.contains("secrets_key_adopt") && stderr.contains(&first),
-        "{stderr}"
+        refused.contains("secrets_key_adopt") && refused.contains(&first),
+        "{refused}"
     );
-    assert_eq!(recorded().await, first, "a refused key is not recorded");
+    assert_eq!(
+        recorded().await.as_deref(),
+        Some(first.as_str()),
+        "a refused key is not recorded"
+    );
+
+    // A store with sealed secrets and no record yet (one from before the
+    // record): a key that cannot open them is not recorded either.
+    let f = hello_with("");
+    c.deploy(f.path());
+    let out = c
+        .cli()
+        .args(["env", "hello", "--secret", "API_KEY"])
+        .env("API_KEY", SECRET)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    sqlx::query("DELETE FROM settings").execute(&db).await.unwrap();
+    assert!(
+        !runs(start(false)),
+        "a key that cannot open the store's secrets started"
+    );
+    let refused = stderr();
+    assert!(
+        refused.contains("cannot open secrets already sealed") && refused.contains("API_KEY"),
+        "{refused}"
+    );
+    assert_eq!(recorded().await, None, "nothing recorded");
 
     // Adopting: it starts, its key is recorded, and it starts again without
     // adopting.
-    assert!(runs(start(true)), "adopting starts");
-    let adopted = recorded().await;
+    assert!(runs(start(true)), "adopting starts: {}", stderr());
+    let adopted = recorded().await.expect("recorded");
     assert_ne!(adopted, first);
-    assert!(runs(start(false)), "the adopted key is the recorded one");
+    assert!(runs(start(false)), "the adopted key is the recorded one: {}", stderr());
 }

@@ -107,7 +107,9 @@ pub async fn catalog_contract(store: &dyn Store) {
     assert_eq!(all[1].revoked_ms, None);
 
     // Settings: the first claim wins, whoever claims after; a replace wins.
+    assert_eq!(store.setting("fingerprint").await.unwrap(), None);
     assert_eq!(store.claim_setting("fingerprint", "aaa", 20).await.unwrap(), "aaa");
+    assert_eq!(store.setting("fingerprint").await.unwrap().as_deref(), Some("aaa"));
     assert_eq!(store.claim_setting("fingerprint", "bbb", 21).await.unwrap(), "aaa");
     assert_eq!(store.claim_setting("other", "ccc", 22).await.unwrap(), "ccc");
     store.replace_setting("fingerprint", "bbb", 23).await.unwrap();

@@ -84,13 +84,9 @@ impl Sandbox {
         };
         writer.abort();
         if let Some(early) = outcome {
+            // Billed up to the outcome; answered once the process is gone.
             let took = timing(sent);
-            self.kill();
-            // Answer once the process is gone (its namespace's init is
-            // reaped only after every process in it): a killed event's
-            // process must not outlive its answer, nor overlap its retry.
-            // Bounded, as the kill takes a moment, not a deadline.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), exited.wait_for(Option::is_some)).await;
+            self.kill_and_wait().await;
             return (early, took);
         }
         // Exited (or stdout closed): whatever is left in the sandbox goes
@@ -99,10 +95,12 @@ impl Sandbox {
             e = exited.wait_for(Option::is_some) => e.ok().and_then(|e| e.clone()),
             _ = tokio::time::sleep_until(ev.deadline.into()) => None,
         };
-        self.kill();
         let Some(ended) = ended else {
-            return (Outcome::Timeout, timing(sent));
+            let took = timing(sent);
+            self.kill_and_wait().await;
+            return (Outcome::Timeout, took);
         };
+        self.kill();
         let duration = timing(sent);
         // Let the log pumps reach the end of stderr for the tail below.
         let _ = tokio::time::timeout(

@@ -438,12 +438,14 @@ impl Sandbox {
                 Err(_) => Outcome::Crashed { message: String::new() },
             },
             _ = exited.wait_for(Option::is_some) => Outcome::Crashed { message: String::new() },
-            _ = tokio::time::sleep_until(ev.deadline.into()) => {
-                self.kill();
-                Outcome::Timeout
-            }
+            _ = tokio::time::sleep_until(ev.deadline.into()) => Outcome::Timeout,
         };
+        // Billed up to the outcome; a timed-out one answered once its
+        // process is gone.
         let timing = self.timing(cold, sent);
+        if matches!(outcome, Outcome::Timeout) {
+            self.kill_and_wait().await;
+        }
         // Everything the function wrote before it answered (or died) is
         // read, so it is this invocation's and the crash report's.
         output::drain(&self.drains).await;
@@ -511,6 +513,20 @@ impl Sandbox {
         self.killer.kill();
         if let Some(cg) = &self.cgroup {
             cg.kill_all();
+        }
+    }
+
+    /// Kill the sandbox and wait until its process is reaped — jailed, that
+    /// is once every process of its pid namespace has exited (the kernel
+    /// reaps a namespace's init last) — so an event killed at its deadline
+    /// does not outlive its answer nor overlap its retry. At most 2 s: a
+    /// kill takes moments, and no answer may hang on a stuck process.
+    pub async fn kill_and_wait(&self) {
+        self.kill();
+        let mut exited = self.exited.clone();
+        let reaped = tokio::time::timeout(Duration::from_secs(2), exited.wait_for(Option::is_some)).await;
+        if reaped.is_err() {
+            tracing::debug!(sandbox = %self.id, "killed sandbox not reaped within 2 s");
         }
     }
 }
