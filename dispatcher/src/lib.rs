@@ -223,22 +223,7 @@ impl Dispatcher {
         let secrets = match &opts.secrets_key_file {
             Some(path) => {
                 let key = sealed::SecretsKey::load_or_create(path)?;
-                sealed::check_fingerprint(&key, path, store.as_ref(), opts.secrets_key_adopt).await?;
-                // Another dispatcher's key file: say so now, not at each event.
-                match store.list_functions().await {
-                    Ok(current) => {
-                        let foreign = sealed::unopenable(&key, &current);
-                        if !foreign.is_empty() {
-                            tracing::error!(
-                                secrets = ?foreign,
-                                key_file = %path.display(),
-                                "these secrets were sealed under another key: their events wait until this \
-                                 dispatcher has the secrets_key_file of the one that sealed them (or they are set again)"
-                            );
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot check the secrets against the key"),
-                }
+                sealed::check_at_start(&key, path, store.as_ref(), opts.secrets_key_adopt).await?;
                 Some(Arc::new(key))
             }
             None => {

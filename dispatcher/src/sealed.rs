@@ -62,15 +62,17 @@ pub enum SealError {
     Store(String),
 }
 
-/// The store's record of which key seals secrets: the first dispatcher's
-/// key is recorded — if it opens every secret already sealed in the store
-/// (an upgrade from before the record, or a new box whose key file was
-/// never copied, must not make its key the cluster's) — and a dispatcher
-/// with another one refuses to start: it could open none of the others'
-/// secrets, and they none of its own. With `adopt`, this key replaces the
-/// recorded one (for a lost key: the secrets sealed under it must be set
-/// again).
-pub async fn check_fingerprint(
+/// Check this dispatcher's key against the store at start (one read of
+/// the current versions). The store records which key seals secrets: the
+/// first dispatcher's key is recorded — if it opens every secret already
+/// sealed in the store (an upgrade from before the record, or a new box
+/// whose key file was never copied, must not make its key the cluster's) —
+/// and a dispatcher with another one refuses to start: it could open none
+/// of the others' secrets, and they none of its own. With `adopt`, this key
+/// replaces the recorded one (for a lost key: the secrets sealed under it
+/// must be set again). Secrets this key cannot open are named in an error
+/// log now, not at each of their events.
+pub async fn check_at_start(
     key: &SecretsKey,
     path: &Path,
     store: &dyn stoke_store::Store,
@@ -79,6 +81,15 @@ pub async fn check_fingerprint(
     const SETTING: &str = "secrets_key_fingerprint";
     let now = stoke_core::now_ms();
     let store_err = |e: stoke_store::StoreError| SealError::Store(e.to_string());
+    let foreign = unopenable(key, &store.list_functions().await.map_err(store_err)?);
+    if !foreign.is_empty() {
+        tracing::error!(
+            secrets = ?foreign,
+            key_file = %path.display(),
+            "these secrets were sealed under another key: their events wait until this dispatcher has the \
+             secrets_key_file of the one that sealed them (or they are set again)"
+        );
+    }
     if adopt {
         let replaced = store.setting(SETTING).await.map_err(store_err)?;
         store
@@ -96,20 +107,16 @@ pub async fn check_fingerprint(
     }
     let recorded = match store.setting(SETTING).await.map_err(store_err)? {
         Some(recorded) => recorded,
-        None => {
-            let current = store.list_functions().await.map_err(store_err)?;
-            let foreign = unopenable(key, &current);
-            if !foreign.is_empty() {
-                return Err(SealError::NotTheSealingKey {
-                    path: path.display().to_string(),
-                    secrets: foreign,
-                });
-            }
-            store
-                .claim_setting(SETTING, key.fingerprint(), now)
-                .await
-                .map_err(store_err)?
+        None if !foreign.is_empty() => {
+            return Err(SealError::NotTheSealingKey {
+                path: path.display().to_string(),
+                secrets: foreign,
+            });
         }
+        None => store
+            .claim_setting(SETTING, key.fingerprint(), now)
+            .await
+            .map_err(store_err)?,
     };
     if recorded != key.fingerprint() {
         return Err(SealError::OtherKey {
@@ -126,7 +133,7 @@ pub struct SecretsKey {
     cipher: Aes256GcmSiv,
     /// What tells this key from another without giving it away (a hash of
     /// it): recorded in the store by the first dispatcher, checked by every
-    /// other (`check_fingerprint`).
+    /// other (`check_at_start`).
     fingerprint: String,
 }
 

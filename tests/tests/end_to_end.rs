@@ -307,6 +307,10 @@ async fn timeout_is_504() {
     let r = p.post("hello", r#"{"sleep":5}"#).await;
     assert_eq!(r.status, 504, "{}", r.text());
     assert_eq!(r.json()["errorType"], "Sandbox.Timedout");
+    // The timed-out runtime is gone by the time its 504 is answered, not
+    // a moment later (`Sandbox::kill_and_wait`): it cannot overlap a retry.
+    let left = stoke_tests::processes_running(p.pid(), "stoke_runtime.py");
+    assert!(left.is_empty(), "the timed-out runtime still there: {left:?}");
     // And the next event gets a fresh process that answers.
     let ok = hello_body(&p.post("hello", r#"{"name":"after"}"#).await);
     assert_eq!(ok["message"], "Hello, after!");

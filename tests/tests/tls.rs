@@ -247,51 +247,30 @@ async fn a_nats_server_that_requires_tls_is_reached_over_tls() {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert!(String::from_utf8_lossy(&r.body).contains("Hello, tls!"));
 
+    // A refused start: the dispatcher exits, and its stderr says why.
     let dir = tempfile::tempdir().unwrap();
-    let out = tokio::process::Command::new(built_binary("stoke"))
-        .args([
-            "dispatcher",
-            "--admin",
-            "127.0.0.1:0",
-            "--nats-url",
-            &nats.url,
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("STOKE_NATS_TLS__CA_FILE", &certs.other_ca)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(30), out)
-        .await
-        .expect("a dispatcher that cannot reach NATS exits")
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("not trusted"), "{stderr}");
+    let refused = |url: String, ca: std::path::PathBuf| {
+        let out = tokio::process::Command::new(built_binary("stoke"))
+            .args(["dispatcher", "--admin", "127.0.0.1:0", "--nats-url", &url, "--data-dir"])
+            .arg(dir.path())
+            .env("STOKE_NATS_TLS__CA_FILE", ca)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        async move {
+            let out = tokio::time::timeout(Duration::from_secs(30), out)
+                .await
+                .expect("a dispatcher that cannot reach NATS exits")
+                .unwrap();
+            assert!(!out.status.success(), "started against {url}");
+            String::from_utf8_lossy(&out.stderr).to_string()
+        }
+    };
+    let untrusted = refused(nats.url.clone(), certs.other_ca.clone()).await;
+    assert!(untrusted.contains("not trusted"), "{untrusted}");
 
     // TLS asked of a server that has none: refused at start, not retried.
     let plain = Nats::start().await.unwrap();
-    let out = tokio::process::Command::new(built_binary("stoke"))
-        .args([
-            "dispatcher",
-            "--admin",
-            "127.0.0.1:0",
-            "--nats-url",
-            &plain.url,
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("STOKE_NATS_TLS__CA_FILE", &certs.ca)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(30), out)
-        .await
-        .expect("a dispatcher that cannot reach NATS exits")
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && stderr.contains("does not speak TLS"),
-        "{stderr}"
-    );
+    let not_tls = refused(plain.url.clone(), certs.ca.clone()).await;
+    assert!(not_tls.contains("does not speak TLS"), "{not_tls}");
 }
