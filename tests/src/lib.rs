@@ -439,6 +439,23 @@ impl Platform {
         Reply::from(req.send().await.expect("gateway reachable")).await
     }
 
+    /// Wait until `n` of `function`'s events hold a slot (the queue view's
+    /// `running`): events waiting together for a slot start in no promised
+    /// order, so a test that needs one to wait behind another sends the
+    /// second only once the first runs.
+    pub async fn wait_running(&self, function: &str, n: u64) {
+        eventually(
+            Duration::from_secs(15),
+            &format!("{n} of {function} running"),
+            || async {
+                let doc: serde_json::Value =
+                    serde_json::from_str(&self.cli_ok(&["queue", function, "-o", "json"])).expect("queue JSON");
+                (doc[0]["running"] == n).then_some(())
+            },
+        )
+        .await
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         Reply::from(self.client.get(self.url(path)).send().await.expect("gateway reachable")).await
     }

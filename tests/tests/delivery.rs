@@ -159,6 +159,8 @@ async fn an_event_older_than_max_event_age_is_dead_lettered_unrun() {
     // One at a time, so the second event waits behind the first.
     p.deploy(hello_with("max_event_age = 1\nconcurrency = 1").path());
     let slow = send_async(&p, r#"{"sleep":2.5}"#, None).await;
+    // Sent together, either could take the slot first.
+    p.wait_running("hello", 1).await;
     let stale = send_async(&p, r#"{"name":"stale"}"#, None).await;
     wait_status(&p, &slow, "succeeded").await;
     let dead = wait_status(&p, &stale, "dead_lettered").await;

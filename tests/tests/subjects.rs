@@ -278,7 +278,7 @@ async fn batch_items_that_aged_waiting_for_a_slot_are_dead_lettered_unrun() {
         .post_with("aging", r#"{"sleep":2.5}"#, &[("Prefer", "respond-async")])
         .await;
     assert_eq!(slow.status, 202, "{}", slow.text());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    p.wait_running("aging", 1).await;
     // ... while two messages arrive and wait for it past their age.
     let client = async_nats::connect(&nats.url).await.unwrap();
     for i in 0..2 {
