@@ -255,6 +255,13 @@ impl Envelope {
         }
     }
 
+    /// The broker may have recorded this event when it accepted it
+    /// (`Store::record_accepted`: an async call, or one with a caller's
+    /// key, on the invocation stream), so it has a record to mark running.
+    pub fn recorded_when_accepted(&self) -> bool {
+        !matches!(self.trigger.as_str(), "subject" | "subject-batch") && (!self.sync || !self.own_key)
+    }
+
     /// The key a subject message keyed by its own sequence had before its
     /// publish time was added to it (`STOKE_EVENTS:<sequence>`), when this
     /// is such a message: a completion recorded under it is this message's
@@ -316,8 +323,25 @@ impl Envelope {
 
 #[cfg(test)]
 mod tests {
-    use super::broker_made_key;
+    use super::{Envelope, broker_made_key};
     use stoke_broker::invoke::id_for_key;
+
+    #[test]
+    fn only_async_or_caller_keyed_calls_were_recorded_when_accepted() {
+        let call = |sync: bool, own_key: bool| Envelope {
+            trigger: "http".into(),
+            sync,
+            own_key,
+            ..Envelope::for_test("f", "k", own_key, 1)
+        };
+        assert!(call(false, true).recorded_when_accepted(), "async");
+        assert!(call(true, false).recorded_when_accepted(), "a caller's key");
+        assert!(!call(true, true).recorded_when_accepted(), "sync, no key");
+        assert!(
+            !Envelope::for_test("f", "k", false, 1).recorded_when_accepted(),
+            "a subject message"
+        );
+    }
 
     #[test]
     fn only_a_key_the_broker_made_is_the_events_own() {

@@ -228,6 +228,7 @@ pub(crate) async fn run(
         .shared
         .registry
         .dispatch(inv, ctx.shared.worker_wait, timeout + ctx.shared.answer_slack, pass);
+    let dispatched = marking_running(ctx, env, dispatched);
     let result = tokio::select! {
         r = with_progress(dispatched, msgs, renew) => r,
         _ = ctx.release_now.cancelled() => {
@@ -263,6 +264,33 @@ pub(crate) async fn run(
             None
         }
     }
+}
+
+/// How long an attempt holds its slot before its invocation is marked
+/// `running` in the store: a shorter one never is, so the hot path writes
+/// nothing more, while a caller polling a longer one sees it start.
+const MARK_RUNNING_AFTER: Duration = Duration::from_millis(250);
+
+/// `attempt`, marking `env`'s invocation running if the attempt takes longer
+/// than [`MARK_RUNNING_AFTER`] (a task of its own: it completes even if the
+/// attempt ends first, when the store ignores it; a failure is only logged).
+async fn marking_running<F: std::future::Future>(ctx: &Ctx, env: &Envelope, attempt: F) -> F::Output {
+    if !env.recorded_when_accepted() {
+        return attempt.await;
+    }
+    tokio::pin!(attempt);
+    tokio::select! {
+        biased;
+        out = &mut attempt => return out,
+        _ = tokio::time::sleep(MARK_RUNNING_AFTER) => {}
+    }
+    let (store, id) = (ctx.shared.store.clone(), env.invocation_id.clone());
+    tokio::spawn(async move {
+        if let Err(e) = store.mark_running(&id, stoke_core::now_ms()).await {
+            tracing::debug!(%id, error = %e, "not marked running");
+        }
+    });
+    attempt.await
 }
 
 /// An event for a function (version) that is not deployed ends failed,

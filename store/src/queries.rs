@@ -29,6 +29,7 @@ pub(crate) const DELETE_ALIAS: &str = include_str!("../sql/delete_alias.sql");
 pub(crate) const LIST_FUNCTIONS: &str = include_str!("../sql/list_functions.sql");
 pub(crate) const INSERT_INVOCATION: &str = include_str!("../sql/insert_invocation.sql");
 pub(crate) const GET_INVOCATION: &str = include_str!("../sql/get_invocation.sql");
+pub(crate) const MARK_RUNNING: &str = include_str!("../sql/mark_running.sql");
 pub(crate) const INSERT_ATTEMPT: &str = include_str!("../sql/insert_attempt.sql");
 pub(crate) const INSERT_COMPLETION: &str = include_str!("../sql/insert_completion.sql");
 /// Most rows in one [`insert_completions`] statement (14 parameters each:

@@ -447,6 +447,15 @@ macro_rules! sql_store {
                 }))
             }
 
+            async fn mark_running(&self, id: &str, at_ms: i64) -> Result<()> {
+                sqlx::query(q::MARK_RUNNING)
+                    .bind(id)
+                    .bind(at_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
             async fn record_attempt(&self, attempt: &AttemptRecord) -> Result<()> {
                 bind_attempt(sqlx::query(q::INSERT_ATTEMPT), attempt)
                     .execute(&self.pool)
@@ -526,7 +535,7 @@ macro_rules! sql_store {
                         idempotency_key: r.try_get(2)?,
                         trigger: r.try_get(3)?,
                         created_ms: r.try_get(4)?,
-                        status: if attempts > 0 {
+                        status: if attempts > 0 || r.try_get::<Option<i64>, _>(6)?.is_some() {
                             Status::Running
                         } else {
                             Status::Queued

@@ -227,6 +227,8 @@ pub struct InvocationView {
     pub idempotency_key: String,
     pub trigger: String,
     pub created_ms: i64,
+    /// Not ended: `Running` once an attempt was seen under way
+    /// ([`crate::Store::mark_running`]) or metered, else `Queued`.
     pub status: Status,
     pub attempts: u32,
     pub completion: Option<Completion>,

@@ -31,6 +31,7 @@ async fn full_contract(store: &dyn Store) {
     fencing_contract(store).await;
     batch_contract(store).await;
     dead_letter_contract(store).await;
+    running_contract(store).await;
     cron_ledger_contract(store).await;
     text::ordering_contract(store).await;
     text::error_text_contract(store).await;
@@ -185,6 +186,50 @@ async fn contract(store: &dyn Store) {
         .await
         .unwrap();
     assert!(none.is_empty());
+}
+
+/// An attempt seen under way makes an accepted event `running` before any
+/// attempt is metered; once it ended, a late mark changes nothing.
+async fn running_contract(store: &dyn Store) {
+    let accepted = Accepted {
+        invocation_id: "run-1".into(),
+        function: "f".into(),
+        idempotency_key: "run-k1".into(),
+        trigger: "http".into(),
+        created_ms: 1000,
+        payload_digest: Some("d-1".into()),
+    };
+    assert!(store.record_accepted(&accepted).await.unwrap());
+    let status = async |id: &str| store.invocation(id).await.unwrap().map(|v| (v.status, v.attempts));
+    assert_eq!(status("run-1").await, Some((Status::Queued, 0)));
+    store.mark_running("run-1", 1200).await.unwrap();
+    assert_eq!(
+        status("run-1").await,
+        Some((Status::Running, 0)),
+        "under way, nothing metered yet"
+    );
+    assert_eq!(
+        store.accepted("run-1").await.unwrap(),
+        Some(accepted),
+        "the record is otherwise unchanged"
+    );
+    // Never accepted here (a subject message): nothing to mark, no error.
+    store.mark_running("run-never", 1200).await.unwrap();
+    assert_eq!(status("run-never").await, None);
+
+    let mut done = completion("run-1", "run-k1", b"ok");
+    done.payload_digest = Some("d-1".into());
+    let w = store
+        .record_completion(&attempt("run-1", "run-k1", 1, AttemptOutcome::Success, 10), &done)
+        .await
+        .unwrap();
+    assert_eq!(w, CompletionWrite::Recorded);
+    store.mark_running("run-1", 1300).await.unwrap();
+    assert_eq!(
+        status("run-1").await,
+        Some((Status::Succeeded, 1)),
+        "a late mark changes nothing"
+    );
 }
 
 async fn dead_letter_contract(store: &dyn Store) {

@@ -162,6 +162,14 @@ async fn an_event_older_than_max_event_age_is_dead_lettered_unrun() {
     // Sent together, either could take the slot first.
     p.wait_running("hello", 1).await;
     let stale = send_async(&p, r#"{"name":"stale"}"#, None).await;
+    // The one under way says so; the one waiting for the slot is queued.
+    wait_status(&p, &slow, "running").await;
+    let waiting = p.get(&format!("/invocations/{stale}")).await.json();
+    assert_eq!(
+        (&waiting["status"], &waiting["attempts"]),
+        (&"queued".into(), &0.into()),
+        "{waiting}"
+    );
     wait_status(&p, &slow, "succeeded").await;
     let dead = wait_status(&p, &stale, "dead_lettered").await;
     assert_eq!(dead["error"]["errorType"], "Stoke.EventExpired", "{dead}");

@@ -215,6 +215,10 @@ async fn invocations_are_listed_filtered_paged_and_fenced_by_namespace() {
     assert_eq!(find(&timed_out.invocation_id).function, "slow");
     let n = find(&napping);
     assert_eq!((n.completed_unix_ms, n.trigger.as_str()), (0, "admin"), "{n:?}");
+    // Listed as not ended; GetInvocation tells that it runs.
+    assert_eq!(n.status, InvocationStatus::Queued as i32, "{n:?}");
+    let running = wait_status(&a, &napping, InvocationStatus::Running).await;
+    assert_eq!(running.attempts, 0, "under way, nothing metered yet: {running:?}");
 
     // Each status.
     let with = |s| {
