@@ -59,6 +59,8 @@ pub(crate) struct Lane {
     gate: Arc<Gate>,
     _slot: OwnedSemaphorePermit,
     state: Mutex<LaneState>,
+    /// Told of every change of `state` (see [`Pass::running`]).
+    changed: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -86,6 +88,8 @@ pub(crate) struct Pass {
     sent: AtomicBool,
     /// It was sent to follow `after` (not placed anew: that had ended).
     followed: AtomicBool,
+    /// Its baton once sent.
+    baton: Mutex<Option<Baton>>,
 }
 
 impl Pass {
@@ -96,6 +100,24 @@ impl Pass {
             after,
             sent: AtomicBool::new(false),
             followed: AtomicBool::new(false),
+            baton: Mutex::new(None),
+        }
+    }
+
+    /// Returns once this pass's event runs on its worker: it was sent, and
+    /// nothing sent before it in its lane is still out (a follower waits on
+    /// its worker until the one ahead ends). Pending while it is not sent.
+    pub async fn running(&self) {
+        loop {
+            // Made before the check, so a change in between is not missed.
+            let changed = self.lane.changed.notified();
+            let baton = self.baton.lock().expect("not poisoned").clone();
+            if let Some(baton) = baton
+                && self.lane.state.lock().expect("not poisoned").sent.front() == Some(&baton)
+            {
+                return;
+            }
+            changed.await;
         }
     }
 
@@ -116,6 +138,7 @@ impl Pass {
     pub fn sent(&self, baton: Baton, following: bool) -> Sent<'_> {
         self.sent.store(true, Ordering::Relaxed);
         self.followed.store(following, Ordering::Relaxed);
+        *self.baton.lock().expect("not poisoned") = Some(baton.clone());
         self.lane.offer_if(|state| {
             state.sent.push_back(baton.clone());
             state.sent.len() == 1
@@ -164,6 +187,7 @@ impl Lane {
             state.taken = false;
         }
         drop(state);
+        self.changed.notify_waiters();
         if offer {
             self.offer();
         }
@@ -239,6 +263,7 @@ impl Gate {
                 gate: self.clone(),
                 _slot: slot,
                 state: Mutex::new(LaneState::default()),
+                changed: tokio::sync::Notify::new(),
             });
             Pass::new(lane, held, None)
         };

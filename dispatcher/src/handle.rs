@@ -228,7 +228,7 @@ pub(crate) async fn run(
         .shared
         .registry
         .dispatch(inv, ctx.shared.worker_wait, timeout + ctx.shared.answer_slack, pass);
-    let dispatched = marking_running(ctx, env, dispatched);
+    let dispatched = marking_running(ctx, env, pass, dispatched);
     let result = tokio::select! {
         r = with_progress(dispatched, msgs, renew) => r,
         _ = ctx.release_now.cancelled() => {
@@ -266,30 +266,45 @@ pub(crate) async fn run(
     }
 }
 
-/// How long an attempt holds its slot before its invocation is marked
+/// How long an attempt runs on its worker before its invocation is marked
 /// `running` in the store: a shorter one never is, so the hot path writes
 /// nothing more, while a caller polling a longer one sees it start.
 const MARK_RUNNING_AFTER: Duration = Duration::from_millis(250);
 
-/// `attempt`, marking `env`'s invocation running if the attempt takes longer
-/// than [`MARK_RUNNING_AFTER`] (a task of its own: it completes even if the
-/// attempt ends first, when the store ignores it; a failure is only logged).
-async fn marking_running<F: std::future::Future>(ctx: &Ctx, env: &Envelope, attempt: F) -> F::Output {
-    if !env.recorded_when_accepted() {
+/// `attempt`, marking `env`'s invocation running once it has run on its
+/// worker for [`MARK_RUNNING_AFTER`] — not while it waits for a worker or,
+/// handed over, behind the event ahead of it. Only a first attempt: a later
+/// one's invocation already says `running` (an attempt is metered). The
+/// mark is a task of its own, so it completes even if the attempt ends
+/// first (the store's view then prefers the ending); a failure is logged.
+async fn marking_running<F: std::future::Future>(
+    ctx: &Ctx,
+    env: &Envelope,
+    pass: &gate::Pass,
+    attempt: F,
+) -> F::Output {
+    if !env.recorded_when_accepted() || env.attempt > 1 {
         return attempt.await;
     }
     tokio::pin!(attempt);
+    let under_way = async {
+        pass.running().await;
+        tokio::time::sleep(MARK_RUNNING_AFTER).await;
+    };
     tokio::select! {
         biased;
         out = &mut attempt => return out,
-        _ = tokio::time::sleep(MARK_RUNNING_AFTER) => {}
+        _ = under_way => {}
     }
     let (store, id) = (ctx.shared.store.clone(), env.invocation_id.clone());
-    tokio::spawn(async move {
-        if let Err(e) = store.mark_running(&id, stoke_core::now_ms()).await {
-            tracing::debug!(%id, error = %e, "not marked running");
+    ctx.tracker.spawn(
+        async move {
+            if let Err(e) = store.mark_running(&id, stoke_core::now_ms()).await {
+                tracing::debug!(error = %e, "not marked running");
+            }
         }
-    });
+        .instrument(tracing::Span::current()),
+    );
     attempt.await
 }
 

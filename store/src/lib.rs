@@ -124,9 +124,10 @@ pub trait Store: Catalog + Send + Sync + 'static {
     /// returns false (writing nothing) if there already was one.
     async fn record_accepted(&self, accepted: &Accepted) -> Result<bool>;
     async fn accepted(&self, invocation_id: &str) -> Result<Option<Accepted>>;
-    /// An attempt of this accepted event has been under way since `at_ms`:
-    /// its view says `running` from now on, not `queued` (a no-op once it
-    /// ended, or for an event never recorded by [`Store::record_accepted`]).
+    /// An attempt of this accepted event has been under way since `at_ms`
+    /// (the first mark stays): until it ends, its view says `running`, not
+    /// `queued`. A no-op for an event never recorded by
+    /// [`Store::record_accepted`].
     async fn mark_running(&self, invocation_id: &str, at_ms: i64) -> Result<()>;
     /// Meter an attempt that did not end the invocation (idempotent per
     /// invocation, attempt number and epoch).

@@ -448,12 +448,17 @@ macro_rules! sql_store {
             }
 
             async fn mark_running(&self, id: &str, at_ms: i64) -> Result<()> {
-                sqlx::query(q::MARK_RUNNING)
-                    .bind(id)
-                    .bind(at_ms)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
+                // On the writers' connection, queued behind the group commit
+                // rather than in SQLite's busy handler.
+                on_writer(&self.pool, &self.writer, async |conn| {
+                    sqlx::query(q::MARK_RUNNING)
+                        .bind(id)
+                        .bind(at_ms)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+                .await
             }
 
             async fn record_attempt(&self, attempt: &AttemptRecord) -> Result<()> {

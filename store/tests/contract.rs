@@ -189,7 +189,8 @@ async fn contract(store: &dyn Store) {
 }
 
 /// An attempt seen under way makes an accepted event `running` before any
-/// attempt is metered; once it ended, a late mark changes nothing.
+/// attempt is metered (a redriven one's too); once it ended, a late mark
+/// changes nothing.
 async fn running_contract(store: &dyn Store) {
     let accepted = Accepted {
         invocation_id: "run-1".into(),
@@ -230,6 +231,35 @@ async fn running_contract(store: &dyn Store) {
         Some((Status::Succeeded, 1)),
         "a late mark changes nothing"
     );
+
+    // Dead-lettered unrun (too old), then redriven: its new run is marked.
+    let unrun = Accepted {
+        invocation_id: "run-2".into(),
+        idempotency_key: "run-k2".into(),
+        ..store.accepted("run-1").await.unwrap().unwrap()
+    };
+    assert!(store.record_accepted(&unrun).await.unwrap());
+    let dead = DeadLetter {
+        invocation_id: "run-2".into(),
+        function: "f".into(),
+        version: 1,
+        idempotency_key: "run-k2".into(),
+        trigger: "http".into(),
+        payload: b"{}".to_vec(),
+        reason: DeadReason::Expired,
+        attempts: 0,
+        error: None,
+        created_ms: 1000,
+        dead_ms: 2000,
+        redriven_ms: None,
+        redrive_count: 0,
+    };
+    store.record_dead_letter(None, &dead).await.unwrap();
+    assert_eq!(status("run-2").await, Some((Status::DeadLettered, 0)));
+    assert!(store.claim_redrive("run-2", 3000).await.unwrap());
+    assert_eq!(status("run-2").await, Some((Status::Queued, 0)), "redriven, waiting");
+    store.mark_running("run-2", 3100).await.unwrap();
+    assert_eq!(status("run-2").await, Some((Status::Running, 0)), "redriven, under way");
 }
 
 async fn dead_letter_contract(store: &dyn Store) {

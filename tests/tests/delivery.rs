@@ -177,6 +177,67 @@ async fn an_event_older_than_max_event_age_is_dead_lettered_unrun() {
     wait_stream_empty(&nats).await;
 }
 
+/// `queued` until a worker runs it, then `running`: an event handed over
+/// to wait on the worker behind a running one is still queued there, and a
+/// short attempt is never marked at all.
+#[tokio::test]
+async fn an_invocation_says_running_only_while_a_worker_runs_it() {
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    p.deploy(hello_with("concurrency = 1").path());
+    let quick = send_async(&p, r#"{"name":"quick"}"#, None).await;
+    wait_status(&p, &quick, "succeeded").await;
+    let first = send_async(&p, r#"{"sleep":2}"#, None).await;
+    p.wait_running("hello", 1).await;
+    let second = send_async(&p, r#"{"sleep":1}"#, None).await;
+    wait_status(&p, &first, "running").await;
+    // The second follows the first on its worker (the slot's hand-over):
+    // queued until the first ends.
+    loop {
+        let first_now = p.get(&format!("/invocations/{first}")).await.json()["status"].clone();
+        let second_now = p.get(&format!("/invocations/{second}")).await.json()["status"].clone();
+        if first_now == "succeeded" {
+            break;
+        }
+        assert_eq!(second_now, "queued", "while the first is {first_now}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_status(&p, &second, "running").await;
+    wait_status(&p, &second, "succeeded").await;
+
+    let db = p.db().await;
+    let started = |id: &str| {
+        let (db, id) = (db.clone(), id.to_string());
+        async move {
+            sqlx::query_scalar::<_, Option<i64>>("SELECT started_ms FROM invocations WHERE invocation_id = ?")
+                .bind(id)
+                .fetch_one(&db)
+                .await
+                .unwrap()
+        }
+    };
+    let ended: i64 = sqlx::query_scalar("SELECT completed_ms FROM completions WHERE invocation_id = ?")
+        .bind(&first)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(started(&quick).await, None, "a short attempt is never marked");
+    assert!(started(&first).await.is_some());
+    let second_started = started(&second).await.expect("marked");
+    assert!(
+        second_started >= ended,
+        "marked {} ms before the one it followed ended",
+        ended - second_started
+    );
+    let metrics = p.get("/metrics").await.text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "stoke_handovers_total{function=\"hello\"} 1"),
+        "the second was handed the first's slot: {metrics}"
+    );
+}
+
 #[tokio::test]
 async fn same_key_with_another_payload_is_a_conflict_and_a_repeat_is_answered_from_the_store() {
     let nats = Nats::start().await.unwrap();
