@@ -443,8 +443,21 @@ async fn sigterm_drains_a_worker() {
     )
     .unwrap();
     let termed = Instant::now();
-    // Let the Drain reach the dispatcher, then send more.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once the dispatcher has the Drain, send more.
+    eventually(
+        Duration::from_secs(10),
+        "the dispatcher to see the worker draining",
+        || async {
+            let out = c.cli().args(["workers", "-o", "json"]).output().unwrap();
+            let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let draining = list
+                .as_array()?
+                .iter()
+                .any(|w| w["id"] == a.as_str() && w["draining"] == true);
+            draining.then_some(())
+        },
+    )
+    .await;
     let mut after = Vec::new();
     for _ in 0..4 {
         after.push(post_async(&c.http, r#"{"sleep":0.2}"#, None).await);
