@@ -18,8 +18,9 @@ pub const INVOCATIONS_HELP: &str = "Examples:\n  \
     stoke invocations --since 1h --status dead_lettered\n  \
     stoke invocations --since 2026-11-23T10:00:00Z --until 2026-11-23T11:00:00Z\n  \
     stoke invocations hello --key order-42     # the invocation of one idempotency key\n\n\
-    Statuses: queued (not ended yet: waiting, running or between retries), succeeded, failed,\n\
-    timed_out, dead_lettered. `stoke status ID` shows one with its result.";
+    Statuses: queued (not run yet), running (a worker has run it for 0.25 s, or an attempt\n\
+    failed and it waits for the next), succeeded, failed, timed_out, dead_lettered.\n\
+    `stoke status ID` shows one with its result.";
 
 /// `stoke usage --help`, after the options.
 pub const USAGE_HELP: &str = "Examples:\n  \
@@ -34,7 +35,7 @@ pub const USAGE_HELP: &str = "Examples:\n  \
 pub struct InvocationsArgs {
     /// Only this function.
     pub function: Option<String>,
-    /// queued, succeeded, failed, timed_out or dead_lettered.
+    /// queued, running, succeeded, failed, timed_out or dead_lettered.
     #[arg(long, value_name = "STATUS")]
     pub status: Option<String>,
     /// Created at or after: a duration back from now (30s, 15m, 1h, 2d, 1w),
@@ -109,11 +110,12 @@ pub fn parse_when(t: Option<&str>, now_ms: i64) -> anyhow::Result<i64> {
 fn parse_status(s: &str) -> anyhow::Result<InvocationStatus> {
     Ok(match s.to_ascii_lowercase().replace('-', "_").as_str() {
         "queued" => InvocationStatus::Queued,
+        "running" => InvocationStatus::Running,
         "succeeded" | "success" | "ok" => InvocationStatus::Succeeded,
         "failed" => InvocationStatus::Failed,
         "timed_out" | "timeout" => InvocationStatus::TimedOut,
         "dead_lettered" | "dead" => InvocationStatus::DeadLettered,
-        _ => bail!("unknown status {s:?}: use queued, succeeded, failed, timed_out or dead_lettered"),
+        _ => bail!("unknown status {s:?}: use queued, running, succeeded, failed, timed_out or dead_lettered"),
     })
 }
 
@@ -321,6 +323,7 @@ mod tests {
     fn statuses_parse_as_listed() {
         assert_eq!(parse_status("timed-out").unwrap(), InvocationStatus::TimedOut);
         assert_eq!(parse_status("dead_lettered").unwrap(), InvocationStatus::DeadLettered);
-        assert!(parse_status("running").is_err());
+        assert_eq!(parse_status("running").unwrap(), InvocationStatus::Running);
+        assert!(parse_status("sleeping").is_err());
     }
 }

@@ -40,13 +40,11 @@ fn status_filter(s: i32) -> Result<Option<Run>, Status> {
     match InvocationStatus::try_from(s) {
         Ok(InvocationStatus::Unspecified) => Ok(None),
         Ok(InvocationStatus::Queued) => Ok(Some(Run::Queued)),
+        Ok(InvocationStatus::Running) => Ok(Some(Run::Running)),
         Ok(InvocationStatus::Succeeded) => Ok(Some(Run::Succeeded)),
         Ok(InvocationStatus::Failed) => Ok(Some(Run::Failed)),
         Ok(InvocationStatus::TimedOut) => Ok(Some(Run::TimedOut)),
         Ok(InvocationStatus::DeadLettered) => Ok(Some(Run::DeadLettered)),
-        Ok(InvocationStatus::Running) => Err(Status::invalid_argument(
-            "listings do not tell running from queued: filter on QUEUED (every invocation not ended yet)",
-        )),
         Err(_) => Err(Status::invalid_argument(format!("unknown invocation status {s}"))),
     }
 }
@@ -199,15 +197,15 @@ mod tests {
     }
 
     #[test]
-    fn running_is_not_a_listing_filter() {
+    fn every_status_is_a_listing_filter() {
         assert_eq!(status_filter(0).unwrap(), None);
         assert_eq!(
             status_filter(InvocationStatus::Queued as i32).unwrap(),
             Some(Run::Queued)
         );
         assert_eq!(
-            status_filter(InvocationStatus::Running as i32).unwrap_err().code(),
-            tonic::Code::InvalidArgument
+            status_filter(InvocationStatus::Running as i32).unwrap(),
+            Some(Run::Running)
         );
         assert!(status_filter(99).is_err());
     }

@@ -1,12 +1,14 @@
 -- Invocations newest first, each once, from where its state lives:
 --   completions   every finished invocation: succeeded, failed, timed_out;
---   dead_letters  ended without a completion: dead_lettered, or queued again
---                 once redriven (a redrive that completes has a completion
---                 with the same invocation id, which then wins);
---   invocations   accepted events (keyed and async ones) with neither: queued
---                 (waiting, running, or between retries); `ended_ms IS NULL`
---                 (set by triggers, migration 0009) walks the partial index
---                 of those instead of every event ever accepted.
+--   dead_letters  ended without a completion: dead_lettered, or queued or
+--                 running again once redriven (a redrive that completes has a
+--                 completion with the same invocation id, which then wins);
+--   invocations   accepted events (keyed and async ones) with neither: queued,
+--                 or running once an attempt is metered or it was marked
+--                 running (`started_ms`, migration 0012) — as the store's
+--                 `invocation` view says; `ended_ms IS NULL` (set by
+--                 triggers, migration 0009) walks the partial index of those
+--                 instead of every event ever accepted.
 -- $1: function or ''; $2: namespace or ''; $3: status or '';
 -- $4: created at or after (0 = unbounded); $5: idempotency key or '';
 -- $6/$7: the upper bound, as a row value (an index range): rows before
@@ -46,17 +48,25 @@ FROM (
     UNION ALL
     SELECT * FROM (
         SELECT d.invocation_id, d.function, d.version,
-               CASE WHEN d.redriven_ms IS NULL THEN 'dead_lettered' ELSE 'queued' END AS status,
+               CASE WHEN d.redriven_ms IS NULL THEN 'dead_lettered'
+                    WHEN EXISTS (SELECT 1 FROM attempts a WHERE a.invocation_id = d.invocation_id)
+                      OR EXISTS (SELECT 1 FROM invocations i
+                                 WHERE i.invocation_id = d.invocation_id AND i.started_ms IS NOT NULL)
+                    THEN 'running' ELSE 'queued' END AS status,
                d.attempts, d.idempotency_key, d.trigger, d.created_ms,
                CASE WHEN d.redriven_ms IS NULL THEN d.dead_ms ELSE 0 END AS completed_ms,
                CASE WHEN d.redriven_ms IS NULL THEN d.error_type END AS error_type,
                CASE WHEN d.redriven_ms IS NULL THEN d.error_message END AS error_message
         FROM dead_letters d
-        WHERE $3 IN ('', 'queued', 'dead_lettered')
+        WHERE $3 IN ('', 'queued', 'running', 'dead_lettered')
           AND NOT EXISTS (SELECT 1 FROM completions c WHERE c.invocation_id = d.invocation_id)
           AND ($1 = '' OR d.function = $1)
           AND ($2 = '' OR d.function IN (SELECT f.name FROM functions f WHERE f.namespace = $2))
-          AND ($3 = '' OR $3 = CASE WHEN d.redriven_ms IS NULL THEN 'dead_lettered' ELSE 'queued' END)
+          AND ($3 = '' OR $3 = CASE WHEN d.redriven_ms IS NULL THEN 'dead_lettered'
+                                   WHEN EXISTS (SELECT 1 FROM attempts a WHERE a.invocation_id = d.invocation_id)
+                                     OR EXISTS (SELECT 1 FROM invocations i
+                                                WHERE i.invocation_id = d.invocation_id AND i.started_ms IS NOT NULL)
+                                   THEN 'running' ELSE 'queued' END)
           AND d.created_ms >= $4
           AND ($5 = '' OR d.idempotency_key = $5)
           AND (d.created_ms, d.invocation_id) < ($7, $6)
@@ -65,11 +75,18 @@ FROM (
     ) AS dead
     UNION ALL
     SELECT * FROM (
-        SELECT i.invocation_id, i.function, 0 AS version, 'queued' AS status, 0 AS attempts, i.idempotency_key,
+        SELECT i.invocation_id, i.function, 0 AS version,
+               CASE WHEN i.started_ms IS NOT NULL
+                      OR EXISTS (SELECT 1 FROM attempts a WHERE a.invocation_id = i.invocation_id)
+                    THEN 'running' ELSE 'queued' END AS status,
+               0 AS attempts, i.idempotency_key,
                i.trigger, i.created_ms, 0 AS completed_ms, NULL AS error_type, NULL AS error_message
         FROM invocations i
-        WHERE $3 IN ('', 'queued')
+        WHERE $3 IN ('', 'queued', 'running')
           AND i.ended_ms IS NULL
+          AND ($3 = '' OR $3 = CASE WHEN i.started_ms IS NOT NULL
+                                    OR EXISTS (SELECT 1 FROM attempts a WHERE a.invocation_id = i.invocation_id)
+                               THEN 'running' ELSE 'queued' END)
           AND NOT EXISTS (SELECT 1 FROM completions c WHERE c.invocation_id = i.invocation_id)
           AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.invocation_id = i.invocation_id)
           AND ($1 = '' OR i.function = $1)

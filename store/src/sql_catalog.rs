@@ -54,10 +54,7 @@ macro_rules! sql_catalog {
         impl Catalog for $store {
             async fn list_invocations(&self, f: &InvocationFilter) -> Result<InvocationPage> {
                 let limit = if f.limit == 0 { 50 } else { f.limit } as usize;
-                let status = f.status.map(|s| match s {
-                    Status::Running => Status::Queued.as_str(),
-                    s => s.as_str(),
-                });
+                let status = f.status.map(Status::as_str);
                 // The lower of the cursor and (until, ''): rows before it.
                 let until = (f.until_ms.unwrap_or(i64::MAX), "");
                 let (before_ms, before_id) = match &f.after {

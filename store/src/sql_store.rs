@@ -501,7 +501,7 @@ macro_rules! sql_store {
                     .await?;
                 let dead = match &completion {
                     Some(_) => None,
-                    None => self.dead_letter(id).await?.filter(|d| d.redriven_ms.is_none()),
+                    None => self.dead_letter(id).await?,
                 };
                 // Counted after the final record was read: it is written in one
                 // transaction with its attempt, so the count includes that attempt.
@@ -509,6 +509,19 @@ macro_rules! sql_store {
                     .bind(id)
                     .fetch_one(&self.pool)
                     .await?;
+                // Not ended: running once an attempt is metered or it was
+                // marked running (as the listing tells it too).
+                let unended = |marked: bool| {
+                    if attempts > 0 || marked {
+                        Status::Running
+                    } else {
+                        Status::Queued
+                    }
+                };
+                let (dead, redriven) = match dead {
+                    Some(d) if d.redriven_ms.is_some() => (None, Some(d)),
+                    dead => (dead, None),
+                };
                 if let Some(d) = dead {
                     return Ok(Some(InvocationView {
                         invocation_id: d.invocation_id.clone(),
@@ -522,8 +535,8 @@ macro_rules! sql_store {
                         dead_letter: Some(d),
                     }));
                 }
-                let view = match (completion, accepted) {
-                    (Some(c), _) => InvocationView {
+                let view = match (completion, accepted, redriven) {
+                    (Some(c), _, _) => InvocationView {
                         invocation_id: c.invocation_id.clone(),
                         function: c.function.clone(),
                         idempotency_key: c.idempotency_key.clone(),
@@ -534,22 +547,31 @@ macro_rules! sql_store {
                         completion: Some(c),
                         dead_letter: None,
                     },
-                    (None, Some(r)) => InvocationView {
+                    (None, Some(r), _) => InvocationView {
                         invocation_id: r.try_get(0)?,
                         function: r.try_get(1)?,
                         idempotency_key: r.try_get(2)?,
                         trigger: r.try_get(3)?,
                         created_ms: r.try_get(4)?,
-                        status: if attempts > 0 || r.try_get::<Option<i64>, _>(6)?.is_some() {
-                            Status::Running
-                        } else {
-                            Status::Queued
-                        },
+                        status: unended(r.try_get::<Option<i64>, _>(6)?.is_some()),
                         attempts: attempts as u32,
                         completion: None,
                         dead_letter: None,
                     },
-                    (None, None) => return Ok(None),
+                    // Redriven, never recorded as accepted (a subject message,
+                    // a synchronous call): known by its dead letter.
+                    (None, None, Some(d)) => InvocationView {
+                        invocation_id: d.invocation_id,
+                        function: d.function,
+                        idempotency_key: d.idempotency_key,
+                        trigger: d.trigger,
+                        created_ms: d.created_ms,
+                        status: unended(false),
+                        attempts: attempts as u32,
+                        completion: None,
+                        dead_letter: None,
+                    },
+                    (None, None, None) => return Ok(None),
                 };
                 Ok(Some(view))
             }

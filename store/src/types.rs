@@ -425,9 +425,8 @@ pub struct InvocationFilter {
     pub function: Option<String>,
     /// Only functions of this namespace.
     pub namespace: Option<String>,
-    /// `Queued` (not finished: waiting, running or between retries),
-    /// `Succeeded`, `Failed`, `TimedOut` or `DeadLettered`. `Running` is not
-    /// told apart from `Queued` in listings.
+    /// Any status, as [`InvocationView`] tells it: `Queued` and `Running`
+    /// together are the invocations not ended yet.
     pub status: Option<Status>,
     /// Window on the created time, `[since, until)`.
     pub since_ms: Option<i64>,

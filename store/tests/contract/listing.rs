@@ -157,13 +157,15 @@ pub async fn listing_contract(store: &dyn Store) {
     let mut redone = completion("r2", "alpha", 6000, Status::Succeeded);
     redone.attempts = 4;
     complete(store, &redone).await;
-    // Accepted only: queued; one failed attempt so far (still queued, with
-    // the attempt's version).
+    // Accepted only: queued; one failed attempt so far (running: between
+    // attempts, with the attempt's version); one seen under way (running).
     store.record_accepted(&accepted("q1", "beta", 7000)).await.unwrap();
     store.record_accepted(&accepted("q2", "alpha", 7500)).await.unwrap();
     let mut tried = attempt("q2", "alpha", 7600, AttemptOutcome::Crashed);
     tried.version = 3;
     store.record_attempt(&tried).await.unwrap();
+    store.record_accepted(&accepted("q3", "alpha", 7700)).await.unwrap();
+    store.mark_running("q3", 7800).await.unwrap();
     // Three created in the same millisecond: ordered by id, descending.
     for id in ["tie-b", "tie-c", "tie-a"] {
         complete(store, &completion(id, "alpha", 8000, Status::Succeeded)).await;
@@ -173,7 +175,7 @@ pub async fn listing_contract(store: &dyn Store) {
     assert_eq!(
         ids(&all),
         [
-            "tie-c", "tie-b", "tie-a", "q2", "q1", "r2", "r1", "d1", "t1", "f1", "s1"
+            "tie-c", "tie-b", "tie-a", "q3", "q2", "q1", "r2", "r1", "d1", "t1", "f1", "s1"
         ]
     );
     let by_id = |id: &str| all.iter().find(|i| i.invocation_id == id).unwrap().clone();
@@ -189,7 +191,13 @@ pub async fn listing_contract(store: &dyn Store) {
         "a completed redrive is not dead any more"
     );
     assert_eq!(status_of("q1"), Status::Queued);
-    assert_eq!(status_of("q2"), Status::Queued);
+    assert_eq!(status_of("q2"), Status::Running);
+    assert_eq!(status_of("q3"), Status::Running);
+    // One invocation's view says what its listing row says.
+    for row in &all {
+        let view = store.invocation(&row.invocation_id).await.unwrap();
+        assert_eq!(view.map(|v| v.status), Some(row.status), "{row:?}");
+    }
 
     // What each row carries.
     let f1 = by_id("f1");
@@ -240,7 +248,8 @@ pub async fn listing_contract(store: &dyn Store) {
     assert_eq!(ids(&with_status(Status::Failed).await), ["f1"]);
     assert_eq!(ids(&with_status(Status::TimedOut).await), ["t1"]);
     assert_eq!(ids(&with_status(Status::DeadLettered).await), ["d1"]);
-    assert_eq!(ids(&with_status(Status::Queued).await), ["q2", "q1", "r1"]);
+    assert_eq!(ids(&with_status(Status::Queued).await), ["q1", "r1"]);
+    assert_eq!(ids(&with_status(Status::Running).await), ["q3", "q2"]);
 
     // Function, namespace, created window, key; combined.
     let only = |f: InvocationFilter| list(store, f);
@@ -280,12 +289,12 @@ pub async fn listing_contract(store: &dyn Store) {
     let combined = only(InvocationFilter {
         function: Some("alpha".into()),
         namespace: Some("team-a".into()),
-        status: Some(Status::Queued),
-        since_ms: Some(5000),
+        status: Some(Status::Running),
+        since_ms: Some(7600),
         ..Default::default()
     })
     .await;
-    assert_eq!(ids(&combined), ["q2", "r1"]);
+    assert_eq!(ids(&combined), ["q3"]);
     let mismatch = only(InvocationFilter {
         function: Some("alpha".into()),
         namespace: Some("team-b".into()),
@@ -296,11 +305,11 @@ pub async fn listing_contract(store: &dyn Store) {
 
     // Paging, through ties and every table: no gaps, no repeats, and the
     // last page says so.
-    for limit in [1, 2, 3, 4, 10, 11] {
+    for limit in [1, 2, 3, 4, 10, 11, 12] {
         let pages = pages(store, InvocationFilter::default(), limit).await;
         let seen: Vec<&str> = pages.iter().flat_map(|p| ids(&p.invocations)).collect();
         assert_eq!(seen, ids(&all), "limit {limit}");
-        assert_eq!(pages.len(), 11usize.div_ceil(limit as usize), "limit {limit}");
+        assert_eq!(pages.len(), 12usize.div_ceil(limit as usize), "limit {limit}");
         assert!(pages.iter().all(|p| p.invocations.len() <= limit as usize));
     }
     // The window and the cursor together: the lower bound of the two holds.
@@ -322,13 +331,13 @@ pub async fn listing_contract(store: &dyn Store) {
             status: Some(Status::Queued),
             ..Default::default()
         },
-        2,
+        1,
     )
     .await;
     let seen: Vec<&str> = queued_pages.iter().flat_map(|p| ids(&p.invocations)).collect();
-    assert_eq!(seen, ["q2", "q1", "r1"]);
+    assert_eq!(seen, ["q1", "r1"]);
     let default_limit = store.list_invocations(&InvocationFilter::default()).await.unwrap();
-    assert_eq!(default_limit.invocations.len(), 11, "limit 0 is 50");
+    assert_eq!(default_limit.invocations.len(), 12, "limit 0 is 50");
 }
 
 /// Every page of a listing, following `next`.
