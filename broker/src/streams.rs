@@ -84,63 +84,98 @@ pub async fn ensure_logs_stream(
         duplicate_window: Duration::from_secs(60).min(max_age),
         ..Default::default()
     };
-    let mut stream = provision(
+    provision(
         js,
         "logs",
         &cfg,
         Some("[dispatcher.stream] logs_max_bytes (STOKE_DISPATCHER__STREAM__LOGS_MAX_BYTES)"),
     )
     .await?;
-    let mut current = stream.info().await?.config.clone();
-    if current.max_age != max_age || current.max_bytes != opts.logs_max_bytes {
-        tracing::info!(
-            ?max_age,
-            max_bytes = opts.logs_max_bytes,
-            "updating the logs stream's limits"
-        );
-        current.max_age = max_age;
-        current.max_bytes = opts.logs_max_bytes;
-        current.duplicate_window = current.duplicate_window.min(max_age);
-        js.update_stream(current).await?;
-        stream = js.get_stream(naming::LOGS_STREAM).await?;
-    }
-    Ok(stream)
+    // Made a moment ago by another process on a cluster, the stream may not
+    // answer yet ("stream not found" while its group forms): retried too.
+    let js = &setup_context(js);
+    retrying(
+        "logs",
+        || async {
+            let mut current = js.get_stream(naming::LOGS_STREAM).await?.info().await?.config.clone();
+            if current.max_age != max_age || current.max_bytes != opts.logs_max_bytes {
+                tracing::info!(
+                    ?max_age,
+                    max_bytes = opts.logs_max_bytes,
+                    "updating the logs stream's limits"
+                );
+                current.max_age = max_age;
+                current.max_bytes = opts.logs_max_bytes;
+                current.duplicate_window = current.duplicate_window.min(max_age);
+                js.update_stream(current).await?;
+            }
+            Ok::<_, async_nats::Error>(js.get_stream(naming::LOGS_STREAM).await?)
+        },
+        |_| false,
+    )
+    .await
 }
 
-/// Create the stream `cfg` if missing, retrying for up to a minute: a
-/// cluster that has just formed (or lost a node) may time out the first
-/// requests while it elects leaders. A server that cannot reserve the
-/// stream's `max_bytes` will not change its mind: that is an error at once,
-/// saying what to do (`size_knob`: the setting that sizes the stream).
+/// Create the stream `cfg` if missing (see [`retrying`]). A server that
+/// cannot reserve the stream's `max_bytes` will not change its mind: that is
+/// an error at once, saying what to do (`size_knob`: the setting that sizes
+/// the stream).
 async fn provision(
     js: &jetstream::Context,
     what: &str,
     cfg: &stream::Config,
     size_knob: Option<&str>,
 ) -> Result<stream::Stream, async_nats::Error> {
+    let js = &setup_context(js);
+    match retrying(what, || js.get_or_create_stream(cfg.clone()), out_of_storage).await {
+        Ok(v) => Ok(v),
+        Err(e) if out_of_storage(&e) => {
+            let (size, lower) = match size_knob {
+                Some(knob) => (format!("{} bytes of ", cfg.max_bytes), format!(", or lower {knob}")),
+                None => (String::new(), String::new()),
+            };
+            Err(format!(
+                "nats-server cannot reserve the {what} stream's {size}JetStream file storage ({e}): \
+                 its max_file_store (by default 75 % of the free space on its store_dir's disk) \
+                 has less left. Free disk space, raise the server's max_file_store{lower}"
+            )
+            .into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `js` with a short request timeout, for setting streams up: a request
+/// to a stream whose group is still forming may get no answer, and the
+/// connection's 10 s timeout held processes starting together on a new
+/// cluster for 10 s each time; a retry asks again sooner.
+fn setup_context(js: &jetstream::Context) -> jetstream::Context {
+    jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build(js.client())
+}
+
+/// Run a step of setting up the `what` stream until it works, for up to a
+/// minute: a cluster that has just formed (or lost a node) may time out the
+/// first requests while it elects leaders, and a stream another process has
+/// just made may not be found for a moment while its group forms.
+/// (`is_final`: an error retrying cannot mend.)
+async fn retrying<T, E: std::fmt::Display, Fut: std::future::Future<Output = Result<T, E>>>(
+    what: &str,
+    mut step: impl FnMut() -> Fut,
+    is_final: impl Fn(&E) -> bool,
+) -> Result<T, E> {
     let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut delay = Duration::from_millis(200);
     loop {
-        match js.get_or_create_stream(cfg.clone()).await {
+        match step().await {
             Ok(v) => return Ok(v),
-            Err(e) if out_of_storage(&e) => {
-                let (size, lower) = match size_knob {
-                    Some(knob) => (format!("{} bytes of ", cfg.max_bytes), format!(", or lower {knob}")),
-                    None => (String::new(), String::new()),
-                };
-                return Err(format!(
-                    "nats-server cannot reserve the {what} stream's {size}JetStream file storage ({e}): \
-                     its max_file_store (by default 75 % of the free space on its store_dir's disk) \
-                     has less left. Free disk space, raise the server's max_file_store{lower}"
-                )
-                .into());
-            }
-            Err(e) if tokio::time::Instant::now() < give_up => {
+            Err(e) if !is_final(&e) && tokio::time::Instant::now() < give_up => {
                 tracing::warn!(error = %e, "cannot provision the {what} stream yet; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     }
 }

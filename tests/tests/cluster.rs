@@ -166,3 +166,43 @@ async fn a_cluster_survives_losing_a_nats_node_a_dispatcher_and_a_worker() {
     assert_eq!(keys as usize, EVENTS);
     assert_eq!(succeeded as usize, EVENTS);
 }
+
+/// Processes starting together on a new cluster all set up the streams
+/// (R3): one makes each stream, and the others, which may not find it for
+/// a moment while its group forms, wait for it instead of giving up (a
+/// dispatcher once exited at start with "stream not found" this way).
+#[tokio::test]
+async fn processes_starting_together_on_a_cluster_all_set_up_the_streams() {
+    let nats = NatsCluster::start(3).await.unwrap();
+    let opts = stoke_broker::streams::StreamOptions {
+        replicas: 3,
+        ..Default::default()
+    };
+    for round in 0..3 {
+        let started = Instant::now();
+        // Each through another node, as processes on three boxes would be.
+        let nodes: Vec<String> = nats.url().split(',').map(str::to_string).collect();
+        let starts = (0..6).map(|i| {
+            let (url, opts) = (nodes[i % nodes.len()].clone(), opts.clone());
+            tokio::spawn(async move {
+                let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+                stoke_broker::streams::ensure_invoke_stream(&js, &opts).await?;
+                stoke_broker::streams::ensure_logs_stream(&js, &opts).await?;
+                Ok::<_, async_nats::Error>(())
+            })
+        });
+        for (i, started) in futures::future::join_all(starts).await.into_iter().enumerate() {
+            if let Err(e) = started.unwrap() {
+                panic!("round {round}, process {i}: {e}");
+            }
+        }
+        println!(
+            "round {round}: six processes set up the streams in {:?}",
+            started.elapsed()
+        );
+        // Again from scratch.
+        let js = async_nats::jetstream::new(async_nats::connect(nodes[0].as_str()).await.unwrap());
+        js.delete_stream(stoke_core::naming::INVOKE_STREAM).await.unwrap();
+        js.delete_stream(stoke_core::naming::LOGS_STREAM).await.unwrap();
+    }
+}
