@@ -19,7 +19,8 @@ pub const INVOCATIONS_HELP: &str = "Examples:\n  \
     stoke invocations --since 2026-11-23T10:00:00Z --until 2026-11-23T11:00:00Z\n  \
     stoke invocations hello --key order-42     # the invocation of one idempotency key\n\n\
     Statuses: queued (not run yet), running (a worker has run it for 0.25 s, or an attempt\n\
-    failed and it waits for the next), succeeded, failed, timed_out, dead_lettered.\n\
+    failed and it waits for the next, or it was redriven after one), succeeded, failed,\n\
+    timed_out, dead_lettered.\n\
     `stoke status ID` shows one with its result.";
 
 /// `stoke usage --help`, after the options.

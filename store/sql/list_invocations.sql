@@ -3,12 +3,13 @@
 --   dead_letters  ended without a completion: dead_lettered, or queued or
 --                 running again once redriven (a redrive that completes has a
 --                 completion with the same invocation id, which then wins);
---   invocations   accepted events (keyed and async ones) with neither: queued,
---                 or running once an attempt is metered or it was marked
---                 running (`started_ms`, migration 0012) — as the store's
---                 `invocation` view says; `ended_ms IS NULL` (set by
---                 triggers, migration 0009) walks the partial index of those
---                 instead of every event ever accepted.
+--   invocations   accepted events (keyed and async ones) with neither, in
+--                 two branches: queued, and running (`started_ms` set, by
+--                 the dispatcher or with a metered attempt: migration 0012),
+--                 as the store's `invocation` view says. `ended_ms IS NULL`
+--                 (set by triggers, migration 0009) walks a partial index of
+--                 those (the running ones have one of their own) instead of
+--                 every event ever accepted.
 -- $1: function or ''; $2: namespace or ''; $3: status or '';
 -- $4: created at or after (0 = unbounded); $5: idempotency key or '';
 -- $6/$7: the upper bound, as a row value (an index range): rows before
@@ -21,8 +22,8 @@
 -- error_message, then for the page only: attempt rows, highest attempt
 -- version, the function's namespace.
 -- Each branch is cut to the page size on its own (newest first, along its
--- (created_ms, invocation_id) index) before the three are merged, so no
--- database sorts more than three pages' worth of rows. The `$3 IN (...)`
+-- (created_ms, invocation_id) index) before the four are merged, so no
+-- database sorts more than four pages' worth of rows. The `$3 IN (...)`
 -- terms depend on the parameter only, so a status filter skips the tables
 -- that cannot hold that status. Run unprepared (see sql_catalog.rs).
 SELECT p.invocation_id, p.function, p.version, p.status, p.attempts, p.idempotency_key, p.trigger,
@@ -49,9 +50,8 @@ FROM (
     SELECT * FROM (
         SELECT d.invocation_id, d.function, d.version,
                CASE WHEN d.redriven_ms IS NULL THEN 'dead_lettered'
-                    WHEN EXISTS (SELECT 1 FROM attempts a WHERE a.invocation_id = d.invocation_id)
-                      OR EXISTS (SELECT 1 FROM invocations i
-                                 WHERE i.invocation_id = d.invocation_id AND i.started_ms IS NOT NULL)
+                    WHEN (SELECT 1 FROM attempts a WHERE a.invocation_id = d.invocation_id LIMIT 1) IS NOT NULL
+                      OR (SELECT i.started_ms FROM invocations i WHERE i.invocation_id = d.invocation_id) IS NOT NULL
                     THEN 'running' ELSE 'queued' END AS status,
                d.attempts, d.idempotency_key, d.trigger, d.created_ms,
                CASE WHEN d.redriven_ms IS NULL THEN d.dead_ms ELSE 0 END AS completed_ms,
@@ -63,9 +63,9 @@ FROM (
           AND ($1 = '' OR d.function = $1)
           AND ($2 = '' OR d.function IN (SELECT f.name FROM functions f WHERE f.namespace = $2))
           AND ($3 = '' OR $3 = CASE WHEN d.redriven_ms IS NULL THEN 'dead_lettered'
-                                   WHEN EXISTS (SELECT 1 FROM attempts a WHERE a.invocation_id = d.invocation_id)
-                                     OR EXISTS (SELECT 1 FROM invocations i
-                                                WHERE i.invocation_id = d.invocation_id AND i.started_ms IS NOT NULL)
+                                   WHEN (SELECT 1 FROM attempts a WHERE a.invocation_id = d.invocation_id LIMIT 1) IS NOT NULL
+                                     OR (SELECT i.started_ms FROM invocations i
+                                         WHERE i.invocation_id = d.invocation_id) IS NOT NULL
                                    THEN 'running' ELSE 'queued' END)
           AND d.created_ms >= $4
           AND ($5 = '' OR d.idempotency_key = $5)
@@ -75,18 +75,12 @@ FROM (
     ) AS dead
     UNION ALL
     SELECT * FROM (
-        SELECT i.invocation_id, i.function, 0 AS version,
-               CASE WHEN i.started_ms IS NOT NULL
-                      OR EXISTS (SELECT 1 FROM attempts a WHERE a.invocation_id = i.invocation_id)
-                    THEN 'running' ELSE 'queued' END AS status,
-               0 AS attempts, i.idempotency_key,
+        SELECT i.invocation_id, i.function, 0 AS version, 'queued' AS status, 0 AS attempts, i.idempotency_key,
                i.trigger, i.created_ms, 0 AS completed_ms, NULL AS error_type, NULL AS error_message
         FROM invocations i
-        WHERE $3 IN ('', 'queued', 'running')
+        WHERE $3 IN ('', 'queued')
           AND i.ended_ms IS NULL
-          AND ($3 = '' OR $3 = CASE WHEN i.started_ms IS NOT NULL
-                                    OR EXISTS (SELECT 1 FROM attempts a WHERE a.invocation_id = i.invocation_id)
-                               THEN 'running' ELSE 'queued' END)
+          AND i.started_ms IS NULL
           AND NOT EXISTS (SELECT 1 FROM completions c WHERE c.invocation_id = i.invocation_id)
           AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.invocation_id = i.invocation_id)
           AND ($1 = '' OR i.function = $1)
@@ -97,6 +91,24 @@ FROM (
         ORDER BY i.created_ms DESC, i.invocation_id DESC
         LIMIT $8
     ) AS queued
+    UNION ALL
+    SELECT * FROM (
+        SELECT r.invocation_id, r.function, 0 AS version, 'running' AS status, 0 AS attempts, r.idempotency_key,
+               r.trigger, r.created_ms, 0 AS completed_ms, NULL AS error_type, NULL AS error_message
+        FROM invocations r
+        WHERE $3 IN ('', 'running')
+          AND r.ended_ms IS NULL
+          AND r.started_ms IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM completions c WHERE c.invocation_id = r.invocation_id)
+          AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.invocation_id = r.invocation_id)
+          AND ($1 = '' OR r.function = $1)
+          AND ($2 = '' OR r.function IN (SELECT f.name FROM functions f WHERE f.namespace = $2))
+          AND r.created_ms >= $4
+          AND ($5 = '' OR r.idempotency_key = $5)
+          AND (r.created_ms, r.invocation_id) < ($7, $6)
+        ORDER BY r.created_ms DESC, r.invocation_id DESC
+        LIMIT $8
+    ) AS running
     ORDER BY created_ms DESC, invocation_id DESC
     LIMIT $8
 ) p

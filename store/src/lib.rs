@@ -129,7 +129,8 @@ pub trait Store: Catalog + Send + Sync + 'static {
     /// `queued`. A no-op for an event never recorded by
     /// [`Store::record_accepted`].
     async fn mark_running(&self, invocation_id: &str, at_ms: i64) -> Result<()>;
-    /// Meter an attempt that did not end the invocation (idempotent per
+    /// Meter an attempt that did not end the invocation, marking it running
+    /// as [`Store::mark_running`] does (idempotent per
     /// invocation, attempt number and epoch).
     async fn record_attempt(&self, attempt: &AttemptRecord) -> Result<()>;
     /// Meter the final attempt and write the completion, atomically.

@@ -152,7 +152,7 @@ mod tests {
     #[test]
     fn the_one_function_listing_is_the_listing_with_function_fixed() {
         let mut expected = body(super::LIST_INVOCATIONS);
-        for t in ["c", "d", "i"] {
+        for t in ["c", "d", "i", "r"] {
             let any = format!("($1 = '' OR {t}.function = $1)");
             assert_eq!(expected.matches(&any).count(), 1, "{any}");
             expected = expected.replace(&any, &format!("{t}.function = $1"));

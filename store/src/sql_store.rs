@@ -462,10 +462,22 @@ macro_rules! sql_store {
             }
 
             async fn record_attempt(&self, attempt: &AttemptRecord) -> Result<()> {
-                bind_attempt(sqlx::query(q::INSERT_ATTEMPT), attempt)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
+                // With its invocation marked running (tried, not ended), on
+                // the writers' connection like every other write of attempts.
+                on_writer(&self.pool, &self.writer, async |conn| {
+                    let mut tx = sqlx::Connection::begin(conn).await?;
+                    bind_attempt(sqlx::query(q::INSERT_ATTEMPT), attempt)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(q::MARK_RUNNING)
+                        .bind(&attempt.invocation_id)
+                        .bind(attempt.started_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(())
+                })
+                .await
             }
 
             async fn record_completion(&self, attempt: &AttemptRecord, c: &Completion) -> Result<CompletionWrite> {

@@ -185,17 +185,19 @@ async fn an_invocation_says_running_only_while_a_worker_runs_it() {
     let nats = Nats::start().await.unwrap();
     let p = Platform::start(&nats).await.unwrap();
     p.deploy(hello_with("concurrency = 1").path());
+    // Warm first: a cold start's time counts as running.
+    assert_eq!(p.post("hello", r#"{"name":"warm"}"#).await.status, 200);
     let quick = send_async(&p, r#"{"name":"quick"}"#, None).await;
     wait_status(&p, &quick, "succeeded").await;
     let first = send_async(&p, r#"{"sleep":2}"#, None).await;
     p.wait_running("hello", 1).await;
-    let second = send_async(&p, r#"{"sleep":1}"#, None).await;
+    let second = send_async(&p, r#"{"sleep":2}"#, None).await;
     wait_status(&p, &first, "running").await;
     // The second follows the first on its worker (the slot's hand-over):
     // queued until the first ends.
     loop {
-        let first_now = p.get(&format!("/invocations/{first}")).await.json()["status"].clone();
         let second_now = p.get(&format!("/invocations/{second}")).await.json()["status"].clone();
+        let first_now = p.get(&format!("/invocations/{first}")).await.json()["status"].clone();
         if first_now == "succeeded" {
             break;
         }

@@ -170,12 +170,21 @@ pub async fn listing_contract(store: &dyn Store) {
     for id in ["tie-b", "tie-c", "tie-a"] {
         complete(store, &completion(id, "alpha", 8000, Status::Succeeded)).await;
     }
+    // Redriven after a metered attempt (running: tried, not ended again);
+    // accepted, dead-lettered unrun, redriven and seen under way (running).
+    let tried = attempt("r3", "alpha", 8510, AttemptOutcome::FunctionError);
+    store.record_dead_letter(Some(&tried), &dead("r3", 8500)).await.unwrap();
+    assert!(store.claim_redrive("r3", 8600).await.unwrap());
+    store.record_accepted(&accepted("r4", "alpha", 8700)).await.unwrap();
+    store.record_dead_letter(None, &dead("r4", 8700)).await.unwrap();
+    assert!(store.claim_redrive("r4", 8800).await.unwrap());
+    store.mark_running("r4", 8900).await.unwrap();
 
     let all = list(store, InvocationFilter::default()).await;
     assert_eq!(
         ids(&all),
         [
-            "tie-c", "tie-b", "tie-a", "q3", "q2", "q1", "r2", "r1", "d1", "t1", "f1", "s1"
+            "r4", "r3", "tie-c", "tie-b", "tie-a", "q3", "q2", "q1", "r2", "r1", "d1", "t1", "f1", "s1"
         ]
     );
     let by_id = |id: &str| all.iter().find(|i| i.invocation_id == id).unwrap().clone();
@@ -193,6 +202,8 @@ pub async fn listing_contract(store: &dyn Store) {
     assert_eq!(status_of("q1"), Status::Queued);
     assert_eq!(status_of("q2"), Status::Running);
     assert_eq!(status_of("q3"), Status::Running);
+    assert_eq!(status_of("r3"), Status::Running);
+    assert_eq!(status_of("r4"), Status::Running);
     // One invocation's view says what its listing row says.
     for row in &all {
         let view = store.invocation(&row.invocation_id).await.unwrap();
@@ -249,7 +260,7 @@ pub async fn listing_contract(store: &dyn Store) {
     assert_eq!(ids(&with_status(Status::TimedOut).await), ["t1"]);
     assert_eq!(ids(&with_status(Status::DeadLettered).await), ["d1"]);
     assert_eq!(ids(&with_status(Status::Queued).await), ["q1", "r1"]);
-    assert_eq!(ids(&with_status(Status::Running).await), ["q3", "q2"]);
+    assert_eq!(ids(&with_status(Status::Running).await), ["r4", "r3", "q3", "q2"]);
 
     // Function, namespace, created window, key; combined.
     let only = |f: InvocationFilter| list(store, f);
@@ -294,7 +305,7 @@ pub async fn listing_contract(store: &dyn Store) {
         ..Default::default()
     })
     .await;
-    assert_eq!(ids(&combined), ["q3"]);
+    assert_eq!(ids(&combined), ["r4", "r3", "q3"]);
     let mismatch = only(InvocationFilter {
         function: Some("alpha".into()),
         namespace: Some("team-b".into()),
@@ -305,11 +316,11 @@ pub async fn listing_contract(store: &dyn Store) {
 
     // Paging, through ties and every table: no gaps, no repeats, and the
     // last page says so.
-    for limit in [1, 2, 3, 4, 10, 11, 12] {
+    for limit in [1, 2, 3, 4, 10, 13, 14] {
         let pages = pages(store, InvocationFilter::default(), limit).await;
         let seen: Vec<&str> = pages.iter().flat_map(|p| ids(&p.invocations)).collect();
         assert_eq!(seen, ids(&all), "limit {limit}");
-        assert_eq!(pages.len(), 12usize.div_ceil(limit as usize), "limit {limit}");
+        assert_eq!(pages.len(), 14usize.div_ceil(limit as usize), "limit {limit}");
         assert!(pages.iter().all(|p| p.invocations.len() <= limit as usize));
     }
     // The window and the cursor together: the lower bound of the two holds.
@@ -337,7 +348,7 @@ pub async fn listing_contract(store: &dyn Store) {
     let seen: Vec<&str> = queued_pages.iter().flat_map(|p| ids(&p.invocations)).collect();
     assert_eq!(seen, ["q1", "r1"]);
     let default_limit = store.list_invocations(&InvocationFilter::default()).await.unwrap();
-    assert_eq!(default_limit.invocations.len(), 12, "limit 0 is 50");
+    assert_eq!(default_limit.invocations.len(), 14, "limit 0 is 50");
 }
 
 /// Every page of a listing, following `next`.
