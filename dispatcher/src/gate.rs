@@ -547,6 +547,33 @@ mod tests {
         assert!(other.await.unwrap());
     }
 
+    /// `Pass::running`: pending until sent; at once for an event sent to a
+    /// free slot; for a follower, only once the one ahead of it is back.
+    #[tokio::test]
+    async fn a_follower_runs_once_the_one_ahead_is_back() {
+        use futures::FutureExt as _;
+        let gate = Gate::new(1, None);
+        let a = gate.admit(None, true).await.unwrap();
+        assert!(a.running().now_or_never().is_none(), "not sent yet");
+        let a_out = a.sent(baton("a"), false);
+        assert!(a.running().now_or_never().is_some(), "sent to a free slot: it runs");
+        let b = Arc::new(gate.admit(None, true).await.unwrap());
+        assert_eq!(b.after(), Some(&baton("a")));
+        let b_out = b.sent(baton("b"), true);
+        let waiting = tokio::spawn({
+            let b = b.clone();
+            async move { b.running().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "queued on its worker behind a");
+        drop(a_out);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("runs once a is back")
+            .unwrap();
+        drop(b_out);
+    }
+
     #[test]
     fn deferral_backs_off_to_a_cap() {
         assert_eq!(defer_delay(1), Duration::from_millis(250));

@@ -565,6 +565,57 @@ async fn accepted_events_are_marked_ended_in_the_same_write_on_sqlite() {
     assert_eq!(ended, listing::ENDED);
 }
 
+/// Migration 0012 on a store that has events in flight: an accepted event
+/// already tried is listed running, one never tried queued.
+#[tokio::test]
+async fn events_tried_before_the_running_mark_existed_are_listed_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("stoke.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let mut before = sqlx::migrate!("../migrations/sqlite");
+    let older: Vec<_> = before.migrations.iter().filter(|m| m.version < 12).cloned().collect();
+    assert_eq!(older.len(), 11);
+    before.migrations = older.into();
+    before.run(&pool).await.unwrap();
+    sqlx::query(
+        "INSERT INTO invocations (invocation_id, function, idempotency_key, trigger, created_ms) \
+         VALUES ('tried', 'f', 'k1', 'async', 1000), ('waiting', 'f', 'k2', 'async', 1001)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO attempts (invocation_id, function, version, idempotency_key, attempt, epoch, trigger, \
+         worker, started_ms, ended_ms, duration_us, billed_ms, memory_mb, max_memory_used_kb, cold, \
+         init_duration_us, outcome) \
+         VALUES ('tried', 'f', 1, 'k1', 1, 1, 'async', 'w', 1100, 1200, 100000, 100, 128, 0, 1, 0, 'crashed')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let store = open(&format!("sqlite://{}", dir.path().join("stoke.db").display()))
+        .await
+        .unwrap();
+    let listed = |status| {
+        let store = store.clone();
+        async move {
+            let f = InvocationFilter {
+                status: Some(status),
+                ..Default::default()
+            };
+            let page = store.list_invocations(&f).await.unwrap();
+            page.invocations
+                .into_iter()
+                .map(|i| i.invocation_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed(Status::Running).await, ["tried"]);
+    assert_eq!(listed(Status::Queued).await, ["waiting"]);
+}
+
 #[tokio::test]
 async fn accepted_events_are_marked_ended_in_the_same_write_on_postgres() {
     let (server, store) = postgres().await;
