@@ -85,11 +85,10 @@ pub(crate) struct Pass {
     _key: Option<KeyHeld>,
     lane: Arc<Lane>,
     after: Option<Baton>,
-    sent: AtomicBool,
+    /// Its baton once sent (None: not sent yet).
+    baton: Mutex<Option<Baton>>,
     /// It was sent to follow `after` (not placed anew: that had ended).
     followed: AtomicBool,
-    /// Its baton once sent.
-    baton: Mutex<Option<Baton>>,
 }
 
 impl Pass {
@@ -98,9 +97,8 @@ impl Pass {
             _key: key,
             lane,
             after,
-            sent: AtomicBool::new(false),
-            followed: AtomicBool::new(false),
             baton: Mutex::new(None),
+            followed: AtomicBool::new(false),
         }
     }
 
@@ -136,9 +134,8 @@ impl Pass {
     /// out), others may follow it. Dropping the guard says it is back (a
     /// result, or given up on).
     pub fn sent(&self, baton: Baton, following: bool) -> Sent<'_> {
-        self.sent.store(true, Ordering::Relaxed);
-        self.followed.store(following, Ordering::Relaxed);
         *self.baton.lock().expect("not poisoned") = Some(baton.clone());
+        self.followed.store(following, Ordering::Relaxed);
         self.lane.offer_if(|state| {
             state.sent.push_back(baton.clone());
             state.sent.len() == 1
@@ -169,7 +166,7 @@ impl Drop for Pass {
         // A baton taken by an event that was never sent (it expired, or
         // shutdown): let another take it.
         if let Some(after) = &self.after
-            && !self.sent.load(Ordering::Relaxed)
+            && self.baton.get_mut().expect("not poisoned").is_none()
         {
             self.lane
                 .offer_if(|state| state.taken && state.sent.len() == 1 && state.sent.front() == Some(after));
