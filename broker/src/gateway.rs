@@ -20,7 +20,7 @@ use stoke_core::naming;
 use stoke_core::trace::TraceContext;
 use stoke_proto::{InvocationInfo, InvocationStatus};
 
-use crate::invoke::{InvokeError, InvokeRequest, Invoked, Invoker, Via};
+use stoke_bus::{InvokeError, InvokeRequest, Invoked, Invoker, Via};
 
 pub fn router(invoker: Invoker) -> Router {
     Router::new()
@@ -38,9 +38,11 @@ fn error(status: StatusCode, error_type: &str, message: impl Into<String>) -> Re
         .into_response()
 }
 
-impl IntoResponse for InvokeError {
-    fn into_response(self) -> Response {
-        let (status, kind) = match &self {
+/// The HTTP form of an invoke refusal: its status, and a JSON body
+/// `{"errorType", "errorMessage"}`.
+fn refused(e: InvokeError) -> Response {
+    {
+        let (status, kind) = match &e {
             InvokeError::NotFound(_) | InvokeError::NoHttpTrigger(_) => {
                 (StatusCode::NOT_FOUND, "Stoke.FunctionNotFound")
             }
@@ -53,9 +55,9 @@ impl IntoResponse for InvokeError {
             InvokeError::Forbidden(_) => (StatusCode::FORBIDDEN, "Stoke.Forbidden"),
         };
         if status.is_server_error() {
-            tracing::warn!(error = %self, "invoke refused");
+            tracing::warn!(error = %e, "invoke refused");
         }
-        let mut resp = error(status, kind, self.to_string());
+        let mut resp = error(status, kind, e.to_string());
         if status == StatusCode::UNAUTHORIZED {
             set(resp.headers_mut(), header::WWW_AUTHENTICATE, "Bearer");
         }
@@ -92,11 +94,11 @@ async fn invoke_fn(State(invoker): State<Invoker>, Path(name): Path<String>, req
         if size <= limit.saturating_mul(2) {
             drain(req.into_body()).await;
         }
-        return InvokeError::PayloadTooLarge { size, limit }.into_response();
+        return refused(InvokeError::PayloadTooLarge { size, limit });
     }
     let payload = match axum::body::to_bytes(req.into_body(), limit).await {
         Ok(b) => b,
-        Err(_) => return InvokeError::PayloadTooLarge { size: limit + 1, limit }.into_response(),
+        Err(_) => return refused(InvokeError::PayloadTooLarge { size: limit + 1, limit }),
     };
     let wait = !headers
         .get_all("prefer")
@@ -106,7 +108,7 @@ async fn invoke_fn(State(invoker): State<Invoker>, Path(name): Path<String>, req
         .any(|p| p.trim().eq_ignore_ascii_case("respond-async"));
     let idempotency_key = match headers.get("idempotency-key").map(|v| v.to_str()) {
         Some(Ok(k)) => Some(k.to_string()),
-        Some(Err(_)) => return InvokeError::InvalidKey("must be printable ASCII".into()).into_response(),
+        Some(Err(_)) => return refused(stoke_bus::ids::InvalidKey("must be printable ASCII").into()),
         None => None,
     };
     let outcome = invoker
@@ -123,7 +125,7 @@ async fn invoke_fn(State(invoker): State<Invoker>, Path(name): Path<String>, req
         })
         .await;
     match outcome {
-        Err(e) => e.into_response(),
+        Err(e) => refused(e),
         Ok(Invoked::Queued { invocation_id }) => {
             let location = format!("/invocations/{invocation_id}");
             let mut resp = (
@@ -297,7 +299,7 @@ fn success_response(result: &[u8]) -> Response {
 
 async fn get_invocation(State(invoker): State<Invoker>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     match invoker.http_status(&id, authorization(&headers).as_deref()).await {
-        Err(e) => e.into_response(),
+        Err(e) => refused(e),
         Ok(None) => error(
             StatusCode::NOT_FOUND,
             "Stoke.InvocationNotFound",

@@ -1,17 +1,15 @@
-//! stoke-broker owns the edge: everything that turns the outside world into
-//! durable invocation events on JetStream — the HTTP gateway (axum), the
-//! shared [`invoke::Invoker`] the admin API uses too, the cron scheduler,
-//! and provisioning of the invocation and events streams.
+//! stoke-broker owns the edge: the HTTP gateway (axum, HTTPS optional) and
+//! the cron scheduler, which turn the outside world into invocation events
+//! through the shared `stoke_bus::Invoker`.
 //!
-//! It never runs user code and never writes completions; it only records
-//! that an async event was accepted and reads results back.
+//! It must not run user code, write completions or attempts, or know the
+//! dispatcher: it only records that an event was accepted (through the
+//! Invoker) and reads results back. What it shares with the dispatcher
+//! (streams, the event envelope, ids, auth) lives in stoke-bus and
+//! stoke-auth.
 
-pub mod auth;
 pub mod cron;
 pub mod gateway;
-pub mod invoke;
-pub mod results;
-pub mod streams;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -24,7 +22,8 @@ use serde::{Deserialize, Serialize};
 use stoke_store::Store;
 use tokio_util::sync::CancellationToken;
 
-pub use invoke::{InvokeError, InvokeRequest, Invoked, Invoker};
+use stoke_bus::Invoker;
+use stoke_bus::streams::{self, StreamOptions};
 
 /// Broker settings (the `[broker]` table of the config file).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,7 +35,6 @@ pub struct BrokerOptions {
     pub max_payload_bytes: usize,
     /// Added to a function's timeout when a synchronous caller waits.
     pub sync_wait_slack_secs: u64,
-    pub stream: streams::StreamOptions,
     pub cron: cron::CronOptions,
     /// HTTPS on the gateway (`[broker.tls]`); plaintext without it.
     pub tls: tls::TlsOptions,
@@ -48,7 +46,6 @@ impl Default for BrokerOptions {
             http: "127.0.0.1:8080".parse().expect("valid default"),
             max_payload_bytes: 6 << 20,
             sync_wait_slack_secs: 30,
-            stream: streams::StreamOptions::default(),
             cron: cron::CronOptions::default(),
             tls: tls::TlsOptions::default(),
         }
@@ -60,7 +57,7 @@ pub enum BrokerError {
     #[error("cannot bind the HTTP gateway on {addr}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot provision the invocation stream: {0}")]
-    Stream(String),
+    Stream(#[source] async_nats::Error),
     #[error("HTTP gateway failed: {0}")]
     Serve(std::io::Error),
     #[error("TLS: {0}")]
@@ -79,16 +76,18 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// A broker serving `opts`, on the streams `streams` describes.
     pub async fn build(
         opts: &BrokerOptions,
+        streams: &StreamOptions,
         nats: async_nats::Client,
         store: Arc<dyn Store>,
     ) -> Result<Broker, BrokerError> {
         let tls = tls::acceptor(&opts.tls).map_err(BrokerError::Tls)?;
         let js = async_nats::jetstream::new(nats.clone());
-        streams::ensure_invoke_stream(&js, &opts.stream)
+        streams::ensure_invoke_stream(&js, streams)
             .await
-            .map_err(|e| BrokerError::Stream(e.to_string()))?;
+            .map_err(BrokerError::Stream)?;
         let listener = tokio::net::TcpListener::bind(opts.http)
             .await
             .map_err(|source| BrokerError::Bind {
@@ -133,7 +132,7 @@ impl Broker {
 
     /// Take results straight from the dispatcher of this same process
     /// (`Dispatcher::local_results`) as well as from NATS.
-    pub fn share_results(&self, results: results::LocalResults) {
+    pub fn share_results(&self, results: stoke_bus::results::LocalResults) {
         self.invoker.share_results(results);
     }
 

@@ -1,54 +1,20 @@
 //! HTTPS on the gateway (`[broker.tls]`): the certificate and key as PEM
 //! files, and a listener that does each TLS handshake in a task of its own
 //! (a slow or silent client holds up nobody) before axum sees the
-//! connection. `TlsOptions` is also the dispatcher's `[dispatcher.tls]`.
+//! connection. The options themselves ([`TlsOptions`]) are shared with the
+//! dispatcher's `[dispatcher.tls]` and live in `stoke_proto::tls`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use serde::{Deserialize, Serialize};
+pub use stoke_proto::tls::TlsOptions;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::{TlsAcceptor, rustls};
-
-/// A server's certificate and key (both or neither; neither: plaintext).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TlsOptions {
-    /// PEM: the certificate (for the names and addresses clients dial),
-    /// then any intermediates.
-    pub cert_file: Option<PathBuf>,
-    /// PEM: its private key (keep it mode 0600).
-    pub key_file: Option<PathBuf>,
-}
-
-impl TlsOptions {
-    /// The two files, None for plaintext; `table` names the config table
-    /// in the error for one without the other.
-    pub fn files(&self, table: &str) -> Result<Option<(&Path, &Path)>, String> {
-        match (&self.cert_file, &self.key_file) {
-            (None, None) => Ok(None),
-            (Some(cert), Some(key)) => {
-                // Like the secrets key: a private key others can read is
-                // worth a word.
-                if let Ok(meta) = std::fs::metadata(key)
-                    && std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077 != 0
-                {
-                    tracing::warn!(key_file = %key.display(), "the TLS private key is readable by group or others: chmod 600 it");
-                }
-                Ok(Some((cert.as_path(), key.as_path())))
-            }
-            _ => Err(format!(
-                "[{table}] needs both cert_file and key_file (or neither, for plaintext)"
-            )),
-        }
-    }
-}
 
 /// The gateway's TLS set-up from `opts`, checked (files read, key matching
 /// the certificate); None for plaintext.
@@ -172,6 +138,7 @@ impl axum::serve::Listener for TlsListener {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     /// The error of a set-up that must fail.
     fn refused(opts: &TlsOptions) -> String {

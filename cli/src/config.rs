@@ -11,6 +11,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use stoke_broker::BrokerOptions;
+use stoke_bus::streams::StreamOptions;
 use stoke_dispatcher::DispatcherOptions;
 use stoke_worker::WorkerOptions;
 
@@ -59,6 +60,9 @@ pub struct Config {
     pub store: Option<String>,
     pub nats_server: NatsServerOptions,
     pub nats_tls: NatsTlsOptions,
+    /// How the JetStream streams are made (`[streams]`): one table, read
+    /// by every role, so whichever creates a stream first makes it alike.
+    pub streams: StreamOptions,
     pub broker: BrokerOptions,
     pub dispatcher: DispatcherOptions,
     pub worker: WorkerOptions,
@@ -78,7 +82,7 @@ pub struct Config {
 /// The flags every server role shares; they override file and env.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServeFlags {
-    /// TOML config file ([broker], [dispatcher], [worker], [nats_server] tables).
+    /// TOML config file ([streams], [broker], [dispatcher], [worker], [nats_server] tables).
     #[arg(long, env = "STOKE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Data directory (SQLite store, NATS JetStream files, worker cache).
@@ -101,6 +105,7 @@ pub const SERVER_KEYS: &[&str] = &[
     "store",
     "nats_server",
     "nats_tls",
+    "streams",
     "broker",
     "dispatcher",
     "worker",
@@ -122,6 +127,13 @@ impl Config {
                 .split("__")
                 .filter(move |k| known.iter().any(|n| k.as_str().to_ascii_lowercase().starts_with(n))),
         );
+        for role in ["broker", "dispatcher"] {
+            anyhow::ensure!(
+                fig.find_value(&format!("{role}.stream")).is_err(),
+                "invalid configuration: [{role}.stream] is now [streams], one table every role reads \
+                 (env STOKE_STREAMS__<KEY>, e.g. STOKE_STREAMS__REPLICAS); move its keys there"
+            );
+        }
         let mut cfg: Config = fig.extract().context("invalid configuration")?;
         if flags.data_dir.is_some() {
             cfg.data_dir = flags.data_dir.clone();
@@ -217,8 +229,7 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        assert_eq!(cfg.dispatcher.stream.replicas, 3);
-        assert_eq!(cfg.broker.stream.replicas, 3);
+        assert_eq!(cfg.streams.replicas, 3);
         assert_eq!(cfg.worker.slots, 64);
         assert_eq!(cfg.dispatcher.metrics_listen, Some("0.0.0.0:9464".parse().unwrap()));
         assert!(cfg.worker.dispatcher.contains(','), "{}", cfg.worker.dispatcher);
@@ -239,6 +250,35 @@ mod tests {
         })
         .unwrap();
         assert_eq!(cfg.worker.slots, 2);
+    }
+
+    /// The two roles' stream tables before `[streams]` say where they went,
+    /// from a file or the environment.
+    #[test]
+    fn the_old_stream_tables_are_refused_naming_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        for (role, text) in [
+            ("broker", "[broker.stream]\nreplicas = 3\n"),
+            ("dispatcher", "[dispatcher]\nstream = { logs_max_bytes = 10 }\n"),
+        ] {
+            let file = dir.path().join(format!("{role}.toml"));
+            std::fs::write(&file, text).unwrap();
+            let err = Config::load(&ServeFlags {
+                config: Some(file),
+                ..Default::default()
+            })
+            .unwrap_err();
+            let err = format!("{err:#}");
+            assert!(err.contains(&format!("[{role}.stream] is now [streams]")), "{err}");
+        }
+        let file = dir.path().join("new.toml");
+        std::fs::write(&file, "[streams]\nreplicas = 3\nlogs_max_bytes = 10\n").unwrap();
+        let cfg = Config::load(&ServeFlags {
+            config: Some(file),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!((cfg.streams.replicas, cfg.streams.logs_max_bytes), (3, 10));
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub const EXAMPLES: &str = "Examples:
   stoke logs hello --since 2026-11-23T10:00:00Z
 
 Lines: TIME [INVOCATION] ATTEMPT STREAM TEXT. Output is kept on the STOKE_LOGS stream for a
-limited time and size ([dispatcher.stream] logs_max_age_secs, logs_max_bytes), up to the
+limited time and size ([streams] logs_max_age_secs, logs_max_bytes), up to the
 worker's log cap per attempt (log_cap_bytes), where a \"[output over the log cap ...]\" line
 marks the cut.";
 

@@ -191,14 +191,15 @@ pub async fn up(mut cfg: Config, announce: Announce) -> anyhow::Result<()> {
     let result = async {
         let nats = connect_nats(&nats_url, &own_tls).await?;
         let store = open_store(&cfg).await?;
-        let dispatcher = Dispatcher::build(cfg.dispatcher.clone(), nats.clone(), store.clone()).await?;
+        let dispatcher =
+            Dispatcher::build(cfg.dispatcher.clone(), cfg.streams.clone(), nats.clone(), store.clone()).await?;
         let admin = dispatcher.local_addr()?;
         cfg.attach_worker_to(admin);
         let admin = admin_address(&cfg, admin);
         if cfg.worker.token.is_empty() {
             cfg.worker.token = dispatcher.local_worker_token();
         }
-        let mut broker = Broker::build(&cfg.broker, nats.clone(), store).await?;
+        let mut broker = Broker::build(&cfg.broker, &cfg.streams, nats.clone(), store).await?;
         // The admin API that changes functions is in this process: the
         // gateway may remember current versions (stale at every change).
         broker.share_catalog(dispatcher.catalog_changes());
@@ -261,7 +262,7 @@ pub async fn broker(cfg: Config, announce: Announce) -> anyhow::Result<()> {
     handle_signals(token.clone());
     let nats = connect_nats(&nats_url(&cfg), &cfg.nats_tls).await?;
     let store = open_store(&cfg).await?;
-    let broker = Broker::build(&cfg.broker, nats, store).await?;
+    let broker = Broker::build(&cfg.broker, &cfg.streams, nats, store).await?;
     let http = broker.url()?;
     if announce.json {
         tracing::info!(%http, "stoke broker is up");
@@ -281,7 +282,7 @@ pub async fn dispatcher(cfg: Config, announce: Announce) -> anyhow::Result<()> {
     handle_signals(token.clone());
     let nats = connect_nats(&nats_url(&cfg), &cfg.nats_tls).await?;
     let store = open_store(&cfg).await?;
-    let d = Dispatcher::build(cfg.dispatcher.clone(), nats, store).await?;
+    let d = Dispatcher::build(cfg.dispatcher.clone(), cfg.streams.clone(), nats, store).await?;
     let admin = admin_address(&cfg, d.local_addr()?);
     let metrics = d.metrics_addr().map(|a| format!("http://{a}/metrics"));
     if announce.json {

@@ -218,6 +218,17 @@ pub struct CronSpec {
     pub catch_up_window_secs: u32,
 }
 
+impl CronSpec {
+    /// The id of `function`'s schedule of this spec: the function and a
+    /// hash of what defines the schedule, so a redeploy that changes the
+    /// expression or its time zone starts a new schedule.
+    pub fn schedule_id(&self, function: &str) -> String {
+        use sha2::Digest as _;
+        let h = sha2::Sha256::digest(format!("{}\0{}", self.schedule, self.timezone).as_bytes());
+        format!("{function}:{}", hex::encode(&h[..4]))
+    }
+}
+
 /// A validated trigger.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Trigger {

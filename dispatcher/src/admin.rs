@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use stoke_broker::auth::{Authenticator, Role};
-use stoke_broker::invoke::{InvokeError, InvokeRequest, Invoked, Invoker};
+use stoke_auth::{Authenticator, Role};
+use stoke_bus::{InvokeError, InvokeRequest, Invoked, Invoker};
 use stoke_core::Manifest;
 use stoke_core::manifest::MANIFEST_FILE;
 use stoke_core::package::{self, Limits};
@@ -32,7 +32,7 @@ use crate::guard;
 pub(crate) struct AdminApi {
     pub store: Arc<dyn Store>,
     pub js: async_nats::jetstream::Context,
-    pub streams: stoke_broker::streams::StreamOptions,
+    pub streams: stoke_bus::streams::StreamOptions,
     pub invoker: Invoker,
     pub deployed: Arc<crate::current::Deployments>,
     pub limits: Limits,
@@ -165,7 +165,7 @@ impl AdminService for AdminApi {
         guard::role(&caller, Role::Deployer)?;
         let (digest, data, asked) = self.receive(req.into_inner()).await?;
         let namespace = caller.target_namespace(&asked);
-        stoke_broker::auth::validate_namespace(&namespace).map_err(guard::auth_status)?;
+        stoke_auth::validate_namespace(&namespace).map_err(guard::auth_status)?;
         caller.require(Role::Deployer, &namespace).map_err(guard::auth_status)?;
         // Unpack into a scratch dir to validate exactly what workers will run.
         let limits = self.limits;
@@ -197,12 +197,12 @@ impl AdminService for AdminApi {
             .map_err(|e| Status::invalid_argument(e.to_string()))?
         {
             if let stoke_core::Trigger::Subject { subject, batch } = trigger {
-                stoke_broker::streams::ensure_subscription(
+                stoke_bus::streams::ensure_subscription(
                     &self.js,
                     &self.streams,
                     &manifest.name,
                     &subject,
-                    stoke_broker::streams::Holding::of(&manifest, batch),
+                    stoke_bus::streams::Holding::of(&manifest, batch),
                 )
                 .await
                 .map_err(|e| Status::unavailable(format!("cannot subscribe {} to {subject:?}: {e}", manifest.name)))?;
@@ -286,7 +286,7 @@ impl AdminService for AdminApi {
                 idempotency_key: (!r.idempotency_key.is_empty()).then_some(r.idempotency_key),
                 trigger: "admin",
                 wait: !r.r#async,
-                via: stoke_broker::invoke::Via::Platform,
+                via: stoke_bus::Via::Platform,
                 trace,
             })
             .await

@@ -1,7 +1,7 @@
 //! Dead letters through the admin API: list, show (with every attempt),
 //! redrive (by id or filter, to the original or another version, dry run).
 
-use stoke_broker::Invoker;
+use stoke_bus::Invoker;
 use stoke_proto::{AttemptInfo, DeadLetterInfo, ErrorInfo, RedriveRequest, RedriveResponse};
 use stoke_store::{AttemptRecord, DeadLetter, DeadLetterFilter, Store};
 use tonic::Status;

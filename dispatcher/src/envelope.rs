@@ -1,8 +1,9 @@
 //! What a delivered message says about its event: who it is (invocation id,
 //! idempotency key), where it came from, which attempt this is, and the
 //! event the function receives. Invocation-stream messages carry this in
-//! stoke's headers; a message on a subscribed subject, from any NATS client,
-//! is wrapped with where it came from.
+//! stoke's headers (`stoke_bus::Envelope`, decoded here); a message on a
+//! subscribed subject, from any NATS client, is wrapped with where it came
+//! from.
 
 use async_nats::jetstream;
 use bytes::Bytes;
@@ -28,12 +29,8 @@ pub(crate) struct Envelope {
     pub delivered: u32,
     /// The key is this event's own, so on its first delivery nothing can
     /// have completed it yet: a subject message without `Nats-Msg-Id`
-    /// (`STOKE_EVENTS:<sequence>@<ms>`), or a call without an idempotency key,
-    /// whose key the broker made as its fresh invocation id. (A caller's
-    /// key yields an id derived from it, never equal to it.) Should a
-    /// publisher fake that on the invocation stream, the store's
-    /// one-completion-per-key still holds: the repeat runs, but its
-    /// completion is refused as a duplicate.
+    /// (`STOKE_EVENTS:<sequence>@<ms>`), or a call without an idempotency key
+    /// (`stoke_bus::Envelope::own_key`).
     pub own_key: bool,
     pub created_ms: i64,
     /// The event the function receives.
@@ -52,41 +49,26 @@ fn delivery(msg: &jetstream::Message) -> (u32, i64, u64) {
     }
 }
 
-/// The broker's key for a call without one: the invocation id itself (not
-/// a redrive, which repeats an earlier event).
-fn broker_made_key(key: &str, invocation_id: &str, attempt_base: u32) -> bool {
-    key == invocation_id && attempt_base == 0
-}
-
 /// An event on the invocation stream (HTTP, admin API, cron, redrive).
 pub(crate) fn invocation(msg: &jetstream::Message) -> Envelope {
-    let header = |name: &str| {
-        msg.headers
-            .as_ref()
-            .and_then(|h| h.get(name))
-            .map(|v| v.as_str().to_string())
-            .filter(|v| !v.is_empty())
-    };
     let (delivered, created_ms, _) = delivery(msg);
-    let invocation_id = header(naming::headers::INVOCATION_ID).unwrap_or_else(stoke_core::new_invocation_id);
-    // A redriven dead letter carries on counting from its earlier attempts.
-    let base: u32 = header(naming::headers::ATTEMPT_BASE)
-        .and_then(|b| b.parse().ok())
-        .unwrap_or(0);
-    let trace = trace_of(msg).unwrap_or_else(|| TraceContext::derived(&invocation_id, secs(created_ms)));
-    let key = header(naming::headers::IDEMPOTENCY_KEY).unwrap_or_else(|| invocation_id.clone());
-    let own_key = broker_made_key(&key, &invocation_id, base);
+    let e = stoke_bus::Envelope::decode(msg.headers.as_ref(), stoke_core::new_invocation_id);
+    let own_key = e.own_key();
+    let trace = e
+        .trace
+        .unwrap_or_else(|| TraceContext::derived(&e.invocation_id, secs(created_ms)));
     Envelope {
-        key,
-        invocation_id,
-        trigger: header(naming::headers::TRIGGER).unwrap_or_else(|| "nats".into()),
-        sync: header(naming::headers::INVOCATION_TYPE).as_deref() == Some(naming::REQUEST_RESPONSE),
-        version: header(naming::headers::FUNCTION_VERSION).and_then(|v| v.parse().ok()),
-        trace,
-        attempt: base + 1,
-        base,
-        delivered,
         own_key,
+        key: e.key,
+        invocation_id: e.invocation_id,
+        trigger: e.trigger,
+        sync: e.sync,
+        version: e.version,
+        trace,
+        // A redriven dead letter carries on counting from its earlier attempts.
+        attempt: e.attempt_base + 1,
+        base: e.attempt_base,
+        delivered,
         created_ms,
         payload: msg.payload.clone(),
     }
@@ -107,9 +89,9 @@ pub(crate) fn subscription(msg: &jetstream::Message, function: &str) -> (Envelop
     // Made from the sequence alone and the time, as before the key had the
     // time in it, so a message delivered across that upgrade keeps its id.
     let invocation_id = if own_key && seq > 0 {
-        stoke_broker::invoke::id_for_message(function, &sequence_key(seq), created_ms)
+        stoke_bus::ids::id_for_message(function, &sequence_key(seq), created_ms)
     } else {
-        stoke_broker::invoke::id_for_key(function, &key)
+        stoke_bus::ids::id_for_key(function, &key)
     };
     let env = Envelope {
         invocation_id,
@@ -149,20 +131,9 @@ pub(crate) fn batch_run(first: &Envelope, attempt: u32) -> Envelope {
     }
 }
 
-/// The trace context a message carries: a valid `traceparent` header, else
-/// a valid `X-Amzn-Trace-Id` (header names in any case: NATS clients differ).
+/// The trace context a message carries (see `stoke_bus::envelope::trace_of`).
 fn trace_of(msg: &jetstream::Message) -> Option<TraceContext> {
-    let headers = msg.headers.as_ref()?;
-    let find = |wanted: &str| {
-        headers
-            .iter()
-            .find(|(name, _)| AsRef::<str>::as_ref(name).eq_ignore_ascii_case(wanted))
-            .and_then(|(_, values)| values.first().map(|v| v.as_str().to_string()))
-    };
-    TraceContext::from_headers(
-        find(naming::headers::TRACEPARENT).as_deref(),
-        find(naming::headers::XRAY_TRACE_ID).as_deref(),
-    )
+    stoke_bus::envelope::trace_of(msg.headers.as_ref()?)
 }
 
 fn secs(ms: i64) -> u32 {
@@ -228,7 +199,7 @@ impl Envelope {
     #[cfg(test)]
     pub fn for_test(function: &str, key: &str, own_key: bool, delivered: u32) -> Envelope {
         Envelope {
-            invocation_id: stoke_broker::invoke::id_for_key(function, key),
+            invocation_id: stoke_bus::ids::id_for_key(function, key),
             key: key.into(),
             trigger: "subject".into(),
             sync: false,
@@ -248,7 +219,7 @@ impl Envelope {
     #[cfg(test)]
     pub fn for_test_message(function: &str, seq: u64, published_ms: i64, delivered: u32) -> Envelope {
         Envelope {
-            invocation_id: stoke_broker::invoke::id_for_message(function, &sequence_key(seq), published_ms),
+            invocation_id: stoke_bus::ids::id_for_message(function, &sequence_key(seq), published_ms),
             key: format!("{}@{published_ms}", sequence_key(seq)),
             created_ms: published_ms,
             ..Envelope::for_test(function, "", true, delivered)
@@ -323,8 +294,7 @@ impl Envelope {
 
 #[cfg(test)]
 mod tests {
-    use super::{Envelope, broker_made_key};
-    use stoke_broker::invoke::id_for_key;
+    use super::Envelope;
 
     #[test]
     fn only_async_or_caller_keyed_calls_were_recorded_when_accepted() {
@@ -341,19 +311,5 @@ mod tests {
             !Envelope::for_test("f", "k", false, 1).recorded_when_accepted(),
             "a subject message"
         );
-    }
-
-    #[test]
-    fn only_a_key_the_broker_made_is_the_events_own() {
-        // No idempotency key: the broker's key is the fresh invocation id.
-        let id = stoke_core::new_invocation_id();
-        assert!(broker_made_key(&id, &id, 0));
-        // A caller's key: the id is derived from it, never equal.
-        let key = "order-17";
-        assert!(!broker_made_key(key, &id_for_key("f", key), 0));
-        let uuid_key = stoke_core::new_invocation_id();
-        assert!(!broker_made_key(&uuid_key, &id_for_key("f", &uuid_key), 0));
-        // A redrive repeats an earlier event.
-        assert!(!broker_made_key(&id, &id, 2));
     }
 }

@@ -8,7 +8,7 @@
 //! further one is deferred: released to JetStream with a delay, so the
 //! consumer moves on to other keys. Consumers of keyed functions may hold
 //! twice the concurrency unacked for those waiters (see
-//! `stoke_broker::streams::Holding`). Deferral is not an attempt.
+//! `stoke_bus::streams::Holding`). Deferral is not an attempt.
 //!
 //! Limits are per dispatcher process and per function version (versions
 //! may set different limits).

@@ -2,7 +2,7 @@
 //! [`Caller`]) and whether they may act on a function's namespace. Every
 //! admin RPC starts with one of these checks.
 
-use stoke_broker::auth::{AuthError, Authenticator, Caller, Role};
+use stoke_auth::{AuthError, Authenticator, Caller, Role};
 use stoke_store::Store;
 use tonic::{Request, Status};
 
@@ -60,7 +60,7 @@ pub(crate) async fn on_function(store: &dyn Store, caller: &Caller, need: Role, 
 /// Cluster-wide calls (workers): an admin of every namespace.
 pub(crate) fn cluster_admin(caller: &Caller) -> Result<(), Status> {
     caller
-        .require(Role::Admin, stoke_broker::auth::ALL_NAMESPACES)
+        .require(Role::Admin, stoke_auth::ALL_NAMESPACES)
         .map_err(auth_status)
 }
 

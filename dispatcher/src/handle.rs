@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
-use prost::Message as _;
-use stoke_core::{Manifest, Retryable, naming};
+use stoke_core::{Manifest, Retryable};
 use stoke_proto::{FunctionSpec, Invocation, InvocationResult, Outcome};
 use stoke_store::{
     AttemptRecord, Completion, CompletionWrite, DeadLetter, DeadReason, ErrorRecord, Status, Store, StoreError,
@@ -373,7 +372,7 @@ pub(crate) async fn already_ended(
     if let Some(old_key) = env.sequence_only_key()
         && let Some(done) = store.completion_by_key(function, old_key).await?
         && (done.invocation_id == env.invocation_id
-            || (done.invocation_id == stoke_broker::invoke::id_for_key(function, old_key)
+            || (done.invocation_id == stoke_bus::ids::id_for_key(function, old_key)
                 && done.created_ms == env.created_ms))
     {
         return Ok(Some(Ended::Completed(Box::new(done))));
@@ -449,7 +448,7 @@ pub(crate) async fn bury(ctx: &Ctx, msg: &jetstream::Message, record: Option<&At
 /// (an async one), the announcement would reach no one.
 async fn announce(ctx: &Ctx, env: &Envelope, c: &Completion) {
     let invocation_id = &env.invocation_id;
-    let info = stoke_broker::invoke::completion_info(c, None);
+    let info = stoke_bus::results::completion_info(c, None);
     let here = ctx.shared.local_results.deliver(invocation_id, &info);
     if here > 0 {
         ctx.shared.metrics.result_in_process(here);
@@ -457,8 +456,7 @@ async fn announce(ctx: &Ctx, env: &Envelope, c: &Completion) {
     if !announced_on_nats(env, here) {
         return;
     }
-    let subject = naming::result_subject(invocation_id);
-    if let Err(e) = ctx.shared.nats.publish(subject, info.encode_to_vec().into()).await {
+    if let Err(e) = stoke_bus::results::announce(&ctx.shared.nats, invocation_id, &info).await {
         tracing::warn!(%invocation_id, error = %e, "cannot announce result");
     }
 }
@@ -678,10 +676,7 @@ mod tests {
                 "STOKE_EVENTS:7",
                 Envelope::for_test_message("f", 7, T1, 1).invocation_id,
             ),
-            (
-                "STOKE_EVENTS:8",
-                stoke_broker::invoke::id_for_key("f", "STOKE_EVENTS:8"),
-            ),
+            ("STOKE_EVENTS:8", stoke_bus::ids::id_for_key("f", "STOKE_EVENTS:8")),
         ] {
             let mut env = Envelope::for_test("f", key, true, 1);
             env.invocation_id = id;

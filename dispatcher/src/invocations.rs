@@ -5,7 +5,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use stoke_broker::auth::{Caller, Role};
+use stoke_auth::{Caller, Role};
 use stoke_proto::{
     ErrorInfo, GetUsageRequest, GetUsageResponse, InvocationStatus, ListInvocationsRequest, ListInvocationsResponse,
     UsageBucket, UsageGroupBy,
@@ -28,9 +28,10 @@ fn scope(caller: &Caller, asked: &str) -> Result<Option<String>, Status> {
         return Ok((!caller.sees_all_namespaces()).then(|| caller.namespace.clone()));
     }
     caller.require(Role::Reader, asked).map_err(|e| match e {
-        stoke_broker::auth::AuthError::PermissionDenied(_) if !caller.covers(asked) => Status::permission_denied(
-            format!("namespace {asked:?} is not the token's ({:?})", caller.namespace),
-        ),
+        stoke_auth::AuthError::PermissionDenied(_) if !caller.covers(asked) => Status::permission_denied(format!(
+            "namespace {asked:?} is not the token's ({:?})",
+            caller.namespace
+        )),
         e => guard::auth_status(e),
     })?;
     Ok(Some(asked.to_string()))
@@ -75,7 +76,7 @@ fn summary(i: InvocationSummary) -> stoke_proto::InvocationSummary {
         function: i.function,
         namespace: i.namespace,
         version: i.version,
-        status: stoke_broker::invoke::proto_status(i.status) as i32,
+        status: stoke_bus::results::proto_status(i.status) as i32,
         attempts: i.attempts,
         idempotency_key: i.idempotency_key,
         trigger: i.trigger,

@@ -41,10 +41,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use stoke_broker::auth::{AuthMode, Authenticator};
-use stoke_broker::tls::TlsOptions;
-use stoke_broker::{Invoker, streams};
+use stoke_auth::{AuthMode, Authenticator};
+use stoke_bus::Invoker;
+use stoke_bus::streams::{self, StreamOptions};
 use stoke_proto::admin_service_server::AdminServiceServer;
+use stoke_proto::tls::TlsOptions;
 use stoke_proto::worker_service_server::WorkerServiceServer;
 use stoke_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -87,7 +88,6 @@ pub struct DispatcherOptions {
     /// secrets sealed under it must be set again). Without it a dispatcher
     /// whose key is not the recorded one refuses to start.
     pub secrets_key_adopt: bool,
-    pub stream: streams::StreamOptions,
     pub auth: AuthOptions,
     /// TLS on the gRPC port (see `load_tls`).
     pub tls: TlsOptions,
@@ -142,7 +142,6 @@ impl Default for DispatcherOptions {
             metrics_listen: None,
             secrets_key_file: None,
             secrets_key_adopt: false,
-            stream: streams::StreamOptions::default(),
             auth: AuthOptions::default(),
             tls: TlsOptions::default(),
         }
@@ -156,13 +155,13 @@ pub enum DispatcherError {
     #[error("cannot bind the metrics listener on {addr}")]
     BindMetrics { addr: SocketAddr, source: std::io::Error },
     #[error("cannot provision the invocation stream: {0}")]
-    Stream(String),
+    Stream(#[source] async_nats::Error),
     #[error("cannot provision the logs stream (STOKE_LOGS): {0}")]
-    LogsStream(String),
+    LogsStream(#[source] async_nats::Error),
     #[error("gRPC server failed: {0}")]
     Serve(String),
     #[error("auth: {0}")]
-    Auth(#[from] stoke_broker::auth::AuthError),
+    Auth(#[from] stoke_auth::AuthError),
     #[error("{0}")]
     Secrets(#[from] sealed::SealError),
     #[error("TLS: {0}")]
@@ -174,6 +173,8 @@ const MAX_MESSAGE: usize = 64 << 20;
 
 pub struct Dispatcher {
     opts: DispatcherOptions,
+    /// The `[streams]` settings (the admin API provisions subscriptions).
+    streams: StreamOptions,
     listener: tokio::net::TcpListener,
     nats: async_nats::Client,
     store: Arc<dyn Store>,
@@ -187,25 +188,27 @@ pub struct Dispatcher {
     /// What seals secrets at rest (none: they are stored as given).
     secrets: Option<Arc<sealed::SecretsKey>>,
     /// Synchronous callers of this process waiting for results.
-    local_results: stoke_broker::results::LocalResults,
+    local_results: stoke_bus::results::LocalResults,
     /// TLS on the gRPC port; None: plaintext.
     tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl Dispatcher {
+    /// A dispatcher serving `opts`, on the streams `streams` describes.
     pub async fn build(
         opts: DispatcherOptions,
+        streams: StreamOptions,
         nats: async_nats::Client,
         store: Arc<dyn Store>,
     ) -> Result<Dispatcher, DispatcherError> {
         let tls = load_tls(&opts.tls)?;
         let js = async_nats::jetstream::new(nats.clone());
-        streams::ensure_invoke_stream(&js, &opts.stream)
+        streams::ensure_invoke_stream(&js, &streams)
             .await
-            .map_err(|e| DispatcherError::Stream(e.to_string()))?;
-        streams::ensure_logs_stream(&js, &opts.stream)
+            .map_err(DispatcherError::Stream)?;
+        streams::ensure_logs_stream(&js, &streams)
             .await
-            .map_err(|e| DispatcherError::LogsStream(e.to_string()))?;
+            .map_err(DispatcherError::LogsStream)?;
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
             .map_err(|source| DispatcherError::Bind {
@@ -233,7 +236,7 @@ impl Dispatcher {
         };
         let enabled = opts.auth.mode.enabled_for(opts.listen);
         if enabled && let Some(file) = &opts.auth.bootstrap_token_file {
-            stoke_broker::auth::bootstrap(store.as_ref(), file).await?;
+            stoke_auth::bootstrap(store.as_ref(), file).await?;
         }
         tracing::info!(auth = if enabled { "tokens" } else { "off" }, "admin API auth");
         let (auth, local_worker_token) = Authenticator::new(store.clone(), enabled).with_local_worker();
@@ -244,6 +247,7 @@ impl Dispatcher {
         );
         Ok(Dispatcher {
             opts,
+            streams,
             listener,
             nats,
             store,
@@ -284,7 +288,7 @@ impl Dispatcher {
     /// Where this dispatcher hands results to synchronous callers of its
     /// own process before announcing them on NATS: its admin API's, and a
     /// broker's in the same process (`Broker::share_results`).
-    pub fn local_results(&self) -> stoke_broker::results::LocalResults {
+    pub fn local_results(&self) -> stoke_bus::results::LocalResults {
         self.local_results.clone()
     }
 
@@ -341,7 +345,7 @@ impl Dispatcher {
         let admin = admin::AdminApi {
             store: self.store.clone(),
             js: async_nats::jetstream::new(self.nats.clone()),
-            streams: self.opts.stream.clone(),
+            streams: self.streams.clone(),
             invoker,
             deployed: pullers.deployments(),
             limits: stoke_core::package::Limits::default(),

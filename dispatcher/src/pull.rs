@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull};
 use futures::StreamExt;
-use stoke_broker::streams::{self, Holding};
+use stoke_bus::streams::{self, Holding};
 use stoke_core::{Batching, Manifest, naming};
 use stoke_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -35,7 +35,7 @@ pub(crate) struct Shared {
     pub progress_every: Duration,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Synchronous callers in this process (handed results directly).
-    pub local_results: stoke_broker::results::LocalResults,
+    pub local_results: stoke_bus::results::LocalResults,
     /// Opens the secrets of a function's configuration.
     pub secrets: Option<Arc<crate::sealed::SecretsKey>>,
 }

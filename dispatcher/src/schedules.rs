@@ -17,7 +17,7 @@ fn spelling<T: serde::Serialize>(v: T) -> String {
 
 fn manifest_info(function: &str, spec: &CronSpec) -> ScheduleInfo {
     ScheduleInfo {
-        id: stoke_broker::cron::schedule_id(function, spec),
+        id: spec.schedule_id(function),
         name: String::new(),
         function: function.to_string(),
         cron: spec.schedule.clone(),

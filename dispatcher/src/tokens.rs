@@ -2,7 +2,7 @@
 //! namespace, never with a role above its own; only an all-namespace admin
 //! creates all-namespace or worker tokens.
 
-use stoke_broker::auth::{self, ALL_NAMESPACES, Caller, Role};
+use stoke_auth::{self as auth, ALL_NAMESPACES, Caller, Role};
 use stoke_proto::{CreateTokenRequest, CreateTokenResponse, TokenInfo};
 use stoke_store::{Store, TokenRecord};
 use tonic::Status;

@@ -493,7 +493,7 @@ fn provision_message(function: FunctionSpec, min_warm: u32) -> DispatcherMessage
 /// The gRPC face of the registry.
 pub struct WorkerApi {
     pub registry: Arc<Registry>,
-    pub auth: stoke_broker::auth::Authenticator,
+    pub auth: stoke_auth::Authenticator,
 }
 
 const CHUNK: usize = 1 << 20;
@@ -637,7 +637,7 @@ impl WorkerService for WorkerApi {
 
     async fn attach(&self, req: Request<Streaming<WorkerMessage>>) -> Result<Response<Self::AttachStream>, Status> {
         let caller = crate::guard::caller(&self.auth, &req).await?;
-        crate::guard::role(&caller, stoke_broker::auth::Role::Worker)?;
+        crate::guard::role(&caller, stoke_auth::Role::Worker)?;
         Ok(Response::new(self.session(Box::pin(req.into_inner())).await?))
     }
 
@@ -646,7 +646,7 @@ impl WorkerService for WorkerApi {
         req: Request<FetchPackageRequest>,
     ) -> Result<Response<Self::FetchPackageStream>, Status> {
         let caller = crate::guard::caller(&self.auth, &req).await?;
-        crate::guard::role(&caller, stoke_broker::auth::Role::Worker)?;
+        crate::guard::role(&caller, stoke_auth::Role::Worker)?;
         Ok(Response::new(self.package(req.into_inner().digest).await?))
     }
 }

@@ -8,6 +8,40 @@ use std::path::{Path, PathBuf};
 
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
 
+/// A server's certificate and key (both or neither; neither: plaintext).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsOptions {
+    /// PEM: the certificate (for the names and addresses clients dial),
+    /// then any intermediates.
+    pub cert_file: Option<PathBuf>,
+    /// PEM: its private key (keep it mode 0600).
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsOptions {
+    /// The two files, None for plaintext; `table` names the config table
+    /// in the error for one without the other.
+    pub fn files(&self, table: &str) -> Result<Option<(&Path, &Path)>, String> {
+        match (&self.cert_file, &self.key_file) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => {
+                // Like the secrets key: a private key others can read is
+                // worth a word.
+                if let Ok(meta) = std::fs::metadata(key)
+                    && std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077 != 0
+                {
+                    tracing::warn!(key_file = %key.display(), "the TLS private key is readable by group or others: chmod 600 it");
+                }
+                Ok(Some((cert.as_path(), key.as_path())))
+            }
+            _ => Err(format!(
+                "[{table}] needs both cert_file and key_file (or neither, for plaintext)"
+            )),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read the TLS {what} {path}: {source}")]

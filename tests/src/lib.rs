@@ -245,7 +245,7 @@ pub struct PlatformOptions {
 /// 64 MiB, not the default 1 GiB, which a server refuses when its disk has
 /// less than ~1.4 GB free (the suite runs dozens of servers on one disk,
 /// beside its build). A test's own env may set it again.
-pub const LOGS_MAX_BYTES: (&str, &str) = ("STOKE_DISPATCHER__STREAM__LOGS_MAX_BYTES", "67108864");
+pub const LOGS_MAX_BYTES: (&str, &str) = ("STOKE_STREAMS__LOGS_MAX_BYTES", "67108864");
 
 /// `stoke up` as a child process.
 pub struct Platform {
@@ -611,7 +611,7 @@ pub struct ClusterOptions {
     /// Dispatchers (at least 1); every worker is given all their addresses.
     pub dispatchers: usize,
     pub workers: usize,
-    /// Environment for every process (e.g. `STOKE_DISPATCHER__STREAM__REPLICAS`).
+    /// Environment for every process (e.g. `STOKE_STREAMS__REPLICAS`).
     pub env: Vec<(String, String)>,
     /// Extra flags for every process (e.g. `--log-json`).
     pub args: Vec<String>,

@@ -50,9 +50,7 @@ async fn a_cluster_survives_losing_a_nats_node_a_dispatcher_and_a_worker() {
     let mut nats = NatsCluster::start(3).await.unwrap();
     let pg = stoke_store::testing::Postgres::start().await.unwrap();
     let store = pg.database().await.unwrap();
-    let env = ["STOKE_DISPATCHER__STREAM__REPLICAS", "STOKE_BROKER__STREAM__REPLICAS"]
-        .map(|k| (k.to_string(), "3".to_string()))
-        .to_vec();
+    let env = vec![("STOKE_STREAMS__REPLICAS".to_string(), "3".to_string())];
     let mut c = Cluster::start_with(
         &nats.url(),
         ClusterOptions {
@@ -174,7 +172,7 @@ async fn a_cluster_survives_losing_a_nats_node_a_dispatcher_and_a_worker() {
 #[tokio::test]
 async fn processes_starting_together_on_a_cluster_all_set_up_the_streams() {
     let nats = NatsCluster::start(3).await.unwrap();
-    let opts = stoke_broker::streams::StreamOptions {
+    let opts = stoke_bus::streams::StreamOptions {
         replicas: 3,
         ..Default::default()
     };
@@ -186,8 +184,8 @@ async fn processes_starting_together_on_a_cluster_all_set_up_the_streams() {
             let (url, opts) = (nodes[i % nodes.len()].clone(), opts.clone());
             tokio::spawn(async move {
                 let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
-                stoke_broker::streams::ensure_invoke_stream(&js, &opts).await?;
-                stoke_broker::streams::ensure_logs_stream(&js, &opts).await?;
+                stoke_bus::streams::ensure_invoke_stream(&js, &opts).await?;
+                stoke_bus::streams::ensure_logs_stream(&js, &opts).await?;
                 Ok::<_, async_nats::Error>(())
             })
         });

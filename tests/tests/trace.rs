@@ -48,10 +48,7 @@ async fn a_runtime_function_sees_the_callers_trace() {
     let p = Platform::start_with(
         &nats,
         PlatformOptions {
-            env: vec![(
-                "RUST_LOG".into(),
-                "info,stoke_dispatcher=debug,stoke_broker=debug".into(),
-            )],
+            env: vec![("RUST_LOG".into(), "info,stoke_dispatcher=debug,stoke_bus=debug".into())],
             ..Default::default()
         },
     )
@@ -92,7 +89,7 @@ async fn a_runtime_function_sees_the_callers_trace() {
             .any(|l| l.contains("stoke_dispatcher") && l.contains("completed")),
         "{log}"
     );
-    assert!(spans.iter().any(|l| l.contains("stoke_broker")), "{log}");
+    assert!(spans.iter().any(|l| l.contains("stoke_bus::invoke")), "{log}");
 
     // A message on a subscribed subject, with a traceparent header from
     // a plain NATS client.
@@ -211,7 +208,7 @@ async fn json_logs_from_every_role_carry_the_trace_id() {
             workers: 1,
             args: vec!["--log-json".into()],
             env: vec![
-                ("RUST_LOG".into(), "info,stoke_broker=debug".into()),
+                ("RUST_LOG".into(), "info,stoke_bus=debug".into()),
                 ("STOKE_DISPATCHER__METRICS_LISTEN".into(), metrics.clone()),
             ],
             ..Default::default()

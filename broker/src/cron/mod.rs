@@ -13,13 +13,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::Digest as _;
 use stoke_core::{CronSpec, Manifest, Overlap, Trigger};
 use stoke_store::{CronTick, Status, Store, TickOutcome};
 use tokio_util::sync::CancellationToken;
 
-use crate::invoke::{InvokeRequest, Invoked, Invoker};
 use schedule::{Plan, Schedule};
+use stoke_bus::{InvokeRequest, Invoked, Invoker};
 
 /// Scheduler settings (the `[broker.cron]` table).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,13 +57,6 @@ struct Entry {
     /// overlap = "queue": the first tick held back behind a running one.
     /// Ticks from here on are waiting, not missed, however late they get.
     queued_from: Option<DateTime<Utc>>,
-}
-
-/// A schedule's id: its function and a hash of what defines it, so a
-/// redeploy that changes the expression starts a new schedule.
-pub fn schedule_id(function: &str, spec: &CronSpec) -> String {
-    let h = sha2::Sha256::digest(format!("{}\0{}", spec.schedule, spec.timezone).as_bytes());
-    format!("{function}:{}", hex::encode(&h[..4]))
 }
 
 pub struct Scheduler {
@@ -112,7 +104,7 @@ impl Scheduler {
             };
             for trigger in manifest.triggers().unwrap_or_default() {
                 let Trigger::Cron(spec) = trigger else { continue };
-                let id = schedule_id(&v.function, &spec);
+                let id = spec.schedule_id(&v.function);
                 seen.push(id.clone());
                 if entries.contains_key(&id) {
                     continue;
@@ -218,7 +210,7 @@ impl Scheduler {
                 continue;
             }
             let key = format!("cron:{id}:{}", at.timestamp_millis());
-            let invocation_id = crate::invoke::id_for_key(&entry.function, &key);
+            let invocation_id = stoke_bus::ids::id_for_key(&entry.function, &key);
             let outcome = if plan == Plan::CatchUp {
                 TickOutcome::CaughtUp
             } else {
@@ -289,7 +281,7 @@ impl Scheduler {
             idempotency_key: Some(key.to_string()),
             trigger: "cron",
             wait: false,
-            via: crate::invoke::Via::Platform,
+            via: stoke_bus::Via::Platform,
             trace: None,
         };
         match self.invoker.invoke(req).await {

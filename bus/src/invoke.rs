@@ -13,16 +13,18 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message as _;
-use sha2::Digest as _;
 use stoke_core::catalog::CurrentVersions;
 use stoke_core::trace::TraceContext;
-use stoke_core::{HttpAuth, Manifest, Retryable, naming};
-use stoke_proto::{ErrorInfo, InvocationInfo, InvocationStatus};
-use stoke_store::{Accepted, Completion, DeadLetter, FunctionVersion, InvocationView, Status, Store};
+use stoke_core::{HttpAuth, Manifest, Retryable};
+use stoke_proto::InvocationInfo;
+use stoke_store::{Accepted, DeadLetter, FunctionVersion, Store};
 use tracing::Instrument as _;
 
-use crate::auth::{AuthError, Authenticator, Role};
-use crate::results::LocalResults;
+use stoke_auth::{AuthError, Authenticator, Role};
+
+use crate::envelope::Envelope;
+use crate::ids;
+use crate::results::{self, LocalResults, completion_info, view_info};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InvokeError {
@@ -32,11 +34,11 @@ pub enum InvokeError {
     NoHttpTrigger(String),
     #[error("payload is {size} bytes, over the {limit}-byte limit")]
     PayloadTooLarge { size: usize, limit: usize },
-    #[error("invalid idempotency key: {0}")]
-    InvalidKey(String),
+    #[error(transparent)]
+    InvalidKey(#[from] ids::InvalidKey),
     /// NATS or the store cannot take the event now; nothing was accepted.
     #[error("cannot accept the event now: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("deployed manifest of {0:?} is unreadable: {1}")]
     BadManifest(String, String),
     #[error("idempotency key {0:?} was already used with a different payload")]
@@ -57,7 +59,7 @@ impl Retryable for InvokeError {
 
 impl From<stoke_store::StoreError> for InvokeError {
     fn from(e: stoke_store::StoreError) -> Self {
-        InvokeError::Unavailable(e.to_string())
+        InvokeError::Unavailable(e.into())
     }
 }
 
@@ -181,8 +183,8 @@ impl Invoker {
         }
         let (invocation_id, key) = match &req.idempotency_key {
             Some(key) => {
-                validate_key(key)?;
-                (id_for_key(&function, key), key.clone())
+                ids::validate_key(key)?;
+                (ids::id_for_key(&function, key), key.clone())
             }
             None => {
                 let id = stoke_core::new_invocation_id();
@@ -231,30 +233,24 @@ impl Invoker {
             .flatten();
         let mut results = if req.wait {
             Some(
-                me.client
-                    .subscribe(naming::result_subject(&invocation_id))
+                results::subscribe(&me.client, &invocation_id)
                     .await
-                    .map_err(|e| InvokeError::Unavailable(format!("nats: {e}")))?,
+                    .map_err(|e| InvokeError::Unavailable(e.into()))?,
             )
         } else {
             None
         };
-        let ack = self
-            .publish(
-                &function,
-                EventHeaders {
-                    msg_id: &key,
-                    invocation_id: &invocation_id,
-                    key: &key,
-                    trigger: req.trigger,
-                    sync: req.wait,
-                    version: version.version,
-                    attempt_base: 0,
-                    trace,
-                },
-                req.payload,
-            )
-            .await?;
+        let envelope = Envelope {
+            msg_id: key.clone(),
+            invocation_id: invocation_id.clone(),
+            key,
+            trigger: req.trigger.to_string(),
+            sync: req.wait,
+            version: Some(version.version),
+            attempt_base: 0,
+            trace: Some(trace),
+        };
+        let ack = self.publish(&function, &envelope, req.payload).await?;
         tracing::debug!(%invocation_id, %function, seq = ack.sequence, duplicate = ack.duplicate, "event queued");
 
         let Some(sub) = results.as_mut() else {
@@ -351,7 +347,7 @@ impl Invoker {
             Some(HttpAuth::None) => Ok(()),
             Some(HttpAuth::Token) => {
                 let caller = self.inner.auth.authenticate(authorization).await.map_err(|e| match e {
-                    AuthError::Unavailable(e) => InvokeError::Unavailable(e.to_string()),
+                    AuthError::Unavailable(e) => InvokeError::Unavailable(e.into()),
                     AuthError::PermissionDenied(m) => InvokeError::Forbidden(m),
                     AuthError::Unauthenticated(m) | AuthError::Invalid(m) => {
                         InvokeError::Unauthenticated(format!("function {:?} requires a token: {m}", version.function))
@@ -404,18 +400,17 @@ impl Invoker {
     /// is still inside the duplicate window) and the attempt count carries
     /// on from where it stopped.
     pub async fn redrive(&self, dead: &DeadLetter, version: u32) -> Result<(), InvokeError> {
-        let msg_id = format!("{}:redrive:{}", dead.idempotency_key, dead.redrive_count + 1);
-        let headers = EventHeaders {
-            msg_id: &msg_id,
-            invocation_id: &dead.invocation_id,
-            key: &dead.idempotency_key,
-            trigger: &dead.trigger,
+        let envelope = Envelope {
+            msg_id: format!("{}:redrive:{}", dead.idempotency_key, dead.redrive_count + 1),
+            invocation_id: dead.invocation_id.clone(),
+            key: dead.idempotency_key.clone(),
+            trigger: dead.trigger.clone(),
             sync: false,
-            version,
+            version: Some(version),
             attempt_base: dead.attempts,
-            trace: TraceContext::fresh(),
+            trace: Some(TraceContext::fresh()),
         };
-        self.publish(&dead.function, headers, dead.payload.clone().into())
+        self.publish(&dead.function, &envelope, dead.payload.clone().into())
             .await?;
         Ok(())
     }
@@ -424,194 +419,17 @@ impl Invoker {
     async fn publish(
         &self,
         function: &str,
-        h: EventHeaders<'_>,
+        envelope: &Envelope,
         payload: Bytes,
     ) -> Result<jetstream::publish::PublishAck, InvokeError> {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(naming::headers::MSG_ID, h.msg_id);
-        headers.insert(naming::headers::INVOCATION_ID, h.invocation_id);
-        headers.insert(naming::headers::IDEMPOTENCY_KEY, h.key);
-        headers.insert(naming::headers::TRIGGER, h.trigger);
-        let kind = if h.sync {
-            naming::REQUEST_RESPONSE
-        } else {
-            naming::EVENT
-        };
-        headers.insert(naming::headers::INVOCATION_TYPE, kind);
-        headers.insert(naming::headers::TRACEPARENT, h.trace.traceparent().as_str());
-        headers.insert(naming::headers::FUNCTION_VERSION, h.version.to_string().as_str());
-        if h.attempt_base > 0 {
-            headers.insert(naming::headers::ATTEMPT_BASE, h.attempt_base.to_string().as_str());
-        }
-        self.inner
-            .js
-            .publish_with_headers(naming::invoke_subject(function), headers, payload)
+        envelope
+            .publish(&self.inner.js, function, payload)
             .await
-            .map_err(|e| InvokeError::Unavailable(format!("nats publish: {e}")))?
-            .await
-            .map_err(|e| InvokeError::Unavailable(format!("nats publish ack: {e}")))
+            .map_err(|e| InvokeError::Unavailable(e.into()))
     }
 
     /// Status and result of an invocation, or None if the id is unknown.
     pub async fn status(&self, invocation_id: &str) -> Result<Option<InvocationInfo>, InvokeError> {
         Ok(self.inner.store.invocation(invocation_id).await?.map(|v| view_info(&v)))
-    }
-}
-
-/// The headers of one invocation event (see `naming::headers`).
-struct EventHeaders<'a> {
-    /// `Nats-Msg-Id`: JetStream drops a repeat within the duplicate window.
-    msg_id: &'a str,
-    invocation_id: &'a str,
-    key: &'a str,
-    trigger: &'a str,
-    /// A caller waits (RequestResponse: not retried) or not (Event).
-    sync: bool,
-    version: u32,
-    /// Attempts made before this message (a redriven dead letter).
-    attempt_base: u32,
-    trace: TraceContext,
-}
-
-/// Keys travel as NATS header values and become part of the completion key.
-fn validate_key(key: &str) -> Result<(), InvokeError> {
-    if key.is_empty() || key.len() > 256 {
-        return Err(InvokeError::InvalidKey("must be 1 to 256 characters".into()));
-    }
-    if !key.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(InvokeError::InvalidKey("must be printable ASCII without spaces".into()));
-    }
-    Ok(())
-}
-
-/// The invocation id of a caller-supplied key is derived from it, so a
-/// repeated request names the same invocation.
-pub fn id_for_key(function: &str, key: &str) -> String {
-    let h = key_hash(function, key);
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&h[..16]);
-    uuid::Builder::from_custom_bytes(b).into_uuid().to_string()
-}
-
-/// SHA-256 of a function's key: what its invocation ids are made of.
-fn key_hash(function: &str, key: &str) -> [u8; 32] {
-    sha2::Sha256::digest(format!("{function}\0{key}").as_bytes()).into()
-}
-
-/// The invocation id of one stored message, the same at every delivery of
-/// it: a UUIDv7 of its publish time, the rest from its key. Ids that sort by
-/// time go in at the end of the indexes on them (completions, attempts)
-/// instead of one random page per row: 100-row inserts at 300k rows took
-/// 1.5 ms with hashed ids and 0.44 ms with time-ordered ones. Only for a
-/// key that names one message (its stream sequence): a publisher's key may
-/// come in several messages, which share [`id_for_key`].
-pub fn id_for_message(function: &str, key: &str, published_ms: i64) -> String {
-    let h = key_hash(function, key);
-    let mut b = [0u8; 10];
-    b.copy_from_slice(&h[..10]);
-    uuid::Builder::from_unix_timestamp_millis(published_ms.max(0) as u64, &b)
-        .into_uuid()
-        .to_string()
-}
-
-/// The wire form of a stored invocation status.
-pub fn proto_status(s: Status) -> InvocationStatus {
-    match s {
-        Status::Queued => InvocationStatus::Queued,
-        Status::Running => InvocationStatus::Running,
-        Status::Succeeded => InvocationStatus::Succeeded,
-        Status::Failed => InvocationStatus::Failed,
-        Status::TimedOut => InvocationStatus::TimedOut,
-        Status::DeadLettered => InvocationStatus::DeadLettered,
-    }
-}
-
-/// The wire form of a completion (what the dispatcher announces and the
-/// admin API returns). `attempts` overrides the count kept in the row.
-pub fn completion_info(c: &Completion, attempts: Option<u32>) -> InvocationInfo {
-    InvocationInfo {
-        invocation_id: c.invocation_id.clone(),
-        function: c.function.clone(),
-        version: c.version,
-        status: proto_status(c.status) as i32,
-        result: c.result.clone().unwrap_or_default(),
-        error: c.error.as_ref().map(|e| ErrorInfo {
-            error_type: e.error_type.clone(),
-            error_message: e.error_message.clone(),
-            raw: e.raw.clone().unwrap_or_default(),
-        }),
-        attempts: attempts.unwrap_or(c.attempts),
-        idempotency_key: c.idempotency_key.clone(),
-        trigger: c.trigger.clone(),
-        created_unix_ms: c.created_ms,
-        completed_unix_ms: c.completed_ms,
-        attempt_history: Vec::new(),
-    }
-}
-
-pub fn view_info(v: &InvocationView) -> InvocationInfo {
-    match &v.completion {
-        Some(c) => completion_info(c, Some(v.attempts.max(c.attempts))),
-        None => InvocationInfo {
-            invocation_id: v.invocation_id.clone(),
-            function: v.function.clone(),
-            version: v.dead_letter.as_ref().map_or(0, |d| d.version),
-            error: v
-                .dead_letter
-                .as_ref()
-                .and_then(|d| d.error.as_ref())
-                .map(|e| ErrorInfo {
-                    error_type: e.error_type.clone(),
-                    error_message: e.error_message.clone(),
-                    raw: Vec::new(),
-                }),
-            completed_unix_ms: v.dead_letter.as_ref().map_or(0, |d| d.dead_ms),
-            status: proto_status(v.status) as i32,
-            attempts: v.attempts,
-            idempotency_key: v.idempotency_key.clone(),
-            trigger: v.trigger.clone(),
-            created_unix_ms: v.created_ms,
-            ..Default::default()
-        },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_ids_are_stable_and_scoped_by_function() {
-        assert_eq!(id_for_key("f", "k"), id_for_key("f", "k"));
-        assert_ne!(id_for_key("f", "k"), id_for_key("g", "k"));
-        assert!(uuid::Uuid::parse_str(&id_for_key("f", "k")).is_ok());
-    }
-
-    #[test]
-    fn a_message_id_is_fixed_by_its_message_and_sorts_by_time() {
-        let id = id_for_message("f", "STOKE_EVENTS:7", 1_700_000_000_123);
-        assert_eq!(
-            id,
-            id_for_message("f", "STOKE_EVENTS:7", 1_700_000_000_123),
-            "every delivery"
-        );
-        assert_ne!(id, id_for_message("g", "STOKE_EVENTS:7", 1_700_000_000_123));
-        assert_ne!(id, id_for_message("f", "STOKE_EVENTS:8", 1_700_000_000_123));
-        let parsed = uuid::Uuid::parse_str(&id).unwrap();
-        assert_eq!(parsed.get_version_num(), 7);
-        let (secs, nanos) = parsed.get_timestamp().unwrap().to_unix();
-        assert_eq!((secs, nanos / 1_000_000), (1_700_000_000, 123));
-        // Later messages sort after earlier ones, whatever their keys.
-        assert!(id < id_for_message("f", "STOKE_EVENTS:1", 1_700_000_000_124));
-        assert!(id_for_message("f", "STOKE_EVENTS:9", 1_700_000_000_122) < id);
-    }
-
-    #[test]
-    fn keys_are_validated() {
-        assert!(validate_key("order-42").is_ok());
-        assert!(validate_key("").is_err());
-        assert!(validate_key("a b").is_err());
-        assert!(validate_key("a\r\nb").is_err());
-        assert!(validate_key(&"x".repeat(257)).is_err());
     }
 }

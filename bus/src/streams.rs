@@ -1,4 +1,5 @@
-//! JetStream provisioning: the invocation stream (every role ensures it at
+//! JetStream provisioning, from the one `[streams]` table every role reads:
+//! the invocation stream (every role ensures it at
 //! start), the events stream plus one durable consumer per subject
 //! subscription (ensured when a function with a `subject` trigger is
 //! deployed, before the deploy is acknowledged), and the logs stream
@@ -88,7 +89,7 @@ pub async fn ensure_logs_stream(
         js,
         "logs",
         &cfg,
-        Some("[dispatcher.stream] logs_max_bytes (STOKE_DISPATCHER__STREAM__LOGS_MAX_BYTES)"),
+        Some("[streams] logs_max_bytes (STOKE_STREAMS__LOGS_MAX_BYTES)"),
     )
     .await?;
     // Made a moment ago by another process on a cluster, the stream may not

@@ -1,4 +1,6 @@
-//! Results handed over inside one process.
+//! Results: their wire form ([`completion_info`], [`view_info`]), their
+//! announcement on `stoke.result.<id>` ([`announce`], [`subscribe`]), and
+//! their hand-over inside one process.
 //!
 //! A synchronous caller waits for its invocation's result on
 //! `stoke.result.<id>`, which whichever dispatcher ran it publishes. When
@@ -14,8 +16,31 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use stoke_proto::InvocationInfo;
+use prost::Message as _;
+use stoke_core::naming;
+use stoke_proto::{ErrorInfo, InvocationInfo, InvocationStatus};
+use stoke_store::{Completion, InvocationView, Status};
 use tokio::sync::oneshot;
+
+/// Announce `invocation_id`'s result `info` on NATS to callers anywhere
+/// waiting for it (best effort: the store is the truth).
+pub async fn announce(
+    client: &async_nats::Client,
+    invocation_id: &str,
+    info: &InvocationInfo,
+) -> Result<(), async_nats::PublishError> {
+    let subject = naming::result_subject(invocation_id);
+    client.publish(subject, info.encode_to_vec().into()).await
+}
+
+/// Listen for `invocation_id`'s announcement (subscribe before the event
+/// is published, so the announcement cannot be missed).
+pub async fn subscribe(
+    client: &async_nats::Client,
+    invocation_id: &str,
+) -> Result<async_nats::Subscriber, async_nats::SubscribeError> {
+    client.subscribe(naming::result_subject(invocation_id)).await
+}
 
 /// Callers of this process waiting for results, by invocation id. Cheap to
 /// clone: clones share one table.
@@ -106,6 +131,68 @@ impl Drop for Waiter {
                 table.waiting.remove(&self.invocation_id);
             }
         }
+    }
+}
+
+/// The wire form of a stored invocation status.
+pub fn proto_status(s: Status) -> InvocationStatus {
+    match s {
+        Status::Queued => InvocationStatus::Queued,
+        Status::Running => InvocationStatus::Running,
+        Status::Succeeded => InvocationStatus::Succeeded,
+        Status::Failed => InvocationStatus::Failed,
+        Status::TimedOut => InvocationStatus::TimedOut,
+        Status::DeadLettered => InvocationStatus::DeadLettered,
+    }
+}
+
+/// The wire form of a completion (what the dispatcher announces and the
+/// admin API returns). `attempts` overrides the count kept in the row.
+pub fn completion_info(c: &Completion, attempts: Option<u32>) -> InvocationInfo {
+    InvocationInfo {
+        invocation_id: c.invocation_id.clone(),
+        function: c.function.clone(),
+        version: c.version,
+        status: proto_status(c.status) as i32,
+        result: c.result.clone().unwrap_or_default(),
+        error: c.error.as_ref().map(|e| ErrorInfo {
+            error_type: e.error_type.clone(),
+            error_message: e.error_message.clone(),
+            raw: e.raw.clone().unwrap_or_default(),
+        }),
+        attempts: attempts.unwrap_or(c.attempts),
+        idempotency_key: c.idempotency_key.clone(),
+        trigger: c.trigger.clone(),
+        created_unix_ms: c.created_ms,
+        completed_unix_ms: c.completed_ms,
+        attempt_history: Vec::new(),
+    }
+}
+
+pub fn view_info(v: &InvocationView) -> InvocationInfo {
+    match &v.completion {
+        Some(c) => completion_info(c, Some(v.attempts.max(c.attempts))),
+        None => InvocationInfo {
+            invocation_id: v.invocation_id.clone(),
+            function: v.function.clone(),
+            version: v.dead_letter.as_ref().map_or(0, |d| d.version),
+            error: v
+                .dead_letter
+                .as_ref()
+                .and_then(|d| d.error.as_ref())
+                .map(|e| ErrorInfo {
+                    error_type: e.error_type.clone(),
+                    error_message: e.error_message.clone(),
+                    raw: Vec::new(),
+                }),
+            completed_unix_ms: v.dead_letter.as_ref().map_or(0, |d| d.dead_ms),
+            status: proto_status(v.status) as i32,
+            attempts: v.attempts,
+            idempotency_key: v.idempotency_key.clone(),
+            trigger: v.trigger.clone(),
+            created_unix_ms: v.created_ms,
+            ..Default::default()
+        },
     }
 }
 

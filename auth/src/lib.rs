@@ -1,6 +1,12 @@
-//! Who may call: bearer tokens with a role, scoped to a namespace (or `*`).
-//! Used by the admin API, worker attachment and token-protected HTTP
-//! triggers. Only the SHA-256 of a token is stored; the secret is shown once.
+//! stoke-auth owns who may call: bearer tokens with a role, scoped to a
+//! namespace (or `*`), the [`Caller`] a token stands for, and the
+//! [`Authenticator`] that turns an `Authorization` header into one. The
+//! admin API, worker attachment and token-protected HTTP triggers all ask
+//! it. Only the SHA-256 of a token is stored; the secret is shown once.
+//!
+//! It must not know any transport (no gRPC statuses, no HTTP codes: the
+//! callers map [`AuthError`]) and must not decide which call needs which
+//! role (the admin API's table does).
 //!
 //! Roles are ordered, each including the ones before it:
 //! reader (list, get, logs, usage, dead letters) < invoker (+ invoke,

@@ -1,0 +1,21 @@
+//! stoke-bus owns what the roles say to each other through NATS: the
+//! streams and consumers (one [`streams::StreamOptions`], read by every
+//! role from the `[streams]` table), the invocation event's envelope with
+//! its one encode and one decode ([`envelope`]), invocation ids and
+//! idempotency keys ([`ids`]), result announcements and their in-process
+//! hand-over ([`results`]), and accepting an invocation onto the stream
+//! ([`invoke::Invoker`]: the gateway, cron and the admin API all go
+//! through it).
+//!
+//! It must not run user code, pull or acknowledge deliveries (that is the
+//! dispatcher's), write completions or attempts, or know any transport
+//! other than NATS: callers map [`InvokeError`] to HTTP or gRPC.
+
+pub mod envelope;
+pub mod ids;
+pub mod invoke;
+pub mod results;
+pub mod streams;
+
+pub use envelope::Envelope;
+pub use invoke::{InvokeError, InvokeRequest, Invoked, Invoker, Via};
