@@ -15,6 +15,8 @@
 //! `worker` is apart: it may only attach a worker and fetch packages (and
 //! an admin of every namespace may do that too).
 
+pub mod sealed;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

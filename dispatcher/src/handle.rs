@@ -522,7 +522,7 @@ pub(crate) enum LoadError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Secret(#[from] crate::sealed::SealError),
+    Secret(#[from] stoke_auth::sealed::SealError),
 }
 
 pub(crate) async fn load(ctx: &Ctx, function: &str, version: Option<u32>) -> Result<Option<Arc<Loaded>>, LoadError> {
@@ -561,7 +561,7 @@ pub(crate) async fn load(ctx: &Ctx, function: &str, version: Option<u32>) -> Res
     // Secrets are sealed in the store; the worker gets them opened.
     let mut config = fv.config.clone();
     for (name, value) in config.secrets.iter_mut() {
-        *value = crate::sealed::SecretsKey::open(ctx.shared.secrets.as_deref(), &fv.function, name, value)?;
+        *value = stoke_auth::sealed::SecretsKey::open(ctx.shared.secrets.as_deref(), &fv.function, name, value)?;
     }
     let spec = FunctionSpec {
         name: fv.function.clone(),

@@ -8,32 +8,27 @@
 //! writes the metered attempt and the one completion per idempotency key
 //! (`records.rs`), announces the result for synchronous callers, and only
 //! then acks (`handle.rs`). It stores the function output workers send on
-//! the logs stream (`logs.rs`), and hosts the gRPC admin API and the
-//! Prometheus metrics (`metrics.rs`: `GET /metrics`, on `metrics_listen`
-//! or, in `stoke up`, on the HTTP gateway).
+//! the logs stream (`logs.rs`), serves the admin API (`stoke_api`, through
+//! the narrow handles in `handles.rs`: deployments changed, the queue view,
+//! the worker registry) on its gRPC port, and the Prometheus metrics
+//! (`metrics.rs`: `GET /metrics`, on `metrics_listen` or, in `stoke up`, on
+//! the HTTP gateway).
 //!
 //! It must not run user code (workers do) and must not ack anything that is
 //! not durable in the store first.
 
-mod admin;
 mod batch;
 mod current;
-mod dlq;
 mod envelope;
 mod gate;
-mod guard;
 mod handle;
-mod invocations;
+mod handles;
 mod logs;
 pub mod metrics;
 mod policy;
 mod pull;
 mod queue;
 mod records;
-mod schedules;
-pub mod sealed;
-mod tokens;
-mod versions;
 mod workers;
 
 use std::net::SocketAddr;
@@ -41,10 +36,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use stoke_auth::sealed;
 use stoke_auth::{AuthMode, Authenticator};
 use stoke_bus::Invoker;
 use stoke_bus::streams::{self, StreamOptions};
-use stoke_proto::admin_service_server::AdminServiceServer;
 use stoke_proto::tls::TlsOptions;
 use stoke_proto::worker_service_server::WorkerServiceServer;
 use stoke_store::Store;
@@ -303,7 +298,6 @@ impl Dispatcher {
     pub fn in_process_attach(&self) -> Arc<dyn stoke_proto::InProcessAttach> {
         Arc::new(workers::WorkerApi {
             registry: self.registry.clone(),
-            auth: self.auth.clone(),
         })
     }
 
@@ -342,29 +336,35 @@ impl Dispatcher {
         invoker.share_results(self.local_results.clone());
         // Ends long-lived admin streams (log tails) before the server stops.
         let server_stop = CancellationToken::new();
-        let admin = admin::AdminApi {
+        let admin = stoke_api::AdminApi {
             store: self.store.clone(),
             js: async_nats::jetstream::new(self.nats.clone()),
             streams: self.streams.clone(),
             invoker,
-            deployed: pullers.deployments(),
             limits: stoke_core::package::Limits::default(),
-            auth: self.auth.clone(),
-            registry: self.registry.clone(),
-            delivery: pullers.ctx(),
+            secrets: self.secrets.clone(),
+            handles: handles::of(&pullers, &self.registry, async_nats::jetstream::new(self.nats.clone())),
             stop: server_stop.clone(),
-        };
-        let worker_api = workers::WorkerApi {
-            registry: self.registry.clone(),
-            auth: self.auth.clone(),
-        };
+        }
+        .into_service(self.auth.clone(), MAX_MESSAGE);
+        let worker_api = stoke_api::Guarded::new(
+            WorkerServiceServer::new(workers::WorkerApi {
+                registry: self.registry.clone(),
+            })
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+            self.auth.clone(),
+            workers::ACCESS,
+        );
 
         // Standard gRPC health checking and reflection, open to every caller
         // (no token), so load balancers, grpcurl and other generic clients
         // work without the .proto files.
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<AdminServiceServer<admin::AdminApi>>().await;
-        health.set_serving::<WorkerServiceServer<workers::WorkerApi>>().await;
+        health.set_serving::<stoke_api::AdminService>().await;
+        health
+            .set_serving::<stoke_api::Guarded<WorkerServiceServer<workers::WorkerApi>>>()
+            .await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(stoke_proto::FILE_DESCRIPTOR_SET)
             .build_v1()
@@ -392,16 +392,8 @@ impl Dispatcher {
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(
-                WorkerServiceServer::new(worker_api)
-                    .max_decoding_message_size(MAX_MESSAGE)
-                    .max_encoding_message_size(MAX_MESSAGE),
-            )
-            .add_service(
-                AdminServiceServer::new(admin)
-                    .max_decoding_message_size(MAX_MESSAGE)
-                    .max_encoding_message_size(MAX_MESSAGE),
-            )
+            .add_service(worker_api)
+            .add_service(admin)
             .serve_with_incoming_shutdown(incoming, server_stop.clone().cancelled_owned());
         let server = tokio::spawn(server);
         tracing::info!(%addr, tls = self.tls.is_some(), "dispatcher listening (workers + admin API)");

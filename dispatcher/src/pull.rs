@@ -37,7 +37,7 @@ pub(crate) struct Shared {
     /// Synchronous callers in this process (handed results directly).
     pub local_results: stoke_bus::results::LocalResults,
     /// Opens the secrets of a function's configuration.
-    pub secrets: Option<Arc<crate::sealed::SecretsKey>>,
+    pub secrets: Option<Arc<stoke_auth::sealed::SecretsKey>>,
 }
 
 pub(crate) struct Ctx {

@@ -493,7 +493,6 @@ fn provision_message(function: FunctionSpec, min_warm: u32) -> DispatcherMessage
 /// The gRPC face of the registry.
 pub struct WorkerApi {
     pub registry: Arc<Registry>,
-    pub auth: stoke_auth::Authenticator,
 }
 
 const CHUNK: usize = 1 << 20;
@@ -630,14 +629,21 @@ impl WorkerApi {
     }
 }
 
+/// What each `WorkerService` call needs (checked before it reaches
+/// [`WorkerApi`], by `stoke_api::Guarded`): the worker role. A worker in
+/// the dispatcher's own process attaches without a token
+/// (`InProcessAttach`).
+pub(crate) const ACCESS: stoke_api::access::Table = &[
+    ("Attach", stoke_api::Access::Anywhere(stoke_auth::Role::Worker)),
+    ("FetchPackage", stoke_api::Access::Anywhere(stoke_auth::Role::Worker)),
+];
+
 #[tonic::async_trait]
 impl WorkerService for WorkerApi {
     type AttachStream = MessageStream<DispatcherMessage>;
     type FetchPackageStream = MessageStream<PackageChunk>;
 
     async fn attach(&self, req: Request<Streaming<WorkerMessage>>) -> Result<Response<Self::AttachStream>, Status> {
-        let caller = crate::guard::caller(&self.auth, &req).await?;
-        crate::guard::role(&caller, stoke_auth::Role::Worker)?;
         Ok(Response::new(self.session(Box::pin(req.into_inner())).await?))
     }
 
@@ -645,8 +651,6 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<FetchPackageRequest>,
     ) -> Result<Response<Self::FetchPackageStream>, Status> {
-        let caller = crate::guard::caller(&self.auth, &req).await?;
-        crate::guard::role(&caller, stoke_auth::Role::Worker)?;
         Ok(Response::new(self.package(req.into_inner().digest).await?))
     }
 }
@@ -654,6 +658,19 @@ impl WorkerService for WorkerApi {
 #[cfg(test)]
 mod tests {
     use super::share_of;
+
+    /// Every method of the service has an entry, and every entry a method.
+    #[test]
+    fn every_worker_rpc_declares_what_it_needs() {
+        let methods = stoke_api::access::methods_of("WorkerService");
+        assert_eq!(methods.len(), super::ACCESS.len(), "{methods:?}");
+        for m in &methods {
+            assert!(
+                stoke_api::access::access_in(super::ACCESS, m).is_some(),
+                "WorkerService.{m} has no entry"
+            );
+        }
+    }
 
     #[test]
     fn provisioned_sandboxes_are_split_evenly_and_completely() {

@@ -1,22 +1,22 @@
 //! Function lifecycle through the admin API beyond deploy: version history,
 //! rollback, delete, environment and secrets, aliases.
 
+use crate::error::ApiError;
 use stoke_core::ConfigEdit;
 use stoke_proto::{
     AliasInfo, DeleteFunctionResponse, FunctionInfo, ListAliasesResponse, ListVersionsResponse, SetEnvRequest,
     SetEnvResponse,
 };
 use stoke_store::{Alias, DeployOutcome, Store};
-use tonic::Status;
 
-use crate::admin::{function_info, store_status};
+use crate::service::function_info;
 
-pub(crate) async fn list(store: &dyn Store, name: &str) -> Result<ListVersionsResponse, Status> {
-    let versions = store.list_versions(name).await.map_err(store_status)?;
+pub(crate) async fn list(store: &dyn Store, name: &str) -> Result<ListVersionsResponse, ApiError> {
+    let versions = store.list_versions(name).await?;
     if versions.is_empty() {
-        return Err(Status::not_found(format!("function {name:?} not found")));
+        return Err(ApiError::not_found(format!("function {name:?} not found")));
     }
-    let current = store.current_version(name).await.map_err(store_status)?;
+    let current = store.current_version(name).await?;
     Ok(ListVersionsResponse {
         versions: versions.iter().map(function_info).collect(),
         current_version: current.map_or(0, |v| v.version),
@@ -24,21 +24,20 @@ pub(crate) async fn list(store: &dyn Store, name: &str) -> Result<ListVersionsRe
 }
 
 /// Make `version` current; 0 = the highest version below the current one.
-pub(crate) async fn rollback(store: &dyn Store, name: &str, version: u32) -> Result<FunctionInfo, Status> {
+pub(crate) async fn rollback(store: &dyn Store, name: &str, version: u32) -> Result<FunctionInfo, ApiError> {
     let current = store
         .current_version(name)
-        .await
-        .map_err(store_status)?
-        .ok_or_else(|| Status::not_found(format!("function {name:?} is not deployed")))?;
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("function {name:?} is not deployed")))?;
     let target = if version == 0 {
-        let versions = store.list_versions(name).await.map_err(store_status)?;
+        let versions = store.list_versions(name).await?;
         versions
             .iter()
             .map(|v| v.version)
             .filter(|v| *v < current.version)
             .max()
             .ok_or_else(|| {
-                Status::failed_precondition(format!(
+                ApiError::precondition(format!(
                     "{name} v{} is its first version: nothing to roll back to",
                     current.version
                 ))
@@ -46,29 +45,22 @@ pub(crate) async fn rollback(store: &dyn Store, name: &str, version: u32) -> Res
     } else {
         version
     };
-    if !store
-        .set_current_version(name, target, stoke_core::now_ms())
-        .await
-        .map_err(store_status)?
-    {
-        return Err(Status::not_found(format!("function {name:?} has no version {target}")));
+    if !store.set_current_version(name, target, stoke_core::now_ms()).await? {
+        return Err(ApiError::not_found(format!(
+            "function {name:?} has no version {target}"
+        )));
     }
     let v = store
         .current_version(name)
-        .await
-        .map_err(store_status)?
-        .ok_or_else(|| Status::not_found(format!("function {name:?} was deleted meanwhile")))?;
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("function {name:?} was deleted meanwhile")))?;
     tracing::info!(function = %name, from = current.version, to = v.version, "current version changed");
     Ok(function_info(&v))
 }
 
-pub(crate) async fn delete(store: &dyn Store, name: &str) -> Result<DeleteFunctionResponse, Status> {
-    if !store
-        .delete_function(name, stoke_core::now_ms())
-        .await
-        .map_err(store_status)?
-    {
-        return Err(Status::not_found(format!("function {name:?} is not deployed")));
+pub(crate) async fn delete(store: &dyn Store, name: &str) -> Result<DeleteFunctionResponse, ApiError> {
+    if !store.delete_function(name, stoke_core::now_ms()).await? {
+        return Err(ApiError::not_found(format!("function {name:?} is not deployed")));
     }
     tracing::info!(function = %name, "deleted");
     Ok(DeleteFunctionResponse {})
@@ -78,9 +70,9 @@ pub(crate) async fn delete(store: &dyn Store, name: &str) -> Result<DeleteFuncti
 /// Secrets are sealed with `key` before they reach the store.
 pub(crate) async fn set_env(
     store: &dyn Store,
-    key: Option<&crate::sealed::SecretsKey>,
+    key: Option<&stoke_auth::sealed::SecretsKey>,
     r: SetEnvRequest,
-) -> Result<SetEnvResponse, Status> {
+) -> Result<SetEnvResponse, ApiError> {
     let function = r.function.clone();
     let seal = |(name, value): (String, String)| match key {
         Some(k) => {
@@ -96,7 +88,7 @@ pub(crate) async fn set_env(
     };
     // Checked as given: sealed, a value's NUL bytes would pass unseen.
     edit.validate()
-        .map_err(|e| Status::invalid_argument(format!("environment variable {e}")))?;
+        .map_err(|e| ApiError::invalid(format!("environment variable {e}")))?;
     if key.is_none()
         && let Some(name) = edit
             .set_secrets
@@ -104,7 +96,7 @@ pub(crate) async fn set_env(
             .find_map(|(n, v)| v.starts_with(stoke_core::fnconfig::SEALED_PREFIX).then_some(n))
     {
         // It would read as sealed, and no key could open it.
-        return Err(Status::invalid_argument(format!(
+        return Err(ApiError::invalid(format!(
             "secret {name}: a value starting with {:?} needs a dispatcher with a secrets_key_file",
             stoke_core::fnconfig::SEALED_PREFIX
         )));
@@ -114,23 +106,20 @@ pub(crate) async fn set_env(
         ..edit
     };
     if edit.set_env.is_empty() && edit.set_secrets.is_empty() && edit.unset.is_empty() {
-        return Err(Status::invalid_argument(
+        return Err(ApiError::invalid(
             "nothing to change: give variables to set or names to unset",
         ));
     }
     let name = &r.function;
-    let outcome = store
-        .edit_config(name, &edit, stoke_core::now_ms())
-        .await
-        .map_err(store_status)?;
+    let outcome = store.edit_config(name, &edit, stoke_core::now_ms()).await?;
     let (v, unchanged) = match outcome {
         DeployOutcome::Created(v) => (v, false),
         DeployOutcome::Unchanged(v) => (v, true),
-        DeployOutcome::NotDeployed => return Err(Status::not_found(format!("function {name:?} is not deployed"))),
+        DeployOutcome::NotDeployed => return Err(ApiError::not_found(format!("function {name:?} is not deployed"))),
         DeployOutcome::InvalidConfig(e) => {
-            return Err(Status::invalid_argument(format!("environment variable {e}")));
+            return Err(ApiError::invalid(format!("environment variable {e}")));
         }
-        DeployOutcome::OtherNamespace(_) => return Err(Status::internal("configuration edit crossed namespaces")),
+        DeployOutcome::OtherNamespace(_) => return Err(ApiError::internal("configuration edit crossed namespaces")),
     };
     // Names only: values may be secrets.
     let changed: Vec<&String> = edit
@@ -161,25 +150,20 @@ pub(crate) async fn set_alias(
     function: &str,
     alias: &str,
     version: u32,
-) -> Result<AliasInfo, Status> {
+) -> Result<AliasInfo, ApiError> {
     stoke_core::manifest::validate_name(alias).map_err(|_| {
-        Status::invalid_argument(format!(
+        ApiError::invalid(format!(
             "alias {alias:?} must be 1-63 characters of a-z, 0-9 and '-', starting with a letter"
         ))
     })?;
     let current = store
         .current_version(function)
-        .await
-        .map_err(store_status)?
-        .ok_or_else(|| Status::not_found(format!("function {function:?} is not deployed")))?;
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("function {function:?} is not deployed")))?;
     let version = if version == 0 { current.version } else { version };
     let now = stoke_core::now_ms();
-    if !store
-        .set_alias(function, alias, version, now)
-        .await
-        .map_err(store_status)?
-    {
-        return Err(Status::not_found(format!(
+    if !store.set_alias(function, alias, version, now).await? {
+        return Err(ApiError::not_found(format!(
             "function {function:?} has no version {version}"
         )));
     }
@@ -192,24 +176,19 @@ pub(crate) async fn set_alias(
     }))
 }
 
-pub(crate) async fn aliases(store: &dyn Store, function: &str) -> Result<ListAliasesResponse, Status> {
-    if store
-        .function_namespace(function)
-        .await
-        .map_err(store_status)?
-        .is_none()
-    {
-        return Err(Status::not_found(format!("function {function:?} not found")));
+pub(crate) async fn aliases(store: &dyn Store, function: &str) -> Result<ListAliasesResponse, ApiError> {
+    if store.function_namespace(function).await?.is_none() {
+        return Err(ApiError::not_found(format!("function {function:?} not found")));
     }
-    let aliases = store.aliases(function).await.map_err(store_status)?;
+    let aliases = store.aliases(function).await?;
     Ok(ListAliasesResponse {
         aliases: aliases.iter().map(alias_info).collect(),
     })
 }
 
-pub(crate) async fn delete_alias(store: &dyn Store, function: &str, alias: &str) -> Result<(), Status> {
-    if !store.delete_alias(function, alias).await.map_err(store_status)? {
-        return Err(Status::not_found(format!(
+pub(crate) async fn delete_alias(store: &dyn Store, function: &str, alias: &str) -> Result<(), ApiError> {
+    if !store.delete_alias(function, alias).await? {
+        return Err(ApiError::not_found(format!(
             "function {function:?} has no alias {alias:?}"
         )));
     }
@@ -227,20 +206,21 @@ mod tests {
     async fn secrets_are_checked_before_sealing_and_never_stored_unopenable() {
         let dir = tempfile::tempdir().unwrap();
         let store = stoke_store::SqliteStore::open(&dir.path().join("s.db")).await.unwrap();
-        let key = crate::sealed::SecretsKey::load_or_create(&dir.path().join("k")).unwrap();
+        let key = stoke_auth::sealed::SecretsKey::load_or_create(&dir.path().join("k")).unwrap();
         let request = |value: &str| SetEnvRequest {
             function: "f".into(),
             set_secrets: [("S".to_string(), value.to_string())].into(),
             ..Default::default()
         };
-        let err = set_env(&store, Some(&key), request("a\0b")).await.unwrap_err();
+        let status = |e: ApiError| tonic::Status::from(e);
+        let err = status(set_env(&store, Some(&key), request("a\0b")).await.unwrap_err());
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert!(err.message().contains("NUL"), "{err:?}");
-        let err = set_env(&store, None, request("sealed:v1:abc")).await.unwrap_err();
+        let err = status(set_env(&store, None, request("sealed:v1:abc")).await.unwrap_err());
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert!(err.message().contains("secrets_key_file"), "{err:?}");
         // Past the checks, an undeployed function is what is wrong.
-        let err = set_env(&store, Some(&key), request("sealed:v1:abc")).await.unwrap_err();
+        let err = status(set_env(&store, Some(&key), request("sealed:v1:abc")).await.unwrap_err());
         assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
     }
 }

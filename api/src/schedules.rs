@@ -1,12 +1,10 @@
 //! Cron schedules through the admin API.
 
+use crate::error::ApiError;
 use stoke_core::manifest::{TriggerDef, parse_cron, validate_name};
 use stoke_core::{CronSpec, Manifest, Trigger};
 use stoke_proto::{CreateScheduleRequest, ScheduleInfo};
 use stoke_store::{ScheduleDef, Store};
-use tonic::Status;
-
-use crate::admin::store_status;
 
 fn spelling<T: serde::Serialize>(v: T) -> String {
     serde_json::to_value(v)
@@ -48,24 +46,19 @@ pub(crate) fn admin_info(s: &ScheduleDef) -> ScheduleInfo {
 }
 
 /// Validate and store a new schedule.
-pub(crate) async fn create(store: &dyn Store, r: CreateScheduleRequest) -> Result<ScheduleInfo, Status> {
-    validate_name(&r.name).map_err(|e| Status::invalid_argument(format!("schedule name: {e}")))?;
-    if store
-        .current_version(&r.function)
-        .await
-        .map_err(store_status)?
-        .is_none()
-    {
-        return Err(Status::not_found(format!("function {:?} not found", r.function)));
+pub(crate) async fn create(store: &dyn Store, r: CreateScheduleRequest) -> Result<ScheduleInfo, ApiError> {
+    validate_name(&r.name).map_err(|e| ApiError::invalid(format!("schedule name: {e}")))?;
+    if store.current_version(&r.function).await?.is_none() {
+        return Err(ApiError::not_found(format!("function {:?} not found", r.function)));
     }
     // Empty = the default; otherwise one of the manifest spellings.
-    fn policy<T: serde::de::DeserializeOwned>(field: &str, v: &str) -> Result<Option<T>, Status> {
+    fn policy<T: serde::de::DeserializeOwned>(field: &str, v: &str) -> Result<Option<T>, ApiError> {
         if v.is_empty() {
             return Ok(None);
         }
         serde_json::from_value(serde_json::Value::String(v.into()))
             .map(Some)
-            .map_err(|_| Status::invalid_argument(format!("field `{field}`: unknown value {v:?}")))
+            .map_err(|_| ApiError::invalid(format!("field `{field}`: unknown value {v:?}")))
     }
     let def = TriggerDef {
         cron: Some(r.cron.clone()),
@@ -75,7 +68,7 @@ pub(crate) async fn create(store: &dyn Store, r: CreateScheduleRequest) -> Resul
         catch_up_window: (r.catch_up_window != 0).then_some(r.catch_up_window),
         ..Default::default()
     };
-    let spec = parse_cron(&def).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let spec = parse_cron(&def).map_err(|e| ApiError::invalid(e.to_string()))?;
     let now = stoke_core::now_ms();
     let s = ScheduleDef {
         name: r.name.clone(),
@@ -90,16 +83,16 @@ pub(crate) async fn create(store: &dyn Store, r: CreateScheduleRequest) -> Resul
         created_ms: now,
         updated_ms: now,
     };
-    if !store.create_schedule(&s).await.map_err(store_status)? {
-        return Err(Status::already_exists(format!("a schedule named {:?} exists", r.name)));
+    if !store.create_schedule(&s).await? {
+        return Err(ApiError::exists(format!("a schedule named {:?} exists", r.name)));
     }
     Ok(admin_info(&s))
 }
 
 /// Manifest schedules of every deployed function, then admin ones.
-pub(crate) async fn list(store: &dyn Store, function: &str) -> Result<Vec<ScheduleInfo>, Status> {
+pub(crate) async fn list(store: &dyn Store, function: &str) -> Result<Vec<ScheduleInfo>, ApiError> {
     let mut out = Vec::new();
-    for v in store.list_functions().await.map_err(store_status)? {
+    for v in store.list_functions().await? {
         if !function.is_empty() && v.function != function {
             continue;
         }
@@ -110,7 +103,7 @@ pub(crate) async fn list(store: &dyn Store, function: &str) -> Result<Vec<Schedu
             }
         }
     }
-    for s in store.schedules().await.map_err(store_status)? {
+    for s in store.schedules().await? {
         if function.is_empty() || s.function == function {
             out.push(admin_info(&s));
         }
@@ -118,19 +111,27 @@ pub(crate) async fn list(store: &dyn Store, function: &str) -> Result<Vec<Schedu
     Ok(out)
 }
 
-pub(crate) async fn set_paused(store: &dyn Store, name: &str, paused: bool) -> Result<ScheduleInfo, Status> {
-    if !store
-        .set_schedule_paused(name, paused, stoke_core::now_ms())
-        .await
-        .map_err(store_status)?
-    {
-        return Err(Status::not_found(format!(
+pub(crate) async fn set_paused(store: &dyn Store, name: &str, paused: bool) -> Result<ScheduleInfo, ApiError> {
+    if !store.set_schedule_paused(name, paused, stoke_core::now_ms()).await? {
+        return Err(ApiError::not_found(format!(
             "no schedule named {name:?} (manifest schedules change by redeploying)"
         )));
     }
-    let all = store.schedules().await.map_err(store_status)?;
+    let all = store.schedules().await?;
     all.iter()
         .find(|s| s.name == name)
         .map(admin_info)
-        .ok_or_else(|| Status::not_found(format!("no schedule named {name:?}")))
+        .ok_or_else(|| ApiError::not_found(format!("no schedule named {name:?}")))
+}
+
+/// The wire view of one cron tick in the ledger.
+pub(crate) fn tick_info(t: stoke_store::CronTick) -> stoke_proto::CronTickInfo {
+    stoke_proto::CronTickInfo {
+        schedule_id: t.schedule_id,
+        function: t.function,
+        scheduled_unix_ms: t.scheduled_ms,
+        outcome: t.outcome.as_str().into(),
+        invocation_id: t.invocation_id.unwrap_or_default(),
+        recorded_unix_ms: t.recorded_ms,
+    }
 }

@@ -3,18 +3,15 @@
 //! Both are confined to the namespaces the caller's token covers in the
 //! query itself, so a page is never thinned out after the fact.
 
+use crate::access::Grant;
+use crate::error::ApiError;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use stoke_auth::{Caller, Role};
 use stoke_proto::{
     ErrorInfo, GetUsageRequest, GetUsageResponse, InvocationStatus, ListInvocationsRequest, ListInvocationsResponse,
     UsageBucket, UsageGroupBy,
 };
 use stoke_store::{InvocationCursor, InvocationFilter, InvocationSummary, Status as Run, Store, UsageFilter};
-use tonic::Status;
-
-use crate::admin::store_status;
-use crate::guard;
 
 /// A page holds this many unless asked otherwise, and never more than `MAX_LIMIT`.
 const DEFAULT_LIMIT: u32 = 50;
@@ -22,22 +19,23 @@ const MAX_LIMIT: u32 = 1000;
 
 /// The namespace a listing is confined to: the one asked for (which the
 /// caller must cover), else the caller's own unless it covers them all.
-fn scope(caller: &Caller, asked: &str) -> Result<Option<String>, Status> {
+fn scope(grant: &Grant, asked: &str) -> Result<Option<String>, ApiError> {
+    let caller = &grant.caller;
     if asked.is_empty() {
-        guard::role(caller, Role::Reader)?;
+        // The role itself was checked before the call reached its handler.
         return Ok((!caller.sees_all_namespaces()).then(|| caller.namespace.clone()));
     }
-    caller.require(Role::Reader, asked).map_err(|e| match e {
-        stoke_auth::AuthError::PermissionDenied(_) if !caller.covers(asked) => Status::permission_denied(format!(
+    caller.require(grant.need, asked).map_err(|e| match e {
+        stoke_auth::AuthError::PermissionDenied(_) if !caller.covers(asked) => ApiError::denied(format!(
             "namespace {asked:?} is not the token's ({:?})",
             caller.namespace
         )),
-        e => guard::auth_status(e),
+        e => e.into(),
     })?;
     Ok(Some(asked.to_string()))
 }
 
-fn status_filter(s: i32) -> Result<Option<Run>, Status> {
+fn status_filter(s: i32) -> Result<Option<Run>, ApiError> {
     match InvocationStatus::try_from(s) {
         Ok(InvocationStatus::Unspecified) => Ok(None),
         Ok(InvocationStatus::Queued) => Ok(Some(Run::Queued)),
@@ -46,7 +44,7 @@ fn status_filter(s: i32) -> Result<Option<Run>, Status> {
         Ok(InvocationStatus::Failed) => Ok(Some(Run::Failed)),
         Ok(InvocationStatus::TimedOut) => Ok(Some(Run::TimedOut)),
         Ok(InvocationStatus::DeadLettered) => Ok(Some(Run::DeadLettered)),
-        Err(_) => Err(Status::invalid_argument(format!("unknown invocation status {s}"))),
+        Err(_) => Err(ApiError::invalid(format!("unknown invocation status {s}"))),
     }
 }
 
@@ -55,8 +53,8 @@ pub(crate) fn encode_token(c: &InvocationCursor) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}:{}", c.created_ms, c.invocation_id))
 }
 
-pub(crate) fn decode_token(token: &str) -> Result<InvocationCursor, Status> {
-    let bad = || Status::invalid_argument("page_token is not one this API returned: pass next_page_token as it came");
+pub(crate) fn decode_token(token: &str) -> Result<InvocationCursor, ApiError> {
+    let bad = || ApiError::invalid("page_token is not one this API returned: pass next_page_token as it came");
     let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
     let text = String::from_utf8(raw).map_err(|_| bad())?;
     let (ms, id) = text.split_once(':').ok_or_else(bad)?;
@@ -90,18 +88,18 @@ fn summary(i: InvocationSummary) -> stoke_proto::InvocationSummary {
     }
 }
 
-/// `ListInvocations` for `caller`.
+/// `ListInvocations` for the caller of `grant`.
 pub(crate) async fn list(
     store: &dyn Store,
-    caller: &Caller,
+    grant: &Grant,
     r: ListInvocationsRequest,
-) -> Result<ListInvocationsResponse, Status> {
-    let namespace = scope(caller, &r.namespace)?;
+) -> Result<ListInvocationsResponse, ApiError> {
+    let namespace = scope(grant, &r.namespace)?;
     if !r.function.is_empty() {
-        guard::on_function(store, caller, Role::Reader, &r.function).await?;
+        grant.on_function(store, &r.function).await?;
     }
     if r.since_unix_ms != 0 && r.until_unix_ms != 0 && r.until_unix_ms <= r.since_unix_ms {
-        return Err(Status::invalid_argument(format!(
+        return Err(ApiError::invalid(format!(
             "until ({}) must be after since ({})",
             r.until_unix_ms, r.since_unix_ms
         )));
@@ -123,29 +121,30 @@ pub(crate) async fn list(
             n => n.min(MAX_LIMIT),
         },
     };
-    let page = store.list_invocations(&filter).await.map_err(store_status)?;
+    let page = store.list_invocations(&filter).await?;
     Ok(ListInvocationsResponse {
         next_page_token: page.next.as_ref().map(encode_token).unwrap_or_default(),
         invocations: page.invocations.into_iter().map(summary).collect(),
     })
 }
 
-/// `GetUsage` for `caller`.
-pub(crate) async fn usage(store: &dyn Store, caller: &Caller, r: GetUsageRequest) -> Result<GetUsageResponse, Status> {
-    let namespace = scope(caller, &r.namespace)?;
+/// `GetUsage` for the caller of `grant`.
+pub(crate) async fn usage(store: &dyn Store, grant: &Grant, r: GetUsageRequest) -> Result<GetUsageResponse, ApiError> {
+    let caller = &grant.caller;
+    let namespace = scope(grant, &r.namespace)?;
     if !r.function.is_empty() {
-        guard::on_function(store, caller, Role::Reader, &r.function).await?;
+        grant.on_function(store, &r.function).await?;
     }
     let group_by = match UsageGroupBy::try_from(r.group_by) {
         Ok(UsageGroupBy::Function) => stoke_store::UsageGroup::Function,
         Ok(UsageGroupBy::Namespace) => stoke_store::UsageGroup::Namespace,
-        Err(_) => return Err(Status::invalid_argument(format!("unknown group_by {}", r.group_by))),
+        Err(_) => return Err(ApiError::invalid(format!("unknown group_by {}", r.group_by))),
     };
     let bucket = match UsageBucket::try_from(r.bucket) {
         Ok(UsageBucket::None) => stoke_store::UsageBucket::None,
         Ok(UsageBucket::Hour) => stoke_store::UsageBucket::Hour,
         Ok(UsageBucket::Day) => stoke_store::UsageBucket::Day,
-        Err(_) => return Err(Status::invalid_argument(format!("unknown bucket {}", r.bucket))),
+        Err(_) => return Err(ApiError::invalid(format!("unknown bucket {}", r.bucket))),
     };
     let filter = UsageFilter {
         function: (!r.function.is_empty()).then_some(r.function),
@@ -155,7 +154,7 @@ pub(crate) async fn usage(store: &dyn Store, caller: &Caller, r: GetUsageRequest
         group_by,
         bucket,
     };
-    let rows = store.usage(&filter).await.map_err(store_status)?;
+    let rows = store.usage(&filter).await?;
     Ok(GetUsageResponse {
         rows: rows
             .into_iter()
@@ -192,7 +191,7 @@ mod tests {
         );
         assert_eq!(decode_token(&token).unwrap(), c);
         for junk in ["", "!!", "bm9jb2xvbg", "MTIzOg", "eDp5"] {
-            let err = decode_token(junk).unwrap_err();
+            let err = tonic::Status::from(decode_token(junk).unwrap_err());
             assert_eq!(err.code(), tonic::Code::InvalidArgument, "{junk:?}");
         }
     }

@@ -1,12 +1,10 @@
 //! Dead letters through the admin API: list, show (with every attempt),
 //! redrive (by id or filter, to the original or another version, dry run).
 
+use crate::error::ApiError;
 use stoke_bus::Invoker;
 use stoke_proto::{AttemptInfo, DeadLetterInfo, ErrorInfo, RedriveRequest, RedriveResponse};
 use stoke_store::{AttemptRecord, DeadLetter, DeadLetterFilter, Store};
-use tonic::Status;
-
-use crate::admin::store_status;
 
 pub(crate) fn info(d: &DeadLetter, history: &[AttemptRecord]) -> DeadLetterInfo {
     DeadLetterInfo {
@@ -55,10 +53,10 @@ pub(crate) async fn redrive(
     store: &dyn Store,
     invoker: &Invoker,
     r: RedriveRequest,
-) -> Result<RedriveResponse, Status> {
+) -> Result<RedriveResponse, ApiError> {
     let selected: Vec<DeadLetter> = if r.invocation_ids.is_empty() {
         if r.function.is_empty() && r.since_unix_ms == 0 && r.until_unix_ms == 0 {
-            return Err(Status::invalid_argument(
+            return Err(ApiError::invalid(
                 "name dead letters by id, or filter by function and/or time range",
             ));
         }
@@ -69,17 +67,16 @@ pub(crate) async fn redrive(
             include_redriven: false,
             limit: 10_000,
         };
-        store.dead_letters(&filter).await.map_err(store_status)?
+        store.dead_letters(&filter).await?
     } else {
         let mut found = Vec::new();
         for id in &r.invocation_ids {
             let d = store
                 .dead_letter(id)
-                .await
-                .map_err(store_status)?
-                .ok_or_else(|| Status::not_found(format!("no dead letter {id:?}")))?;
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("no dead letter {id:?}")))?;
             if d.redriven_ms.is_some() {
-                return Err(Status::failed_precondition(format!(
+                return Err(ApiError::precondition(format!(
                     "dead letter {id:?} was already redriven"
                 )));
             }
@@ -93,13 +90,8 @@ pub(crate) async fn redrive(
             .map(|d| &d.function)
             .collect::<std::collections::BTreeSet<_>>()
         {
-            if store
-                .get_version(function, r.version)
-                .await
-                .map_err(store_status)?
-                .is_none()
-            {
-                return Err(Status::not_found(format!(
+            if store.get_version(function, r.version).await?.is_none() {
+                return Err(ApiError::not_found(format!(
                     "function {function:?} has no version {}",
                     r.version
                 )));
@@ -116,17 +108,16 @@ pub(crate) async fn redrive(
     for d in selected {
         let now = stoke_core::now_ms();
         // Claim first so two concurrent redrives cannot both send it.
-        if !store.claim_redrive(&d.invocation_id, now).await.map_err(store_status)? {
+        if !store.claim_redrive(&d.invocation_id, now).await? {
             continue;
         }
         let version = if r.version != 0 { r.version } else { d.version };
         if let Err(e) = invoker.redrive(&d, version).await {
             let _ = store.release_redrive(&d.invocation_id, now).await;
-            return Err(Status::unavailable(format!(
-                "redrove {} before failing on {}: {e}",
-                sent.len(),
-                d.invocation_id
-            )));
+            return Err(ApiError::nats(
+                format!("redrove {} before failing on {}", sent.len(), d.invocation_id),
+                e,
+            ));
         }
         tracing::info!(id = %d.invocation_id, function = %d.function, version, "redriven");
         sent.push(d.invocation_id);

@@ -3,12 +3,11 @@
 //! creates all-namespace or worker tokens.
 
 use stoke_auth::{self as auth, ALL_NAMESPACES, Caller, Role};
+
+use crate::access::Grant;
+use crate::error::ApiError;
 use stoke_proto::{CreateTokenRequest, CreateTokenResponse, TokenInfo};
 use stoke_store::{Store, TokenRecord};
-use tonic::Status;
-
-use crate::admin::store_status;
-use crate::guard::auth_status;
 
 pub(crate) fn info(t: &TokenRecord) -> TokenInfo {
     TokenInfo {
@@ -23,27 +22,26 @@ pub(crate) fn info(t: &TokenRecord) -> TokenInfo {
 
 pub(crate) async fn create(
     store: &dyn Store,
-    caller: &Caller,
+    grant: &Grant,
     r: CreateTokenRequest,
-) -> Result<CreateTokenResponse, Status> {
-    let role: Role = r.role.parse().map_err(auth_status)?;
+) -> Result<CreateTokenResponse, ApiError> {
+    let caller = &grant.caller;
+    let role: Role = r.role.parse()?;
     let namespace = if r.namespace.is_empty() {
         caller.namespace.clone()
     } else {
         r.namespace
     };
-    caller.require(Role::Admin, &namespace).map_err(auth_status)?;
+    grant.on_namespace(&namespace)?;
     if (namespace == ALL_NAMESPACES || role == Role::Worker) && !caller.sees_all_namespaces() {
-        return Err(Status::permission_denied(
+        return Err(ApiError::denied(
             "only an admin token for every namespace (\"*\") can create all-namespace or worker tokens",
         ));
     }
     if r.name.trim().is_empty() {
-        return Err(Status::invalid_argument("name the token (e.g. \"ci-deploy\")"));
+        return Err(ApiError::invalid("name the token (e.g. \"ci-deploy\")"));
     }
-    let (record, secret) = auth::mint(store, r.name.trim(), &namespace, role)
-        .await
-        .map_err(auth_status)?;
+    let (record, secret) = auth::mint(store, r.name.trim(), &namespace, role).await?;
     tracing::info!(token = %record.id, %namespace, %role, by = ?caller.token_id, "token created");
     Ok(CreateTokenResponse {
         token: Some(info(&record)),
@@ -51,9 +49,9 @@ pub(crate) async fn create(
     })
 }
 
-pub(crate) async fn list(store: &dyn Store, caller: &Caller) -> Result<Vec<TokenInfo>, Status> {
-    crate::guard::role(caller, Role::Admin)?;
-    let tokens = store.tokens().await.map_err(store_status)?;
+/// The tokens the caller (an admin: see `ACCESS`) manages.
+pub(crate) async fn list(store: &dyn Store, caller: &Caller) -> Result<Vec<TokenInfo>, ApiError> {
+    let tokens = store.tokens().await?;
     Ok(tokens
         .iter()
         .filter(|t| caller.sees_all_namespaces() || t.namespace == caller.namespace)
@@ -61,18 +59,31 @@ pub(crate) async fn list(store: &dyn Store, caller: &Caller) -> Result<Vec<Token
         .collect())
 }
 
-pub(crate) async fn revoke(store: &dyn Store, caller: &Caller, id: &str) -> Result<(), Status> {
-    crate::guard::role(caller, Role::Admin)?;
-    let tokens = store.tokens().await.map_err(store_status)?;
+/// Revoke a live token the caller (an admin: see `ACCESS`) manages.
+pub(crate) async fn revoke(store: &dyn Store, caller: &Caller, id: &str) -> Result<(), ApiError> {
+    let tokens = store.tokens().await?;
     let token = tokens
         .iter()
         .find(|t| t.id == id && t.revoked_ms.is_none())
         .filter(|t| caller.sees_all_namespaces() || t.namespace == caller.namespace)
-        .ok_or_else(|| Status::not_found(format!("no live token {id:?} in the token's namespace")))?;
-    store
-        .revoke_token(&token.id, stoke_core::now_ms())
-        .await
-        .map_err(store_status)?;
+        .ok_or_else(|| ApiError::not_found(format!("no live token {id:?} in the token's namespace")))?;
+    store.revoke_token(&token.id, stoke_core::now_ms()).await?;
     tracing::info!(token = %id, by = ?caller.token_id, "token revoked");
     Ok(())
+}
+
+/// The caller's own token (with auth off: what every caller is).
+pub(crate) async fn who_am_i(store: &dyn Store, caller: Caller) -> Result<TokenInfo, ApiError> {
+    let token = match &caller.token_id {
+        Some(id) => store.tokens().await?.iter().find(|t| &t.id == id).map(info),
+        None => None,
+    };
+    Ok(token.unwrap_or(TokenInfo {
+        id: String::new(),
+        name: "(auth off: every caller is an admin of every namespace)".into(),
+        namespace: caller.namespace,
+        role: caller.role.to_string(),
+        created_unix_ms: 0,
+        revoked_unix_ms: 0,
+    }))
 }
