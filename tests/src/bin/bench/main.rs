@@ -10,8 +10,11 @@
 //! ```
 //!
 //! Scenarios (`--only`, comma-separated; `p6` is both P6 parts):
-//! - p1: async warm throughput (subject trigger → no-op native function) ÷
-//!   a raw JetStream publish → pull → ack loop;
+//! - p1: the platform's CPU per event (stoke + nats-server, subject trigger
+//!   → no-op native function, one event per invocation) ÷ the function's own
+//!   CPU per event (its Runtime API round trip); P1.rate: that throughput ÷ a
+//!   raw JetStream publish → pull → ack loop; P1.batched: the same with
+//!   `batch_size = 100`;
 //! - p2: sync warm HTTP invoke latency at a fixed request rate (open loop)
 //!   ÷ a raw NATS request/reply round trip;
 //! - p3: cold start, HTTP request → response of a cold invoke, sandboxed ÷
@@ -165,7 +168,7 @@ async fn run(args: &Args, out: &Path) -> anyhow::Result<()> {
         let t = Instant::now();
         let scenario = match id {
             "p1" => {
-                eprintln!("P1: async warm throughput ...");
+                eprintln!("P1: platform CPU per event, async warm throughput ...");
                 throughput::run(&scale).await
             }
             "p2" => {
