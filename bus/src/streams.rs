@@ -262,6 +262,16 @@ impl Holding {
         }
     }
 
+    /// For a function whose stored manifest cannot be read: its events are
+    /// only released, then dead-lettered, so a few at a time on the
+    /// shortest lease.
+    pub fn unreadable() -> Holding {
+        Holding {
+            max_ack_pending: 2,
+            ack_wait: MIN_ACK_WAIT,
+        }
+    }
+
     /// How often to renew a lease.
     pub fn renew_every(&self, at_most: Duration) -> Duration {
         (self.ack_wait / 3).min(at_most)

@@ -22,12 +22,15 @@ use stoke_proto::{InvocationResult, Outcome};
 use stoke_store::{AttemptRecord, Completion, DeadLetter, ErrorRecord, Status};
 use tracing::Instrument as _;
 
+use crate::ctx::{Ctx, Source};
 use crate::envelope::{self, Envelope};
 use crate::gate;
-use crate::handle::{self, Loaded, ack, bury, with_store_retries};
+use crate::handle::{self, bury};
+use crate::lease::{ack, with_progress};
 use crate::policy::{self, Decision};
-use crate::pull::{Ctx, Source};
 use crate::records;
+use crate::records::with_store_retries;
+use crate::versions::{self, Loaded};
 
 /// One message of a batch, with what it says.
 struct Item {
@@ -66,11 +69,17 @@ pub(crate) async fn handle_batch(ctx: &Ctx, source: &Source, msgs: Vec<jetstream
         }
         items.push(Item { msg, env, event });
     }
-    let loaded = match handle::load(ctx, function, None).await {
+    let loaded = match ctx.load(function, None).await {
         Ok(Some(l)) => l,
         Ok(None) => {
             for item in &items {
                 handle::not_deployed(ctx, &item.msg, &item.env, function).await;
+            }
+            return;
+        }
+        Err(e @ versions::LoadError::Manifest { .. }) => {
+            for item in &items {
+                handle::unreadable(ctx, &item.msg, &item.env, &e).await;
             }
             return;
         }
@@ -133,7 +142,7 @@ async fn admit(ctx: &Ctx, source: &Source, loaded: &Loaded, items: &[Item]) -> O
     let gate = ctx.gate(&source.function, loaded.spec.version, &loaded.manifest);
     let follow = handle::may_follow(loaded, items.iter().map(|i| &i.env));
     let pass = tokio::select! {
-        pass = handle::with_progress(gate.admit(None, follow), &msgs, renew) => pass,
+        pass = with_progress(gate.admit(None, follow), &msgs, renew) => pass,
         _ = ctx.release_now.cancelled() => None,
     };
     if pass.is_none() {
@@ -235,7 +244,7 @@ async fn settle(ctx: &Ctx, loaded: &Loaded, run_env: &Envelope, items: Vec<Item>
                 ack(&item.msg, AckKind::Nak(Some(delay))).await;
             }
             Decision::DeadLetter(reason) => {
-                let dead: DeadLetter = records::dead_letter(&item.env, loaded, reason, Some(error));
+                let dead: DeadLetter = records::dead_letter(&item.env, loaded.names(), reason, Some(error));
                 bury(ctx, &item.msg, None, dead).await;
             }
             // Async items never complete as failed (see policy::decide).

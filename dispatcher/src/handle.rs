@@ -9,33 +9,29 @@
 //! copy it to the dead-letter store and TERM it. Nothing is acked before the
 //! store has it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
-use stoke_core::{Manifest, Retryable};
-use stoke_proto::{FunctionSpec, Invocation, InvocationResult, Outcome};
+use stoke_proto::{Invocation, InvocationResult, Outcome};
 use stoke_store::{
     AttemptRecord, Completion, CompletionWrite, DeadLetter, DeadReason, ErrorRecord, Status, Store, StoreError,
 };
 use tracing::Instrument as _;
 
+use crate::announce::announce;
+use crate::ctx::{Ctx, Origin, Source};
 use crate::envelope::{self, Envelope};
 use crate::gate;
+use crate::lease::{ack, with_progress};
 use crate::policy::{self, Decision};
-use crate::pull::{Ctx, Origin, Source};
 use crate::queue::Later;
 use crate::records;
+use crate::records::with_store_retries;
+use crate::versions::{LoadError, Loaded};
 use crate::workers::DispatchError;
 
 /// Redelivery delay when no worker could take the event or one was lost.
 pub(crate) const RELEASE_DELAY: Duration = Duration::from_secs(1);
-
-/// A function version ready to dispatch.
-pub(crate) struct Loaded {
-    pub spec: FunctionSpec,
-    pub manifest: Manifest,
-}
 
 /// Handle one message end to end. Every path ends in exactly one of ack
 /// (completion durable), NAK (redeliver) or TERM (dead letter durable).
@@ -89,10 +85,14 @@ async fn handle_event(ctx: &Ctx, source: &Source, msg: jetstream::Message, mut e
     }
     span.record("attempt", env.attempt);
 
-    let loaded = match load(ctx, function, env.version).await {
+    let loaded = match ctx.load(function, env.version).await {
         Ok(Some(l)) => l,
         Ok(None) => {
             not_deployed(ctx, &msg, &env, function).await;
+            return;
+        }
+        Err(e @ LoadError::Manifest { .. }) => {
+            unreadable(ctx, &msg, &env, &e).await;
             return;
         }
         Err(e) => {
@@ -159,7 +159,7 @@ async fn handle_event(ctx: &Ctx, source: &Source, msg: jetstream::Message, mut e
     let status = match decision {
         Decision::Complete(status) => status,
         Decision::DeadLetter(reason) => {
-            let dead = records::dead_letter(&env, &loaded, reason, error);
+            let dead = records::dead_letter(&env, loaded.names(), reason, error);
             bury(ctx, &msg, Some(&record), dead).await;
             return;
         }
@@ -320,6 +320,40 @@ pub(crate) async fn not_deployed(ctx: &Ctx, msg: &jetstream::Message, env: &Enve
     finish(ctx, msg, env, None, completion).await;
 }
 
+/// Deliveries of an event whose version's manifest does not parse before it
+/// is dead-lettered (`bad_manifest`).
+pub(crate) const BAD_MANIFEST_DELIVERIES: u32 = 3;
+
+/// An event whose version's stored manifest does not parse (`e` is
+/// [`LoadError::Manifest`]). It is not "not deployed": the version exists.
+/// A synchronous call, whose caller waits, fails at once
+/// (`Stoke.BadManifest`); an async one is released a few times — a
+/// dispatcher of a newer release, or a mended row, may read it — then
+/// dead-lettered with reason `bad_manifest`, so it can be redriven to a good
+/// version.
+pub(crate) async fn unreadable(ctx: &Ctx, msg: &jetstream::Message, env: &Envelope, e: &LoadError) {
+    let LoadError::Manifest { function, version, .. } = e else {
+        return;
+    };
+    let error = ErrorRecord {
+        error_type: "Stoke.BadManifest".into(),
+        error_message: e.to_string(),
+        raw: None,
+    };
+    if env.sync {
+        let completion = records::completion(env, function, *version, Status::Failed, None, Some(error));
+        finish(ctx, msg, env, None, completion).await;
+    } else if env.delivered < BAD_MANIFEST_DELIVERIES {
+        tracing::error!(id = %env.invocation_id, error = %e, delivered = env.delivered, "releasing event");
+        ack(msg, AckKind::Nak(Some(RELEASE_DELAY))).await;
+    } else {
+        // Nothing ran: no attempt is counted.
+        let mut dead = records::dead_letter(env, (function, *version), DeadReason::BadManifest, Some(error));
+        dead.attempts = env.attempt - 1;
+        bury(ctx, msg, None, dead).await;
+    }
+}
+
 /// The dead letter of an event too old to be worth running (an async
 /// backlog after an outage), if it is.
 pub(crate) fn expired(env: &Envelope, loaded: &Loaded) -> Option<DeadLetter> {
@@ -336,7 +370,12 @@ pub(crate) fn expired(env: &Envelope, loaded: &Loaded) -> Option<DeadLetter> {
         ),
         raw: None,
     };
-    Some(records::dead_letter(env, loaded, DeadReason::Expired, Some(error)))
+    Some(records::dead_letter(
+        env,
+        loaded.names(),
+        DeadReason::Expired,
+        Some(error),
+    ))
 }
 
 /// How an event already ended, when it is delivered again.
@@ -440,152 +479,6 @@ pub(crate) async fn bury(ctx: &Ctx, msg: &jetstream::Message, record: Option<&At
     }
 }
 
-/// Tell waiting synchronous callers (best effort: the store is the truth):
-/// those in this process directly, then any on NATS — unless none can be
-/// elsewhere. An event with its own key (no caller's idempotency key) is
-/// waited for only by the caller that published it, if it is synchronous,
-/// so once that caller is handed the result here, or when nobody waits
-/// (an async one), the announcement would reach no one.
-async fn announce(ctx: &Ctx, env: &Envelope, c: &Completion) {
-    let invocation_id = &env.invocation_id;
-    let info = stoke_bus::results::completion_info(c, None);
-    let here = ctx.shared.local_results.deliver(invocation_id, &info);
-    if here > 0 {
-        ctx.shared.metrics.result_in_process(here);
-    }
-    if !announced_on_nats(env, here) {
-        return;
-    }
-    if let Err(e) = stoke_bus::results::announce(&ctx.shared.nats, invocation_id, &info).await {
-        tracing::warn!(%invocation_id, error = %e, "cannot announce result");
-    }
-}
-
-/// Whether a result must go out on NATS, once `here` callers of this
-/// process have been handed it: unless the event has its own key and its
-/// one possible caller has it, or is async (nobody waits).
-fn announced_on_nats(env: &Envelope, here: usize) -> bool {
-    !(env.own_key && (here > 0 || !env.sync))
-}
-
-pub(crate) async fn ack(msg: &jetstream::Message, kind: AckKind) {
-    if let Err(e) = msg.ack_with(kind).await {
-        // The server will redeliver after ack_wait; dedupe catches a repeat.
-        tracing::warn!(error = %e, "ack failed");
-    }
-}
-
-/// Run `fut` while keeping the messages' leases alive.
-pub(crate) async fn with_progress<F: std::future::Future>(
-    fut: F,
-    msgs: &[&jetstream::Message],
-    every: Duration,
-) -> F::Output {
-    tokio::pin!(fut);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    loop {
-        tokio::select! {
-            out = &mut fut => return out,
-            _ = tick.tick() => {
-                for msg in msgs {
-                    ack(msg, AckKind::Progress).await;
-                }
-            }
-        }
-    }
-}
-
-/// Retry a store write while the store says it is unavailable (~15 s).
-pub(crate) async fn with_store_retries<T, F, Fut>(mut op: F) -> Result<T, StoreError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, StoreError>>,
-{
-    let mut delay = Duration::from_millis(100);
-    for _ in 0..8 {
-        match op().await {
-            Err(e) if e.is_retryable() => {
-                tracing::warn!(error = %e, ?delay, "store unavailable; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(4));
-            }
-            other => return other,
-        }
-    }
-    op().await
-}
-
-/// The function version an event names (or the current one), cached.
-/// Why a function version could not be loaded (the event is released).
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum LoadError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Secret(#[from] stoke_auth::sealed::SealError),
-}
-
-pub(crate) async fn load(ctx: &Ctx, function: &str, version: Option<u32>) -> Result<Option<Arc<Loaded>>, LoadError> {
-    let wanted = version.or_else(|| ctx.deployments.current.get(function));
-    if let Some(v) = wanted
-        && let Some(l) = ctx.specs.lock().expect("not poisoned").get(&(function.to_string(), v))
-    {
-        return Ok(Some(l.clone()));
-    }
-    let store = &ctx.shared.store;
-    let generation = ctx.deployments.current.changes().get();
-    let fv = match wanted {
-        Some(v) => store.get_version(function, v).await?,
-        None => store.current_version(function).await?,
-    };
-    let Some(fv) = fv else { return Ok(None) };
-    if version.is_none() {
-        ctx.deployments.current.remember(function, fv.version, generation);
-    }
-    // The current version (subject events name none) is usually cached too.
-    if let Some(l) = ctx
-        .specs
-        .lock()
-        .expect("not poisoned")
-        .get(&(fv.function.clone(), fv.version))
-    {
-        return Ok(Some(l.clone()));
-    }
-    let manifest = match Manifest::parse(&fv.manifest) {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::error!(%function, version = fv.version, error = %e, "deployed manifest unreadable");
-            return Ok(None);
-        }
-    };
-    // Secrets are sealed in the store; the worker gets them opened.
-    let mut config = fv.config.clone();
-    for (name, value) in config.secrets.iter_mut() {
-        *value = stoke_auth::sealed::SecretsKey::open(ctx.shared.secrets.as_deref(), &fv.function, name, value)?;
-    }
-    let spec = FunctionSpec {
-        name: fv.function.clone(),
-        version: fv.version,
-        digest: fv.digest.clone(),
-        command: manifest.command.clone(),
-        // The manifest's [env] < variables < secrets set through the API.
-        env: config.merged_env(&manifest.env).into_iter().collect(),
-        memory_mb: manifest.memory,
-        timeout_ms: manifest.timeout_ms() as u32,
-        handler: manifest.handler.clone().unwrap_or_default(),
-        mode: match manifest.mode {
-            stoke_core::Mode::Runtime => stoke_proto::RunMode::Runtime,
-            stoke_core::Mode::Exec => stoke_proto::RunMode::Exec,
-        } as i32,
-    };
-    let loaded = Arc::new(Loaded { spec, manifest });
-    ctx.specs
-        .lock()
-        .expect("not poisoned")
-        .insert((fv.function, fv.version), loaded.clone());
-    Ok(Some(loaded))
-}
-
 #[cfg(test)]
 mod tests {
     use stoke_store::{AttemptOutcome, Status};
@@ -626,37 +519,6 @@ mod tests {
         assert!(
             ended("order-7", false, 1).await,
             "a publisher's key may repeat: looked up"
-        );
-    }
-
-    /// A caller elsewhere may wait for a caller-keyed event (its key reused
-    /// at another gateway) or for any sync event not handed over here.
-    #[test]
-    fn results_skip_nats_only_when_nobody_elsewhere_can_wait() {
-        let event = |own_key: bool, sync: bool| {
-            let mut env = Envelope::for_test("f", "k", own_key, 1);
-            env.sync = sync;
-            env
-        };
-        assert!(
-            !announced_on_nats(&event(true, false), 0),
-            "own key, async: nobody waits"
-        );
-        assert!(
-            !announced_on_nats(&event(true, true), 1),
-            "own key, its caller here has it"
-        );
-        assert!(
-            announced_on_nats(&event(true, true), 0),
-            "own key, its caller is elsewhere"
-        );
-        assert!(
-            announced_on_nats(&event(false, true), 1),
-            "a caller's key: others may wait"
-        );
-        assert!(
-            announced_on_nats(&event(false, false), 0),
-            "a caller's key, async: a sync repeat may wait"
         );
     }
 

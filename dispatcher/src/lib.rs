@@ -17,18 +17,22 @@
 //! It must not run user code (workers do) and must not ack anything that is
 //! not durable in the store first.
 
+mod announce;
 mod batch;
+mod ctx;
 mod current;
 mod envelope;
 mod gate;
 mod handle;
 mod handles;
+mod lease;
 mod logs;
 pub mod metrics;
 mod policy;
 mod pull;
 mod queue;
 mod records;
+mod versions;
 mod workers;
 
 use std::net::SocketAddr;
@@ -312,7 +316,7 @@ impl Dispatcher {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), DispatcherError> {
         let addr = self.local_addr().map_err(|e| DispatcherError::Serve(e.to_string()))?;
         let pullers = pull::Pullers::new(
-            pull::Shared {
+            ctx::Shared {
                 nats: self.nats.clone(),
                 js: async_nats::jetstream::new(self.nats.clone()),
                 store: self.store.clone(),

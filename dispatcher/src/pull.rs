@@ -8,64 +8,17 @@
 //! (`sub-<name>-<hash>` on `STOKE_EVENTS`). Every message is handed to
 //! [`crate::handle`], which decides its fate.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull};
 use futures::StreamExt;
-use stoke_bus::streams::{self, Holding};
-use stoke_core::{Batching, Manifest, naming};
-use stoke_store::Store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::gate::Gate;
-use crate::handle::Loaded;
-use crate::workers::Registry;
-
-pub(crate) struct Shared {
-    pub nats: async_nats::Client,
-    pub js: jetstream::Context,
-    pub store: Arc<dyn Store>,
-    pub registry: Arc<Registry>,
-    pub worker_wait: Duration,
-    pub answer_slack: Duration,
-    /// Longest time between in-progress acks (shorter for short leases).
-    pub progress_every: Duration,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// Synchronous callers in this process (handed results directly).
-    pub local_results: stoke_bus::results::LocalResults,
-    /// Opens the secrets of a function's configuration.
-    pub secrets: Option<Arc<stoke_auth::sealed::SecretsKey>>,
-}
-
-pub(crate) struct Ctx {
-    pub shared: Shared,
-    pub specs: Mutex<HashMap<(String, u32), Arc<Loaded>>>,
-    /// Handlers of in-flight messages.
-    pub tracker: TaskTracker,
-    /// Fired when the shutdown grace runs out: release what is still running.
-    pub release_now: CancellationToken,
-    /// Admission per function version (concurrency across sources,
-    /// per-key limits): versions may differ in their limits.
-    pub gates: Mutex<HashMap<(String, u32), Arc<Gate>>>,
-    /// What runs, waits and comes back later, per function (queue view).
-    pub board: crate::queue::Board,
-    /// Changes through the admin API, and current versions as last read.
-    pub deployments: Arc<crate::current::Deployments>,
-}
-
-impl Ctx {
-    /// The admission gate of `function` `version`, as its `manifest` sets it up.
-    pub fn gate(&self, function: &str, version: u32, manifest: &Manifest) -> Arc<Gate> {
-        let mut gates = self.gates.lock().expect("not poisoned");
-        gates
-            .entry((function.to_string(), version))
-            .or_insert_with(|| Gate::new(manifest.concurrency, manifest.per_key_limit()))
-            .clone()
-    }
-}
+use crate::ctx::{Ctx, Origin, Shared, Source};
+use crate::versions::Versions;
 
 pub(crate) struct Pullers {
     ctx: Arc<Ctx>,
@@ -76,12 +29,11 @@ impl Pullers {
         Pullers {
             ctx: Arc::new(Ctx {
                 shared,
-                specs: Mutex::new(HashMap::new()),
+                versions: Versions::new(Arc::new(crate::current::Deployments::new(catalog))),
                 tracker: TaskTracker::new(),
                 release_now: CancellationToken::new(),
                 gates: Mutex::new(HashMap::new()),
                 board: crate::queue::Board::default(),
-                deployments: Arc::new(crate::current::Deployments::new(catalog)),
             }),
         }
     }
@@ -94,7 +46,7 @@ impl Pullers {
     /// Told by the admin API of every change, so a new function's consumer
     /// starts at once and subject events run the new current version.
     pub fn deployments(&self) -> Arc<crate::current::Deployments> {
-        self.ctx.deployments.clone()
+        self.ctx.versions.deployments.clone()
     }
 
     /// Keep one consumer loop per deployed function until `shutdown`, then
@@ -105,7 +57,29 @@ impl Pullers {
             match self.ctx.shared.store.list_functions().await {
                 Ok(versions) => {
                     self.provision(&versions).await;
-                    let wanted: Vec<Source> = versions.iter().flat_map(Source::all_of).collect();
+                    // A version whose stored manifest does not parse keeps the
+                    // loops it has (its events are released, then dead-lettered,
+                    // by `handle::unreadable`): retiring its subscriptions
+                    // would stop capturing what is published for it. Without
+                    // an invocation-stream loop it gets one, so its events
+                    // still come to an end.
+                    let mut unreadable = HashSet::new();
+                    let mut wanted: Vec<Source> = Vec::new();
+                    for v in &versions {
+                        match Source::all_of(v) {
+                            Ok(sources) => wanted.extend(sources),
+                            Err(e) => {
+                                tracing::error!(function = %v.function, version = v.version, error = %e, "stored manifest unreadable; keeping its consumers as they are");
+                                unreadable.insert(v.function.clone());
+                                let invoking = consumers
+                                    .keys()
+                                    .any(|s| s.function == v.function && s.origin == Origin::Invoke);
+                                if !invoking {
+                                    wanted.push(Source::unreadable(&v.function));
+                                }
+                            }
+                        }
+                    }
                     self.ctx.shared.metrics.set_sources(
                         wanted
                             .iter()
@@ -116,7 +90,7 @@ impl Pullers {
                             })
                             .collect(),
                     );
-                    self.retire_subscriptions(&mut consumers, &wanted).await;
+                    self.retire_subscriptions(&mut consumers, &wanted, &unreadable).await;
                     for source in wanted {
                         if consumers.get(&source).is_some_and(|h| !h.is_finished()) {
                             continue;
@@ -138,7 +112,7 @@ impl Pullers {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(refresh) => {}
-                _ = self.ctx.deployments.notified() => {}
+                _ = self.ctx.versions.deployments.notified() => {}
             }
         }
 
@@ -168,16 +142,22 @@ impl Pullers {
     /// was deleted, or its new current version dropped the subject) and
     /// delete their durable consumers, so messages published from now on
     /// are not kept for it. Invoke consumers stay: events accepted before a
-    /// delete still run on the version they were accepted for.
+    /// delete still run on the version they were accepted for. The
+    /// functions in `unreadable` (their manifests do not parse) keep theirs.
     async fn retire_subscriptions(
         &self,
         consumers: &mut HashMap<Source, tokio::task::JoinHandle<()>>,
         wanted: &[Source],
+        unreadable: &HashSet<String>,
     ) {
-        let wanted: std::collections::HashSet<String> = wanted.iter().map(Source::durable).collect();
+        let wanted: HashSet<String> = wanted.iter().map(Source::durable).collect();
         let gone: Vec<Source> = consumers
             .keys()
-            .filter(|s| matches!(s.origin, Origin::Subscription { .. }) && !wanted.contains(&s.durable()))
+            .filter(|s| {
+                matches!(s.origin, Origin::Subscription { .. })
+                    && !wanted.contains(&s.durable())
+                    && !unreadable.contains(&s.function)
+            })
             .cloned()
             .collect();
         for source in gone {
@@ -208,7 +188,7 @@ impl Pullers {
         let mut targets = Vec::new();
         for v in versions {
             // (Cached per version: the handlers need the same.)
-            match crate::handle::load(&self.ctx, &v.function, Some(v.version)).await {
+            match self.ctx.load(&v.function, Some(v.version)).await {
                 Ok(Some(loaded)) if loaded.manifest.min_warm > 0 => {
                     targets.push((loaded.spec.clone(), loaded.manifest.min_warm));
                 }
@@ -217,85 +197,6 @@ impl Pullers {
             }
         }
         self.ctx.shared.registry.provision(targets);
-    }
-}
-
-/// Where a consumer loop pulls from, and how its consumer holds messages.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct Source {
-    pub function: String,
-    pub origin: Origin,
-    pub holding: Holding,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum Origin {
-    /// `stoke.invoke.<function>` on the invocation stream.
-    Invoke,
-    /// A `subject` trigger, on the events stream.
-    Subscription { subject: String, batch: Option<Batching> },
-}
-
-impl Source {
-    /// Every source a deployed version needs.
-    pub(crate) fn all_of(v: &stoke_store::FunctionVersion) -> Vec<Source> {
-        let manifest = match Manifest::parse(&v.manifest) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!(function = %v.function, error = %e, "deployed manifest unreadable");
-                return Vec::new();
-            }
-        };
-        let mut sources = vec![Source {
-            function: v.function.clone(),
-            origin: Origin::Invoke,
-            holding: Holding::of(&manifest, None),
-        }];
-        for t in manifest.triggers().unwrap_or_default() {
-            if let stoke_core::Trigger::Subject { subject, batch } = t {
-                sources.push(Source {
-                    function: v.function.clone(),
-                    origin: Origin::Subscription { subject, batch },
-                    holding: Holding::of(&manifest, batch),
-                });
-            }
-        }
-        sources
-    }
-
-    /// Same durable consumer (perhaps held differently).
-    fn same_consumer(&self, other: &Source) -> bool {
-        self.durable() == other.durable()
-    }
-
-    pub(crate) fn durable(&self) -> String {
-        match &self.origin {
-            Origin::Invoke => naming::invoke_consumer(&self.function),
-            Origin::Subscription { subject, .. } => naming::subscription_consumer(&self.function, subject),
-        }
-    }
-
-    pub(crate) fn stream(&self) -> &'static str {
-        match self.origin {
-            Origin::Invoke => naming::INVOKE_STREAM,
-            Origin::Subscription { .. } => naming::EVENTS_STREAM,
-        }
-    }
-
-    fn config(&self) -> pull::Config {
-        match &self.origin {
-            Origin::Invoke => streams::invoke_consumer_config(&self.function, self.holding),
-            Origin::Subscription { subject, .. } => {
-                streams::subscription_consumer_config(&self.function, subject, self.holding)
-            }
-        }
-    }
-
-    fn batch(&self) -> Option<Batching> {
-        match self.origin {
-            Origin::Subscription { batch, .. } => batch,
-            Origin::Invoke => None,
-        }
     }
 }
 
@@ -414,7 +315,7 @@ fn release(ctx: &Ctx, msgs: Vec<jetstream::Message>) {
     }
     ctx.tracker.spawn(async move {
         for msg in &msgs {
-            crate::handle::ack(msg, async_nats::jetstream::AckKind::Nak(None)).await;
+            crate::lease::ack(msg, async_nats::jetstream::AckKind::Nak(None)).await;
         }
     });
 }

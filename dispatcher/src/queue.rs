@@ -12,11 +12,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use stoke_proto::{FunctionQueue, KeyQueue};
-use stoke_store::FunctionVersion;
-
-use crate::pull::Source;
-
 /// How long past its due time a noted retry still counts, in case the
 /// redelivery went to another dispatcher (this one never sees it arrive).
 const LATE: Duration = Duration::from_secs(30);
@@ -102,7 +97,7 @@ impl Board {
     }
 
     /// (running, waiting, retrying, deferred) for `function`.
-    fn counts(&self, function: &str) -> (u32, u32, u32, u32) {
+    pub(crate) fn counts(&self, function: &str) -> (u32, u32, u32, u32) {
         let fns = self.functions.lock().expect("not poisoned");
         let Some(c) = fns.get(function) else {
             return (0, 0, 0, 0);
@@ -116,79 +111,6 @@ impl Board {
         };
         (c.running, c.waiting, live(Later::Retry), live(Later::Deferred))
     }
-}
-
-/// Stored and unacked events of every consumer `version`'s function has
-/// (the ones its pullers consume: `Source::all_of`).
-async fn jetstream_counts(
-    js: &async_nats::jetstream::Context,
-    version: &FunctionVersion,
-) -> Result<(u64, u64), async_nats::Error> {
-    let (mut queued, mut unacked) = (0, 0);
-    for source in Source::all_of(version) {
-        let durable = source.durable();
-        let stream = js.get_stream(source.stream()).await?;
-        // A consumer not created yet (no dispatcher pulled it) holds nothing.
-        let Ok(mut consumer) = stream
-            .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&durable)
-            .await
-        else {
-            continue;
-        };
-        let info = consumer.info().await?;
-        queued += info.num_pending;
-        unacked += info.num_ack_pending as u64;
-    }
-    Ok((queued, unacked))
-}
-
-/// The queue view of one deployed function.
-pub(crate) async fn function_queue(
-    ctx: &crate::pull::Ctx,
-    js: &async_nats::jetstream::Context,
-    version: &FunctionVersion,
-    by_key: bool,
-) -> Result<FunctionQueue, async_nats::Error> {
-    let function = version.function.as_str();
-    let (queued, unacked) = jetstream_counts(js, version).await?;
-    let (running, waiting, retrying, deferred) = ctx.board.counts(function);
-    let mut keys: HashMap<String, (u32, u32)> = HashMap::new();
-    if by_key {
-        let gates: Vec<_> = ctx
-            .gates
-            .lock()
-            .expect("not poisoned")
-            .iter()
-            .filter(|((f, _), _)| f == function)
-            .map(|(_, g)| g.clone())
-            .collect();
-        for gate in gates {
-            for (key, r, w) in gate.keys() {
-                let e = keys.entry(key).or_default();
-                e.0 += r;
-                e.1 += w;
-            }
-        }
-    }
-    let mut keys: Vec<KeyQueue> = keys
-        .into_iter()
-        .map(|(key, (running, waiting))| KeyQueue { key, running, waiting })
-        .collect();
-    keys.sort_by(|a, b| {
-        (b.running + b.waiting)
-            .cmp(&(a.running + a.waiting))
-            .then(a.key.cmp(&b.key))
-    });
-    Ok(FunctionQueue {
-        function: function.to_string(),
-        queued,
-        unacked,
-        running,
-        waiting,
-        retrying,
-        deferred,
-        keys,
-    })
 }
 
 #[cfg(test)]

@@ -1,11 +1,14 @@
 //! The rows an event leaves in the store: metered attempts (run, lost,
 //! or never dispatched), its one completion, or its dead letter.
 
+use std::time::Duration;
+
+use stoke_core::Retryable as _;
 use stoke_proto::{InvocationResult, Outcome};
-use stoke_store::{AttemptOutcome, AttemptRecord, Completion, DeadLetter, DeadReason, ErrorRecord, Status};
+use stoke_store::{AttemptOutcome, AttemptRecord, Completion, DeadLetter, DeadReason, ErrorRecord, Status, StoreError};
 
 use crate::envelope::Envelope;
-use crate::handle::Loaded;
+use crate::versions::Loaded;
 use crate::workers::DispatchError;
 
 /// The attempt a worker ran and reported.
@@ -90,14 +93,14 @@ pub(crate) fn completion(
 
 pub(crate) fn dead_letter(
     env: &Envelope,
-    loaded: &Loaded,
+    (function, version): (&str, u32),
     reason: DeadReason,
     error: Option<ErrorRecord>,
 ) -> DeadLetter {
     DeadLetter {
         invocation_id: env.invocation_id.clone(),
-        function: loaded.spec.name.clone(),
-        version: loaded.spec.version,
+        function: function.to_string(),
+        version,
         idempotency_key: env.key.clone(),
         trigger: env.trigger.clone(),
         payload: env.payload.to_vec(),
@@ -113,4 +116,24 @@ pub(crate) fn dead_letter(
         redriven_ms: None,
         redrive_count: 0,
     }
+}
+
+/// Retry a store write while the store says it is unavailable (~15 s).
+pub(crate) async fn with_store_retries<T, F, Fut>(mut op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut delay = Duration::from_millis(100);
+    for _ in 0..8 {
+        match op().await {
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, ?delay, "store unavailable; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(4));
+            }
+            other => return other,
+        }
+    }
+    op().await
 }

@@ -311,6 +311,8 @@ pub enum DeadReason {
     TerminalError,
     /// The event was older than the function's max event age.
     Expired,
+    /// The version's stored manifest did not parse, delivery after delivery.
+    BadManifest,
 }
 
 impl DeadReason {
@@ -319,13 +321,19 @@ impl DeadReason {
             DeadReason::MaxAttempts => "max_attempts",
             DeadReason::TerminalError => "terminal_error",
             DeadReason::Expired => "expired",
+            DeadReason::BadManifest => "bad_manifest",
         }
     }
 
     pub fn parse(s: &str) -> Option<DeadReason> {
-        [DeadReason::MaxAttempts, DeadReason::TerminalError, DeadReason::Expired]
-            .into_iter()
-            .find(|r| r.as_str() == s)
+        [
+            DeadReason::MaxAttempts,
+            DeadReason::TerminalError,
+            DeadReason::Expired,
+            DeadReason::BadManifest,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
     }
 }
 

@@ -300,28 +300,7 @@ impl Platform {
         let http = format!("127.0.0.1:{}", free_port());
         let admin = format!("127.0.0.1:{}", free_port());
         let log = data_dir.path().join("stoke.log");
-        let log_file = std::fs::File::create(&log)?;
-        let mut cmd = Command::new(built_binary("stoke"));
-        cmd.arg("up").arg("--data-dir").arg(data_dir.path()).args([
-            "--http",
-            &http,
-            "--admin",
-            &admin,
-            "--nats-url",
-            &nats.url,
-        ]);
-        if let Some(ttl) = opts.idle_ttl_secs {
-            cmd.args(["--idle-ttl", &ttl.to_string()]);
-        }
-        cmd.args(&opts.args);
-        let child = cmd
-            .env("RUST_LOG", "info,stoke_dispatcher=debug")
-            .env(LOGS_MAX_BYTES.0, LOGS_MAX_BYTES.1)
-            .envs(opts.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            .spawn()?;
+        let child = Platform::spawn(nats, opts, data_dir.path(), &http, &admin, &log)?;
         let mut p = Platform {
             child: Some(child),
             http,
@@ -338,6 +317,52 @@ impl Platform {
         };
         p.wait_ready().await?;
         Ok(p)
+    }
+
+    /// `stoke up` over `data_dir`, its output appended to `log`.
+    fn spawn(
+        nats: &Nats,
+        opts: &PlatformOptions,
+        data_dir: &Path,
+        http: &str,
+        admin: &str,
+        log: &Path,
+    ) -> anyhow::Result<Child> {
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let mut cmd = Command::new(built_binary("stoke"));
+        cmd.arg("up")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--http", http, "--admin", admin, "--nats-url", &nats.url]);
+        if let Some(ttl) = opts.idle_ttl_secs {
+            cmd.args(["--idle-ttl", &ttl.to_string()]);
+        }
+        cmd.args(&opts.args);
+        Ok(cmd
+            .env("RUST_LOG", "info,stoke_dispatcher=debug")
+            .env(LOGS_MAX_BYTES.0, LOGS_MAX_BYTES.1)
+            .envs(opts.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()?)
+    }
+
+    /// Start `stoke up` again, once stopped (`interrupt_and_wait`), on the
+    /// same data dir, addresses and NATS: a restart, its store and streams
+    /// as it left them.
+    pub async fn restart(&mut self, nats: &Nats) -> anyhow::Result<()> {
+        assert!(self.child.is_none(), "stop it first");
+        let child = Platform::spawn(
+            nats,
+            &PlatformOptions::default(),
+            self.data_dir.path(),
+            &self.http,
+            &self.admin,
+            &self.log,
+        )?;
+        self.child = Some(child);
+        self.wait_ready().await
     }
 
     async fn wait_ready(&mut self) -> anyhow::Result<()> {

@@ -317,3 +317,91 @@ async fn the_retry_backoff_is_per_function() {
         assert!((320..1000).contains(w), "capped at 400 ms ±20 %: {waits:?}");
     }
 }
+
+/// The dead letters `stoke dlq list -o json` shows.
+fn dead_letters(p: &Platform) -> Vec<serde_json::Value> {
+    let out = p.cli_ok(&["dlq", "list", "-o", "json"]);
+    serde_json::from_str::<serde_json::Value>(&out)
+        .unwrap()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A version whose stored manifest no longer parses (a corrupt row, or one
+/// a newer release wrote) is its own error, never "function not found", and
+/// loses nothing. Here the store is corrupted while `stoke up` is stopped,
+/// with an async event on the invocation stream and a message on a
+/// subscribed subject waiting. After the restart an HTTP caller gets 500
+/// `Stoke.BadManifest`; the waiting event is released a few times, then
+/// dead-lettered with reason `bad_manifest` (nothing ran: 0 attempts); the
+/// subject message stays captured. Once a good version 2 is deployed the
+/// message runs on it, and the dead letter redriven to it completes.
+#[tokio::test]
+async fn a_corrupt_stored_manifest_is_retried_then_dead_lettered_and_loses_nothing() {
+    let nats = Nats::start().await.unwrap();
+    let mut p = Platform::start(&nats).await.unwrap();
+    p.deploy(hello_with("").path());
+    p.interrupt_and_wait(Duration::from_secs(30));
+
+    // Published while it is down, as any NATS client would.
+    let client = async_nats::connect(&nats.url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.publish("stoke.invoke.hello", r#"{"name":"waiting"}"#.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    js.publish("greetings.en", r#"{"name":"subscribed"}"#.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", p.db_path().display()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE function_versions SET manifest = 'name = [' WHERE function = 'hello'")
+        .execute(&db)
+        .await
+        .unwrap();
+    db.close().await;
+    p.restart(&nats).await.unwrap();
+
+    let r = p.post("hello", r#"{"name":"Ada"}"#).await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(r.json()["errorType"], "Stoke.BadManifest", "{}", r.text());
+
+    let dead = eventually(Duration::from_secs(30), "the waiting event dead-lettered", || async {
+        dead_letters(&p).first().cloned()
+    })
+    .await;
+    assert_eq!(dead["reason"], "bad_manifest", "{dead}");
+    assert_eq!(dead["error"]["error_type"], "Stoke.BadManifest", "{dead}");
+    assert_eq!(dead["attempts"], 0, "nothing ran: {dead}");
+    assert_eq!(dead["trigger"], "nats", "{dead}");
+    let id = dead["invocation_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        p.get(&format!("/invocations/{id}")).await.json()["status"],
+        "dead_lettered"
+    );
+    let db = p.db().await;
+    let count = |sql: &'static str| stoke_tests::count(&db, sql);
+    assert_eq!(
+        count("SELECT count(*) FROM completions").await,
+        0,
+        "the subject message waits"
+    );
+
+    // A good version 2: the subject message runs on it; the dead letter,
+    // redriven to it, completes.
+    p.deploy(hello_with("max_attempts = 2").path());
+    eventually(Duration::from_secs(30), "the subject message to run", || async {
+        (count("SELECT count(*) FROM completions WHERE trigger = 'subject' AND version = 2").await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(p.cli_ok(&["dlq", "redrive", &id, "--version", "2"]).trim(), id);
+    let done = wait_status(&p, &id, "succeeded").await;
+    assert_eq!(done["version"], 2, "{done}");
+    assert_eq!(dead_letters(&p).len(), 0);
+    wait_stream_empty(&nats).await;
+}
