@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
 use stoke_auth::{ALL_NAMESPACES, AuthError, Authenticator, Caller, Role};
-use stoke_store::Store;
+use stoke_store::Admin;
 use tonic::Status;
 use tonic::server::NamedService;
 
@@ -156,7 +156,7 @@ impl Grant {
     /// never heard of is NOT_FOUND for a one-namespace caller (an
     /// all-namespace caller passes, and the call itself then says "not
     /// found").
-    pub async fn on_function(&self, store: &dyn Store, function: &str) -> Result<(), ApiError> {
+    pub async fn on_function(&self, store: &dyn Admin, function: &str) -> Result<(), ApiError> {
         let caller = &self.caller;
         // `name:7` and `name:alias` belong to `name`.
         let (function, _) = stoke_core::naming::split_qualified(function);
@@ -189,7 +189,7 @@ impl Grant {
     /// Keep the items whose function the caller may read.
     pub async fn visible<T>(
         &self,
-        store: &dyn Store,
+        store: &dyn Admin,
         items: Vec<T>,
         function: impl Fn(&T) -> &str,
     ) -> Result<Vec<T>, ApiError> {

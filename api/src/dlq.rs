@@ -4,7 +4,7 @@
 use crate::error::ApiError;
 use stoke_bus::Invoker;
 use stoke_proto::{AttemptInfo, DeadLetterInfo, ErrorInfo, RedriveRequest, RedriveResponse};
-use stoke_store::{AttemptRecord, DeadLetter, DeadLetterFilter, Store};
+use stoke_store::{Admin, AttemptRecord, DeadLetter, DeadLetterFilter};
 
 pub(crate) fn info(d: &DeadLetter, history: &[AttemptRecord]) -> DeadLetterInfo {
     DeadLetterInfo {
@@ -50,7 +50,7 @@ pub(crate) fn attempt_info(a: &AttemptRecord) -> AttemptInfo {
 /// Select the dead letters a redrive names, check the target version, and
 /// (unless a dry run) claim and republish each one.
 pub(crate) async fn redrive(
-    store: &dyn Store,
+    store: &dyn Admin,
     invoker: &Invoker,
     r: RedriveRequest,
 ) -> Result<RedriveResponse, ApiError> {

@@ -11,7 +11,7 @@ use stoke_proto::{
     ErrorInfo, GetUsageRequest, GetUsageResponse, InvocationStatus, ListInvocationsRequest, ListInvocationsResponse,
     UsageBucket, UsageGroupBy,
 };
-use stoke_store::{InvocationCursor, InvocationFilter, InvocationSummary, Status as Run, Store, UsageFilter};
+use stoke_store::{Admin, InvocationCursor, InvocationFilter, InvocationSummary, Status as Run, UsageFilter};
 
 /// A page holds this many unless asked otherwise, and never more than `MAX_LIMIT`.
 const DEFAULT_LIMIT: u32 = 50;
@@ -90,7 +90,7 @@ fn summary(i: InvocationSummary) -> stoke_proto::InvocationSummary {
 
 /// `ListInvocations` for the caller of `grant`.
 pub(crate) async fn list(
-    store: &dyn Store,
+    store: &dyn Admin,
     grant: &Grant,
     r: ListInvocationsRequest,
 ) -> Result<ListInvocationsResponse, ApiError> {
@@ -129,7 +129,7 @@ pub(crate) async fn list(
 }
 
 /// `GetUsage` for the caller of `grant`.
-pub(crate) async fn usage(store: &dyn Store, grant: &Grant, r: GetUsageRequest) -> Result<GetUsageResponse, ApiError> {
+pub(crate) async fn usage(store: &dyn Admin, grant: &Grant, r: GetUsageRequest) -> Result<GetUsageResponse, ApiError> {
     let caller = &grant.caller;
     let namespace = scope(grant, &r.namespace)?;
     if !r.function.is_empty() {

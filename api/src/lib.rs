@@ -35,7 +35,7 @@ use stoke_auth::sealed::SecretsKey;
 use stoke_bus::Invoker;
 use stoke_proto::admin_service_server::AdminServiceServer;
 use stoke_proto::{FunctionQueue, WorkerInfo};
-use stoke_store::{FunctionVersion, Store};
+use stoke_store::{Admin, FunctionVersion};
 use tokio_util::sync::CancellationToken;
 
 pub use access::{ACCESS, Access, Grant, Guarded};
@@ -78,7 +78,7 @@ pub type AdminService = Guarded<AdminServiceServer<AdminApi>>;
 
 /// Everything the admin API works with.
 pub struct AdminApi {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn Admin>,
     pub js: async_nats::jetstream::Context,
     /// The `[streams]` settings (deploys make subject subscriptions).
     pub streams: stoke_bus::streams::StreamOptions,

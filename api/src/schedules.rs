@@ -4,7 +4,7 @@ use crate::error::ApiError;
 use stoke_core::manifest::{TriggerDef, parse_cron, validate_name};
 use stoke_core::{CronSpec, Manifest, Trigger};
 use stoke_proto::{CreateScheduleRequest, ScheduleInfo};
-use stoke_store::{ScheduleDef, Store};
+use stoke_store::{Admin, ScheduleDef};
 
 fn spelling<T: serde::Serialize>(v: T) -> String {
     serde_json::to_value(v)
@@ -46,7 +46,7 @@ pub(crate) fn admin_info(s: &ScheduleDef) -> ScheduleInfo {
 }
 
 /// Validate and store a new schedule.
-pub(crate) async fn create(store: &dyn Store, r: CreateScheduleRequest) -> Result<ScheduleInfo, ApiError> {
+pub(crate) async fn create(store: &dyn Admin, r: CreateScheduleRequest) -> Result<ScheduleInfo, ApiError> {
     validate_name(&r.name).map_err(|e| ApiError::invalid(format!("schedule name: {e}")))?;
     if store.current_version(&r.function).await?.is_none() {
         return Err(ApiError::not_found(format!("function {:?} not found", r.function)));
@@ -90,7 +90,7 @@ pub(crate) async fn create(store: &dyn Store, r: CreateScheduleRequest) -> Resul
 }
 
 /// Manifest schedules of every deployed function, then admin ones.
-pub(crate) async fn list(store: &dyn Store, function: &str) -> Result<Vec<ScheduleInfo>, ApiError> {
+pub(crate) async fn list(store: &dyn Admin, function: &str) -> Result<Vec<ScheduleInfo>, ApiError> {
     let mut out = Vec::new();
     for v in store.list_functions().await? {
         if !function.is_empty() && v.function != function {
@@ -111,7 +111,7 @@ pub(crate) async fn list(store: &dyn Store, function: &str) -> Result<Vec<Schedu
     Ok(out)
 }
 
-pub(crate) async fn set_paused(store: &dyn Store, name: &str, paused: bool) -> Result<ScheduleInfo, ApiError> {
+pub(crate) async fn set_paused(store: &dyn Admin, name: &str, paused: bool) -> Result<ScheduleInfo, ApiError> {
     if !store.set_schedule_paused(name, paused, stoke_core::now_ms()).await? {
         return Err(ApiError::not_found(format!(
             "no schedule named {name:?} (manifest schedules change by redeploying)"

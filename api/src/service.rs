@@ -5,7 +5,6 @@
 
 use bytes::Bytes;
 use stoke_bus::{InvokeRequest, Invoked};
-use stoke_core::Manifest;
 use stoke_proto::admin_service_server::AdminService;
 use stoke_proto::{
     AliasInfo, CreateScheduleRequest, CreateTokenRequest, CreateTokenResponse, DeadLetterInfo, DeleteAliasRequest,
@@ -20,37 +19,15 @@ use stoke_proto::{
     RevokeTokenRequest, RevokeTokenResponse, RollbackRequest, ScheduleInfo, ScheduleNameRequest, SetAliasRequest,
     SetEnvRequest, SetEnvResponse, TailLogsRequest, TokenInfo, WhoAmIRequest, WorkerInfo,
 };
-use stoke_store::{DeadLetterFilter, FunctionVersion};
+use stoke_store::DeadLetterFilter;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::AdminApi;
 use crate::access::Grant;
 use crate::error::ApiError;
+use crate::versions::function_info;
 
 type Answer<T> = Result<Response<T>, Status>;
-
-/// The wire view of a deployed version.
-pub(crate) fn function_info(v: &FunctionVersion) -> FunctionInfo {
-    let manifest = Manifest::parse(&v.manifest).ok();
-    FunctionInfo {
-        name: v.function.clone(),
-        version: v.version,
-        digest: v.digest.clone(),
-        package_size: v.package_size,
-        memory_mb: manifest.as_ref().map_or(0, |m| m.memory),
-        timeout_ms: manifest.as_ref().map_or(0, |m| m.timeout_ms() as u32),
-        command: manifest.as_ref().map(|m| m.command.clone()).unwrap_or_default(),
-        manifest: v.manifest.clone(),
-        created_unix_ms: v.created_ms,
-        triggers: manifest
-            .and_then(|m| m.triggers().ok())
-            .map(|ts| ts.iter().map(ToString::to_string).collect())
-            .unwrap_or_default(),
-        namespace: v.namespace.clone(),
-        env: v.config.env.clone().into_iter().collect(),
-        secret_names: v.config.secrets.keys().cloned().collect(),
-    }
-}
 
 fn ok<T>(v: T) -> Answer<T> {
     Ok(Response::new(v))

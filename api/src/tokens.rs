@@ -7,7 +7,7 @@ use stoke_auth::{self as auth, ALL_NAMESPACES, Caller, Role};
 use crate::access::Grant;
 use crate::error::ApiError;
 use stoke_proto::{CreateTokenRequest, CreateTokenResponse, TokenInfo};
-use stoke_store::{Store, TokenRecord};
+use stoke_store::{Admin, TokenRecord};
 
 pub(crate) fn info(t: &TokenRecord) -> TokenInfo {
     TokenInfo {
@@ -21,7 +21,7 @@ pub(crate) fn info(t: &TokenRecord) -> TokenInfo {
 }
 
 pub(crate) async fn create(
-    store: &dyn Store,
+    store: &dyn Admin,
     grant: &Grant,
     r: CreateTokenRequest,
 ) -> Result<CreateTokenResponse, ApiError> {
@@ -50,7 +50,7 @@ pub(crate) async fn create(
 }
 
 /// The tokens the caller (an admin: see `ACCESS`) manages.
-pub(crate) async fn list(store: &dyn Store, caller: &Caller) -> Result<Vec<TokenInfo>, ApiError> {
+pub(crate) async fn list(store: &dyn Admin, caller: &Caller) -> Result<Vec<TokenInfo>, ApiError> {
     let tokens = store.tokens().await?;
     Ok(tokens
         .iter()
@@ -60,7 +60,7 @@ pub(crate) async fn list(store: &dyn Store, caller: &Caller) -> Result<Vec<Token
 }
 
 /// Revoke a live token the caller (an admin: see `ACCESS`) manages.
-pub(crate) async fn revoke(store: &dyn Store, caller: &Caller, id: &str) -> Result<(), ApiError> {
+pub(crate) async fn revoke(store: &dyn Admin, caller: &Caller, id: &str) -> Result<(), ApiError> {
     let tokens = store.tokens().await?;
     let token = tokens
         .iter()
@@ -73,7 +73,7 @@ pub(crate) async fn revoke(store: &dyn Store, caller: &Caller, id: &str) -> Resu
 }
 
 /// The caller's own token (with auth off: what every caller is).
-pub(crate) async fn who_am_i(store: &dyn Store, caller: Caller) -> Result<TokenInfo, ApiError> {
+pub(crate) async fn who_am_i(store: &dyn Admin, caller: Caller) -> Result<TokenInfo, ApiError> {
     let token = match &caller.token_id {
         Some(id) => store.tokens().await?.iter().find(|t| &t.id == id).map(info),
         None => None,

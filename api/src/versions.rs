@@ -2,16 +2,14 @@
 //! rollback, delete, environment and secrets, aliases.
 
 use crate::error::ApiError;
-use stoke_core::ConfigEdit;
+use stoke_core::{ConfigEdit, Manifest};
 use stoke_proto::{
     AliasInfo, DeleteFunctionResponse, FunctionInfo, ListAliasesResponse, ListVersionsResponse, SetEnvRequest,
     SetEnvResponse,
 };
-use stoke_store::{Alias, DeployOutcome, Store};
+use stoke_store::{Admin, Alias, DeployOutcome, FunctionVersion};
 
-use crate::service::function_info;
-
-pub(crate) async fn list(store: &dyn Store, name: &str) -> Result<ListVersionsResponse, ApiError> {
+pub(crate) async fn list(store: &dyn Admin, name: &str) -> Result<ListVersionsResponse, ApiError> {
     let versions = store.list_versions(name).await?;
     if versions.is_empty() {
         return Err(ApiError::not_found(format!("function {name:?} not found")));
@@ -24,7 +22,7 @@ pub(crate) async fn list(store: &dyn Store, name: &str) -> Result<ListVersionsRe
 }
 
 /// Make `version` current; 0 = the highest version below the current one.
-pub(crate) async fn rollback(store: &dyn Store, name: &str, version: u32) -> Result<FunctionInfo, ApiError> {
+pub(crate) async fn rollback(store: &dyn Admin, name: &str, version: u32) -> Result<FunctionInfo, ApiError> {
     let current = store
         .current_version(name)
         .await?
@@ -58,7 +56,7 @@ pub(crate) async fn rollback(store: &dyn Store, name: &str, version: u32) -> Res
     Ok(function_info(&v))
 }
 
-pub(crate) async fn delete(store: &dyn Store, name: &str) -> Result<DeleteFunctionResponse, ApiError> {
+pub(crate) async fn delete(store: &dyn Admin, name: &str) -> Result<DeleteFunctionResponse, ApiError> {
     if !store.delete_function(name, stoke_core::now_ms()).await? {
         return Err(ApiError::not_found(format!("function {name:?} is not deployed")));
     }
@@ -69,7 +67,7 @@ pub(crate) async fn delete(store: &dyn Store, name: &str) -> Result<DeleteFuncti
 /// Apply a SetEnv: a new version with the same package and manifest.
 /// Secrets are sealed with `key` before they reach the store.
 pub(crate) async fn set_env(
-    store: &dyn Store,
+    store: &dyn Admin,
     key: Option<&stoke_auth::sealed::SecretsKey>,
     r: SetEnvRequest,
 ) -> Result<SetEnvResponse, ApiError> {
@@ -146,7 +144,7 @@ fn alias_info(a: &Alias) -> AliasInfo {
 
 /// Create or move an alias; version 0 = the current version.
 pub(crate) async fn set_alias(
-    store: &dyn Store,
+    store: &dyn Admin,
     function: &str,
     alias: &str,
     version: u32,
@@ -176,7 +174,7 @@ pub(crate) async fn set_alias(
     }))
 }
 
-pub(crate) async fn aliases(store: &dyn Store, function: &str) -> Result<ListAliasesResponse, ApiError> {
+pub(crate) async fn aliases(store: &dyn Admin, function: &str) -> Result<ListAliasesResponse, ApiError> {
     if store.function_namespace(function).await?.is_none() {
         return Err(ApiError::not_found(format!("function {function:?} not found")));
     }
@@ -186,7 +184,7 @@ pub(crate) async fn aliases(store: &dyn Store, function: &str) -> Result<ListAli
     })
 }
 
-pub(crate) async fn delete_alias(store: &dyn Store, function: &str, alias: &str) -> Result<(), ApiError> {
+pub(crate) async fn delete_alias(store: &dyn Admin, function: &str, alias: &str) -> Result<(), ApiError> {
     if !store.delete_alias(function, alias).await? {
         return Err(ApiError::not_found(format!(
             "function {function:?} has no alias {alias:?}"
@@ -194,6 +192,29 @@ pub(crate) async fn delete_alias(store: &dyn Store, function: &str, alias: &str)
     }
     tracing::info!(%function, %alias, "alias deleted");
     Ok(())
+}
+
+/// The wire view of a deployed version.
+pub(crate) fn function_info(v: &FunctionVersion) -> FunctionInfo {
+    let manifest = Manifest::parse(&v.manifest).ok();
+    FunctionInfo {
+        name: v.function.clone(),
+        version: v.version,
+        digest: v.digest.clone(),
+        package_size: v.package_size,
+        memory_mb: manifest.as_ref().map_or(0, |m| m.memory),
+        timeout_ms: manifest.as_ref().map_or(0, |m| m.timeout_ms() as u32),
+        command: manifest.as_ref().map(|m| m.command.clone()).unwrap_or_default(),
+        manifest: v.manifest.clone(),
+        created_unix_ms: v.created_ms,
+        triggers: manifest
+            .and_then(|m| m.triggers().ok())
+            .map(|ts| ts.iter().map(ToString::to_string).collect())
+            .unwrap_or_default(),
+        namespace: v.namespace.clone(),
+        env: v.config.env.clone().into_iter().collect(),
+        secret_names: v.config.secrets.keys().cloned().collect(),
+    }
 }
 
 #[cfg(test)]

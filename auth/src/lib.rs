@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
-use stoke_store::{NewToken, Store, StoreError, TokenRecord};
+use stoke_store::{NewToken, StoreError, TokenRecord, Tokens};
 
 /// The namespace functions land in when none is named.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -181,7 +181,7 @@ impl Caller {
 /// Checks bearer tokens against the store, caching hits briefly.
 #[derive(Clone)]
 pub struct Authenticator {
-    store: Arc<dyn Store>,
+    store: Arc<dyn Tokens>,
     enabled: bool,
     cache: Arc<Mutex<HashMap<String, (Caller, Instant)>>>,
     /// Hash of a secret that lives only in this process, for a worker in the
@@ -190,7 +190,7 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(store: Arc<dyn Store>, enabled: bool) -> Authenticator {
+    pub fn new(store: Arc<dyn Tokens>, enabled: bool) -> Authenticator {
         Authenticator {
             store,
             enabled,
@@ -259,7 +259,7 @@ impl Authenticator {
 /// When auth is on and the store holds no live token, create an admin token
 /// for every namespace and write its secret to `file` (mode 0600), so the
 /// first operator can log in. Returns whether it did.
-pub async fn bootstrap(store: &dyn Store, file: &std::path::Path) -> Result<bool, AuthError> {
+pub async fn bootstrap(store: &dyn Tokens, file: &std::path::Path) -> Result<bool, AuthError> {
     let live = store
         .tokens()
         .await
@@ -314,7 +314,7 @@ pub fn validate_namespace(ns: &str) -> Result<(), AuthError> {
 
 /// Create a token; returns its record and the secret (shown only now).
 pub async fn mint(
-    store: &dyn Store,
+    store: &dyn Tokens,
     name: &str,
     namespace: &str,
     role: Role,

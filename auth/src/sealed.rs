@@ -75,7 +75,7 @@ pub enum SealError {
 pub async fn check_at_start(
     key: &SecretsKey,
     path: &Path,
-    store: &dyn stoke_store::Store,
+    store: &dyn stoke_store::Catalog,
     adopt: bool,
 ) -> Result<(), SealError> {
     const SETTING: &str = "secrets_key_fingerprint";

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use stoke_store::Store;
+use stoke_store::Edge;
 use tokio_util::sync::CancellationToken;
 
 use stoke_bus::Invoker;
@@ -81,7 +81,7 @@ impl Broker {
         opts: &BrokerOptions,
         streams: &StreamOptions,
         nats: async_nats::Client,
-        store: Arc<dyn Store>,
+        store: Arc<dyn Edge>,
     ) -> Result<Broker, BrokerError> {
         let tls = tls::acceptor(&opts.tls).map_err(BrokerError::Tls)?;
         let js = async_nats::jetstream::new(nats.clone());

@@ -17,7 +17,7 @@ use stoke_core::catalog::CurrentVersions;
 use stoke_core::trace::TraceContext;
 use stoke_core::{HttpAuth, Manifest, Retryable};
 use stoke_proto::InvocationInfo;
-use stoke_store::{Accepted, DeadLetter, FunctionVersion, Store};
+use stoke_store::{Accepted, DeadLetter, Edge, FunctionVersion};
 use tracing::Instrument as _;
 
 use stoke_auth::{AuthError, Authenticator, Role};
@@ -111,7 +111,7 @@ pub struct Invoker {
 struct Inner {
     client: async_nats::Client,
     js: jetstream::Context,
-    store: Arc<dyn Store>,
+    store: Arc<dyn Edge>,
     /// Checks tokens of token-protected HTTP triggers (always on).
     auth: Authenticator,
     max_payload: usize,
@@ -132,7 +132,7 @@ struct Inner {
 const MANIFESTS_KEPT: usize = 4096;
 
 impl Invoker {
-    pub fn new(client: async_nats::Client, store: Arc<dyn Store>, max_payload: usize, wait_slack: Duration) -> Invoker {
+    pub fn new(client: async_nats::Client, store: Arc<dyn Edge>, max_payload: usize, wait_slack: Duration) -> Invoker {
         Invoker {
             inner: Arc::new(Inner {
                 js: jetstream::new(client.clone()),

@@ -98,16 +98,31 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// What the platform needs from durable storage. Implementations must make
-/// [`Store::record_completion`] atomic: the attempt row and the completion
-/// land together, and a second completion for the same key is refused by the
-/// database, returning the first.
+/// The store, split by what each part of the platform may do with it; one
+/// implementation (`sql_store.rs`, `sql_catalog.rs`) serves them all, and
+/// each role is handed only the view it needs: the edge ([`Edge`]: the
+/// broker, the `Invoker`) and the admin API ([`Admin`]) cannot write
+/// attempts or completions; only delivery holds the whole [`Store`].
+pub trait Store: Admin + Delivery {}
+impl<T: Admin + Delivery> Store for T {}
+
+/// What the edge may do: read the catalog and tokens, record an accepted
+/// event, read what became of invocations, and keep the cron ledger.
+pub trait Edge: Catalog + Tokens + Accepting + Invocations + Schedules {}
+impl<T: Catalog + Tokens + Accepting + Invocations + Schedules> Edge for T {}
+
+/// What the admin API may do: the edge's, and usage.
+pub trait Admin: Edge + Usage {}
+impl<T: Edge + Usage> Admin for T {}
+
+/// Functions and their versions: packages by digest, versions and their
+/// configuration, the current version, aliases, ownership by namespace, and
+/// cluster-wide settings. The admin API writes it; every role reads it.
 #[async_trait]
-pub trait Store: Catalog + Send + Sync + 'static {
+pub trait Catalog: Send + Sync + 'static {
     /// Store a package (no-op when the digest is already stored).
     async fn put_package(&self, digest: &str, data: &[u8]) -> Result<()>;
     async fn get_package(&self, digest: &str) -> Result<Option<Vec<u8>>>;
-
     /// Record a deploy. If the function's current version has the same
     /// digest and manifest, nothing changes and `Unchanged` is returned.
     async fn deploy_version(&self, new: NewVersion<'_>) -> Result<DeployOutcome>;
@@ -119,75 +134,6 @@ pub trait Store: Catalog + Send + Sync + 'static {
     async fn current_version(&self, function: &str) -> Result<Option<FunctionVersion>>;
     async fn get_version(&self, function: &str, version: u32) -> Result<Option<FunctionVersion>>;
     async fn list_functions(&self) -> Result<Vec<FunctionVersion>>;
-
-    /// Note an accepted event. The first record of an invocation stays:
-    /// returns false (writing nothing) if there already was one.
-    async fn record_accepted(&self, accepted: &Accepted) -> Result<bool>;
-    async fn accepted(&self, invocation_id: &str) -> Result<Option<Accepted>>;
-    /// An attempt of this accepted event has been under way since `at_ms`
-    /// (the first mark stays): until it ends, its view says `running`, not
-    /// `queued`. A no-op for an event never recorded by
-    /// [`Store::record_accepted`].
-    async fn mark_running(&self, invocation_id: &str, at_ms: i64) -> Result<()>;
-    /// Meter an attempt that did not end the invocation, marking it running
-    /// as [`Store::mark_running`] does (idempotent per
-    /// invocation, attempt number and epoch).
-    async fn record_attempt(&self, attempt: &AttemptRecord) -> Result<()>;
-    /// Meter the final attempt and write the completion, atomically.
-    async fn record_completion(&self, attempt: &AttemptRecord, completion: &Completion) -> Result<CompletionWrite>;
-    /// Meter one batch invocation and write the completions of the items it
-    /// settled, atomically; an item whose key already completed keeps its
-    /// first record. Returns how many completions were new.
-    async fn record_batch(&self, attempt: &AttemptRecord, completions: &[Completion]) -> Result<usize>;
-    async fn completion_by_key(&self, function: &str, idempotency_key: &str) -> Result<Option<Completion>>;
-    /// Everything known about one invocation id, or None if never seen.
-    async fn invocation(&self, invocation_id: &str) -> Result<Option<InvocationView>>;
-    async fn usage(&self, filter: &UsageFilter) -> Result<Vec<UsageRow>>;
-
-    /// Every metered attempt of an invocation, in order.
-    async fn attempts(&self, invocation_id: &str) -> Result<Vec<AttemptRecord>>;
-    /// The highest attempt number metered for an invocation (0 if none);
-    /// the next attempt is numbered one above it.
-    async fn last_attempt(&self, invocation_id: &str) -> Result<u32>;
-    /// Record the result of a superseded attempt that came back late (its
-    /// outcome `fenced`): it takes the place of the `Stoke.WorkerLost` row
-    /// written for that epoch, or is added when there is none. A row with
-    /// that epoch's real outcome is left as it is.
-    async fn record_fenced(&self, attempt: &AttemptRecord) -> Result<()>;
-
-    /// Meter the final attempt (if any) and dead-letter the event,
-    /// atomically. Dead-lettering an invocation again replaces its row.
-    async fn record_dead_letter(&self, attempt: Option<&AttemptRecord>, dead: &DeadLetter) -> Result<()>;
-    async fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>>;
-    async fn dead_letter(&self, invocation_id: &str) -> Result<Option<DeadLetter>>;
-    /// Claim a dead letter for redrive at `now_ms`; false if it was already
-    /// redriven (by a concurrent caller too).
-    async fn claim_redrive(&self, invocation_id: &str, now_ms: i64) -> Result<bool>;
-    /// Undo a claim made at `claimed_ms` (the redrive could not be published).
-    async fn release_redrive(&self, invocation_id: &str, claimed_ms: i64) -> Result<()>;
-
-    /// Decide a cron tick's fate: None if this call recorded it, else the
-    /// row already in the ledger (another broker's decision, or an earlier run's).
-    async fn claim_tick(&self, tick: &CronTick) -> Result<Option<CronTick>>;
-    /// The newest ledger row of a schedule (only ones that started an
-    /// invocation when `fired_only`).
-    async fn last_tick(&self, schedule_id: &str, fired_only: bool) -> Result<Option<CronTick>>;
-    /// Newest first, at most `limit` (0 = 100).
-    async fn cron_ticks(&self, function: Option<&str>, limit: u32) -> Result<Vec<CronTick>>;
-
-    /// Add an admin schedule; false if the name is taken.
-    async fn create_schedule(&self, s: &ScheduleDef) -> Result<bool>;
-    async fn schedules(&self) -> Result<Vec<ScheduleDef>>;
-    /// Pause or resume; false if there is no such schedule.
-    async fn set_schedule_paused(&self, name: &str, paused: bool, now_ms: i64) -> Result<bool>;
-    /// False if there is no such schedule.
-    async fn delete_schedule(&self, name: &str) -> Result<bool>;
-}
-
-/// What the admin API manages besides deliveries: function ownership and
-/// version history, and API tokens (stored as hashes).
-#[async_trait]
-pub trait Catalog: Send + Sync + 'static {
     /// The namespace that owns `function` (also once it is deleted).
     async fn function_namespace(&self, function: &str) -> Result<Option<String>>;
     /// Every version ever deployed, oldest first.
@@ -199,20 +145,6 @@ pub trait Catalog: Send + Sync + 'static {
     /// deploy. Its versions, invocations and usage are kept, and its name
     /// stays with its namespace. False if it was not deployed.
     async fn delete_function(&self, function: &str, now_ms: i64) -> Result<bool>;
-    async fn create_token(&self, t: &NewToken<'_>) -> Result<()>;
-    /// The live (not revoked) token with this secret hash.
-    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>>;
-    /// Every token, revoked ones too, oldest first.
-    async fn tokens(&self) -> Result<Vec<TokenRecord>>;
-    /// False if there is no such live token.
-    async fn revoke_token(&self, id: &str, now_ms: i64) -> Result<bool>;
-    /// The cluster-wide setting `name`, if one is recorded.
-    async fn setting(&self, name: &str) -> Result<Option<String>>;
-    /// A cluster-wide setting: record `value` under `name` unless one is
-    /// there already; the value stored (this one, or the earlier one).
-    async fn claim_setting(&self, name: &str, value: &str, now_ms: i64) -> Result<String>;
-    /// Record `value` under `name`, replacing any earlier one.
-    async fn replace_setting(&self, name: &str, value: &str, now_ms: i64) -> Result<()>;
     /// Point `alias` at `version` (creating or moving it); false if the
     /// function has no such version.
     async fn set_alias(&self, function: &str, alias: &str, version: u32, now_ms: i64) -> Result<bool>;
@@ -220,6 +152,50 @@ pub trait Catalog: Send + Sync + 'static {
     async fn aliases(&self, function: &str) -> Result<Vec<Alias>>;
     /// False if there was no such alias.
     async fn delete_alias(&self, function: &str, alias: &str) -> Result<bool>;
+    /// The cluster-wide setting `name`, if one is recorded.
+    async fn setting(&self, name: &str) -> Result<Option<String>>;
+    /// A cluster-wide setting: record `value` under `name` unless one is
+    /// there already; the value stored (this one, or the earlier one).
+    async fn claim_setting(&self, name: &str, value: &str, now_ms: i64) -> Result<String>;
+    /// Record `value` under `name`, replacing any earlier one.
+    async fn replace_setting(&self, name: &str, value: &str, now_ms: i64) -> Result<()>;
+}
+
+/// API tokens, stored as hashes of their secrets.
+#[async_trait]
+pub trait Tokens: Send + Sync + 'static {
+    async fn create_token(&self, t: &NewToken<'_>) -> Result<()>;
+    /// The live (not revoked) token with this secret hash.
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>>;
+    /// Every token, revoked ones too, oldest first.
+    async fn tokens(&self) -> Result<Vec<TokenRecord>>;
+    /// False if there is no such live token.
+    async fn revoke_token(&self, id: &str, now_ms: i64) -> Result<bool>;
+}
+
+/// What the edge writes when it accepts an event: its record, with the
+/// payload's digest, before the event is published.
+#[async_trait]
+pub trait Accepting: Send + Sync + 'static {
+    /// Note an accepted event. The first record of an invocation stays:
+    /// returns false (writing nothing) if there already was one.
+    async fn record_accepted(&self, accepted: &Accepted) -> Result<bool>;
+    async fn accepted(&self, invocation_id: &str) -> Result<Option<Accepted>>;
+}
+
+/// What became of invocations, for callers and the admin API: completions
+/// by key, one invocation's view, its metered attempts, listings, dead
+/// letters, and claiming a dead letter for redrive.
+#[async_trait]
+pub trait Invocations: Send + Sync + 'static {
+    async fn completion_by_key(&self, function: &str, idempotency_key: &str) -> Result<Option<Completion>>;
+    /// Everything known about one invocation id, or None if never seen.
+    async fn invocation(&self, invocation_id: &str) -> Result<Option<InvocationView>>;
+    /// Every metered attempt of an invocation, in order.
+    async fn attempts(&self, invocation_id: &str) -> Result<Vec<AttemptRecord>>;
+    /// The highest attempt number metered for an invocation (0 if none);
+    /// the next attempt is numbered one above it.
+    async fn last_attempt(&self, invocation_id: &str) -> Result<u32>;
     /// One page of invocations, newest first (created time, then id), each
     /// listed once with its current status: a completion wins over a dead
     /// letter of the same id (a redrive that completed), a live dead letter
@@ -227,6 +203,72 @@ pub trait Catalog: Send + Sync + 'static {
     /// queued. Only keyed and async events are recorded before they finish,
     /// so other queued ones do not show until they end.
     async fn list_invocations(&self, filter: &InvocationFilter) -> Result<InvocationPage>;
+    async fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>>;
+    async fn dead_letter(&self, invocation_id: &str) -> Result<Option<DeadLetter>>;
+    /// Claim a dead letter for redrive at `now_ms`; false if it was already
+    /// redriven (by a concurrent caller too).
+    async fn claim_redrive(&self, invocation_id: &str, now_ms: i64) -> Result<bool>;
+    /// Undo a claim made at `claimed_ms` (the redrive could not be published).
+    async fn release_redrive(&self, invocation_id: &str, claimed_ms: i64) -> Result<()>;
+}
+
+/// What only delivery (the dispatcher) writes: metered attempts, the one
+/// completion per key, batches, fenced late results and dead letters.
+/// Implementations must make [`Delivery::record_completion`] atomic: the
+/// attempt row and the completion land together, and a second completion
+/// for the same key is refused by the database, returning the first.
+#[async_trait]
+pub trait Delivery: Send + Sync + 'static {
+    /// An attempt of this accepted event has been under way since `at_ms`
+    /// (the first mark stays): until it ends, its view says `running`, not
+    /// `queued`. A no-op for an event never recorded by
+    /// [`Accepting::record_accepted`].
+    async fn mark_running(&self, invocation_id: &str, at_ms: i64) -> Result<()>;
+    /// Meter an attempt that did not end the invocation, marking it running
+    /// as [`Delivery::mark_running`] does (idempotent per
+    /// invocation, attempt number and epoch).
+    async fn record_attempt(&self, attempt: &AttemptRecord) -> Result<()>;
+    /// Meter the final attempt and write the completion, atomically.
+    async fn record_completion(&self, attempt: &AttemptRecord, completion: &Completion) -> Result<CompletionWrite>;
+    /// Meter one batch invocation and write the completions of the items it
+    /// settled, atomically; an item whose key already completed keeps its
+    /// first record. Returns how many completions were new.
+    async fn record_batch(&self, attempt: &AttemptRecord, completions: &[Completion]) -> Result<usize>;
+    /// Record the result of a superseded attempt that came back late (its
+    /// outcome `fenced`): it takes the place of the `Stoke.WorkerLost` row
+    /// written for that epoch, or is added when there is none. A row with
+    /// that epoch's real outcome is left as it is.
+    async fn record_fenced(&self, attempt: &AttemptRecord) -> Result<()>;
+    /// Meter the final attempt (if any) and dead-letter the event,
+    /// atomically. Dead-lettering an invocation again replaces its row.
+    async fn record_dead_letter(&self, attempt: Option<&AttemptRecord>, dead: &DeadLetter) -> Result<()>;
+}
+
+/// Cron: the tick ledger (each tick's fate decided once) and the schedules
+/// made through the admin API.
+#[async_trait]
+pub trait Schedules: Send + Sync + 'static {
+    /// Decide a cron tick's fate: None if this call recorded it, else the
+    /// row already in the ledger (another broker's decision, or an earlier run's).
+    async fn claim_tick(&self, tick: &CronTick) -> Result<Option<CronTick>>;
+    /// The newest ledger row of a schedule (only ones that started an
+    /// invocation when `fired_only`).
+    async fn last_tick(&self, schedule_id: &str, fired_only: bool) -> Result<Option<CronTick>>;
+    /// Newest first, at most `limit` (0 = 100).
+    async fn cron_ticks(&self, function: Option<&str>, limit: u32) -> Result<Vec<CronTick>>;
+    /// Add an admin schedule; false if the name is taken.
+    async fn create_schedule(&self, s: &ScheduleDef) -> Result<bool>;
+    async fn schedules(&self) -> Result<Vec<ScheduleDef>>;
+    /// Pause or resume; false if there is no such schedule.
+    async fn set_schedule_paused(&self, name: &str, paused: bool, now_ms: i64) -> Result<bool>;
+    /// False if there is no such schedule.
+    async fn delete_schedule(&self, name: &str) -> Result<bool>;
+}
+
+/// Metered usage, summed for billing.
+#[async_trait]
+pub trait Usage: Send + Sync + 'static {
+    async fn usage(&self, filter: &UsageFilter) -> Result<Vec<UsageRow>>;
 }
 
 /// Open a store from a URL: `sqlite://PATH` (created if missing) or
@@ -280,7 +322,7 @@ fn redact_one(url: &str) -> String {
 /// version 7, `name:live` the one alias `live` points at. None when the
 /// function is not deployed (a deleted one too) or has no such version or
 /// alias.
-pub async fn resolve_version(store: &dyn Store, qualified: &str) -> Result<Option<FunctionVersion>> {
+pub async fn resolve_version(store: &dyn Catalog, qualified: &str) -> Result<Option<FunctionVersion>> {
     use stoke_core::naming::{Qualifier, split_qualified};
     let (name, qualifier) = split_qualified(qualified);
     let Some(current) = store.current_version(name).await? else {

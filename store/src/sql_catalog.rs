@@ -52,50 +52,6 @@ macro_rules! sql_catalog {
 
         #[async_trait]
         impl Catalog for $store {
-            async fn list_invocations(&self, f: &InvocationFilter) -> Result<InvocationPage> {
-                let limit = if f.limit == 0 { 50 } else { f.limit } as usize;
-                let status = f.status.map(Status::as_str);
-                // The lower of the cursor and (until, ''): rows before it.
-                let until = (f.until_ms.unwrap_or(i64::MAX), "");
-                let (before_ms, before_id) = match &f.after {
-                    Some(c) => until.min((c.created_ms, c.invocation_id.as_str())),
-                    None => until,
-                };
-                let (sql, function) = match f.function.as_deref() {
-                    Some(function) => (q::LIST_INVOCATIONS_OF_FUNCTION, function),
-                    None => (q::LIST_INVOCATIONS, ""),
-                };
-                // Not a cached prepared statement: PostgreSQL would switch to
-                // a generic plan after five runs, blind to which of the
-                // `$n = '' OR ...` filters are off, and scan whole tables.
-                // Planned with its values each time, each branch walks its
-                // index. One row more than asked: whether there is a next page.
-                let mut invocations = sqlx::query(sql)
-                    .persistent(false)
-                    .bind(function)
-                    .bind(f.namespace.as_deref().unwrap_or(""))
-                    .bind(status.unwrap_or(""))
-                    .bind(f.since_ms.unwrap_or(0))
-                    .bind(f.idempotency_key.as_deref().unwrap_or(""))
-                    .bind(before_id)
-                    .bind(before_ms)
-                    .bind(limit as i64 + 1)
-                    .fetch_all(&self.pool)
-                    .await?
-                    .iter()
-                    .map(summary_from_row)
-                    .collect::<Result<Vec<_>>>()?;
-                let next = (invocations.len() > limit).then(|| {
-                    invocations.truncate(limit);
-                    let last = &invocations[limit - 1];
-                    InvocationCursor {
-                        created_ms: last.created_ms,
-                        invocation_id: last.invocation_id.clone(),
-                    }
-                });
-                Ok(InvocationPage { invocations, next })
-            }
-
             async fn function_namespace(&self, function: &str) -> Result<Option<String>> {
                 Ok(sqlx::query_scalar(q::FUNCTION_NAMESPACE)
                     .bind(function)
@@ -128,32 +84,6 @@ macro_rules! sql_catalog {
                     .execute(&self.pool)
                     .await?;
                 Ok(done.rows_affected() == 1)
-            }
-
-            async fn create_token(&self, t: &NewToken<'_>) -> Result<()> {
-                sqlx::query(q::INSERT_TOKEN)
-                    .bind(t.id)
-                    .bind(t.name)
-                    .bind(t.namespace)
-                    .bind(t.role)
-                    .bind(t.hash)
-                    .bind(t.now_ms)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
-            }
-
-            async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
-                let row = sqlx::query(q::TOKEN_BY_HASH)
-                    .bind(hash)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                row.map(|r| token_from_row(&r)).transpose()
-            }
-
-            async fn tokens(&self) -> Result<Vec<TokenRecord>> {
-                let rows = sqlx::query(q::LIST_TOKENS).fetch_all(&self.pool).await?;
-                rows.iter().map(token_from_row).collect()
             }
 
             async fn set_alias(&self, function: &str, alias: &str, version: u32, now_ms: i64) -> Result<bool> {
@@ -193,15 +123,6 @@ macro_rules! sql_catalog {
                 Ok(done.rows_affected() == 1)
             }
 
-            async fn revoke_token(&self, id: &str, now_ms: i64) -> Result<bool> {
-                let done = sqlx::query(q::REVOKE_TOKEN)
-                    .bind(id)
-                    .bind(now_ms)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected() == 1)
-            }
-
             async fn setting(&self, name: &str) -> Result<Option<String>> {
                 Ok(sqlx::query_scalar(q::GET_SETTING)
                     .bind(name)
@@ -230,6 +151,143 @@ macro_rules! sql_catalog {
                     .execute(&self.pool)
                     .await?;
                 Ok(())
+            }
+
+            async fn put_package(&self, digest: &str, data: &[u8]) -> Result<()> {
+                sqlx::query(q::PUT_PACKAGE)
+                    .bind(digest)
+                    .bind(data.len() as i64)
+                    .bind(data)
+                    .bind(stoke_core::now_ms())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn get_package(&self, digest: &str) -> Result<Option<Vec<u8>>> {
+                let row = sqlx::query(q::GET_PACKAGE)
+                    .bind(digest)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|r| r.try_get(0)).transpose()?)
+            }
+
+            async fn deploy_version(&self, new: NewVersion<'_>) -> Result<DeployOutcome> {
+                let mut tx = self.pool.begin().await?;
+                let (owner, current) = lock_function(&mut tx, new.function).await?;
+                if let Some(owner) = owner
+                    && owner != new.namespace
+                {
+                    return Ok(DeployOutcome::OtherNamespace(owner));
+                }
+                if let Some(cur) = &current
+                    && cur.digest == new.digest
+                    && cur.manifest == new.manifest
+                {
+                    return Ok(DeployOutcome::Unchanged(current.expect("some")));
+                }
+                let version = FunctionVersion {
+                    function: new.function.to_string(),
+                    version: 0,
+                    digest: new.digest.to_string(),
+                    manifest: new.manifest.to_string(),
+                    package_size: new.package_size,
+                    created_ms: new.now_ms,
+                    namespace: new.namespace.to_string(),
+                    // Configuration set through the API outlives deploys.
+                    config: current.map(|c| c.config).unwrap_or_default(),
+                };
+                let version = insert_next_version(&mut tx, version).await?;
+                tx.commit().await?;
+                Ok(DeployOutcome::Created(version))
+            }
+
+            async fn edit_config(
+                &self,
+                function: &str,
+                edit: &stoke_core::ConfigEdit,
+                now_ms: i64,
+            ) -> Result<DeployOutcome> {
+                let mut tx = self.pool.begin().await?;
+                let (_, current) = lock_function(&mut tx, function).await?;
+                let Some(current) = current else {
+                    return Ok(DeployOutcome::NotDeployed);
+                };
+                let config = match current.config.apply(edit) {
+                    Ok(c) => c,
+                    Err(e) => return Ok(DeployOutcome::InvalidConfig(e)),
+                };
+                if config == current.config {
+                    return Ok(DeployOutcome::Unchanged(current));
+                }
+                let version = FunctionVersion {
+                    created_ms: now_ms,
+                    config,
+                    ..current
+                };
+                let version = insert_next_version(&mut tx, version).await?;
+                tx.commit().await?;
+                Ok(DeployOutcome::Created(version))
+            }
+
+            async fn current_version(&self, function: &str) -> Result<Option<FunctionVersion>> {
+                let row = sqlx::query(q::CURRENT_VERSION)
+                    .bind(function)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|r| version_from_row(&r)).transpose()
+            }
+
+            async fn get_version(&self, function: &str, version: u32) -> Result<Option<FunctionVersion>> {
+                let row = sqlx::query(q::GET_VERSION)
+                    .bind(function)
+                    .bind(i64::from(version))
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|r| version_from_row(&r)).transpose()
+            }
+
+            async fn list_functions(&self) -> Result<Vec<FunctionVersion>> {
+                let rows = sqlx::query(q::LIST_FUNCTIONS).fetch_all(&self.pool).await?;
+                rows.iter().map(version_from_row).collect()
+            }
+        }
+
+        #[async_trait]
+        impl Tokens for $store {
+            async fn create_token(&self, t: &NewToken<'_>) -> Result<()> {
+                sqlx::query(q::INSERT_TOKEN)
+                    .bind(t.id)
+                    .bind(t.name)
+                    .bind(t.namespace)
+                    .bind(t.role)
+                    .bind(t.hash)
+                    .bind(t.now_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
+                let row = sqlx::query(q::TOKEN_BY_HASH)
+                    .bind(hash)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|r| token_from_row(&r)).transpose()
+            }
+
+            async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+                let rows = sqlx::query(q::LIST_TOKENS).fetch_all(&self.pool).await?;
+                rows.iter().map(token_from_row).collect()
+            }
+
+            async fn revoke_token(&self, id: &str, now_ms: i64) -> Result<bool> {
+                let done = sqlx::query(q::REVOKE_TOKEN)
+                    .bind(id)
+                    .bind(now_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
             }
         }
     };

@@ -316,106 +316,7 @@ macro_rules! sql_store {
         }
 
         #[async_trait]
-        impl Store for $store {
-            async fn put_package(&self, digest: &str, data: &[u8]) -> Result<()> {
-                sqlx::query(q::PUT_PACKAGE)
-                    .bind(digest)
-                    .bind(data.len() as i64)
-                    .bind(data)
-                    .bind(stoke_core::now_ms())
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
-            }
-
-            async fn get_package(&self, digest: &str) -> Result<Option<Vec<u8>>> {
-                let row = sqlx::query(q::GET_PACKAGE)
-                    .bind(digest)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                Ok(row.map(|r| r.try_get(0)).transpose()?)
-            }
-
-            async fn deploy_version(&self, new: NewVersion<'_>) -> Result<DeployOutcome> {
-                let mut tx = self.pool.begin().await?;
-                let (owner, current) = lock_function(&mut tx, new.function).await?;
-                if let Some(owner) = owner
-                    && owner != new.namespace
-                {
-                    return Ok(DeployOutcome::OtherNamespace(owner));
-                }
-                if let Some(cur) = &current
-                    && cur.digest == new.digest
-                    && cur.manifest == new.manifest
-                {
-                    return Ok(DeployOutcome::Unchanged(current.expect("some")));
-                }
-                let version = FunctionVersion {
-                    function: new.function.to_string(),
-                    version: 0,
-                    digest: new.digest.to_string(),
-                    manifest: new.manifest.to_string(),
-                    package_size: new.package_size,
-                    created_ms: new.now_ms,
-                    namespace: new.namespace.to_string(),
-                    // Configuration set through the API outlives deploys.
-                    config: current.map(|c| c.config).unwrap_or_default(),
-                };
-                let version = insert_next_version(&mut tx, version).await?;
-                tx.commit().await?;
-                Ok(DeployOutcome::Created(version))
-            }
-
-            async fn edit_config(
-                &self,
-                function: &str,
-                edit: &stoke_core::ConfigEdit,
-                now_ms: i64,
-            ) -> Result<DeployOutcome> {
-                let mut tx = self.pool.begin().await?;
-                let (_, current) = lock_function(&mut tx, function).await?;
-                let Some(current) = current else {
-                    return Ok(DeployOutcome::NotDeployed);
-                };
-                let config = match current.config.apply(edit) {
-                    Ok(c) => c,
-                    Err(e) => return Ok(DeployOutcome::InvalidConfig(e)),
-                };
-                if config == current.config {
-                    return Ok(DeployOutcome::Unchanged(current));
-                }
-                let version = FunctionVersion {
-                    created_ms: now_ms,
-                    config,
-                    ..current
-                };
-                let version = insert_next_version(&mut tx, version).await?;
-                tx.commit().await?;
-                Ok(DeployOutcome::Created(version))
-            }
-
-            async fn current_version(&self, function: &str) -> Result<Option<FunctionVersion>> {
-                let row = sqlx::query(q::CURRENT_VERSION)
-                    .bind(function)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                row.map(|r| version_from_row(&r)).transpose()
-            }
-
-            async fn get_version(&self, function: &str, version: u32) -> Result<Option<FunctionVersion>> {
-                let row = sqlx::query(q::GET_VERSION)
-                    .bind(function)
-                    .bind(i64::from(version))
-                    .fetch_optional(&self.pool)
-                    .await?;
-                row.map(|r| version_from_row(&r)).transpose()
-            }
-
-            async fn list_functions(&self) -> Result<Vec<FunctionVersion>> {
-                let rows = sqlx::query(q::LIST_FUNCTIONS).fetch_all(&self.pool).await?;
-                rows.iter().map(version_from_row).collect()
-            }
-
+        impl Accepting for $store {
             async fn record_accepted(&self, a: &Accepted) -> Result<bool> {
                 let done = sqlx::query(q::INSERT_INVOCATION)
                     .bind(&a.invocation_id)
@@ -446,51 +347,10 @@ macro_rules! sql_store {
                     payload_digest: r.try_get(5)?,
                 }))
             }
+        }
 
-            async fn mark_running(&self, id: &str, at_ms: i64) -> Result<()> {
-                // On the writers' connection, queued behind the group commit
-                // rather than in SQLite's busy handler.
-                on_writer(&self.pool, &self.writer, async |conn| {
-                    sqlx::query(q::MARK_RUNNING)
-                        .bind(id)
-                        .bind(at_ms)
-                        .execute(&mut *conn)
-                        .await?;
-                    Ok(())
-                })
-                .await
-            }
-
-            async fn record_attempt(&self, attempt: &AttemptRecord) -> Result<()> {
-                // With its invocation marked running (tried, not ended), on
-                // the writers' connection like every other write of attempts.
-                on_writer(&self.pool, &self.writer, async |conn| {
-                    let mut tx = sqlx::Connection::begin(conn).await?;
-                    bind_attempt(sqlx::query(q::INSERT_ATTEMPT), attempt)
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query(q::MARK_RUNNING)
-                        .bind(&attempt.invocation_id)
-                        .bind(attempt.started_ms)
-                        .execute(&mut *tx)
-                        .await?;
-                    tx.commit().await?;
-                    Ok(())
-                })
-                .await
-            }
-
-            async fn record_completion(&self, attempt: &AttemptRecord, c: &Completion) -> Result<CompletionWrite> {
-                self.commits.submit((attempt.clone(), c.clone())).await
-            }
-
-            async fn record_batch(&self, attempt: &AttemptRecord, completions: &[Completion]) -> Result<usize> {
-                on_writer(&self.pool, &self.writer, async |conn| {
-                    write_batch(conn, attempt, completions).await
-                })
-                .await
-            }
-
+        #[async_trait]
+        impl Invocations for $store {
             async fn completion_by_key(&self, function: &str, key: &str) -> Result<Option<Completion>> {
                 let row = sqlx::query(q::COMPLETION_BY_KEY)
                     .bind(function)
@@ -629,6 +489,139 @@ macro_rules! sql_store {
                 Ok(n as u32)
             }
 
+            async fn dead_letters(&self, f: &DeadLetterFilter) -> Result<Vec<DeadLetter>> {
+                let limit = if f.limit == 0 { 1000 } else { f.limit };
+                sqlx::query(q::LIST_DEAD_LETTERS)
+                    .bind(f.function.as_deref().unwrap_or(""))
+                    .bind(f.since_ms.unwrap_or(0))
+                    .bind(f.until_ms.unwrap_or(0))
+                    .bind(f.include_redriven)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(dead_letter_from_row)
+                    .collect()
+            }
+
+            async fn dead_letter(&self, id: &str) -> Result<Option<DeadLetter>> {
+                sqlx::query(q::GET_DEAD_LETTER)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(|r| dead_letter_from_row(&r))
+                    .transpose()
+            }
+
+            async fn claim_redrive(&self, id: &str, now_ms: i64) -> Result<bool> {
+                let done = sqlx::query(q::CLAIM_REDRIVE)
+                    .bind(id)
+                    .bind(now_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn release_redrive(&self, id: &str, claimed_ms: i64) -> Result<()> {
+                sqlx::query(q::RELEASE_REDRIVE)
+                    .bind(id)
+                    .bind(claimed_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn list_invocations(&self, f: &InvocationFilter) -> Result<InvocationPage> {
+                let limit = if f.limit == 0 { 50 } else { f.limit } as usize;
+                let status = f.status.map(Status::as_str);
+                // The lower of the cursor and (until, ''): rows before it.
+                let until = (f.until_ms.unwrap_or(i64::MAX), "");
+                let (before_ms, before_id) = match &f.after {
+                    Some(c) => until.min((c.created_ms, c.invocation_id.as_str())),
+                    None => until,
+                };
+                let (sql, function) = match f.function.as_deref() {
+                    Some(function) => (q::LIST_INVOCATIONS_OF_FUNCTION, function),
+                    None => (q::LIST_INVOCATIONS, ""),
+                };
+                // Not a cached prepared statement: PostgreSQL would switch to
+                // a generic plan after five runs, blind to which of the
+                // `$n = '' OR ...` filters are off, and scan whole tables.
+                // Planned with its values each time, each branch walks its
+                // index. One row more than asked: whether there is a next page.
+                let mut invocations = sqlx::query(sql)
+                    .persistent(false)
+                    .bind(function)
+                    .bind(f.namespace.as_deref().unwrap_or(""))
+                    .bind(status.unwrap_or(""))
+                    .bind(f.since_ms.unwrap_or(0))
+                    .bind(f.idempotency_key.as_deref().unwrap_or(""))
+                    .bind(before_id)
+                    .bind(before_ms)
+                    .bind(limit as i64 + 1)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(summary_from_row)
+                    .collect::<Result<Vec<_>>>()?;
+                let next = (invocations.len() > limit).then(|| {
+                    invocations.truncate(limit);
+                    let last = &invocations[limit - 1];
+                    InvocationCursor {
+                        created_ms: last.created_ms,
+                        invocation_id: last.invocation_id.clone(),
+                    }
+                });
+                Ok(InvocationPage { invocations, next })
+            }
+        }
+
+        #[async_trait]
+        impl Delivery for $store {
+            async fn mark_running(&self, id: &str, at_ms: i64) -> Result<()> {
+                // On the writers' connection, queued behind the group commit
+                // rather than in SQLite's busy handler.
+                on_writer(&self.pool, &self.writer, async |conn| {
+                    sqlx::query(q::MARK_RUNNING)
+                        .bind(id)
+                        .bind(at_ms)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+                .await
+            }
+
+            async fn record_attempt(&self, attempt: &AttemptRecord) -> Result<()> {
+                // With its invocation marked running (tried, not ended), on
+                // the writers' connection like every other write of attempts.
+                on_writer(&self.pool, &self.writer, async |conn| {
+                    let mut tx = sqlx::Connection::begin(conn).await?;
+                    bind_attempt(sqlx::query(q::INSERT_ATTEMPT), attempt)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(q::MARK_RUNNING)
+                        .bind(&attempt.invocation_id)
+                        .bind(attempt.started_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(())
+                })
+                .await
+            }
+
+            async fn record_completion(&self, attempt: &AttemptRecord, c: &Completion) -> Result<CompletionWrite> {
+                self.commits.submit((attempt.clone(), c.clone())).await
+            }
+
+            async fn record_batch(&self, attempt: &AttemptRecord, completions: &[Completion]) -> Result<usize> {
+                on_writer(&self.pool, &self.writer, async |conn| {
+                    write_batch(conn, attempt, completions).await
+                })
+                .await
+            }
+
             async fn record_fenced(&self, a: &AttemptRecord) -> Result<()> {
                 let mut tx = self.pool.begin().await?;
                 let replaced = sqlx::query(q::FENCE_ATTEMPT)
@@ -697,49 +690,10 @@ macro_rules! sql_store {
                 tx.commit().await?;
                 Ok(())
             }
+        }
 
-            async fn dead_letters(&self, f: &DeadLetterFilter) -> Result<Vec<DeadLetter>> {
-                let limit = if f.limit == 0 { 1000 } else { f.limit };
-                sqlx::query(q::LIST_DEAD_LETTERS)
-                    .bind(f.function.as_deref().unwrap_or(""))
-                    .bind(f.since_ms.unwrap_or(0))
-                    .bind(f.until_ms.unwrap_or(0))
-                    .bind(f.include_redriven)
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await?
-                    .iter()
-                    .map(dead_letter_from_row)
-                    .collect()
-            }
-
-            async fn dead_letter(&self, id: &str) -> Result<Option<DeadLetter>> {
-                sqlx::query(q::GET_DEAD_LETTER)
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await?
-                    .map(|r| dead_letter_from_row(&r))
-                    .transpose()
-            }
-
-            async fn claim_redrive(&self, id: &str, now_ms: i64) -> Result<bool> {
-                let done = sqlx::query(q::CLAIM_REDRIVE)
-                    .bind(id)
-                    .bind(now_ms)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected() == 1)
-            }
-
-            async fn release_redrive(&self, id: &str, claimed_ms: i64) -> Result<()> {
-                sqlx::query(q::RELEASE_REDRIVE)
-                    .bind(id)
-                    .bind(claimed_ms)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
-            }
-
+        #[async_trait]
+        impl Schedules for $store {
             async fn claim_tick(&self, t: &CronTick) -> Result<Option<CronTick>> {
                 let done = sqlx::query(q::CLAIM_TICK)
                     .bind(&t.schedule_id)
@@ -839,7 +793,10 @@ macro_rules! sql_store {
                     .await?;
                 Ok(done.rows_affected() == 1)
             }
+        }
 
+        #[async_trait]
+        impl Usage for $store {
             async fn usage(&self, f: &UsageFilter) -> Result<Vec<UsageRow>> {
                 // Planned with its values (see list_invocations).
                 let (hours_from, hours_to) = q::whole_hours(f.since_ms, f.until_ms);

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use stoke_core::{CronSpec, Manifest, Overlap, Trigger};
-use stoke_store::{CronTick, Status, Store, TickOutcome};
+use stoke_store::{CronTick, Edge, Status, TickOutcome};
 use tokio_util::sync::CancellationToken;
 
 use schedule::{Plan, Schedule};
@@ -60,13 +60,13 @@ struct Entry {
 }
 
 pub struct Scheduler {
-    store: Arc<dyn Store>,
+    store: Arc<dyn Edge>,
     invoker: Invoker,
     opts: CronOptions,
 }
 
 impl Scheduler {
-    pub fn new(store: Arc<dyn Store>, invoker: Invoker, opts: CronOptions) -> Scheduler {
+    pub fn new(store: Arc<dyn Edge>, invoker: Invoker, opts: CronOptions) -> Scheduler {
         Scheduler { store, invoker, opts }
     }
 
