@@ -94,7 +94,7 @@ impl From<ApiError> for Status {
             },
             ApiError::Invoke(e) => match e {
                 InvokeError::NotFound(_) => Status::not_found(msg),
-                InvokeError::NoHttpTrigger(_) | InvokeError::BadManifest(..) => Status::failed_precondition(msg),
+                InvokeError::NoHttpTrigger(_) | InvokeError::BadManifest { .. } => Status::failed_precondition(msg),
                 InvokeError::PayloadTooLarge { .. } => Status::resource_exhausted(msg),
                 InvokeError::InvalidKey(_) => Status::invalid_argument(msg),
                 InvokeError::Unavailable(_) => Status::unavailable(msg),
@@ -122,7 +122,7 @@ mod tests {
             (ApiError::denied("no"), Code::PermissionDenied),
             (ApiError::nats("publish", "down"), Code::Unavailable),
             (ApiError::internal("oops"), Code::Internal),
-            (StoreError::Unavailable("gone".into()).into(), Code::Unavailable),
+            (StoreError::unavailable("gone").into(), Code::Unavailable),
             (AuthError::Unauthenticated("who".into()).into(), Code::Unauthenticated),
             (InvokeError::KeyConflict("k".into()).into(), Code::AlreadyExists),
             (Status::cancelled("bye").into(), Code::Cancelled),

@@ -59,7 +59,7 @@ pub enum SealError {
     )]
     NotTheSealingKey { path: String, secrets: Vec<String> },
     #[error("cannot check the secrets key against the store: {0}")]
-    Store(String),
+    Store(#[from] stoke_store::StoreError),
 }
 
 /// Check this dispatcher's key against the store at start (one read of
@@ -80,8 +80,7 @@ pub async fn check_at_start(
 ) -> Result<(), SealError> {
     const SETTING: &str = "secrets_key_fingerprint";
     let now = stoke_core::now_ms();
-    let store_err = |e: stoke_store::StoreError| SealError::Store(e.to_string());
-    let foreign = unopenable(key, &store.list_functions().await.map_err(store_err)?);
+    let foreign = unopenable(key, &store.list_functions().await?);
     if !foreign.is_empty() {
         tracing::error!(
             secrets = ?foreign,
@@ -91,11 +90,8 @@ pub async fn check_at_start(
         );
     }
     if adopt {
-        let replaced = store.setting(SETTING).await.map_err(store_err)?;
-        store
-            .replace_setting(SETTING, key.fingerprint(), now)
-            .await
-            .map_err(store_err)?;
+        let replaced = store.setting(SETTING).await?;
+        store.replace_setting(SETTING, key.fingerprint(), now).await?;
         tracing::warn!(
             fingerprint = key.fingerprint(),
             replaced = replaced.as_deref().unwrap_or(""),
@@ -105,7 +101,7 @@ pub async fn check_at_start(
         );
         return Ok(());
     }
-    let recorded = match store.setting(SETTING).await.map_err(store_err)? {
+    let recorded = match store.setting(SETTING).await? {
         Some(recorded) => recorded,
         None if !foreign.is_empty() => {
             return Err(SealError::NotTheSealingKey {
@@ -113,10 +109,7 @@ pub async fn check_at_start(
                 secrets: foreign,
             });
         }
-        None => store
-            .claim_setting(SETTING, key.fingerprint(), now)
-            .await
-            .map_err(store_err)?,
+        None => store.claim_setting(SETTING, key.fingerprint(), now).await?,
     };
     if recorded != key.fingerprint() {
         return Err(SealError::OtherKey {

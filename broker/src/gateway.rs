@@ -49,7 +49,7 @@ fn refused(e: InvokeError) -> Response {
             InvokeError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "Stoke.PayloadTooLarge"),
             InvokeError::InvalidKey(_) => (StatusCode::BAD_REQUEST, "Stoke.InvalidIdempotencyKey"),
             InvokeError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Stoke.Unavailable"),
-            InvokeError::BadManifest(..) => (StatusCode::INTERNAL_SERVER_ERROR, "Stoke.BadManifest"),
+            InvokeError::BadManifest { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "Stoke.BadManifest"),
             InvokeError::KeyConflict(_) => (StatusCode::CONFLICT, "Stoke.IdempotencyKeyConflict"),
             InvokeError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "Stoke.Unauthenticated"),
             InvokeError::Forbidden(_) => (StatusCode::FORBIDDEN, "Stoke.Forbidden"),

@@ -39,8 +39,12 @@ pub enum InvokeError {
     /// NATS or the store cannot take the event now; nothing was accepted.
     #[error("cannot accept the event now: {0}")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
-    #[error("deployed manifest of {0:?} is unreadable: {1}")]
-    BadManifest(String, String),
+    #[error("deployed manifest of {function:?} is unreadable: {source}")]
+    BadManifest {
+        function: String,
+        #[source]
+        source: stoke_core::manifest::ManifestError,
+    },
     #[error("idempotency key {0:?} was already used with a different payload")]
     KeyConflict(String),
     /// A token-protected HTTP trigger called without a valid token.
@@ -324,8 +328,10 @@ impl Invoker {
         if let Some(m) = self.inner.manifests.lock().expect("not poisoned").get(&key) {
             return Ok(m.clone());
         }
-        let parsed = Manifest::parse(&version.manifest)
-            .map_err(|e| InvokeError::BadManifest(version.function.clone(), e.to_string()))?;
+        let parsed = Manifest::parse(&version.manifest).map_err(|source| InvokeError::BadManifest {
+            function: version.function.clone(),
+            source,
+        })?;
         let parsed = Arc::new(parsed);
         let mut cache = self.inner.manifests.lock().expect("not poisoned");
         if cache.len() >= MANIFESTS_KEPT {

@@ -2,18 +2,10 @@
 //! `worker`) and the CLI verbs that drive the admin API.
 
 mod client;
-mod config;
-mod cron;
-mod dlq;
-mod fnconfig;
-mod invocations;
-mod logs;
-mod manage;
-mod nats_server;
 mod output;
-mod queue;
-mod serve;
+mod server;
 mod settings;
+mod verbs;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,8 +13,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use client::Admin;
-use config::{Config, ServeFlags};
+use server::config::{Config, ServeFlags};
 use settings::ClientFlags;
+use verbs::{cron, dlq, fnconfig, invocations, logs, manage, queue, run};
 
 const CLIENT_HELP: &str = "\
 The verbs that talk to the admin API (all but up, broker, dispatcher, worker) take:
@@ -346,7 +339,7 @@ fn init_tracing(json: bool) {
 async fn main() {
     let cli = Cli::parse();
     init_tracing(cli.log_json);
-    let announce = serve::Announce { json: cli.log_json };
+    let announce = server::Announce { json: cli.log_json };
     if let Err(e) = run(cli.command, announce).await {
         let code = e.chain().find_map(|c| c.downcast_ref::<client::RpcError>());
         output::print_error(&e, code.map(client::RpcError::code_name).as_deref());
@@ -354,7 +347,7 @@ async fn main() {
     }
 }
 
-async fn run(command: Command, announce: serve::Announce) -> anyhow::Result<()> {
+async fn run(command: Command, announce: server::Announce) -> anyhow::Result<()> {
     match command {
         Command::Up {
             serve,
@@ -380,14 +373,14 @@ async fn run(command: Command, announce: serve::Announce) -> anyhow::Result<()> 
             if let Some(t) = idle_ttl {
                 cfg.worker.idle_ttl_secs = t;
             }
-            serve::up(cfg, announce).await
+            server::up(cfg, announce).await
         }
         Command::Broker { serve, http } => {
             let mut cfg = Config::load(&serve)?;
             if let Some(a) = http {
                 cfg.broker.http = a;
             }
-            serve::broker(cfg, announce).await
+            server::broker(cfg, announce).await
         }
         Command::Dispatcher { serve, admin, metrics } => {
             let mut cfg = Config::load(&serve)?;
@@ -397,7 +390,7 @@ async fn run(command: Command, announce: serve::Announce) -> anyhow::Result<()> 
             if metrics.is_some() {
                 cfg.dispatcher.metrics_listen = metrics;
             }
-            serve::dispatcher(cfg, announce).await
+            server::dispatcher(cfg, announce).await
         }
         Command::Worker {
             serve,
@@ -415,9 +408,9 @@ async fn run(command: Command, announce: serve::Announce) -> anyhow::Result<()> 
             if let Some(t) = idle_ttl {
                 cfg.worker.idle_ttl_secs = t;
             }
-            serve::worker(cfg, announce).await
+            server::worker(cfg, announce).await
         }
-        Command::Deploy { flags, dir, namespace } => client::deploy(&mut connect(&flags).await?, &dir, namespace).await,
+        Command::Deploy { flags, dir, namespace } => run::deploy(&mut connect(&flags).await?, &dir, namespace).await,
         Command::Versions { flags, name } => manage::versions(&mut connect(&flags).await?, name).await,
         Command::Rollback { flags, name, to } => manage::rollback(&mut connect(&flags).await?, name, to).await,
         Command::Delete { flags, name } => manage::delete(&mut connect(&flags).await?, name).await,
@@ -437,14 +430,14 @@ async fn run(command: Command, announce: serve::Announce) -> anyhow::Result<()> 
             is_async,
             idempotency_key,
         } => {
-            let payload = client::read_payload(data.as_deref())?;
-            let args = client::InvokeArgs {
+            let payload = run::read_payload(data.as_deref())?;
+            let args = run::InvokeArgs {
                 function: &name,
                 payload,
                 is_async,
                 idempotency_key,
             };
-            client::invoke(&mut connect(&flags).await?, args).await
+            run::invoke(&mut connect(&flags).await?, args).await
         }
         Command::Publish {
             flags,
@@ -452,10 +445,10 @@ async fn run(command: Command, announce: serve::Announce) -> anyhow::Result<()> 
             data,
             msg_id,
         } => {
-            let payload = client::read_payload(data.as_deref())?;
-            client::publish(&mut connect(&flags).await?, &subject, payload, msg_id).await
+            let payload = run::read_payload(data.as_deref())?;
+            run::publish(&mut connect(&flags).await?, &subject, payload, msg_id).await
         }
-        Command::Status { flags, invocation_id } => client::status(&mut connect(&flags).await?, &invocation_id).await,
+        Command::Status { flags, invocation_id } => run::status(&mut connect(&flags).await?, &invocation_id).await,
         Command::Functions { flags } => manage::functions(&mut connect(&flags).await?).await,
         Command::Dlq { flags, command } => dlq::run(&mut connect(&flags).await?, command).await,
         Command::Cron { flags, command } => cron::run(&mut connect(&flags).await?, command).await,

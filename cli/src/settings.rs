@@ -32,8 +32,8 @@ use figment::Figment;
 use figment::providers::{Format as _, Toml};
 use serde::Deserialize;
 
-use crate::config::SERVER_KEYS;
 use crate::output::Format;
+use crate::server::config::SERVER_KEYS;
 
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:50051";
 

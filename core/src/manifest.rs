@@ -257,7 +257,7 @@ pub enum ManifestError {
     #[error("{file}: cannot read: {reason}")]
     Unreadable { file: String, reason: String },
     #[error("stoke.toml: {0}")]
-    Syntax(String),
+    Syntax(#[source] toml::de::Error),
     #[error("stoke.toml: field `{field}`: {reason}")]
     Invalid { field: String, reason: String },
     #[error("stoke.toml: field `command`: `{path}` is not in the package")]
@@ -284,7 +284,7 @@ pub(crate) const RESERVED_ENV: &[&str] = &[
 impl Manifest {
     /// Parse and validate manifest text (does not look at package files).
     pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
-        let m: Manifest = toml::from_str(text).map_err(|e| ManifestError::Syntax(e.to_string()))?;
+        let m: Manifest = toml::from_str(text).map_err(ManifestError::Syntax)?;
         m.validate()?;
         Ok(m)
     }
@@ -778,9 +778,15 @@ subject = "orders.*"
     #[test]
     fn unknown_keys_and_bad_types_are_syntax_errors_naming_the_key() {
         let e = Manifest::parse("name = \"a\"\ncommand = [\"x\"]\nmemroy = 5").unwrap_err();
-        assert!(matches!(&e, ManifestError::Syntax(s) if s.contains("memroy")), "{e}");
+        assert!(
+            matches!(&e, ManifestError::Syntax(s) if s.to_string().contains("memroy")),
+            "{e}"
+        );
         let e = Manifest::parse("name = \"a\"\ncommand = \"x\"").unwrap_err();
-        assert!(matches!(&e, ManifestError::Syntax(s) if s.contains("command")), "{e}");
+        assert!(
+            matches!(&e, ManifestError::Syntax(s) if s.to_string().contains("command")),
+            "{e}"
+        );
     }
 
     #[test]

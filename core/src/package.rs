@@ -34,8 +34,12 @@ impl Default for Limits {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackageError {
-    #[error("{path}: {reason}")]
-    Io { path: String, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("package is {size} bytes, over the {limit}-byte limit")]
     TooLarge { size: u64, limit: u64 },
     #[error("package unpacks to more than {limit} bytes")]
@@ -45,13 +49,13 @@ pub enum PackageError {
     #[error("package entry {path:?} refused: {reason}")]
     UnsafeEntry { path: String, reason: String },
     #[error("package is not a valid gzipped tar: {0}")]
-    Corrupt(String),
+    Corrupt(#[source] std::io::Error),
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> PackageError {
     PackageError::Io {
         path: path.display().to_string(),
-        reason: e.to_string(),
+        source: e,
     }
 }
 
@@ -206,19 +210,16 @@ pub fn unpack(archive: &[u8], dest: &Path, limits: &Limits) -> Result<u64, Packa
     let mut entries_seen = 0u64;
     let mut unpacked = 0u64;
     let mut files = 0u64;
-    let entries = tar.entries().map_err(|e| PackageError::Corrupt(e.to_string()))?;
+    let entries = tar.entries().map_err(PackageError::Corrupt)?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| PackageError::Corrupt(e.to_string()))?;
+        let mut entry = entry.map_err(PackageError::Corrupt)?;
         entries_seen += 1;
         if entries_seen > limits.max_entries {
             return Err(PackageError::TooManyEntries {
                 limit: limits.max_entries,
             });
         }
-        let raw_path = entry
-            .path()
-            .map_err(|e| PackageError::Corrupt(e.to_string()))?
-            .into_owned();
+        let raw_path = entry.path().map_err(PackageError::Corrupt)?.into_owned();
         let shown = raw_path.display().to_string();
         let unsafe_entry = |reason: String| PackageError::UnsafeEntry {
             path: shown.clone(),
@@ -247,10 +248,7 @@ pub fn unpack(archive: &[u8], dest: &Path, limits: &Limits) -> Result<u64, Packa
                 }
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let size = entry
-                    .header()
-                    .size()
-                    .map_err(|e| PackageError::Corrupt(e.to_string()))?;
+                let size = entry.header().size().map_err(PackageError::Corrupt)?;
                 unpacked = unpacked.saturating_add(size);
                 if unpacked > limits.max_unpacked_bytes {
                     return Err(PackageError::UnpackedTooLarge {
@@ -265,7 +263,10 @@ pub fn unpack(archive: &[u8], dest: &Path, limits: &Limits) -> Result<u64, Packa
                 // Copy at most `size` bytes: the header is the bound we checked.
                 let copied = std::io::copy(&mut (&mut entry).take(size), &mut out).map_err(|e| io_err(&target, e))?;
                 if copied != size {
-                    return Err(PackageError::Corrupt(format!("{shown}: truncated")));
+                    return Err(PackageError::Corrupt(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("{shown}: truncated"),
+                    )));
                 }
                 let perm = if mode & 0o111 != 0 { 0o555 } else { 0o444 };
                 std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(perm))
@@ -275,7 +276,7 @@ pub fn unpack(archive: &[u8], dest: &Path, limits: &Limits) -> Result<u64, Packa
             tar::EntryType::Symlink => {
                 let link = entry
                     .link_name()
-                    .map_err(|e| PackageError::Corrupt(e.to_string()))?
+                    .map_err(PackageError::Corrupt)?
                     .ok_or_else(|| unsafe_entry("symlink without a target".into()))?;
                 if !link_stays_inside(&rel, &link) {
                     return Err(unsafe_entry(format!(

@@ -113,7 +113,7 @@ fn load_tls(opts: &TlsOptions) -> Result<Option<tonic::transport::ServerTlsConfi
     let Some((cert, key)) = opts.files("dispatcher.tls").map_err(DispatcherError::Tls)? else {
         return Ok(None);
     };
-    let config = stoke_proto::tls::server(cert, key).map_err(|e| DispatcherError::Tls(e.to_string()))?;
+    let config = stoke_proto::tls::server(cert, key)?;
     tonic::transport::Server::builder()
         .tls_config(config.clone())
         .map_err(|e| {
@@ -158,13 +158,15 @@ pub enum DispatcherError {
     #[error("cannot provision the logs stream (STOKE_LOGS): {0}")]
     LogsStream(#[source] async_nats::Error),
     #[error("gRPC server failed: {0}")]
-    Serve(String),
+    Serve(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("auth: {0}")]
     Auth(#[from] stoke_auth::AuthError),
     #[error("{0}")]
     Secrets(#[from] sealed::SealError),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("TLS: {0}")]
+    TlsSetup(#[from] stoke_proto::tls::TlsError),
 }
 
 /// Largest gRPC message (package chunks are smaller; this bounds payloads).
@@ -314,7 +316,7 @@ impl Dispatcher {
     /// the grace period; the rest are released to JetStream), detach the
     /// workers, stop the server.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), DispatcherError> {
-        let addr = self.local_addr().map_err(|e| DispatcherError::Serve(e.to_string()))?;
+        let addr = self.local_addr().map_err(|e| DispatcherError::Serve(e.into()))?;
         let pullers = pull::Pullers::new(
             ctx::Shared {
                 nats: self.nats.clone(),
@@ -372,7 +374,7 @@ impl Dispatcher {
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(stoke_proto::FILE_DESCRIPTOR_SET)
             .build_v1()
-            .map_err(|e| DispatcherError::Serve(format!("reflection: {e}")))?;
+            .map_err(|e| DispatcherError::Serve(e.into()))?;
 
         // TCP_NODELAY on every connection: with Nagle, an invocation sent
         // right after a small message (a result confirmation) waits for the
@@ -385,9 +387,7 @@ impl Dispatcher {
             });
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = self.tls.clone() {
-            builder = builder
-                .tls_config(tls)
-                .map_err(|e| DispatcherError::Tls(e.to_string()))?;
+            builder = builder.tls_config(tls).map_err(|e| DispatcherError::Serve(e.into()))?;
         }
         let server = builder
             // A worker that stops answering pings (paused, partitioned) is
@@ -428,8 +428,8 @@ impl Dispatcher {
         }
         match server.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(DispatcherError::Serve(e.to_string())),
-            Err(e) => Err(DispatcherError::Serve(e.to_string())),
+            Ok(Err(e)) => Err(DispatcherError::Serve(e.into())),
+            Err(e) => Err(DispatcherError::Serve(e.into())),
         }
     }
 }

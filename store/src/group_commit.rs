@@ -85,7 +85,7 @@ impl GroupCommit {
             return write_batch(&self.write, Arc::from([item]))
                 .await
                 .pop()
-                .unwrap_or_else(|| Err(StoreError::Invalid("completion writer gave no answer".into())));
+                .unwrap_or_else(|| Err(StoreError::invalid("completion writer gave no answer")));
         }
         let (reply, answer) = oneshot::channel();
         self.busy.fetch_add(1, Ordering::AcqRel);
@@ -100,7 +100,7 @@ impl GroupCommit {
                 Ok(()) => {
                     return answer
                         .await
-                        .unwrap_or_else(|_| Err(StoreError::Unavailable("completion writer stopped".into())));
+                        .unwrap_or_else(|_| Err(StoreError::unavailable("completion writer stopped")));
                 }
                 // The runtime that ran the writer has gone: start another.
                 Err(mpsc::error::SendError(back)) => {
@@ -109,7 +109,7 @@ impl GroupCommit {
                 }
             }
         }
-        Err(StoreError::Unavailable("completion writer cannot start".into()))
+        Err(StoreError::unavailable("completion writer cannot start"))
     }
 
     fn queue(&self) -> mpsc::UnboundedSender<Pending> {
@@ -143,7 +143,7 @@ async fn write_batch(write: &Writer, items: Arc<[Item]>) -> Vec<Result<Completio
     let n = items.len();
     match write(items.clone()).await {
         Ok(answers) => answers.into_iter().map(Ok).collect(),
-        Err(e) if e.is_retryable() => (0..n).map(|_| Err(StoreError::Unavailable(e.to_string()))).collect(),
+        Err(e) if e.is_retryable() => (0..n).map(|_| Err(StoreError::unavailable(e.to_string()))).collect(),
         Err(e) => match n {
             1 => vec![Err(e)],
             _ => {
@@ -152,7 +152,7 @@ async fn write_batch(write: &Writer, items: Arc<[Item]>) -> Vec<Result<Completio
                 for item in items.iter() {
                     answers.push(write(Arc::from([item.clone()])).await.and_then(|mut a| {
                         a.pop()
-                            .ok_or_else(|| StoreError::Invalid("completion writer gave no answer".into()))
+                            .ok_or_else(|| StoreError::invalid("completion writer gave no answer"))
                     }));
                 }
                 answers
@@ -220,10 +220,10 @@ mod tests {
                     tokio::task::yield_now().await;
                 }
                 if ids.iter().any(|id| id == "bad") {
-                    return Err(StoreError::Invalid("bad row".into()));
+                    return Err(StoreError::invalid("bad row"));
                 }
                 if ids.iter().any(|id| id == "busy") {
-                    return Err(StoreError::Unavailable("locked".into()));
+                    return Err(StoreError::unavailable("locked"));
                 }
                 Ok(ids.iter().map(|_| CompletionWrite::Recorded).collect())
             })
@@ -283,7 +283,7 @@ mod tests {
         // "first" writes alone; the three made meanwhile share a batch.
         let answers = submit_all(&commits, &["first", "a", "bad", "c"]).await;
         assert!(matches!(answers[1], Ok(CompletionWrite::Recorded)));
-        assert!(matches!(&answers[2], Err(StoreError::Invalid(m)) if m == "bad row"));
+        assert!(matches!(&answers[2], Err(StoreError::Invalid(m)) if m.to_string() == "bad row"));
         assert!(matches!(answers[3], Ok(CompletionWrite::Recorded)));
         let seen = batches.lock().unwrap().clone();
         assert_eq!(

@@ -32,12 +32,49 @@ pub use types::*;
 pub enum StoreError {
     /// The database cannot be reached or is busy; try again later.
     #[error("store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     /// A constraint or data problem that retrying will not fix.
     #[error("store error: {0}")]
-    Invalid(String),
+    Invalid(#[source] Cause),
     #[error("unsupported store url {0:?}: use sqlite://PATH or postgres://USER:PASSWORD@HOST/DB")]
     UnsupportedUrl(String),
+}
+
+impl StoreError {
+    /// Unavailable because of `cause` (an error, kept whole, or a message).
+    pub fn unavailable(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+        StoreError::Unavailable(Cause(cause.into()))
+    }
+
+    /// Invalid because of `cause` (an error, kept whole, or a message).
+    pub fn invalid(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+        StoreError::Invalid(Cause(cause.into()))
+    }
+}
+
+/// What is underneath a [`StoreError`]: the database's, the file system's or
+/// the migrator's own error, kept whole so its chain survives (its message
+/// is the store error's too), or a message where there is none.
+#[derive(Debug)]
+pub struct Cause(Box<dyn std::error::Error + Send + Sync>);
+
+impl Cause {
+    /// The error underneath, to downcast (`sqlx::Error`, `std::io::Error`).
+    pub fn get(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self.0.as_ref()
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref())
+    }
 }
 
 impl stoke_core::Retryable for StoreError {
@@ -53,11 +90,11 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed
-            | sqlx::Error::Tls(_) => StoreError::Unavailable(e.to_string()),
+            | sqlx::Error::Tls(_) => StoreError::unavailable(e),
             sqlx::Error::Database(db) if db.code().is_some_and(|c| transient_db_error(&c)) => {
-                StoreError::Unavailable(e.to_string())
+                StoreError::unavailable(e)
             }
-            _ => StoreError::Invalid(e.to_string()),
+            _ => StoreError::invalid(e),
         }
     }
 }
@@ -88,13 +125,27 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
             // The database went away or was busy while migrating: retryable.
             MigrateError::Execute(e) => StoreError::from(e),
             MigrateError::ExecuteMigration(e, version) => match StoreError::from(e) {
-                StoreError::Invalid(msg) => StoreError::Invalid(format!("migration {version}: {msg}")),
+                StoreError::Invalid(cause) => StoreError::invalid(Migration { version, cause }),
                 other => other,
             },
-            other => StoreError::Invalid(format!("migrations: {other}")),
+            other => StoreError::invalid(Migrations(other)),
         }
     }
 }
+
+/// A migration that failed, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("migration {version}: {cause}")]
+struct Migration {
+    version: i64,
+    #[source]
+    cause: Cause,
+}
+
+/// The migrator itself failed (not one migration's statements).
+#[derive(Debug, thiserror::Error)]
+#[error("migrations: {0}")]
+struct Migrations(#[source] sqlx::migrate::MigrateError);
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 

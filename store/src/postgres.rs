@@ -76,12 +76,12 @@ crate::sql_catalog::sql_catalog!(PgStore, PgRow);
 /// handshake; a server without TLS under `sslmode=require` as a TLS error.
 fn opening_error(e: sqlx::Error, host: &str, port: u16) -> StoreError {
     if e.to_string().contains("invalid peer certificate") {
-        StoreError::Invalid(format!(
+        StoreError::invalid(format!(
             "TLS to PostgreSQL at {host}:{port}: {e} (sslmode=verify-ca / verify-full check the server's \
              certificate against sslrootcert=PATH, a PEM file of the CA that signed it, and the system's roots)"
         ))
     } else if let sqlx::Error::Tls(_) = e {
-        StoreError::Invalid(format!(
+        StoreError::invalid(format!(
             "TLS to PostgreSQL at {host}:{port}: {e} (does the server have ssl = on? sslmode=disable turns TLS off)"
         ))
     } else {

@@ -32,7 +32,7 @@ macro_rules! sql_catalog {
                 namespace: r.try_get(13)?,
                 version: version as u32,
                 status: Status::parse(&status)
-                    .ok_or_else(|| StoreError::Invalid(format!("unknown status {status:?}")))?,
+                    .ok_or_else(|| StoreError::invalid(format!("unknown status {status:?}")))?,
                 // As GetInvocation counts: a late (fenced) result adds a row.
                 attempts: recorded.max(attempt_rows) as u32,
                 idempotency_key: r.try_get(5)?,

@@ -34,7 +34,7 @@ macro_rules! sql_store {
                 created_ms: r.try_get(5)?,
                 namespace: r.try_get(6)?,
                 config: stoke_core::FunctionConfig::from_json(&r.try_get::<String, _>(7)?)
-                    .map_err(|e| StoreError::Invalid(format!("stored function config: {e}")))?,
+                    .map_err(|e| StoreError::invalid(format!("stored function config: {e}")))?,
             })
         }
 
@@ -100,7 +100,7 @@ macro_rules! sql_store {
                 invocation_id: r.try_get(2)?,
                 version: r.try_get::<i64, _>(3)? as u32,
                 status: Status::parse(&status)
-                    .ok_or_else(|| StoreError::Invalid(format!("unknown status {status:?}")))?,
+                    .ok_or_else(|| StoreError::invalid(format!("unknown status {status:?}")))?,
                 result: r.try_get(5)?,
                 error: match error_type {
                     Some(error_type) => Some(ErrorRecord {
@@ -129,7 +129,7 @@ macro_rules! sql_store {
                 trigger: r.try_get(4)?,
                 payload: r.try_get(5)?,
                 reason: DeadReason::parse(&reason)
-                    .ok_or_else(|| StoreError::Invalid(format!("unknown reason {reason:?}")))?,
+                    .ok_or_else(|| StoreError::invalid(format!("unknown reason {reason:?}")))?,
                 attempts: r.try_get::<i64, _>(7)? as u32,
                 error: match error_type {
                     Some(error_type) => Some(ErrorRecord {
@@ -153,7 +153,7 @@ macro_rules! sql_store {
                 function: r.try_get(1)?,
                 scheduled_ms: r.try_get(2)?,
                 outcome: TickOutcome::parse(&outcome)
-                    .ok_or_else(|| StoreError::Invalid(format!("unknown tick outcome {outcome:?}")))?,
+                    .ok_or_else(|| StoreError::invalid(format!("unknown tick outcome {outcome:?}")))?,
                 invocation_id: r.try_get(4)?,
                 recorded_ms: r.try_get(5)?,
             })
@@ -473,7 +473,7 @@ macro_rules! sql_store {
                             cold: r.try_get(13)?,
                             init_duration_us: r.try_get::<i64, _>(14)? as u64,
                             outcome: AttemptOutcome::parse(&outcome)
-                                .ok_or_else(|| StoreError::Invalid(format!("unknown outcome {outcome:?}")))?,
+                                .ok_or_else(|| StoreError::invalid(format!("unknown outcome {outcome:?}")))?,
                             error_type: r.try_get(16)?,
                             error_message: r.try_get(17)?,
                         })

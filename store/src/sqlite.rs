@@ -62,7 +62,7 @@ impl SqliteStore {
     /// last commits. Use PostgreSQL where that matters.
     pub async fn open(path: &Path) -> Result<SqliteStore> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::unavailable(AtPath::new(dir, e)))?;
         }
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
             .create_if_missing(true)
@@ -85,13 +85,13 @@ impl SqliteStore {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", lock_path.display())))?;
+            .map_err(|e| StoreError::unavailable(AtPath::new(&lock_path, e)))?;
         let lock = tokio::task::spawn_blocking(move || {
             nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e)
         })
         .await
-        .map_err(|e| StoreError::Unavailable(format!("migration lock: {e}")))?
-        .map_err(|e| StoreError::Unavailable(format!("migration lock {}: {e}", lock_path.display())))?;
+        .map_err(StoreError::unavailable)?
+        .map_err(|e| StoreError::unavailable(AtPath::new(&lock_path, std::io::Error::from(e))))?;
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
         let migrated = sqlx::migrate!("../migrations/sqlite").run(&pool).await;
         drop(lock);
@@ -125,3 +125,21 @@ crate::sql_store::sql_store!(
     placeholders = crate::queries::Placeholders::Anonymous
 );
 crate::sql_catalog::sql_catalog!(SqliteStore, SqliteRow);
+
+/// A file-system error and the path it happened at.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+struct AtPath {
+    path: std::path::PathBuf,
+    #[source]
+    source: std::io::Error,
+}
+
+impl AtPath {
+    fn new(path: &Path, source: std::io::Error) -> AtPath {
+        AtPath {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

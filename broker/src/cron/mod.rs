@@ -59,6 +59,32 @@ struct Entry {
     queued_from: Option<DateTime<Utc>>,
 }
 
+/// Why the scheduler could not decide or fire a tick now (it tries again
+/// at its next pass).
+#[derive(Debug, thiserror::Error)]
+pub enum CronError {
+    #[error(transparent)]
+    Store(#[from] stoke_store::StoreError),
+    #[error("schedule {name}: {source}")]
+    Schedule {
+        name: String,
+        #[source]
+        source: stoke_core::manifest::ManifestError,
+    },
+    #[error("cron expression {expr:?}: {source}")]
+    Expression {
+        expr: String,
+        #[source]
+        source: cron::error::Error,
+    },
+    #[error("publishing tick {key}: {source}")]
+    Publish {
+        key: String,
+        #[source]
+        source: Box<stoke_bus::InvokeError>,
+    },
+}
+
 pub struct Scheduler {
     store: Arc<dyn Edge>,
     invoker: Invoker,
@@ -95,8 +121,8 @@ impl Scheduler {
     }
 
     /// Track the cron triggers of every deployed function.
-    async fn refresh(&self, entries: &mut HashMap<String, Entry>) -> Result<(), String> {
-        let versions = self.store.list_functions().await.map_err(|e| e.to_string())?;
+    async fn refresh(&self, entries: &mut HashMap<String, Entry>) -> Result<(), CronError> {
+        let versions = self.store.list_functions().await?;
         let mut seen = Vec::new();
         for v in versions {
             let Ok(manifest) = Manifest::parse(&v.manifest) else {
@@ -111,8 +137,8 @@ impl Scheduler {
                 }
                 let schedule = Schedule::new(&spec)?;
                 // Continue from the ledger; a new schedule starts at its deploy.
-                let last = self.store.last_tick(&id, false).await.map_err(|e| e.to_string())?;
-                let fired = self.store.last_tick(&id, true).await.map_err(|e| e.to_string())?;
+                let last = self.store.last_tick(&id, false).await?;
+                let fired = self.store.last_tick(&id, true).await?;
                 let from_ms = last.map_or(v.created_ms, |t| t.scheduled_ms);
                 tracing::info!(schedule = %id, function = %v.function, expr = %spec.schedule, tz = %spec.timezone, "cron schedule active");
                 entries.insert(
@@ -131,7 +157,7 @@ impl Scheduler {
         }
         // Schedules created through the admin API (paused ones are left out,
         // and resume from their resume time: a pause is not an outage).
-        for s in self.store.schedules().await.map_err(|e| e.to_string())? {
+        for s in self.store.schedules().await? {
             if s.paused {
                 continue;
             }
@@ -148,10 +174,13 @@ impl Scheduler {
                 catch_up_window: Some(s.catch_up_window_secs),
                 ..Default::default()
             };
-            let spec = stoke_core::manifest::parse_cron(&def).map_err(|e| format!("schedule {}: {e}", s.name))?;
+            let spec = stoke_core::manifest::parse_cron(&def).map_err(|source| CronError::Schedule {
+                name: s.name.clone(),
+                source,
+            })?;
             let schedule = Schedule::new(&spec)?;
-            let last = self.store.last_tick(&id, false).await.map_err(|e| e.to_string())?;
-            let fired = self.store.last_tick(&id, true).await.map_err(|e| e.to_string())?;
+            let last = self.store.last_tick(&id, false).await?;
+            let fired = self.store.last_tick(&id, true).await?;
             let from_ms = last.map_or(s.updated_ms, |t| t.scheduled_ms.max(s.updated_ms));
             let data = s.payload.as_deref().map(|p| {
                 serde_json::from_slice(p)
@@ -176,7 +205,7 @@ impl Scheduler {
     }
 
     /// Decide every tick of `entry` that is due by `now`.
-    async fn tick(&self, id: &str, entry: &mut Entry, now: DateTime<Utc>) -> Result<(), String> {
+    async fn tick(&self, id: &str, entry: &mut Entry, now: DateTime<Utc>) -> Result<(), CronError> {
         let due = entry.schedule.fire_times(entry.decided_until, now, 1000);
         if due.is_empty() {
             return Ok(());
@@ -224,13 +253,7 @@ impl Scheduler {
                 // message id makes a second publish harmless.
                 Some(earlier) => {
                     let ours = earlier.invocation_id.as_deref() == Some(invocation_id.as_str());
-                    let lost = ours
-                        && self
-                            .store
-                            .accepted(&invocation_id)
-                            .await
-                            .map_err(|e| e.to_string())?
-                            .is_none();
+                    let lost = ours && self.store.accepted(&invocation_id).await?.is_none();
                     (earlier.invocation_id, lost)
                 }
             };
@@ -247,21 +270,21 @@ impl Scheduler {
     }
 
     /// Record a tick's fate; the earlier decision if it already had one.
-    async fn claim(&self, tick: &CronTick) -> Result<Option<CronTick>, String> {
-        let earlier = self.store.claim_tick(tick).await.map_err(|e| e.to_string())?;
+    async fn claim(&self, tick: &CronTick) -> Result<Option<CronTick>, CronError> {
+        let earlier = self.store.claim_tick(tick).await?;
         if earlier.is_none() {
             tracing::debug!(schedule = %tick.schedule_id, at = tick.scheduled_ms, outcome = tick.outcome.as_str(), "cron tick");
         }
         Ok(earlier)
     }
 
-    async fn still_running(&self, invocation_id: Option<&str>) -> Result<bool, String> {
+    async fn still_running(&self, invocation_id: Option<&str>) -> Result<bool, CronError> {
         let Some(id) = invocation_id else { return Ok(false) };
-        let view = self.store.invocation(id).await.map_err(|e| e.to_string())?;
+        let view = self.store.invocation(id).await?;
         Ok(view.is_some_and(|v| matches!(v.status, Status::Queued | Status::Running)))
     }
 
-    async fn fire(&self, entry: &Entry, key: &str, at: DateTime<Utc>, catch_up: bool) -> Result<(), String> {
+    async fn fire(&self, entry: &Entry, key: &str, at: DateTime<Utc>, catch_up: bool) -> Result<(), CronError> {
         let mut event = serde_json::json!({
             "source": "cron",
             "schedule": entry.spec.schedule,
@@ -286,7 +309,10 @@ impl Scheduler {
         };
         match self.invoker.invoke(req).await {
             Ok(Invoked::Queued { .. } | Invoked::Completed(_) | Invoked::StillRunning { .. }) => Ok(()),
-            Err(e) => Err(format!("publishing tick {key}: {e}")),
+            Err(source) => Err(CronError::Publish {
+                key: key.to_string(),
+                source: Box::new(source),
+            }),
         }
     }
 }

@@ -21,8 +21,11 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    pub fn new(spec: &CronSpec) -> Result<Schedule, String> {
-        let expr = cron::Schedule::from_str(&spec.schedule).map_err(|e| e.to_string())?;
+    pub fn new(spec: &CronSpec) -> Result<Schedule, super::CronError> {
+        let expr = cron::Schedule::from_str(&spec.schedule).map_err(|source| super::CronError::Expression {
+            expr: spec.schedule.clone(),
+            source,
+        })?;
         Ok(Schedule {
             expr,
             tz: spec.timezone,

@@ -15,7 +15,7 @@
 //! what is missing when nothing can.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -294,8 +294,8 @@ impl SandboxCgroup {
     }
 
     /// File descriptors to write `0` to from the child before exec.
-    pub fn join_fds(&self) -> Vec<RawFd> {
-        self.join.iter().map(|f| f.as_raw_fd()).collect()
+    pub fn join_fds(&self) -> Vec<BorrowedFd<'_>> {
+        self.join.iter().map(|f| f.as_fd()).collect()
     }
 
     fn memory_dir(&self) -> &Path {

@@ -12,16 +12,18 @@
 //! (mount points, symlinks; shared by every sandbox, each mounting onto it
 //! in its own mount namespace) and turns every path into a `CString`, so
 //! that [`Jail::enter`], which runs between clone and exec, is nothing but
-//! raw system calls on memory allocated before.
+//! system calls (`sys.rs`) on memory allocated before: one named step after
+//! another, in the order they must happen. `launch.rs` calls it; this
+//! module knows nothing of the launcher but the system calls both use.
+#![warn(clippy::undocumented_unsafe_blocks, clippy::multiple_unsafe_ops_per_block)]
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::ids::{HostId, IdRange};
-use super::launch::{Step, raw, sys};
+use super::sys::{self, MountAttr, Step, cstr};
 
 /// Where the function's code appears inside the sandbox (Lambda's path).
 pub const TASK_ROOT: &str = "/var/task";
@@ -79,17 +81,18 @@ const PROC_MASKED: &[&str] = &[
 /// themselves and remounted): kernel settings, buses, filesystems, IRQs.
 const PROC_READ_ONLY: &[&str] = &["sys", "bus", "fs", "irq"];
 
-/// `struct mount_attr` of mount_setattr(2).
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_NOSUID: u64 = 0x2;
-const MOUNT_ATTR_NODEV: u64 = 0x4;
+/// Remount flags that make a bind mount read-only (and nosuid, nodev):
+/// only its top mount, unlike [`ALL_READ_ONLY`].
+const READ_ONLY_REMOUNT: libc::c_ulong =
+    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+/// mount_setattr's read-only (and nosuid, nodev), for a mount and every
+/// mount under it.
+const ALL_READ_ONLY: MountAttr = MountAttr {
+    attr_set: sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
+    attr_clr: 0,
+    propagation: 0,
+    userns_fd: 0,
+};
 
 /// A bind mount of `src` on `dst`.
 struct Bind {
@@ -118,83 +121,16 @@ pub struct Jail {
     ids: Arc<IdRange>,
 }
 
-fn cstr(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::other(format!("{} has a NUL byte", p.display())))
-}
-
-/// `capset(2)`'s header and data (version 3: two 32-bit words per set).
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: libc::c_int,
-}
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-const CAP_SYS_ADMIN: u32 = 21;
-
-/// Set this process's effective and permitted capabilities to `caps` (a
-/// bit mask of the first 32); inheritable to none.
-#[allow(unsafe_code)]
-unsafe fn set_caps(step: &'static str, caps: u32) -> Step {
-    let header = CapHeader {
-        version: CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let set = CapData {
-        effective: caps,
-        permitted: caps,
-        inheritable: 0,
-    };
-    let data = [
-        set,
-        CapData {
-            effective: 0,
-            permitted: 0,
-            inheritable: 0,
-        },
-    ];
-    // SAFETY: capset reads the two structs above.
-    unsafe { sys(step, raw!(SYS_capset, &raw const header, data.as_ptr())) }
-}
-
 /// Run `steps` with this process dumpable, and make it undumpable again
 /// whether they succeed or fail. Dumpable is per address space, and until
 /// exec the launcher's child shares the worker's: left set after a failed
 /// step, the worker would stay dumpable (ptrace-able and readable through
 /// /proc by its uid, core-dumped with its secrets).
-#[allow(unsafe_code)]
 pub(crate) fn while_dumpable(steps: impl FnOnce() -> Step) -> Step {
-    // SAFETY: raw prctls on integers.
-    unsafe {
-        sys("dumpable", raw!(SYS_prctl, libc::PR_SET_DUMPABLE, 1, 0, 0, 0))?;
-        let done = steps();
-        let undone = sys("undumpable", raw!(SYS_prctl, libc::PR_SET_DUMPABLE, 0, 0, 0, 0));
-        done.and(undone)
-    }
-}
-
-/// Write `text` to the file at `path` (a /proc control file).
-#[allow(unsafe_code)]
-unsafe fn write_file(step: &'static str, path: &CStr, text: &[u8]) -> Step {
-    // SAFETY: raw system calls on a NUL-terminated path and a byte slice.
-    unsafe {
-        let fd = raw!(
-            SYS_openat,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            libc::O_WRONLY | libc::O_CLOEXEC
-        );
-        sys(step, fd)?;
-        let written = raw!(SYS_write, fd, text.as_ptr(), text.len());
-        raw!(SYS_close, fd);
-        sys(step, written)
-    }
+    sys::set_dumpable("dumpable", true)?;
+    let done = steps();
+    let undone = sys::set_dumpable("undumpable", false);
+    done.and(undone)
 }
 
 impl Jail {
@@ -297,162 +233,172 @@ impl Jail {
     /// and become an unprivileged user in a user namespace of its own: host
     /// id `host_id`, seen inside as 65534 (`id_map`, from `HostId::map`). Runs
     /// in the sandbox's first process, pid 1 of its new mount and pid
-    /// namespaces, before exec; raw system calls only.
+    /// namespaces, before exec; system calls only (`sys.rs`). Each step
+    /// fails as itself: its name and errno ([`sys::Failed`]).
     ///
     /// # Safety
     /// Call only in the launcher's child before exec.
     #[allow(unsafe_code)]
     pub unsafe fn enter(&self, code_dir: &CStr, host_id: u32, id_map: &[u8]) -> Step {
-        let null = std::ptr::null::<libc::c_char>();
-        let none = std::ptr::null::<libc::c_void>();
-        let mount = |step,
-                     src: *const libc::c_char,
-                     dst: *const libc::c_char,
-                     fs: *const libc::c_char,
-                     flags: libc::c_ulong,
-                     data: *const libc::c_void| {
-            // SAFETY: NUL-terminated strings owned by `self` or the caller, or null.
-            unsafe { sys(step, raw!(SYS_mount, src, dst, fs, flags, data)) }
-        };
-        let read_only = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
-        // Nothing mounted here propagates back to the host.
-        mount(
-            "private mounts",
-            null,
-            c"/".as_ptr(),
-            null,
-            libc::MS_REC | libc::MS_PRIVATE,
-            none,
-        )?;
-        // The new root must be a mount point for pivot_root.
-        let root = self.root.as_ptr();
-        mount("the root", root, root, null, libc::MS_BIND | libc::MS_REC, none)?;
-        // The host's read-only binds, then the code, read-only too — with
-        // every mount under them (mount_setattr, Linux 5.12; a remount
-        // changes only the top one). A kernel without it binds them
-        // without what is mounted under them instead: nothing writable
-        // comes along.
-        let all_read_only = MountAttr {
-            attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: 0,
-        };
-        for (src, dst, ro) in self
-            .binds
-            .iter()
-            .map(|b| (b.src.as_ptr(), b.dst.as_ptr(), b.read_only))
-            .chain([(code_dir.as_ptr(), self.task_mount.as_ptr(), true)])
-        {
-            mount("bind mounts", src, dst, null, libc::MS_BIND | libc::MS_REC, none)?;
-            if !ro {
-                continue;
-            }
-            // SAFETY: a raw system call on a NUL-terminated path and a struct on this stack.
-            let r = unsafe {
-                raw!(
-                    SYS_mount_setattr,
-                    libc::AT_FDCWD,
-                    dst,
-                    libc::AT_RECURSIVE,
-                    &raw const all_read_only,
-                    std::mem::size_of::<MountAttr>()
-                )
-            };
-            match sys("read-only bind mounts", r) {
-                Ok(()) => {}
-                Err(f) if f.errno == libc::ENOSYS => {
-                    // SAFETY: as above.
-                    unsafe { sys("read-only bind mounts", raw!(SYS_umount2, dst, libc::MNT_DETACH))? };
-                    mount("read-only bind mounts", src, dst, null, libc::MS_BIND, none)?;
-                    mount("read-only bind mounts", null, dst, null, read_only, none)?;
-                }
-                Err(f) => return Err(f),
-            }
-        }
-        mount(
-            "the /tmp tmpfs",
-            c"tmpfs".as_ptr(),
-            self.tmp.as_ptr(),
-            c"tmpfs".as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV,
-            TMP_OPTIONS.as_ptr().cast(),
-        )?;
-        // This pid namespace's own processes, and nothing else of procfs
-        // (PROC_OPTIONS). A kernel without those options (< 5.8) refuses
-        // them: it gets the whole procfs, with the kernel's entries masked
-        // and /proc/sys, bus, fs and irq read-only.
-        let proc_flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-        let (proc, proc_dir) = (c"proc".as_ptr(), self.proc_dir.as_ptr());
-        let subset = mount("/proc", proc, proc_dir, proc, proc_flags, PROC_OPTIONS.as_ptr().cast());
-        let masks = match subset {
-            Ok(()) => &[][..],
-            Err(_) => {
-                mount("/proc", proc, proc_dir, proc, proc_flags, none)?;
-                &self.proc_masks[..]
-            }
-        };
-        for m in masks {
-            mount(
-                "masking /proc",
-                m.src.as_ptr(),
-                m.dst.as_ptr(),
-                null,
-                libc::MS_BIND,
-                none,
-            )?;
-            if m.read_only {
-                mount("masking /proc", null, m.dst.as_ptr(), null, read_only, none)?;
-            }
-        }
-        // SAFETY (rest): raw system calls on NUL-terminated strings owned
-        // by `self`, or on plain integers and structs on this stack.
-        unsafe {
-            sys("pivot_root", raw!(SYS_pivot_root, root, self.put_old.as_ptr()))?;
-            sys("chdir /", raw!(SYS_chdir, c"/".as_ptr()))?;
-            sys(
-                "detaching the old root",
-                raw!(SYS_umount2, self.put_old_inside.as_ptr(), libc::MNT_DETACH),
-            )?;
-            mount("a read-only root", null, c"/".as_ptr(), null, read_only, none)?;
-            sys("chdir /var/task", raw!(SYS_chdir, self.task_root.as_ptr()))?;
-            sys("sethostname", raw!(SYS_sethostname, c"stoke".as_ptr(), 5))?;
+        make_mounts_private()?;
+        self.bind_root()?;
+        self.bind_host_paths()?;
+        self.bind_code(code_dir)?;
+        self.mount_tmp()?;
+        self.mount_proc()?;
+        self.pivot_into_root()?;
+        make_root_read_only()?;
+        self.enter_task_root()?;
+        set_hostname()?;
+        become_host_id(host_id)?;
+        enter_user_namespace(id_map)?;
+        drop_capabilities()
+    }
 
-            // The unprivileged user — the sandbox's own host id, which no
-            // other sandbox has — in a user namespace of its own that maps
-            // only that uid and gid, to 65534. Entering it as that uid
-            // (with CAP_SYS_ADMIN kept for the unshare only, whatever the
-            // host's policy on unprivileged user namespaces) makes the
-            // namespace owned by that id: whatever capabilities the
-            // function could ever hold in it are over nothing of the host.
-            for cap in 0..64 {
-                raw!(SYS_prctl, libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
-            }
-            sys("keepcaps", raw!(SYS_prctl, libc::PR_SET_KEEPCAPS, 1, 0, 0, 0))?;
-            // Raw: glibc's wrappers of these change every thread of the
-            // process through `__nptl_setxid` (a lock, and a signal to each
-            // thread it knows: the worker's). The kernel's change only the
-            // calling thread, which is all this process has.
-            sys("setgroups", raw!(SYS_setgroups, 0, 0))?;
-            sys("setresgid", raw!(SYS_setresgid, host_id, host_id, host_id))?;
-            sys("setresuid", raw!(SYS_setresuid, host_id, host_id, host_id))?;
-            set_caps("capset", 1 << CAP_SYS_ADMIN)?;
-            // Its own /proc/self files are its to write while dumpable.
-            while_dumpable(|| {
-                sys("the user namespace", raw!(SYS_unshare, libc::CLONE_NEWUSER))?;
-                write_file("setgroups deny", c"/proc/self/setgroups", b"deny")?;
-                write_file("uid_map", c"/proc/self/uid_map", id_map)?;
-                write_file("gid_map", c"/proc/self/gid_map", id_map)
-            })?;
-            // The new namespace gave a full set again: drop them all, for
-            // good (no_new_privs follows).
-            for cap in 0..64 {
-                raw!(SYS_prctl, libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
-            }
-            set_caps("dropping capabilities", 0)?;
+    /// The new root must be a mount point for pivot_root.
+    fn bind_root(&self) -> Step {
+        sys::mount(
+            "the root",
+            Some(&self.root),
+            &self.root,
+            None,
+            libc::MS_BIND | libc::MS_REC,
+            None,
+        )
+    }
+
+    /// The host's binds (read-only, but /dev's nodes), under the root.
+    fn bind_host_paths(&self) -> Step {
+        for b in &self.binds {
+            bind(&b.src, &b.dst, b.read_only)?;
         }
         Ok(())
     }
+
+    /// The function's code, read-only at /var/task.
+    fn bind_code(&self, code_dir: &CStr) -> Step {
+        bind(code_dir, &self.task_mount, true)
+    }
+
+    /// The sandbox's /tmp: a size-capped tmpfs of its own.
+    fn mount_tmp(&self) -> Step {
+        sys::mount(
+            "the /tmp tmpfs",
+            Some(c"tmpfs"),
+            &self.tmp,
+            Some(c"tmpfs"),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            Some(TMP_OPTIONS),
+        )
+    }
+
+    /// This pid namespace's own processes, and nothing else of procfs
+    /// (PROC_OPTIONS). A kernel without those options (< 5.8) refuses
+    /// them: it gets the whole procfs, with the kernel's entries masked
+    /// and /proc/sys, bus, fs and irq read-only.
+    fn mount_proc(&self) -> Step {
+        let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        let proc = Some(c"proc");
+        if sys::mount("/proc", proc, &self.proc_dir, proc, flags, Some(PROC_OPTIONS)).is_ok() {
+            return Ok(());
+        }
+        sys::mount("/proc", proc, &self.proc_dir, proc, flags, None)?;
+        for m in &self.proc_masks {
+            sys::mount("masking /proc", Some(&m.src), &m.dst, None, libc::MS_BIND, None)?;
+            if m.read_only {
+                sys::mount("masking /proc", None, &m.dst, None, READ_ONLY_REMOUNT, None)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The root becomes `/`; the host's, moved under it, is detached.
+    fn pivot_into_root(&self) -> Step {
+        sys::pivot_root("pivot_root", &self.root, &self.put_old)?;
+        sys::chdir("chdir /", c"/")?;
+        sys::umount2("detaching the old root", &self.put_old_inside, libc::MNT_DETACH)
+    }
+
+    /// The function starts in its code's directory.
+    fn enter_task_root(&self) -> Step {
+        sys::chdir("chdir /var/task", &self.task_root)
+    }
+}
+
+/// Nothing mounted here propagates back to the host.
+fn make_mounts_private() -> Step {
+    sys::mount(
+        "private mounts",
+        None,
+        c"/",
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )
+}
+
+/// Bind `src` on `dst`. Read-only, it is read-only with every mount under
+/// it (mount_setattr, Linux 5.12; a remount changes only the top one). A
+/// kernel without it binds `src` without what is mounted under it instead:
+/// nothing writable comes along.
+fn bind(src: &CStr, dst: &CStr, read_only: bool) -> Step {
+    sys::mount("bind mounts", Some(src), dst, None, libc::MS_BIND | libc::MS_REC, None)?;
+    if !read_only {
+        return Ok(());
+    }
+    match sys::mount_setattr("read-only bind mounts", dst, libc::AT_RECURSIVE, &ALL_READ_ONLY) {
+        Ok(()) => Ok(()),
+        Err(f) if f.errno == libc::ENOSYS => {
+            sys::umount2("read-only bind mounts", dst, libc::MNT_DETACH)?;
+            sys::mount("read-only bind mounts", Some(src), dst, None, libc::MS_BIND, None)?;
+            sys::mount("read-only bind mounts", None, dst, None, READ_ONLY_REMOUNT, None)
+        }
+        Err(f) => Err(f),
+    }
+}
+
+/// The whole tree, as the function sees it, read-only (its /tmp and /dev
+/// nodes are mounts of their own).
+fn make_root_read_only() -> Step {
+    sys::mount("a read-only root", None, c"/", None, READ_ONLY_REMOUNT, None)
+}
+
+fn set_hostname() -> Step {
+    sys::sethostname("sethostname", b"stoke")
+}
+
+/// The unprivileged user — the sandbox's own host id, which no other
+/// sandbox has — keeping only CAP_SYS_ADMIN, for the next step's unshare
+/// (whatever the host's policy on unprivileged user namespaces). Entering
+/// the namespace as that uid makes it owned by that id: whatever
+/// capabilities the function could ever hold in it are over nothing of the
+/// host. Raw calls (`sys.rs`): glibc's change every thread of the process,
+/// the kernel's only the calling thread, which is all this process has.
+fn become_host_id(host_id: u32) -> Step {
+    sys::drop_bounding_set();
+    sys::set_keepcaps("keepcaps")?;
+    sys::setgroups_none("setgroups")?;
+    sys::setresgid("setresgid", host_id)?;
+    sys::setresuid("setresuid", host_id)?;
+    sys::capset("capset", 1 << sys::CAP_SYS_ADMIN)
+}
+
+/// A user namespace of its own that maps only that uid and gid, to 65534.
+/// Its own /proc/self files are its to write while dumpable.
+fn enter_user_namespace(id_map: &[u8]) -> Step {
+    while_dumpable(|| {
+        sys::unshare("the user namespace", libc::CLONE_NEWUSER)?;
+        sys::write_file("setgroups deny", c"/proc/self/setgroups", b"deny")?;
+        sys::write_file("uid_map", c"/proc/self/uid_map", id_map)?;
+        sys::write_file("gid_map", c"/proc/self/gid_map", id_map)
+    })
+}
+
+/// The new namespace gave a full set again: drop them all, for good
+/// (no_new_privs follows, in `launch.rs`).
+fn drop_capabilities() -> Step {
+    sys::drop_bounding_set();
+    sys::capset("dropping capabilities", 0)
 }
 
 #[cfg(test)]
@@ -465,7 +411,7 @@ mod tests {
         use nix::sys::prctl::get_dumpable;
         let failed = while_dumpable(|| {
             assert!(get_dumpable().unwrap(), "dumpable during the steps");
-            Err(crate::sandbox::launch::Failed {
+            Err(sys::Failed {
                 step: "uid_map",
                 errno: libc::EPERM,
             })

@@ -1,8 +1,9 @@
 //! A sandbox: one function process, its private Runtime API endpoint, its
 //! temp dir, and the tasks that watch it. Dropping a `Sandbox` kills it
-//! (`launch::Killer`, and its cgroup) and removes its files.
+//! (`process::Killer`, and its cgroup) and removes its files.
 
 pub mod cgroup;
+pub mod child;
 mod exec;
 pub use exec::event_env as exec_env;
 pub mod ids;
@@ -10,8 +11,10 @@ pub mod jail;
 pub mod launch;
 pub mod netns;
 pub mod output;
+pub mod process;
 pub mod runtime_api;
 pub mod seccomp;
+pub mod sys;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -137,7 +140,7 @@ pub struct Sandbox {
     pub version: u32,
     memory_mb: u32,
     pid: u32,
-    killer: launch::Killer,
+    killer: process::Killer,
     spawned: Instant,
     deliveries: mpsc::Sender<Delivery>,
     api: Arc<ApiState>,
@@ -272,7 +275,7 @@ impl Sandbox {
                     .jail
                     .zip(host_id.as_ref())
                     .map(|(jail, h)| launch::Jailed { jail, host_id: h.get() }),
-                netns: netns.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
+                netns: netns.as_ref().map(std::os::fd::AsFd::as_fd),
                 seccomp: &spec.seccomp,
                 stdin_pipe: exec,
                 max_pids: spec.max_pids,
@@ -508,7 +511,7 @@ impl Sandbox {
     /// Kill the sandbox: its process (jailed: its whole pid namespace;
     /// unjailed: its process group, while unreaped) and, with cgroups,
     /// every process in it (daemons that started their own session
-    /// included). Safe at any time: see `launch::Killer`.
+    /// included). Safe at any time: see `process::Killer`.
     pub fn kill(&self) {
         self.killer.kill();
         if let Some(cg) = &self.cgroup {
@@ -615,7 +618,7 @@ pub async fn probe(
                 jail,
                 host_id: host_id.get(),
             }),
-            netns: Some(std::os::fd::AsRawFd::as_raw_fd(&prepared_net.ns)),
+            netns: Some(std::os::fd::AsFd::as_fd(&prepared_net.ns)),
             seccomp,
             stdin_pipe: false,
             max_pids: 16,

@@ -5,7 +5,8 @@ use stoke_proto::{
     CreateScheduleRequest, ListCronTicksRequest, ListSchedulesRequest, ScheduleInfo, ScheduleNameRequest,
 };
 
-use crate::client::{Admin, read_payload};
+use super::run::read_payload;
+use crate::client::Admin;
 use crate::output::{self, Output};
 use crate::row;
 

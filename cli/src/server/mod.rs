@@ -6,6 +6,9 @@
 //! invocations finish or releases them, workers drain); a second signal
 //! exits at once.
 
+pub mod config;
+mod nats_server;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,8 +19,8 @@ use stoke_dispatcher::Dispatcher;
 use stoke_worker::Worker;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, NatsTlsOptions, ensure_dir};
-use crate::nats_server::NatsServer;
+use config::{Config, NatsTlsOptions, ensure_dir};
+use nats_server::NatsServer;
 use stoke_proto::tls::TlsFailure;
 
 type RoleFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
-use crate::config::{NatsServerOptions, ensure_dir};
+use super::config::{NatsServerOptions, ensure_dir};
 
 pub struct NatsServer {
     child: tokio::process::Child,
@@ -67,7 +67,7 @@ impl NatsServer {
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
             .kill_on_drop(true);
-        stoke_worker::sandbox::launch::die_with_parent_cmd(&mut cmd);
+        stoke_worker::sandbox::child::die_with_parent_cmd(&mut cmd);
         let child = cmd.spawn().with_context(|| format!("cannot start {}", bin.display()))?;
         let mut server = NatsServer {
             child,

@@ -48,7 +48,7 @@ pub async fn run(admin: &mut Admin, args: LogsArgs) -> anyhow::Result<()> {
         .function
         .context("name a function, or an invocation with --invocation")?;
     let since_unix_ms = match (&args.since, args.follow) {
-        (Some(s), _) => crate::invocations::parse_when(Some(s), stoke_core::now_ms())?,
+        (Some(s), _) => super::invocations::parse_when(Some(s), stoke_core::now_ms())?,
         (None, true) => 0,
         (None, false) => stoke_core::now_ms() - 10 * 60 * 1000,
     };

@@ -215,7 +215,7 @@ mod tests {
     /// The example in docs/DEPLOYMENT.md is a config stoke accepts.
     #[test]
     fn the_deployment_guide_example_loads() {
-        let guide = include_str!("../../docs/DEPLOYMENT.md");
+        let guide = include_str!("../../../docs/DEPLOYMENT.md");
         let example = guide
             .split("```toml\n")
             .nth(1)
