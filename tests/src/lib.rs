@@ -49,6 +49,10 @@ pub fn built_binary(name: &str) -> PathBuf {
 /// A loopback TCP port nothing listens on now: one in 16000–31999, below
 /// the kernel's ephemeral range and apart from the test PostgreSQL
 /// servers' 10000–15999 (see [`stoke_store::testing::free_port_in`]).
+/// Only where an address must be known before the process starts: a
+/// nats-server's configuration, and the [`Cluster`]'s dispatchers and
+/// broker, which tests restart on the address their workers dial.
+/// [`Platform`] binds port 0 and reads the bound addresses from its log.
 pub fn free_port() -> u16 {
     stoke_store::testing::free_port_in(16_000, 16_000).expect("a free loopback port")
 }
@@ -86,6 +90,36 @@ pub async fn wait_gateway(http: &str) {
             .map(|_| ())
     })
     .await;
+}
+
+/// The address a process of ours logged for what `listening` names (e.g.
+/// "HTTP gateway listening"), from its log text, in plain or JSON lines:
+/// the last such line, so a restart's address wins.
+pub fn logged_addr(log: &str, listening: &str) -> Option<String> {
+    log.lines().rev().filter(|l| l.contains(listening)).find_map(|l| {
+        let plain = l
+            .split("addr=")
+            .nth(1)
+            .map(|rest| rest.split_whitespace().next().unwrap_or(""));
+        let json = l.split("\"addr\":\"").nth(1).and_then(|rest| rest.split('"').next());
+        json.or(plain).filter(|a| !a.is_empty()).map(str::to_string)
+    })
+}
+
+/// What the gateway logs once it listens.
+pub const GATEWAY_LISTENING: &str = "HTTP gateway listening";
+/// What a dispatcher logs once its gRPC port listens.
+pub const DISPATCHER_LISTENING: &str = "dispatcher listening (workers + admin API)";
+
+/// Wait (30 s at most) for the address a process logs to `log` once it
+/// listens (see [`logged_addr`]).
+pub async fn wait_logged_addr(log: &Path, listening: &str) -> String {
+    eventually(
+        Duration::from_secs(30),
+        &format!("{listening} in {}", log.display()),
+        || async { logged_addr(&std::fs::read_to_string(log).unwrap_or_default(), listening) },
+    )
+    .await
 }
 
 /// Open a SQLite store file read-only, for asserting on its rows.
@@ -283,28 +317,13 @@ impl Platform {
     /// taken by another test before stoke binds it: that start is tried
     /// again on new ports (twice at most), any other failure is returned.
     pub async fn start_with(nats: &Nats, opts: PlatformOptions) -> anyhow::Result<Platform> {
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            match Platform::start_once(nats, &opts).await {
-                Err(e) if tries < 3 && e.to_string().contains("Address already in use") => {
-                    eprintln!("a port was taken before stoke bound it; starting again on new ports");
-                }
-                started => return started,
-            }
-        }
-    }
-
-    async fn start_once(nats: &Nats, opts: &PlatformOptions) -> anyhow::Result<Platform> {
         let data_dir = tempfile::tempdir()?;
-        let http = format!("127.0.0.1:{}", free_port());
-        let admin = format!("127.0.0.1:{}", free_port());
         let log = data_dir.path().join("stoke.log");
-        let child = Platform::spawn(nats, opts, data_dir.path(), &http, &admin, &log)?;
+        let child = Platform::spawn(nats, &opts, data_dir.path(), &log)?;
         let mut p = Platform {
             child: Some(child),
-            http,
-            admin,
+            http: String::new(),
+            admin: String::new(),
             data_dir,
             log,
             https: opts.gateway_ca.is_some(),
@@ -315,25 +334,23 @@ impl Platform {
                 None => reqwest::Client::new(),
             },
         };
-        p.wait_ready().await?;
+        p.wait_ready(0).await?;
         Ok(p)
     }
 
-    /// `stoke up` over `data_dir`, its output appended to `log`.
-    fn spawn(
-        nats: &Nats,
-        opts: &PlatformOptions,
-        data_dir: &Path,
-        http: &str,
-        admin: &str,
-        log: &Path,
-    ) -> anyhow::Result<Child> {
+    /// `stoke up` over `data_dir` on ports the kernel picks (read back from
+    /// its log once it listens), its output appended to `log`.
+    fn spawn(nats: &Nats, opts: &PlatformOptions, data_dir: &Path, log: &Path) -> anyhow::Result<Child> {
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
         let mut cmd = Command::new(built_binary("stoke"));
-        cmd.arg("up")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--http", http, "--admin", admin, "--nats-url", &nats.url]);
+        cmd.arg("up").arg("--data-dir").arg(data_dir).args([
+            "--http",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--nats-url",
+            &nats.url,
+        ]);
         if let Some(ttl) = opts.idle_ttl_secs {
             cmd.args(["--idle-ttl", &ttl.to_string()]);
         }
@@ -349,32 +366,37 @@ impl Platform {
     }
 
     /// Start `stoke up` again, once stopped (`interrupt_and_wait`), on the
-    /// same data dir, addresses and NATS: a restart, its store and streams
-    /// as it left them.
+    /// same data dir and NATS: a restart, its store and streams as it left
+    /// them (its addresses are new).
     pub async fn restart(&mut self, nats: &Nats) -> anyhow::Result<()> {
         assert!(self.child.is_none(), "stop it first");
-        let child = Platform::spawn(
-            nats,
-            &PlatformOptions::default(),
-            self.data_dir.path(),
-            &self.http,
-            &self.admin,
-            &self.log,
-        )?;
+        let from = std::fs::metadata(&self.log).map_or(0, |m| m.len() as usize);
+        let child = Platform::spawn(nats, &PlatformOptions::default(), self.data_dir.path(), &self.log)?;
         self.child = Some(child);
-        self.wait_ready().await
+        self.wait_ready(from).await
     }
 
-    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+    /// Wait until this run of `stoke up` has logged both its addresses
+    /// (read into `http` and `admin`), the gateway answers and its worker
+    /// attached.
+    /// (`from`: where this run's lines start in the log; a restart appends.)
+    async fn wait_ready(&mut self, from: usize) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
+        let this_run = |p: &Platform| p.log().get(from..).unwrap_or_default().to_string();
         loop {
             if let Some(status) = self.child.as_mut().expect("running").try_wait()? {
                 bail!("stoke up exited early ({status}):\n{}", self.log());
             }
-            let health = self.client.get(self.url("/healthz")).send().await;
-            let admin = tokio::net::TcpStream::connect(&self.admin).await;
-            if health.is_ok_and(|r| r.status().is_success()) && admin.is_ok() && self.log().contains("attached") {
-                return Ok(());
+            let log = this_run(self);
+            if let (Some(http), Some(admin)) = (
+                logged_addr(&log, GATEWAY_LISTENING),
+                logged_addr(&log, DISPATCHER_LISTENING),
+            ) {
+                (self.http, self.admin) = (http, admin);
+                let health = self.client.get(self.url("/healthz")).send().await;
+                if health.is_ok_and(|r| r.status().is_success()) && log.contains("attached") {
+                    return Ok(());
+                }
             }
             if Instant::now() > deadline {
                 bail!("stoke up not ready in 30 s:\n{}", self.log());
