@@ -25,12 +25,12 @@ pub enum ApiError {
     /// The caller may not do it (beyond what the authenticator says).
     #[error("{0}")]
     Denied(String),
-    /// NATS (JetStream) did not answer or refused.
-    #[error("{what}: {source}")]
+    /// NATS (JetStream) did not answer or refused (`hint`: what to check).
+    #[error("{what}: {cause}{hint}")]
     Nats {
         what: String,
-        #[source]
-        source: async_nats::Error,
+        cause: async_nats::Error,
+        hint: &'static str,
     },
     /// Something the API relies on broke (not the caller's doing).
     #[error("{0}")]
@@ -65,10 +65,11 @@ impl ApiError {
     pub fn internal(m: impl Into<String>) -> ApiError {
         ApiError::Internal(m.into())
     }
-    pub fn nats(what: impl Into<String>, source: impl Into<async_nats::Error>) -> ApiError {
+    pub fn nats(what: impl Into<String>, cause: impl Into<async_nats::Error>) -> ApiError {
         ApiError::Nats {
             what: what.into(),
-            source: source.into(),
+            cause: cause.into(),
+            hint: "",
         }
     }
 }

@@ -27,6 +27,9 @@ mod service;
 mod tokens;
 mod versions;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 
 use futures::future::BoxFuture;

@@ -51,14 +51,11 @@ fn lines_of(chunk: LogChunk) -> impl Iterator<Item = LogLine> {
 }
 
 fn unavailable(what: &str, e: impl Into<async_nats::Error>) -> ApiError {
-    let e = e.into();
-    ApiError::nats(
-        format!(
-            "{what}: {e} (is JetStream up, with the {} stream?)",
-            naming::LOGS_STREAM
-        ),
-        e,
-    )
+    ApiError::Nats {
+        what: what.to_string(),
+        cause: e.into(),
+        hint: " (is JetStream up, with the STOKE_LOGS stream?)",
+    }
 }
 
 /// An ephemeral, unacknowledged consumer of the logs stream.

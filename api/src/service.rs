@@ -1,6 +1,7 @@
 //! The `AdminService` handlers: each takes its [`Grant`] (the caller, and
-//! the role [`crate::ACCESS`] says the call needs), checks what depends on
-//! the request through it, and calls a domain function. Errors become
+//! the role [`crate::ACCESS`] says the call needs; a call without one, which
+//! did not pass `Guarded`, is refused), checks what depends on the request
+//! through it, and calls a domain function. Errors become
 //! statuses in one place (`From<ApiError> for Status`).
 
 use bytes::Bytes;
@@ -194,6 +195,8 @@ impl AdminService for AdminApi {
     }
 
     async fn publish(&self, req: Request<PublishRequest>) -> Answer<PublishResponse> {
+        // The role (invoker, in any namespace) is all there is to check.
+        Grant::of(&req)?;
         ok(crate::publish::publish(&self.js, req.into_inner()).await?)
     }
 
@@ -290,13 +293,16 @@ impl AdminService for AdminApi {
         ok(crate::tokens::who_am_i(self.store.as_ref(), grant.caller).await?)
     }
 
-    async fn list_workers(&self, _req: Request<ListWorkersRequest>) -> Answer<ListWorkersResponse> {
+    async fn list_workers(&self, req: Request<ListWorkersRequest>) -> Answer<ListWorkersResponse> {
+        // Cluster-wide: checked before the call reached here.
+        Grant::of(&req)?;
         ok(ListWorkersResponse {
             workers: self.handles.workers.snapshot(),
         })
     }
 
     async fn drain_worker(&self, req: Request<DrainWorkerRequest>) -> Answer<WorkerInfo> {
+        Grant::of(&req)?;
         let id = req.into_inner().id;
         let drained = self.handles.workers.cordon(&id).ok_or_else(|| {
             ApiError::not_found(format!(

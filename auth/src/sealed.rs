@@ -59,7 +59,13 @@ pub enum SealError {
     )]
     NotTheSealingKey { path: String, secrets: Vec<String> },
     #[error("cannot check the secrets key against the store: {0}")]
-    Store(#[from] stoke_store::StoreError),
+    Store(stoke_store::StoreError),
+}
+
+impl From<stoke_store::StoreError> for SealError {
+    fn from(e: stoke_store::StoreError) -> Self {
+        SealError::Store(e)
+    }
 }
 
 /// Check this dispatcher's key against the store at start (one read of

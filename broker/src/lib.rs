@@ -57,7 +57,7 @@ pub enum BrokerError {
     #[error("cannot bind the HTTP gateway on {addr}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot provision the invocation stream: {0}")]
-    Stream(#[source] async_nats::Error),
+    Stream(async_nats::Error),
     #[error("HTTP gateway failed: {0}")]
     Serve(std::io::Error),
     #[error("TLS: {0}")]

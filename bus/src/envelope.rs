@@ -128,10 +128,10 @@ impl Envelope {
 /// An event JetStream did not take.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    #[error("nats publish")]
-    Send(#[source] jetstream::context::PublishError),
-    #[error("nats publish ack")]
-    Ack(#[source] jetstream::context::PublishError),
+    #[error("nats publish: {0}")]
+    Send(jetstream::context::PublishError),
+    #[error("nats publish ack: {0}")]
+    Ack(jetstream::context::PublishError),
 }
 
 /// The trace context a message's headers carry: a valid `traceparent`,

@@ -38,12 +38,11 @@ pub enum InvokeError {
     InvalidKey(#[from] ids::InvalidKey),
     /// NATS or the store cannot take the event now; nothing was accepted.
     #[error("cannot accept the event now: {0}")]
-    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
-    #[error("deployed manifest of {function:?} is unreadable: {source}")]
+    Unavailable(Box<dyn std::error::Error + Send + Sync>),
+    #[error("deployed manifest of {function:?} is unreadable: {cause}")]
     BadManifest {
         function: String,
-        #[source]
-        source: stoke_core::manifest::ManifestError,
+        cause: stoke_core::manifest::ManifestError,
     },
     #[error("idempotency key {0:?} was already used with a different payload")]
     KeyConflict(String),
@@ -328,9 +327,9 @@ impl Invoker {
         if let Some(m) = self.inner.manifests.lock().expect("not poisoned").get(&key) {
             return Ok(m.clone());
         }
-        let parsed = Manifest::parse(&version.manifest).map_err(|source| InvokeError::BadManifest {
+        let parsed = Manifest::parse(&version.manifest).map_err(|cause| InvokeError::BadManifest {
             function: version.function.clone(),
-            source,
+            cause,
         })?;
         let parsed = Arc::new(parsed);
         let mut cache = self.inner.manifests.lock().expect("not poisoned");

@@ -257,7 +257,7 @@ pub enum ManifestError {
     #[error("{file}: cannot read: {reason}")]
     Unreadable { file: String, reason: String },
     #[error("stoke.toml: {0}")]
-    Syntax(#[source] toml::de::Error),
+    Syntax(toml::de::Error),
     #[error("stoke.toml: field `{field}`: {reason}")]
     Invalid { field: String, reason: String },
     #[error("stoke.toml: field `command`: `{path}` is not in the package")]

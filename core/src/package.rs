@@ -34,12 +34,8 @@ impl Default for Limits {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackageError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {cause}")]
+    Io { path: String, cause: std::io::Error },
     #[error("package is {size} bytes, over the {limit}-byte limit")]
     TooLarge { size: u64, limit: u64 },
     #[error("package unpacks to more than {limit} bytes")]
@@ -49,13 +45,13 @@ pub enum PackageError {
     #[error("package entry {path:?} refused: {reason}")]
     UnsafeEntry { path: String, reason: String },
     #[error("package is not a valid gzipped tar: {0}")]
-    Corrupt(#[source] std::io::Error),
+    Corrupt(std::io::Error),
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> PackageError {
     PackageError::Io {
         path: path.display().to_string(),
-        source: e,
+        cause: e,
     }
 }
 

@@ -79,7 +79,8 @@ pub(crate) async fn handle_batch(ctx: &Ctx, source: &Source, msgs: Vec<jetstream
         }
         Err(e @ versions::LoadError::Manifest { .. }) => {
             for item in &items {
-                handle::unreadable(ctx, &item.msg, &item.env, &e).await;
+                // Numbered by delivery, but none of these ran.
+                handle::unreadable(ctx, &item.msg, &item.env, &e, item.env.base()).await;
             }
             return;
         }

@@ -243,6 +243,11 @@ impl Envelope {
         (!seq.is_empty()).then_some(old)
     }
 
+    /// Attempts a redrive carried over (0 for a first life).
+    pub fn base(&self) -> u32 {
+        self.base
+    }
+
     /// Whether JetStream delivered this message before.
     pub fn redelivered(&self) -> bool {
         self.delivered > 1

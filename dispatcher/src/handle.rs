@@ -92,7 +92,7 @@ async fn handle_event(ctx: &Ctx, source: &Source, msg: jetstream::Message, mut e
             return;
         }
         Err(e @ LoadError::Manifest { .. }) => {
-            unreadable(ctx, &msg, &env, &e).await;
+            unreadable(ctx, &msg, &env, &e, env.attempt - 1).await;
             return;
         }
         Err(e) => {
@@ -331,25 +331,29 @@ pub(crate) const BAD_MANIFEST_DELIVERIES: u32 = 3;
 /// dispatcher of a newer release, or a mended row, may read it — then
 /// dead-lettered with reason `bad_manifest`, so it can be redriven to a good
 /// version.
-pub(crate) async fn unreadable(ctx: &Ctx, msg: &jetstream::Message, env: &Envelope, e: &LoadError) {
+/// (`attempts`: the attempts made before, which the dead letter counts.)
+pub(crate) async fn unreadable(ctx: &Ctx, msg: &jetstream::Message, env: &Envelope, e: &LoadError, attempts: u32) {
     let LoadError::Manifest { function, version, .. } = e else {
+        // Only an unreadable manifest comes here; anything else is released.
+        ack(msg, AckKind::Nak(Some(RELEASE_DELAY))).await;
         return;
     };
+    let version = *version;
     let error = ErrorRecord {
         error_type: "Stoke.BadManifest".into(),
         error_message: e.to_string(),
         raw: None,
     };
     if env.sync {
-        let completion = records::completion(env, function, *version, Status::Failed, None, Some(error));
+        let completion = records::completion(env, function, version, Status::Failed, None, Some(error));
         finish(ctx, msg, env, None, completion).await;
     } else if env.delivered < BAD_MANIFEST_DELIVERIES {
         tracing::error!(id = %env.invocation_id, error = %e, delivered = env.delivered, "releasing event");
         ack(msg, AckKind::Nak(Some(RELEASE_DELAY))).await;
     } else {
         // Nothing ran: no attempt is counted.
-        let mut dead = records::dead_letter(env, (function, *version), DeadReason::BadManifest, Some(error));
-        dead.attempts = env.attempt - 1;
+        let mut dead = records::dead_letter(env, (function, version), DeadReason::BadManifest, Some(error));
+        dead.attempts = attempts;
         bury(ctx, msg, None, dead).await;
     }
 }

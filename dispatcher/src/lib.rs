@@ -154,19 +154,31 @@ pub enum DispatcherError {
     #[error("cannot bind the metrics listener on {addr}")]
     BindMetrics { addr: SocketAddr, source: std::io::Error },
     #[error("cannot provision the invocation stream: {0}")]
-    Stream(#[source] async_nats::Error),
+    Stream(async_nats::Error),
     #[error("cannot provision the logs stream (STOKE_LOGS): {0}")]
-    LogsStream(#[source] async_nats::Error),
+    LogsStream(async_nats::Error),
     #[error("gRPC server failed: {0}")]
-    Serve(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Serve(Box<dyn std::error::Error + Send + Sync>),
     #[error("auth: {0}")]
-    Auth(#[from] stoke_auth::AuthError),
-    #[error("{0}")]
+    Auth(stoke_auth::AuthError),
+    #[error(transparent)]
     Secrets(#[from] sealed::SealError),
     #[error("TLS: {0}")]
     Tls(String),
     #[error("TLS: {0}")]
-    TlsSetup(#[from] stoke_proto::tls::TlsError),
+    TlsSetup(stoke_proto::tls::TlsError),
+}
+
+impl From<stoke_auth::AuthError> for DispatcherError {
+    fn from(e: stoke_auth::AuthError) -> Self {
+        DispatcherError::Auth(e)
+    }
+}
+
+impl From<stoke_proto::tls::TlsError> for DispatcherError {
+    fn from(e: stoke_proto::tls::TlsError) -> Self {
+        DispatcherError::TlsSetup(e)
+    }
 }
 
 /// Largest gRPC message (package chunks are smaller; this bounds payloads).

@@ -57,23 +57,33 @@ impl Pullers {
             match self.ctx.shared.store.list_functions().await {
                 Ok(versions) => {
                     self.provision(&versions).await;
-                    // A version whose stored manifest does not parse keeps the
-                    // loops it has (its events are released, then dead-lettered,
-                    // by `handle::unreadable`): retiring its subscriptions
-                    // would stop capturing what is published for it. Without
-                    // an invocation-stream loop it gets one, so its events
-                    // still come to an end.
+                    // A version whose stored manifest does not parse: nobody
+                    // can say which sources it needs, but its consumers on the
+                    // server say which it had. Their loops run on as those
+                    // consumers hold messages (its events are released, then
+                    // dead-lettered, by `handle::unreadable`); nothing of it is
+                    // retired, so what is published keeps being captured. A
+                    // function without an invocation consumer yet gets one.
                     let mut unreadable = HashSet::new();
                     let mut wanted: Vec<Source> = Vec::new();
                     for v in &versions {
                         match Source::all_of(v) {
                             Ok(sources) => wanted.extend(sources),
                             Err(e) => {
-                                tracing::error!(function = %v.function, version = v.version, error = %e, "stored manifest unreadable; keeping its consumers as they are");
+                                tracing::error!(function = %v.function, version = v.version, error = %e, "stored manifest unreadable; its consumers run on as they are");
                                 unreadable.insert(v.function.clone());
-                                let invoking = consumers
-                                    .keys()
+                                let had = match existing_sources(&self.ctx.shared.js, &v.function).await {
+                                    Ok(had) => had,
+                                    Err(e) => {
+                                        tracing::warn!(function = %v.function, error = %e, "cannot list its consumers; keeping its loops");
+                                        Vec::new()
+                                    }
+                                };
+                                let invoking = had
+                                    .iter()
+                                    .chain(consumers.keys())
                                     .any(|s| s.function == v.function && s.origin == Origin::Invoke);
+                                wanted.extend(had);
                                 if !invoking {
                                     wanted.push(Source::unreadable(&v.function));
                                 }
@@ -198,6 +208,45 @@ impl Pullers {
         }
         self.ctx.shared.registry.provision(targets);
     }
+}
+
+/// `function`'s sources as its durable consumers on the server hold them:
+/// its invocation consumer and its subscriptions (each filter subject is
+/// its subject; a batched one is read one message at a time).
+async fn existing_sources(js: &jetstream::Context, function: &str) -> Result<Vec<Source>, async_nats::Error> {
+    let mut sources = Vec::new();
+    for stream_name in [stoke_core::naming::INVOKE_STREAM, stoke_core::naming::EVENTS_STREAM] {
+        let Ok(stream) = js.get_stream(stream_name).await else {
+            continue;
+        };
+        let mut infos = stream.consumers();
+        while let Some(info) = infos.next().await {
+            let config = info?.config;
+            let (Some(durable), subject) = (config.durable_name.as_deref(), config.filter_subject.clone()) else {
+                continue;
+            };
+            let origin = if stream_name == stoke_core::naming::INVOKE_STREAM {
+                if durable != stoke_core::naming::invoke_consumer(function) {
+                    continue;
+                }
+                Origin::Invoke
+            } else {
+                if durable != stoke_core::naming::subscription_consumer(function, &subject) {
+                    continue;
+                }
+                Origin::Subscription { subject, batch: None }
+            };
+            sources.push(Source {
+                function: function.to_string(),
+                origin,
+                holding: stoke_bus::streams::Holding {
+                    max_ack_pending: u32::try_from(config.max_ack_pending).unwrap_or(1).max(1),
+                    ack_wait: config.ack_wait,
+                },
+            });
+        }
+    }
+    Ok(sources)
 }
 
 /// Pull one source's events until `stop`, reconnecting on errors.

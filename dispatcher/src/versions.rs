@@ -36,12 +36,11 @@ pub(crate) enum LoadError {
     Secret(#[from] stoke_auth::sealed::SealError),
     /// The version's stored manifest does not parse (a corrupt row, or one
     /// written by a newer release than this dispatcher's).
-    #[error("the stored manifest of {function:?} version {version} does not parse: {source}")]
+    #[error("the stored manifest of {function:?} version {version} does not parse: {cause}")]
     Manifest {
         function: String,
         version: u32,
-        #[source]
-        source: stoke_core::manifest::ManifestError,
+        cause: stoke_core::manifest::ManifestError,
     },
 }
 
@@ -93,10 +92,10 @@ impl Versions {
         {
             return Ok(Some(l.clone()));
         }
-        let manifest = Manifest::parse(&fv.manifest).map_err(|source| LoadError::Manifest {
+        let manifest = Manifest::parse(&fv.manifest).map_err(|cause| LoadError::Manifest {
             function: fv.function.clone(),
             version: fv.version,
-            source,
+            cause,
         })?;
         // Secrets are sealed in the store; the worker gets them opened.
         let mut config = fv.config.clone();

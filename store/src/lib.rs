@@ -32,10 +32,10 @@ pub use types::*;
 pub enum StoreError {
     /// The database cannot be reached or is busy; try again later.
     #[error("store unavailable: {0}")]
-    Unavailable(#[source] Cause),
+    Unavailable(Cause),
     /// A constraint or data problem that retrying will not fix.
     #[error("store error: {0}")]
-    Invalid(#[source] Cause),
+    Invalid(Cause),
     #[error("unsupported store url {0:?}: use sqlite://PATH or postgres://USER:PASSWORD@HOST/DB")]
     UnsupportedUrl(String),
 }
@@ -53,8 +53,10 @@ impl StoreError {
 }
 
 /// What is underneath a [`StoreError`]: the database's, the file system's or
-/// the migrator's own error, kept whole so its chain survives (its message
-/// is the store error's too), or a message where there is none.
+/// the migrator's own error, kept whole (typed, with its own chain: see
+/// [`Cause::get`]), or a message where there is none. Its message is part
+/// of the store error's, so it is not also that error's `source()` (a chain
+/// printer would show it twice).
 #[derive(Debug)]
 pub struct Cause(Box<dyn std::error::Error + Send + Sync>);
 
@@ -68,12 +70,6 @@ impl Cause {
 impl std::fmt::Display for Cause {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for Cause {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(self.0.as_ref())
     }
 }
 
@@ -138,14 +134,13 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 #[error("migration {version}: {cause}")]
 struct Migration {
     version: i64,
-    #[source]
     cause: Cause,
 }
 
 /// The migrator itself failed (not one migration's statements).
 #[derive(Debug, thiserror::Error)]
 #[error("migrations: {0}")]
-struct Migrations(#[source] sqlx::migrate::MigrateError);
+struct Migrations(sqlx::migrate::MigrateError);
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 

@@ -90,8 +90,8 @@ impl SqliteStore {
             nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e)
         })
         .await
-        .map_err(StoreError::unavailable)?
-        .map_err(|e| StoreError::unavailable(AtPath::new(&lock_path, std::io::Error::from(e))))?;
+        .map_err(|e| StoreError::unavailable(format!("migration lock: {e}")))?
+        .map_err(|e| StoreError::unavailable(format!("migration lock {}", AtPath::new(&lock_path, e.into()))))?;
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
         let migrated = sqlx::migrate!("../migrations/sqlite").run(&pool).await;
         drop(lock);
@@ -128,18 +128,17 @@ crate::sql_catalog::sql_catalog!(SqliteStore, SqliteRow);
 
 /// A file-system error and the path it happened at.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {source}", path.display())]
+#[error("{}: {cause}", path.display())]
 struct AtPath {
     path: std::path::PathBuf,
-    #[source]
-    source: std::io::Error,
+    cause: std::io::Error,
 }
 
 impl AtPath {
-    fn new(path: &Path, source: std::io::Error) -> AtPath {
+    fn new(path: &Path, cause: std::io::Error) -> AtPath {
         AtPath {
             path: path.to_path_buf(),
-            source,
+            cause,
         }
     }
 }

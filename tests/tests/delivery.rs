@@ -332,11 +332,11 @@ fn dead_letters(p: &Platform) -> Vec<serde_json::Value> {
 /// a newer release wrote) is its own error, never "function not found", and
 /// loses nothing. Here the store is corrupted while `stoke up` is stopped,
 /// with an async event on the invocation stream and a message on a
-/// subscribed subject waiting. After the restart an HTTP caller gets 500
-/// `Stoke.BadManifest`; the waiting event is released a few times, then
-/// dead-lettered with reason `bad_manifest` (nothing ran: 0 attempts); the
-/// subject message stays captured. Once a good version 2 is deployed the
-/// message runs on it, and the dead letter redriven to it completes.
+/// subscribed subject waiting. After the restart (its dispatcher has never
+/// read the manifest) an HTTP caller gets 500 `Stoke.BadManifest`; both
+/// waiting events are consumed through the consumers the function had,
+/// released a few times, then dead-lettered with reason `bad_manifest`
+/// (nothing ran: 0 attempts). Redriven to a good version 2, both complete.
 #[tokio::test]
 async fn a_corrupt_stored_manifest_is_retried_then_dead_lettered_and_loses_nothing() {
     let nats = Nats::start().await.unwrap();
@@ -371,37 +371,35 @@ async fn a_corrupt_stored_manifest_is_retried_then_dead_lettered_and_loses_nothi
     assert_eq!(r.status, 500, "{}", r.text());
     assert_eq!(r.json()["errorType"], "Stoke.BadManifest", "{}", r.text());
 
-    let dead = eventually(Duration::from_secs(30), "the waiting event dead-lettered", || async {
-        dead_letters(&p).first().cloned()
+    let dead = eventually(Duration::from_secs(30), "both waiting events dead-lettered", || async {
+        let dead = dead_letters(&p);
+        (dead.len() == 2).then_some(dead)
     })
     .await;
-    assert_eq!(dead["reason"], "bad_manifest", "{dead}");
-    assert_eq!(dead["error"]["error_type"], "Stoke.BadManifest", "{dead}");
-    assert_eq!(dead["attempts"], 0, "nothing ran: {dead}");
-    assert_eq!(dead["trigger"], "nats", "{dead}");
-    let id = dead["invocation_id"].as_str().unwrap().to_string();
-    assert_eq!(
-        p.get(&format!("/invocations/{id}")).await.json()["status"],
-        "dead_lettered"
-    );
+    let mut triggers: Vec<&str> = dead.iter().map(|d| d["trigger"].as_str().unwrap()).collect();
+    triggers.sort();
+    assert_eq!(triggers, ["nats", "subject"], "{dead:?}");
+    for d in &dead {
+        assert_eq!(d["reason"], "bad_manifest", "{d}");
+        assert_eq!(d["error"]["error_type"], "Stoke.BadManifest", "{d}");
+        assert_eq!(d["attempts"], 0, "nothing ran: {d}");
+        let id = d["invocation_id"].as_str().unwrap();
+        assert_eq!(
+            p.get(&format!("/invocations/{id}")).await.json()["status"],
+            "dead_lettered"
+        );
+    }
     let db = p.db().await;
-    let count = |sql: &'static str| stoke_tests::count(&db, sql);
-    assert_eq!(
-        count("SELECT count(*) FROM completions").await,
-        0,
-        "the subject message waits"
-    );
+    assert_eq!(stoke_tests::count(&db, "SELECT count(*) FROM completions").await, 0);
 
-    // A good version 2: the subject message runs on it; the dead letter,
-    // redriven to it, completes.
+    // A good version 2; both, redriven to it, complete.
     p.deploy(hello_with("max_attempts = 2").path());
-    eventually(Duration::from_secs(30), "the subject message to run", || async {
-        (count("SELECT count(*) FROM completions WHERE trigger = 'subject' AND version = 2").await == 1).then_some(())
-    })
-    .await;
-    assert_eq!(p.cli_ok(&["dlq", "redrive", &id, "--version", "2"]).trim(), id);
-    let done = wait_status(&p, &id, "succeeded").await;
-    assert_eq!(done["version"], 2, "{done}");
+    let redriven = p.cli_ok(&["dlq", "redrive", "--function", "hello", "--version", "2"]);
+    assert_eq!(redriven.lines().count(), 2, "{redriven}");
+    for d in &dead {
+        let done = wait_status(&p, d["invocation_id"].as_str().unwrap(), "succeeded").await;
+        assert_eq!(done["version"], 2, "{done}");
+    }
     assert_eq!(dead_letters(&p).len(), 0);
     wait_stream_empty(&nats).await;
 }

@@ -65,23 +65,17 @@ struct Entry {
 pub enum CronError {
     #[error(transparent)]
     Store(#[from] stoke_store::StoreError),
-    #[error("schedule {name}: {source}")]
+    #[error("schedule {name}: {cause}")]
     Schedule {
         name: String,
-        #[source]
-        source: stoke_core::manifest::ManifestError,
+        cause: stoke_core::manifest::ManifestError,
     },
-    #[error("cron expression {expr:?}: {source}")]
-    Expression {
-        expr: String,
-        #[source]
-        source: cron::error::Error,
-    },
-    #[error("publishing tick {key}: {source}")]
+    #[error("cron expression {expr:?}: {cause}")]
+    Expression { expr: String, cause: cron::error::Error },
+    #[error("publishing tick {key}: {cause}")]
     Publish {
         key: String,
-        #[source]
-        source: Box<stoke_bus::InvokeError>,
+        cause: Box<stoke_bus::InvokeError>,
     },
 }
 
@@ -174,9 +168,9 @@ impl Scheduler {
                 catch_up_window: Some(s.catch_up_window_secs),
                 ..Default::default()
             };
-            let spec = stoke_core::manifest::parse_cron(&def).map_err(|source| CronError::Schedule {
+            let spec = stoke_core::manifest::parse_cron(&def).map_err(|cause| CronError::Schedule {
                 name: s.name.clone(),
-                source,
+                cause,
             })?;
             let schedule = Schedule::new(&spec)?;
             let last = self.store.last_tick(&id, false).await?;
@@ -309,9 +303,9 @@ impl Scheduler {
         };
         match self.invoker.invoke(req).await {
             Ok(Invoked::Queued { .. } | Invoked::Completed(_) | Invoked::StillRunning { .. }) => Ok(()),
-            Err(source) => Err(CronError::Publish {
+            Err(cause) => Err(CronError::Publish {
                 key: key.to_string(),
-                source: Box::new(source),
+                cause: Box::new(cause),
             }),
         }
     }

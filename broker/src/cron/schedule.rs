@@ -22,9 +22,9 @@ pub struct Schedule {
 
 impl Schedule {
     pub fn new(spec: &CronSpec) -> Result<Schedule, super::CronError> {
-        let expr = cron::Schedule::from_str(&spec.schedule).map_err(|source| super::CronError::Expression {
+        let expr = cron::Schedule::from_str(&spec.schedule).map_err(|cause| super::CronError::Expression {
             expr: spec.schedule.clone(),
-            source,
+            cause,
         })?;
         Ok(Schedule {
             expr,

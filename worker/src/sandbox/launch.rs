@@ -348,7 +348,8 @@ unsafe fn child_steps(c: &Child<'_>) -> Step {
     // (f)
     sys::set_no_new_privs("no_new_privs")?;
     // (g)
-    install_seccomp(c.seccomp)?;
+    // SAFETY: this is the launcher's child; exec follows.
+    unsafe { install_seccomp(c.seccomp) }?;
     // (h)
     sys::set_signal_mask(c.mask);
     sys::execve("exec", c.program, &c.argv, &c.envp)
@@ -407,9 +408,16 @@ fn set_rlimits(max_pids: u64) -> Step {
 
 /// (g) The programs were built before the clone; installing one is a
 /// prctl over a pointer to it.
-fn install_seccomp(programs: &[seccompiler::BpfProgram]) -> Step {
+///
+/// # Safety
+///
+/// Only in the launcher's child, which execs next (see
+/// [`sys::seccomp_filter`]).
+#[allow(unsafe_code)]
+unsafe fn install_seccomp(programs: &[seccompiler::BpfProgram]) -> Step {
     for program in programs {
-        sys::seccomp_filter("seccomp", program)?;
+        // SAFETY: our caller is the launcher's child, which execs next.
+        unsafe { sys::seccomp_filter("seccomp", program)? };
     }
     Ok(())
 }

@@ -343,10 +343,23 @@ pub(crate) fn setrlimit(step: &'static str, resource: libc::__rlimit_resource_t,
 }
 
 /// Install a seccomp filter: the program is built before `clone`, so this
-/// is a prctl over a pointer to it.
-pub(crate) fn seccomp_filter(step: &'static str, program: &[seccompiler::sock_filter]) -> Step {
+/// is a prctl over a pointer to it. A program of more instructions than
+/// the kernel takes fails the step (`E2BIG`), never truncated.
+///
+/// # Safety
+///
+/// Only in the launcher's child before exec: a filter can make system
+/// calls fail or fake their results for the rest of the process's life,
+/// which no code that goes on running could be sound under.
+pub(crate) unsafe fn seccomp_filter(step: &'static str, program: &[seccompiler::sock_filter]) -> Step {
+    let Ok(len) = u16::try_from(program.len()) else {
+        return Err(Failed {
+            step,
+            errno: libc::E2BIG,
+        });
+    };
     let prog = libc::sock_fprog {
-        len: program.len() as u16,
+        len,
         filter: program.as_ptr() as *mut libc::sock_filter,
     };
     // SAFETY: the kernel copies `prog` and the `len` instructions it points
