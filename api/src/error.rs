@@ -97,7 +97,7 @@ impl From<ApiError> for Status {
                 InvokeError::NotFound(_) => Status::not_found(msg),
                 InvokeError::NoHttpTrigger(_) | InvokeError::BadManifest { .. } => Status::failed_precondition(msg),
                 InvokeError::PayloadTooLarge { .. } => Status::resource_exhausted(msg),
-                InvokeError::InvalidKey(_) => Status::invalid_argument(msg),
+                InvokeError::InvalidKey(_) | InvokeError::BadRequest(_) => Status::invalid_argument(msg),
                 InvokeError::Unavailable(_) => Status::unavailable(msg),
                 InvokeError::KeyConflict(_) => Status::already_exists(msg),
                 InvokeError::Unauthenticated(_) => Status::unauthenticated(msg),

@@ -109,6 +109,7 @@ impl AdminService for AdminApi {
                 wait: !r.r#async,
                 via: stoke_bus::Via::Platform,
                 trace,
+                http: None,
             })
             .await
             .map_err(ApiError::from)?;

@@ -1,4 +1,10 @@
-//! The HTTP gateway: `POST /fn/{name}`, `GET /invocations/{id}`, `GET /healthz`.
+//! The HTTP gateway: function URLs (any method on `/fn/{name}` and
+//! `/fn/{name}/{path...}`; `name` may be `name:7` or `name:alias`),
+//! `GET /invocations/{id}`, `GET /healthz`. A function URL's request
+//! reaches the function as Lambda's function URL event (payload 2.0,
+//! `stoke_bus::http`), with the path under the function's prefix as its
+//! `rawPath` — or as its body alone where the trigger says `event = "body"`
+//! — and its answer is mapped back as Lambda maps a 2.0 response.
 //!
 //! Every error is a JSON body in Lambda's error shape,
 //! `{"errorType": ..., "errorMessage": ...}`, with a status that says what
@@ -10,21 +16,23 @@ use std::collections::BTreeMap;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get};
 use base64::Engine as _;
 use serde_json::{Value, json};
 use stoke_core::naming;
 use stoke_core::trace::TraceContext;
 use stoke_proto::{InvocationInfo, InvocationStatus};
 
+use stoke_bus::http::HttpCall;
 use stoke_bus::{InvokeError, InvokeRequest, Invoked, Invoker, Via};
 
 pub fn router(invoker: Invoker) -> Router {
     Router::new()
-        .route("/fn/{name}", post(invoke_fn))
+        .route("/fn/{name}", any(invoke_fn))
+        .route("/fn/{name}/{*path}", any(invoke_fn_path))
         .route("/invocations/{id}", get(get_invocation))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(invoker)
@@ -48,6 +56,7 @@ fn refused(e: InvokeError) -> Response {
             }
             InvokeError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "Stoke.PayloadTooLarge"),
             InvokeError::InvalidKey(_) => (StatusCode::BAD_REQUEST, "Stoke.InvalidIdempotencyKey"),
+            InvokeError::BadRequest(_) => (StatusCode::BAD_REQUEST, "Stoke.BadRequest"),
             InvokeError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Stoke.Unavailable"),
             InvokeError::BadManifest { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "Stoke.BadManifest"),
             InvokeError::KeyConflict(_) => (StatusCode::CONFLICT, "Stoke.IdempotencyKeyConflict"),
@@ -80,8 +89,47 @@ async fn drain(body: axum::body::Body) {
     while let Some(Ok(_)) = data.next().await {}
 }
 
+/// The address a request came from over TLS (plain TCP gives axum's own
+/// `ConnectInfo<SocketAddr>`): the event's `sourceIp`.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// A function URL with a path under the function's prefix.
+async fn invoke_fn_path(
+    State(invoker): State<Invoker>,
+    Path((name, _path)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    invoke_fn(State(invoker), Path(name), req).await
+}
+
+/// The path under `/fn/<name>` as sent (percent-encoded), `/` for none.
+fn path_under_function(path: &str) -> String {
+    match path.strip_prefix("/fn/").and_then(|p| p.split_once('/')) {
+        Some((_, rest)) => format!("/{rest}"),
+        None => "/".into(),
+    }
+}
+
 async fn invoke_fn(State(invoker): State<Invoker>, Path(name): Path<String>, req: Request) -> Response {
     let limit = invoker.max_payload();
+    let method = req.method().to_string();
+    let raw_path = path_under_function(req.uri().path());
+    let raw_query = req.uri().query().unwrap_or("").to_string();
+    let protocol = format!("{:?}", req.version());
+    let source_ip = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0)
+        .or_else(|| req.extensions().get::<ConnectInfo<Peer>>().map(|c| c.0.0))
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
     let headers = req.headers().clone();
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -111,6 +159,18 @@ async fn invoke_fn(State(invoker): State<Invoker>, Path(name): Path<String>, req
         Some(Err(_)) => return refused(stoke_bus::ids::InvalidKey("must be printable ASCII").into()),
         None => None,
     };
+    let http = HttpCall {
+        method,
+        raw_path,
+        raw_query,
+        headers: headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect(),
+        body: payload.to_vec(),
+        protocol,
+        source_ip,
+    };
     let outcome = invoker
         .invoke(InvokeRequest {
             function: name,
@@ -118,6 +178,7 @@ async fn invoke_fn(State(invoker): State<Invoker>, Path(name): Path<String>, req
             idempotency_key,
             trigger: "http",
             wait,
+            http: Some(http),
             via: Via::Http {
                 authorization: authorization(&headers),
             },

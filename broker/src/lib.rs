@@ -156,17 +156,20 @@ impl Broker {
         }
         let stop = shutdown.cancelled_owned();
         let served = match self.tls {
-            Some(acceptor) => axum::serve(tls::TlsListener::new(self.listener, acceptor), app)
-                .with_graceful_shutdown(stop)
-                .await
-                .map_err(BrokerError::Serve),
+            Some(acceptor) => axum::serve(
+                tls::TlsListener::new(self.listener, acceptor),
+                app.into_make_service_with_connect_info::<gateway::Peer>(),
+            )
+            .with_graceful_shutdown(stop)
+            .await
+            .map_err(BrokerError::Serve),
             None => {
                 // Without TCP_NODELAY a response written in two segments waits
                 // for the client's delayed ACK: ~40 ms on every keep-alive request.
                 let listener = self.listener.tap_io(|tcp| {
                     let _ = tcp.set_nodelay(true);
                 });
-                axum::serve(listener, app)
+                axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
                     .with_graceful_shutdown(stop)
                     .await
                     .map_err(BrokerError::Serve)

@@ -31,6 +31,9 @@ pub struct Envelope {
     pub attempt_base: u32,
     /// Its trace context; `None` when the message carries none.
     pub trace: Option<TraceContext>,
+    /// The digest its completion records for its key, when not its
+    /// payload's (a function URL's event: the request's).
+    pub digest: Option<String>,
 }
 
 impl Envelope {
@@ -46,6 +49,7 @@ impl Envelope {
             version: None,
             attempt_base: 0,
             trace: None,
+            digest: None,
         }
     }
 
@@ -83,6 +87,9 @@ impl Envelope {
         if self.attempt_base > 0 {
             h.insert(headers::ATTEMPT_BASE, self.attempt_base.to_string().as_str());
         }
+        if let Some(digest) = &self.digest {
+            h.insert(headers::PAYLOAD_DIGEST, digest.as_str());
+        }
         h
     }
 
@@ -106,6 +113,7 @@ impl Envelope {
             version: header(headers::FUNCTION_VERSION).and_then(|v| v.parse().ok()),
             attempt_base: header(headers::ATTEMPT_BASE).and_then(|b| b.parse().ok()).unwrap_or(0),
             trace: headers.and_then(trace_of),
+            digest: header(headers::PAYLOAD_DIGEST),
         }
     }
 
@@ -172,6 +180,7 @@ mod tests {
             version in proptest::option::of(any::<u32>()),
             attempt_base in any::<u32>(),
             trace in proptest::option::of(any::<u64>()),
+            digest in proptest::option::of("[0-9a-f]{64}"),
         ) -> Envelope {
             Envelope {
                 msg_id: msg_id.unwrap_or_default(),
@@ -182,6 +191,7 @@ mod tests {
                 version,
                 attempt_base,
                 trace: trace.map(|t| TraceContext::derived(&t.to_string(), 1_700_000_000)),
+                digest,
             }
         }
     }

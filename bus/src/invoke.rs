@@ -15,7 +15,7 @@ use futures::StreamExt;
 use prost::Message as _;
 use stoke_core::catalog::CurrentVersions;
 use stoke_core::trace::TraceContext;
-use stoke_core::{HttpAuth, Manifest, Retryable};
+use stoke_core::{HttpAuth, HttpEvent, Manifest, Retryable};
 use stoke_proto::InvocationInfo;
 use stoke_store::{Accepted, DeadLetter, Edge, FunctionVersion};
 use tracing::Instrument as _;
@@ -23,6 +23,7 @@ use tracing::Instrument as _;
 use stoke_auth::{AuthError, Authenticator, Role};
 
 use crate::envelope::Envelope;
+use crate::http::HttpCall;
 use crate::ids;
 use crate::results::{self, LocalResults, completion_info, view_info};
 
@@ -34,6 +35,9 @@ pub enum InvokeError {
     NoHttpTrigger(String),
     #[error("payload is {size} bytes, over the {limit}-byte limit")]
     PayloadTooLarge { size: usize, limit: usize },
+    /// An HTTP request its function URL event cannot describe.
+    #[error(transparent)]
+    BadRequest(#[from] crate::http::HttpEventError),
     #[error(transparent)]
     InvalidKey(#[from] ids::InvalidKey),
     /// NATS or the store cannot take the event now; nothing was accepted.
@@ -81,6 +85,10 @@ pub struct InvokeRequest {
     /// The caller's trace context (an HTTP `traceparent`); a fresh one
     /// when `None`.
     pub trace: Option<TraceContext>,
+    /// The HTTP request, when it came to a function URL: the function then
+    /// receives its function URL event (`crate::http`) unless its trigger
+    /// asks for the body alone (`payload`).
+    pub http: Option<HttpCall>,
 }
 
 /// Where a request to run a function comes from.
@@ -184,6 +192,24 @@ impl Invoker {
         if let Via::Http { authorization } = &req.via {
             self.check_http(&version, &manifest, authorization.as_deref()).await?;
         }
+        // A function URL's request becomes its event, unless the trigger
+        // wants the body alone; what identifies it for a key is the
+        // request, not the event (which carries the time).
+        let (payload, digest_input) = match (&req.http, manifest.http_event()) {
+            (Some(call), Some(HttpEvent::Url)) => {
+                let request_id = uuid::Uuid::new_v4().to_string();
+                let event = crate::http::url_event(call, &function, &request_id, stoke_core::now_ms())?;
+                let event = Bytes::from(serde_json::to_vec(&event).expect("JSON values serialise"));
+                if event.len() > me.max_payload {
+                    return Err(InvokeError::PayloadTooLarge {
+                        size: event.len(),
+                        limit: me.max_payload,
+                    });
+                }
+                (event, Bytes::from(call.digest_input()))
+            }
+            _ => (req.payload.clone(), req.payload.clone()),
+        };
         let (invocation_id, key) = match &req.idempotency_key {
             Some(key) => {
                 ids::validate_key(key)?;
@@ -198,7 +224,7 @@ impl Invoker {
         // running — if it is the same event: another payload is a conflict.
         // (Only events someone may repeat need the payload's digest.)
         let keyed = req.idempotency_key.is_some();
-        let digest = (keyed || !req.wait).then(|| stoke_core::package::digest(&req.payload));
+        let digest = (keyed || !req.wait).then(|| stoke_core::package::digest(&digest_input));
         let conflicts = |stored: &Option<String>| keyed && stored.is_some() && *stored != digest;
         if keyed && let Some(done) = me.store.completion_by_key(&function, &key).await? {
             if conflicts(&done.payload_digest) {
@@ -252,8 +278,10 @@ impl Invoker {
             version: Some(version.version),
             attempt_base: 0,
             trace: Some(trace),
+            // The request's, where the event is not what a repeat repeats.
+            digest: digest.clone().filter(|_| req.http.is_some()),
         };
-        let ack = self.publish(&function, &envelope, req.payload).await?;
+        let ack = self.publish(&function, &envelope, payload).await?;
         tracing::debug!(%invocation_id, %function, seq = ack.sequence, duplicate = ack.duplicate, "event queued");
 
         let Some(sub) = results.as_mut() else {
@@ -414,6 +442,14 @@ impl Invoker {
             version: Some(version),
             attempt_base: dead.attempts,
             trace: Some(TraceContext::fresh()),
+            // What its key was accepted with (a function URL's request),
+            // so a repeat after the redrive is still the same event.
+            digest: self
+                .inner
+                .store
+                .accepted(&dead.invocation_id)
+                .await?
+                .and_then(|a| a.payload_digest),
         };
         self.publish(&dead.function, &envelope, dead.payload.clone().into())
             .await?;

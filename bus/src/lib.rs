@@ -3,7 +3,8 @@
 //! role from the `[streams]` table), the invocation event's envelope with
 //! its one encode and one decode ([`envelope`]), invocation ids and
 //! idempotency keys ([`ids`]), result announcements and their in-process
-//! hand-over ([`results`]), and accepting an invocation onto the stream
+//! hand-over ([`results`]), the function URL event an HTTP request
+//! becomes ([`http`]), and accepting an invocation onto the stream
 //! ([`invoke::Invoker`]: the gateway, cron and the admin API all go
 //! through it).
 //!
@@ -12,6 +13,7 @@
 //! other than NATS: callers map [`InvokeError`] to HTTP or gRPC.
 
 pub mod envelope;
+pub mod http;
 pub mod ids;
 pub mod invoke;
 pub mod results;

@@ -1,8 +1,10 @@
 //! Concurrency key expressions: a dotted path into the event a function
 //! receives, e.g. `customer_id` for an HTTP body `{"customer_id": 7}` or
 //! `data.customer` for a subject message (whose event wraps the payload in
-//! `data`). A numeric segment indexes an array (`items.0.sku`), and a
-//! leading `$.` is accepted for readers used to JSONPath.
+//! `data`), or `body.customer_id` for a request to a function URL (whose
+//! event carries the body as a string: a string that holds JSON is
+//! descended into). A numeric segment indexes an array (`items.0.sku`), and
+//! a leading `$.` is accepted for readers used to JSONPath.
 //!
 //! The key is the value found there: a string as is, a number or boolean as
 //! its JSON text, an object or array as its compact JSON. An event that is
@@ -36,18 +38,27 @@ pub fn evaluate(expr: &str, event: &[u8]) -> Option<String> {
 /// [`evaluate`] over an already parsed event.
 pub fn evaluate_value(expr: &str, event: &serde_json::Value) -> Option<String> {
     let path = expr.strip_prefix("$.").unwrap_or(expr);
-    let mut at = event;
-    for segment in path.split('.') {
-        at = match at {
-            serde_json::Value::Object(map) => map.get(segment)?,
-            serde_json::Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
-            _ => return None,
+    let segments: Vec<&str> = path.split('.').collect();
+    descend(event, &segments)
+}
+
+/// The value at `segments` under `at`.
+fn descend(at: &serde_json::Value, segments: &[&str]) -> Option<String> {
+    use serde_json::Value;
+    let Some((segment, rest)) = segments.split_first() else {
+        return match at {
+            Value::Null => None,
+            Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
         };
-    }
+    };
     match at {
-        serde_json::Value::Null => None,
-        serde_json::Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
+        Value::Object(map) => descend(map.get(*segment)?, rest),
+        Value::Array(items) => descend(items.get(segment.parse::<usize>().ok()?)?, rest),
+        // JSON inside a string (each parse is shorter than the string it
+        // came from, so this ends).
+        Value::String(s) => descend(&serde_json::from_str::<Value>(s).ok()?, segments),
+        _ => None,
     }
 }
 
@@ -84,5 +95,22 @@ mod tests {
         for bad in ["", "$.", "a..b", ".a", "a.", "a b"] {
             assert!(validate(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn a_function_url_events_json_body_is_descended_into() {
+        let event = br#"{"version":"2.0","body":"{\"customer_id\":7,\"tags\":[\"a\"]}","isBase64Encoded":false}"#;
+        assert_eq!(evaluate("body.customer_id", event).as_deref(), Some("7"));
+        assert_eq!(evaluate("body.tags.0", event).as_deref(), Some("a"));
+        assert_eq!(
+            evaluate("body", event).as_deref(),
+            Some(r#"{"customer_id":7,"tags":["a"]}"#)
+        );
+        assert_eq!(evaluate("body.missing", event), None);
+        assert_eq!(
+            evaluate("version.x", event),
+            None,
+            "a string that is not JSON has no fields"
+        );
     }
 }

@@ -18,7 +18,7 @@ pub mod package;
 pub mod trace;
 
 pub use fnconfig::{ConfigEdit, FunctionConfig};
-pub use manifest::{Batching, CatchUp, CronSpec, HttpAuth, Manifest, ManifestError, Mode, Overlap, Trigger};
+pub use manifest::{Batching, CatchUp, CronSpec, HttpAuth, HttpEvent, Manifest, ManifestError, Mode, Overlap, Trigger};
 
 /// Errors say whether trying again could help; retry and dead-letter logic
 /// match on this, never on message text.

@@ -20,9 +20,11 @@
 //! GREETING = "Hello"
 //!
 //! [[triggers]]
-//! http = true
+//! http = true                        # its function URL: any method on /fn/<name> and /fn/<name>/<path>
 //! auth = "token"                     # optional: callers send `Authorization: Bearer <token>`
 //!                                    # (role invoker in the function's namespace); default "none"
+//! event = "body"                     # optional: the request body as the event; default "url",
+//!                                    # Lambda's function URL event (payload 2.0)
 //!
 //! [[triggers]]
 //! cron = "0 */5 * * * *"             # sec min hour day month weekday [year]
@@ -140,6 +142,10 @@ pub struct TriggerDef {
     /// http: who may call it (default: anyone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<HttpAuth>,
+    /// http: what the function receives (default `url`: Lambda's function
+    /// URL event; `body`: the request body itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<HttpEvent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cron: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -180,6 +186,19 @@ pub enum HttpAuth {
     /// A bearer token with the invoker role in the function's namespace,
     /// checked whatever the admin API's auth mode is.
     Token,
+}
+
+/// What an HTTP trigger's function receives for a request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpEvent {
+    /// Lambda's function URL event (payload format 2.0): method, path,
+    /// query, headers, cookies, the body (base64 when binary).
+    #[default]
+    Url,
+    /// The request body itself, as the Invoke API passes it (an opt-in for
+    /// callers who post events rather than HTTP requests).
+    Body,
 }
 
 /// A cron tick while the previous tick's invocation is still running.
@@ -419,6 +438,22 @@ impl Manifest {
             .collect()
     }
 
+    /// What the function receives for an HTTP request; None without an
+    /// http trigger.
+    pub fn http_event(&self) -> Option<HttpEvent> {
+        self.triggers()
+            .ok()?
+            .iter()
+            .find_map(|t| matches!(t, Trigger::Http(_)).then_some(()))?;
+        Some(
+            self.triggers
+                .iter()
+                .find(|t| t.http == Some(true))
+                .and_then(|t| t.event)
+                .unwrap_or_default(),
+        )
+    }
+
     /// Who may call the function over HTTP; None without an http trigger.
     pub fn http_auth(&self) -> Option<HttpAuth> {
         let triggers = self.triggers().ok()?;
@@ -502,6 +537,9 @@ fn parse_trigger(i: usize, t: &TriggerDef) -> Result<Option<Trigger>, ManifestEr
     }
     if t.http.is_none() && t.auth.is_some() {
         return Err(invalid(field("auth"), "only applies to an `http` trigger"));
+    }
+    if t.http.is_none() && t.event.is_some() {
+        return Err(invalid(field("event"), "only applies to an `http` trigger"));
     }
     if t.subject.is_none() {
         for (name, set) in [

@@ -177,6 +177,10 @@ pub mod headers {
     pub const FUNCTION_VERSION: &str = "Stoke-Function-Version";
     /// Attempts already made before this message (a redriven dead letter).
     pub const ATTEMPT_BASE: &str = "Stoke-Attempt-Base";
+    /// What identifies the event for its idempotency key, when that is not
+    /// its payload (a function URL's event carries the time; the digest is
+    /// of the request).
+    pub const PAYLOAD_DIGEST: &str = "Stoke-Payload-Digest";
 }
 
 /// Lambda's invocation types.

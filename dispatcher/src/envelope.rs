@@ -35,6 +35,8 @@ pub(crate) struct Envelope {
     pub created_ms: i64,
     /// The event the function receives.
     pub payload: Bytes,
+    /// The digest its completion records, when not its payload's.
+    pub digest: Option<String>,
 }
 
 /// Delivery count and publish time of a message.
@@ -71,6 +73,7 @@ pub(crate) fn invocation(msg: &jetstream::Message) -> Envelope {
         delivered,
         created_ms,
         payload: msg.payload.clone(),
+        digest: e.digest,
     }
 }
 
@@ -106,6 +109,7 @@ pub(crate) fn subscription(msg: &jetstream::Message, function: &str) -> (Envelop
         own_key,
         created_ms,
         payload: Bytes::from(serde_json::to_vec(&event).expect("JSON values serialise")),
+        digest: None,
     };
     (env, event)
 }
@@ -128,6 +132,7 @@ pub(crate) fn batch_run(first: &Envelope, attempt: u32) -> Envelope {
         own_key: true,
         created_ms: first.created_ms,
         payload: Bytes::new(),
+        digest: None,
     }
 }
 
@@ -211,6 +216,7 @@ impl Envelope {
             own_key,
             created_ms: 0,
             payload: Bytes::new(),
+            digest: None,
         }
     }
 

@@ -87,7 +87,11 @@ pub(crate) fn completion(
         trigger: env.trigger.clone(),
         created_ms: env.created_ms,
         completed_ms: stoke_core::now_ms(),
-        payload_digest: Some(stoke_core::package::digest(&env.payload)),
+        payload_digest: Some(
+            env.digest
+                .clone()
+                .unwrap_or_else(|| stoke_core::package::digest(&env.payload)),
+        ),
     }
 }
 

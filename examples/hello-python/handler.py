@@ -1,8 +1,12 @@
 """The hello function.
 
-Returns a Lambda proxy response greeting event["name"]; also subscribed to
-the NATS subjects greetings.* (see stoke.toml). A few keys make it
-misbehave on purpose, for the integration tests:
+A Lambda HTTP handler, as every Lambda tutorial writes one: called through
+its function URL (`curl -X POST localhost:8080/fn/hello -d '{"name":"Ada"}'`)
+it gets Lambda's function URL event and reads the JSON request body from
+event["body"]; it returns a proxy response greeting the name. It is also
+subscribed to the NATS subjects greetings.* (see stoke.toml), and `stoke
+invoke` hands it the event itself. A few keys of the event (the body, for a
+request) make it misbehave on purpose, for the integration tests:
   {"crash": true}     exit the process mid-event (exit code 3; after
                       "sleep" if given)
   {"fail": "msg"}     raise ValueError("msg")
@@ -15,6 +19,7 @@ With `batch_size` above 1 on its subject trigger it gets {"records": [...]}
 and reports the items carrying "fail" or "terminal" in batchItemFailures
 (Lambda's ReportBatchItemFailures); the others succeed.
 """
+import base64
 import json
 import os
 import sys
@@ -47,9 +52,30 @@ def batch_handler(event, context):
     return {"batchItemFailures": failures}
 
 
+def request_body(event):
+    """The JSON body of a function URL event (payload 2.0), or None."""
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        body = base64.b64decode(body).decode("utf-8", "replace")
+    try:
+        return json.loads(body) if body else {}
+    except ValueError:
+        return None
+
+
 def handler(event, context):
     if isinstance(event, dict) and isinstance(event.get("records"), list):
         return batch_handler(event, context)
+    # Called through its function URL: the request is described, the
+    # payload is its body.
+    http = None
+    if isinstance(event, dict) and event.get("version") == "2.0" and "requestContext" in event:
+        http = {
+            "method": event["requestContext"]["http"]["method"],
+            "path": event.get("rawPath"),
+            "query": event.get("queryStringParameters") or {},
+        }
+        event = request_body(event)
     # A message on a subscribed subject arrives wrapped with where it came
     # from; its payload is under "data".
     nats = None
@@ -85,6 +111,8 @@ def handler(event, context):
         body["env"] = os.environ.get(str(event["env"]))
     if nats:
         body["nats"] = nats
+    if http:
+        body["http"] = http
     return {
         "statusCode": 200,
         "headers": {"content-type": "application/json"},

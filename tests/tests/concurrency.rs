@@ -15,7 +15,7 @@ async fn send_async(p: &Platform, body: String) {
 async fn a_hot_key_runs_one_at_a_time_without_starving_other_keys() {
     let nats = Nats::start().await.unwrap();
     let p = Platform::start(&nats).await.unwrap();
-    p.deploy(hello_with("concurrency = 4\nconcurrency_key = \"customer\"").path());
+    p.deploy(hello_with("concurrency = 4\nconcurrency_key = \"body.customer\"").path());
 
     // A backlog of one customer, then one event each for six others.
     for i in 0..10 {
@@ -97,7 +97,7 @@ async fn the_lease_follows_the_function_timeout_and_a_redeploy_updates_it() {
     assert_eq!(consumer_config().await, (Duration::from_secs(130), 6));
 
     // Shorter timeout (the lease has a 30 s floor), more concurrency, a key.
-    p.deploy(hello_timeout(5, "concurrency = 8\nconcurrency_key = \"customer\"").path());
+    p.deploy(hello_timeout(5, "concurrency = 8\nconcurrency_key = \"body.customer\"").path());
     eventually(Duration::from_secs(15), "the consumer to be updated", || async {
         (consumer_config().await == (Duration::from_secs(30), 16)).then_some(())
     })

@@ -66,8 +66,10 @@ async fn poison_event_is_dead_lettered_others_flow_and_redrive_to_a_fix_complete
         "{list}"
     );
     let show = p.cli_ok(&["dlq", "show", &poison]);
+    // The payload kept is the event the function got: its function URL
+    // event, whose body is the request's.
     assert!(
-        show.contains("poison-1") && show.contains(r#"{"fail":"poison"}"#),
+        show.contains("poison-1") && show.contains(r#""body":"{\"fail\":\"poison\"}""#),
         "{show}"
     );
     assert_eq!(

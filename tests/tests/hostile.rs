@@ -22,7 +22,9 @@ fn hostile(timeout: u32, memory: u32) -> tempfile::TempDir {
         .replace("name = \"hello\"", "name = \"hostile\"")
         .replace("timeout = 10", &format!("timeout = {timeout}"))
         .replace("memory = 128", &format!("memory = {memory}"))
-        .replace("handler = \"handler.handler\"", "handler = \"hostile.handler\"");
+        .replace("handler = \"handler.handler\"", "handler = \"hostile.handler\"")
+        // Its orders are the request body.
+        .replace("http = true", "http = true\nevent = \"body\"");
     std::fs::write(f.path().join("stoke.toml"), manifest).unwrap();
     f
 }

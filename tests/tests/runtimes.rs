@@ -75,7 +75,8 @@ def handler(event, context):
     .unwrap();
     std::fs::write(
         f.path().join("stoke.toml"),
-        "name = \"ric\"\ncommand = [\"python3\", \"-m\", \"awslambdaric\", \"app.handler\"]\nmemory = 256\n",
+        "name = \"ric\"\ncommand = [\"python3\", \"-m\", \"awslambdaric\", \"app.handler\"]\nmemory = 256\n\
+         [[triggers]]\nhttp = true\nevent = \"body\"\n",
     )
     .unwrap();
 

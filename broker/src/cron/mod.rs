@@ -300,6 +300,7 @@ impl Scheduler {
             wait: false,
             via: stoke_bus::Via::Platform,
             trace: None,
+            http: None,
         };
         match self.invoker.invoke(req).await {
             Ok(Invoked::Queued { .. } | Invoked::Completed(_) | Invoked::StillRunning { .. }) => Ok(()),

@@ -19,9 +19,16 @@ fn instance() -> &'static str {
 
 async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
     // A message on a subscribed NATS subject arrives wrapped; its payload is "data".
-    let input = match event.payload.get("source").and_then(Value::as_str) {
-        Some("nats") => event.payload.get("data").unwrap_or(&Value::Null),
-        _ => &event.payload,
+    // A function URL request (Lambda's payload 2.0): the input is its JSON
+    // body. A subject message: its data. Anything else: the event itself.
+    let body = (event.payload.get("version").and_then(Value::as_str) == Some("2.0"))
+        .then(|| event.payload.get("body").and_then(Value::as_str))
+        .flatten()
+        .and_then(|b| serde_json::from_str::<Value>(b).ok());
+    let input = match (&body, event.payload.get("source").and_then(Value::as_str)) {
+        (Some(body), _) => body,
+        (None, Some("nats")) => event.payload.get("data").unwrap_or(&Value::Null),
+        (None, _) => &event.payload,
     };
     // {"sleep": seconds} answers after that long (for the benchmarks). A
     // thread sleep (the runtime runs one event at a time): tokio's timer

@@ -125,7 +125,12 @@ fn plot_cdf(path: &Path, series: &[(&str, &[f64], RGBColor)]) -> anyhow::Result<
 pub async fn run(scale: &Scale, out: &Path) -> anyhow::Result<Scenario> {
     let (nats, p) = start_platform(3600.0, &[]).await?;
     let (rate, n, warm) = (scale.p2_rate, scale.p2_requests, scale.p2_warm);
-    let function = native_function(FUNCTION, &format!("concurrency = {warm}\nmin_warm = {warm}"))?;
+    // The body is the event (the Invoke API's call): P2 measures the event
+    // path itself, the function URL event has a figure of its own.
+    let function = native_function(
+        FUNCTION,
+        &format!("concurrency = {warm}\nmin_warm = {warm}\n[[triggers]]\nhttp = true\nevent = \"body\""),
+    )?;
     p.deploy(function.path());
     let payload = bytes::Bytes::from(scale.payload());
 

@@ -1,0 +1,228 @@
+//! HTTP functions as Lambda users write them: a request to a function URL
+//! (`/fn/<name>/<path>`, any method) reaches the function as Lambda's
+//! function URL event (payload 2.0), so the handler every Lambda tutorial
+//! shows and unmodified web frameworks behind their Lambda adapters answer
+//! as they would on AWS. The frameworks come from PyPI at test time
+//! (pinned), never imitated.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use stoke_tests::{Nats, Platform, copy_function, hello_with, workspace_root};
+
+const FASTAPI: &str = "fastapi==0.165.0";
+const MANGUM: &str = "mangum==0.22.0";
+
+/// FastAPI and Mangum with their dependencies, installed once from PyPI
+/// under target/test-cache (a clean clone fetches them once).
+fn fastapi_libraries() -> PathBuf {
+    let dir = workspace_root().join("target/test-cache/fastapi-0.165.0-mangum-0.22.0");
+    let done = dir.join(".installed");
+    if !done.exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        let status = Command::new("/usr/bin/python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+            ])
+            .arg(&dir)
+            .args([FASTAPI, MANGUM])
+            .status()
+            .expect("run pip");
+        assert!(status.success(), "pip install {FASTAPI} {MANGUM} failed");
+        std::fs::write(&done, "").unwrap();
+    }
+    dir
+}
+
+/// A FastAPI app behind Mangum, as a function `shop`: hello-python's
+/// runtime client, the app, and the libraries under vendor/.
+fn fastapi_function() -> tempfile::TempDir {
+    let f = copy_function(&workspace_root().join("examples/hello-python"));
+    std::fs::write(
+        f.path().join("app.py"),
+        r#"
+from fastapi import FastAPI, Request, Response
+from mangum import Mangum
+
+app = FastAPI()
+
+
+@app.get("/items/{item_id}")
+def read_item(item_id: int, q: str | None = None):
+    return {"item_id": item_id, "q": q}
+
+
+@app.post("/echo")
+async def echo(request: Request):
+    return {"got": await request.json(), "method": request.method, "path": request.url.path}
+
+
+@app.get("/cookies")
+def cookies(request: Request, response: Response):
+    response.set_cookie("b", "2")
+    response.set_cookie("c", "3")
+    return {"a": request.cookies.get("a")}
+
+
+@app.post("/reverse")
+async def reverse(request: Request):
+    data = await request.body()
+    return Response(content=data[::-1], media_type="application/octet-stream")
+
+
+handler = Mangum(app, lifespan="off")
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        f.path().join("stoke.toml"),
+        "name = \"shop\"\ncommand = [\"python3\", \"-u\", \"stoke_runtime.py\"]\nhandler = \"app.handler\"\n\
+         memory = 256\ntimeout = 20\n[env]\nPYTHONPATH = \"/var/task/vendor\"\n[[triggers]]\nhttp = true\n",
+    )
+    .unwrap();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(fastapi_libraries())
+        .arg(f.path().join("vendor"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    f
+}
+
+#[tokio::test]
+async fn fastapi_behind_mangum_answers_through_its_function_url() {
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    p.deploy(fastapi_function().path());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let url = |path: &str| p.url(&format!("/fn/shop{path}"));
+
+    // Path parameters and the query string, routed by FastAPI itself.
+    let r = http.get(url("/items/42?q=x%20y")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap(),
+        serde_json::json!({"item_id": 42, "q": "x y"})
+    );
+    // A JSON body, and the path as the app sees it.
+    let r = http
+        .post(url("/echo"))
+        .json(&serde_json::json!({"name": "Ada"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"got": {"name": "Ada"}, "method": "POST", "path": "/echo"})
+    );
+    // The framework's own 404, passed through.
+    let r = http.get(url("/nowhere")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["detail"], "Not Found");
+    // Cookies both ways: each set cookie its own Set-Cookie header.
+    let r = http
+        .get(url("/cookies"))
+        .header("cookie", "a=1; z=9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let set: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(set.len(), 2, "{set:?}");
+    assert!(set[0].starts_with("b=2") && set[1].starts_with("c=3"), "{set:?}");
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["a"], "1");
+    // A binary body in and out, byte for byte.
+    let bytes: Vec<u8> = (0..=255u8).chain([0, 0xff, 0x89]).collect();
+    let r = http.post(url("/reverse")).body(bytes.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let back = r.bytes().await.unwrap().to_vec();
+    assert_eq!(back, bytes.iter().rev().copied().collect::<Vec<u8>>());
+}
+
+/// The handler every Lambda tutorial shows reads the request from
+/// event["body"]: it must greet Ada, not the world.
+#[tokio::test]
+async fn the_tutorial_handler_reads_the_body_of_the_request() {
+    let f = copy_function(&workspace_root().join("examples/hello-python"));
+    std::fs::write(
+        f.path().join("tutorial.py"),
+        r#"
+import json
+
+
+def handler(event, context):
+    name = json.loads(event.get("body") or "{}").get("name", "world")
+    return {"statusCode": 200, "body": f"hello, {name}"}
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        f.path().join("stoke.toml"),
+        "name = \"tutorial\"\ncommand = [\"python3\", \"-u\", \"stoke_runtime.py\"]\nhandler = \"tutorial.handler\"\n",
+    )
+    .unwrap();
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    p.deploy(f.path());
+    let r = p.post("tutorial", r#"{"name":"Ada"}"#).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "hello, Ada"));
+
+    // The example function reads its request the same way, on any method
+    // and path under its URL.
+    p.deploy(hello_with("").path());
+    let r = p.post("hello", r#"{"name":"Ada"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["message"], "Hello, Ada!");
+    assert_eq!(v["http"]["method"], "POST");
+    assert_eq!(v["http"]["path"], "/");
+    let r = p.get("/fn/hello/a/b?x=1&x=2").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["http"]["path"], "/a/b");
+    assert_eq!(v["http"]["query"]["x"], "1,2");
+    assert_eq!(v["message"], "Hello, world!");
+}
+
+/// What the event cannot describe is refused, naming the problem; a
+/// trigger with `event = "body"` gets the body alone.
+#[tokio::test]
+async fn malformed_requests_are_refused_and_body_events_are_an_opt_in() {
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    p.deploy(hello_with("").path());
+    let r = p.get("/fn/hello/x?name=%zz").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["errorType"], "Stoke.BadRequest", "{}", r.text());
+    assert!(r.text().contains("%zz"), "{}", r.text());
+
+    let f = copy_function(&workspace_root().join("examples/hello-python"));
+    let manifest = std::fs::read_to_string(f.path().join("stoke.toml"))
+        .unwrap()
+        .replace("name = \"hello\"", "name = \"raw\"")
+        .replace("http = true", "http = true\nevent = \"body\"");
+    std::fs::write(f.path().join("stoke.toml"), manifest).unwrap();
+    p.deploy(f.path());
+    let r = p.post("raw", r#"{"name":"Ada"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["message"], "Hello, Ada!");
+    assert!(v.get("http").is_none(), "the body alone, not a request: {v}");
+}
