@@ -92,6 +92,49 @@ pub async fn wait_gateway(http: &str) {
     .await;
 }
 
+/// Python packages from PyPI (`specs`, pinned versions), installed once
+/// per target dir with the system python3 (the interpreter a sandbox's
+/// PATH finds) under `target/test-cache/<name>`; the directory to put on
+/// `PYTHONPATH`. Installed into a directory of this process's, then
+/// renamed into place, so test processes racing each other both end with a
+/// complete copy.
+pub fn pip_packages(name: &str, specs: &[&str]) -> PathBuf {
+    let cache = workspace_root().join("target/test-cache").join(name);
+    if cache.join(".installed").is_file() {
+        return cache;
+    }
+    let tmp = cache.with_extension(format!("tmp{}", std::process::id()));
+    let out = Command::new("/usr/bin/python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-cache-dir",
+            "--target",
+        ])
+        .arg(&tmp)
+        .args(specs)
+        .output()
+        .expect("run pip (apt-get install python3-pip)");
+    assert!(
+        out.status.success(),
+        "pip install {specs:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(tmp.join(".installed"), "").expect("mark the install complete");
+    // A copy left without its mark (an older layout, an interrupted
+    // install) makes way; another test process's finished one stays, and
+    // either complete copy will do.
+    if !cache.join(".installed").is_file() {
+        let _ = std::fs::remove_dir_all(&cache);
+    }
+    let _ = std::fs::rename(&tmp, &cache);
+    let _ = std::fs::remove_dir_all(&tmp);
+    cache
+}
+
 /// The address a process of ours logged for what `listening` names (e.g.
 /// "HTTP gateway listening"), from its log text, in plain or JSON lines:
 /// the last such line, so a restart's address wins.

@@ -17,27 +17,7 @@ const MANGUM: &str = "mangum==0.22.0";
 /// FastAPI and Mangum with their dependencies, installed once from PyPI
 /// under target/test-cache (a clean clone fetches them once).
 fn fastapi_libraries() -> PathBuf {
-    let dir = workspace_root().join("target/test-cache/fastapi-0.165.0-mangum-0.22.0");
-    let done = dir.join(".installed");
-    if !done.exists() {
-        let _ = std::fs::remove_dir_all(&dir);
-        let status = Command::new("/usr/bin/python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--target",
-            ])
-            .arg(&dir)
-            .args([FASTAPI, MANGUM])
-            .status()
-            .expect("run pip");
-        assert!(status.success(), "pip install {FASTAPI} {MANGUM} failed");
-        std::fs::write(&done, "").unwrap();
-    }
-    dir
+    stoke_tests::pip_packages("fastapi-0.165.0-mangum-0.22.0", &[FASTAPI, MANGUM])
 }
 
 /// A FastAPI app behind Mangum, as a function `shop`: hello-python's

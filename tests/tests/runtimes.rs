@@ -10,34 +10,7 @@ use stoke_tests::{Nats, Platform, built_binary, workspace_root};
 /// awslambdaric installed (once per target dir) with the system python3,
 /// the interpreter the sandbox's PATH finds.
 fn awslambdaric_site() -> PathBuf {
-    let cache = workspace_root().join("target/test-cache/awslambdaric-4.2.2");
-    if cache.join("awslambdaric").is_dir() {
-        return cache;
-    }
-    let tmp = cache.with_extension(format!("tmp{}", std::process::id()));
-    let out = Command::new("/usr/bin/python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-cache-dir",
-            "--target",
-        ])
-        .arg(&tmp)
-        .arg("awslambdaric==4.2.2")
-        .output()
-        .expect("run pip (apt-get install python3-pip)");
-    assert!(
-        out.status.success(),
-        "pip install awslambdaric failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Another test process may have won the race; either copy is complete.
-    let _ = std::fs::rename(&tmp, &cache);
-    let _ = std::fs::remove_dir_all(&tmp);
-    cache
+    stoke_tests::pip_packages("awslambdaric-4.2.2", &["awslambdaric==4.2.2"])
 }
 
 #[tokio::test]
