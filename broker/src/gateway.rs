@@ -35,6 +35,7 @@ pub fn router(invoker: Invoker) -> Router {
         .route("/fn/{name}/{*path}", any(invoke_fn_path))
         .route("/invocations/{id}", get(get_invocation))
         .route("/healthz", get(|| async { "ok" }))
+        .merge(crate::lambda_api::router())
         .with_state(invoker)
 }
 
@@ -75,7 +76,7 @@ fn refused(e: InvokeError) -> Response {
 }
 
 /// The `Authorization` header, for token-protected HTTP triggers.
-fn authorization(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn authorization(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -98,6 +99,32 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crat
     fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Peer {
         Peer(*stream.remote_addr())
     }
+}
+
+/// A request body over the payload limit.
+pub(crate) enum BodyError {
+    TooLarge { size: usize, limit: usize },
+}
+
+/// The body of `req`, at most `limit` bytes. One declared larger is
+/// refused before it is read — though up to twice the limit is read and
+/// dropped, so the client, still sending, sees the 413 instead of a reset
+/// connection; anything larger is cut off at once.
+pub(crate) async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes, BodyError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(size) = declared.filter(|s| *s > limit) {
+        if size <= limit.saturating_mul(2) {
+            drain(req.into_body()).await;
+        }
+        return Err(BodyError::TooLarge { size, limit });
+    }
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| BodyError::TooLarge { size: limit + 1, limit })
 }
 
 /// A function URL with a path under the function's prefix.
@@ -131,22 +158,9 @@ async fn invoke_fn(State(invoker): State<Invoker>, Path(name): Path<String>, req
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
     let headers = req.headers().clone();
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if let Some(size) = declared.filter(|s| *s > limit) {
-        // Read (and drop) a body up to twice the limit so the client, still
-        // sending, sees the 413 instead of a reset connection; anything
-        // larger is cut off at once.
-        if size <= limit.saturating_mul(2) {
-            drain(req.into_body()).await;
-        }
-        return refused(InvokeError::PayloadTooLarge { size, limit });
-    }
-    let payload = match axum::body::to_bytes(req.into_body(), limit).await {
-        Ok(b) => b,
-        Err(_) => return refused(InvokeError::PayloadTooLarge { size: limit + 1, limit }),
+    let payload = match read_body(req, limit).await {
+        Ok(p) => p,
+        Err(BodyError::TooLarge { size, limit }) => return refused(InvokeError::PayloadTooLarge { size, limit }),
     };
     let wait = !headers
         .get_all("prefer")
@@ -224,7 +238,7 @@ async fn invoke_fn(State(invoker): State<Invoker>, Path(name): Path<String>, req
 /// The caller's trace context: a valid `traceparent`, else a valid
 /// `X-Amzn-Trace-Id`, else none (the invoker starts a trace). A malformed
 /// header is ignored, never refused.
-fn trace_context(headers: &HeaderMap) -> Option<TraceContext> {
+pub(crate) fn trace_context(headers: &HeaderMap) -> Option<TraceContext> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     TraceContext::from_headers(text(naming::headers::TRACEPARENT), text(naming::headers::XRAY_TRACE_ID))
 }

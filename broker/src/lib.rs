@@ -10,6 +10,7 @@
 
 pub mod cron;
 pub mod gateway;
+pub mod lambda_api;
 pub mod tls;
 
 use std::net::SocketAddr;

@@ -318,6 +318,20 @@ impl Invoker {
         }
     }
 
+    /// Lambda's DryRun: the function (version) `function` names exists and
+    /// `via` may invoke it; nothing is published.
+    pub async fn dry_run(&self, function: &str, via: &Via) -> Result<(), InvokeError> {
+        let version = self
+            .resolve(function)
+            .await?
+            .ok_or_else(|| InvokeError::NotFound(function.to_string()))?;
+        let manifest = self.manifest(&version)?;
+        if let Via::Http { authorization } = via {
+            self.check_http(&version, &manifest, authorization.as_deref()).await?;
+        }
+        Ok(())
+    }
+
     /// Cache current versions from now on, stale at every change counted
     /// in `changes` (the admin API of this same process bumps it). Once.
     pub fn share_catalog(&self, changes: stoke_core::catalog::CatalogChanges) {

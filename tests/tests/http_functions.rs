@@ -206,3 +206,88 @@ async fn malformed_requests_are_refused_and_body_events_are_an_opt_in() {
     assert_eq!(v["message"], "Hello, Ada!");
     assert!(v.get("http").is_none(), "the body alone, not a request: {v}");
 }
+
+/// boto3 (from PyPI, unmodified) calling the Lambda Invoke API on the
+/// gateway: every invocation type, a qualifier, a function error, an
+/// unknown function; its answers, as boto3 reads them, printed as JSON.
+#[tokio::test]
+async fn boto3_invokes_through_the_lambda_invoke_api() {
+    let site = stoke_tests::pip_packages("boto3-1.44.18", &["boto3==1.44.18"]);
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    p.deploy(hello_with("").path());
+    p.deploy(hello_with("max_attempts = 2").path());
+    let script = r#"
+import json, sys
+import boto3
+from botocore.config import Config
+
+c = boto3.client("lambda", endpoint_url=sys.argv[1], region_name="us-east-1",
+                 aws_access_key_id="stoke", aws_secret_access_key="stoke",
+                 config=Config(retries={"max_attempts": 0}))
+out = {}
+r = c.invoke(FunctionName="hello", Payload=json.dumps({"name": "Ada"}))
+out["sync"] = {"status": r["StatusCode"], "version": r.get("ExecutedVersion"),
+               "error": r.get("FunctionError"), "payload": json.loads(r["Payload"].read())}
+r = c.invoke(FunctionName="hello", Qualifier="1", Payload=b"{}")
+out["qualified"] = {"status": r["StatusCode"], "version": r.get("ExecutedVersion")}
+r = c.invoke(FunctionName="arn:aws:lambda:us-east-1:000000000000:function:hello:1", Payload=b"{}")
+out["arn"] = {"version": r.get("ExecutedVersion")}
+r = c.invoke(FunctionName="hello", InvocationType="Event", Payload=b'{"name": "later"}')
+out["event"] = {"status": r["StatusCode"]}
+r = c.invoke(FunctionName="hello", InvocationType="DryRun")
+out["dry_run"] = {"status": r["StatusCode"]}
+r = c.invoke(FunctionName="hello", Payload=json.dumps({"fail": "boom"}))
+out["function_error"] = {"status": r["StatusCode"], "error": r.get("FunctionError"),
+                         "payload": json.loads(r["Payload"].read())}
+try:
+    c.invoke(FunctionName="nope", Payload=b"{}")
+    out["unknown"] = "invoked"
+except c.exceptions.ResourceNotFoundException as e:
+    out["unknown"] = e.response["Error"]["Code"]
+print(json.dumps(out))
+"#;
+    let run = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", script, &p.url("")])
+        .env("PYTHONPATH", &site)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let out: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let sync = &out["sync"];
+    assert_eq!(
+        (sync["status"].as_u64(), sync["version"].as_str()),
+        (Some(200), Some("2")),
+        "{out}"
+    );
+    assert!(sync["error"].is_null(), "{out}");
+    // The event is the body itself, and the answer the function's result.
+    let body: serde_json::Value = serde_json::from_str(sync["payload"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["message"], "Hello, Ada!", "{out}");
+    assert!(body.get("http").is_none(), "not a function URL event: {out}");
+    assert_eq!(out["qualified"]["version"], "1", "{out}");
+    assert_eq!(out["arn"]["version"], "1", "{out}");
+    assert_eq!(out["event"]["status"], 202, "{out}");
+    assert_eq!(out["dry_run"]["status"], 204, "{out}");
+    let fe = &out["function_error"];
+    assert_eq!(
+        (fe["status"].as_u64(), fe["error"].as_str()),
+        (Some(200), Some("Unhandled")),
+        "{out}"
+    );
+    assert_eq!(fe["payload"]["errorMessage"], "boom", "{out}");
+    assert_eq!(fe["payload"]["errorType"], "ValueError", "{out}");
+    assert_eq!(out["unknown"], "ResourceNotFoundException", "{out}");
+    // The Event call ran, as an async event.
+    let db = p.db().await;
+    stoke_tests::eventually(Duration::from_secs(30), "the Event invocation to complete", || async {
+        (stoke_tests::count(
+            &db,
+            "SELECT count(*) FROM completions WHERE trigger = 'invoke-api' AND status = 'succeeded'",
+        )
+        .await
+            >= 4)
+            .then_some(())
+    })
+    .await;
+}

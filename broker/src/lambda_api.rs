@@ -1,0 +1,216 @@
+//! Lambda's Invoke API on the gateway, for the clients written for it
+//! (boto3's `lambda.invoke`, `aws lambda invoke`, every SDK):
+//! `POST /2015-03-31/functions/{name}/invocations`. The body is the event,
+//! as it is for Lambda's Invoke; the answer is Lambda's:
+//! - `X-Amz-Invocation-Type: RequestResponse` (the default): 200 with the
+//!   function's result as the body and `X-Amz-Executed-Version`; a function
+//!   error is 200 too, with `X-Amz-Function-Error: Unhandled` and the error
+//!   document as the body;
+//! - `Event`: 202, queued (retried on failure, as any async event);
+//! - `DryRun`: 204 once the function exists and the caller may invoke it.
+//!
+//! `Qualifier` (a version number or alias) comes as a query parameter or in
+//! the name (`name:7`, `name:live`); a full function ARN is accepted as
+//! the name. The same function-URL rules apply: the function needs an
+//! `http` trigger, and a token-protected one wants `Authorization: Bearer`.
+//! Refusals are Lambda's error shape: an `x-amzn-ErrorType` header naming
+//! the error (`ResourceNotFoundException`, ...) that SDKs raise by name, and
+//! a JSON body `{"Type", "message"}`.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+use stoke_bus::{InvokeError, InvokeRequest, Invoked, Invoker, Via};
+use stoke_proto::{InvocationInfo, InvocationStatus};
+
+use crate::gateway::{BodyError, authorization, read_body, trace_context};
+
+pub fn router() -> Router<Invoker> {
+    Router::new().route("/2015-03-31/functions/{name}/invocations", post(invoke))
+}
+
+#[derive(serde::Deserialize)]
+struct InvokeQuery {
+    #[serde(rename = "Qualifier")]
+    qualifier: Option<String>,
+}
+
+/// The invocation types Lambda knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InvocationType {
+    RequestResponse,
+    Event,
+    DryRun,
+}
+
+impl InvocationType {
+    fn of(headers: &HeaderMap) -> Result<InvocationType, String> {
+        match headers.get("x-amz-invocation-type").map(|v| v.to_str().unwrap_or("")) {
+            None | Some("RequestResponse") => Ok(InvocationType::RequestResponse),
+            Some("Event") => Ok(InvocationType::Event),
+            Some("DryRun") => Ok(InvocationType::DryRun),
+            Some(other) => Err(format!(
+                "X-Amz-Invocation-Type {other:?}: use RequestResponse, Event or DryRun"
+            )),
+        }
+    }
+}
+
+/// `name`, `name:qualifier` or a function ARN, with `?Qualifier=` applied:
+/// what the Invoker resolves.
+fn qualified_name(name: &str, qualifier: Option<&str>) -> Result<String, String> {
+    // arn:aws:lambda:<region>:<account>:function:<name>[:<qualifier>]
+    let name = match name.split_once(":function:") {
+        Some((arn, rest)) if arn.starts_with("arn:") => rest,
+        _ => name,
+    };
+    match (name.split_once(':'), qualifier) {
+        (Some((_, in_name)), Some(q)) if in_name != q => {
+            Err(format!("the name's qualifier {in_name:?} and Qualifier {q:?} differ"))
+        }
+        (None, Some(q)) if !q.is_empty() && q != "$LATEST" => Ok(format!("{name}:{q}")),
+        _ => Ok(name.to_string()),
+    }
+}
+
+async fn invoke(
+    State(invoker): State<Invoker>,
+    Path(name): Path<String>,
+    Query(query): Query<InvokeQuery>,
+    req: Request,
+) -> Response {
+    let headers = req.headers().clone();
+    let invalid = |m: String| refusal(StatusCode::BAD_REQUEST, "InvalidParameterValueException", &m);
+    let kind = match InvocationType::of(&headers) {
+        Ok(k) => k,
+        Err(m) => return invalid(m),
+    };
+    let function = match qualified_name(&name, query.qualifier.as_deref()) {
+        Ok(f) => f,
+        Err(m) => return invalid(m),
+    };
+    let via = Via::Http {
+        authorization: authorization(&headers),
+    };
+    if kind == InvocationType::DryRun {
+        return match invoker.dry_run(&function, &via).await {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(e) => refused(e),
+        };
+    }
+    let payload = match read_body(req, invoker.max_payload()).await {
+        Ok(p) => p,
+        Err(BodyError::TooLarge { size, limit }) => return refused(InvokeError::PayloadTooLarge { size, limit }),
+    };
+    let outcome = invoker
+        .invoke(InvokeRequest {
+            function,
+            payload,
+            idempotency_key: None,
+            trigger: "invoke-api",
+            wait: kind == InvocationType::RequestResponse,
+            via,
+            trace: trace_context(&headers),
+            http: None,
+        })
+        .await;
+    match outcome {
+        Err(e) => refused(e),
+        Ok(Invoked::Queued { invocation_id }) => {
+            let mut resp = StatusCode::ACCEPTED.into_response();
+            set(&mut resp, "x-amzn-requestid", &invocation_id);
+            resp
+        }
+        Ok(Invoked::StillRunning { invocation_id }) => {
+            let mut resp = refusal(
+                StatusCode::GATEWAY_TIMEOUT,
+                "ServiceException",
+                &format!("the result of {invocation_id} did not arrive in time; the invocation goes on"),
+            );
+            set(&mut resp, "x-amzn-requestid", &invocation_id);
+            resp
+        }
+        Ok(Invoked::Completed(info)) => answered(&info),
+    }
+}
+
+/// A finished invocation as Lambda answers it: 200 either way.
+fn answered(info: &InvocationInfo) -> Response {
+    let status = InvocationStatus::try_from(info.status).unwrap_or(InvocationStatus::Unspecified);
+    let mut resp = if status == InvocationStatus::Succeeded {
+        Response::new(Body::from(info.result.clone()))
+    } else {
+        let err = info.error.clone().unwrap_or_default();
+        // The function's own error document, or one made like Lambda's.
+        let doc = serde_json::from_slice::<Value>(&err.raw)
+            .ok()
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({"errorMessage": err.error_message, "errorType": err.error_type}));
+        let mut r = Response::new(Body::from(doc.to_string()));
+        set(&mut r, "x-amz-function-error", "Unhandled");
+        r
+    };
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    set(&mut resp, "x-amz-executed-version", &info.version.to_string());
+    set(&mut resp, "x-amzn-requestid", &info.invocation_id);
+    resp
+}
+
+/// An invoke the Invoker refused, in Lambda's error shape.
+fn refused(e: InvokeError) -> Response {
+    let (status, code) = match &e {
+        InvokeError::NotFound(_) | InvokeError::NoHttpTrigger(_) => {
+            (StatusCode::NOT_FOUND, "ResourceNotFoundException")
+        }
+        InvokeError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "RequestTooLargeException"),
+        InvokeError::InvalidKey(_) | InvokeError::BadRequest(_) => {
+            (StatusCode::BAD_REQUEST, "InvalidRequestContentException")
+        }
+        InvokeError::KeyConflict(_) => (StatusCode::CONFLICT, "ResourceConflictException"),
+        InvokeError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "ServiceException"),
+        InvokeError::BadManifest { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "ServiceException"),
+        InvokeError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "UnrecognizedClientException"),
+        InvokeError::Forbidden(_) => (StatusCode::FORBIDDEN, "AccessDeniedException"),
+    };
+    if status.is_server_error() {
+        tracing::warn!(error = %e, "invoke refused");
+    }
+    refusal(status, code, &e.to_string())
+}
+
+fn refusal(status: StatusCode, code: &str, message: &str) -> Response {
+    let mut resp = (status, axum::Json(json!({"Type": "User", "message": message}))).into_response();
+    set(&mut resp, "x-amzn-errortype", code);
+    resp
+}
+
+fn set(resp: &mut Response, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        resp.headers_mut().insert(HeaderName::from_static(name), v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_arns_and_qualifiers_resolve_to_what_the_invoker_takes() {
+        let ok = |n: &str, q: Option<&str>| qualified_name(n, q).ok();
+        assert_eq!(ok("hello", None).as_deref(), Some("hello"));
+        assert_eq!(ok("hello", Some("7")).as_deref(), Some("hello:7"));
+        assert_eq!(ok("hello", Some("$LATEST")).as_deref(), Some("hello"));
+        assert_eq!(ok("hello:live", None).as_deref(), Some("hello:live"));
+        assert_eq!(ok("hello:live", Some("live")).as_deref(), Some("hello:live"));
+        assert!(ok("hello:live", Some("7")).is_none(), "two different qualifiers");
+        assert_eq!(
+            ok("arn:aws:lambda:us-east-1:123456789012:function:hello:3", None).as_deref(),
+            Some("hello:3")
+        );
+    }
+}
