@@ -291,3 +291,68 @@ print(json.dumps(out))
     })
     .await;
 }
+
+/// The AWS CLI (v1 from PyPI, unmodified): `aws lambda invoke
+/// --endpoint-url` against the gateway, sync and Event, and an unknown
+/// function refused by name.
+#[tokio::test]
+async fn the_aws_cli_invokes_through_the_lambda_invoke_api() {
+    let site = stoke_tests::pip_packages("awscli-1.46.3", &["awscli==1.46.3"]);
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    p.deploy(hello_with("").path());
+    let dir = tempfile::tempdir().unwrap();
+    let aws = |args: &[&str]| {
+        std::process::Command::new("/usr/bin/python3")
+            .args([
+                "-m",
+                "awscli",
+                "lambda",
+                "invoke",
+                "--endpoint-url",
+                &p.url(""),
+                "--output",
+                "json",
+            ])
+            .args(args)
+            .env("PYTHONPATH", &site)
+            .env("AWS_ACCESS_KEY_ID", "stoke")
+            .env("AWS_SECRET_ACCESS_KEY", "stoke")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", dir.path().join("none"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
+            .output()
+            .unwrap()
+    };
+    let result = dir.path().join("result.json");
+    let result = result.to_str().unwrap();
+    let run = aws(&["--function-name", "hello", "--payload", r#"{"name":"Ada"}"#, result]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let said: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(
+        (said["StatusCode"].as_u64(), said["ExecutedVersion"].as_str()),
+        (Some(200), Some("1")),
+        "{said}"
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&std::fs::read(result).unwrap()).unwrap();
+    let body: serde_json::Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["message"], "Hello, Ada!", "{answer}");
+
+    let run = aws(&[
+        "--function-name",
+        "hello",
+        "--invocation-type",
+        "Event",
+        "--payload",
+        "{}",
+        result,
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let said: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(said["StatusCode"], 202, "{said}");
+
+    let run = aws(&["--function-name", "nope", "--payload", "{}", result]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("ResourceNotFoundException"), "{stderr}");
+}
