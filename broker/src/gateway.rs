@@ -181,7 +181,7 @@ async fn invoke_fn(State(invoker): State<Invoker>, Path(name): Path<String>, req
             .iter()
             .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
             .collect(),
-        body: payload.to_vec(),
+        body: payload.clone(),
         protocol,
         source_ip,
     };

@@ -23,7 +23,8 @@ pub struct HttpCall {
     pub raw_query: String,
     /// Every header as sent, in order (names in any case).
     pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+    /// The body (shared with the request's payload, not copied).
+    pub body: bytes::Bytes,
     /// `HTTP/1.1`, `HTTP/2.0`.
     pub protocol: String,
     pub source_ip: String,
@@ -188,7 +189,7 @@ mod tests {
                 ("x-many".into(), "b".into()),
                 ("Cookie".into(), "s=1; t=2".into()),
             ],
-            body: br#"{"name":"Ada"}"#.to_vec(),
+            body: bytes::Bytes::from_static(br#"{"name":"Ada"}"#),
             protocol: "HTTP/1.1".into(),
             source_ip: "127.0.0.1".into(),
         }
@@ -233,14 +234,14 @@ mod tests {
     #[test]
     fn a_binary_body_is_base64_and_an_empty_one_absent() {
         let mut c = call();
-        c.body = vec![0x89, b'P', b'N', b'G', 0, 0xff];
+        c.body = bytes::Bytes::from_static(&[0x89, b'P', b'N', b'G', 0, 0xff]);
         let e = url_event(&c, "f", "r", 0).unwrap();
         assert_eq!(e["isBase64Encoded"], true);
         let back = base64::engine::general_purpose::STANDARD
             .decode(e["body"].as_str().unwrap())
             .unwrap();
         assert_eq!(back, c.body, "byte for byte");
-        c.body.clear();
+        c.body = bytes::Bytes::new();
         c.raw_query.clear();
         let e = url_event(&c, "f", "r", 0).unwrap();
         assert!(e.get("body").is_none() && e.get("queryStringParameters").is_none());

@@ -195,7 +195,7 @@ impl Invoker {
         // A function URL's request becomes its event, unless the trigger
         // wants the body alone; what identifies it for a key is the
         // request, not the event (which carries the time).
-        let (payload, digest_input) = match (&req.http, manifest.http_event()) {
+        let (payload, digest_input, event_made) = match (&req.http, manifest.http_event()) {
             (Some(call), Some(HttpEvent::Url)) => {
                 let request_id = uuid::Uuid::new_v4().to_string();
                 let event = crate::http::url_event(call, &function, &request_id, stoke_core::now_ms())?;
@@ -206,9 +206,9 @@ impl Invoker {
                         limit: me.max_payload,
                     });
                 }
-                (event, Bytes::from(call.digest_input()))
+                (event, Bytes::from(call.digest_input()), true)
             }
-            _ => (req.payload.clone(), req.payload.clone()),
+            _ => (req.payload.clone(), req.payload.clone(), false),
         };
         let (invocation_id, key) = match &req.idempotency_key {
             Some(key) => {
@@ -279,7 +279,7 @@ impl Invoker {
             attempt_base: 0,
             trace: Some(trace),
             // The request's, where the event is not what a repeat repeats.
-            digest: digest.clone().filter(|_| req.http.is_some()),
+            digest: digest.clone().filter(|_| event_made),
         };
         let ack = self.publish(&function, &envelope, payload).await?;
         tracing::debug!(%invocation_id, %function, seq = ack.sequence, duplicate = ack.duplicate, "event queued");

@@ -440,18 +440,13 @@ impl Manifest {
 
     /// What the function receives for an HTTP request; None without an
     /// http trigger.
+    /// (On the invoke path: the triggers were validated when the manifest
+    /// was parsed, so this only reads them.)
     pub fn http_event(&self) -> Option<HttpEvent> {
-        self.triggers()
-            .ok()?
+        self.triggers
             .iter()
-            .find_map(|t| matches!(t, Trigger::Http(_)).then_some(()))?;
-        Some(
-            self.triggers
-                .iter()
-                .find(|t| t.http == Some(true))
-                .and_then(|t| t.event)
-                .unwrap_or_default(),
-        )
+            .find(|t| t.http == Some(true))
+            .map(|t| t.event.unwrap_or_default())
     }
 
     /// Who may call the function over HTTP; None without an http trigger.

@@ -111,6 +111,19 @@ async fn poison_event_is_dead_lettered_others_flow_and_redrive_to_a_fix_complete
         "the function sees the attempt number across the redrive"
     );
     assert_eq!(body["idempotency_key"], "poison-1");
+    // The same request with its key, after the redrive completed it, is
+    // the same event (the redrive carried the request's digest, not the
+    // event's): the stored result, not a conflict and not a second run.
+    let repeat = p
+        .post_with("hello", r#"{"fail":"poison"}"#, &[("Idempotency-Key", "poison-1")])
+        .await;
+    assert_eq!(repeat.status, 200, "{}", repeat.text());
+    assert_eq!(
+        repeat.json()["attempt"],
+        4,
+        "the redriven run's result: {}",
+        repeat.text()
+    );
 
     let again = p.cli(&["dlq", "redrive", &poison]);
     assert!(
