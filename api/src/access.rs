@@ -44,6 +44,7 @@ pub const ACCESS: &[(&str, Access)] = {
     &[
         ("Deploy", Anywhere(Deployer)),
         ("ListFunctions", Anywhere(Reader)),
+        ("ListRoutes", Anywhere(Reader)),
         ("GetFunction", Function(Reader)),
         ("ListVersions", Function(Reader)),
         ("Rollback", Function(Deployer)),

@@ -114,6 +114,7 @@ pub(crate) async fn deploy(
         // Checked before subscribing, so a refused deploy creates nothing.
         return Err(owned_elsewhere(&manifest.name, &namespace));
     }
+    crate::routes::check_claims(api.store.as_ref(), &manifest.name, &manifest).await?;
 
     // Subscriptions exist before the deploy is acknowledged: from then
     // on, every message on the subject is captured for this function.

@@ -22,6 +22,7 @@ pub mod error;
 mod invocations;
 pub mod logs;
 mod publish;
+mod routes;
 mod schedules;
 mod service;
 mod tokens;

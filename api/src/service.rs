@@ -14,11 +14,12 @@ use stoke_proto::{
     GetLogsRequest, GetLogsResponse, GetQueueRequest, GetQueueResponse, GetUsageRequest, GetUsageResponse,
     InvocationInfo, InvokeResponse, ListAliasesRequest, ListAliasesResponse, ListCronTicksRequest,
     ListCronTicksResponse, ListDeadLettersRequest, ListDeadLettersResponse, ListFunctionsRequest,
-    ListFunctionsResponse, ListInvocationsRequest, ListInvocationsResponse, ListSchedulesRequest,
-    ListSchedulesResponse, ListTokensRequest, ListTokensResponse, ListVersionsRequest, ListVersionsResponse,
-    ListWorkersRequest, ListWorkersResponse, LogLine, PublishRequest, PublishResponse, RedriveRequest, RedriveResponse,
-    RevokeTokenRequest, RevokeTokenResponse, RollbackRequest, ScheduleInfo, ScheduleNameRequest, SetAliasRequest,
-    SetEnvRequest, SetEnvResponse, TailLogsRequest, TokenInfo, WhoAmIRequest, WorkerInfo,
+    ListFunctionsResponse, ListInvocationsRequest, ListInvocationsResponse, ListRoutesRequest, ListRoutesResponse,
+    ListSchedulesRequest, ListSchedulesResponse, ListTokensRequest, ListTokensResponse, ListVersionsRequest,
+    ListVersionsResponse, ListWorkersRequest, ListWorkersResponse, LogLine, PublishRequest, PublishResponse,
+    RedriveRequest, RedriveResponse, RevokeTokenRequest, RevokeTokenResponse, RollbackRequest, ScheduleInfo,
+    ScheduleNameRequest, SetAliasRequest, SetEnvRequest, SetEnvResponse, TailLogsRequest, TokenInfo, WhoAmIRequest,
+    WorkerInfo,
 };
 use stoke_store::DeadLetterFilter;
 use tonic::{Request, Response, Status, Streaming};
@@ -78,6 +79,18 @@ impl AdminService for AdminApi {
                 .filter(|v| grant.caller.covers(&v.namespace) && (only.is_empty() || v.namespace == only))
                 .map(function_info)
                 .collect(),
+        })
+    }
+
+    async fn list_routes(&self, req: Request<ListRoutesRequest>) -> Answer<ListRoutesResponse> {
+        let grant = Grant::of(&req)?;
+        let only = req.into_inner().namespace;
+        if !only.is_empty() {
+            grant.on_namespace(&only)?;
+        }
+        let visible = |ns: &str| grant.caller.covers(ns) && (only.is_empty() || ns == only);
+        ok(ListRoutesResponse {
+            routes: crate::routes::list(self.store.as_ref(), visible).await?,
         })
     }
 

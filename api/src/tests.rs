@@ -10,8 +10,8 @@ use futures::future::BoxFuture;
 use stoke_auth::{Caller, Role};
 use stoke_proto::admin_service_server::AdminService;
 use stoke_proto::{
-    DeleteFunctionRequest, DrainWorkerRequest, FunctionQueue, GetQueueRequest, ListWorkersRequest, RollbackRequest,
-    WorkerInfo,
+    DeleteFunctionRequest, DrainWorkerRequest, FunctionQueue, GetQueueRequest, ListRoutesRequest, ListWorkersRequest,
+    RollbackRequest, WorkerInfo,
 };
 use stoke_store::{DeployOutcome, FunctionVersion, NewVersion, Store};
 use tokio_util::sync::CancellationToken;
@@ -184,6 +184,77 @@ async fn a_rollback_or_delete_tells_the_dispatcher_and_stays_in_its_namespace() 
     f.api.delete_function(delete).await.unwrap();
     assert_eq!(f.changes.count(), 2);
     assert!(f.store.current_version("f").await.unwrap().is_none());
+}
+
+/// Deploy `manifest` as a new version of `function` in `namespace`.
+async fn deploy(store: &dyn Store, function: &str, namespace: &str, manifest: &str) {
+    let digest = stoke_core::package::digest(manifest.as_bytes());
+    store.put_package(&digest, b"pkg").await.unwrap();
+    let made = store
+        .deploy_version(NewVersion {
+            function,
+            namespace,
+            digest: &digest,
+            manifest,
+            package_size: 3,
+            now_ms: 10,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(made, DeployOutcome::Created(_)), "{made:?}");
+}
+
+#[tokio::test]
+async fn a_rollback_cannot_take_back_a_route_another_function_claimed_since() {
+    let f = fixture().await;
+    let routed = |name: &str, routes: &str| {
+        format!("name = \"{name}\"\ncommand = [\"true\"]\n[[triggers]]\nhttp = true\nroutes = [{routes}]\n")
+    };
+    // f v3 claims GET /shared; v4 lets it go; g takes it.
+    deploy(
+        f.store.as_ref(),
+        "f",
+        "a",
+        &routed("f", "\"GET /shared\", \"GET /f/{id}\""),
+    )
+    .await;
+    deploy(f.store.as_ref(), "f", "a", &routed("f", "\"GET /f/{id}\"")).await;
+    deploy(f.store.as_ref(), "g", "b", &routed("g", "\"GET /shared\"")).await;
+    let back_to_3 = call(
+        RollbackRequest {
+            name: "f".into(),
+            version: 3,
+        },
+        "a",
+        Role::Deployer,
+        Role::Deployer,
+    );
+    let err = f.api.rollback(back_to_3).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    assert!(
+        err.message()
+            .contains("route \"GET /shared\" is already claimed by function \"g\""),
+        "{err:?}"
+    );
+    assert_eq!(f.store.current_version("f").await.unwrap().unwrap().version, 4);
+    assert_eq!(f.changes.count(), 0);
+
+    let routes = |ns: &str, role: Role| call(ListRoutesRequest::default(), ns, role, Role::Reader);
+    let all = f
+        .api
+        .list_routes(admin(ListRoutesRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let keys: Vec<_> = all
+        .routes
+        .iter()
+        .map(|r| (r.route_key.as_str(), r.function.as_str(), r.version))
+        .collect();
+    assert_eq!(keys, [("GET /f/{id}", "f", 4), ("GET /shared", "g", 1)]);
+    let mine = f.api.list_routes(routes("a", Role::Reader)).await.unwrap().into_inner();
+    assert_eq!(mine.routes.len(), 1, "a reader of `a` sees a's routes only");
+    assert_eq!(mine.routes[0].namespace, "a");
 }
 
 #[tokio::test]

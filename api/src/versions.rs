@@ -43,6 +43,12 @@ pub(crate) async fn rollback(store: &dyn Admin, name: &str, version: u32) -> Res
     } else {
         version
     };
+    // Its routes must still be free (another function may have taken one).
+    if let Some(target) = store.get_version(name, target).await?
+        && let Ok(manifest) = stoke_core::Manifest::parse(&target.manifest)
+    {
+        crate::routes::check_claims(store, name, &manifest).await?;
+    }
     if !store.set_current_version(name, target, stoke_core::now_ms()).await? {
         return Err(ApiError::not_found(format!(
             "function {name:?} has no version {target}"

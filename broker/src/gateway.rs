@@ -1,6 +1,8 @@
 //! The HTTP gateway: function URLs (any method on `/fn/{name}` and
 //! `/fn/{name}/{path...}`; `name` may be `name:7` or `name:alias`),
-//! `GET /invocations/{id}`, `GET /healthz`. A function URL's request
+//! `GET /invocations/{id}`, `GET /healthz`, and the routes functions claim
+//! at the root (`stoke_core::routes`; a request no route matches is a JSON
+//! 404). A function URL's request
 //! reaches the function as Lambda's function URL event (payload 2.0,
 //! `stoke_bus::http`), with the path under the function's prefix as its
 //! `rawPath` — or as its body alone where the trigger says `event = "body"`
@@ -36,6 +38,7 @@ pub fn router(invoker: Invoker) -> Router {
         .route("/invocations/{id}", get(get_invocation))
         .route("/healthz", get(|| async { "ok" }))
         .merge(crate::lambda_api::router())
+        .fallback(routed)
         .with_state(invoker)
 }
 
@@ -145,9 +148,46 @@ fn path_under_function(path: &str) -> String {
 }
 
 async fn invoke_fn(State(invoker): State<Invoker>, Path(name): Path<String>, req: Request) -> Response {
+    let raw_path = path_under_function(req.uri().path());
+    call_function(invoker, name, raw_path, None, req).await
+}
+
+/// A request to no path of the gateway's own: the function whose route
+/// (`stoke_core::routes`) it matches gets it, with its whole path.
+async fn routed(State(invoker): State<Invoker>, req: Request) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().host());
+    let (method, path) = (req.method().as_str(), req.uri().path());
+    match invoker.route(host, method, path).await {
+        Err(e) => refused(e),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "Stoke.RouteNotFound",
+            format!(
+                "no route matches {method} {path} (function URLs are under /fn/NAME; `stoke routes` lists the routes)"
+            ),
+        ),
+        Ok(Some(route)) => {
+            let raw_path = path.to_string();
+            call_function(invoker, route.function.clone(), raw_path, Some(route), req).await
+        }
+    }
+}
+
+/// Run `name` for an HTTP request whose path, as the function sees it, is
+/// `raw_path`.
+async fn call_function(
+    invoker: Invoker,
+    name: String,
+    raw_path: String,
+    route: Option<stoke_core::routes::RouteMatch>,
+    req: Request,
+) -> Response {
     let limit = invoker.max_payload();
     let method = req.method().to_string();
-    let raw_path = path_under_function(req.uri().path());
     let raw_query = req.uri().query().unwrap_or("").to_string();
     let protocol = format!("{:?}", req.version());
     let source_ip = req
@@ -184,6 +224,7 @@ async fn invoke_fn(State(invoker): State<Invoker>, Path(name): Path<String>, req
         body: payload.clone(),
         protocol,
         source_ip,
+        route,
     };
     let outcome = invoker
         .invoke(InvokeRequest {

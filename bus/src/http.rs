@@ -6,10 +6,14 @@
 //! What the function sees as its path (`rawPath`) is the part of the URL
 //! under the function's prefix: `/fn/shop/items/42?q=x` reaches `shop` as
 //! `rawPath` `/items/42`, `rawQueryString` `q=x`, so a framework's own
-//! routes work without knowing the prefix.
+//! routes work without knowing the prefix. A request that matched a route
+//! at the gateway's root (`stoke_core::routes`) keeps its whole path, and
+//! the event carries the route as `routeKey` and its `pathParameters`, as
+//! API Gateway's HTTP API sends them.
 
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
+use stoke_core::percent::decode;
 
 /// One HTTP request as the gateway received it.
 #[derive(Debug, Clone, Default)]
@@ -28,6 +32,8 @@ pub struct HttpCall {
     /// `HTTP/1.1`, `HTTP/2.0`.
     pub protocol: String,
     pub source_ip: String,
+    /// The gateway route it matched; None for a function URL.
+    pub route: Option<stoke_core::routes::RouteMatch>,
 }
 
 impl HttpCall {
@@ -49,6 +55,8 @@ impl HttpCall {
 pub enum HttpEventError {
     #[error("malformed percent-encoding in the query string: {0:?}")]
     Query(String),
+    #[error(transparent)]
+    Path(#[from] stoke_core::routes::BadPath),
 }
 
 /// The function URL event (payload 2.0) of `call` to `function`, with API
@@ -82,9 +90,10 @@ pub fn url_event(call: &HttpCall, function: &str, request_id: &str, now_ms: i64)
     let domain = header("host");
     let domain_prefix = domain.split('.').next().unwrap_or("").to_string();
     let user_agent = header("user-agent");
+    let route_key = call.route.as_ref().map_or("$default", |r| r.route_key.as_str());
     let mut event = json!({
         "version": "2.0",
-        "routeKey": "$default",
+        "routeKey": route_key,
         "rawPath": call.raw_path,
         "rawQueryString": call.raw_query,
         "headers": headers,
@@ -101,7 +110,7 @@ pub fn url_event(call: &HttpCall, function: &str, request_id: &str, now_ms: i64)
                 "userAgent": user_agent,
             },
             "requestId": request_id,
-            "routeKey": "$default",
+            "routeKey": route_key,
             "stage": "$default",
             "time": clf_time(now_ms),
             "timeEpoch": now_ms,
@@ -110,6 +119,14 @@ pub fn url_event(call: &HttpCall, function: &str, request_id: &str, now_ms: i64)
     });
     if !cookies.is_empty() {
         event["cookies"] = Value::Array(cookies);
+    }
+    if let Some(route) = call.route.as_ref().filter(|r| !r.path_parameters.is_empty()) {
+        event["pathParameters"] = route
+            .path_parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+            .collect::<Map<_, _>>()
+            .into();
     }
     if !call.raw_query.is_empty() {
         event["queryStringParameters"] = Value::Object(query_parameters(&call.raw_query)?);
@@ -146,26 +163,6 @@ fn query_parameters(raw: &str) -> Result<Map<String, Value>, HttpEventError> {
     Ok(params)
 }
 
-/// Percent-decoding; None for a malformed escape or bytes that are not
-/// UTF-8.
-fn decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 /// `12/Mar/2020:19:03:58 +0000` (the time field's format).
 fn clf_time(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -192,6 +189,7 @@ mod tests {
             body: bytes::Bytes::from_static(br#"{"name":"Ada"}"#),
             protocol: "HTTP/1.1".into(),
             source_ip: "127.0.0.1".into(),
+            route: None,
         }
     }
 
@@ -229,6 +227,23 @@ mod tests {
         assert_eq!(e["isBase64Encoded"], false);
         // lambda_http tells 1.0 from 2.0 by these: a 2.0 event has none.
         assert!(e.get("httpMethod").is_none() && rc.get("httpMethod").is_none());
+        assert!(e.get("pathParameters").is_none(), "a function URL has none");
+    }
+
+    #[test]
+    fn a_routed_request_carries_its_route_and_parameters() {
+        let mut c = call();
+        c.raw_path = "/users/42/files/a%20b".into();
+        c.route = Some(stoke_core::routes::RouteMatch {
+            function: "users".into(),
+            route_key: "GET /users/{id}/files/{path+}".into(),
+            path_parameters: vec![("id".into(), "42".into()), ("path".into(), "a b".into())],
+        });
+        let e = url_event(&c, "users", "r", 0).unwrap();
+        assert_eq!(e["routeKey"], "GET /users/{id}/files/{path+}");
+        assert_eq!(e["requestContext"]["routeKey"], "GET /users/{id}/files/{path+}");
+        assert_eq!(e["rawPath"], "/users/42/files/a%20b", "the whole path");
+        assert_eq!(e["pathParameters"], json!({"id": "42", "path": "a b"}));
     }
 
     #[test]

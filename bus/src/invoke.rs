@@ -14,6 +14,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message as _;
 use stoke_core::catalog::CurrentVersions;
+use stoke_core::routes::RouteMatch;
 use stoke_core::trace::TraceContext;
 use stoke_core::{HttpAuth, HttpEvent, Manifest, Retryable};
 use stoke_proto::InvocationInfo;
@@ -137,6 +138,8 @@ struct Inner {
     /// Results a dispatcher of this same process hands over directly
     /// (`share_results`), ahead of their NATS announcement.
     local: std::sync::OnceLock<LocalResults>,
+    /// The routes at the gateway's root.
+    routes: crate::routes::Routes,
 }
 
 /// Parsed manifests kept at most (then the cache starts over).
@@ -155,6 +158,7 @@ impl Invoker {
                 current: std::sync::OnceLock::new(),
                 local: std::sync::OnceLock::new(),
                 manifests: std::sync::Mutex::default(),
+                routes: Default::default(),
             }),
         }
     }
@@ -330,6 +334,29 @@ impl Invoker {
             self.check_http(&version, &manifest, authorization.as_deref()).await?;
         }
         Ok(())
+    }
+
+    /// The route at the gateway's root a request matches (`host` its `Host`
+    /// header, `raw_path` as sent), if any.
+    pub async fn route(
+        &self,
+        host: Option<&str>,
+        method: &str,
+        raw_path: &str,
+    ) -> Result<Option<RouteMatch>, InvokeError> {
+        let me = &self.inner;
+        let changes = me.current.get().map(|c| c.changes());
+        let table = me
+            .routes
+            .table(
+                changes,
+                async || me.store.list_functions().await,
+                |v| self.manifest(v).ok(),
+            )
+            .await?;
+        Ok(table
+            .lookup(host, method, raw_path)
+            .map_err(crate::http::HttpEventError::from)?)
     }
 
     /// Cache current versions from now on, stale at every change counted

@@ -4,7 +4,8 @@
 //! its one encode and one decode ([`envelope`]), invocation ids and
 //! idempotency keys ([`ids`]), result announcements and their in-process
 //! hand-over ([`results`]), the function URL event an HTTP request
-//! becomes ([`http`]), and accepting an invocation onto the stream
+//! becomes ([`http`]), the gateway's route table as the catalog changes
+//! (`routes`), and accepting an invocation onto the stream
 //! ([`invoke::Invoker`]: the gateway, cron and the admin API all go
 //! through it).
 //!
@@ -17,6 +18,7 @@ pub mod http;
 pub mod ids;
 pub mod invoke;
 pub mod results;
+mod routes;
 pub mod streams;
 
 pub use envelope::Envelope;

@@ -274,6 +274,17 @@ enum Command {
         #[command(flatten)]
         flags: ClientFlags,
     },
+    /// The routes functions claim at the gateway's root (an http trigger's
+    /// `routes`), the way the gateway matches them: per host (any host
+    /// first), the most specific route winning; `$default` takes what no
+    /// other route matches.
+    #[command(
+        after_help = "Examples:\n  stoke routes\n  stoke routes -o json | jq -r '.[] | \"\\(.route_key) -> \\(.function)\"'"
+    )]
+    Routes {
+        #[command(flatten)]
+        flags: ClientFlags,
+    },
     /// Dead letters: events that ended without a completion.
     #[command(
         after_help = "Examples:\n  stoke dlq list\n  stoke dlq show 0192f3c4-...\n  stoke dlq redrive --function hello --version 3"
@@ -450,6 +461,7 @@ async fn run(command: Command, announce: server::Announce) -> anyhow::Result<()>
         }
         Command::Status { flags, invocation_id } => run::status(&mut connect(&flags).await?, &invocation_id).await,
         Command::Functions { flags } => manage::functions(&mut connect(&flags).await?).await,
+        Command::Routes { flags } => manage::routes(&mut connect(&flags).await?).await,
         Command::Dlq { flags, command } => dlq::run(&mut connect(&flags).await?, command).await,
         Command::Cron { flags, command } => cron::run(&mut connect(&flags).await?, command).await,
         Command::Usage { flags, args } => invocations::usage(&mut connect(&flags).await?, args).await,

@@ -1,7 +1,9 @@
 //! stoke-core owns the vocabulary every role shares: the `stoke.toml` function
 //! manifest (parsing and validation), function packages (deterministic packing,
-//! digest, safe extraction) and the names of NATS streams, subjects, consumers
-//! and headers that make up the event path; and the trace context an event
+//! digest, safe extraction), the routes HTTP triggers claim at the gateway's
+//! root (`routes`: parsing, claims, matching; `percent`-decoding), and the
+//! names of NATS streams, subjects, consumers and headers that make up the
+//! event path; and the trace context an event
 //! carries (`trace`: W3C `traceparent` and its AWS X-Ray form); and the count
 //! of catalog changes that in-process caches of current versions check
 //! (`catalog`).
@@ -15,6 +17,8 @@ pub mod key;
 pub mod manifest;
 pub mod naming;
 pub mod package;
+pub mod percent;
+pub mod routes;
 pub mod trace;
 
 pub use fnconfig::{ConfigEdit, FunctionConfig};

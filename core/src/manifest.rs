@@ -25,6 +25,9 @@
 //!                                    # (role invoker in the function's namespace); default "none"
 //! event = "body"                     # optional: the request body as the event; default "url",
 //!                                    # Lambda's function URL event (payload 2.0)
+//! routes = ["GET /users/{id}", "ANY /static/{proxy+}", "$default"]
+//!                                    # optional: routes at the gateway's root (see `routes`)
+//! host = "api.example.com"           # optional: the routes answer on this Host only
 //!
 //! [[triggers]]
 //! cron = "0 */5 * * * *"             # sec min hour day month weekday [year]
@@ -146,6 +149,15 @@ pub struct TriggerDef {
     /// URL event; `body`: the request body itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<HttpEvent>,
+    /// http: routes at the gateway's root this function answers
+    /// (`GET /users/{id}`, `ANY /static/{proxy+}`, `$default`; see
+    /// [`crate::routes`]), besides its function URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<Vec<String>>,
+    /// http: the one host (the request's `Host`) the routes are for; any
+    /// host when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cron: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -449,6 +461,22 @@ impl Manifest {
             .map(|t| t.event.unwrap_or_default())
     }
 
+    /// The routes the http trigger claims at the gateway's root, each with
+    /// the host it is for (None: any).
+    pub fn http_routes(&self) -> Vec<(Option<String>, crate::routes::Route)> {
+        self.triggers
+            .iter()
+            .filter(|t| t.http == Some(true))
+            .flat_map(|t| {
+                t.routes
+                    .iter()
+                    .flatten()
+                    .filter_map(|r| crate::routes::Route::parse(r).ok())
+                    .map(|r| (t.host.clone(), r))
+            })
+            .collect()
+    }
+
     /// Who may call the function over HTTP; None without an http trigger.
     pub fn http_auth(&self) -> Option<HttpAuth> {
         let triggers = self.triggers().ok()?;
@@ -533,8 +561,31 @@ fn parse_trigger(i: usize, t: &TriggerDef) -> Result<Option<Trigger>, ManifestEr
     if t.http.is_none() && t.auth.is_some() {
         return Err(invalid(field("auth"), "only applies to an `http` trigger"));
     }
-    if t.http.is_none() && t.event.is_some() {
-        return Err(invalid(field("event"), "only applies to an `http` trigger"));
+    for (name, set) in [
+        ("event", t.event.is_some()),
+        ("routes", t.routes.is_some()),
+        ("host", t.host.is_some()),
+    ] {
+        if set && t.http.is_none() {
+            return Err(invalid(field(name), "only applies to an `http` trigger"));
+        }
+    }
+    if let Some(host) = &t.host {
+        if t.routes.is_none() {
+            return Err(invalid(field("host"), "applies to `routes`: list some"));
+        }
+        crate::routes::validate_host(host).map_err(|reason| invalid(field("host"), reason))?;
+    }
+    let mut shapes = crate::routes::RouteTable::default();
+    for (j, text) in t.routes.iter().flatten().enumerate() {
+        let route =
+            crate::routes::Route::parse(text).map_err(|e| invalid(field(&format!("routes[{j}]")), e.to_string()))?;
+        shapes.claim(None, route, &j.to_string()).map_err(|e| {
+            invalid(
+                field(&format!("routes[{j}]")),
+                format!("{text:?} is listed twice (as routes[{}])", e.owner),
+            )
+        })?;
     }
     if t.subject.is_none() {
         for (name, set) in [
@@ -805,6 +856,41 @@ subject = "orders.*"
                 "{base}[[triggers]]\nsubject = \"a\"\nbatch_size = 5\nbatch_window_ms = 600000"
             )),
             "triggers[0].batch_window_ms"
+        );
+    }
+
+    #[test]
+    fn routes_are_validated_where_they_are_written() {
+        let base = "name = \"a\"\ncommand = [\"x\"]\n[[triggers]]\n";
+        let m = Manifest::parse(&format!(
+            "{base}http = true\nroutes = [\"GET /u/{{id}}\", \"$default\"]\nhost = \"api.example.com\""
+        ))
+        .unwrap();
+        let routes = m.http_routes();
+        assert_eq!(routes.len(), 2);
+        assert_eq!(routes[0].0.as_deref(), Some("api.example.com"));
+        assert_eq!(routes[0].1.key(), "GET /u/{id}");
+        let err = Manifest::parse(&format!("{base}http = true\nroutes = [\"GET /ok\", \"GET /a//b\"]")).unwrap_err();
+        assert!(
+            err.to_string().contains("triggers[0].routes[1]") && err.to_string().contains("\"GET /a//b\""),
+            "{err}"
+        );
+        let err = Manifest::parse(&format!(
+            "{base}http = true\nroutes = [\"GET /u/{{a}}\", \"GET /u/{{b}}\"]"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("listed twice (as routes[0])"), "{err}");
+        assert_eq!(
+            field_of(&format!("{base}subject = \"s\"\nroutes = [\"GET /\"]")),
+            "triggers[0].routes"
+        );
+        assert_eq!(
+            field_of(&format!("{base}http = true\nhost = \"a.example\"")),
+            "triggers[0].host"
+        );
+        assert_eq!(
+            field_of(&format!("{base}http = true\nroutes = [\"GET /\"]\nhost = \"A:80\"")),
+            "triggers[0].host"
         );
     }
 

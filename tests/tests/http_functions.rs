@@ -356,3 +356,169 @@ async fn the_aws_cli_invokes_through_the_lambda_invoke_api() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("ResourceNotFoundException"), "{stderr}");
 }
+
+/// A function `name` that answers with the event it got, claiming
+/// `trigger` (the lines of its http trigger after `http = true`).
+fn echo_function(name: &str, trigger: &str) -> tempfile::TempDir {
+    let f = copy_function(&workspace_root().join("examples/hello-python"));
+    std::fs::write(
+        f.path().join("echo.py"),
+        "def handler(event, context):\n    return {\"function\": context.function_name, \"event\": event}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        f.path().join("stoke.toml"),
+        format!(
+            "name = \"{name}\"\ncommand = [\"python3\", \"-u\", \"stoke_runtime.py\"]\nhandler = \"echo.handler\"\n\
+             [[triggers]]\nhttp = true\n{trigger}\n"
+        ),
+    )
+    .unwrap();
+    f
+}
+
+/// Routes at the gateway's root, API Gateway HTTP API style: the most
+/// specific route wins, greedy parameters, a host's own routes first,
+/// `$default`; a route another function has is refused at deploy naming
+/// it; an unmatched request is a JSON 404; `stoke routes` lists the table.
+#[tokio::test]
+async fn routes_at_the_gateway_root_reach_the_function_that_claims_them() {
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    p.deploy(
+        echo_function(
+            "users",
+            r#"routes = ["GET /users/{id}", "POST /users", "ANY /files/{path+}"]"#,
+        )
+        .path(),
+    );
+    p.deploy(echo_function("me", r#"routes = ["GET /users/me"]"#).path());
+    p.deploy(echo_function("shop", "routes = [\"GET /users/{id}\"]\nhost = \"shop.example\"").path());
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(p.url(path)).send();
+
+    let r = get("/users/42?x=1").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["function"], "users");
+    let e = &v["event"];
+    assert_eq!(e["routeKey"], "GET /users/{id}");
+    assert_eq!(e["requestContext"]["routeKey"], "GET /users/{id}");
+    assert_eq!(e["rawPath"], "/users/42", "the whole path");
+    assert_eq!(e["rawQueryString"], "x=1");
+    assert_eq!(e["pathParameters"], serde_json::json!({"id": "42"}));
+    assert_eq!(e["requestContext"]["http"]["method"], "GET");
+
+    let r: serde_json::Value = get("/users/me").await.unwrap().json().await.unwrap();
+    assert_eq!(r["function"], "me", "a literal beats a parameter");
+    let r = http
+        .post(p.url("/users"))
+        .body(r#"{"name":"Ada"}"#)
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["function"].as_str(), v["event"]["body"].as_str()),
+        (Some("users"), Some(r#"{"name":"Ada"}"#))
+    );
+    let v: serde_json::Value = http
+        .delete(p.url("/files/a/b%20c.txt"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["event"]["routeKey"], "ANY /files/{path+}");
+    assert_eq!(v["event"]["pathParameters"]["path"], "a/b c.txt", "greedy, decoded");
+    let v: serde_json::Value = http
+        .get(p.url("/users/7"))
+        .header("host", "shop.example")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["function"], "shop", "the host's own route first");
+
+    // Unmatched: a JSON 404 naming the request; a bad escape: 400.
+    let r = http.delete(p.url("/users/42")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["errorType"], "Stoke.RouteNotFound");
+    assert!(v["errorMessage"].as_str().unwrap().contains("DELETE /users/42"), "{v}");
+    let r = get("/files/%zz").await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["errorType"],
+        "Stoke.BadRequest"
+    );
+
+    // One function per route: refused at deploy, naming the owner;
+    // nothing is deployed.
+    let thief = echo_function("thief", r#"routes = ["GET /users/{uid}"]"#);
+    let err = p.cli_err(&["deploy", thief.path().to_str().unwrap()]);
+    assert!(
+        err.contains("route \"GET /users/{uid}\" is already claimed by function \"users\""),
+        "{err}"
+    );
+    assert!(!p.cli_ok(&["functions"]).contains("thief"));
+    // A route that does not parse is refused, named.
+    let bad = echo_function("bad", r#"routes = ["GET /ok", "GET /a//b"]"#);
+    let err = p.cli_err(&["deploy", bad.path().to_str().unwrap()]);
+    assert!(
+        err.contains("triggers[0].routes[1]") && err.contains("GET /a//b"),
+        "{err}"
+    );
+
+    // $default takes the rest; the gateway's own paths stay its own.
+    p.deploy(echo_function("site", r#"routes = ["$default"]"#).path());
+    let v: serde_json::Value = http
+        .delete(p.url("/users/42"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (v["function"].as_str(), v["event"]["routeKey"].as_str()),
+        (Some("site"), Some("$default"))
+    );
+    assert_eq!(get("/healthz").await.unwrap().text().await.unwrap(), "ok");
+    let r = get("/fn/nobody").await.unwrap();
+    assert_eq!(r.status(), 404, "function URLs are not routes");
+
+    let table = p.cli_ok(&["routes"]);
+    let lines: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(lines[0][..3], ["ROUTE", "HOST", "FUNCTION"], "{table}");
+    for (route, host, function) in [
+        ("$default", "*", "site"),
+        ("/users/{id}", "*", "users"),
+        ("/users/me", "*", "me"),
+        ("/users/{id}", "shop.example", "shop"),
+    ] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&route) && l.contains(&host) && l.contains(&function)),
+            "{route} {host} {function} in\n{table}"
+        );
+    }
+    let json: serde_json::Value = serde_json::from_str(&p.cli_ok(&["routes", "-o", "json"])).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 6, "{json}");
+    assert!(
+        json.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["route_key"] == "ANY /files/{path+}")
+    );
+
+    // A deleted function's routes are free again.
+    p.cli_ok(&["delete", "users"]);
+    p.deploy(thief.path());
+    let v: serde_json::Value = get("/users/42").await.unwrap().json().await.unwrap();
+    assert_eq!(v["function"], "thief");
+}

@@ -2,8 +2,8 @@
 //! usage), the workers, and API tokens.
 
 use stoke_proto::{
-    CreateTokenRequest, DeleteFunctionRequest, ListFunctionsRequest, ListTokensRequest, ListVersionsRequest,
-    RevokeTokenRequest, RollbackRequest, TokenInfo, WhoAmIRequest,
+    CreateTokenRequest, DeleteFunctionRequest, ListFunctionsRequest, ListRoutesRequest, ListTokensRequest,
+    ListVersionsRequest, RevokeTokenRequest, RollbackRequest, TokenInfo, WhoAmIRequest,
 };
 
 use crate::client::Admin;
@@ -133,6 +133,31 @@ pub async fn functions(admin: &mut Admin) -> anyhow::Result<()> {
                 format!("{}s", f.timeout_ms / 1000),
                 short(&f.digest),
                 f.triggers.join(", ")
+            ]
+        },
+    )
+}
+
+/// `stoke routes`: JSON is the array of routes (RouteInfo).
+pub async fn routes(admin: &mut Admin) -> anyhow::Result<()> {
+    let list = admin
+        .client()
+        .list_routes(ListRoutesRequest::default())
+        .await
+        .map_err(admin.err())?
+        .into_inner()
+        .routes;
+    admin.out.list(
+        &list,
+        "no routes (an http trigger claims some with: routes = [\"GET /users/{id}\"])",
+        &["ROUTE", "HOST", "FUNCTION", "VERSION", "NAMESPACE"],
+        |r| {
+            row![
+                r.route_key,
+                if r.host.is_empty() { "*" } else { r.host.as_str() },
+                r.function,
+                r.version,
+                r.namespace
             ]
         },
     )
