@@ -153,7 +153,9 @@ async fn invoke_fn(State(invoker): State<Invoker>, Path(name): Path<String>, req
 }
 
 /// A request to no path of the gateway's own: the function whose route
-/// (`stoke_core::routes`) it matches gets it, with its whole path.
+/// (`stoke_core::routes`) it matches gets it, with its whole path. A CORS
+/// preflight no route takes as `OPTIONS` goes to the route of the method it
+/// asks for, whose function's CORS answers it.
 async fn routed(State(invoker): State<Invoker>, req: Request) -> Response {
     let host = req
         .headers()
@@ -161,7 +163,20 @@ async fn routed(State(invoker): State<Invoker>, req: Request) -> Response {
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri().host());
     let (method, path) = (req.method().as_str(), req.uri().path());
-    match invoker.route(host, method, path).await {
+    let mut found = invoker.route(host, method, path).await;
+    let preflight_for = req
+        .headers()
+        .get(header::ACCESS_CONTROL_REQUEST_METHOD)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| crate::cors::is_preflight(req.method(), req.headers()));
+    if let (Ok(None), Some(asked)) = (&found, preflight_for) {
+        found = match invoker.route(host, asked, path).await {
+            Ok(Some(r)) if invoker.cors(&r.function).await.is_some() => Ok(Some(r)),
+            Ok(_) => Ok(None),
+            Err(e) => Err(e),
+        };
+    }
+    match found {
         Err(e) => refused(e),
         Ok(None) => error(
             StatusCode::NOT_FOUND,
@@ -178,8 +193,35 @@ async fn routed(State(invoker): State<Invoker>, req: Request) -> Response {
 }
 
 /// Run `name` for an HTTP request whose path, as the function sees it, is
-/// `raw_path`.
+/// `raw_path` — with the function's CORS, when a browser asks from another
+/// origin (only then is it looked up).
 async fn call_function(
+    invoker: Invoker,
+    name: String,
+    raw_path: String,
+    route: Option<stoke_core::routes::RouteMatch>,
+    req: Request,
+) -> Response {
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let Some(origin) = origin else {
+        return run_function(invoker, name, raw_path, route, req).await;
+    };
+    let Some(cors) = invoker.cors(&name).await else {
+        return run_function(invoker, name, raw_path, route, req).await;
+    };
+    if crate::cors::is_preflight(req.method(), req.headers()) {
+        return crate::cors::preflight(&cors, &origin, req.headers());
+    }
+    let mut resp = run_function(invoker, name, raw_path, route, req).await;
+    crate::cors::decorate(&cors, &origin, resp.headers_mut());
+    resp
+}
+
+async fn run_function(
     invoker: Invoker,
     name: String,
     raw_path: String,

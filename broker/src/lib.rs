@@ -8,6 +8,7 @@
 //! (streams, the event envelope, ids, auth) lives in stoke-bus and
 //! stoke-auth.
 
+mod cors;
 pub mod cron;
 pub mod gateway;
 pub mod lambda_api;

@@ -336,6 +336,14 @@ impl Invoker {
         Ok(())
     }
 
+    /// The CORS of the version `function` (`name`, `name:7`, `name:alias`)
+    /// names; None when it has none, or there is no such function (the
+    /// call itself then says so).
+    pub async fn cors(&self, function: &str) -> Option<stoke_core::Cors> {
+        let version = self.resolve(function).await.ok()??;
+        self.manifest(&version).ok()?.http_cors().cloned()
+    }
+
     /// The route at the gateway's root a request matches (`host` its `Host`
     /// header, `raw_path` as sent), if any.
     pub async fn route(

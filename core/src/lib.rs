@@ -22,7 +22,9 @@ pub mod routes;
 pub mod trace;
 
 pub use fnconfig::{ConfigEdit, FunctionConfig};
-pub use manifest::{Batching, CatchUp, CronSpec, HttpAuth, HttpEvent, Manifest, ManifestError, Mode, Overlap, Trigger};
+pub use manifest::{
+    Batching, CatchUp, Cors, CronSpec, HttpAuth, HttpEvent, Manifest, ManifestError, Mode, Overlap, Trigger,
+};
 
 /// Errors say whether trying again could help; retry and dead-letter logic
 /// match on this, never on message text.

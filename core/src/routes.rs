@@ -21,8 +21,8 @@ use std::fmt;
 /// First path segments the gateway keeps for itself.
 pub const RESERVED: &[&str] = &["fn", "invocations", "healthz", "2015-03-31"];
 
-/// The methods a route may name (`ANY`: all of them).
-pub const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "ANY"];
+/// The methods a route (or `ANY`, all of them) or CORS may name.
+pub const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
@@ -79,9 +79,9 @@ impl Route {
                 "write `METHOD /path` (e.g. `GET /users/{id}`) or `$default`".into(),
             ));
         };
-        if !METHODS.contains(&method) {
+        if method != "ANY" && !METHODS.contains(&method) {
             return Err(fail(format!(
-                "method {method:?} is not one of {} (upper case)",
+                "method {method:?} is not one of {} or ANY (upper case)",
                 METHODS.join(", ")
             )));
         }

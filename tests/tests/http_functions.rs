@@ -522,3 +522,96 @@ async fn routes_at_the_gateway_root_reach_the_function_that_claims_them() {
     let v: serde_json::Value = get("/users/42").await.unwrap().json().await.unwrap();
     assert_eq!(v["function"], "thief");
 }
+
+/// CORS per function, as Lambda function URLs have it: the gateway answers
+/// preflights (the function does not run), and sets the CORS headers of
+/// answers, replacing the function's own; a function without `cors` gets
+/// `OPTIONS` like any request.
+#[tokio::test]
+async fn cors_preflights_are_answered_by_the_gateway_and_answers_carry_its_headers() {
+    let f = echo_function(
+        "web",
+        "routes = [\"POST /api/things\"]\n\
+         cors = { allow_origins = [\"https://app.example.com\"], allow_methods = [\"GET\", \"POST\"], \
+         allow_headers = [\"content-type\"], expose_headers = [\"x-request-id\"], max_age = 600, allow_credentials = true }",
+    );
+    std::fs::write(
+        f.path().join("echo.py"),
+        "import json\n\ndef handler(event, context):\n    return {\"statusCode\": 200, \"headers\": \
+         {\"access-control-allow-origin\": \"*\", \"x-request-id\": \"r1\"}, \"body\": json.dumps(event)}\n",
+    )
+    .unwrap();
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    p.deploy(f.path());
+    p.deploy(echo_function("plain", "").path());
+    let http = reqwest::Client::new();
+    let app = "https://app.example.com";
+    let preflight = |path: &str, origin: &str, method: &str, headers: &str| {
+        http.request(reqwest::Method::OPTIONS, p.url(path))
+            .header("origin", origin)
+            .header("access-control-request-method", method)
+            .header("access-control-request-headers", headers)
+            .send()
+    };
+
+    for path in ["/fn/web/x", "/api/things"] {
+        let r = preflight(path, app, "POST", "content-type").await.unwrap();
+        assert_eq!(r.status(), 204, "{path}");
+        let h = r.headers();
+        assert_eq!(h["access-control-allow-origin"], app);
+        assert_eq!(h["access-control-allow-methods"], "POST");
+        assert_eq!(h["access-control-allow-headers"], "content-type");
+        assert_eq!(h["access-control-max-age"], "600");
+        assert_eq!(h["access-control-allow-credentials"], "true");
+        assert_eq!(h["vary"], "Origin");
+    }
+    for (origin, method, headers, why) in [
+        ("https://evil.example", "POST", "", "origin"),
+        (app, "DELETE", "", "method"),
+        (app, "POST", "x-secret", "header"),
+    ] {
+        let r = preflight("/fn/web", origin, method, headers).await.unwrap();
+        assert_eq!(r.status(), 403, "{why}");
+        assert!(r.headers().get("access-control-allow-origin").is_none());
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["errorType"], "Stoke.CorsRefused");
+        assert!(v["errorMessage"].as_str().unwrap().contains(why), "{v}");
+    }
+    let ran = p.cli_ok(&["invocations", "web", "-o", "json"]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&ran)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        0,
+        "preflights never run the function: {ran}"
+    );
+
+    // An answer: the gateway's CORS headers, not the function's `*`.
+    let r = http
+        .post(p.url("/api/things"))
+        .header("origin", app)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["access-control-allow-origin"], app);
+    assert_eq!(r.headers()["access-control-expose-headers"], "x-request-id");
+    assert_eq!(r.headers()["x-request-id"], "r1");
+    let r = http
+        .get(p.url("/fn/web"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the browser, not the gateway, withholds the answer");
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    // Without cors, OPTIONS is the function's.
+    let r = preflight("/fn/plain", app, "POST", "").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["event"]["requestContext"]["http"]["method"], "OPTIONS");
+}
