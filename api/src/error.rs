@@ -74,6 +74,16 @@ impl ApiError {
     }
 }
 
+impl From<stoke_bus::logs::LogsUnavailable> for ApiError {
+    fn from(e: stoke_bus::logs::LogsUnavailable) -> Self {
+        ApiError::Nats {
+            what: e.what.to_string(),
+            cause: e.cause,
+            hint: stoke_bus::logs::HINT,
+        }
+    }
+}
+
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
         let msg = e.to_string();

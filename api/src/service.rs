@@ -398,7 +398,9 @@ impl AdminService for AdminApi {
         if id.is_empty() {
             return Err(ApiError::invalid("name the invocation: invocation_id is empty").into());
         }
-        let (lines, truncated) = crate::logs::invocation_lines(&self.js, id, r.attempt).await?;
+        let (lines, truncated) = stoke_bus::logs::invocation_lines(&self.js, id, r.attempt)
+            .await
+            .map_err(ApiError::from)?;
         let function = match lines.first() {
             Some(l) => l.function.clone(),
             // No output stored: an invocation that printed nothing (or whose

@@ -9,6 +9,10 @@
 //! - `Event`: 202, queued (retried on failure, as any async event);
 //! - `DryRun`: 204 once the function exists and the caller may invoke it.
 //!
+//! `X-Amz-Log-Type: Tail` with `RequestResponse` adds `X-Amz-Log-Result`:
+//! the base64 of the last 4 KB of what the invocation wrote (stdout and
+//! stderr, as `stoke logs` shows them).
+//!
 //! `Qualifier` (a version number or alias) comes as a query parameter or in
 //! the name (`name:7`, `name:live`); a full function ARN is accepted as
 //! the name. The same function-URL rules apply: the function needs an
@@ -23,6 +27,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use base64::Engine as _;
 use serde_json::{Value, json};
 use stoke_bus::{InvokeError, InvokeRequest, Invoked, Invoker, Via};
 use stoke_proto::{InvocationInfo, InvocationStatus};
@@ -45,6 +50,18 @@ enum InvocationType {
     RequestResponse,
     Event,
     DryRun,
+}
+
+/// Lambda's `LogType: Tail` returns this much of the output.
+const LOG_TAIL_BYTES: usize = 4096;
+
+/// `X-Amz-Log-Type`: `Tail` (true), `None` or absent (false).
+fn wants_log_tail(headers: &HeaderMap) -> Result<bool, String> {
+    match headers.get("x-amz-log-type").map(|v| v.to_str().unwrap_or("")) {
+        None | Some("None") => Ok(false),
+        Some("Tail") => Ok(true),
+        Some(other) => Err(format!("X-Amz-Log-Type {other:?}: use None or Tail")),
+    }
 }
 
 impl InvocationType {
@@ -93,6 +110,10 @@ async fn invoke(
         Ok(f) => f,
         Err(m) => return invalid(m),
     };
+    let log_tail = match wants_log_tail(&headers) {
+        Ok(t) => t && kind == InvocationType::RequestResponse,
+        Err(m) => return invalid(m),
+    };
     let via = Via::Http {
         authorization: authorization(&headers),
     };
@@ -134,7 +155,20 @@ async fn invoke(
             set(&mut resp, "x-amzn-requestid", &invocation_id);
             resp
         }
-        Ok(Invoked::Completed(info)) => answered(&info),
+        Ok(Invoked::Completed(info)) => {
+            let mut resp = answered(&info);
+            if log_tail {
+                match invoker.output_tail(&info.invocation_id, LOG_TAIL_BYTES).await {
+                    Ok(text) => set(
+                        &mut resp,
+                        "x-amz-log-result",
+                        &base64::engine::general_purpose::STANDARD.encode(text),
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "no log tail for the Invoke API"),
+                }
+            }
+            resp
+        }
     }
 }
 

@@ -336,6 +336,14 @@ impl Invoker {
         Ok(())
     }
 
+    /// The last `max` bytes of what `invocation_id` wrote (stdout and
+    /// stderr, a line each): stored before its completion was recorded, so
+    /// readable as soon as its result is.
+    pub async fn output_tail(&self, invocation_id: &str, max: usize) -> Result<String, crate::logs::LogsUnavailable> {
+        let (lines, _) = crate::logs::invocation_lines(&self.inner.js, invocation_id, 0).await?;
+        Ok(crate::logs::last_bytes(&lines, max))
+    }
+
     /// The CORS of the version `function` (`name`, `name:7`, `name:alias`)
     /// names; None when it has none, or there is no such function (the
     /// call itself then says so).

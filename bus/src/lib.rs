@@ -3,7 +3,8 @@
 //! role from the `[streams]` table), the invocation event's envelope with
 //! its one encode and one decode ([`envelope`]), invocation ids and
 //! idempotency keys ([`ids`]), result announcements and their in-process
-//! hand-over ([`results`]), the function URL event an HTTP request
+//! hand-over ([`results`]), reading function output back from the logs
+//! stream ([`logs`]), the function URL event an HTTP request
 //! becomes ([`http`]), the gateway's route table as the catalog changes
 //! (`routes`), and accepting an invocation onto the stream
 //! ([`invoke::Invoker`]: the gateway, cron and the admin API all go
@@ -17,6 +18,7 @@ pub mod envelope;
 pub mod http;
 pub mod ids;
 pub mod invoke;
+pub mod logs;
 pub mod results;
 mod routes;
 pub mod streams;

@@ -217,8 +217,16 @@ async fn boto3_invokes_through_the_lambda_invoke_api() {
     let p = Platform::start(&nats).await.unwrap();
     p.deploy(hello_with("").path());
     p.deploy(hello_with("max_attempts = 2").path());
+    let talker = echo_function("talker", "");
+    std::fs::write(
+        talker.path().join("echo.py"),
+        "import sys\n\ndef handler(event, context):\n    for i in range(500):\n        print(f'line {i:04}')\n    \
+         print('to stderr', file=sys.stderr)\n    return 'done'\n",
+    )
+    .unwrap();
+    p.deploy(talker.path());
     let script = r#"
-import json, sys
+import base64, json, sys
 import boto3
 from botocore.config import Config
 
@@ -245,6 +253,9 @@ try:
     out["unknown"] = "invoked"
 except c.exceptions.ResourceNotFoundException as e:
     out["unknown"] = e.response["Error"]["Code"]
+r = c.invoke(FunctionName="talker", LogType="Tail", Payload=b"{}")
+out["tail"] = {"payload": json.loads(r["Payload"].read()),
+               "log": base64.b64decode(r.get("LogResult", "")).decode()}
 print(json.dumps(out))
 "#;
     let run = std::process::Command::new("/usr/bin/python3")
@@ -278,7 +289,22 @@ print(json.dumps(out))
     assert_eq!(fe["payload"]["errorMessage"], "boom", "{out}");
     assert_eq!(fe["payload"]["errorType"], "ValueError", "{out}");
     assert_eq!(out["unknown"], "ResourceNotFoundException", "{out}");
-    // The Event call ran, as an async event.
+    // LogType Tail: the last 4 KB of what it wrote, stdout and stderr.
+    assert_eq!(out["tail"]["payload"], "done", "{out}");
+    let log = out["tail"]["log"].as_str().unwrap();
+    assert!(log.len() <= 4096 && log.len() > 4000, "{} bytes: {log}", log.len());
+    assert!(log.contains("line 0499\n") && log.contains("to stderr\n"), "{log}");
+    assert!(!log.contains("line 0000"), "only the end: {log}");
+    let r = reqwest::Client::new()
+        .post(p.url("/2015-03-31/functions/talker/invocations"))
+        .header("x-amz-log-type", "Everything")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["x-amzn-errortype"], "InvalidParameterValueException");
+    // The Event call ran, as an async event (4 sync calls succeeded).
     let db = p.db().await;
     stoke_tests::eventually(Duration::from_secs(30), "the Event invocation to complete", || async {
         (stoke_tests::count(
@@ -286,7 +312,7 @@ print(json.dumps(out))
             "SELECT count(*) FROM completions WHERE trigger = 'invoke-api' AND status = 'succeeded'",
         )
         .await
-            >= 4)
+            >= 5)
             .then_some(())
     })
     .await;
