@@ -11,18 +11,15 @@
 //! Every error is a JSON body in Lambda's error shape,
 //! `{"errorType": ..., "errorMessage": ...}`, with a status that says what
 //! happened: 404 unknown function, 401/403 a token-protected trigger's
-//! token missing or not good for it, 413 payload too large, 400 bad key,
+//! token missing or not good for it, 413 payload too large, 431 too many
+//! or too large headers, 400 bad key,
 //! 502 the function failed, 504 it timed out, 503 stoke cannot accept now.
 
-use std::collections::BTreeMap;
-
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use base64::Engine as _;
 use serde_json::{Value, json};
 use stoke_core::naming;
 use stoke_core::trace::TraceContext;
@@ -39,7 +36,31 @@ pub fn router(invoker: Invoker) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .merge(crate::lambda_api::router())
         .fallback(routed)
+        .layer(axum::middleware::from_fn(header_limits))
         .with_state(invoker)
+}
+
+/// Most request headers the gateway takes (API Gateway's limit is 10 KB).
+pub const MAX_HEADERS: usize = 100;
+/// Most bytes of request headers (names and values) the gateway takes.
+pub const MAX_HEADER_BYTES: usize = 16 << 10;
+
+/// Refuse a request with too many or too large headers (431), before
+/// anything else reads it.
+async fn header_limits(req: Request, next: axum::middleware::Next) -> Response {
+    let headers = req.headers();
+    let bytes: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        return error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "Stoke.HeadersTooLarge",
+            format!(
+                "{} headers of {bytes} bytes: at most {MAX_HEADERS} headers of {MAX_HEADER_BYTES} bytes in all",
+                headers.len()
+            ),
+        );
+    }
+    next.run(req).await
 }
 
 fn error(status: StatusCode, error_type: &str, message: impl Into<String>) -> Response {
@@ -337,7 +358,13 @@ fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
 fn completed_response(info: &InvocationInfo) -> Response {
     let status = InvocationStatus::try_from(info.status).unwrap_or(InvocationStatus::Unspecified);
     let mut resp = match status {
-        InvocationStatus::Succeeded => success_response(&info.result),
+        InvocationStatus::Succeeded => crate::proxy::response(&info.result).unwrap_or_else(|why| {
+            error(
+                StatusCode::BAD_GATEWAY,
+                "Stoke.BadResponse",
+                format!("function {:?} answered an invalid proxy response: {why}", info.function),
+            )
+        }),
         InvocationStatus::TimedOut => error_body(StatusCode::GATEWAY_TIMEOUT, info),
         _ => error_body(StatusCode::BAD_GATEWAY, info),
     };
@@ -368,91 +395,6 @@ fn error_body(status: StatusCode, info: &InvocationInfo) -> Response {
         .or_insert_with(|| Value::from(err.error_message.clone()));
     obj.insert("invocationId".into(), Value::from(info.invocation_id.clone()));
     (status, axum::Json(body)).into_response()
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ProxyResponse {
-    status_code: u16,
-    #[serde(default)]
-    headers: BTreeMap<String, Value>,
-    #[serde(default)]
-    multi_value_headers: BTreeMap<String, Vec<Value>>,
-    #[serde(default)]
-    cookies: Vec<String>,
-    #[serde(default)]
-    body: Option<String>,
-    #[serde(default)]
-    is_base64_encoded: bool,
-}
-
-fn header_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn success_response(result: &[u8]) -> Response {
-    let parsed: Option<Value> = serde_json::from_slice(result).ok();
-    let proxy = parsed
-        .as_ref()
-        .filter(|v| v.get("statusCode").is_some_and(Value::is_u64))
-        .and_then(|v| serde_json::from_value::<ProxyResponse>(v.clone()).ok());
-    let Some(p) = proxy else {
-        // A plain value: return the function's JSON as is.
-        let mut resp = Response::new(Body::from(result.to_vec()));
-        let ct = if parsed.is_some() {
-            "application/json"
-        } else {
-            "application/octet-stream"
-        };
-        resp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-        return resp;
-    };
-    let body = match (p.body, p.is_base64_encoded) {
-        (Some(b), true) => match base64::engine::general_purpose::STANDARD.decode(b.as_bytes()) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_GATEWAY,
-                    "Stoke.BadResponse",
-                    format!("isBase64Encoded is true but body is not base64: {e}"),
-                );
-            }
-        },
-        (Some(b), false) => b.into_bytes(),
-        (None, _) => Vec::new(),
-    };
-    let Ok(status) = StatusCode::from_u16(p.status_code) else {
-        return error(
-            StatusCode::BAD_GATEWAY,
-            "Stoke.BadResponse",
-            format!("statusCode {} is not valid", p.status_code),
-        );
-    };
-    let mut resp = Response::new(Body::from(body));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    for (k, v) in &p.headers {
-        if let (Ok(name), Ok(value)) = (HeaderName::try_from(k.as_str()), HeaderValue::from_str(&header_text(v))) {
-            h.insert(name, value);
-        }
-    }
-    for (k, vs) in &p.multi_value_headers {
-        for v in vs {
-            if let (Ok(name), Ok(value)) = (HeaderName::try_from(k.as_str()), HeaderValue::from_str(&header_text(v))) {
-                h.append(name, value);
-            }
-        }
-    }
-    for c in &p.cookies {
-        if let Ok(value) = HeaderValue::from_str(c) {
-            h.append(header::SET_COOKIE, value);
-        }
-    }
-    resp
 }
 
 async fn get_invocation(State(invoker): State<Invoker>, Path(id): Path<String>, headers: HeaderMap) -> Response {
@@ -510,34 +452,6 @@ mod tests {
             parts.headers,
             axum::body::to_bytes(body, usize::MAX).await.unwrap().to_vec(),
         )
-    }
-
-    #[tokio::test]
-    async fn proxy_responses_map_to_http() {
-        let r = success_response(
-            br#"{"statusCode":201,"headers":{"x-a":"1"},"multiValueHeaders":{"x-b":["2","3"]},"body":"hi"}"#,
-        );
-        let (status, headers, body) = body_of(r).await;
-        assert_eq!(status, StatusCode::CREATED);
-        assert_eq!(headers["x-a"], "1");
-        assert_eq!(headers.get_all("x-b").iter().count(), 2);
-        assert_eq!(body, b"hi");
-        let (_, _, body) = body_of(success_response(
-            br#"{"statusCode":200,"body":"aGk=","isBase64Encoded":true}"#,
-        ))
-        .await;
-        assert_eq!(body, b"hi");
-    }
-
-    #[tokio::test]
-    async fn plain_values_are_json() {
-        let (status, headers, body) = body_of(success_response(br#"{"hello":"world"}"#)).await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
-        assert_eq!(body, br#"{"hello":"world"}"#);
-        // statusCode that is not a number is just data.
-        let (status, _, _) = body_of(success_response(br#"{"statusCode":"nope"}"#)).await;
-        assert_eq!(status, StatusCode::OK);
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@ mod cors;
 pub mod cron;
 pub mod gateway;
 pub mod lambda_api;
+mod proxy;
 pub mod tls;
 
 use std::net::SocketAddr;

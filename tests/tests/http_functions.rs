@@ -192,6 +192,38 @@ async fn malformed_requests_are_refused_and_body_events_are_an_opt_in() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.json()["errorType"], "Stoke.BadRequest", "{}", r.text());
     assert!(r.text().contains("%zz"), "{}", r.text());
+    // Oversized or too many headers: 431, before any function runs.
+    let http = reqwest::Client::new();
+    let r = http
+        .get(p.url("/fn/hello"))
+        .header("x-big", "a".repeat(128 << 10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 431);
+    let mut many = http.get(p.url("/fn/hello"));
+    for i in 0..200 {
+        many = many.header(format!("x-h{i}"), "1");
+    }
+    let r = many.send().await.unwrap();
+    assert_eq!(r.status(), 431);
+    assert_eq!(p.get("/fn/hello").await.status, 200, "nothing else disturbed");
+    // An invalid proxy response: 502 naming the function and the fault.
+    let bad = echo_function("badproxy", "");
+    std::fs::write(
+        bad.path().join("echo.py"),
+        "def handler(event, context):\n    return {\"statusCode\": 200, \"headers\": {\"bad name\": \"x\"}}\n",
+    )
+    .unwrap();
+    p.deploy(bad.path());
+    let r = p.get("/fn/badproxy").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["errorType"], "Stoke.BadResponse");
+    let message = r.json()["errorMessage"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("\"badproxy\"") && message.contains("\"bad name\" is not a header name"),
+        "{message}"
+    );
 
     let f = copy_function(&workspace_root().join("examples/hello-python"));
     let manifest = std::fs::read_to_string(f.path().join("stoke.toml"))
