@@ -1,7 +1,7 @@
 #!/bin/sh
 # Install what stoke needs on a fresh Debian/Ubuntu machine: nats-server,
 # python3 (+pip, for the awslambdaric test; grpcio, grpc-tools and protobuf
-# for the Python admin-API client test), curl, a C toolchain, PostgreSQL
+# for the Python admin-API client test), Node.js and npm, curl, a C toolchain, PostgreSQL
 # (for the Postgres store's tests), lighttpd (the benchmark's CGI peer), and Rust
 # (via rustup, when cargo is missing). Idempotent; sourced by up.sh and test.sh.
 set -eu
@@ -19,6 +19,10 @@ command -v cc >/dev/null 2>&1 || missing="$missing build-essential"
 # packages, for the system python3: no pip needed).
 /usr/bin/python3 -c 'import grpc, grpc_tools.protoc, google.protobuf' >/dev/null 2>&1 ||
   missing="$missing python3-grpcio python3-grpc-tools python3-protobuf"
+# Node.js and npm: examples/hello-node and the Node tests (Express and
+# serverless-http come from npm at test time).
+command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
 # PostgreSQL's server programs (Debian: /usr/lib/postgresql/<version>/bin),
 # for the Postgres store's tests: they run initdb and postgres in a temp dir
 # on a loopback port. (Debian's package also sets up its own "main" cluster;

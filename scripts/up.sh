@@ -39,7 +39,7 @@ while :; do
   sleep 0.1
 done
 
-for f in examples/hello-python examples/hello-shell examples/hello-rust/dist examples/tick examples/wordcount; do
+for f in examples/hello-python examples/hello-node examples/hello-shell examples/hello-rust/dist examples/tick examples/wordcount; do
   $STOKE deploy "$f"
 done
 

@@ -95,32 +95,63 @@ pub async fn wait_gateway(http: &str) {
 /// Python packages from PyPI (`specs`, pinned versions), installed once
 /// per target dir with the system python3 (the interpreter a sandbox's
 /// PATH finds) under `target/test-cache/<name>`; the directory to put on
-/// `PYTHONPATH`. Installed into a directory of this process's, then
-/// renamed into place, so test processes racing each other both end with a
-/// complete copy.
+/// `PYTHONPATH`.
 pub fn pip_packages(name: &str, specs: &[&str]) -> PathBuf {
+    cached_install(name, |dir| {
+        Command::new("/usr/bin/python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-cache-dir",
+                "--target",
+            ])
+            .arg(dir)
+            .args(specs)
+            .output()
+            .expect("run pip (apt-get install python3-pip)")
+    })
+}
+
+/// npm packages (`specs`, pinned versions) with their dependencies,
+/// installed once per target dir under `target/test-cache/<name>`; the
+/// `node_modules` directory to copy into a function.
+pub fn npm_packages(name: &str, specs: &[&str]) -> PathBuf {
+    let dir = cached_install(name, |dir| {
+        std::fs::create_dir_all(dir).expect("npm prefix");
+        Command::new("npm")
+            .args([
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--no-save",
+                "--omit=dev",
+                "--prefix",
+            ])
+            .arg(dir)
+            .args(specs)
+            .output()
+            .expect("run npm (apt-get install npm)")
+    });
+    dir.join("node_modules")
+}
+
+/// Run `install` into a directory of this process's, mark it complete and
+/// rename it to `target/test-cache/<name>`, unless a complete copy is
+/// there: test processes racing each other both end with a complete copy.
+fn cached_install(name: &str, install: impl FnOnce(&Path) -> std::process::Output) -> PathBuf {
     let cache = workspace_root().join("target/test-cache").join(name);
     if cache.join(".installed").is_file() {
         return cache;
     }
     let tmp = cache.with_extension(format!("tmp{}", std::process::id()));
-    let out = Command::new("/usr/bin/python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-cache-dir",
-            "--target",
-        ])
-        .arg(&tmp)
-        .args(specs)
-        .output()
-        .expect("run pip (apt-get install python3-pip)");
+    let out = install(&tmp);
     assert!(
         out.status.success(),
-        "pip install {specs:?} failed:\n{}",
+        "installing {name} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     std::fs::write(tmp.join(".installed"), "").expect("mark the install complete");

@@ -1,0 +1,195 @@
+//! Node.js functions as Lambda users write them, on the host's `node`
+//! through examples/hello-node's runtime client (`stoke_runtime.mjs`): ES
+//! module and CommonJS handlers, async and callback style, errors and init
+//! errors, and an unmodified Express app behind serverless-http (both from
+//! npm at test time, pinned).
+
+use std::time::Duration;
+
+use stoke_tests::{Nats, Platform, copy_function, workspace_root};
+
+/// A 1x1 PNG.
+const PNG_HEX: &str = "89504e470d0a1a0a0000000d4948445200000001000000010806000000\
+    1f15c4890000000d49444154789c6360f80f00010101005a4d6e5e0000000049454e44ae426082";
+
+const EXPRESS: &str = "express@5.3.0";
+const SERVERLESS_HTTP: &str = "serverless-http@4.0.0";
+
+/// examples/hello-node in a temp dir, renamed `name`, with `files` added
+/// and `handler` as its handler.
+fn node_function(name: &str, handler: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
+    let f = copy_function(&workspace_root().join("examples/hello-node"));
+    let manifest = std::fs::read_to_string(f.path().join("stoke.toml"))
+        .unwrap()
+        .replace("name = \"hello-node\"", &format!("name = \"{name}\""))
+        .replace("handler = \"index.handler\"", &format!("handler = \"{handler}\""));
+    std::fs::write(f.path().join("stoke.toml"), manifest).unwrap();
+    for (file, text) in files {
+        let path = f.path().join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    f
+}
+
+#[tokio::test]
+async fn node_handlers_answer_as_on_lambda() {
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    // The example: an ES module, async, reading its function URL event.
+    p.deploy(&workspace_root().join("examples/hello-node"));
+    let r = p.post("hello-node", r#"{"name":"Ada"}"#).await;
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), p.log());
+    let v = r.json();
+    assert_eq!(v["message"], "Hello, Ada!");
+    assert!(v["runtime"].as_str().unwrap().starts_with("node v"), "{v}");
+    assert!(!v["request_id"].as_str().unwrap().is_empty());
+    // An error: 502 with the thrown error's name and message.
+    let r = p.post("hello-node", r#"{"fail":"boom"}"#).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(
+        (r.json()["errorType"].as_str(), r.json()["errorMessage"].as_str()),
+        (Some("Error"), Some("boom"))
+    );
+
+    // CommonJS, callback style, with the context's methods.
+    let cjs = node_function(
+        "callback",
+        "lib/cb.handler",
+        &[(
+            "lib/cb.js",
+            "exports.handler = function (event, context, callback) {\n\
+             \x20 setTimeout(() => callback(null, { echo: event, left: context.getRemainingTimeInMillis() > 0, \
+             fn: context.functionName }), 10);\n};\n",
+        )],
+    );
+    p.deploy(cjs.path());
+    let out = p.cli_ok(&["invoke", "callback", "-d", "{\"a\":1}"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v, serde_json::json!({"echo": {"a": 1}, "left": true, "fn": "callback"}));
+    // A callback error.
+    std::fs::write(
+        cjs.path().join("lib/cb.js"),
+        "exports.handler = (event, context, callback) => callback(new TypeError('nope'));\n",
+    )
+    .unwrap();
+    p.deploy(cjs.path());
+    let r = p.post("callback", "{}").await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.json()["errorType"], "TypeError");
+
+    // A handler that is not there: an init error, named.
+    let missing = node_function("missing", "index.nothing", &[]);
+    p.deploy(missing.path());
+    let r = p.post("missing", "{}").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["errorType"], "Runtime.HandlerNotFound", "{}", r.text());
+}
+
+#[tokio::test]
+async fn express_behind_serverless_http_answers_through_its_function_url() {
+    let modules = stoke_tests::npm_packages("express-5.3.0-serverless-http-4.0.0", &[EXPRESS, SERVERLESS_HTTP]);
+    let app = r#"
+const PNG = Buffer.from(process.env.PNG_HEX, "hex");
+const express = require("express");
+const serverless = require("serverless-http");
+
+const app = express();
+app.use(express.json());
+app.use(express.raw({ type: "application/octet-stream" }));
+app.get("/items/:id", (req, res) => res.json({ id: req.params.id, q: req.query.q }));
+app.post("/echo", (req, res) => res.json({ got: req.body, method: req.method, path: req.path }));
+app.get("/cookies", (req, res) => {
+  res.cookie("b", "2");
+  res.cookie("c", "3");
+  res.json({ a: req.get("cookie") });
+});
+app.post("/reverse", (req, res) => res.type("application/octet-stream").send(Buffer.from(req.body).reverse()));
+app.get("/pixel.png", (req, res) => res.type("image/png").send(PNG));
+
+module.exports.handler = serverless(app, { binary: ["image/*", "application/octet-stream"] });
+"#;
+    let f = node_function("shop", "app.handler", &[("app.js", app)]);
+    let manifest = std::fs::read_to_string(f.path().join("stoke.toml")).unwrap();
+    std::fs::write(
+        f.path().join("stoke.toml"),
+        manifest.replace(
+            "[[triggers]]",
+            &format!("[env]\nPNG_HEX = \"{PNG_HEX}\"\n\n[[triggers]]"),
+        ),
+    )
+    .unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&modules)
+        .arg(f.path().join("node_modules"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    p.deploy(f.path());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let url = |path: &str| p.url(&format!("/fn/shop{path}"));
+
+    let r = http.get(url("/items/42?q=x%20y")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", p.log());
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap(),
+        serde_json::json!({"id": "42", "q": "x y"})
+    );
+    let r = http
+        .post(url("/echo"))
+        .json(&serde_json::json!({"name": "Ada"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap(),
+        serde_json::json!({"got": {"name": "Ada"}, "method": "POST", "path": "/echo"})
+    );
+    // Express's own 404, passed through.
+    let r = http.get(url("/nowhere")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("Cannot GET /nowhere"));
+    // Cookies both ways.
+    let r = http
+        .get(url("/cookies"))
+        .header("cookie", "a=1; z=9")
+        .send()
+        .await
+        .unwrap();
+    let set: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(set.len(), 2, "{set:?}");
+    assert!(set[0].starts_with("b=2") && set[1].starts_with("c=3"), "{set:?}");
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["a"], "a=1; z=9");
+    // A binary body both ways, and a PNG, byte for byte.
+    let bytes: Vec<u8> = (0..=255u8).chain([0, 0xff, 0x89]).collect();
+    let r = http
+        .post(url("/reverse"))
+        .header("content-type", "application/octet-stream")
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.bytes().await.unwrap().to_vec(),
+        bytes.iter().rev().copied().collect::<Vec<u8>>()
+    );
+    let r = http.get(url("/pixel.png")).send().await.unwrap();
+    assert_eq!(r.headers()["content-type"], "image/png");
+    let png: Vec<u8> = (0..PNG_HEX.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&PNG_HEX[i..i + 2], 16).unwrap())
+        .collect();
+    assert_eq!(r.bytes().await.unwrap().to_vec(), png, "byte for byte");
+}
