@@ -3,7 +3,8 @@
 //! digest, safe extraction), the routes HTTP triggers claim at the gateway's
 //! root (`routes`: parsing, claims, matching; `percent`-decoding), and the
 //! names of NATS streams, subjects, consumers and headers that make up the
-//! event path; and the trace context an event
+//! event path; Lambda's response streaming format (`streaming`: the HTTP
+//! prelude, the error trailers); and the trace context an event
 //! carries (`trace`: W3C `traceparent` and its AWS X-Ray form); and the count
 //! of catalog changes that in-process caches of current versions check
 //! (`catalog`).
@@ -19,6 +20,7 @@ pub mod naming;
 pub mod package;
 pub mod percent;
 pub mod routes;
+pub mod streaming;
 pub mod trace;
 
 pub use fnconfig::{ConfigEdit, FunctionConfig};

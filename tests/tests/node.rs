@@ -193,3 +193,56 @@ module.exports.handler = serverless(app, { binary: ["image/*", "application/octe
         .collect();
     assert_eq!(r.bytes().await.unwrap().to_vec(), png, "byte for byte");
 }
+
+/// `awslambda.streamifyResponse` handlers, called as buffered functions:
+/// the HTTP prelude gives status, headers and cookies; an error after the
+/// first byte (the trailers) fails the call with the thrown error; a broken
+/// prelude is named.
+#[tokio::test]
+async fn streaming_handlers_answer_buffered_callers() {
+    let handler = r#"
+export const handler = awslambda.streamifyResponse(async (event, responseStream, context) => {
+  const body = event.body ? JSON.parse(event.body) : {};
+  if (body.raw) {
+    responseStream.setContentType("application/vnd.awslambda.http-integration-response");
+    responseStream.write("not json");
+    responseStream.write(Buffer.alloc(8));
+    responseStream.end("x");
+    return;
+  }
+  const s = awslambda.HttpResponseStream.from(responseStream, {
+    statusCode: 201,
+    headers: { "content-type": "text/plain" },
+    cookies: ["s=1", "t=2"],
+  });
+  s.write("hello ");
+  await new Promise((r) => setTimeout(r, 20));
+  if (body.fail) throw new RangeError("late failure");
+  s.write("world");
+  s.end();
+});
+"#;
+    let f = node_function("streamer", "stream.handler", &[("stream.mjs", handler)]);
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    p.deploy(f.path());
+    let r = p.post("streamer", "{}").await;
+    assert_eq!(r.status, 201, "{}\n{}", r.text(), p.log());
+    assert_eq!(r.text(), "hello world");
+    assert_eq!(r.headers["content-type"], "text/plain");
+    assert_eq!(r.headers.get_all("set-cookie").iter().count(), 2);
+    let r = p.post("streamer", r#"{"fail":true}"#).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(
+        (r.json()["errorType"].as_str(), r.json()["errorMessage"].as_str()),
+        (Some("RangeError"), Some("late failure"))
+    );
+    let r = p.post("streamer", r#"{"raw":true}"#).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["errorType"], "Runtime.BadStreamingPrelude", "{}", r.text());
+    assert!(
+        r.json()["errorMessage"].as_str().unwrap().contains("not JSON"),
+        "{}",
+        r.text()
+    );
+}

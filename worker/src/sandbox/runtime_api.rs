@@ -2,6 +2,9 @@
 //!
 //! `GET  /2018-06-01/runtime/invocation/next`            → the next event (long poll)
 //! `POST /2018-06-01/runtime/invocation/{id}/response`   → 202
+//!   (also with `Lambda-Runtime-Function-Response-Mode: streaming`: a
+//!   chunked body, an HTTP answer's prelude, error trailers —
+//!   `stoke_core::streaming`; kept here as the buffered answer it stands for)
 //! `POST /2018-06-01/runtime/invocation/{id}/error`      → 202
 //! `POST /2018-06-01/runtime/init/error`                 → 202
 //!
@@ -29,7 +32,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::BytesMut;
 use futures::StreamExt;
+use http_body_util::BodyExt as _;
 use serde_json::json;
+use stoke_core::streaming;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// One event handed to the runtime.
@@ -217,6 +222,13 @@ async fn response(State(st): State<Arc<ApiState>>, Path(id): Path<String>, req: 
             "no invocation in flight with this id",
         );
     };
+    if req
+        .headers()
+        .get(streaming::RESPONSE_MODE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"streaming"))
+    {
+        return streamed(&st, reply, req).await;
+    }
     match axum::body::to_bytes(req.into_body(), st.max_response).await {
         Ok(body) => {
             let _ = reply.send(Reply::Response(body));
@@ -233,6 +245,68 @@ async fn response(State(st): State<Arc<ApiState>>, Path(id): Path<String>, req: 
             )
         }
     }
+}
+
+/// A streamed response, read to its end: its bytes (up to the response
+/// cap), or the error its trailers carry; an HTTP answer (prelude, then
+/// body) becomes the proxy response it stands for, a broken prelude an
+/// error saying what is wrong.
+async fn streamed(st: &ApiState, reply: oneshot::Sender<Reply>, req: Request) -> Response {
+    let http = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(streaming::HTTP_INTEGRATION.as_bytes()));
+    let mut body = req.into_body();
+    let mut bytes = BytesMut::new();
+    let mut failed: Option<(String, Bytes)> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            failed = Some(stream_error("Runtime.StreamBroken", "the response stream broke off"));
+            break;
+        };
+        match frame.into_data() {
+            Ok(data) => {
+                if bytes.len() + data.len() > st.max_response {
+                    let _ = reply.send(Reply::TooLarge {
+                        size: bytes.len() + data.len(),
+                    });
+                    return refuse(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "Function.ResponseSizeTooLarge",
+                        "response exceeds the maximum allowed payload size",
+                    );
+                }
+                bytes.extend_from_slice(&data);
+            }
+            Err(frame) => {
+                if let Some(t) = frame.trailers_ref()
+                    && let Some(kind) = t.get(streaming::ERROR_TYPE_TRAILER).and_then(|v| v.to_str().ok())
+                {
+                    let doc = t.get(streaming::ERROR_BODY_TRAILER).and_then(|v| v.to_str().ok());
+                    failed = Some((kind.to_string(), streaming::trailer_error(kind, doc).into()));
+                }
+            }
+        }
+    }
+    let answer = match failed {
+        Some((error_type, body)) => Reply::Error { error_type, body },
+        None if http => match streaming::as_proxy_response(&bytes) {
+            Ok(proxy) => Reply::Response(proxy.to_string().into()),
+            Err(why) => {
+                let (error_type, body) = stream_error("Runtime.BadStreamingPrelude", &why);
+                Reply::Error { error_type, body }
+            }
+        },
+        None => Reply::Response(bytes.freeze()),
+    };
+    let _ = reply.send(answer);
+    (StatusCode::ACCEPTED, axum::Json(json!({"status": "OK"}))).into_response()
+}
+
+/// An error document stoke makes for a streamed response.
+fn stream_error(error_type: &str, message: &str) -> (String, Bytes) {
+    let doc = json!({"errorType": error_type, "errorMessage": message});
+    (error_type.to_string(), Bytes::from(doc.to_string()))
 }
 
 async fn error(State(st): State<Arc<ApiState>>, Path(id): Path<String>, headers: HeaderMap, req: Request) -> Response {
