@@ -131,7 +131,10 @@ impl AdminService for AdminApi {
                 invocation_id: info.invocation_id.clone(),
                 invocation: Some(info),
             },
-            Invoked::Queued { invocation_id } | Invoked::StillRunning { invocation_id } => InvokeResponse {
+            Invoked::Queued { invocation_id }
+            | Invoked::StillRunning { invocation_id }
+            // (Only a function URL's caller streams.)
+            | Invoked::Streaming(stoke_bus::Streamed { invocation_id, .. }) => InvokeResponse {
                 invocation_id,
                 invocation: None,
             },

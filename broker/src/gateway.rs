@@ -289,6 +289,7 @@ async fn run_function(
         source_ip,
         route,
     };
+    let function = name.clone();
     let outcome = invoker
         .invoke(InvokeRequest {
             function: name,
@@ -336,6 +337,7 @@ async fn run_function(
             resp
         }
         Ok(Invoked::Completed(info)) => completed_response(&info),
+        Ok(Invoked::Streaming(s)) => crate::streamed::respond(&function, s).await,
     }
 }
 

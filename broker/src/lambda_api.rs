@@ -146,7 +146,11 @@ async fn invoke(
             set(&mut resp, "x-amzn-requestid", &invocation_id);
             resp
         }
-        Ok(Invoked::StillRunning { invocation_id }) => {
+        Ok(
+            Invoked::StillRunning { invocation_id }
+            // (Only a function URL's caller streams.)
+            | Invoked::Streaming(stoke_bus::Streamed { invocation_id, .. }),
+        ) => {
             let mut resp = refusal(
                 StatusCode::GATEWAY_TIMEOUT,
                 "ServiceException",

@@ -13,6 +13,7 @@ pub mod cron;
 pub mod gateway;
 pub mod lambda_api;
 mod proxy;
+mod streamed;
 pub mod tls;
 
 use std::net::SocketAddr;

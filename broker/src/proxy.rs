@@ -14,7 +14,8 @@ use base64::Engine as _;
 use serde::Deserialize as _;
 use serde_json::Value;
 
-/// The status, headers and cookies of a proxy response.
+/// The status, headers and cookies of a proxy response (or of a streamed
+/// answer's prelude).
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Head {
@@ -73,6 +74,20 @@ pub(crate) fn head(h: &Head) -> Result<(StatusCode, HeaderMap), String> {
         headers.append(header::SET_COOKIE, value);
     }
     Ok((status, headers))
+}
+
+/// The status and headers a streamed HTTP answer's prelude (JSON, before
+/// the 8 NUL bytes) gives; 200 when it names no status.
+pub(crate) fn prelude_head(prelude: &[u8]) -> Result<(StatusCode, HeaderMap), String> {
+    let mut v: Value = if prelude.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(prelude).map_err(|e| format!("the prelude is not JSON: {e}"))?
+    };
+    let obj = v.as_object_mut().ok_or("the prelude is not a JSON object")?;
+    obj.entry("statusCode").or_insert(200.into());
+    let h = Head::deserialize(&v).map_err(|e| format!("the prelude: {e}"))?;
+    head(&h)
 }
 
 /// The HTTP response of a function's result; what is wrong with it when it

@@ -34,6 +34,9 @@ pub struct Envelope {
     /// The digest its completion records for its key, when not its
     /// payload's (a function URL's event: the request's).
     pub digest: Option<String>,
+    /// The caller waits on the response as it is streamed
+    /// ([`crate::stream`]).
+    pub stream: bool,
 }
 
 impl Envelope {
@@ -50,6 +53,7 @@ impl Envelope {
             attempt_base: 0,
             trace: None,
             digest: None,
+            stream: false,
         }
     }
 
@@ -90,6 +94,9 @@ impl Envelope {
         if let Some(digest) = &self.digest {
             h.insert(headers::PAYLOAD_DIGEST, digest.as_str());
         }
+        if self.stream {
+            h.insert(headers::RESPONSE_STREAM, "1");
+        }
         h
     }
 
@@ -114,6 +121,7 @@ impl Envelope {
             attempt_base: header(headers::ATTEMPT_BASE).and_then(|b| b.parse().ok()).unwrap_or(0),
             trace: headers.and_then(trace_of),
             digest: header(headers::PAYLOAD_DIGEST),
+            stream: header(headers::RESPONSE_STREAM).as_deref() == Some("1"),
         }
     }
 
@@ -181,6 +189,7 @@ mod tests {
             attempt_base in any::<u32>(),
             trace in proptest::option::of(any::<u64>()),
             digest in proptest::option::of("[0-9a-f]{64}"),
+            stream in any::<bool>(),
         ) -> Envelope {
             Envelope {
                 msg_id: msg_id.unwrap_or_default(),
@@ -192,6 +201,7 @@ mod tests {
                 attempt_base,
                 trace: trace.map(|t| TraceContext::derived(&t.to_string(), 1_700_000_000)),
                 digest,
+                stream,
             }
         }
     }

@@ -92,6 +92,12 @@ pub struct InvokeRequest {
     pub http: Option<HttpCall>,
 }
 
+/// What a synchronous wait heard first.
+enum Heard {
+    Result(Option<InvocationInfo>),
+    Part(Result<Option<crate::stream::Part>, crate::stream::PartsError>),
+}
+
 /// Where a request to run a function comes from.
 #[derive(Debug, Clone)]
 pub enum Via {
@@ -103,7 +109,7 @@ pub enum Via {
     Http { authorization: Option<String> },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 // One per invoke call, moved once: boxing the big variant buys nothing.
 #[allow(clippy::large_enum_variant)]
 pub enum Invoked {
@@ -113,6 +119,30 @@ pub enum Invoked {
     Queued { invocation_id: String },
     /// A synchronous wait ran out before the result came; poll by id.
     StillRunning { invocation_id: String },
+    /// The function streams its answer, which the caller reads as it
+    /// comes (a function URL in stream mode).
+    Streaming(Streamed),
+}
+
+/// A response being streamed.
+pub struct Streamed {
+    pub invocation_id: String,
+    /// Its first part's content type.
+    pub content_type: String,
+    /// The parts after it.
+    pub parts: crate::stream::Parts,
+    /// The stream must have ended by then (the function's timeout, and the
+    /// wait's slack): a worker lost mid-stream sends no end.
+    pub deadline: tokio::time::Instant,
+}
+
+impl std::fmt::Debug for Streamed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streamed")
+            .field("invocation_id", &self.invocation_id)
+            .field("content_type", &self.content_type)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone)]
@@ -273,6 +303,16 @@ impl Invoker {
         } else {
             None
         };
+        // A function URL in stream mode: its answer is read as it comes.
+        let mut parts = if req.wait && req.http.is_some() && manifest.http_streams() {
+            Some(
+                crate::stream::subscribe(&me.client, &invocation_id)
+                    .await
+                    .map_err(|e| InvokeError::Unavailable(e.into()))?,
+            )
+        } else {
+            None
+        };
         let envelope = Envelope {
             msg_id: key.clone(),
             invocation_id: invocation_id.clone(),
@@ -284,6 +324,7 @@ impl Invoker {
             trace: Some(trace),
             // The request's, where the event is not what a repeat repeats.
             digest: digest.clone().filter(|_| event_made),
+            stream: parts.is_some(),
         };
         let ack = self.publish(&function, &envelope, payload).await?;
         tracing::debug!(%invocation_id, %function, seq = ack.sequence, duplicate = ack.duplicate, "event queued");
@@ -292,6 +333,7 @@ impl Invoker {
             return Ok(Invoked::Queued { invocation_id });
         };
         let wait = Duration::from_millis(manifest.timeout_ms()) + me.wait_slack;
+        let deadline = tokio::time::Instant::now() + wait;
         let local_waits = local.is_some();
         let here = async {
             match local.as_mut() {
@@ -299,21 +341,40 @@ impl Invoker {
                 None => std::future::pending().await,
             }
         };
-        let heard = tokio::time::timeout(wait, async {
+        let first_part = async {
+            match parts.as_mut() {
+                Some(p) => p.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        let heard = tokio::time::timeout_at(deadline, async {
             tokio::pin!(here);
             tokio::select! {
-                info = &mut here => Some(info),
-                msg = sub.next() => match msg {
+                info = &mut here => Heard::Result(Some(info)),
+                msg = sub.next() => Heard::Result(match msg {
                     Some(m) => InvocationInfo::decode(m.payload).ok(),
                     // The subscription ended (NATS went away): a dispatcher
                     // of this process may still hand the result over.
                     None if local_waits => Some(here.await),
                     None => None,
-                },
+                }),
+                part = first_part => Heard::Part(part),
             }
         });
-        if let Ok(Some(info)) = heard.await {
-            return Ok(Invoked::Completed(info));
+        match heard.await {
+            Ok(Heard::Result(Some(info))) => return Ok(Invoked::Completed(info)),
+            Ok(Heard::Part(Ok(Some(crate::stream::Part::ContentType(content_type))))) => {
+                return Ok(Invoked::Streaming(Streamed {
+                    invocation_id,
+                    content_type,
+                    parts: parts.expect("a part came from them"),
+                    deadline,
+                }));
+            }
+            Ok(Heard::Part(other)) => {
+                tracing::warn!(%invocation_id, part = ?other, "a streamed response did not begin with its content type");
+            }
+            _ => {}
         }
         // The announcement is best effort; the store is the truth.
         match me.store.invocation(&invocation_id).await? {
@@ -507,6 +568,7 @@ impl Invoker {
                 .accepted(&dead.invocation_id)
                 .await?
                 .and_then(|a| a.payload_digest),
+            stream: false,
         };
         self.publish(&dead.function, &envelope, dead.payload.clone().into())
             .await?;

@@ -4,7 +4,8 @@
 //! its one encode and one decode ([`envelope`]), invocation ids and
 //! idempotency keys ([`ids`]), result announcements and their in-process
 //! hand-over ([`results`]), reading function output back from the logs
-//! stream ([`logs`]), the function URL event an HTTP request
+//! stream ([`logs`]), streamed responses on their way to the caller
+//! ([`stream`]), the function URL event an HTTP request
 //! becomes ([`http`]), the gateway's route table as the catalog changes
 //! (`routes`), and accepting an invocation onto the stream
 //! ([`invoke::Invoker`]: the gateway, cron and the admin API all go
@@ -21,7 +22,8 @@ pub mod invoke;
 pub mod logs;
 pub mod results;
 mod routes;
+pub mod stream;
 pub mod streams;
 
 pub use envelope::Envelope;
-pub use invoke::{InvokeError, InvokeRequest, Invoked, Invoker, Via};
+pub use invoke::{InvokeError, InvokeRequest, Invoked, Invoker, Streamed, Via};

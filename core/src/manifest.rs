@@ -32,6 +32,8 @@
 //!          allow_headers = ["content-type"], expose_headers = ["x-request-id"],
 //!          max_age = 600, allow_credentials = true }
 //!                                    # optional: preflights answered by the gateway
+//! response = "stream"                # optional: a streamed answer reaches the client as it
+//!                                    # comes (Lambda's RESPONSE_STREAM); default "buffered"
 //!
 //! [[triggers]]
 //! cron = "0 */5 * * * *"             # sec min hour day month weekday [year]
@@ -166,6 +168,10 @@ pub struct TriggerDef {
     /// (preflights answered by the gateway, headers added to answers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<Cors>,
+    /// http: `stream` sends a streamed response to the client as it comes
+    /// (Lambda's `RESPONSE_STREAM` invoke mode); default `buffered`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<HttpResponse>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cron: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -187,6 +193,17 @@ pub struct TriggerDef {
     /// subject: how long the first message of a batch waits for more (ms, default 500).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_window_ms: Option<u32>,
+}
+
+/// How an http trigger's answer reaches the client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpResponse {
+    /// Whole, once the function has answered (Lambda's `BUFFERED`).
+    #[default]
+    Buffered,
+    /// As the function streams it (Lambda's `RESPONSE_STREAM`).
+    Stream,
 }
 
 /// CORS of an http trigger, as Lambda function URLs configure it.
@@ -572,6 +589,14 @@ impl Manifest {
             .collect()
     }
 
+    /// Whether the http trigger streams its answers to the client.
+    pub fn http_streams(&self) -> bool {
+        self.triggers
+            .iter()
+            .find(|t| t.http == Some(true))
+            .is_some_and(|t| t.response == Some(HttpResponse::Stream))
+    }
+
     /// The http trigger's CORS, if it has any.
     pub fn http_cors(&self) -> Option<&Cors> {
         self.triggers
@@ -669,6 +694,7 @@ fn parse_trigger(i: usize, t: &TriggerDef) -> Result<Option<Trigger>, ManifestEr
         ("routes", t.routes.is_some()),
         ("host", t.host.is_some()),
         ("cors", t.cors.is_some()),
+        ("response", t.response.is_some()),
     ] {
         if set && t.http.is_none() {
             return Err(invalid(field(name), "only applies to an `http` trigger"));

@@ -153,6 +153,12 @@ pub fn invocation_logs_filter(invocation_id: &str) -> String {
     format!("stoke.logs.*.{}", log_token(invocation_id))
 }
 
+/// Core-NATS subject a streamed response's parts are published on, for
+/// the caller waiting on them.
+pub fn stream_subject(invocation_id: &str) -> String {
+    format!("stoke.stream.{}", log_token(invocation_id))
+}
+
 /// Filter for every chunk of one function.
 pub fn function_logs_filter(function: &str) -> String {
     format!("stoke.logs.{function}.*")
@@ -181,6 +187,9 @@ pub mod headers {
     /// its payload (a function URL's event carries the time; the digest is
     /// of the request).
     pub const PAYLOAD_DIGEST: &str = "Stoke-Payload-Digest";
+    /// `1`: the caller waits on the response as it is streamed
+    /// (`stream_subject`).
+    pub const RESPONSE_STREAM: &str = "Stoke-Response-Stream";
 }
 
 /// Lambda's invocation types.

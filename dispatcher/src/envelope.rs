@@ -37,6 +37,8 @@ pub(crate) struct Envelope {
     pub payload: Bytes,
     /// The digest its completion records, when not its payload's.
     pub digest: Option<String>,
+    /// Its caller waits on the response as it is streamed.
+    pub stream: bool,
 }
 
 /// Delivery count and publish time of a message.
@@ -74,6 +76,7 @@ pub(crate) fn invocation(msg: &jetstream::Message) -> Envelope {
         created_ms,
         payload: msg.payload.clone(),
         digest: e.digest,
+        stream: e.stream,
     }
 }
 
@@ -110,6 +113,7 @@ pub(crate) fn subscription(msg: &jetstream::Message, function: &str) -> (Envelop
         created_ms,
         payload: Bytes::from(serde_json::to_vec(&event).expect("JSON values serialise")),
         digest: None,
+        stream: false,
     };
     (env, event)
 }
@@ -133,6 +137,7 @@ pub(crate) fn batch_run(first: &Envelope, attempt: u32) -> Envelope {
         created_ms: first.created_ms,
         payload: Bytes::new(),
         digest: None,
+        stream: false,
     }
 }
 
@@ -217,6 +222,7 @@ impl Envelope {
             created_ms: 0,
             payload: Bytes::new(),
             digest: None,
+            stream: false,
         }
     }
 

@@ -219,6 +219,7 @@ pub(crate) async fn run(
         deadline_unix_ms: stoke_core::now_ms() + timeout.as_millis() as i64,
         trace_id: env.trace.xray(),
         traceparent: env.trace.traceparent(),
+        stream: env.stream,
         // Set by the registry when it follows another.
         ..Default::default()
     };

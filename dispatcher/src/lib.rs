@@ -257,6 +257,7 @@ impl Dispatcher {
             store.clone(),
             Duration::from_secs(opts.worker_heartbeat_timeout_secs.max(1)),
             logs::Publisher::start(js),
+            nats.clone(),
         );
         Ok(Dispatcher {
             opts,

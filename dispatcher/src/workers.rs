@@ -151,10 +151,17 @@ pub struct Registry {
     heartbeat_timeout: Duration,
     /// Stores the function output workers send.
     logs: crate::logs::Publisher,
+    /// Where streamed responses' parts are published for their callers.
+    nats: async_nats::Client,
 }
 
 impl Registry {
-    pub fn new(store: Arc<dyn Store>, heartbeat_timeout: Duration, logs: crate::logs::Publisher) -> Arc<Registry> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        heartbeat_timeout: Duration,
+        logs: crate::logs::Publisher,
+        nats: async_nats::Client,
+    ) -> Arc<Registry> {
         Arc::new(Registry {
             workers: Mutex::new(Vec::new()),
             provision_targets: Mutex::new(Vec::new()),
@@ -164,6 +171,7 @@ impl Registry {
             store,
             heartbeat_timeout,
             logs,
+            nats,
         })
     }
 
@@ -573,6 +581,13 @@ impl WorkerApi {
                             }
                         }
                         worker_message::Msg::Logs(chunk) => handle.output(&registry.logs, chunk),
+                        // In order, before the invocation's result (which
+                        // comes later on this same stream).
+                        worker_message::Msg::ResponsePart(part) => {
+                            if let Err(e) = stoke_bus::stream::publish(&registry.nats, &part).await {
+                                tracing::warn!(invocation = %part.invocation_id, error = %e, "a streamed response's part was not published");
+                            }
+                        }
                         worker_message::Msg::Drain(_) => {
                             tracing::info!(worker = %handle.id, "worker draining");
                             handle.draining.store(true, Ordering::Relaxed);

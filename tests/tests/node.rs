@@ -246,3 +246,112 @@ export const handler = awslambda.streamifyResponse(async (event, responseStream,
         r.text()
     );
 }
+
+/// A function URL in stream mode (`response = "stream"`): the answer
+/// reaches the client as the function writes it — the first event is read
+/// while the invocation is still running (asserted on order, not speed) —
+/// server-sent events work, an answer may pass the 6 MiB buffered cap, and
+/// an error after the first byte ends the body abruptly.
+#[tokio::test]
+async fn a_streamed_answer_reaches_the_client_as_it_comes() {
+    let handler = r#"
+export const handler = awslambda.streamifyResponse(async (event, responseStream) => {
+  const q = event.queryStringParameters ?? {};
+  const s = awslambda.HttpResponseStream.from(responseStream, {
+    statusCode: 200,
+    headers: { "content-type": q.big ? "application/octet-stream" : "text/event-stream" },
+  });
+  if (q.big) {
+    const chunk = Buffer.alloc(1 << 20, 120);
+    for (let i = 0; i < 8; i++) s.write(chunk);
+    s.end();
+    return;
+  }
+  s.write("data: one\n\n");
+  await new Promise((r) => setTimeout(r, Number(q.wait ?? 1500)));
+  if (q.fail) throw new Error("mid-stream");
+  s.write("data: two\n\n");
+  s.end();
+});
+"#;
+    let f = node_function("live", "live.handler", &[("live.mjs", handler)]);
+    let manifest = std::fs::read_to_string(f.path().join("stoke.toml")).unwrap();
+    std::fs::write(
+        f.path().join("stoke.toml"),
+        format!("{manifest}response = \"stream\"\n"),
+    )
+    .unwrap();
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    p.deploy(f.path());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+
+    let mut r = http.get(p.url("/fn/live?wait=3000")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", p.log());
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let id = r.headers()["x-stoke-invocation-id"].to_str().unwrap().to_string();
+    let first = r.chunk().await.unwrap().unwrap();
+    assert_eq!(&first[..], b"data: one\n\n");
+    // The function has not finished: its invocation is not complete yet.
+    let status: serde_json::Value = http
+        .get(p.url(&format!("/invocations/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(
+        status["status"], "succeeded",
+        "the first event came before the end: {status}"
+    );
+    let mut rest = Vec::new();
+    while let Some(c) = r.chunk().await.unwrap() {
+        rest.extend_from_slice(&c);
+    }
+    assert_eq!(rest, b"data: two\n\n");
+    stoke_tests::eventually(
+        Duration::from_secs(10),
+        "the streamed invocation to complete",
+        || async {
+            let v: serde_json::Value = http
+                .get(p.url(&format!("/invocations/{id}")))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (v["status"] == "succeeded").then_some(())
+        },
+    )
+    .await;
+
+    // Past the 6 MiB a buffered answer may have.
+    let r = http.get(p.url("/fn/live?big=1")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.bytes().await.unwrap();
+    assert_eq!(body.len(), 8 << 20);
+    assert!(body.iter().all(|b| *b == b'x'));
+
+    // An error after the first byte: the body ends abruptly.
+    let mut r = http.get(p.url("/fn/live?fail=1&wait=10")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let mut got = Vec::new();
+    let ended = loop {
+        match r.chunk().await {
+            Ok(Some(c)) => got.extend_from_slice(&c),
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(
+        ended.is_err(),
+        "an incomplete body, not a complete-looking one: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(got, b"data: one\n\n");
+}

@@ -10,6 +10,7 @@ use stoke_proto::{ErrorInfo, FunctionSpec, Invocation, InvocationResult, Meterin
 use crate::packages::PackageCache;
 use crate::pool::WarmPool;
 use crate::sandbox::output::Tag;
+use crate::sandbox::runtime_api::PartSink;
 use crate::sandbox::{Event, Outcome, Sandbox, StartSpec, exec_env};
 
 pub struct Runner {
@@ -18,6 +19,7 @@ pub struct Runner {
     pub packages: PackageCache,
     pub scratch_root: std::path::PathBuf,
     pub max_response: usize,
+    pub max_stream: usize,
     /// The sandboxes' cgroups; `None` only with `--sandbox none`.
     pub cgroups: Option<crate::sandbox::cgroup::Cgroups>,
     pub max_pids: u32,
@@ -183,6 +185,11 @@ impl Runner {
             idempotency_key: inv.idempotency_key.clone(),
             attempt: inv.attempt,
             deadline: Instant::now() + timeout,
+            stream: inv
+                .stream
+                .then(|| self.shipper.stream())
+                .flatten()
+                .map(|tx| PartSink::new(tx, inv.invocation_id.clone())),
         };
         // Exec mode: a new process per event, never pooled.
         let exec = spec.mode == RunMode::Exec as i32;
@@ -351,6 +358,7 @@ impl Runner {
             scratch_root: &self.scratch_root,
             worker_id: &self.worker_id,
             max_response: self.max_response,
+            max_stream: self.max_stream,
             timeout: std::time::Duration::from_millis(u64::from(spec.timeout_ms)),
             cgroups: self.cgroups.as_ref(),
             max_pids: self.max_pids,

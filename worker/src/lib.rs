@@ -51,6 +51,10 @@ pub struct WorkerOptions {
     pub id: String,
     /// Largest response a function may return, in bytes.
     pub max_response_bytes: usize,
+    /// Largest response a function may stream to a caller waiting on it
+    /// (a function URL in stream mode), in bytes; its first
+    /// `max_response_bytes` are also kept as the invocation's result.
+    pub max_stream_bytes: usize,
     /// Output (stdout + stderr) per invocation that is kept, in bytes: sent
     /// to the dispatcher for `stoke logs` (and to the worker's log); the
     /// rest is read and dropped, one line marks the cut, and a warning in
@@ -147,6 +151,7 @@ impl Default for WorkerOptions {
             idle_ttl_secs: 300.0,
             id: String::new(),
             max_response_bytes: 6 << 20,
+            max_stream_bytes: 200 << 20,
             log_cap_bytes: 1 << 20,
             output_to_worker_log: true,
             sandbox: SandboxMode::Strict,
@@ -289,6 +294,7 @@ impl Worker {
             packages,
             scratch_root,
             max_response: opts.max_response_bytes,
+            max_stream: opts.max_stream_bytes,
             cgroups,
             max_pids: opts.max_pids,
             seccomp: Arc::new(seccomp),

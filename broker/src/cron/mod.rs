@@ -18,7 +18,7 @@ use stoke_store::{CronTick, Edge, Status, TickOutcome};
 use tokio_util::sync::CancellationToken;
 
 use schedule::{Plan, Schedule};
-use stoke_bus::{InvokeRequest, Invoked, Invoker};
+use stoke_bus::{InvokeRequest, Invoker};
 
 /// Scheduler settings (the `[broker.cron]` table).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -303,7 +303,7 @@ impl Scheduler {
             http: None,
         };
         match self.invoker.invoke(req).await {
-            Ok(Invoked::Queued { .. } | Invoked::Completed(_) | Invoked::StillRunning { .. }) => Ok(()),
+            Ok(_) => Ok(()),
             Err(cause) => Err(CronError::Publish {
                 key: key.to_string(),
                 cause: Box::new(cause),

@@ -44,6 +44,8 @@ pub struct StartSpec<'a> {
     pub scratch_root: &'a Path,
     pub worker_id: &'a str,
     pub max_response: usize,
+    /// Largest streamed response (to a caller waiting on it), in bytes.
+    pub max_stream: usize,
     /// The function's timeout (bounds how long its Runtime API connection
     /// may sit idle: `runtime_api::ServeLimits`).
     pub timeout: Duration,
@@ -96,6 +98,8 @@ pub struct Event {
     pub attempt: u32,
     /// Monotonic deadline the worker enforces.
     pub deadline: Instant,
+    /// Where a streamed response goes as it comes (a caller waits on it).
+    pub stream: Option<runtime_api::PartSink>,
 }
 
 /// How an event ended in the sandbox.
@@ -205,7 +209,7 @@ impl Sandbox {
             None => None,
         };
         let api_addr = listener.as_ref().map(|l| l.local_addr()).transpose()?;
-        let (api, deliveries) = runtime_api::new_state(spec.max_response);
+        let (api, deliveries) = runtime_api::new_state(spec.max_response, spec.max_stream);
         let mut tasks = Vec::new();
         if let Some(listener) = listener {
             let limits = runtime_api::ServeLimits {
@@ -421,6 +425,7 @@ impl Sandbox {
             idempotency_key: ev.idempotency_key,
             attempt: ev.attempt,
             reply: reply_tx,
+            stream: ev.stream,
         };
         if self.deliveries.send(delivery).await.is_err() {
             let timing = self.timing(cold, sent);

@@ -67,6 +67,13 @@ impl Shipper {
         self.tx.lock().expect("not poisoned").take();
     }
 
+    /// The stream to the dispatcher, for what must not be dropped (a
+    /// streamed response's parts, which wait their turn); None while
+    /// detached.
+    pub fn stream(&self) -> Option<mpsc::Sender<WorkerMessage>> {
+        self.tx.lock().expect("not poisoned").clone()
+    }
+
     /// Queue a chunk on the stream without waiting: output is best effort
     /// and must never hold up a function (or the results behind it).
     fn send(&self, chunk: LogChunk) {

@@ -35,6 +35,7 @@ use futures::StreamExt;
 use http_body_util::BodyExt as _;
 use serde_json::json;
 use stoke_core::streaming;
+use stoke_proto::{ResponsePart, StreamEnd, WorkerMessage, response_part, worker_message};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// One event handed to the runtime.
@@ -50,6 +51,52 @@ pub struct Delivery {
     pub idempotency_key: String,
     pub attempt: u32,
     pub reply: oneshot::Sender<Reply>,
+    /// Where a streamed response goes as it comes, when a caller waits on it.
+    pub stream: Option<PartSink>,
+}
+
+/// Where a streamed response's parts go as they come: up the worker's
+/// stream to the dispatcher, which publishes them for the caller. Sending
+/// waits while that stream is full, which slows the function's writes.
+#[derive(Debug, Clone)]
+pub struct PartSink {
+    tx: mpsc::Sender<WorkerMessage>,
+    invocation_id: String,
+    seq: u64,
+}
+
+impl PartSink {
+    pub fn new(tx: mpsc::Sender<WorkerMessage>, invocation_id: String) -> PartSink {
+        PartSink {
+            tx,
+            invocation_id,
+            seq: 0,
+        }
+    }
+
+    /// Send the next part; false once the stream to the dispatcher is gone.
+    async fn send(&mut self, part: response_part::Part) -> bool {
+        let msg = WorkerMessage {
+            msg: Some(worker_message::Msg::ResponsePart(ResponsePart {
+                invocation_id: self.invocation_id.clone(),
+                seq: self.seq,
+                part: Some(part),
+            })),
+        };
+        self.seq += 1;
+        self.tx.send(msg).await.is_ok()
+    }
+
+    async fn end(&mut self, error: Option<&(String, Bytes)>) {
+        let end = match error {
+            None => StreamEnd::default(),
+            Some((error_type, doc)) => StreamEnd {
+                error_type: error_type.clone(),
+                error: doc.to_vec(),
+            },
+        };
+        self.send(response_part::Part::End(end)).await;
+    }
 }
 
 /// What the runtime said about an event.
@@ -69,6 +116,7 @@ pub enum Reply {
 struct Current {
     request_id: String,
     reply: oneshot::Sender<Reply>,
+    stream: Option<PartSink>,
 }
 
 pub struct ApiState {
@@ -80,6 +128,7 @@ pub struct ApiState {
     /// The body of `/init/error`, if the runtime reported one.
     pub init_error: std::sync::Mutex<Option<(String, Bytes)>>,
     max_response: usize,
+    max_stream: usize,
 }
 
 /// Largest error report (`/init/error`, `/invocation/{id}/error`) kept;
@@ -92,7 +141,7 @@ pub const MAX_CONNECTIONS: usize = 16;
 /// Added to the function's timeout to make the sandbox's idle limit.
 pub const IDLE_GRACE: Duration = Duration::from_secs(10);
 
-pub fn new_state(max_response: usize) -> (Arc<ApiState>, mpsc::Sender<Delivery>) {
+pub fn new_state(max_response: usize, max_stream: usize) -> (Arc<ApiState>, mpsc::Sender<Delivery>) {
     let (tx, rx) = mpsc::channel(1);
     let state = Arc::new(ApiState {
         deliveries: Mutex::new(rx),
@@ -101,6 +150,7 @@ pub fn new_state(max_response: usize) -> (Arc<ApiState>, mpsc::Sender<Delivery>)
         called_next: AtomicBool::new(false),
         init_error: std::sync::Mutex::new(None),
         max_response,
+        max_stream,
     });
     (state, tx)
 }
@@ -201,21 +251,22 @@ async fn next(State(st): State<Arc<ApiState>>) -> Response {
     *st.current.lock().expect("not poisoned") = Some(Current {
         request_id: d.request_id,
         reply: d.reply,
+        stream: d.stream,
     });
     (StatusCode::OK, headers, d.payload).into_response()
 }
 
 /// Take the in-flight invocation if `id` names it.
-fn take_current(st: &ApiState, id: &str) -> Option<oneshot::Sender<Reply>> {
+fn take_current(st: &ApiState, id: &str) -> Option<Current> {
     let mut cur = st.current.lock().expect("not poisoned");
     match cur.as_ref() {
-        Some(c) if c.request_id == id => cur.take().map(|c| c.reply),
+        Some(c) if c.request_id == id => cur.take(),
         _ => None,
     }
 }
 
 async fn response(State(st): State<Arc<ApiState>>, Path(id): Path<String>, req: Request) -> Response {
-    let Some(reply) = take_current(&st, &id) else {
+    let Some(Current { reply, stream, .. }) = take_current(&st, &id) else {
         return refuse(
             StatusCode::BAD_REQUEST,
             "InvalidRequestID",
@@ -227,7 +278,7 @@ async fn response(State(st): State<Arc<ApiState>>, Path(id): Path<String>, req: 
         .get(streaming::RESPONSE_MODE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"streaming"))
     {
-        return streamed(&st, reply, req).await;
+        return streamed(&st, reply, stream, req).await;
     }
     match axum::body::to_bytes(req.into_body(), st.max_response).await {
         Ok(body) => {
@@ -247,17 +298,31 @@ async fn response(State(st): State<Arc<ApiState>>, Path(id): Path<String>, req: 
     }
 }
 
-/// A streamed response, read to its end: its bytes (up to the response
-/// cap), or the error its trailers carry; an HTTP answer (prelude, then
-/// body) becomes the proxy response it stands for, a broken prelude an
-/// error saying what is wrong.
-async fn streamed(st: &ApiState, reply: oneshot::Sender<Reply>, req: Request) -> Response {
-    let http = req
+/// A streamed response, read to its end: its bytes, or the error its
+/// trailers carry; an HTTP answer (prelude, then body) becomes the proxy
+/// response it stands for, a broken prelude an error saying what is wrong.
+/// With a `sink` (a caller waits on it) every piece is also forwarded as it
+/// comes, up to `max_stream` bytes, and the result keeps the first
+/// `max_response` of them (an HTTP answer cut there says so in its
+/// `x-stoke-stream-truncated` header); without one, the response is held to
+/// `max_response`, as a buffered one is.
+async fn streamed(st: &ApiState, reply: oneshot::Sender<Reply>, mut sink: Option<PartSink>, req: Request) -> Response {
+    let content_type = req
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(streaming::HTTP_INTEGRATION.as_bytes()));
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    let http = content_type.starts_with(streaming::HTTP_INTEGRATION);
+    if let Some(s) = sink.as_mut()
+        && !s.send(response_part::Part::ContentType(content_type)).await
+    {
+        sink = None;
+    }
+    let cap = if sink.is_some() { st.max_stream } else { st.max_response };
     let mut body = req.into_body();
-    let mut bytes = BytesMut::new();
+    let mut kept = BytesMut::new();
+    let mut total = 0usize;
     let mut failed: Option<(String, Bytes)> = None;
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else {
@@ -266,17 +331,29 @@ async fn streamed(st: &ApiState, reply: oneshot::Sender<Reply>, req: Request) ->
         };
         match frame.into_data() {
             Ok(data) => {
-                if bytes.len() + data.len() > st.max_response {
-                    let _ = reply.send(Reply::TooLarge {
-                        size: bytes.len() + data.len(),
-                    });
+                total += data.len();
+                if total > cap {
+                    let too_large = stream_error(
+                        "Function.ResponseSizeTooLarge",
+                        &format!("the streamed response passed {cap} bytes"),
+                    );
+                    if let Some(s) = sink.as_mut() {
+                        s.end(Some(&too_large)).await;
+                    }
+                    let _ = reply.send(Reply::TooLarge { size: total });
                     return refuse(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "Function.ResponseSizeTooLarge",
                         "response exceeds the maximum allowed payload size",
                     );
                 }
-                bytes.extend_from_slice(&data);
+                let room = st.max_response.saturating_sub(kept.len());
+                kept.extend_from_slice(&data[..data.len().min(room)]);
+                if let Some(s) = sink.as_mut()
+                    && !s.send(response_part::Part::Data(data.to_vec())).await
+                {
+                    sink = None;
+                }
             }
             Err(frame) => {
                 if let Some(t) = frame.trailers_ref()
@@ -288,16 +365,24 @@ async fn streamed(st: &ApiState, reply: oneshot::Sender<Reply>, req: Request) ->
             }
         }
     }
+    if let Some(s) = sink.as_mut() {
+        s.end(failed.as_ref()).await;
+    }
     let answer = match failed {
         Some((error_type, body)) => Reply::Error { error_type, body },
-        None if http => match streaming::as_proxy_response(&bytes) {
-            Ok(proxy) => Reply::Response(proxy.to_string().into()),
+        None if http => match streaming::as_proxy_response(&kept) {
+            Ok(mut proxy) => {
+                if total > kept.len() {
+                    proxy["headers"]["x-stoke-stream-truncated"] = total.to_string().into();
+                }
+                Reply::Response(proxy.to_string().into())
+            }
             Err(why) => {
                 let (error_type, body) = stream_error("Runtime.BadStreamingPrelude", &why);
                 Reply::Error { error_type, body }
             }
         },
-        None => Reply::Response(bytes.freeze()),
+        None => Reply::Response(kept.freeze()),
     };
     let _ = reply.send(answer);
     (StatusCode::ACCEPTED, axum::Json(json!({"status": "OK"}))).into_response()
@@ -310,7 +395,7 @@ fn stream_error(error_type: &str, message: &str) -> (String, Bytes) {
 }
 
 async fn error(State(st): State<Arc<ApiState>>, Path(id): Path<String>, headers: HeaderMap, req: Request) -> Response {
-    let Some(reply) = take_current(&st, &id) else {
+    let Some(Current { reply, .. }) = take_current(&st, &id) else {
         return refuse(
             StatusCode::BAD_REQUEST,
             "InvalidRequestID",
@@ -381,7 +466,7 @@ mod tests {
     async fn server(limits: ServeLimits) -> (std::net::SocketAddr, mpsc::Sender<Delivery>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (state, tx) = new_state(6 << 20);
+        let (state, tx) = new_state(6 << 20, 16 << 20);
         tokio::spawn(serve(listener, router(state), limits));
         (addr, tx)
     }
@@ -472,6 +557,7 @@ mod tests {
             idempotency_key: String::new(),
             attempt: 1,
             reply: reply_tx,
+            stream: None,
         })
         .await
         .unwrap();
@@ -504,5 +590,91 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["errorType"], "Runtime.Huge");
         assert!(v["errorMessage"].as_str().unwrap().contains("over 16384 bytes"), "{v}");
+    }
+
+    /// A streamed HTTP answer with a caller waiting: every piece goes up as
+    /// it comes (content type, data, end with the trailers' error), in
+    /// order, and the result is the error.
+    #[tokio::test]
+    async fn a_streamed_response_is_forwarded_as_it_comes() {
+        let (addr, tx) = server(ServeLimits {
+            max_connections: 4,
+            idle: Duration::from_secs(10),
+        })
+        .await;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let (up, mut parts) = mpsc::channel(16);
+        tx.send(Delivery {
+            request_id: "r1".into(),
+            payload: Bytes::from_static(b"{}"),
+            deadline_ms: 0,
+            function_arn: String::new(),
+            trace_id: String::new(),
+            traceparent: String::new(),
+            idempotency_key: String::new(),
+            attempt: 1,
+            reply: reply_tx,
+            stream: Some(PartSink::new(up, "r1".into())),
+        })
+        .await
+        .unwrap();
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        let prelude = b"{\"statusCode\":200}\0\0\0\0\0\0\0\0";
+        let head = format!(
+            "POST /2018-06-01/runtime/invocation/r1/response HTTP/1.1\r\nHost: x\r\n\
+             Lambda-Runtime-Function-Response-Mode: streaming\r\nTransfer-Encoding: chunked\r\n\
+             Content-Type: {}\r\nTrailer: Lambda-Runtime-Function-Error-Type\r\n\r\n{:x}\r\n",
+            streaming::HTTP_INTEGRATION,
+            prelude.len()
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(prelude).await.unwrap();
+        s.write_all(b"\r\n5\r\nfirst\r\n").await.unwrap();
+        // The first piece is up before the function has finished.
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            let m = tokio::time::timeout(Duration::from_secs(5), parts.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            let Some(worker_message::Msg::ResponsePart(p)) = m.msg else {
+                panic!("{m:?}")
+            };
+            assert_eq!((p.invocation_id.as_str(), p.seq), ("r1", got.len() as u64));
+            got.push(p.part.unwrap());
+        }
+        assert_eq!(
+            got[0],
+            response_part::Part::ContentType(streaming::HTTP_INTEGRATION.into())
+        );
+        assert_eq!(got[2], response_part::Part::Data(b"first".to_vec()));
+        s.write_all(b"0\r\nLambda-Runtime-Function-Error-Type: Late\r\n\r\n")
+            .await
+            .unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(5), parts.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let Some(worker_message::Msg::ResponsePart(p)) = m.msg else {
+            panic!("{m:?}")
+        };
+        let Some(response_part::Part::End(end)) = p.part else {
+            panic!("{p:?}")
+        };
+        assert_eq!(end.error_type, "Late");
+        let reply = tokio::time::timeout(Duration::from_secs(5), reply_rx)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(reply, Reply::Error { ref error_type, .. } if error_type == "Late"),
+            "{reply:?}"
+        );
     }
 }
