@@ -123,6 +123,7 @@ impl AdminService for AdminApi {
                 via: stoke_bus::Via::Platform,
                 trace,
                 http: None,
+                stream: false,
             })
             .await
             .map_err(ApiError::from)?;

@@ -298,6 +298,8 @@ async fn run_function(
             trigger: "http",
             wait,
             http: Some(http),
+            // Streamed when the function's trigger says so.
+            stream: true,
             via: Via::Http {
                 authorization: authorization(&headers),
             },

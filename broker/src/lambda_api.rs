@@ -32,10 +32,16 @@ use serde_json::{Value, json};
 use stoke_bus::{InvokeError, InvokeRequest, Invoked, Invoker, Via};
 use stoke_proto::{InvocationInfo, InvocationStatus};
 
+use crate::eventstream;
 use crate::gateway::{BodyError, authorization, read_body, trace_context};
 
 pub fn router() -> Router<Invoker> {
-    Router::new().route("/2015-03-31/functions/{name}/invocations", post(invoke))
+    Router::new()
+        .route("/2015-03-31/functions/{name}/invocations", post(invoke))
+        .route(
+            "/2021-11-15/functions/{name}/response-streaming-invocations",
+            post(invoke_streaming),
+        )
 }
 
 #[derive(serde::Deserialize)]
@@ -94,53 +100,93 @@ fn qualified_name(name: &str, qualifier: Option<&str>) -> Result<String, String>
     }
 }
 
+/// An Invoke API call, read and checked: what both endpoints run.
+struct Call {
+    function: String,
+    kind: InvocationType,
+    log_tail: bool,
+    via: Via,
+    headers: HeaderMap,
+    /// None for a DryRun, which reads no body.
+    payload: Option<bytes::Bytes>,
+}
+
+impl Call {
+    /// The call `req` makes of `name`; a Lambda-shaped refusal otherwise.
+    async fn read(invoker: &Invoker, name: &str, query: InvokeQuery, req: Request) -> Result<Call, Response> {
+        let headers = req.headers().clone();
+        let invalid = |m: String| refusal(StatusCode::BAD_REQUEST, "InvalidParameterValueException", &m);
+        let kind = InvocationType::of(&headers).map_err(invalid)?;
+        let function = qualified_name(name, query.qualifier.as_deref()).map_err(invalid)?;
+        let log_tail = wants_log_tail(&headers).map_err(invalid)? && kind == InvocationType::RequestResponse;
+        let via = Via::Http {
+            authorization: authorization(&headers),
+        };
+        let payload = match kind {
+            InvocationType::DryRun => None,
+            _ => Some(read_body(req, invoker.max_payload()).await.map_err(|e| match e {
+                BodyError::TooLarge { size, limit } => refused(InvokeError::PayloadTooLarge { size, limit }),
+            })?),
+        };
+        Ok(Call {
+            function,
+            kind,
+            log_tail,
+            via,
+            headers,
+            payload,
+        })
+    }
+
+    /// Run it: DryRun's answer, or the Invoker's outcome.
+    async fn run(self, invoker: &Invoker, stream: bool) -> Result<Invoked, Response> {
+        let Some(payload) = self.payload else {
+            return Err(match invoker.dry_run(&self.function, &self.via).await {
+                Ok(()) => StatusCode::NO_CONTENT.into_response(),
+                Err(e) => refused(e),
+            });
+        };
+        invoker
+            .invoke(InvokeRequest {
+                function: self.function,
+                payload,
+                idempotency_key: None,
+                trigger: "invoke-api",
+                wait: self.kind == InvocationType::RequestResponse,
+                via: self.via,
+                trace: trace_context(&self.headers),
+                http: None,
+                stream,
+            })
+            .await
+            .map_err(refused)
+    }
+}
+
+/// A result that did not come in time.
+fn still_running(invocation_id: &str) -> Response {
+    let mut resp = refusal(
+        StatusCode::GATEWAY_TIMEOUT,
+        "ServiceException",
+        &format!("the result of {invocation_id} did not arrive in time; the invocation goes on"),
+    );
+    set(&mut resp, "x-amzn-requestid", invocation_id);
+    resp
+}
+
 async fn invoke(
     State(invoker): State<Invoker>,
     Path(name): Path<String>,
     Query(query): Query<InvokeQuery>,
     req: Request,
 ) -> Response {
-    let headers = req.headers().clone();
-    let invalid = |m: String| refusal(StatusCode::BAD_REQUEST, "InvalidParameterValueException", &m);
-    let kind = match InvocationType::of(&headers) {
-        Ok(k) => k,
-        Err(m) => return invalid(m),
+    let call = match Call::read(&invoker, &name, query, req).await {
+        Ok(c) => c,
+        Err(refusal) => return refusal,
     };
-    let function = match qualified_name(&name, query.qualifier.as_deref()) {
-        Ok(f) => f,
-        Err(m) => return invalid(m),
-    };
-    let log_tail = match wants_log_tail(&headers) {
-        Ok(t) => t && kind == InvocationType::RequestResponse,
-        Err(m) => return invalid(m),
-    };
-    let via = Via::Http {
-        authorization: authorization(&headers),
-    };
-    if kind == InvocationType::DryRun {
-        return match invoker.dry_run(&function, &via).await {
-            Ok(()) => StatusCode::NO_CONTENT.into_response(),
-            Err(e) => refused(e),
-        };
-    }
-    let payload = match read_body(req, invoker.max_payload()).await {
-        Ok(p) => p,
-        Err(BodyError::TooLarge { size, limit }) => return refused(InvokeError::PayloadTooLarge { size, limit }),
-    };
-    let outcome = invoker
-        .invoke(InvokeRequest {
-            function,
-            payload,
-            idempotency_key: None,
-            trigger: "invoke-api",
-            wait: kind == InvocationType::RequestResponse,
-            via,
-            trace: trace_context(&headers),
-            http: None,
-        })
-        .await;
-    match outcome {
-        Err(e) => refused(e),
+    let log_tail = call.log_tail;
+    match call.run(&invoker, false).await {
+        Err(answer) => answer,
         Ok(Invoked::Queued { invocation_id }) => {
             let mut resp = StatusCode::ACCEPTED.into_response();
             set(&mut resp, "x-amzn-requestid", &invocation_id);
@@ -148,17 +194,9 @@ async fn invoke(
         }
         Ok(
             Invoked::StillRunning { invocation_id }
-            // (Only a function URL's caller streams.)
+            // (Not asked for.)
             | Invoked::Streaming(stoke_bus::Streamed { invocation_id, .. }),
-        ) => {
-            let mut resp = refusal(
-                StatusCode::GATEWAY_TIMEOUT,
-                "ServiceException",
-                &format!("the result of {invocation_id} did not arrive in time; the invocation goes on"),
-            );
-            set(&mut resp, "x-amzn-requestid", &invocation_id);
-            resp
-        }
+        ) => still_running(&invocation_id),
         Ok(Invoked::Completed(info)) => {
             let mut resp = answered(&info);
             if log_tail {
@@ -174,6 +212,85 @@ async fn invoke(
             resp
         }
     }
+}
+
+/// `InvokeWithResponseStream`: the answer as AWS event stream messages,
+/// `PayloadChunk`s as the function writes them (one, for a function that
+/// does not stream), then `InvokeComplete` (with `ErrorCode` and
+/// `ErrorDetails` when it failed). `RequestResponse` or `DryRun` only.
+async fn invoke_streaming(
+    State(invoker): State<Invoker>,
+    Path(name): Path<String>,
+    Query(query): Query<InvokeQuery>,
+    req: Request,
+) -> Response {
+    let call = match Call::read(&invoker, &name, query, req).await {
+        Ok(c) => c,
+        Err(refusal) => return refusal,
+    };
+    if call.kind == InvocationType::Event {
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValueException",
+            "InvokeWithResponseStream takes RequestResponse or DryRun",
+        );
+    }
+    let (invocation_id, version, frames): (
+        String,
+        u32,
+        futures::stream::BoxStream<'static, Result<bytes::Bytes, std::io::Error>>,
+    ) = match call.run(&invoker, true).await {
+        Err(answer) => return answer,
+        Ok(Invoked::Queued { invocation_id } | Invoked::StillRunning { invocation_id }) => {
+            return still_running(&invocation_id);
+        }
+        Ok(Invoked::Completed(info)) => {
+            let status = InvocationStatus::try_from(info.status).unwrap_or(InvocationStatus::Unspecified);
+            let mut frames = Vec::new();
+            if status == InvocationStatus::Succeeded {
+                frames.push(eventstream::payload_chunk(&info.result));
+                frames.push(eventstream::invoke_complete(None));
+            } else {
+                let err = info.error.clone().unwrap_or_default();
+                let details = String::from_utf8_lossy(&err.raw).into_owned();
+                frames.push(eventstream::invoke_complete(Some((&err.error_type, &details))));
+            }
+            let frames = futures::stream::iter(frames.into_iter().map(Ok));
+            (info.invocation_id.clone(), info.version, Box::pin(frames))
+        }
+        Ok(Invoked::Streaming(s)) => (s.invocation_id.clone(), s.version, Box::pin(stream_frames(s))),
+    };
+    let mut resp = Response::new(Body::from_stream(frames));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/vnd.amazon.eventstream"),
+    );
+    set(&mut resp, "x-amz-executed-version", &version.to_string());
+    set(&mut resp, "x-amzn-requestid", &invocation_id);
+    resp
+}
+
+/// The event stream messages of a streamed answer, as its parts come.
+fn stream_frames(s: stoke_bus::Streamed) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    use stoke_bus::stream::Part;
+    futures::stream::unfold((s, false), |(mut s, done)| async move {
+        if done {
+            return None;
+        }
+        let complete = |error: Option<(&str, &str)>| (eventstream::invoke_complete(error), true);
+        let (frame, last) = match tokio::time::timeout_at(s.deadline, s.parts.next()).await {
+            Err(_) => complete(Some(("Stoke.StreamTimeout", "the function's timeout passed"))),
+            Ok(Err(e)) => complete(Some(("Stoke.StreamBroken", &e.to_string()))),
+            Ok(Ok(None)) => return None,
+            Ok(Ok(Some(Part::ContentType(_)))) => (bytes::Bytes::new(), false),
+            Ok(Ok(Some(Part::Data(d)))) => (eventstream::payload_chunk(&d), false),
+            Ok(Ok(Some(Part::End(Ok(()))))) => complete(None),
+            Ok(Ok(Some(Part::End(Err((error_type, doc)))))) => {
+                complete(Some((&error_type, &String::from_utf8_lossy(&doc))))
+            }
+        };
+        Some((Ok(frame), (s, last)))
+    })
 }
 
 /// A finished invocation as Lambda answers it: 200 either way.

@@ -10,6 +10,7 @@
 
 mod cors;
 pub mod cron;
+mod eventstream;
 pub mod gateway;
 pub mod lambda_api;
 mod proxy;

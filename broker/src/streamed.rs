@@ -31,6 +31,7 @@ pub(crate) async fn respond(function: &str, s: Streamed) -> Response {
         content_type,
         mut parts,
         deadline,
+        ..
     } = s;
     let failed = |why: String| {
         let mut r = (

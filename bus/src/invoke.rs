@@ -90,6 +90,11 @@ pub struct InvokeRequest {
     /// receives its function URL event (`crate::http`) unless its trigger
     /// asks for the body alone (`payload`).
     pub http: Option<HttpCall>,
+    /// The caller reads a streamed answer as it comes
+    /// ([`Invoked::Streaming`]): a waiting function URL caller whose
+    /// trigger says `response = "stream"`, or the Invoke API's
+    /// `InvokeWithResponseStream`.
+    pub stream: bool,
 }
 
 /// What a synchronous wait heard first.
@@ -127,6 +132,8 @@ pub enum Invoked {
 /// A response being streamed.
 pub struct Streamed {
     pub invocation_id: String,
+    /// The version that runs.
+    pub version: u32,
     /// Its first part's content type.
     pub content_type: String,
     /// The parts after it.
@@ -303,8 +310,9 @@ impl Invoker {
         } else {
             None
         };
-        // A function URL in stream mode: its answer is read as it comes.
-        let mut parts = if req.wait && req.http.is_some() && manifest.http_streams() {
+        // A streamed answer is read as it comes (a function URL only when its
+        // trigger says so).
+        let mut parts = if req.wait && req.stream && (req.http.is_none() || manifest.http_streams()) {
             Some(
                 crate::stream::subscribe(&me.client, &invocation_id)
                     .await
@@ -366,6 +374,7 @@ impl Invoker {
             Ok(Heard::Part(Ok(Some(crate::stream::Part::ContentType(content_type))))) => {
                 return Ok(Invoked::Streaming(Streamed {
                     invocation_id,
+                    version: version.version,
                     content_type,
                     parts: parts.expect("a part came from them"),
                     deadline,

@@ -289,7 +289,13 @@ export const handler = awslambda.streamifyResponse(async (event, responseStream)
         .build()
         .unwrap();
 
-    let mut r = http.get(p.url("/fn/live?wait=3000")).send().await.unwrap();
+    // Keyed, so it is on record from acceptance and its status can be read.
+    let mut r = http
+        .get(p.url("/fn/live?wait=3000"))
+        .header("idempotency-key", "live-1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "{}", p.log());
     assert_eq!(r.headers()["content-type"], "text/event-stream");
     let id = r.headers()["x-stoke-invocation-id"].to_str().unwrap().to_string();
@@ -354,4 +360,101 @@ export const handler = awslambda.streamifyResponse(async (event, responseStream)
         String::from_utf8_lossy(&got)
     );
     assert_eq!(got, b"data: one\n\n");
+}
+
+/// Lambda's `InvokeWithResponseStream` from unmodified boto3 (PyPI): a
+/// streaming Node function's pieces arrive as `PayloadChunk` events, the
+/// first while the invocation still runs, then `InvokeComplete`; a
+/// buffered function's answer is one chunk; an error after the first byte
+/// is `InvokeComplete` with its `ErrorCode`.
+#[tokio::test]
+async fn boto3_reads_a_streamed_answer_through_invoke_with_response_stream() {
+    let site = stoke_tests::pip_packages("boto3-1.44.18", &["boto3==1.44.18"]);
+    let handler = r#"
+export const handler = awslambda.streamifyResponse(async (event, responseStream) => {
+  responseStream.write("first ");
+  await new Promise((r) => setTimeout(r, event.wait ?? 0));
+  if (event.fail) throw new TypeError("after the first byte");
+  responseStream.write("second");
+  responseStream.end();
+});
+"#;
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    p.deploy(node_function("pipe", "pipe.handler", &[("pipe.mjs", handler)]).path());
+    p.deploy(&workspace_root().join("examples/hello-node"));
+    let script = r#"
+import json, sys, urllib.error, urllib.request
+import boto3
+from botocore.config import Config
+
+base = sys.argv[1]
+c = boto3.client("lambda", endpoint_url=base, region_name="us-east-1",
+                 aws_access_key_id="stoke", aws_secret_access_key="stoke",
+                 config=Config(retries={"max_attempts": 0}, read_timeout=60))
+
+def read(name, payload):
+    r = c.invoke_with_response_stream(FunctionName=name, Payload=json.dumps(payload))
+    rid = r["ResponseMetadata"]["RequestId"]
+    events = []
+    for ev in r["EventStream"]:
+        if "PayloadChunk" in ev:
+            e = {"chunk": ev["PayloadChunk"]["Payload"].decode()}
+            if not events:
+                # A keyless call is found once it has ended: 404 until then.
+                try:
+                    e["status_then"] = json.load(urllib.request.urlopen(f"{base}/invocations/{rid}"))["status"]
+                except urllib.error.HTTPError as err:
+                    e["status_then"] = str(err.code)
+            events.append(e)
+        elif "InvokeComplete" in ev:
+            events.append({"complete": ev["InvokeComplete"]})
+    return {"version": r.get("ExecutedVersion"), "events": events}
+
+print(json.dumps({
+    "streamed": read("pipe", {"wait": 1500}),
+    "buffered": read("hello-node", {"name": "Ada"}),
+    "failed": read("pipe", {"fail": True}),
+}))
+"#;
+    let run = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", script, &p.url("")])
+        .env("PYTHONPATH", &site)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&run.stderr),
+        p.log()
+    );
+    let out: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let streamed = &out["streamed"];
+    assert_eq!(streamed["version"], "1", "{out}");
+    let events = streamed["events"].as_array().unwrap();
+    assert_eq!(events[0]["chunk"], "first ", "{out}");
+    assert_eq!(
+        events[0]["status_then"], "404",
+        "the first chunk came before the end: {out}"
+    );
+    assert_eq!(events[1]["chunk"], "second", "{out}");
+    assert!(events[2]["complete"].get("ErrorCode").is_none(), "{out}");
+    assert_eq!(events.len(), 3, "{out}");
+    // A buffered function: its whole answer in one chunk.
+    let buffered = out["buffered"]["events"].as_array().unwrap();
+    let answer: serde_json::Value = serde_json::from_str(buffered[0]["chunk"].as_str().unwrap()).unwrap();
+    assert_eq!(answer["statusCode"], 200, "{out}");
+    assert!(buffered[1].get("complete").is_some(), "{out}");
+    // An error after the first byte.
+    let failed = out["failed"]["events"].as_array().unwrap();
+    assert_eq!(failed[0]["chunk"], "first ", "{out}");
+    let complete = &failed.last().unwrap()["complete"];
+    assert_eq!(complete["ErrorCode"], "TypeError", "{out}");
+    assert!(
+        complete["ErrorDetails"]
+            .as_str()
+            .unwrap()
+            .contains("after the first byte"),
+        "{out}"
+    );
 }

@@ -301,6 +301,7 @@ impl Scheduler {
             via: stoke_bus::Via::Platform,
             trace: None,
             http: None,
+            stream: false,
         };
         match self.invoker.invoke(req).await {
             Ok(_) => Ok(()),
