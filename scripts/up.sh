@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 . scripts/deps.sh
 
 echo "==> building (release)"
-cargo build --release -p stoke -p stoke-example-hello-rust
+cargo build --release -p stoke -p stoke-example-hello-rust -p stoke-example-hello-axum
 cp target/release/hello-rust examples/hello-rust/dist/bootstrap
+cp target/release/hello-axum examples/hello-axum/dist/bootstrap
 STOKE=target/release/stoke
 
 # Sandboxes need root (namespaces, cgroups, mounts). Without it, run the
@@ -39,15 +40,17 @@ while :; do
   sleep 0.1
 done
 
-for f in examples/hello-python examples/hello-node examples/hello-shell examples/hello-rust/dist examples/tick examples/wordcount; do
+for f in examples/hello-python examples/hello-node examples/hello-shell examples/hello-rust/dist examples/hello-axum/dist examples/tick examples/wordcount; do
   $STOKE deploy "$f"
 done
 
 cat <<'MSG'
 
-==> stoke is running with five functions (tick runs every 10 s by cron). Try, from another terminal:
+==> stoke is running with seven functions (tick runs every 10 s by cron). Try, from another terminal:
     curl -X POST localhost:8080/fn/hello -d '{"name":"Ada"}'
+    curl -X POST localhost:8080/fn/hello-node -d '{"name":"Ada"}'
     curl -X POST localhost:8080/fn/hello-rust -d '{"name":"Ferris"}'
+    curl 'localhost:8080/fn/hello-axum/items/42?q=axum'
     curl -X POST localhost:8080/fn/wordcount -d 'one process per event'
     curl -X POST localhost:8080/fn/hello -H 'Prefer: respond-async' -d '{"name":"Async"}'
     target/release/stoke invoke hello-shell --data '{"from":"cli"}'
