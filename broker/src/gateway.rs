@@ -31,6 +31,7 @@ use stoke_bus::{InvokeError, InvokeRequest, Invoked, Invoker, Via};
 pub fn router(invoker: Invoker) -> Router {
     Router::new()
         .route("/fn/{name}", any(invoke_fn))
+        .route("/fn/{name}/", any(invoke_fn))
         .route("/fn/{name}/{*path}", any(invoke_fn_path))
         .route("/invocations/{id}", get(get_invocation))
         .route("/healthz", get(|| async { "ok" }))

@@ -173,6 +173,13 @@ def handler(event, context):
     assert_eq!(v["message"], "Hello, Ada!");
     assert_eq!(v["http"]["method"], "POST");
     assert_eq!(v["http"]["path"], "/");
+    let r = p.get("/fn/hello/").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["http"]["path"],
+        "/",
+        "a trailing slash is the root under the function"
+    );
     let r = p.get("/fn/hello/a/b?x=1&x=2").await;
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();

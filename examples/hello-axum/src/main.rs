@@ -81,6 +81,22 @@ async fn events(Query(q): Query<HashMap<String, String>>) -> Response {
         .into_response()
 }
 
+/// `?n=` bytes of `x`, in 64 KiB pieces (the benchmark's streamed answer).
+async fn bytes_of(Query(q): Query<HashMap<String, String>>) -> Response {
+    let n: usize = q.get("n").and_then(|n| n.parse().ok()).unwrap_or(1024);
+    let stream = futures::stream::unfold(n, |left| async move {
+        (left > 0).then(|| {
+            let piece = left.min(64 << 10);
+            (Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; piece])), left - piece)
+        })
+    });
+    (
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
 fn app() -> Router {
     Router::new()
         .route("/", get(hello))
@@ -90,6 +106,7 @@ fn app() -> Router {
         .route("/reverse", post(reverse))
         .route("/pixel.png", get(png))
         .route("/events", get(events))
+        .route("/bytes", get(bytes_of))
 }
 
 #[tokio::main]

@@ -38,6 +38,65 @@ use stoke_core::streaming;
 use stoke_proto::{ResponsePart, StreamEnd, WorkerMessage, response_part, worker_message};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+/// A Runtime API connection that acknowledges what it reads at once. A
+/// runtime whose client leaves Nagle's algorithm on (`lambda_runtime`'s
+/// does) sends a streamed response's second small piece only once the
+/// first is acknowledged; with the kernel's delayed ACK that is ~40 ms a
+/// piece, which a streamed answer's first byte would wait for.
+struct QuickAck(tokio::net::TcpStream);
+
+impl tokio::io::AsyncRead for QuickAck {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let read = std::pin::Pin::new(&mut self.0).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            use std::os::fd::AsFd as _;
+            super::sys::quick_ack(self.0.as_fd());
+        }
+        read
+    }
+}
+
+impl tokio::io::AsyncWrite for QuickAck {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
 /// One event handed to the runtime.
 pub struct Delivery {
     pub request_id: String,
@@ -206,7 +265,7 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Router, limits: Serve
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(limits.idle)
             .serve_connection(
-                hyper_util::rt::TokioIo::new(stream),
+                hyper_util::rt::TokioIo::new(QuickAck(stream)),
                 hyper_util::service::TowerToHyperService::new(app.clone()),
             );
         conns.spawn(async move {

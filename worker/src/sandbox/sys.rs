@@ -2,7 +2,7 @@
 //! child makes between `clone` and exec (for `launch.rs` and `jail.rs`),
 //! and the few the worker makes around it (the signal mask over the
 //! `clone`) and on a started process (`process.rs`: its pidfd, its
-//! reaping), each a small function over glibc's `syscall(3)` (`raw!`).
+//! reaping) and on a Runtime API connection (`runtime_api.rs`: quick ACKs), each a small function over glibc's `syscall(3)` (`raw!`).
 //!
 //! Owns the `unsafe` of those calls — one block per call, each with why it
 //! is sound — the kernel structs they take, and [`Failed`]: the step that
@@ -536,6 +536,25 @@ pub(crate) fn waitpid(pid: libc::pid_t, options: libc::c_int) -> io::Result<Opti
         r if r < 0 => Err(io::Error::last_os_error()),
         _ => Ok(Some(status)),
     }
+}
+
+/// TCP_QUICKACK on socket `fd`: acknowledge what has arrived now rather
+/// than after the delayed-ACK timer (the kernel may go back to delaying,
+/// so it is set again after each read). A worker-side call, never the
+/// child's.
+pub(crate) fn quick_ack(fd: BorrowedFd<'_>) {
+    let on: libc::c_int = 1;
+    // SAFETY: `fd` is borrowed, open for the call; the kernel reads one int
+    // from this stack, of the size given.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            (&raw const on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
 }
 
 #[cfg(test)]

@@ -24,13 +24,13 @@ const PEER_SUBJECT: &str = "peer.p2";
 const PLOT: &str = "p2-latency-cdf.svg";
 
 /// Latencies (ms, sorted) of the calls that succeeded, and the failures.
-struct Samples {
-    ms: Vec<f64>,
-    errors: usize,
+pub struct Samples {
+    pub ms: Vec<f64>,
+    pub errors: usize,
 }
 
 /// Fire `n` calls at `rate` per second, each at its scheduled time.
-async fn open_loop<F, Fut>(rate: f64, n: usize, call: F) -> anyhow::Result<Samples>
+pub async fn open_loop<F, Fut>(rate: f64, n: usize, call: F) -> anyhow::Result<Samples>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,

@@ -25,7 +25,10 @@
 //!   memory per warm sandbox;
 //! - p6a: drain throughput with a large subject backlog ÷ with a small one;
 //! - p6b: the usage query over millions of attempt rows, SQLite and
-//!   PostgreSQL, ÷ a bare aggregate over the same rows.
+//!   PostgreSQL, ÷ a bare aggregate over the same rows;
+//! - p7: function URLs: an axum app behind `lambda_http` through its URL
+//!   (the 2.0 event) against P2's no-op, p50 difference; a streamed 1 MiB
+//!   answer's time to first byte against 1 KiB's (P7 uses P2's knobs).
 //!
 //! Knobs (environment, real mode only; defaults in brackets):
 //! - BENCH_ROUNDS [3], BENCH_PAYLOAD_BYTES [128];
@@ -50,6 +53,7 @@ mod lighttpd;
 mod report;
 mod scale;
 mod throughput;
+mod url;
 mod usage;
 
 use std::path::{Path, PathBuf};
@@ -62,7 +66,7 @@ use stoke_tests::{Nats, Platform, PlatformOptions, built_binary, processes_runni
 pub use scale::Scale;
 
 /// Every scenario `--only` knows, in the order they run.
-const SCENARIOS: [&str; 7] = ["p1", "p2", "p3", "p4", "p5", "p6a", "p6b"];
+const SCENARIOS: [&str; 8] = ["p1", "p2", "p3", "p4", "p5", "p6a", "p6b", "p7"];
 
 #[derive(Parser)]
 #[command(
@@ -74,9 +78,9 @@ struct Args {
     /// figures mean little.
     #[arg(long)]
     smoke: bool,
-    /// Scenarios to run, comma-separated: p1, p2, p3, p4, p5, p6a, p6b (p6 =
+    /// Scenarios to run, comma-separated: p1, p2, p3, p4, p5, p6a, p6b, p7 (p6 =
     /// both P6 parts).
-    #[arg(long, value_delimiter = ',', default_value = "p1,p2,p3,p4,p5,p6")]
+    #[arg(long, value_delimiter = ',', default_value = "p1,p2,p3,p4,p5,p6,p7")]
     only: Vec<String>,
     /// Directory for report.md, report.json and the plots (created).
     #[arg(long, default_value = "bench-report")]
@@ -194,6 +198,10 @@ async fn run(args: &Args, out: &Path) -> anyhow::Result<()> {
             "p6b" => {
                 eprintln!("P6b: usage queries over many attempt rows ...");
                 usage::run(&scale).await
+            }
+            "p7" => {
+                eprintln!("P7: function URL event cost, streamed time to first byte ...");
+                url::run(&scale).await
             }
             other => unreachable!("selected() knows no {other}"),
         };
