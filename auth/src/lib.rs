@@ -3,6 +3,8 @@
 //! [`Authenticator`] that turns an `Authorization` header into one. The
 //! admin API, worker attachment and token-protected HTTP triggers all ask
 //! it. Only the SHA-256 of a token is stored; the secret is shown once.
+//! AWS Signature Version 4's checking (`sigv4`: parse, canonical request,
+//! signature) lives here too, for the Lambda Invoke API's SDK callers.
 //!
 //! It must not know any transport (no gRPC statuses, no HTTP codes: the
 //! callers map [`AuthError`]) and must not decide which call needs which
@@ -16,6 +18,7 @@
 //! an admin of every namespace may do that too).
 
 pub mod sealed;
+pub mod sigv4;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
