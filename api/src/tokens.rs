@@ -44,6 +44,8 @@ pub(crate) async fn create(
     let (record, secret) = auth::mint(store, r.name.trim(), &namespace, role).await?;
     tracing::info!(token = %record.id, %namespace, %role, by = ?caller.token_id, "token created");
     Ok(CreateTokenResponse {
+        aws_access_key_id: record.id.clone(),
+        aws_secret_access_key: auth::sigv4::secret_access_key(&secret),
         token: Some(info(&record)),
         secret,
     })

@@ -2,9 +2,11 @@
 //! namespace (or `*`), the [`Caller`] a token stands for, and the
 //! [`Authenticator`] that turns an `Authorization` header into one. The
 //! admin API, worker attachment and token-protected HTTP triggers all ask
-//! it. Only the SHA-256 of a token is stored; the secret is shown once.
-//! AWS Signature Version 4's checking (`sigv4`: parse, canonical request,
-//! signature) lives here too, for the Lambda Invoke API's SDK callers.
+//! it. Of a token's secret only its SHA-256 is stored, and the AWS secret
+//! access key derived from it (`sigv4`: SigV4's check needs the key
+//! itself); the secret is shown once. AWS Signature Version 4's checking
+//! (`sigv4`: parse, canonical request, signature) lives here too, for the
+//! Lambda Invoke API's SDK callers.
 //!
 //! It must not know any transport (no gRPC statuses, no HTTP codes: the
 //! callers map [`AuthError`]) and must not decide which call needs which
@@ -259,6 +261,48 @@ impl Authenticator {
     }
 }
 
+impl Authenticator {
+    /// The caller behind a request: its `Authorization` header as
+    /// [`Authenticator::authenticate`] takes it, or — when that header is
+    /// an AWS Signature Version 4 one and the request is at hand — the
+    /// token whose id is the access key id, once the signature checks out
+    /// against its secret access key ([`sigv4::secret_access_key`]).
+    pub async fn authenticate_request(
+        &self,
+        authorization: Option<&str>,
+        request: Option<&sigv4::Request>,
+    ) -> Result<Caller, AuthError> {
+        let signed = match (authorization, request) {
+            (Some(header), Some(r)) if self.enabled => sigv4::Authorization::parse(header)
+                .map_err(|e| AuthError::Unauthenticated(e.to_string()))?
+                .map(|a| (a, r)),
+            _ => None,
+        };
+        let Some((auth, request)) = signed else {
+            return self.authenticate(authorization).await;
+        };
+        let (record, secret) = self
+            .store
+            .sigv4_secret(&auth.key_id)
+            .await
+            .map_err(AuthError::Unavailable)?
+            .ok_or_else(|| AuthError::Unauthenticated(format!("unknown or revoked access key id {:?}", auth.key_id)))?;
+        let secret = secret.ok_or_else(|| {
+            AuthError::Unauthenticated(format!(
+                "token {} was made before SigV4 was supported and has no secret access key: create a new one",
+                record.id
+            ))
+        })?;
+        sigv4::verify(&secret, &request.signed(), &auth, stoke_core::now_ms() / 1000)
+            .map_err(|e| AuthError::Unauthenticated(e.to_string()))?;
+        Ok(Caller {
+            role: record.role.parse()?,
+            token_id: Some(record.id),
+            namespace: record.namespace,
+        })
+    }
+}
+
 /// When auth is on and the store holds no live token, create an admin token
 /// for every namespace and write its secret to `file` (mode 0600), so the
 /// first operator can log in. Returns whether it did.
@@ -335,6 +379,7 @@ pub async fn mint(
             namespace,
             role: role.as_str(),
             hash: &hash_secret(&secret),
+            sigv4_secret: &sigv4::secret_access_key(&secret),
             now_ms,
         })
         .await

@@ -16,6 +16,37 @@ pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 /// How far a request's `X-Amz-Date` may be from the server's clock.
 pub const MAX_SKEW_SECS: i64 = 15 * 60;
 
+/// The secret access key that goes with a stoke token (its access key id is
+/// the token's id): derived from the token's secret, so it is shown with
+/// it, once, and stored as it is (SigV4's check needs the secret itself).
+pub fn secret_access_key(token_secret: &str) -> String {
+    hex::encode(hmac(token_secret.as_bytes(), b"stoke-sigv4"))
+}
+
+/// A request as it arrived, owned (what a caller hands the
+/// `Authenticator` along with its `Authorization` header).
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub method: String,
+    pub raw_path: String,
+    pub raw_query: String,
+    pub headers: Vec<(String, String)>,
+    /// The body's SHA-256, hex.
+    pub body_sha256: String,
+}
+
+impl Request {
+    pub fn signed(&self) -> Signed<'_> {
+        Signed {
+            method: &self.method,
+            raw_path: &self.raw_path,
+            raw_query: &self.raw_query,
+            headers: &self.headers,
+            body_sha256: &self.body_sha256,
+        }
+    }
+}
+
 /// Why a signed request is refused (said to the caller).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SigV4Error {

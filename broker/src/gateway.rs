@@ -303,6 +303,7 @@ async fn run_function(
             stream: true,
             via: Via::Http {
                 authorization: authorization(&headers),
+                signed: None,
             },
             trace: trace_context(&headers),
         })

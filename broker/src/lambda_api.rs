@@ -16,7 +16,11 @@
 //! `Qualifier` (a version number or alias) comes as a query parameter or in
 //! the name (`name:7`, `name:live`); a full function ARN is accepted as
 //! the name. The same function-URL rules apply: the function needs an
-//! `http` trigger, and a token-protected one wants `Authorization: Bearer`.
+//! `http` trigger, and a token-protected one wants a token: `Authorization:
+//! Bearer`, or an AWS Signature Version 4 (what the SDKs and the CLI send)
+//! by the token's credentials — access key id the token's id, secret access
+//! key the one shown with the token — checked, with the token's role and
+//! namespace applied as for a bearer token.
 //! Refusals are Lambda's error shape: an `x-amzn-ErrorType` header naming
 //! the error (`ResourceNotFoundException`, ...) that SDKs raise by name, and
 //! a JSON body `{"Type", "message"}`.
@@ -29,6 +33,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine as _;
 use serde_json::{Value, json};
+use sha2::Digest as _;
 use stoke_bus::{InvokeError, InvokeRequest, Invoked, Invoker, Via};
 use stoke_proto::{InvocationInfo, InvocationStatus};
 
@@ -119,15 +124,27 @@ impl Call {
         let kind = InvocationType::of(&headers).map_err(invalid)?;
         let function = qualified_name(name, query.qualifier.as_deref()).map_err(invalid)?;
         let log_tail = wants_log_tail(&headers).map_err(invalid)? && kind == InvocationType::RequestResponse;
+        let (method, raw_path) = (req.method().to_string(), req.uri().path().to_string());
+        let raw_query = req.uri().query().unwrap_or("").to_string();
+        let body = read_body(req, invoker.max_payload()).await.map_err(|e| match e {
+            BodyError::TooLarge { size, limit } => refused(InvokeError::PayloadTooLarge { size, limit }),
+        })?;
+        // What a SigV4 signature covers, for a function that wants a token.
+        let signed = stoke_auth::sigv4::Request {
+            method,
+            raw_path,
+            raw_query,
+            headers: headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+                .collect(),
+            body_sha256: hex::encode(sha2::Sha256::digest(&body)),
+        };
         let via = Via::Http {
             authorization: authorization(&headers),
+            signed: Some(std::sync::Arc::new(signed)),
         };
-        let payload = match kind {
-            InvocationType::DryRun => None,
-            _ => Some(read_body(req, invoker.max_payload()).await.map_err(|e| match e {
-                BodyError::TooLarge { size, limit } => refused(InvokeError::PayloadTooLarge { size, limit }),
-            })?),
-        };
+        let payload = (kind != InvocationType::DryRun).then_some(body);
         Ok(Call {
             function,
             kind,

@@ -110,8 +110,13 @@ pub enum Via {
     /// (cron): any deployed function.
     Platform,
     /// The public gateway: only functions with an `http` trigger, and the
-    /// trigger's token check (the request's `Authorization` header).
-    Http { authorization: Option<String> },
+    /// trigger's token check (the request's `Authorization` header: a bearer
+    /// token, or — with the request at hand, `signed` — an AWS SigV4
+    /// signature by a token's secret access key).
+    Http {
+        authorization: Option<String>,
+        signed: Option<Arc<stoke_auth::sigv4::Request>>,
+    },
 }
 
 #[derive(Debug)]
@@ -230,8 +235,9 @@ impl Invoker {
             .ok_or_else(|| InvokeError::NotFound(req.function.clone()))?;
         let function = version.function.clone();
         let manifest = self.manifest(&version)?;
-        if let Via::Http { authorization } = &req.via {
-            self.check_http(&version, &manifest, authorization.as_deref()).await?;
+        if let Via::Http { authorization, signed } = &req.via {
+            self.check_http(&version, &manifest, authorization.as_deref(), signed.as_deref())
+                .await?;
         }
         // A function URL's request becomes its event, unless the trigger
         // wants the body alone; what identifies it for a key is the
@@ -400,8 +406,9 @@ impl Invoker {
             .await?
             .ok_or_else(|| InvokeError::NotFound(function.to_string()))?;
         let manifest = self.manifest(&version)?;
-        if let Via::Http { authorization } = via {
-            self.check_http(&version, &manifest, authorization.as_deref()).await?;
+        if let Via::Http { authorization, signed } = via {
+            self.check_http(&version, &manifest, authorization.as_deref(), signed.as_deref())
+                .await?;
         }
         Ok(())
     }
@@ -501,12 +508,14 @@ impl Invoker {
         version: &FunctionVersion,
         manifest: &Manifest,
         authorization: Option<&str>,
+        signed: Option<&stoke_auth::sigv4::Request>,
     ) -> Result<(), InvokeError> {
         match manifest.http_auth() {
             None => Err(InvokeError::NoHttpTrigger(version.function.clone())),
             Some(HttpAuth::None) => Ok(()),
             Some(HttpAuth::Token) => {
-                let caller = self.inner.auth.authenticate(authorization).await.map_err(|e| match e {
+                let checked = self.inner.auth.authenticate_request(authorization, signed).await;
+                let caller = checked.map_err(|e| match e {
                     AuthError::Unavailable(e) => InvokeError::Unavailable(e.into()),
                     AuthError::PermissionDenied(m) => InvokeError::Forbidden(m),
                     AuthError::Unauthenticated(m) | AuthError::Invalid(m) => {
@@ -550,7 +559,7 @@ impl Invoker {
             && let Ok(manifest) = self.manifest(&v)
             && manifest.http_auth() == Some(HttpAuth::Token)
         {
-            self.check_http(&v, &manifest, authorization).await?;
+            self.check_http(&v, &manifest, authorization, None).await?;
         }
         Ok(Some(info))
     }

@@ -213,6 +213,9 @@ pub trait Tokens: Send + Sync + 'static {
     async fn create_token(&self, t: &NewToken<'_>) -> Result<()>;
     /// The live (not revoked) token with this secret hash.
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>>;
+    /// The live token with this id and its SigV4 secret access key (None
+    /// for a token made before those were stored).
+    async fn sigv4_secret(&self, id: &str) -> Result<Option<(TokenRecord, Option<String>)>>;
     /// Every token, revoked ones too, oldest first.
     async fn tokens(&self) -> Result<Vec<TokenRecord>>;
     /// False if there is no such live token.

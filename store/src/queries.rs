@@ -68,6 +68,7 @@ pub(crate) const ROLLBACK_VERSION: &str = include_str!("../sql/rollback_version.
 pub(crate) const DELETE_FUNCTION: &str = include_str!("../sql/delete_function.sql");
 pub(crate) const INSERT_TOKEN: &str = include_str!("../sql/insert_token.sql");
 pub(crate) const TOKEN_BY_HASH: &str = include_str!("../sql/token_by_hash.sql");
+pub(crate) const TOKEN_SIGV4: &str = include_str!("../sql/token_sigv4.sql");
 pub(crate) const LIST_TOKENS: &str = include_str!("../sql/list_tokens.sql");
 pub(crate) const REVOKE_TOKEN: &str = include_str!("../sql/revoke_token.sql");
 pub(crate) const CLAIM_SETTING: &str = include_str!("../sql/claim_setting.sql");

@@ -263,6 +263,7 @@ macro_rules! sql_catalog {
                     .bind(t.role)
                     .bind(t.hash)
                     .bind(t.now_ms)
+                    .bind(t.sigv4_secret)
                     .execute(&self.pool)
                     .await?;
                 Ok(())
@@ -274,6 +275,14 @@ macro_rules! sql_catalog {
                     .fetch_optional(&self.pool)
                     .await?;
                 row.map(|r| token_from_row(&r)).transpose()
+            }
+
+            async fn sigv4_secret(&self, id: &str) -> Result<Option<(TokenRecord, Option<String>)>> {
+                let row = sqlx::query(q::TOKEN_SIGV4)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|r| Ok((token_from_row(&r)?, r.try_get(6)?))).transpose()
             }
 
             async fn tokens(&self) -> Result<Vec<TokenRecord>> {

@@ -67,6 +67,9 @@ pub struct NewToken<'a> {
     pub role: &'a str,
     /// sha256 hex of the secret.
     pub hash: &'a str,
+    /// The AWS secret access key that goes with it (SigV4's check needs it
+    /// as it is).
+    pub sigv4_secret: &'a str,
     pub now_ms: i64,
 }
 

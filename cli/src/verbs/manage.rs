@@ -71,6 +71,11 @@ pub async fn tokens(admin: &mut Admin, command: TokensCommand) -> anyhow::Result
                     t.id, t.role, t.namespace
                 );
                 println!("{}", r.secret);
+                eprintln!(
+                    "as AWS credentials (SigV4, for the Lambda Invoke API), also shown only now:\n  \
+                     AWS_ACCESS_KEY_ID={}\n  AWS_SECRET_ACCESS_KEY={}",
+                    r.aws_access_key_id, r.aws_secret_access_key
+                );
             })
         }
         TokensCommand::List => {

@@ -84,6 +84,7 @@ pub async fn catalog_contract(store: &dyn Store) {
         namespace: "team-a",
         role: "deployer",
         hash,
+        sigv4_secret: "s3cr3t",
         now_ms: 10,
     };
     store.create_token(&token("tok-1", "h1")).await.unwrap();
@@ -98,7 +99,11 @@ pub async fn catalog_contract(store: &dyn Store) {
         ("tok-1", "deployer", "team-a")
     );
     assert_eq!(store.token_by_hash("h9").await.unwrap(), None);
+    let (by_id, secret) = store.sigv4_secret("tok-1").await.unwrap().unwrap();
+    assert_eq!((by_id, secret.as_deref()), (found.clone(), Some("s3cr3t")));
+    assert_eq!(store.sigv4_secret("tok-9").await.unwrap(), None);
     assert!(store.revoke_token("tok-1", 11).await.unwrap());
+    assert_eq!(store.sigv4_secret("tok-1").await.unwrap(), None, "only while live");
     assert!(!store.revoke_token("tok-1", 12).await.unwrap(), "already revoked");
     assert_eq!(store.token_by_hash("h1").await.unwrap(), None);
     let all = store.tokens().await.unwrap();
