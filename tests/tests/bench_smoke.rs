@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Every figure the harness reports, in report order.
-const FIGURES: [&str; 19] = [
+const FIGURES: [&str; 21] = [
     "P1",
     "P1.rate",
     "P1.batched",
@@ -27,6 +27,8 @@ const FIGURES: [&str; 19] = [
     "P6b.postgres.ns-day",
     "P6b.postgres.fn-day-hourly",
     "P6b.postgres.month-daily",
+    "P7.event",
+    "P7.ttfb",
 ];
 
 #[test]

@@ -56,6 +56,17 @@ async def reverse(request: Request):
     return Response(content=data[::-1], media_type="application/octet-stream")
 
 
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360f80f00010101005a4d6e5e0000000049454e44ae426082"
+)
+
+
+@app.get("/pixel.png")
+def pixel():
+    return Response(content=PNG, media_type="image/png")
+
+
 handler = Mangum(app, lifespan="off")
 "#,
     )
@@ -134,6 +145,13 @@ async fn fastapi_behind_mangum_answers_through_its_function_url() {
     assert_eq!(r.status(), 200);
     let back = r.bytes().await.unwrap().to_vec();
     assert_eq!(back, bytes.iter().rev().copied().collect::<Vec<u8>>());
+    // A PNG response, byte for byte.
+    let r = http.get(url("/pixel.png")).send().await.unwrap();
+    assert_eq!(r.headers()["content-type"], "image/png");
+    let png = r.bytes().await.unwrap();
+    assert_eq!(png.len(), 68);
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(&png[png.len() - 8..], b"IEND\xaeB`\x82");
 }
 
 /// The handler every Lambda tutorial shows reads the request from
@@ -366,8 +384,17 @@ async fn the_aws_cli_invokes_through_the_lambda_invoke_api() {
     let nats = Nats::start().await.unwrap();
     let p = Platform::start(&nats).await.unwrap();
     p.deploy(hello_with("").path());
+    let printer = echo_function("printer", "");
+    std::fs::write(
+        printer.path().join("echo.py"),
+        "def handler(event, context):\n    print('hello from the log', flush=True)\n    return 'printed'\n",
+    )
+    .unwrap();
+    p.deploy(printer.path());
+    let guarded = echo_function("guarded", "auth = \"token\"");
+    p.deploy(guarded.path());
     let dir = tempfile::tempdir().unwrap();
-    let aws = |args: &[&str]| {
+    let aws_as = |(key, secret): (&str, &str), args: &[&str]| {
         std::process::Command::new("/usr/bin/python3")
             .args([
                 "-m",
@@ -381,27 +408,81 @@ async fn the_aws_cli_invokes_through_the_lambda_invoke_api() {
             ])
             .args(args)
             .env("PYTHONPATH", &site)
-            .env("AWS_ACCESS_KEY_ID", "stoke")
-            .env("AWS_SECRET_ACCESS_KEY", "stoke")
+            .env("AWS_ACCESS_KEY_ID", key)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
             .env("AWS_DEFAULT_REGION", "us-east-1")
             .env("AWS_CONFIG_FILE", dir.path().join("none"))
             .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
             .output()
             .unwrap()
     };
+    let aws = |args: &[&str]| aws_as(("stoke", "stoke"), args);
     let result = dir.path().join("result.json");
     let result = result.to_str().unwrap();
-    let run = aws(&["--function-name", "hello", "--payload", r#"{"name":"Ada"}"#, result]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let said: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let answered = |run: &std::process::Output| -> (serde_json::Value, serde_json::Value) {
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        (
+            serde_json::from_slice(&run.stdout).unwrap(),
+            serde_json::from_slice(&std::fs::read(result).unwrap()).unwrap(),
+        )
+    };
+    let (said, answer) = answered(&aws(&[
+        "--function-name",
+        "hello",
+        "--payload",
+        r#"{"name":"Ada"}"#,
+        result,
+    ]));
     assert_eq!(
         (said["StatusCode"].as_u64(), said["ExecutedVersion"].as_str()),
         (Some(200), Some("1")),
         "{said}"
     );
-    let answer: serde_json::Value = serde_json::from_slice(&std::fs::read(result).unwrap()).unwrap();
     let body: serde_json::Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["message"], "Hello, Ada!", "{answer}");
+
+    // A qualifier; a function error; the log tail.
+    let (said, _) = answered(&aws(&[
+        "--function-name",
+        "hello",
+        "--qualifier",
+        "1",
+        "--payload",
+        "{}",
+        result,
+    ]));
+    assert_eq!(said["ExecutedVersion"], "1", "{said}");
+    let (said, answer) = answered(&aws(&[
+        "--function-name",
+        "hello",
+        "--payload",
+        r#"{"fail":"boom"}"#,
+        result,
+    ]));
+    assert_eq!(
+        (said["StatusCode"].as_u64(), said["FunctionError"].as_str()),
+        (Some(200), Some("Unhandled")),
+        "{said}"
+    );
+    assert_eq!(answer["errorMessage"], "boom", "{answer}");
+    let (said, answer) = answered(&aws(&[
+        "--function-name",
+        "printer",
+        "--log-type",
+        "Tail",
+        "--payload",
+        "{}",
+        result,
+    ]));
+    assert_eq!(answer, "printed");
+    let log = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        said["LogResult"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no LogResult: {said}")),
+    )
+    .unwrap();
+    assert!(String::from_utf8_lossy(&log).contains("hello from the log"), "{said}");
 
     let run = aws(&[
         "--function-name",
@@ -420,6 +501,32 @@ async fn the_aws_cli_invokes_through_the_lambda_invoke_api() {
     assert!(!run.status.success());
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("ResourceNotFoundException"), "{stderr}");
+
+    // SigV4 with a token's AWS credentials, right and wrong.
+    let out = p.cli_ok(&["tokens", "create", "cli", "--role", "invoker", "-o", "json"]);
+    let t: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let (key, secret) = (
+        t["aws_access_key_id"].as_str().unwrap(),
+        t["aws_secret_access_key"].as_str().unwrap(),
+    );
+    let (said, answer) = answered(&aws_as(
+        (key, secret),
+        &["--function-name", "guarded", "--payload", "{}", result],
+    ));
+    assert_eq!(said["StatusCode"], 200, "{said}");
+    assert_eq!(answer["function"], "guarded", "{answer}");
+    let run = aws(&["--function-name", "guarded", "--payload", "{}", result]);
+    assert!(!run.status.success(), "unknown credentials");
+    let run = aws_as(
+        (key, &"0".repeat(64)),
+        &["--function-name", "guarded", "--payload", "{}", result],
+    );
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("UnrecognizedClientException") && stderr.contains("signature does not match"),
+        "{stderr}"
+    );
 }
 
 /// A function `name` that answers with the event it got, claiming

@@ -336,6 +336,43 @@ export const handler = awslambda.streamifyResponse(async (event, responseStream)
     )
     .await;
 
+    // Billed until the stream ended (the function waited 3 s mid-stream).
+    let db = p.db().await;
+    let billed: i64 = sqlx::query_scalar("SELECT billed_ms FROM attempts WHERE invocation_id = ?")
+        .bind(&id)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert!(billed >= 3000, "billed {billed} ms");
+
+    // A client that goes away stops only its own reading: the function
+    // runs on to its end, and its result is recorded.
+    let mut r = http
+        .get(p.url("/fn/live?wait=1500"))
+        .header("idempotency-key", "gone-1")
+        .send()
+        .await
+        .unwrap();
+    let gone = r.headers()["x-stoke-invocation-id"].to_str().unwrap().to_string();
+    assert_eq!(&r.chunk().await.unwrap().unwrap()[..], b"data: one\n\n");
+    drop(r);
+    stoke_tests::eventually(
+        Duration::from_secs(15),
+        "the abandoned stream's invocation to complete",
+        || async {
+            let v: serde_json::Value = http
+                .get(p.url(&format!("/invocations/{gone}")))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (v["status"] == "succeeded").then_some(())
+        },
+    )
+    .await;
+
     // Past the 6 MiB a buffered answer may have.
     let r = http.get(p.url("/fn/live?big=1")).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -360,6 +397,28 @@ export const handler = awslambda.streamifyResponse(async (event, responseStream)
         String::from_utf8_lossy(&got)
     );
     assert_eq!(got, b"data: one\n\n");
+
+    // The timeout still applies: a stream still going at it ends abruptly.
+    let manifest = std::fs::read_to_string(f.path().join("stoke.toml")).unwrap();
+    std::fs::write(
+        f.path().join("stoke.toml"),
+        manifest.replace("timeout = 10", "timeout = 2"),
+    )
+    .unwrap();
+    p.deploy(f.path());
+    let mut r = http.get(p.url("/fn/live?wait=8000")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(&r.chunk().await.unwrap().unwrap()[..], b"data: one\n\n");
+    let started = std::time::Instant::now();
+    let ended = loop {
+        match r.chunk().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(ended.is_err(), "cut at the timeout, not completed");
+    assert!(started.elapsed() < Duration::from_secs(7), "{:?}", started.elapsed());
 }
 
 /// Lambda's `InvokeWithResponseStream` from unmodified boto3 (PyPI): a

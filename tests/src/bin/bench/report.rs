@@ -63,6 +63,14 @@ impl Figure {
         self.require(format!("ratio ≤ {goal}"), met)
     }
 
+    /// At most `goal` more than the peer (in the figure's unit).
+    pub fn over_peer_at_most(self, goal: f64) -> Figure {
+        let over = self.stoke - self.peer;
+        let met = over <= goal;
+        let text = format!("≤ {goal} {} over the peer (is {over:.3})", self.unit);
+        self.require(text, met)
+    }
+
     pub fn at_most(self, goal: f64) -> Figure {
         let met = self.stoke <= goal;
         let text = format!("≤ {goal} {}", self.unit);
