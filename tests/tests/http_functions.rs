@@ -277,7 +277,8 @@ async fn boto3_invokes_through_the_lambda_invoke_api() {
     let talker = echo_function("talker", "");
     std::fs::write(
         talker.path().join("echo.py"),
-        "import sys\n\ndef handler(event, context):\n    for i in range(500):\n        print(f'line {i:04}')\n    \
+        "import sys, time\n\ndef handler(event, context):\n    for i in range(500):\n        print(f'line {i:04}')\n    \
+         sys.stdout.flush()\n    time.sleep(0.2)  # the two pipes are read apart: stderr's line comes last\n    \
          print('to stderr', file=sys.stderr)\n    return 'done'\n",
     )
     .unwrap();
