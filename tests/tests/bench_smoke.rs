@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Every figure the harness reports, in report order.
-const FIGURES: [&str; 21] = [
+const FIGURES: [&str; 22] = [
     "P1",
     "P1.rate",
     "P1.batched",
@@ -28,6 +28,7 @@ const FIGURES: [&str; 21] = [
     "P6b.postgres.fn-day-hourly",
     "P6b.postgres.month-daily",
     "P7.event",
+    "P7.url",
     "P7.ttfb",
 ];
 

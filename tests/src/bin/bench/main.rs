@@ -26,9 +26,10 @@
 //! - p6a: drain throughput with a large subject backlog ÷ with a small one;
 //! - p6b: the usage query over millions of attempt rows, SQLite and
 //!   PostgreSQL, ÷ a bare aggregate over the same rows;
-//! - p7: function URLs: an axum app behind `lambda_http` through its URL
-//!   (the 2.0 event) against P2's no-op, p50 difference; a streamed 1 MiB
-//!   answer's time to first byte against 1 KiB's (P7 uses P2's knobs).
+//! - p7: function URLs: P2's no-op given the 2.0 event, and an axum app
+//!   behind `lambda_http` through its URL, against P2's no-op (p50 over
+//!   it); a streamed 1 MiB answer's time to first byte against 1 KiB's
+//!   (P7 uses P2's knobs).
 //!
 //! Knobs (environment, real mode only; defaults in brackets):
 //! - BENCH_ROUNDS [3], BENCH_PAYLOAD_BYTES [128];
