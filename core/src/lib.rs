@@ -13,6 +13,7 @@
 //! nothing of NATS connections, databases or gRPC.
 
 pub mod catalog;
+pub mod cors;
 pub mod fnconfig;
 pub mod key;
 pub mod manifest;
@@ -23,10 +24,9 @@ pub mod routes;
 pub mod streaming;
 pub mod trace;
 
+pub use cors::Cors;
 pub use fnconfig::{ConfigEdit, FunctionConfig};
-pub use manifest::{
-    Batching, CatchUp, Cors, CronSpec, HttpAuth, HttpEvent, Manifest, ManifestError, Mode, Overlap, Trigger,
-};
+pub use manifest::{Batching, CatchUp, CronSpec, HttpAuth, HttpEvent, Manifest, ManifestError, Mode, Overlap, Trigger};
 
 /// Errors say whether trying again could help; retry and dead-letter logic
 /// match on this, never on message text.

@@ -667,6 +667,26 @@ pub fn hello_with(extra: &str) -> tempfile::TempDir {
     f
 }
 
+/// A function `name` that answers with the event it got, claiming
+/// `trigger` (the lines of its http trigger after `http = true`).
+pub fn echo_function(name: &str, trigger: &str) -> tempfile::TempDir {
+    let f = copy_function(&workspace_root().join("examples/hello-python"));
+    std::fs::write(
+        f.path().join("echo.py"),
+        "def handler(event, context):\n    return {\"function\": context.function_name, \"event\": event}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        f.path().join("stoke.toml"),
+        format!(
+            "name = \"{name}\"\ncommand = [\"python3\", \"-u\", \"stoke_runtime.py\"]\nhandler = \"echo.handler\"\n\
+             [[triggers]]\nhttp = true\n{trigger}\n"
+        ),
+    )
+    .unwrap();
+    f
+}
+
 /// Is a process alive?
 pub fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
