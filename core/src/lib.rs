@@ -4,7 +4,8 @@
 //! root (`routes`: parsing, claims, matching; `percent`-decoding), and the
 //! names of NATS streams, subjects, consumers and headers that make up the
 //! event path; Lambda's response streaming format (`streaming`: the HTTP
-//! prelude, the error trailers); and the trace context an event
+//! prelude, the error trailers); an http trigger's CORS settings (`cors`);
+//! and the trace context an event
 //! carries (`trace`: W3C `traceparent` and its AWS X-Ray form); and the count
 //! of catalog changes that in-process caches of current versions check
 //! (`catalog`).
