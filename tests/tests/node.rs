@@ -398,6 +398,31 @@ export const handler = awslambda.streamifyResponse(async (event, responseStream)
     );
     assert_eq!(got, b"data: one\n\n");
 
+    // A broken prelude, before anything went out: a 502 naming it.
+    let broken = node_function(
+        "badlive",
+        "bad.handler",
+        &[(
+            "bad.mjs",
+            "export const handler = awslambda.streamifyResponse(async (event, s) => {\n\
+             \x20 s.setContentType(\"application/vnd.awslambda.http-integration-response\");\n\
+             \x20 s.write(\"not json\");\n  s.write(Buffer.alloc(8));\n  s.end(\"body\");\n});\n",
+        )],
+    );
+    let manifest = std::fs::read_to_string(broken.path().join("stoke.toml")).unwrap();
+    std::fs::write(
+        broken.path().join("stoke.toml"),
+        format!("{manifest}response = \"stream\"\n"),
+    )
+    .unwrap();
+    p.deploy(broken.path());
+    let r = http.get(p.url("/fn/badlive")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["errorType"], "Stoke.BadResponse", "{v}");
+    let message = v["errorMessage"].as_str().unwrap();
+    assert!(message.contains("\"badlive\"") && message.contains("not JSON"), "{v}");
+
     // The timeout still applies: a stream still going at it ends abruptly.
     let manifest = std::fs::read_to_string(f.path().join("stoke.toml")).unwrap();
     std::fs::write(
