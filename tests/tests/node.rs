@@ -281,9 +281,36 @@ export const handler = awslambda.streamifyResponse(async (event, responseStream)
         format!("{manifest}response = \"stream\"\n"),
     )
     .unwrap();
+    // The same with a 2 s timeout, and one whose prelude is broken
+    // (deployed now, before the streams load the store).
+    let short = node_function("shortlive", "live.handler", &[("live.mjs", handler)]);
+    let manifest = std::fs::read_to_string(short.path().join("stoke.toml")).unwrap();
+    std::fs::write(
+        short.path().join("stoke.toml"),
+        format!("{manifest}response = \"stream\"\n").replace("timeout = 10", "timeout = 2"),
+    )
+    .unwrap();
+    let broken = node_function(
+        "badlive",
+        "bad.handler",
+        &[(
+            "bad.mjs",
+            "export const handler = awslambda.streamifyResponse(async (event, s) => {\n\
+             \x20 s.setContentType(\"application/vnd.awslambda.http-integration-response\");\n\
+             \x20 s.write(\"not json\");\n  s.write(Buffer.alloc(8));\n  s.end(\"body\");\n});\n",
+        )],
+    );
+    let manifest = std::fs::read_to_string(broken.path().join("stoke.toml")).unwrap();
+    std::fs::write(
+        broken.path().join("stoke.toml"),
+        format!("{manifest}response = \"stream\"\n"),
+    )
+    .unwrap();
     let nats = Nats::start().await.unwrap();
     let p = Platform::start(&nats).await.unwrap();
     p.deploy(f.path());
+    p.deploy(short.path());
+    p.deploy(broken.path());
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
@@ -399,23 +426,6 @@ export const handler = awslambda.streamifyResponse(async (event, responseStream)
     assert_eq!(got, b"data: one\n\n");
 
     // A broken prelude, before anything went out: a 502 naming it.
-    let broken = node_function(
-        "badlive",
-        "bad.handler",
-        &[(
-            "bad.mjs",
-            "export const handler = awslambda.streamifyResponse(async (event, s) => {\n\
-             \x20 s.setContentType(\"application/vnd.awslambda.http-integration-response\");\n\
-             \x20 s.write(\"not json\");\n  s.write(Buffer.alloc(8));\n  s.end(\"body\");\n});\n",
-        )],
-    );
-    let manifest = std::fs::read_to_string(broken.path().join("stoke.toml")).unwrap();
-    std::fs::write(
-        broken.path().join("stoke.toml"),
-        format!("{manifest}response = \"stream\"\n"),
-    )
-    .unwrap();
-    p.deploy(broken.path());
     let r = http.get(p.url("/fn/badlive")).send().await.unwrap();
     assert_eq!(r.status(), 502);
     let v: serde_json::Value = r.json().await.unwrap();
@@ -424,14 +434,7 @@ export const handler = awslambda.streamifyResponse(async (event, responseStream)
     assert!(message.contains("\"badlive\"") && message.contains("not JSON"), "{v}");
 
     // The timeout still applies: a stream still going at it ends abruptly.
-    let manifest = std::fs::read_to_string(f.path().join("stoke.toml")).unwrap();
-    std::fs::write(
-        f.path().join("stoke.toml"),
-        manifest.replace("timeout = 10", "timeout = 2"),
-    )
-    .unwrap();
-    p.deploy(f.path());
-    let mut r = http.get(p.url("/fn/live?wait=8000")).send().await.unwrap();
+    let mut r = http.get(p.url("/fn/shortlive?wait=8000")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(&r.chunk().await.unwrap().unwrap()[..], b"data: one\n\n");
     let started = std::time::Instant::now();
