@@ -129,21 +129,25 @@ impl Call {
         let body = read_body(req, invoker.max_payload()).await.map_err(|e| match e {
             BodyError::TooLarge { size, limit } => refused(InvokeError::PayloadTooLarge { size, limit }),
         })?;
-        // What a SigV4 signature covers, for a function that wants a token.
-        let signed = stoke_auth::sigv4::Request {
-            method,
-            raw_path,
-            raw_query,
-            headers: headers
-                .iter()
-                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-                .collect(),
-            body_sha256: hex::encode(sha2::Sha256::digest(&body)),
-        };
-        let via = Via::Http {
-            authorization: authorization(&headers),
-            signed: Some(std::sync::Arc::new(signed)),
-        };
+        // What a SigV4 signature covers — copied and hashed only for a
+        // signed call, not on every invoke.
+        let authorization = authorization(&headers);
+        let sigv4 = authorization
+            .as_deref()
+            .is_some_and(|a| a.starts_with(stoke_auth::sigv4::ALGORITHM));
+        let signed = sigv4.then(|| {
+            std::sync::Arc::new(stoke_auth::sigv4::Request {
+                method,
+                raw_path,
+                raw_query,
+                headers: headers
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+                    .collect(),
+                body_sha256: hex::encode(sha2::Sha256::digest(&body)),
+            })
+        });
+        let via = Via::Http { authorization, signed };
         let payload = (kind != InvocationType::DryRun).then_some(body);
         Ok(Call {
             function,
