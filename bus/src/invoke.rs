@@ -319,8 +319,9 @@ impl Invoker {
         // A streamed answer is read as it comes (a function URL only when its
         // trigger says so).
         let mut parts = if req.wait && req.stream && (req.http.is_none() || manifest.http_streams()) {
+            let here = me.local.get().map(|l| l.streams().read(&invocation_id, keyed));
             Some(
-                crate::stream::subscribe(&me.client, &invocation_id)
+                crate::stream::subscribe(&me.client, &invocation_id, here)
                     .await
                     .map_err(|e| InvokeError::Unavailable(e.into()))?,
             )

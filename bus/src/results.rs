@@ -11,7 +11,8 @@
 //! goes out whenever a caller in another process may wait for the same
 //! invocation (a caller-given idempotency key reused at another gateway);
 //! a caller here whose event another process's dispatcher ran hears only
-//! that.
+//! that. The same hand-over carries streamed responses' parts
+//! ([`LocalResults::streams`], `crate::stream`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,11 +43,12 @@ pub async fn subscribe(
     client.subscribe(naming::result_subject(invocation_id)).await
 }
 
-/// Callers of this process waiting for results, by invocation id. Cheap to
-/// clone: clones share one table.
+/// Callers of this process waiting for results, by invocation id, and
+/// reading streamed responses. Cheap to clone: clones share one table.
 #[derive(Clone, Default)]
 pub struct LocalResults {
     inner: Arc<Mutex<Table>>,
+    streams: crate::stream::LocalStreams,
 }
 
 #[derive(Default)]
@@ -94,6 +96,11 @@ impl LocalResults {
             .flatten()
             .filter_map(|(_, tx)| tx.send(info.clone()).ok())
             .count()
+    }
+
+    /// Callers here reading streamed responses as they come.
+    pub fn streams(&self) -> &crate::stream::LocalStreams {
+        &self.streams
     }
 
     /// Callers waiting now.

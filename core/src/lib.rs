@@ -19,6 +19,7 @@ pub mod fnconfig;
 pub mod key;
 pub mod manifest;
 pub mod naming;
+pub mod oci;
 pub mod package;
 pub mod percent;
 pub mod routes;

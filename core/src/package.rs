@@ -176,7 +176,7 @@ fn link_stays_inside(link: &Path, target: &Path) -> bool {
 }
 
 /// A relative path made only of normal components.
-fn safe_relative(path: &Path) -> Result<PathBuf, String> {
+pub(crate) fn safe_relative(path: &Path) -> Result<PathBuf, String> {
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {

@@ -253,11 +253,13 @@ impl Dispatcher {
         }
         tracing::info!(auth = if enabled { "tokens" } else { "off" }, "admin API auth");
         let (auth, local_worker_token) = Authenticator::new(store.clone(), enabled).with_local_worker();
+        let local_results = stoke_bus::results::LocalResults::default();
         let registry = Registry::new(
             store.clone(),
             Duration::from_secs(opts.worker_heartbeat_timeout_secs.max(1)),
             logs::Publisher::start(js),
             nats.clone(),
+            local_results.clone(),
         );
         Ok(Dispatcher {
             opts,
@@ -272,7 +274,7 @@ impl Dispatcher {
             metrics_listener,
             catalog: Default::default(),
             secrets,
-            local_results: Default::default(),
+            local_results,
             tls,
         })
     }

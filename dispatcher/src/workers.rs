@@ -151,8 +151,10 @@ pub struct Registry {
     heartbeat_timeout: Duration,
     /// Stores the function output workers send.
     logs: crate::logs::Publisher,
-    /// Where streamed responses' parts are published for their callers.
+    /// Where streamed responses' parts are published for their callers
+    /// elsewhere, after those here are handed theirs.
     nats: async_nats::Client,
+    local_results: stoke_bus::results::LocalResults,
 }
 
 impl Registry {
@@ -161,6 +163,7 @@ impl Registry {
         heartbeat_timeout: Duration,
         logs: crate::logs::Publisher,
         nats: async_nats::Client,
+        local_results: stoke_bus::results::LocalResults,
     ) -> Arc<Registry> {
         Arc::new(Registry {
             workers: Mutex::new(Vec::new()),
@@ -172,6 +175,7 @@ impl Registry {
             heartbeat_timeout,
             logs,
             nats,
+            local_results,
         })
     }
 
@@ -584,6 +588,9 @@ impl WorkerApi {
                         // In order, before the invocation's result (which
                         // comes later on this same stream).
                         worker_message::Msg::ResponsePart(part) => {
+                            let Some(part) = registry.local_results.streams().deliver(part) else {
+                                continue;
+                            };
                             if let Err(e) = stoke_bus::stream::publish(&registry.nats, &part).await {
                                 tracing::warn!(invocation = %part.invocation_id, error = %e, "a streamed response's part was not published");
                             }
