@@ -2,7 +2,8 @@
 # Install what stoke needs on a fresh Debian/Ubuntu machine: nats-server,
 # python3 (+pip, for the awslambdaric test; grpcio, grpc-tools and protobuf
 # for the Python admin-API client test), Node.js and npm, curl, a C toolchain, PostgreSQL
-# (for the Postgres store's tests), lighttpd (the benchmark's CGI peer), and Rust
+# (for the Postgres store's tests), lighttpd (the benchmark's CGI peer), umoci, skopeo and
+# busybox-static (the OCI image tests), and Rust
 # (via rustup, when cargo is missing). Idempotent; sourced by up.sh and test.sh.
 set -eu
 
@@ -23,6 +24,12 @@ command -v cc >/dev/null 2>&1 || missing="$missing build-essential"
 # serverless-http come from npm at test time).
 command -v node >/dev/null 2>&1 || missing="$missing nodejs"
 command -v npm >/dev/null 2>&1 || missing="$missing npm"
+# OCI images built without Docker for the image tests (tests/src/images.rs):
+# umoci writes layouts, skopeo converts them (oci-archive, docker-archive),
+# busybox-static is the test image's only program.
+command -v umoci >/dev/null 2>&1 || missing="$missing umoci"
+command -v skopeo >/dev/null 2>&1 || missing="$missing skopeo"
+[ -x /bin/busybox ] || missing="$missing busybox-static"
 # PostgreSQL's server programs (Debian: /usr/lib/postgresql/<version>/bin),
 # for the Postgres store's tests: they run initdb and postgres in a temp dir
 # on a loopback port. (Debian's package also sets up its own "main" cluster;

@@ -6,6 +6,7 @@
 //! several routed nats-servers; a [`Cluster`] runs stoke's roles as
 //! separate processes.
 
+pub mod images;
 pub mod measure;
 pub mod nats_cluster;
 

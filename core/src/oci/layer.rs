@@ -55,7 +55,10 @@ pub fn unpack_layer(data: &[u8], dest: &Path, limits: &Limits) -> Result<Unpacke
         let kind = entry.header().entry_type();
         if matches!(
             kind,
-            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader | tar::EntryType::GNULongName | tar::EntryType::GNULongLink
+            tar::EntryType::XGlobalHeader
+                | tar::EntryType::XHeader
+                | tar::EntryType::GNULongName
+                | tar::EntryType::GNULongLink
         ) {
             continue;
         }
@@ -318,7 +321,7 @@ mod tests {
         h.set_entry_type(tar::EntryType::Regular);
         h.set_cksum();
         let mut out = h.as_bytes().to_vec();
-        out.extend_from_slice(&[b'x']);
+        out.extend_from_slice(b"x");
         out.resize(512 * 2, 0);
         out.extend_from_slice(&[0; 1024]);
         out
@@ -362,7 +365,10 @@ mod tests {
         assert!(!r.join("etc/gone").exists(), "whited out");
         assert!(!r.join("etc/.wh.gone").exists(), "markers are not files of the root");
         assert_eq!(read(r, "opt/c").as_deref(), Some("c"));
-        assert!(!r.join("opt/a").exists() && !r.join("opt/sub").exists(), "opaque hides the lower");
+        assert!(
+            !r.join("opt/a").exists() && !r.join("opt/sub").exists(),
+            "opaque hides the lower"
+        );
         assert_eq!(std::fs::read_link(r.join("bin/ash")).unwrap(), Path::new("/bin/sh"));
         assert_eq!(read(r, "var/task/app.py").as_deref(), Some("print()"));
         // Files are the layers' own, hard-linked: shared on disk.
@@ -404,7 +410,9 @@ mod tests {
             ("../outside", "leaves the root"),
             ("/etc/passwd", "absolute"),
         ] {
-            let e = unpack(&[("bin/x", 'f', "x"), ("bin/y", 'h', target)]).unwrap_err().to_string();
+            let e = unpack(&[("bin/x", 'f', "x"), ("bin/y", 'h', target)])
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("not a file earlier in this layer"), "{why}: {e}");
         }
         // Through a symlink is no file of the layer either.

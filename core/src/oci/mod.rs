@@ -270,7 +270,11 @@ pub fn choose_platform(index: &Index) -> Result<&Descriptor, ImageError> {
         return Ok(only);
     }
     Err(ImageError::NoPlatform {
-        found: if found.is_empty() { "none".into() } else { found.join(", ") },
+        found: if found.is_empty() {
+            "none".into()
+        } else {
+            found.join(", ")
+        },
     })
 }
 

@@ -159,7 +159,10 @@ fn read_layout(files: &Files, limits: &ImageLimits) -> Result<Image, ImageError>
     let manifest_blob = files.blob(&chosen.digest, Some(chosen.size))?;
     let manifest: Manifest = json(&format!("manifest {}", chosen.digest), &manifest_blob.data)?;
     if !manifest.media_type.is_empty()
-        && !matches!(manifest.media_type.as_str(), media::OCI_MANIFEST | media::DOCKER_MANIFEST)
+        && !matches!(
+            manifest.media_type.as_str(),
+            media::OCI_MANIFEST | media::DOCKER_MANIFEST
+        )
     {
         return Err(ImageError::UnsupportedMediaType {
             what: format!("manifest {}", chosen.digest),

@@ -1,0 +1,114 @@
+//! Images for the tests, built without Docker by the real tools (Debian's
+//! `umoci` and `skopeo`; `scripts/deps.sh` installs them): a busybox image
+//! of two layers (the second removes a file of the first, so it carries a
+//! whiteout), as an OCI layout directory, an `oci-archive` and a `docker
+//! save` tarball (`skopeo copy … docker-archive:`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Run a tool; panic with its output when it fails.
+pub fn run(program: &str, args: &[&str], dir: &Path) {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("run {program} (apt-get install umoci skopeo): {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A busybox image under `dir`: the layout `dir/layout` (tag `latest`),
+/// its rootfs as `first` (files: `path`, content) then `second` (the same
+/// with `etc/gone` removed), and `config` flags for `umoci config`.
+pub struct BusyboxImage {
+    pub layout: PathBuf,
+    pub oci_archive: PathBuf,
+    pub docker_archive: PathBuf,
+}
+
+/// Build it in `dir`: layer 1 has /bin/busybox (the host's static one),
+/// /bin/sh → busybox, /etc/gone and /etc/kept; layer 2 removes /etc/gone
+/// and adds /etc/new and `extra` files. Entrypoint `/bin/sh -c`, Cmd
+/// `cmd`, PATH=/bin, WorkingDir /srv.
+pub fn busybox_image(dir: &Path, cmd: &str, extra: &[(&str, &str)]) -> BusyboxImage {
+    let layout = dir.join("layout");
+    let image = format!("{}:latest", layout.display());
+    let bundle = dir.join("bundle");
+    let rootfs = bundle.join("rootfs");
+    run("umoci", &["init", "--layout", layout.to_str().unwrap()], dir);
+    run("umoci", &["new", "--image", &image], dir);
+    run("umoci", &["unpack", "--image", &image, bundle.to_str().unwrap()], dir);
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    std::fs::create_dir_all(rootfs.join("srv")).unwrap();
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static");
+    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
+    std::fs::write(rootfs.join("etc/gone"), "from layer 1").unwrap();
+    std::fs::write(rootfs.join("etc/kept"), "from layer 1").unwrap();
+    let bundle_s = bundle.to_str().unwrap();
+    run(
+        "umoci",
+        &["repack", "--refresh-bundle", "--image", &image, bundle_s],
+        dir,
+    );
+    std::fs::remove_file(rootfs.join("etc/gone")).unwrap();
+    std::fs::write(rootfs.join("etc/new"), "from layer 2").unwrap();
+    for (path, content) in extra {
+        let p = rootfs.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+    run("umoci", &["repack", "--image", &image, bundle_s], dir);
+    run(
+        "umoci",
+        &[
+            "config",
+            "--image",
+            &image,
+            "--config.entrypoint",
+            "/bin/sh",
+            "--config.entrypoint",
+            "-c",
+            "--config.cmd",
+            cmd,
+            "--config.env",
+            "PATH=/bin",
+            "--config.workingdir",
+            "/srv",
+        ],
+        dir,
+    );
+    let oci_archive = dir.join("image-oci.tar");
+    let docker_archive = dir.join("image-docker.tar");
+    let from = format!("oci:{image}");
+    run(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            &from,
+            &format!("oci-archive:{}", oci_archive.display()),
+        ],
+        dir,
+    );
+    run(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            &from,
+            &format!("docker-archive:{}:stoke/busybox:1", docker_archive.display()),
+        ],
+        dir,
+    );
+    BusyboxImage {
+        layout,
+        oci_archive,
+        docker_archive,
+    }
+}
