@@ -43,6 +43,8 @@ pub const ACCESS: &[(&str, Access)] = {
     use Role::*;
     &[
         ("Deploy", Anywhere(Deployer)),
+        // Blobs are content-addressed and shared: a deployer anywhere.
+        ("PutBlob", Anywhere(Deployer)),
         ("ListFunctions", Anywhere(Reader)),
         ("ListRoutes", Anywhere(Reader)),
         ("GetFunction", Function(Reader)),

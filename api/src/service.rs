@@ -17,9 +17,9 @@ use stoke_proto::{
     ListFunctionsResponse, ListInvocationsRequest, ListInvocationsResponse, ListRoutesRequest, ListRoutesResponse,
     ListSchedulesRequest, ListSchedulesResponse, ListTokensRequest, ListTokensResponse, ListVersionsRequest,
     ListVersionsResponse, ListWorkersRequest, ListWorkersResponse, LogLine, PublishRequest, PublishResponse,
-    RedriveRequest, RedriveResponse, RevokeTokenRequest, RevokeTokenResponse, RollbackRequest, ScheduleInfo,
-    ScheduleNameRequest, SetAliasRequest, SetEnvRequest, SetEnvResponse, TailLogsRequest, TokenInfo, WhoAmIRequest,
-    WorkerInfo,
+    PutBlobRequest, PutBlobResponse, RedriveRequest, RedriveResponse, RevokeTokenRequest, RevokeTokenResponse,
+    RollbackRequest, ScheduleInfo, ScheduleNameRequest, SetAliasRequest, SetEnvRequest, SetEnvResponse,
+    TailLogsRequest, TokenInfo, WhoAmIRequest, WorkerInfo,
 };
 use stoke_store::DeadLetterFilter;
 use tonic::{Request, Response, Status, Streaming};
@@ -64,6 +64,12 @@ impl AdminService for AdminApi {
             function: Some(function_info(&v)),
             unchanged,
         })
+    }
+
+    async fn put_blob(&self, req: Request<Streaming<PutBlobRequest>>) -> Answer<PutBlobResponse> {
+        let _grant = Grant::of(&req)?;
+        let (digest, size) = crate::deploy::put_blob(self, req.into_inner()).await?;
+        ok(PutBlobResponse { digest, size })
     }
 
     async fn list_functions(&self, req: Request<ListFunctionsRequest>) -> Answer<ListFunctionsResponse> {

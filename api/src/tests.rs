@@ -97,6 +97,7 @@ async fn fixture() -> Fixture {
                 digest,
                 manifest: "name = \"f\"\ncommand = [\"true\"]\n",
                 package_size: 3,
+                image: "",
                 now_ms: n,
             })
             .await
@@ -197,6 +198,7 @@ async fn deploy(store: &dyn Store, function: &str, namespace: &str, manifest: &s
             digest: &digest,
             manifest,
             package_size: 3,
+            image: "",
             now_ms: 10,
         })
         .await

@@ -220,6 +220,7 @@ pub(crate) fn function_info(v: &FunctionVersion) -> FunctionInfo {
         namespace: v.namespace.clone(),
         env: v.config.env.clone().into_iter().collect(),
         secret_names: v.config.secrets.keys().cloned().collect(),
+        image: v.image.clone(),
     }
 }
 

@@ -333,6 +333,7 @@ mod tests {
             created_ms: 0,
             namespace: "default".into(),
             config,
+            image: String::new(),
         };
         assert_eq!(unopenable(&k, &[version]), ["f/THEIRS"]);
     }

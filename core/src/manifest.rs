@@ -3,6 +3,10 @@
 //! ```toml
 //! name = "hello"
 //! command = ["python3", "main.py"]   # argv inside the sandbox, relative to the package root
+//!                                    # (optional with `image`: the image's Entrypoint + Cmd)
+//! image = "image.tar"                # optional: run this OCI image (an OCI layout directory, an
+//!                                    # oci-archive or a `docker save` tarball; relative to the
+//!                                    # function directory, or absolute); `stoke deploy` uploads it
 //! handler = "main.handler"           # optional, passed as _HANDLER
 //! memory = 128                       # MB, 64..=10240
 //! timeout = 30                       # seconds, 1..=900
@@ -62,7 +66,16 @@ pub const MANIFEST_FILE: &str = "stoke.toml";
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub name: String,
+    /// The process's argv; may be empty (or absent) with `image`, which
+    /// then runs the image's Entrypoint + Cmd.
+    #[serde(default)]
     pub command: Vec<String>,
+    /// An OCI image on the deploying machine (a layout directory, an
+    /// oci-archive or a `docker save` tarball), relative to the function
+    /// directory or absolute: the function's root filesystem. The CLI reads
+    /// and uploads it at deploy; the version records the image it got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handler: Option<String>,
     #[serde(default = "default_memory")]
@@ -360,9 +373,15 @@ impl Manifest {
 
     /// A command that names a path inside the package (`./run`, `bin/x`) must
     /// point at a file there; a bare program name (`python3`) is looked up on
-    /// the sandbox's PATH at run time.
+    /// the sandbox's PATH at run time. With an `image`, the command runs in
+    /// the image's root, so nothing is checked here.
     pub fn check_files(&self, root: &Path) -> Result<(), ManifestError> {
-        let prog = &self.command[0];
+        if self.image.is_some() {
+            return Ok(());
+        }
+        let Some(prog) = self.command.first() else {
+            return Ok(());
+        };
         if prog.contains('/') && !prog.starts_with('/') {
             let path = root.join(prog);
             if !path.is_file() {
@@ -374,10 +393,27 @@ impl Manifest {
 
     pub fn validate(&self) -> Result<(), ManifestError> {
         validate_name(&self.name)?;
-        if self.command.is_empty() || self.command[0].trim().is_empty() {
+        if let Some(image) = &self.image {
+            if image.trim().is_empty() {
+                return Err(invalid(
+                    "image",
+                    "must name an OCI image: a layout directory, an oci-archive or a `docker save` tarball",
+                ));
+            }
+            if image.contains('\0') {
+                return Err(invalid("image", "must not contain NUL bytes"));
+            }
+        }
+        // With an image, an empty command runs the image's Entrypoint + Cmd.
+        let command_needed = self.image.is_none() || !self.command.is_empty();
+        if command_needed && self.command.first().is_none_or(|p| p.trim().is_empty()) {
             return Err(invalid(
                 "command",
-                "must be a non-empty array, e.g. [\"python3\", \"main.py\"]",
+                if self.image.is_some() {
+                    "must be a non-empty array when set (or left out: the image's Entrypoint + Cmd run)"
+                } else {
+                    "must be a non-empty array, e.g. [\"python3\", \"main.py\"] (or set `image`)"
+                },
             ));
         }
         if self.command.iter().any(|a| a.contains('\0')) {
@@ -953,6 +989,58 @@ subject = "orders.*"
             matches!(&e, ManifestError::Syntax(s) if s.to_string().contains("command")),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_image_makes_the_command_optional() {
+        let m = Manifest::parse("name = \"bb\"\nimage = \"image-oci.tar\"\nmode = \"exec\"").unwrap();
+        assert_eq!(m.image.as_deref(), Some("image-oci.tar"));
+        assert!(m.command.is_empty());
+        let m = Manifest::parse("name = \"bb\"\nimage = \"/srv/img\"\ncommand = [\"./run\"]").unwrap();
+        assert_eq!(m.command, ["./run"]);
+        // Without an image, everything is as before.
+        assert_eq!(
+            Manifest::parse("name = \"a\"")
+                .map(|m| m.image)
+                .unwrap_err()
+                .to_string(),
+            field_err("command")
+        );
+        assert_eq!(field_of("name = \"a\""), "command");
+        assert_eq!(Manifest::parse("name = \"a\"\ncommand = [\"x\"]").unwrap().image, None);
+        // A bad image or command is refused naming the field.
+        assert_eq!(field_of("name = \"a\"\nimage = \"\""), "image");
+        assert_eq!(field_of("name = \"a\"\nimage = \"  \""), "image");
+        assert!(
+            Manifest::parse("name = \"a\"\nimage = \"x\"\ncommand = []").is_ok(),
+            "empty is absent"
+        );
+        assert_eq!(field_of("name = \"a\"\nimage = \"x\"\ncommand = [\"\"]"), "command");
+        // The text round-trips without an image key when there is none.
+        let text = toml::to_string(&Manifest::parse("name = \"a\"\ncommand = [\"x\"]").unwrap()).unwrap();
+        assert!(!text.contains("image"), "{text}");
+    }
+
+    fn field_err(field: &str) -> String {
+        format!(
+            "stoke.toml: field `{field}`: must be a non-empty array, e.g. [\"python3\", \"main.py\"] (or set `image`)"
+        )
+    }
+
+    #[test]
+    fn an_image_skips_the_command_path_check() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(MANIFEST_FILE),
+            "name = \"a\"\nimage = \"img\"\ncommand = [\"./in-the-image\"]",
+        )
+        .unwrap();
+        assert!(
+            Manifest::load_dir(dir.path()).is_ok(),
+            "the command runs in the image's root"
+        );
+        std::fs::write(dir.path().join(MANIFEST_FILE), "name = \"a\"\nimage = \"img\"").unwrap();
+        assert!(Manifest::load_dir(dir.path()).is_ok());
     }
 
     #[test]

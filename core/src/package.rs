@@ -70,8 +70,19 @@ pub struct Packed {
 /// Pack `dir` into a deterministic gzipped tar. `.git` is skipped. Symlinks
 /// are kept only when they stay inside `dir`.
 pub fn pack_dir(dir: &Path, limits: &Limits) -> Result<Packed, PackageError> {
+    pack_dir_except(dir, limits, &[])
+}
+
+/// [`pack_dir`], leaving out `skip` (paths relative to `dir`: a file, or a
+/// directory with everything under it), e.g. an OCI image the function
+/// names, which is uploaded as blobs of its own.
+pub fn pack_dir_except(dir: &Path, limits: &Limits, skip: &[PathBuf]) -> Result<Packed, PackageError> {
+    let skip: Vec<PathBuf> = skip
+        .iter()
+        .map(|p| p.components().filter(|c| *c != Component::CurDir).collect())
+        .collect();
     let mut paths = Vec::new();
-    collect(dir, dir, &mut paths)?;
+    collect(dir, dir, &skip, &mut paths)?;
     paths.sort();
     if paths.len() as u64 > limits.max_entries {
         return Err(PackageError::TooManyEntries {
@@ -137,7 +148,7 @@ pub fn pack_dir(dir: &Path, limits: &Limits) -> Result<Packed, PackageError> {
     })
 }
 
-fn collect(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), PackageError> {
+fn collect(root: &Path, dir: &Path, skip: &[PathBuf], out: &mut Vec<PathBuf>) -> Result<(), PackageError> {
     for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
         let entry = entry.map_err(|e| io_err(dir, e))?;
         let path = entry.path();
@@ -145,10 +156,13 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Packag
             continue;
         }
         let rel = path.strip_prefix(root).expect("walk stays under root").to_path_buf();
+        if skip.contains(&rel) {
+            continue;
+        }
         let ft = entry.file_type().map_err(|e| io_err(&path, e))?;
         out.push(rel);
         if ft.is_dir() {
-            collect(root, &path, out)?;
+            collect(root, &path, skip, out)?;
         }
     }
     Ok(())
@@ -316,6 +330,22 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         assert_eq!(unpack(&p1.archive, out.path(), &Limits::default()).unwrap(), 2);
         assert_eq!(std::fs::read_to_string(out.path().join("link.py")).unwrap(), "print(1)");
+    }
+
+    #[test]
+    fn pack_leaves_out_what_it_is_told_to() {
+        let a = tempfile::tempdir().unwrap();
+        write(a.path(), "stoke.toml", "name = \"x\"");
+        write(a.path(), "image.tar", "big");
+        write(a.path(), "layout/index.json", "{}");
+        write(a.path(), "layout/blobs/sha256/aa", "blob");
+        let skip = [PathBuf::from("./image.tar"), PathBuf::from("layout")];
+        let p = pack_dir_except(a.path(), &Limits::default(), &skip).unwrap();
+        assert_eq!(p.files, 1);
+        let out = tempfile::tempdir().unwrap();
+        unpack(&p.archive, out.path(), &Limits::default()).unwrap();
+        assert!(out.path().join("stoke.toml").exists());
+        assert!(!out.path().join("image.tar").exists() && !out.path().join("layout").exists());
     }
 
     #[test]

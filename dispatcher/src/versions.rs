@@ -116,6 +116,7 @@ impl Versions {
                 stoke_core::Mode::Runtime => stoke_proto::RunMode::Runtime,
                 stoke_core::Mode::Exec => stoke_proto::RunMode::Exec,
             } as i32,
+            image: fv.image.clone(),
         };
         let loaded = Arc::new(Loaded { spec, manifest });
         self.specs

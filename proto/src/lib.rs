@@ -89,6 +89,7 @@ impl std::fmt::Debug for FunctionSpec {
             .field("timeout_ms", &self.timeout_ms)
             .field("handler", &self.handler)
             .field("mode", &self.mode)
+            .field("image", &self.image)
             .finish()
     }
 }

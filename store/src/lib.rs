@@ -169,6 +169,8 @@ pub trait Catalog: Send + Sync + 'static {
     /// Store a package (no-op when the digest is already stored).
     async fn put_package(&self, digest: &str, data: &[u8]) -> Result<()>;
     async fn get_package(&self, digest: &str) -> Result<Option<Vec<u8>>>;
+    /// The size of a stored package (or blob), without reading it.
+    async fn package_size(&self, digest: &str) -> Result<Option<u64>>;
     /// Record a deploy. If the function's current version has the same
     /// digest and manifest, nothing changes and `Unchanged` is returned.
     async fn deploy_version(&self, new: NewVersion<'_>) -> Result<DeployOutcome>;

@@ -18,6 +18,7 @@ pub(crate) fn text(s: &str) -> Cow<'_, str> {
 
 pub(crate) const PUT_PACKAGE: &str = include_str!("../sql/put_package.sql");
 pub(crate) const GET_PACKAGE: &str = include_str!("../sql/get_package.sql");
+pub(crate) const PACKAGE_SIZE: &str = include_str!("../sql/package_size.sql");
 pub(crate) const INSERT_VERSION: &str = include_str!("../sql/insert_version.sql");
 pub(crate) const SET_CURRENT_VERSION: &str = include_str!("../sql/set_current_version.sql");
 pub(crate) const CURRENT_VERSION: &str = include_str!("../sql/current_version.sql");

@@ -172,6 +172,14 @@ macro_rules! sql_catalog {
                 Ok(row.map(|r| r.try_get(0)).transpose()?)
             }
 
+            async fn package_size(&self, digest: &str) -> Result<Option<u64>> {
+                let size: Option<i64> = sqlx::query_scalar(q::PACKAGE_SIZE)
+                    .bind(digest)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(size.map(|s| s as u64))
+            }
+
             async fn deploy_version(&self, new: NewVersion<'_>) -> Result<DeployOutcome> {
                 let mut tx = self.pool.begin().await?;
                 let (owner, current) = lock_function(&mut tx, new.function).await?;
@@ -183,6 +191,7 @@ macro_rules! sql_catalog {
                 if let Some(cur) = &current
                     && cur.digest == new.digest
                     && cur.manifest == new.manifest
+                    && cur.image == new.image
                 {
                     return Ok(DeployOutcome::Unchanged(current.expect("some")));
                 }
@@ -196,6 +205,7 @@ macro_rules! sql_catalog {
                     namespace: new.namespace.to_string(),
                     // Configuration set through the API outlives deploys.
                     config: current.map(|c| c.config).unwrap_or_default(),
+                    image: new.image.to_string(),
                 };
                 let version = insert_next_version(&mut tx, version).await?;
                 tx.commit().await?;

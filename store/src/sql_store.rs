@@ -35,6 +35,7 @@ macro_rules! sql_store {
                 namespace: r.try_get(6)?,
                 config: stoke_core::FunctionConfig::from_json(&r.try_get::<String, _>(7)?)
                     .map_err(|e| StoreError::invalid(format!("stored function config: {e}")))?,
+                image: r.try_get(8)?,
             })
         }
 
@@ -79,6 +80,7 @@ macro_rules! sql_store {
                 .bind(v.package_size as i64)
                 .bind(v.created_ms)
                 .bind(v.config.to_json())
+                .bind(&v.image)
                 .execute(&mut **tx)
                 .await?;
             sqlx::query(q::SET_CURRENT_VERSION)

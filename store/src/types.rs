@@ -14,6 +14,9 @@ pub struct FunctionVersion {
     pub namespace: String,
     /// Environment and secrets set through the admin API (not the manifest's).
     pub config: stoke_core::FunctionConfig,
+    /// The sha256 hex of the version's `ImageSpec` blob (a package blob)
+    /// when it runs an OCI image; empty for a plain package.
+    pub image: String,
 }
 
 pub struct NewVersion<'a> {
@@ -23,6 +26,8 @@ pub struct NewVersion<'a> {
     pub digest: &'a str,
     pub manifest: &'a str,
     pub package_size: u64,
+    /// The sha256 hex of its `ImageSpec` blob; empty for a plain package.
+    pub image: &'a str,
     pub now_ms: i64,
 }
 

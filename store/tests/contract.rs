@@ -37,6 +37,7 @@ async fn full_contract(store: &dyn Store) {
     text::error_text_contract(store).await;
     catalog::catalog_contract(store).await;
     catalog::config_contract(store).await;
+    catalog::image_contract(store).await;
 }
 
 fn attempt(id: &str, key: &str, n: u32, outcome: AttemptOutcome, duration_us: u64) -> AttemptRecord {
@@ -85,12 +86,15 @@ async fn contract(store: &dyn Store) {
     store.put_package("d1", b"pkg").await.unwrap();
     assert_eq!(store.get_package("d1").await.unwrap().as_deref(), Some(&b"pkg"[..]));
     assert_eq!(store.get_package("nope").await.unwrap(), None);
+    assert_eq!(store.package_size("d1").await.unwrap(), Some(3));
+    assert_eq!(store.package_size("nope").await.unwrap(), None);
     let new = |digest: &'static str| NewVersion {
         function: "f",
         namespace: "default",
         digest,
         manifest: "name = \"f\"",
         package_size: 3,
+        image: "",
         now_ms: 5,
     };
     let DeployOutcome::Created(v1) = store.deploy_version(new("d1")).await.unwrap() else {

@@ -112,3 +112,18 @@ pub fn busybox_image(dir: &Path, cmd: &str, extra: &[(&str, &str)]) -> BusyboxIm
         docker_archive,
     }
 }
+
+/// The Lambda-style Python image of `examples/hello-image` (its
+/// `build.sh`: a real Debian bookworm root made by mmdebstrap as the base
+/// layer, awslambdaric 4.2.2 from PyPI and app.py on top; ENTRYPOINT
+/// `python3 -m awslambdaric`, CMD `app.handler`), built once per target dir
+/// under `target/test-cache/lambda-python-image`: `image.tar` there is its
+/// oci-archive, `layout` its OCI layout.
+pub fn lambda_python_image() -> PathBuf {
+    crate::cached_install("lambda-python-image", |dir| {
+        Command::new(crate::workspace_root().join("examples/hello-image/build.sh"))
+            .arg(dir)
+            .output()
+            .expect("run examples/hello-image/build.sh")
+    })
+}

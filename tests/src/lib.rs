@@ -142,7 +142,7 @@ pub fn npm_packages(name: &str, specs: &[&str]) -> PathBuf {
 /// Run `install` into a directory of this process's, mark it complete and
 /// rename it to `target/test-cache/<name>`, unless a complete copy is
 /// there: test processes racing each other both end with a complete copy.
-fn cached_install(name: &str, install: impl FnOnce(&Path) -> std::process::Output) -> PathBuf {
+pub(crate) fn cached_install(name: &str, install: impl FnOnce(&Path) -> std::process::Output) -> PathBuf {
     let cache = workspace_root().join("target/test-cache").join(name);
     if cache.join(".installed").is_file() {
         return cache;

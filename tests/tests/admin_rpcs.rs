@@ -20,6 +20,7 @@ fn deploy_parts(archive: &[u8], digest: &str, size: u64, chunk: usize) -> Vec<De
             digest: digest.into(),
             size,
             namespace: String::new(),
+            image: String::new(),
         })),
     }];
     parts.extend(archive.chunks(chunk).map(|c| DeployRequest {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use stoke_core::trace::TraceContext;
 use stoke_proto::{ErrorInfo, FunctionSpec, Invocation, InvocationResult, Metering, Outcome as WireOutcome, RunMode};
 
+use crate::images::{ImageCache, Prepared};
 use crate::packages::PackageCache;
 use crate::pool::WarmPool;
 use crate::sandbox::output::Tag;
@@ -17,6 +18,8 @@ pub struct Runner {
     pub worker_id: String,
     pub pool: WarmPool,
     pub packages: PackageCache,
+    /// Functions' images: their layers and roots.
+    pub images: ImageCache,
     pub scratch_root: std::path::PathBuf,
     pub max_response: usize,
     pub max_stream: usize,
@@ -167,6 +170,10 @@ impl Runner {
             Ok(d) => d,
             Err(e) => return platform_error(e.to_string(), metering),
         };
+        let image = match self.image(&spec, client).await {
+            Ok(i) => i,
+            Err(e) => return platform_error(e.to_string(), metering),
+        };
         // The worker's own deadline: the function timeout, from when the
         // sandbox has the event (a cold start's init is not counted, as on
         // Lambda; exec mode counts from the spawn).
@@ -201,7 +208,10 @@ impl Runner {
         };
         let mut sandbox = match pooled {
             Some(sb) => sb,
-            None => match self.start(&spec, &code_dir, Start::for_event(&event, exec)).await {
+            None => match self
+                .start(&spec, &code_dir, image.as_deref(), Start::for_event(&event, exec))
+                .await
+            {
                 Ok(sb) => {
                     tracing::info!(invocation = %inv.invocation_id, function = %spec.name, version = spec.version, "cold start");
                     sb
@@ -328,9 +338,19 @@ impl Runner {
                     continue;
                 }
             };
+            let image = match self.image(&spec, client).await {
+                Ok(i) => i,
+                Err(e) => {
+                    tracing::warn!(function = %spec.name, error = %e, "cannot provision");
+                    continue;
+                }
+            };
             for _ in live..min_warm {
                 let _starting = self.pool.in_use(&spec.name, spec.version);
-                match self.start(&spec, &code_dir, Start::provisioned()).await {
+                match self
+                    .start(&spec, &code_dir, image.as_deref(), Start::provisioned())
+                    .await
+                {
                     Ok(sb) => {
                         tracing::info!(function = %spec.name, version = spec.version, "provisioned sandbox started");
                         self.pool.put(sb);
@@ -344,13 +364,45 @@ impl Runner {
         }
     }
 
-    async fn start(&self, spec: &FunctionSpec, code_dir: &std::path::Path, start: Start) -> std::io::Result<Sandbox> {
+    /// The version's image, ready (None for a function on the host's /usr).
+    async fn image(
+        &self,
+        spec: &FunctionSpec,
+        client: &mut crate::DispatcherClient,
+    ) -> Result<Option<Arc<Prepared>>, crate::WorkerError> {
+        if spec.image.is_empty() {
+            return Ok(None);
+        }
+        self.images
+            .ensure(&spec.image, self.jail.as_ref(), client)
+            .await
+            .map(Some)
+    }
+
+    async fn start(
+        &self,
+        spec: &FunctionSpec,
+        code_dir: &std::path::Path,
+        image: Option<&Prepared>,
+        start: Start,
+    ) -> std::io::Result<Sandbox> {
         let mut env: Vec<(String, String)> = spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         env.sort();
+        // An image's own environment goes under the function's.
+        let (command, jail) = match image {
+            Some(image) => {
+                env.splice(0..0, image.env());
+                let argv = image
+                    .argv(&spec.command)
+                    .map_err(|why| std::io::Error::new(std::io::ErrorKind::NotFound, why))?;
+                (argv, Some(&image.jail))
+            }
+            None => (spec.command.clone(), self.jail.as_ref()),
+        };
         Sandbox::start(StartSpec {
             function: &spec.name,
             version: spec.version,
-            command: &spec.command,
+            command: &command,
             handler: &spec.handler,
             memory_mb: spec.memory_mb,
             env,
@@ -363,7 +415,7 @@ impl Runner {
             cgroups: self.cgroups.as_ref(),
             max_pids: self.max_pids,
             seccomp: self.seccomp.clone(),
-            jail: self.jail.as_ref(),
+            jail,
             net: self.net.as_ref(),
             log_cap: self.log_cap,
             output_to_worker_log: self.output_to_worker_log,

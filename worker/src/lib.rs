@@ -2,12 +2,15 @@
 //! warm pools of sandboxes per function version, launches new ones through
 //! the single launcher in [`sandbox::launch`], serves each its own Lambda
 //! Runtime API endpoint, enforces the timeout, and reports each attempt's
-//! outcome with metering (duration, init, peak memory, cold/warm).
+//! outcome with metering (duration, init, peak memory, cold/warm). Function
+//! code comes as packages (`packages.rs`) or OCI images (`images.rs`: layers
+//! unpacked once, a root per image), fetched from the dispatcher by digest.
 //!
 //! It must not touch NATS or the store: everything arrives and leaves over
 //! the dispatcher stream. A worker that loses its dispatcher kills the
 //! sandboxes it was running for it (the dispatcher redelivers).
 
+mod images;
 mod invoke;
 mod outbox;
 mod packages;
@@ -246,6 +249,8 @@ impl Worker {
         let packages_dir = opts.data_dir.join("packages");
         let packages =
             packages::PackageCache::new(packages_dir.clone()).map_err(|e| WorkerError::DataDir(packages_dir, e))?;
+        let images_dir = opts.data_dir.join("images");
+        let images = images::ImageCache::new(images_dir.clone()).map_err(|e| WorkerError::DataDir(images_dir, e))?;
         let worker_id = if opts.id.is_empty() {
             format!("w-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
         } else {
@@ -292,6 +297,7 @@ impl Worker {
             worker_id,
             pool: pool::WarmPool::new(Duration::from_secs_f64(opts.idle_ttl_secs.max(0.0))),
             packages,
+            images,
             scratch_root,
             max_response: opts.max_response_bytes,
             max_stream: opts.max_stream_bytes,

@@ -43,31 +43,42 @@ impl PackageCache {
         if dir.is_dir() {
             return Ok(dir);
         }
-        let mut stream = client
-            .fetch_package(digest)
-            .await
-            .map_err(|s| WorkerError::Package(format!("fetch {digest}: {}", s.message())))?;
-        let mut data = Vec::new();
-        while let Some(chunk) = stream
-            .next()
-            .await
-            .transpose()
-            .map_err(|s| WorkerError::Package(format!("fetch {digest}: {}", s.message())))?
-        {
-            data.extend_from_slice(&chunk.data);
-            if data.len() as u64 > self.limits.max_archive_bytes {
-                return Err(WorkerError::Package(format!("package {digest} exceeds the size limit")));
-            }
-        }
-        let got = package::digest(&data);
-        if got != digest {
-            return Err(WorkerError::Package(format!(
-                "package digest mismatch: wanted {digest}, got {got}"
-            )));
-        }
+        let data = fetch_blob(client, digest, self.limits.max_archive_bytes).await?;
         extract(&self.root, digest, &data, &self.limits)?;
         Ok(dir)
     }
+}
+
+/// The stored blob (a package, an image's layer or spec) with this sha256
+/// hex `digest`, from the dispatcher, at most `max` bytes, checked.
+pub(crate) async fn fetch_blob(
+    client: &mut crate::DispatcherClient,
+    digest: &str,
+    max: u64,
+) -> Result<Vec<u8>, WorkerError> {
+    let mut stream = client
+        .fetch_package(digest)
+        .await
+        .map_err(|s| WorkerError::Package(format!("fetch {digest}: {}", s.message())))?;
+    let mut data = Vec::new();
+    while let Some(chunk) = stream
+        .next()
+        .await
+        .transpose()
+        .map_err(|s| WorkerError::Package(format!("fetch {digest}: {}", s.message())))?
+    {
+        data.extend_from_slice(&chunk.data);
+        if data.len() as u64 > max {
+            return Err(WorkerError::Package(format!("blob {digest} exceeds the size limit")));
+        }
+    }
+    let got = package::digest(&data);
+    if got != digest {
+        return Err(WorkerError::Package(format!(
+            "blob digest mismatch: wanted {digest}, got {got}"
+        )));
+    }
+    Ok(data)
 }
 
 /// Extract into a temp dir beside the final one, then rename: a crash never

@@ -4,6 +4,7 @@
 pub mod cron;
 pub mod dlq;
 pub mod fnconfig;
+pub mod image;
 pub mod invocations;
 pub mod logs;
 pub mod manage;

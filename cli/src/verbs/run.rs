@@ -43,12 +43,25 @@ fn progress(len: Option<u64>, template: &str) -> indicatif::ProgressBar {
 pub async fn deploy(admin: &mut Admin, dir: &Path, namespace: Option<String>) -> anyhow::Result<()> {
     // Check locally first: the same checks the server runs, with local paths.
     let manifest = Manifest::load_dir(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    let skip: Vec<PathBuf> = manifest
+        .image
+        .as_deref()
+        .and_then(|i| super::image::inside(dir, i))
+        .into_iter()
+        .collect();
     let packing = progress(None, "{spinner} {msg}");
     packing.set_message(format!("packing {}", dir.display()));
     let dir_owned = dir.to_path_buf();
-    let packed = tokio::task::spawn_blocking(move || package::pack_dir(&dir_owned, &Limits::default())).await?;
+    let packed =
+        tokio::task::spawn_blocking(move || package::pack_dir_except(&dir_owned, &Limits::default(), &skip)).await?;
     packing.finish_and_clear();
     let packed = packed.map_err(|e| anyhow::anyhow!("cannot package {}: {e}", dir.display()))?;
+    // An image is uploaded (layers, then its spec) before the deploy that
+    // names it (and was left out of the package).
+    let image = match &manifest.image {
+        Some(image) => Some(super::image::upload(admin, dir, image).await?),
+        None => None,
+    };
     let size = packed.archive.len() as u64;
     eprintln!(
         "packaged {} ({} files, {}) as {}",
@@ -63,6 +76,7 @@ pub async fn deploy(admin: &mut Admin, dir: &Path, namespace: Option<String>) ->
             digest: packed.digest.clone(),
             size,
             namespace: namespace.unwrap_or_default(),
+            image: image.unwrap_or_default(),
         })),
     };
     let chunks: Vec<Vec<u8>> = packed.archive.chunks(CHUNK).map(<[u8]>::to_vec).collect();
@@ -216,7 +230,7 @@ pub async fn status(admin: &mut Admin, id: &str) -> anyhow::Result<()> {
     })
 }
 
-fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     match n {
         n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1 << 20) as f64),
         n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),

@@ -9,6 +9,7 @@ fn new<'a>(function: &'a str, namespace: &'a str, digest: &'a str) -> NewVersion
         digest,
         manifest: "",
         package_size: 3,
+        image: "",
         now_ms: 7,
     }
 }
@@ -220,4 +221,64 @@ pub async fn config_contract(store: &dyn Store) {
     // A deleted function runs under no alias.
     assert!(store.delete_function("cfg", 14).await.unwrap());
     assert_eq!(resolve_version(store, "cfg:live").await.unwrap(), None);
+}
+
+/// A version's image (the digest of its image spec blob) is part of what
+/// makes a deploy new: a new image under the same package and manifest is a
+/// new version, the same image again is unchanged, and an edit of the
+/// configuration keeps the image.
+pub async fn image_contract(store: &dyn Store) {
+    store.put_package("img-pkg", b"pkg").await.unwrap();
+    let deploy = |image: &'static str| NewVersion {
+        image,
+        ..new("imaged", "team-i", "img-pkg")
+    };
+    let DeployOutcome::Created(v1) = store.deploy_version(deploy("")).await.unwrap() else {
+        panic!("first deploy")
+    };
+    assert_eq!(v1.image, "");
+    let DeployOutcome::Created(v2) = store.deploy_version(deploy("spec-a")).await.unwrap() else {
+        panic!("a new image is a new version")
+    };
+    assert_eq!((v2.version, v2.image.as_str()), (2, "spec-a"));
+    assert!(matches!(
+        store.deploy_version(deploy("spec-a")).await.unwrap(),
+        DeployOutcome::Unchanged(v) if v.version == 2 && v.image == "spec-a"
+    ));
+    let DeployOutcome::Created(v3) = store.deploy_version(deploy("spec-b")).await.unwrap() else {
+        panic!("another image is a new version")
+    };
+    assert_eq!((v3.version, v3.image.as_str()), (3, "spec-b"));
+    assert_eq!(store.current_version("imaged").await.unwrap().unwrap().image, "spec-b");
+    assert_eq!(store.get_version("imaged", 2).await.unwrap().unwrap().image, "spec-a");
+    assert_eq!(
+        store
+            .list_versions("imaged")
+            .await
+            .unwrap()
+            .iter()
+            .map(|v| v.image.as_str())
+            .collect::<Vec<_>>(),
+        ["", "spec-a", "spec-b"]
+    );
+    let edit = stoke_core::ConfigEdit {
+        set_env: [("A".to_string(), "1".to_string())].into_iter().collect(),
+        ..Default::default()
+    };
+    let DeployOutcome::Created(v4) = store.edit_config("imaged", &edit, 9).await.unwrap() else {
+        panic!("a config edit")
+    };
+    assert_eq!(
+        (v4.version, v4.image.as_str()),
+        (4, "spec-b"),
+        "an edit keeps the image"
+    );
+    assert!(
+        store
+            .list_functions()
+            .await
+            .unwrap()
+            .iter()
+            .any(|v| v.function == "imaged" && v.image == "spec-b")
+    );
 }

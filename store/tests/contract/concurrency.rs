@@ -42,6 +42,7 @@ pub async fn concurrent_deploys(store: Arc<dyn Store>) {
                 digest: &digest,
                 manifest: "",
                 package_size: 4,
+                image: "",
                 now_ms: 1,
             };
             match retrying(|| store.deploy_version(new())).await {

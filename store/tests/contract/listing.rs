@@ -17,6 +17,7 @@ async fn deploy_two(store: &dyn Store) {
                 digest: "lst",
                 manifest: "",
                 package_size: 3,
+                image: "",
                 now_ms: 1,
             })
             .await

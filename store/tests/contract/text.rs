@@ -27,6 +27,7 @@ pub async fn ordering_contract(store: &dyn Store) {
                 digest: "d-order",
                 manifest: "",
                 package_size: 3,
+                image: "",
                 now_ms: 1,
             })
             .await

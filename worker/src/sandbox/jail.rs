@@ -8,6 +8,10 @@
 //! namespace of its own, with no capabilities: on the host, an id of the
 //! sandbox's own (`ids.rs`).
 //!
+//! A function that brings its own image gets the same sandbox over the
+//! image's root instead ([`Jail::for_image`], once per image on a worker):
+//! no host paths and no code bind, its working directory the image's.
+//!
 //! [`Jail::prepare`] runs once per worker: it lays out the root directory
 //! (mount points, symlinks; shared by every sandbox, each mounting onto it
 //! in its own mount namespace) and turns every path into a `CString`, so
@@ -109,13 +113,15 @@ pub struct Jail {
     put_old: CString,
     put_old_inside: CString,
     binds: Vec<Bind>,
-    /// Where the function's code is bound (`<root>/var/task`).
-    task_mount: CString,
+    /// Where the function's code is bound (`<root>/var/task`); None over an
+    /// image, whose code is its own.
+    task_mount: Option<CString>,
     /// Masks and read-only binds over a full procfs's entries, mounted
     /// after it when the kernel has no `subset=pid`.
     proc_masks: Vec<Bind>,
     tmp: CString,
     proc_dir: CString,
+    /// Where the process starts: /var/task, or the image's WorkingDir.
     task_root: CString,
     /// Host ids for sandboxes, one each.
     ids: Arc<IdRange>,
@@ -172,10 +178,54 @@ impl Jail {
             }
             bind(host, inside, true)?;
         }
+        Jail::finish(root, binds, Some(cstr(&root.join("var/task"))?), TASK_ROOT, ids)
+    }
+
+    /// The same sandbox over an image's root `root` (a flattened tree of
+    /// this worker's, shared by the image's sandboxes): its mount points
+    /// made (whatever the image had at /tmp, /proc, /dev's nodes and
+    /// /.old_root gives way: they are directory entries of this tree, never
+    /// the layers' files), the process started in `working_dir`.
+    pub fn for_image(&self, root: &Path, working_dir: &str) -> io::Result<Jail> {
+        for d in ["tmp", "proc", "dev", ".old_root", ".masked"] {
+            let p = root.join(d);
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    std::fs::remove_file(&p)?;
+                    std::fs::create_dir(&p)?;
+                }
+                Err(_) => std::fs::create_dir(&p)?,
+            }
+        }
+        for name in ["fd", "stdin", "stdout", "stderr"].iter().chain(DEVICES) {
+            let p = root.join("dev").join(name);
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p)?,
+                Ok(_) => std::fs::remove_file(&p)?,
+                Err(_) => {}
+            }
+        }
+        let working_dir = if working_dir.starts_with('/') { working_dir } else { "/" };
+        Jail::finish(root, Vec::new(), None, working_dir, self.ids.clone())
+    }
+
+    /// What every root has: /dev's nodes and links, the procfs masks.
+    fn finish(
+        root: &Path,
+        mut binds: Vec<Bind>,
+        task_mount: Option<CString>,
+        task_root: &str,
+        ids: Arc<IdRange>,
+    ) -> io::Result<Jail> {
         for name in DEVICES {
             let inside = root.join("dev").join(name);
             std::fs::File::create(&inside)?;
-            bind(Path::new("/dev").join(name), inside, false)?;
+            binds.push(Bind {
+                src: cstr(&Path::new("/dev").join(name))?,
+                dst: cstr(&inside)?,
+                read_only: false,
+            });
         }
         for (name, target) in [
             ("fd", "/proc/self/fd"),
@@ -214,10 +264,10 @@ impl Jail {
             proc_masks,
             put_old: cstr(&root.join(".old_root"))?,
             put_old_inside: CString::new("/.old_root").expect("no NUL"),
-            task_mount: cstr(&root.join("var/task"))?,
+            task_mount,
             tmp: cstr(&root.join("tmp"))?,
             proc_dir: cstr(&root.join("proc"))?,
-            task_root: CString::new(TASK_ROOT).expect("no NUL"),
+            task_root: cstr(Path::new(task_root))?,
             root: cstr(root)?,
             binds,
             ids,
@@ -275,9 +325,12 @@ impl Jail {
         Ok(())
     }
 
-    /// The function's code, read-only at /var/task.
+    /// The function's code, read-only at /var/task (an image has its own).
     fn bind_code(&self, code_dir: &CStr) -> Step {
-        bind(code_dir, &self.task_mount, true)
+        match &self.task_mount {
+            Some(task) => bind(code_dir, task, true),
+            None => Ok(()),
+        }
     }
 
     /// The sandbox's /tmp: a size-capped tmpfs of its own.
@@ -319,9 +372,10 @@ impl Jail {
         sys::umount2("detaching the old root", &self.put_old_inside, libc::MNT_DETACH)
     }
 
-    /// The function starts in its code's directory.
+    /// The function starts in its code's directory (an image's: its
+    /// WorkingDir).
     fn enter_task_root(&self) -> Step {
-        sys::chdir("chdir /var/task", &self.task_root)
+        sys::chdir("chdir to the working directory", &self.task_root)
     }
 }
 
@@ -440,7 +494,7 @@ mod tests {
         }
         assert!(!root.join("etc/shadow").exists());
         assert!(root.join("usr").is_dir());
-        assert!(jail.task_mount.to_bytes().ends_with(b"root/var/task"));
+        assert!(jail.task_mount.as_ref().unwrap().to_bytes().ends_with(b"root/var/task"));
         assert!(
             jail.binds
                 .iter()

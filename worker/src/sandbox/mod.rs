@@ -76,6 +76,24 @@ pub struct StartSpec<'a> {
     pub exec_env: Option<Vec<(String, String)>>,
 }
 
+/// One value per name, the last given (an image's PATH over the default,
+/// the function's over both), in the order the names first came: a
+/// process reading its environment sees the first of two alike.
+fn later_wins(env: Vec<(String, String)>) -> Vec<(String, String)> {
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut out: Vec<(String, String)> = Vec::with_capacity(env.len());
+    for (k, v) in env {
+        match at.get(&k) {
+            Some(&i) => out[i].1 = v,
+            None => {
+                at.insert(k.clone(), out.len());
+                out.push((k, v));
+            }
+        }
+    }
+    out
+}
+
 /// How the process ended.
 #[derive(Debug, Clone)]
 pub struct Ended {
@@ -254,6 +272,7 @@ impl Sandbox {
         }
         env.extend(spec.exec_env.unwrap_or_default());
         env.extend(spec.env);
+        let env = later_wins(env);
 
         let limits = cgroup::Limits {
             memory_mb: spec.memory_mb,
@@ -656,5 +675,25 @@ mod tests {
         setrlimit(Resource::RLIMIT_NOFILE, 256.min(hard), hard).unwrap();
         assert_eq!(super::raise_open_files_limit().unwrap(), hard);
         assert_eq!(getrlimit(Resource::RLIMIT_NOFILE).unwrap(), (hard, hard));
+    }
+}
+
+#[cfg(test)]
+mod env_tests {
+    #[test]
+    fn a_later_value_replaces_an_earlier_one_in_its_place() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        assert_eq!(
+            super::later_wins(env(&[
+                ("PATH", "/usr/bin"),
+                ("A", "1"),
+                ("PATH", "/bin"),
+                ("B", "2"),
+                ("A", "3")
+            ])),
+            env(&[("PATH", "/bin"), ("A", "3"), ("B", "2")])
+        );
     }
 }

@@ -1,0 +1,1 @@
+SELECT size FROM packages WHERE digest = $1
