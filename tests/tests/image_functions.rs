@@ -95,3 +95,30 @@ async fn a_lambda_container_image_runs_unmodified() {
     assert_eq!(again.status, 200, "{}", again.text());
     assert_ne!(again.json()["request_id"], v["request_id"]);
 }
+
+/// The image's `User` (here `4242:7`, a uid its /etc/passwd does not
+/// know) is who the process is inside; the image deployed as its OCI
+/// layout directory.
+#[tokio::test]
+async fn an_image_runs_as_its_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let cmd = r#"bb=/bin/busybox; $bb printf '{"uid":%s,"gid":%s}' "$($bb id -u)" "$($bb id -g)""#;
+    let built = busybox_image(dir.path(), cmd, &[]);
+    let image = format!("{}:latest", built.layout.display());
+    stoke_tests::images::run("umoci", &["config", "--image", &image, "--config.user", "4242:7"], dir.path());
+    let f = tempfile::tempdir().unwrap();
+    std::fs::write(
+        f.path().join("stoke.toml"),
+        format!(
+            "name = \"who\"\nimage = \"{}\"\nmode = \"exec\"\n\n[[triggers]]\nhttp = true\nevent = \"body\"\n",
+            built.layout.display()
+        ),
+    )
+    .unwrap();
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    p.deploy(f.path());
+    let r = p.post("who", "").await;
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), p.log());
+    assert_eq!(r.json(), serde_json::json!({"uid": 4242, "gid": 7}));
+}

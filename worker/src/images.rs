@@ -102,8 +102,14 @@ impl ImageCache {
                 return Err(e);
             }
         }
+        let user = spec
+            .user
+            .as_deref()
+            .map(|u| resolve_user(&root, u))
+            .transpose()
+            .map_err(|why| WorkerError::Package(format!("image {}: {why}", spec.image)))?;
         let jail = base
-            .for_image(&root, &spec.working_dir)
+            .for_image(&root, &spec.working_dir, user)
             .map_err(|e| WorkerError::Package(format!("image {} at {}: {e}", spec.image, root.display())))?;
         let p = Arc::new(Prepared { spec, root, jail });
         prepared.insert(digest.to_string(), p.clone());
@@ -128,6 +134,54 @@ impl ImageCache {
         }
         Ok(dir)
     }
+}
+
+/// The uid and gid an image's `User` names (`name`, `uid`, `name:group`,
+/// `uid:gid`, ...), names looked up in the image's own /etc/passwd and
+/// /etc/group (read only when they are regular files of the image: a link
+/// could point at the host's). A uid not in /etc/passwd runs with gid 0,
+/// as Docker does.
+pub fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32), String> {
+    let table = |name: &str| -> Vec<Vec<String>> {
+        let path = root.join("etc").join(name);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() => std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| l.split(':').map(str::to_string).collect())
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let passwd = table("passwd");
+    let entry = |pred: &dyn Fn(&[String]) -> bool| passwd.iter().find(|e| e.len() >= 4 && pred(e)).cloned();
+    let (uid, user_gid) = match u.parse::<u32>() {
+        Ok(uid) => {
+            let gid = entry(&|e| e[2] == uid.to_string()).and_then(|e| e[3].parse().ok());
+            (uid, gid.unwrap_or(0))
+        }
+        Err(_) => {
+            let e = entry(&|e| e[0] == u).ok_or_else(|| format!("user {u:?} is not in the image's /etc/passwd"))?;
+            let uid = e[2].parse().map_err(|_| format!("user {u:?} has a bad uid in /etc/passwd"))?;
+            (uid, e[3].parse().unwrap_or(0))
+        }
+    };
+    let gid = match g {
+        None => user_gid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => table("group")
+                .iter()
+                .find(|e| e.len() >= 3 && e[0] == g)
+                .and_then(|e| e[2].parse().ok())
+                .ok_or_else(|| format!("group {g:?} is not in the image's /etc/group"))?,
+        },
+    };
+    Ok((uid, gid))
 }
 
 impl Prepared {
@@ -204,7 +258,7 @@ mod tests {
             working_dir: "/app".into(),
             user: None,
         };
-        let jail = base.for_image(&root, &spec.working_dir).unwrap();
+        let jail = base.for_image(&root, &spec.working_dir, None).unwrap();
         (dir, Prepared { spec, root, jail })
     }
 
@@ -240,7 +294,7 @@ mod tests {
         std::os::unix::fs::symlink("/etc", root.join("tmp")).unwrap();
         std::os::unix::fs::symlink("/etc/shadow", root.join("dev/null")).unwrap();
         let base = Jail::prepare(&dir.path().join("host"), IdRange::new(320_000, 4).unwrap()).unwrap();
-        base.for_image(&root, "/srv").unwrap();
+        base.for_image(&root, "/srv", None).unwrap();
         for d in ["tmp", "proc", "dev", ".old_root"] {
             let m = std::fs::symlink_metadata(root.join(d)).unwrap();
             assert!(m.is_dir(), "{d} is a real directory");
@@ -248,6 +302,36 @@ mod tests {
         let null = std::fs::symlink_metadata(root.join("dev/null")).unwrap();
         assert!(null.is_file(), "a mount point of its own, not the link");
         // Prepared again (a worker restart over the same cache): fine.
-        base.for_image(&root, "/srv").unwrap();
+        let jail = base.for_image(&root, "/srv", Some((1000, 100))).unwrap();
+        assert_eq!(jail.id_maps(400_000), (b"1000 400000 1".to_vec(), b"100 400000 1".to_vec()));
+        let plain = base.for_image(&root, "/srv", None).unwrap();
+        assert_eq!(plain.id_maps(7).0, b"65534 7 1".to_vec());
+    }
+
+    #[test]
+    fn an_images_user_is_found_in_its_own_passwd_and_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(
+            root.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
+        assert_eq!(resolve_user(root, "app").unwrap(), (1000, 1001));
+        assert_eq!(resolve_user(root, "app:staff").unwrap(), (1000, 50));
+        assert_eq!(resolve_user(root, "1000").unwrap(), (1000, 1001));
+        assert_eq!(resolve_user(root, "4242").unwrap(), (4242, 0), "unknown uid: gid 0");
+        assert_eq!(resolve_user(root, "4242:7").unwrap(), (4242, 7));
+        assert_eq!(resolve_user(root, "root").unwrap(), (0, 0));
+        let e = resolve_user(root, "nobody-here").unwrap_err();
+        assert!(e.contains("not in the image's /etc/passwd"), "{e}");
+        let e = resolve_user(root, "app:wheel").unwrap_err();
+        assert!(e.contains("group \"wheel\""), "{e}");
+        // A passwd that is a link (to the host's) is not read.
+        std::fs::remove_file(root.join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("etc/passwd")).unwrap();
+        assert!(resolve_user(root, "root").is_err());
     }
 }

@@ -125,6 +125,9 @@ pub struct Jail {
     task_root: CString,
     /// Host ids for sandboxes, one each.
     ids: Arc<IdRange>,
+    /// The uid and gid a sandbox's host id is seen as inside: 65534, or an
+    /// image's `User`.
+    inside: (u32, u32),
 }
 
 /// Run `steps` with this process dumpable, and make it undumpable again
@@ -186,7 +189,8 @@ impl Jail {
     /// made (whatever the image had at /tmp, /proc, /dev's nodes and
     /// /.old_root gives way: they are directory entries of this tree, never
     /// the layers' files), the process started in `working_dir`.
-    pub fn for_image(&self, root: &Path, working_dir: &str) -> io::Result<Jail> {
+    /// Its process runs as `user` (uid, gid) inside, 65534 when None.
+    pub fn for_image(&self, root: &Path, working_dir: &str, user: Option<(u32, u32)>) -> io::Result<Jail> {
         for d in ["tmp", "proc", "dev", ".old_root", ".masked"] {
             let p = root.join(d);
             match std::fs::symlink_metadata(&p) {
@@ -207,7 +211,18 @@ impl Jail {
             }
         }
         let working_dir = if working_dir.starts_with('/') { working_dir } else { "/" };
-        Jail::finish(root, Vec::new(), None, working_dir, self.ids.clone())
+        let mut jail = Jail::finish(root, Vec::new(), None, working_dir, self.ids.clone())?;
+        jail.inside = user.unwrap_or(jail.inside);
+        Ok(jail)
+    }
+
+    /// The uid_map and gid_map lines that show host id `host_id` inside.
+    pub fn id_maps(&self, host_id: u32) -> (Vec<u8>, Vec<u8>) {
+        let (uid, gid) = self.inside;
+        (
+            format!("{uid} {host_id} 1").into_bytes(),
+            format!("{gid} {host_id} 1").into_bytes(),
+        )
     }
 
     /// What every root has: /dev's nodes and links, the procfs masks.
@@ -271,6 +286,7 @@ impl Jail {
             root: cstr(root)?,
             binds,
             ids,
+            inside: (super::ids::INSIDE, super::ids::INSIDE),
         })
     }
 
@@ -281,7 +297,7 @@ impl Jail {
 
     /// Build the sandbox's view with the code at `code_dir` (a host path)
     /// and become an unprivileged user in a user namespace of its own: host
-    /// id `host_id`, seen inside as 65534 (`id_map`, from `HostId::map`). Runs
+    /// id `host_id`, seen inside as 65534 or an image's User (the maps of [`Jail::id_maps`]). Runs
     /// in the sandbox's first process, pid 1 of its new mount and pid
     /// namespaces, before exec; system calls only (`sys.rs`). Each step
     /// fails as itself: its name and errno ([`sys::Failed`]).
@@ -289,7 +305,7 @@ impl Jail {
     /// # Safety
     /// Call only in the launcher's child before exec.
     #[allow(unsafe_code)]
-    pub unsafe fn enter(&self, code_dir: &CStr, host_id: u32, id_map: &[u8]) -> Step {
+    pub unsafe fn enter(&self, code_dir: &CStr, host_id: u32, (uid_map, gid_map): (&[u8], &[u8])) -> Step {
         make_mounts_private()?;
         self.bind_root()?;
         self.bind_host_paths()?;
@@ -301,7 +317,7 @@ impl Jail {
         self.enter_task_root()?;
         set_hostname()?;
         become_host_id(host_id)?;
-        enter_user_namespace(id_map)?;
+        enter_user_namespace(uid_map, gid_map)?;
         drop_capabilities()
     }
 
@@ -439,12 +455,12 @@ fn become_host_id(host_id: u32) -> Step {
 
 /// A user namespace of its own that maps only that uid and gid, to 65534.
 /// Its own /proc/self files are its to write while dumpable.
-fn enter_user_namespace(id_map: &[u8]) -> Step {
+fn enter_user_namespace(uid_map: &[u8], gid_map: &[u8]) -> Step {
     while_dumpable(|| {
         sys::unshare("the user namespace", libc::CLONE_NEWUSER)?;
         sys::write_file("setgroups deny", c"/proc/self/setgroups", b"deny")?;
-        sys::write_file("uid_map", c"/proc/self/uid_map", id_map)?;
-        sys::write_file("gid_map", c"/proc/self/gid_map", id_map)
+        sys::write_file("uid_map", c"/proc/self/uid_map", uid_map)?;
+        sys::write_file("gid_map", c"/proc/self/gid_map", gid_map)
     })
 }
 

@@ -157,8 +157,8 @@ struct Child<'a> {
     netns: Option<BorrowedFd<'a>>,
     jail: Option<&'a Jail>,
     host_id: u32,
-    /// Its uid_map and gid_map line.
-    id_map: &'a [u8],
+    /// Its uid_map and gid_map lines.
+    id_maps: (&'a [u8], &'a [u8]),
     code_dir: &'a CStr,
     seccomp: &'a [seccompiler::BpfProgram],
     max_pids: u64,
@@ -193,10 +193,7 @@ pub fn launch(spec: &LaunchSpec<'_>) -> io::Result<Process> {
         .map(|(k, v)| cstring(format!("{k}={v}"), "an environment variable"))
         .collect::<io::Result<_>>()?;
     let code_dir = cstring(spec.code_dir.as_os_str().as_bytes(), "the code dir")?;
-    let id_map = spec
-        .jail
-        .map(|j| format!("{} {} 1", super::ids::INSIDE, j.host_id).into_bytes())
-        .unwrap_or_default();
+    let (uid_map, gid_map) = spec.jail.map(|j| j.jail.id_maps(j.host_id)).unwrap_or_default();
     let stdin_null = std::fs::File::open("/dev/null")?;
     let (stdin_read, stdin_write) = match spec.stdin_pipe {
         true => {
@@ -226,7 +223,7 @@ pub fn launch(spec: &LaunchSpec<'_>) -> io::Result<Process> {
             netns: spec.netns,
             jail: spec.jail.map(|j| j.jail),
             host_id: spec.jail.map_or(0, |j| j.host_id),
-            id_map: &id_map,
+            id_maps: (&uid_map, &gid_map),
             code_dir: &code_dir,
             seccomp: spec.seccomp,
             max_pids: u64::from(spec.max_pids),
@@ -337,7 +334,7 @@ unsafe fn child_steps(c: &Child<'_>) -> Step {
     match c.jail {
         Some(jail) => {
             // SAFETY: this is the launcher's child, before exec.
-            unsafe { jail.enter(c.code_dir, c.host_id, c.id_map) }?;
+            unsafe { jail.enter(c.code_dir, c.host_id, c.id_maps) }?;
             // The uid change cleared it.
             sys::die_with_parent()?;
         }
