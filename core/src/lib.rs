@@ -1,7 +1,9 @@
 //! stoke-core owns the vocabulary every role shares: the `stoke.toml` function
 //! manifest (parsing and validation), function packages (deterministic packing,
-//! digest, safe extraction), the routes HTTP triggers claim at the gateway's
-//! root (`routes`: parsing, claims, matching; `percent`-decoding), and the
+//! digest, safe extraction), OCI images (`oci`: read from disk and checked,
+//! their layers unpacked and flattened, the `ImageSpec` a worker runs), the
+//! routes HTTP triggers claim at the gateway's root (`routes`: parsing,
+//! claims, matching; `percent`-decoding), and the
 //! names of NATS streams, subjects, consumers and headers that make up the
 //! event path; Lambda's response streaming format (`streaming`: the HTTP
 //! prelude, the error trailers); an http trigger's CORS settings (`cors`);

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Every figure the harness reports, in report order.
-const FIGURES: [&str; 22] = [
+const FIGURES: [&str; 25] = [
     "P1",
     "P1.rate",
     "P1.batched",
@@ -30,6 +30,9 @@ const FIGURES: [&str; 22] = [
     "P7.event",
     "P7.url",
     "P7.ttfb",
+    "P8.cold",
+    "P8.first",
+    "P8.disk",
 ];
 
 #[test]

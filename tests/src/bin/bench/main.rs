@@ -29,7 +29,11 @@
 //! - p7: function URLs: P2's no-op given the 2.0 event, and an axum app
 //!   behind `lambda_http` through its URL, against P2's no-op (p50 over
 //!   it); a streamed 1 MiB answer's time to first byte against 1 KiB's
-//!   (P7 uses P2's knobs).
+//!   (P7 uses P2's knobs);
+//! - p8: image functions (examples/hello-image): a cold start ÷ the same
+//!   code as a package; the first start on a worker new to the image (less
+//!   a cold start) ÷ `tar -xzf` of its layers; the worker's disk for ten
+//!   functions on one base image ÷ for one (P8 uses P3's knobs).
 //!
 //! Knobs (environment, real mode only; defaults in brackets):
 //! - BENCH_ROUNDS [3], BENCH_PAYLOAD_BYTES [128];
@@ -49,6 +53,7 @@ mod backlog;
 mod cgi;
 mod cold;
 mod idle;
+mod images;
 mod latency;
 mod lighttpd;
 mod report;
@@ -67,7 +72,7 @@ use stoke_tests::{Nats, Platform, PlatformOptions, built_binary, processes_runni
 pub use scale::Scale;
 
 /// Every scenario `--only` knows, in the order they run.
-const SCENARIOS: [&str; 8] = ["p1", "p2", "p3", "p4", "p5", "p6a", "p6b", "p7"];
+const SCENARIOS: [&str; 9] = ["p1", "p2", "p3", "p4", "p5", "p6a", "p6b", "p7", "p8"];
 
 #[derive(Parser)]
 #[command(
@@ -79,9 +84,9 @@ struct Args {
     /// figures mean little.
     #[arg(long)]
     smoke: bool,
-    /// Scenarios to run, comma-separated: p1, p2, p3, p4, p5, p6a, p6b, p7 (p6 =
+    /// Scenarios to run, comma-separated: p1, p2, p3, p4, p5, p6a, p6b, p7, p8 (p6 =
     /// both P6 parts).
-    #[arg(long, value_delimiter = ',', default_value = "p1,p2,p3,p4,p5,p6,p7")]
+    #[arg(long, value_delimiter = ',', default_value = "p1,p2,p3,p4,p5,p6,p7,p8")]
     only: Vec<String>,
     /// Directory for report.md, report.json and the plots (created).
     #[arg(long, default_value = "bench-report")]
@@ -203,6 +208,10 @@ async fn run(args: &Args, out: &Path) -> anyhow::Result<()> {
             "p7" => {
                 eprintln!("P7: function URL event cost, streamed time to first byte ...");
                 url::run(&scale).await
+            }
+            "p8" => {
+                eprintln!("P8: image functions: cold start, first start, disk ...");
+                images::run(&scale).await
             }
             other => unreachable!("selected() knows no {other}"),
         };
