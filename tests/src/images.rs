@@ -127,3 +127,40 @@ pub fn lambda_python_image() -> PathBuf {
             .expect("run examples/hello-image/build.sh")
     })
 }
+
+/// examples/hello-image's layout with one more layer holding `files`
+/// (host path → path under /var/task), cached under
+/// `target/test-cache/<name>`; the OCI layout directory.
+pub fn lambda_image_with(name: &str, files: &[(PathBuf, &str)]) -> PathBuf {
+    let base = lambda_python_image().join("layout");
+    let dir = crate::cached_install(name, |dir| {
+        std::fs::create_dir_all(dir).unwrap();
+        run(
+            "cp",
+            &["-r", base.to_str().unwrap(), dir.join("layout").to_str().unwrap()],
+            dir,
+        );
+        let stage = dir.join("stage");
+        for (from, to) in files {
+            let dest = stage.join("var/task").join(to);
+            std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            std::fs::copy(from, &dest).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+        }
+        let tar = dir.join("top.tar");
+        run(
+            "tar",
+            &["-C", stage.to_str().unwrap(), "-cf", tar.to_str().unwrap(), "."],
+            dir,
+        );
+        let image = format!("{}:latest", dir.join("layout").display());
+        run(
+            "umoci",
+            &["raw", "add-layer", "--image", &image, tar.to_str().unwrap()],
+            dir,
+        );
+        std::fs::remove_file(&tar).unwrap();
+        std::fs::remove_dir_all(&stage).unwrap();
+        Command::new("true").output().unwrap()
+    });
+    dir.join("layout")
+}

@@ -29,6 +29,24 @@ fn hostile(timeout: u32, memory: u32) -> tempfile::TempDir {
     f
 }
 
+/// The same hostile function as an image: examples/hello-image's Debian
+/// root with hello-python's runtime and hostile.py in /var/task, started
+/// by the manifest's command (the image's own python3).
+fn hostile_image() -> tempfile::TempDir {
+    let f = hostile(10, 128);
+    let files: Vec<(std::path::PathBuf, &str)> = ["stoke_runtime.py", "handler.py", "hostile.py"]
+        .into_iter()
+        .map(|name| (f.path().join(name), name))
+        .collect();
+    let layout = stoke_tests::images::lambda_image_with("hostile-image", &files);
+    let manifest = std::fs::read_to_string(f.path().join("stoke.toml")).unwrap().replace(
+        "name = \"hostile\"",
+        &format!("name = \"hostile-image\"\nimage = \"{}\"", layout.display()),
+    );
+    std::fs::write(f.path().join("stoke.toml"), manifest).unwrap();
+    f
+}
+
 async fn platform(nats: &Nats) -> Platform {
     let p = Platform::start_with(
         nats,
@@ -379,12 +397,12 @@ async fn a_mount_under_the_code_is_read_only_in_the_sandbox_too() {
     neighbour_ok(&p).await;
 }
 
-#[tokio::test]
-async fn the_function_sees_only_its_own_read_only_world_as_nobody() {
-    let nats = Nats::start().await.unwrap();
-    let p = platform(&nats).await;
+/// The hostile function's `probe` order: the worker's pid, another
+/// function's package on the worker's disk (hello's, run first), the
+/// host's service ports.
+async fn probe_event(p: &Platform, nats: &Nats) -> serde_json::Value {
     // hello's package, unpacked on the worker's disk.
-    neighbour_ok(&p).await;
+    neighbour_ok(p).await;
     let packages = walk(p.data_dir.path(), 4)
         .into_iter()
         .find(|d| d.ends_with("packages"))
@@ -401,12 +419,19 @@ async fn the_function_sees_only_its_own_read_only_world_as_nobody() {
         "gateway": port(&p.http),
         "admin_grpc": port(&p.admin),
     });
-    let event = serde_json::json!({
+    serde_json::json!({
         "do": "probe",
         "worker_pid": p.pid(),
         "other_code": other_code,
         "host_ports": host_ports,
-    });
+    })
+}
+
+#[tokio::test]
+async fn the_function_sees_only_its_own_read_only_world_as_nobody() {
+    let nats = Nats::start().await.unwrap();
+    let p = platform(&nats).await;
+    let event = probe_event(&p, &nats).await;
     let r = p.post("hostile", event.to_string()).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let seen = r.json();
@@ -495,6 +520,76 @@ async fn the_function_sees_only_its_own_read_only_world_as_nobody() {
         host_uids.iter().all(|u| (200_000..265_536).contains(u)),
         "{host_uids:?}"
     );
+}
+
+/// The escape and bomb checks above, inside an image function (a Debian
+/// root of its own, its own python3): the same sandbox holds.
+#[tokio::test]
+async fn escape_and_bomb_checks_hold_inside_an_image_function_too() {
+    let nats = Nats::start().await.unwrap();
+    let p = platform(&nats).await;
+    p.deploy(hostile_image().path());
+    let f = "hostile-image";
+
+    let r = p.post(f, r#"{"do":"allocate","mb":400}"#).await;
+    assert_eq!(r.status, 502, "{}\n{}", r.text(), p.log());
+    assert_eq!(r.json()["errorType"], "Runtime.OutOfMemory", "{}", r.text());
+
+    let r = p.post(f, r#"{"do":"syscalls"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answers = r.json();
+    let answers = answers.as_object().unwrap();
+    assert!(answers.len() > 15, "{answers:?}");
+    for (name, answer) in answers {
+        let expected = match name.as_str() {
+            "fork" => "ok",
+            "clone3" => "Function not implemented",
+            _ => "Operation not permitted",
+        };
+        assert_eq!(answer, expected, "{name}");
+    }
+
+    let r = p.post(f, r#"{"do":"sockets"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answers = r.json();
+    let refused = "Address family not supported by protocol";
+    for name in ["vsock", "netlink_uevent", "packet", "alg"] {
+        assert_eq!(answers[name], refused, "{name}: {answers}");
+    }
+
+    let event = probe_event(&p, &nats).await;
+    let r = p.post(f, event.to_string()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = r.json();
+    println!("the image sandbox sees: {seen}");
+    let no_such = "No such file or directory";
+    // The image has its own /etc/shadow (root's, mode 0640): unreadable.
+    assert_eq!(seen["shadow"], "Permission denied");
+    assert_eq!(seen["worker_environ"], no_such, "the worker is not in its /proc");
+    assert_eq!(seen["other_code"], no_such, "other packages are not there");
+    assert_eq!(seen["write_root"], "Read-only file system");
+    assert_eq!(seen["write_task"], "Read-only file system");
+    assert_eq!(seen["kill_worker"], "No such process");
+    assert_eq!(seen["mknod"], "Operation not permitted");
+    assert_eq!((seen["uid"].as_u64(), seen["gid"].as_u64()), (Some(65534), Some(65534)));
+    assert_eq!(seen["interfaces"], serde_json::json!(["lo"]));
+    for service in ["nats", "gateway", "admin_grpc"] {
+        assert_eq!(seen[format!("connect_{service}")], "Connection refused", "{service}");
+    }
+    assert_eq!(seen["connect_outside"], "Network is unreachable");
+    assert_eq!(seen["procs"], serde_json::json!([1]), "only itself, as pid 1");
+    assert_eq!(seen["setuid_root"], "Invalid argument");
+    for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(seen["caps"][cap], "0000000000000000", "{cap}");
+    }
+
+    // Last: its children stay in the warm sandbox.
+    let r = p.post(f, r#"{"do":"fork_bomb"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["error"], "BlockingIOError", "{body}");
+    assert!(body["forked"].as_u64().unwrap() < 64, "{body}");
+    neighbour_ok(&p).await;
 }
 
 #[tokio::test]
