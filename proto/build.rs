@@ -19,7 +19,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = tonic_prost_build::Config::new();
     config.enable_type_names();
     tonic_prost_build::configure()
-        .skip_debug([".stoke.v1.FunctionSpec", ".stoke.v1.SetEnvRequest"])
+        .skip_debug([
+            ".stoke.v1.FunctionSpec",
+            ".stoke.v1.SetEnvRequest",
+            ".stoke.v1.RegistryLoginRequest",
+        ])
         .compile_fds_with_config(fds, config)?;
     Ok(())
 }

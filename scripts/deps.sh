@@ -2,8 +2,8 @@
 # Install what stoke needs on a fresh Debian/Ubuntu machine: nats-server,
 # python3 (+pip, for the awslambdaric test; grpcio, grpc-tools and protobuf
 # for the Python admin-API client test), Node.js and npm, curl, a C toolchain, PostgreSQL
-# (for the Postgres store's tests), lighttpd (the benchmark's CGI peer), umoci, skopeo and
-# busybox-static (the OCI image tests), and Rust
+# (for the Postgres store's tests), lighttpd (the benchmark's CGI peer), umoci, skopeo,
+# busybox-static and docker-registry (the OCI image and registry tests), and Rust
 # (via rustup, when cargo is missing). Idempotent; sourced by up.sh and test.sh.
 set -eu
 
@@ -30,6 +30,9 @@ command -v npm >/dev/null 2>&1 || missing="$missing npm"
 command -v umoci >/dev/null 2>&1 || missing="$missing umoci"
 command -v skopeo >/dev/null 2>&1 || missing="$missing skopeo"
 [ -x /bin/busybox ] || missing="$missing busybox-static"
+# A real OCI registry (the CNCF distribution server) the registry tests
+# start on a loopback port (tests/src/registry.rs).
+command -v docker-registry >/dev/null 2>&1 || missing="$missing docker-registry"
 # PostgreSQL's server programs (Debian: /usr/lib/postgresql/<version>/bin),
 # for the Postgres store's tests: they run initdb and postgres in a temp dir
 # on a loopback port. (Debian's package also sets up its own "main" cluster;

@@ -45,6 +45,12 @@ pub const ACCESS: &[(&str, Access)] = {
         ("Deploy", Anywhere(Deployer)),
         // Blobs are content-addressed and shared: a deployer anywhere.
         ("PutBlob", Anywhere(Deployer)),
+        // A pull stores blobs only (content-addressed, shared), as PutBlob.
+        ("PullImage", Anywhere(Deployer)),
+        // Registry credentials serve every namespace's pulls: cluster admin.
+        ("RegistryLogin", Cluster),
+        ("RegistryLogout", Cluster),
+        ("ListRegistries", Cluster),
         ("ListFunctions", Anywhere(Reader)),
         ("ListRoutes", Anywhere(Reader)),
         ("GetFunction", Function(Reader)),

@@ -32,6 +32,10 @@ pub enum ApiError {
         cause: async_nats::Error,
         hint: &'static str,
     },
+    /// A service outside stoke (an image registry) cannot be reached or
+    /// failed; retrying later may work.
+    #[error("{0}")]
+    Unavailable(String),
     /// Something the API relies on broke (not the caller's doing).
     #[error("{0}")]
     Internal(String),
@@ -61,6 +65,9 @@ impl ApiError {
     }
     pub fn denied(m: impl Into<String>) -> ApiError {
         ApiError::Denied(m.into())
+    }
+    pub fn unavailable(m: impl Into<String>) -> ApiError {
+        ApiError::Unavailable(m.into())
     }
     pub fn internal(m: impl Into<String>) -> ApiError {
         ApiError::Internal(m.into())
@@ -93,7 +100,7 @@ impl From<ApiError> for Status {
             ApiError::Exists(_) => Status::already_exists(msg),
             ApiError::Precondition(_) => Status::failed_precondition(msg),
             ApiError::Denied(_) => Status::permission_denied(msg),
-            ApiError::Nats { .. } => Status::unavailable(msg),
+            ApiError::Nats { .. } | ApiError::Unavailable(_) => Status::unavailable(msg),
             ApiError::Internal(_) => Status::internal(msg),
             ApiError::Store(StoreError::Unavailable(m)) => Status::unavailable(format!("store unavailable: {m}")),
             ApiError::Store(_) => Status::internal(msg),

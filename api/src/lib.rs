@@ -1,5 +1,6 @@
 //! stoke-api owns the admin gRPC service (`AdminService`) the `stoke` CLI
-//! and any gRPC client drive: deploys, versions and aliases, invocations
+//! and any gRPC client drive: deploys (and image pulls from OCI registries, with the registry
+//! credentials they use), versions and aliases, invocations
 //! and their output, dead letters, schedules, tokens, usage, the queue and
 //! worker views.
 //!
@@ -22,6 +23,8 @@ pub mod error;
 mod invocations;
 pub mod logs;
 mod publish;
+mod pull;
+mod registries;
 mod routes;
 mod schedules;
 mod service;
@@ -91,6 +94,9 @@ pub struct AdminApi {
     /// Seals secrets set through the API (none: stored as given).
     pub secrets: Option<Arc<SecretsKey>>,
     pub handles: Handles,
+    /// Registry hosts (`host[:port]`) images are pulled from over plain
+    /// HTTP (`[dispatcher] insecure_registries`); HTTPS for every other.
+    pub insecure_registries: Vec<String>,
     /// Cancelled when the dispatcher stops: ends log tails.
     pub stop: CancellationToken,
 }

@@ -56,6 +56,8 @@ impl AdminApi {
 #[tonic::async_trait]
 impl AdminService for AdminApi {
     type TailLogsStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<LogLine, Status>> + Send>>;
+    type PullImageStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<stoke_proto::PullImageProgress, Status>> + Send>>;
 
     async fn deploy(&self, req: Request<Streaming<DeployRequest>>) -> Answer<DeployResponse> {
         let grant = Grant::of(&req)?;
@@ -70,6 +72,71 @@ impl AdminService for AdminApi {
         let _grant = Grant::of(&req)?;
         let (digest, size) = crate::deploy::put_blob(self, req.into_inner()).await?;
         ok(PutBlobResponse { digest, size })
+    }
+
+    async fn pull_image(&self, req: Request<stoke_proto::PullImageRequest>) -> Answer<Self::PullImageStream> {
+        let _grant = Grant::of(&req)?;
+        let reference = req.into_inner().reference;
+        // The pull runs in its own task, its progress relayed as it comes;
+        // the stream ends with the spec's digest, or with the pull's error.
+        let puller = crate::pull::Puller::of(self);
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            let (progress, mut relay) = tokio::sync::mpsc::channel(16);
+            let out = tx.clone();
+            let forward = async move {
+                while let Some(p) = relay.recv().await {
+                    let _ = out.send(Ok(p)).await;
+                }
+            };
+            let (result, ()) = tokio::join!(
+                async {
+                    let r = puller.pull(&reference, &progress).await;
+                    drop(progress);
+                    r
+                },
+                forward
+            );
+            let last = match result {
+                Ok((spec_digest, manifest_digest)) => Ok(stoke_proto::PullImageProgress {
+                    message: format!("pulled {manifest_digest}: image spec {spec_digest}"),
+                    manifest_digest,
+                    spec_digest,
+                    ..Default::default()
+                }),
+                Err(e) => {
+                    tracing::warn!(%reference, error = %e, "image pull refused");
+                    Err(Status::from(e))
+                }
+            };
+            let _ = tx.send(last).await;
+        });
+        ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    async fn registry_login(
+        &self,
+        req: Request<stoke_proto::RegistryLoginRequest>,
+    ) -> Answer<stoke_proto::RegistryInfo> {
+        let r = req.into_inner();
+        ok(crate::registries::login(self, &r.host, &r.username, &r.password).await?)
+    }
+
+    async fn registry_logout(
+        &self,
+        req: Request<stoke_proto::RegistryLogoutRequest>,
+    ) -> Answer<stoke_proto::RegistryLogoutResponse> {
+        crate::registries::logout(self, &req.into_inner().host).await?;
+        ok(stoke_proto::RegistryLogoutResponse {})
+    }
+
+    async fn list_registries(
+        &self,
+        _req: Request<stoke_proto::ListRegistriesRequest>,
+    ) -> Answer<stoke_proto::ListRegistriesResponse> {
+        ok(stoke_proto::ListRegistriesResponse {
+            registries: crate::registries::list(self).await?,
+        })
     }
 
     async fn list_functions(&self, req: Request<ListFunctionsRequest>) -> Answer<ListFunctionsResponse> {

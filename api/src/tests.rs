@@ -123,6 +123,7 @@ async fn fixture() -> Fixture {
             queue: Arc::new(Sevens),
             workers: Arc::new(OneWorker),
         },
+        insecure_registries: Vec::new(),
         stop: CancellationToken::new(),
     };
     Fixture {

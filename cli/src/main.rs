@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 use client::Admin;
 use server::config::{Config, ServeFlags};
 use settings::ClientFlags;
-use verbs::{cron, dlq, fnconfig, invocations, logs, manage, queue, run};
+use verbs::{cron, dlq, fnconfig, invocations, logs, manage, queue, registry, run};
 
 const CLIENT_HELP: &str = "\
 The verbs that talk to the admin API (all but up, broker, dispatcher, worker) take:
@@ -140,6 +140,12 @@ enum Command {
         /// default: the token's own, or "default".
         #[arg(long)]
         namespace: Option<String>,
+        /// The image to run instead of stoke.toml's `image` (which must be
+        /// set): a registry reference (`registry.example.com/team/fn:1.4`,
+        /// `host:port/repo@sha256:<hex>`), pulled by the dispatcher, or a
+        /// path to an image on this machine.
+        #[arg(long, value_name = "REF")]
+        image: Option<String>,
     },
     /// Every version of a function; `*` marks the one events run.
     #[command(
@@ -212,6 +218,17 @@ enum Command {
         /// Also list concurrency keys with events running or waiting.
         #[arg(long)]
         by_key: bool,
+    },
+    /// Credentials for the OCI registries the dispatcher pulls images from
+    /// (login, logout, list; cluster admin).
+    #[command(
+        after_help = "Examples:\n  echo \"$PASSWORD\" | stoke registry login registry.example.com --username ci --password-stdin\n  stoke registry list\n  stoke registry logout registry.example.com"
+    )]
+    Registry {
+        #[command(flatten)]
+        flags: ClientFlags,
+        #[command(subcommand)]
+        command: registry::RegistryCommand,
     },
     /// API tokens: create, list, revoke, whoami.
     #[command(
@@ -421,7 +438,13 @@ async fn run(command: Command, announce: server::Announce) -> anyhow::Result<()>
             }
             server::worker(cfg, announce).await
         }
-        Command::Deploy { flags, dir, namespace } => run::deploy(&mut connect(&flags).await?, &dir, namespace).await,
+        Command::Deploy {
+            flags,
+            dir,
+            namespace,
+            image,
+        } => run::deploy(&mut connect(&flags).await?, &dir, namespace, image).await,
+        Command::Registry { flags, command } => registry::registry(&mut connect(&flags).await?, command).await,
         Command::Versions { flags, name } => manage::versions(&mut connect(&flags).await?, name).await,
         Command::Rollback { flags, name, to } => manage::rollback(&mut connect(&flags).await?, name, to).await,
         Command::Delete { flags, name } => manage::delete(&mut connect(&flags).await?, name).await,

@@ -87,6 +87,10 @@ pub struct DispatcherOptions {
     /// secrets sealed under it must be set again). Without it a dispatcher
     /// whose key is not the recorded one refuses to start.
     pub secrets_key_adopt: bool,
+    /// OCI registries (`host[:port]`, as image references name them) the
+    /// admin API pulls images from over plain HTTP; every other is HTTPS.
+    /// For a registry on a trusted network only (e.g. `127.0.0.1:5000`).
+    pub insecure_registries: Vec<String>,
     pub auth: AuthOptions,
     /// TLS on the gRPC port (see `load_tls`).
     pub tls: TlsOptions,
@@ -141,6 +145,7 @@ impl Default for DispatcherOptions {
             metrics_listen: None,
             secrets_key_file: None,
             secrets_key_adopt: false,
+            insecure_registries: Vec::new(),
             auth: AuthOptions::default(),
             tls: TlsOptions::default(),
         }
@@ -365,6 +370,7 @@ impl Dispatcher {
             limits: stoke_core::package::Limits::default(),
             secrets: self.secrets.clone(),
             handles: handles::of(&pullers, &self.registry, async_nats::jetstream::new(self.nats.clone())),
+            insecure_registries: self.opts.insecure_registries.clone(),
             stop: server_stop.clone(),
         }
         .into_service(self.auth.clone(), MAX_MESSAGE);

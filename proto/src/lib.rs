@@ -105,6 +105,17 @@ impl std::fmt::Debug for SetEnvRequest {
     }
 }
 
+/// Never the password.
+impl std::fmt::Debug for RegistryLoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryLoginRequest")
+            .field("host", &self.host)
+            .field("username", &self.username)
+            .field("password", &"<hidden>")
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

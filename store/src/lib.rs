@@ -207,6 +207,16 @@ pub trait Catalog: Send + Sync + 'static {
     async fn claim_setting(&self, name: &str, value: &str, now_ms: i64) -> Result<String>;
     /// Record `value` under `name`, replacing any earlier one.
     async fn replace_setting(&self, name: &str, value: &str, now_ms: i64) -> Result<()>;
+    /// Record the credentials for the OCI registry `c.host` (replacing
+    /// any earlier ones). The password is stored as given: the caller
+    /// seals it.
+    async fn put_registry_credential(&self, c: &RegistryCredential) -> Result<()>;
+    /// The credentials recorded for registry `host`, if any.
+    async fn registry_credential(&self, host: &str) -> Result<Option<RegistryCredential>>;
+    /// Every registry's credentials, by host.
+    async fn registry_credentials(&self) -> Result<Vec<RegistryCredential>>;
+    /// False if there were none for `host`.
+    async fn delete_registry_credential(&self, host: &str) -> Result<bool>;
 }
 
 /// API tokens, stored as hashes of their secrets.

@@ -75,6 +75,10 @@ pub(crate) const REVOKE_TOKEN: &str = include_str!("../sql/revoke_token.sql");
 pub(crate) const CLAIM_SETTING: &str = include_str!("../sql/claim_setting.sql");
 pub(crate) const GET_SETTING: &str = include_str!("../sql/get_setting.sql");
 pub(crate) const REPLACE_SETTING: &str = include_str!("../sql/replace_setting.sql");
+pub(crate) const PUT_REGISTRY_CREDENTIAL: &str = include_str!("../sql/put_registry_credential.sql");
+pub(crate) const REGISTRY_CREDENTIAL: &str = include_str!("../sql/registry_credential.sql");
+pub(crate) const LIST_REGISTRY_CREDENTIALS: &str = include_str!("../sql/list_registry_credentials.sql");
+pub(crate) const DELETE_REGISTRY_CREDENTIAL: &str = include_str!("../sql/delete_registry_credential.sql");
 pub(crate) const LIST_INVOCATIONS: &str = include_str!("../sql/list_invocations.sql");
 pub(crate) const LIST_INVOCATIONS_OF_FUNCTION: &str = include_str!("../sql/list_invocations_of_function.sql");
 

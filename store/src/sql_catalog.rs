@@ -17,6 +17,15 @@ macro_rules! sql_catalog {
             })
         }
 
+        fn credential_from_row(r: &$row) -> Result<RegistryCredential> {
+            Ok(RegistryCredential {
+                host: r.try_get(0)?,
+                username: r.try_get(1)?,
+                password: r.try_get(2)?,
+                set_ms: r.try_get(3)?,
+            })
+        }
+
         fn summary_from_row(r: &$row) -> Result<InvocationSummary> {
             let status: String = r.try_get(3)?;
             let error_type: Option<String> = r.try_get(9)?;
@@ -151,6 +160,40 @@ macro_rules! sql_catalog {
                     .execute(&self.pool)
                     .await?;
                 Ok(())
+            }
+
+            async fn put_registry_credential(&self, c: &RegistryCredential) -> Result<()> {
+                sqlx::query(q::PUT_REGISTRY_CREDENTIAL)
+                    .bind(&c.host)
+                    .bind(&c.username)
+                    .bind(&c.password)
+                    .bind(c.set_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn registry_credential(&self, host: &str) -> Result<Option<RegistryCredential>> {
+                let row = sqlx::query(q::REGISTRY_CREDENTIAL)
+                    .bind(host)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(credential_from_row).transpose()
+            }
+
+            async fn registry_credentials(&self) -> Result<Vec<RegistryCredential>> {
+                let rows = sqlx::query(q::LIST_REGISTRY_CREDENTIALS)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(credential_from_row).collect()
+            }
+
+            async fn delete_registry_credential(&self, host: &str) -> Result<bool> {
+                let done = sqlx::query(q::DELETE_REGISTRY_CREDENTIAL)
+                    .bind(host)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
             }
 
             async fn put_package(&self, digest: &str, data: &[u8]) -> Result<()> {

@@ -53,6 +53,17 @@ pub struct Alias {
     pub updated_ms: i64,
 }
 
+/// Credentials for one OCI registry (by host, `name[:port]`), as stored:
+/// the password as the caller gave it to the store (sealed by the admin
+/// API when it has a secrets key).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistryCredential {
+    pub host: String,
+    pub username: String,
+    pub password: String,
+    pub set_ms: i64,
+}
+
 /// An API token as stored: never its secret, only the secret's hash.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenRecord {

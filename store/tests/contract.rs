@@ -38,6 +38,7 @@ async fn full_contract(store: &dyn Store) {
     catalog::catalog_contract(store).await;
     catalog::config_contract(store).await;
     catalog::image_contract(store).await;
+    catalog::registry_credentials_contract(store).await;
 }
 
 fn attempt(id: &str, key: &str, n: u32, outcome: AttemptOutcome, duration_us: u64) -> AttemptRecord {

@@ -9,6 +9,7 @@
 pub mod images;
 pub mod measure;
 pub mod nats_cluster;
+pub mod registry;
 
 /// Certificates for the TLS tests (shared with the store's).
 pub use stoke_store::test_certs as certs;

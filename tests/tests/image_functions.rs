@@ -105,7 +105,11 @@ async fn an_image_runs_as_its_user() {
     let cmd = r#"bb=/bin/busybox; $bb printf '{"uid":%s,"gid":%s}' "$($bb id -u)" "$($bb id -g)""#;
     let built = busybox_image(dir.path(), cmd, &[]);
     let image = format!("{}:latest", built.layout.display());
-    stoke_tests::images::run("umoci", &["config", "--image", &image, "--config.user", "4242:7"], dir.path());
+    stoke_tests::images::run(
+        "umoci",
+        &["config", "--image", &image, "--config.user", "4242:7"],
+        dir.path(),
+    );
     let f = tempfile::tempdir().unwrap();
     std::fs::write(
         f.path().join("stoke.toml"),

@@ -306,11 +306,15 @@ mod deploying {
             "{err}"
         );
 
-        // Not there: no registry pulls yet, and the forms on disk are named.
-        let f = function_dir("name = \"bb\"\nimage = \"busybox:latest\"\n", None);
+        // A path (`./…`) that is not there: the forms on disk and a
+        // registry reference are named (a reference is pulled: registry.rs).
+        let f = function_dir("name = \"bb\"\nimage = \"./no-such-image\"\n", None);
         let err = p.cli_err(&["deploy", f.path().to_str().unwrap()]);
         assert!(
-            err.contains("registry is not supported yet") && err.contains("oci-archive") && err.contains("docker save"),
+            err.contains("does not exist")
+                && err.contains("oci-archive")
+                && err.contains("docker save")
+                && err.contains("registry reference"),
             "{err}"
         );
 

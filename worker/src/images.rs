@@ -166,7 +166,9 @@ pub fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32), String> {
         }
         Err(_) => {
             let e = entry(&|e| e[0] == u).ok_or_else(|| format!("user {u:?} is not in the image's /etc/passwd"))?;
-            let uid = e[2].parse().map_err(|_| format!("user {u:?} has a bad uid in /etc/passwd"))?;
+            let uid = e[2]
+                .parse()
+                .map_err(|_| format!("user {u:?} has a bad uid in /etc/passwd"))?;
             (uid, e[3].parse().unwrap_or(0))
         }
     };
@@ -303,7 +305,10 @@ mod tests {
         assert!(null.is_file(), "a mount point of its own, not the link");
         // Prepared again (a worker restart over the same cache): fine.
         let jail = base.for_image(&root, "/srv", Some((1000, 100))).unwrap();
-        assert_eq!(jail.id_maps(400_000), (b"1000 400000 1".to_vec(), b"100 400000 1".to_vec()));
+        assert_eq!(
+            jail.id_maps(400_000),
+            (b"1000 400000 1".to_vec(), b"100 400000 1".to_vec())
+        );
         let plain = base.for_image(&root, "/srv", None).unwrap();
         assert_eq!(plain.id_maps(7).0, b"65534 7 1".to_vec());
     }

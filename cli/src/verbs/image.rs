@@ -1,5 +1,6 @@
-//! Uploading the OCI image a function's `image` names, for `stoke deploy`:
-//! read it from disk (an OCI layout directory, an `oci-archive` or a
+//! The OCI image a function's `image` names, for `stoke deploy`: a
+//! registry reference is pulled by the dispatcher ([`pull`]: `PullImage`,
+//! its progress printed); a path is read from disk (an OCI layout directory, an `oci-archive` or a
 //! `docker save` tarball; every blob checked, the linux/amd64 image
 //! chosen), upload each layer and then its [`ImageSpec`] with `PutBlob`,
 //! and hand back the spec's digest for the deploy to name.
@@ -14,6 +15,45 @@ use crate::client::Admin;
 
 /// Uploads go in chunks of this size.
 const CHUNK: usize = 1 << 20;
+
+/// Whether the manifest's `image` is a registry reference rather than a
+/// path. A path: it starts with `/`, `./`, `../` or `~`, ends in `.tar`,
+/// `.tar.gz` or `.tgz`, or exists (relative to the function directory).
+/// Anything else is a reference (`registry.example.com/team/fn:1.4`,
+/// `host:port/repo@sha256:<hex>`, `name:tag` on Docker Hub).
+pub fn is_reference(dir: &Path, image: &str) -> bool {
+    let path_like = image.starts_with('/')
+        || image.starts_with("./")
+        || image.starts_with("../")
+        || image.starts_with('~')
+        || [".tar", ".tar.gz", ".tgz"].iter().any(|e| image.ends_with(e));
+    !path_like && !dir.join(image).exists()
+}
+
+/// Have the dispatcher pull `reference`, printing its progress; the
+/// sha256 hex of the image spec it stored.
+pub async fn pull(admin: &mut Admin, reference: &str) -> anyhow::Result<String> {
+    eprintln!("pulling {reference} (on the dispatcher)");
+    let mut stream = admin
+        .client()
+        .pull_image(stoke_proto::PullImageRequest {
+            reference: reference.to_string(),
+        })
+        .await
+        .map_err(admin.err())?
+        .into_inner();
+    loop {
+        let p = match stream.message().await {
+            Ok(Some(p)) => p,
+            Ok(None) => anyhow::bail!("the pull of {reference} ended without an image"),
+            Err(status) => return Err((admin.err())(status)),
+        };
+        eprintln!("  {}", p.message);
+        if !p.spec_digest.is_empty() {
+            return Ok(p.spec_digest);
+        }
+    }
+}
 
 /// Where the manifest's `image` is on disk: relative to the function
 /// directory `dir`, or absolute.
@@ -37,10 +77,9 @@ pub async fn upload(admin: &mut Admin, dir: &Path, image: &str) -> anyhow::Resul
     let path = resolve(dir, image);
     if !path.exists() {
         anyhow::bail!(
-            "stoke.toml: image {image:?}: {} does not exist. Pulling an image from a registry is not \
-             supported yet: give an OCI image on this machine, relative to {} or absolute: an OCI \
-             layout directory, an oci-archive tarball (`skopeo copy docker://… oci-archive:image.tar`) \
-             or a `docker save` tarball",
+            "stoke.toml: image {image:?}: {} does not exist: give an OCI image on this machine, \
+             relative to {} or absolute (an OCI layout directory, an oci-archive or a `docker save` \
+             tarball), or a registry reference (`registry.example.com/team/fn:1.4`)",
             path.display(),
             dir.display()
         );

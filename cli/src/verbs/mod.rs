@@ -9,4 +9,5 @@ pub mod invocations;
 pub mod logs;
 pub mod manage;
 pub mod queue;
+pub mod registry;
 pub mod run;

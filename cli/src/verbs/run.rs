@@ -40,15 +40,30 @@ fn progress(len: Option<u64>, template: &str) -> indicatif::ProgressBar {
 }
 
 /// `stoke deploy DIR`.
-pub async fn deploy(admin: &mut Admin, dir: &Path, namespace: Option<String>) -> anyhow::Result<()> {
+pub async fn deploy(
+    admin: &mut Admin,
+    dir: &Path,
+    namespace: Option<String>,
+    image_flag: Option<String>,
+) -> anyhow::Result<()> {
     // Check locally first: the same checks the server runs, with local paths.
-    let manifest = Manifest::load_dir(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    let mut manifest = Manifest::load_dir(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
     let skip: Vec<PathBuf> = manifest
         .image
         .as_deref()
+        .filter(|i| !super::image::is_reference(dir, i))
         .and_then(|i| super::image::inside(dir, i))
         .into_iter()
         .collect();
+    if let Some(flag) = image_flag {
+        if manifest.image.is_none() {
+            anyhow::bail!(
+                "--image {flag}: {} has no `image`: set one there (it says the function runs an image)",
+                dir.join(stoke_core::manifest::MANIFEST_FILE).display()
+            );
+        }
+        manifest.image = Some(flag);
+    }
     let packing = progress(None, "{spinner} {msg}");
     packing.set_message(format!("packing {}", dir.display()));
     let dir_owned = dir.to_path_buf();
@@ -59,6 +74,7 @@ pub async fn deploy(admin: &mut Admin, dir: &Path, namespace: Option<String>) ->
     // An image is uploaded (layers, then its spec) before the deploy that
     // names it (and was left out of the package).
     let image = match &manifest.image {
+        Some(image) if super::image::is_reference(dir, image) => Some(super::image::pull(admin, image).await?),
         Some(image) => Some(super::image::upload(admin, dir, image).await?),
         None => None,
     };

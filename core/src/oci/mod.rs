@@ -9,12 +9,14 @@
 
 pub mod layer;
 mod read;
+mod reference;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use read::read_image;
+pub use read::{check_counts, check_layer_type, read_image};
+pub use reference::{Reference, ReferenceError};
 
 /// OCI and Docker media types this module reads.
 pub mod media {

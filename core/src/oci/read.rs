@@ -185,8 +185,9 @@ fn read_layout(files: &Files, limits: &ImageLimits) -> Result<Image, ImageError>
     })
 }
 
-/// Layers this module can unpack: tar, gzipped or not.
-fn check_layer_type(d: &Descriptor) -> Result<(), ImageError> {
+/// Layers this module can unpack: tar, gzipped or not (not zstd, not
+/// foreign or non-distributable layers).
+pub fn check_layer_type(d: &Descriptor) -> Result<(), ImageError> {
     let t = d.media_type.as_str();
     let tar = t.ends_with(".tar") || t.ends_with(".tar+gzip") || t.ends_with(".tar.gzip");
     if tar && !t.contains("nondistributable") && !t.contains("foreign") {
@@ -199,7 +200,9 @@ fn check_layer_type(d: &Descriptor) -> Result<(), ImageError> {
     }
 }
 
-fn check_counts(layers: &[Descriptor], limits: &ImageLimits) -> Result<(), ImageError> {
+/// The layers are no more, and no larger, than `limits` allow (by their
+/// descriptors' sizes).
+pub fn check_counts(layers: &[Descriptor], limits: &ImageLimits) -> Result<(), ImageError> {
     if layers.len() > limits.max_layers {
         return Err(ImageError::TooManyLayers {
             count: layers.len(),

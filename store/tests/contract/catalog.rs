@@ -282,3 +282,42 @@ pub async fn image_contract(store: &dyn Store) {
             .any(|v| v.function == "imaged" && v.image == "spec-b")
     );
 }
+
+pub async fn registry_credentials_contract(store: &dyn Store) {
+    let cred = |host: &str, username: &str, password: &str, set_ms| RegistryCredential {
+        host: host.into(),
+        username: username.into(),
+        password: password.into(),
+        set_ms,
+    };
+    assert_eq!(store.registry_credential("reg.example:5000").await.unwrap(), None);
+    assert!(!store.delete_registry_credential("reg.example:5000").await.unwrap());
+    store
+        .put_registry_credential(&cred("reg.example:5000", "ann", "sealed:v1:a", 1))
+        .await
+        .unwrap();
+    store
+        .put_registry_credential(&cred("a.example", "bob", "sealed:v1:b", 2))
+        .await
+        .unwrap();
+    // One per host: a second login replaces the first.
+    store
+        .put_registry_credential(&cred("reg.example:5000", "cid", "sealed:v1:c", 3))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.registry_credential("reg.example:5000").await.unwrap(),
+        Some(cred("reg.example:5000", "cid", "sealed:v1:c", 3))
+    );
+    assert_eq!(
+        store.registry_credentials().await.unwrap(),
+        vec![
+            cred("a.example", "bob", "sealed:v1:b", 2),
+            cred("reg.example:5000", "cid", "sealed:v1:c", 3)
+        ]
+    );
+    assert!(store.delete_registry_credential("a.example").await.unwrap());
+    assert!(!store.delete_registry_credential("a.example").await.unwrap());
+    assert_eq!(store.registry_credential("a.example").await.unwrap(), None);
+    assert_eq!(store.registry_credentials().await.unwrap().len(), 1);
+}

@@ -1,0 +1,1 @@
+DELETE FROM registry_credentials WHERE host = $1
