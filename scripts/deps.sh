@@ -3,7 +3,8 @@
 # python3 (+pip, for the awslambdaric test; grpcio, grpc-tools and protobuf
 # for the Python admin-API client test), Node.js and npm, curl, a C toolchain, PostgreSQL
 # (for the Postgres store's tests), lighttpd (the benchmark's CGI peer), umoci, skopeo,
-# busybox-static and docker-registry (the OCI image and registry tests), and Rust
+# busybox-static, docker-registry and mmdebstrap (the OCI image and registry tests,
+# examples/hello-image), and Rust
 # (via rustup, when cargo is missing). Idempotent; sourced by up.sh and test.sh.
 set -eu
 
@@ -33,6 +34,9 @@ command -v skopeo >/dev/null 2>&1 || missing="$missing skopeo"
 # A real OCI registry (the CNCF distribution server) the registry tests
 # start on a loopback port (tests/src/registry.rs).
 command -v docker-registry >/dev/null 2>&1 || missing="$missing docker-registry"
+# mmdebstrap makes the Debian root of examples/hello-image (a Lambda container
+# image built without Docker; the image tests and up.sh build it once).
+command -v mmdebstrap >/dev/null 2>&1 || missing="$missing mmdebstrap"
 # PostgreSQL's server programs (Debian: /usr/lib/postgresql/<version>/bin),
 # for the Postgres store's tests: they run initdb and postgres in a temp dir
 # on a loopback port. (Debian's package also sets up its own "main" cluster;

@@ -122,6 +122,12 @@ pub fn unpack_layer(data: &[u8], dest: &Path, limits: &Limits) -> Result<Unpacke
                         format!("{}: truncated", raw.display()),
                     )));
                 }
+                // The layer's time: Python (and others) check compiled
+                // caches against their source's mtime, and a read-only root
+                // cannot rewrite them.
+                let mtime = entry.header().mtime().unwrap_or(0);
+                out.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime))
+                    .map_err(|e| io_err(&target, e))?;
                 set_mode(&target, mode)?;
                 done.files += 1;
             }
@@ -470,6 +476,24 @@ mod tests {
         let three = layer(&[("a", 'f', ""), ("b", 'f', ""), ("c", 'f', "")]);
         let e = unpack_layer(&three, d.path(), &tight).unwrap_err();
         assert!(matches!(e, PackageError::TooManyEntries { .. }), "{e}");
+    }
+
+    #[test]
+    fn files_keep_the_layers_mtime() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(2);
+        h.set_mode(0o644);
+        h.set_mtime(1_700_000_000);
+        b.append_data(&mut h, "mod.py", &b"x\n"[..]).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        unpack_layer(&b.into_inner().unwrap(), d.path(), &Limits::default()).unwrap();
+        let mtime = std::fs::metadata(d.path().join("mod.py")).unwrap().modified().unwrap();
+        assert_eq!(
+            mtime.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
+            1_700_000_000
+        );
     }
 
     #[test]
