@@ -46,18 +46,23 @@ async fn an_image_function_runs_on_the_images_root() {
     assert_eq!(v["manifest_env"], "m", "the manifest's env on top: {v}");
     assert_eq!(v["event"]["n"], 1, "{v}");
 
-    // A second event: the image is made once per worker, not per start.
+    // A second event: the layers are unpacked once per worker, not per
+    // start, and nothing is made per image (each sandbox mounts them).
     let again = p.post("bb", "{\"n\": 2}\n").await;
     assert_eq!(again.status, 200, "{}", again.text());
     assert_eq!(again.json()["event"]["n"], 2);
-    let roots = std::fs::read_dir(p.data_dir.path().join("worker/images/roots"))
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-                .count()
-        })
-        .unwrap_or_default();
-    assert_eq!(roots, 1, "one root for the image");
+    let images = p.data_dir.path().join("worker/images");
+    let count = |dir: &str| {
+        std::fs::read_dir(images.join(dir))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .count()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(count("layers"), 2, "the image's two layers, once");
+    assert_eq!(count("mnt"), 0, "an empty mount point");
 }
 
 /// Lambda's container contract, unmodified: examples/hello-image, a Debian

@@ -1,6 +1,6 @@
 //! OCI images read from disk, as `umoci` and `skopeo` write them: an OCI
 //! layout directory, an `oci-archive` and a `docker save` tarball; every
-//! blob checked; the layers made into a root with their whiteouts applied;
+//! blob checked; the layers unpacked with their whiteouts;
 //! bad images refused naming what is wrong.
 
 use std::path::{Path, PathBuf};
@@ -9,8 +9,8 @@ use stoke_core::oci::{self, ImageError, ImageLimits, ImageSpec, LayerRef, layer}
 use stoke_core::package::Limits;
 use stoke_tests::images::{busybox_image, run};
 
-/// The root `image`'s layers make, in `dir`.
-fn root_of(image: &oci::Image, dir: &Path) -> PathBuf {
+/// `image`'s layers unpacked under `dir`, bottom first.
+fn layers_of(image: &oci::Image, dir: &Path) -> Vec<PathBuf> {
     let mut layers = Vec::new();
     for (i, blob) in image.layers.iter().enumerate() {
         let d = dir.join(format!("layer{i}"));
@@ -18,10 +18,7 @@ fn root_of(image: &oci::Image, dir: &Path) -> PathBuf {
         layer::unpack_layer(&blob.data, &d, &Limits::default()).unwrap();
         layers.push(d);
     }
-    let root = dir.join("root");
-    std::fs::create_dir(&root).unwrap();
-    layer::flatten(&layers, &root).unwrap();
-    root
+    layers
 }
 
 #[test]
@@ -53,19 +50,22 @@ fn an_image_reads_the_same_from_a_layout_an_oci_archive_and_docker_save() {
         assert_eq!(spec.path_var(), "/bin");
         let work = dir.path().join(format!("unpacked{i}"));
         std::fs::create_dir(&work).unwrap();
-        roots.push(root_of(&image, &work));
+        roots.push(layers_of(&image, &work));
     }
-    for root in &roots {
+    for layers in &roots {
+        let (first, second) = (&layers[0], &layers[1]);
         assert_eq!(
-            std::fs::read(root.join("bin/busybox")).unwrap(),
+            std::fs::read(first.join("bin/busybox")).unwrap(),
             std::fs::read("/bin/busybox").unwrap(),
-            "{root:?}"
+            "{first:?}"
         );
-        assert_eq!(std::fs::read_link(root.join("bin/sh")).unwrap(), Path::new("busybox"));
-        assert!(!root.join("etc/gone").exists(), "{root:?}: layer 2's whiteout applies");
-        assert_eq!(std::fs::read_to_string(root.join("etc/kept")).unwrap(), "from layer 1");
-        assert_eq!(std::fs::read_to_string(root.join("etc/new")).unwrap(), "from layer 2");
-        assert_eq!(std::fs::read_to_string(root.join("srv/app.txt")).unwrap(), "hello");
+        assert_eq!(std::fs::read_link(first.join("bin/sh")).unwrap(), Path::new("busybox"));
+        assert_eq!(std::fs::read_to_string(first.join("etc/gone")).unwrap(), "from layer 1");
+        assert_eq!(std::fs::read_to_string(first.join("etc/kept")).unwrap(), "from layer 1");
+        // Layer 2 removes etc/gone: a whiteout marker, kept for the worker.
+        assert!(second.join("etc/.wh.gone").is_file(), "{second:?}: layer 2's whiteout");
+        assert_eq!(std::fs::read_to_string(second.join("etc/new")).unwrap(), "from layer 2");
+        assert_eq!(std::fs::read_to_string(second.join("srv/app.txt")).unwrap(), "hello");
     }
     // The layout and its archive are the same image.
     let a = oci::read_image(&built.layout, &ImageLimits::default()).unwrap();

@@ -2,14 +2,19 @@
 //! filesystem. A version's image spec (`stoke_core::oci::ImageSpec`) and
 //! its layers are blobs fetched from a dispatcher like packages, checked
 //! against their digests; each layer is unpacked once per worker under
-//! `layers/<digest>` (shared by every image that has it), each image's
-//! root made once under `roots/<spec digest>` as hard links to its layers'
-//! files (`stoke_core::oci::layer`), and a [`Jail`] prepared over it,
-//! shared read-only by all the image's sandboxes. Unpacking goes to a temp
-//! dir renamed into place: a crash never leaves a half-made tree that
-//! looks complete.
+//! `layers/<digest>` (shared by every image that has it), its whiteouts
+//! turned into overlayfs's own (a `.wh.<name>` marker into a 0/0 character
+//! device `<name>`, `.wh..wh..opq` into the directory's
+//! `trusted.overlay.opaque`), and reachable by a short link `l/<16 hex>`.
+//! An image's root is then a read-only overlay of the worker's top layer of
+//! mount points (`top/`) over its layers, mounted by each sandbox in its
+//! own mount namespace (`Jail::for_image`): no tree is made per image, so
+//! images on one base share its files and their directories. Unpacking
+//! goes to a temp dir renamed into place: a crash never leaves a half-made
+//! layer that looks complete.
 
 use std::collections::HashMap;
+use std::os::unix::fs::FileTypeExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -24,14 +29,15 @@ use crate::sandbox::jail::Jail;
 /// A version's image, ready for sandboxes.
 pub struct Prepared {
     pub spec: ImageSpec,
-    /// The image's root on this worker.
-    pub root: PathBuf,
+    /// Its layers' directories, topmost first (for looking into its root
+    /// from the host).
+    pub layers: Vec<PathBuf>,
     pub jail: Jail,
 }
 
 pub struct ImageCache {
+    root: PathBuf,
     layers: PathBuf,
-    roots: PathBuf,
     limits: Limits,
     /// Largest spec blob.
     max_spec: u64,
@@ -43,14 +49,21 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WorkerError + '_ {
     move |e| WorkerError::Package(format!("{}: {e}", path.display()))
 }
 
+/// A layer's short name, relative to the cache's root.
+fn short(digest: &str) -> String {
+    format!("l/{}", &digest[..16])
+}
+
 impl ImageCache {
     pub fn new(root: PathBuf) -> std::io::Result<ImageCache> {
-        let (layers, roots) = (root.join("layers"), root.join("roots"));
-        std::fs::create_dir_all(&layers)?;
-        std::fs::create_dir_all(&roots)?;
+        let layers = root.join("layers");
+        for d in [&layers, &root.join("l"), &root.join("mnt")] {
+            std::fs::create_dir_all(d)?;
+        }
+        Jail::image_top(&root.join("top"))?;
         Ok(ImageCache {
+            root,
             layers,
-            roots,
             limits: Limits {
                 max_archive_bytes: 1 << 30,
                 max_unpacked_bytes: 4 << 30,
@@ -61,9 +74,9 @@ impl ImageCache {
         })
     }
 
-    /// The image whose spec has sha256 hex `digest`, its layers fetched and
-    /// its root made if this worker has not yet; sandboxed over `base`'s
-    /// ids (None: `--sandbox none`, which cannot run an image).
+    /// The image whose spec has sha256 hex `digest`, its layers fetched if
+    /// this worker has not yet; sandboxed over `base`'s ids (None:
+    /// `--sandbox none`, which cannot run an image).
     pub async fn ensure(
         &self,
         digest: &str,
@@ -86,54 +99,120 @@ impl ImageCache {
         let data = fetch_blob(client, digest, self.max_spec).await?;
         let spec =
             ImageSpec::from_bytes(&data).map_err(|e| WorkerError::Package(format!("image spec {digest}: {e}")))?;
-        let root = self.roots.join(digest);
-        if !root.is_dir() {
-            let mut layers = Vec::with_capacity(spec.layers.len());
-            for l in &spec.layers {
-                layers.push(self.layer(&l.digest, client).await?);
-            }
-            let tmp = self.roots.join(format!(".{digest}.{}", uuid::Uuid::new_v4().simple()));
-            std::fs::create_dir(&tmp).map_err(io(&tmp))?;
-            let made = layer::flatten(&layers, &tmp)
-                .map_err(|e| WorkerError::Package(format!("image {}: {e}", spec.image)))
-                .and_then(|()| std::fs::rename(&tmp, &root).map_err(io(&root)));
-            if let Err(e) = made {
-                let _ = std::fs::remove_dir_all(&tmp);
-                return Err(e);
-            }
+        let mut layers = Vec::with_capacity(spec.layers.len());
+        for l in &spec.layers {
+            layers.push(self.layer(&l.digest, client).await?);
         }
+        layers.reverse();
+        let lowerdirs = std::iter::once("top".to_string())
+            .chain(spec.layers.iter().rev().map(|l| short(&l.digest)))
+            .collect::<Vec<_>>()
+            .join(":");
         let user = spec
             .user
             .as_deref()
-            .map(|u| resolve_user(&root, u))
+            .map(|u| resolve_user(&layers, u))
             .transpose()
             .map_err(|why| WorkerError::Package(format!("image {}: {why}", spec.image)))?;
         let jail = base
-            .for_image(&root, &spec.working_dir, user)
-            .map_err(|e| WorkerError::Package(format!("image {} at {}: {e}", spec.image, root.display())))?;
-        let p = Arc::new(Prepared { spec, root, jail });
+            .for_image(&self.root.join("mnt"), &self.root, &lowerdirs, &spec.working_dir, user)
+            .map_err(|e| WorkerError::Package(format!("image {}: {e}", spec.image)))?;
+        let p = Arc::new(Prepared { spec, layers, jail });
         prepared.insert(digest.to_string(), p.clone());
         Ok(p)
     }
 
     /// The layer with blob digest `digest`, unpacked (fetched if needed).
     async fn layer(&self, digest: &str, client: &mut crate::DispatcherClient) -> Result<PathBuf, WorkerError> {
-        let dir = self.layers.join(digest);
-        if dir.is_dir() {
-            return Ok(dir);
+        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(WorkerError::Package(format!("bad layer digest {digest:?}")));
         }
-        let data = fetch_blob(client, digest, self.limits.max_archive_bytes).await?;
-        let tmp = self.layers.join(format!(".{digest}.{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir(&tmp).map_err(io(&tmp))?;
-        let made = layer::unpack_layer(&data, &tmp, &self.limits)
-            .map_err(|e| WorkerError::Package(format!("layer {digest}: {e}")))
-            .and_then(|_| std::fs::rename(&tmp, &dir).map_err(io(&dir)));
-        if let Err(e) = made {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
+        let dir = self.layers.join(digest);
+        if !dir.is_dir() {
+            let data = fetch_blob(client, digest, self.limits.max_archive_bytes).await?;
+            let tmp = self.layers.join(format!(".{digest}.{}", uuid::Uuid::new_v4().simple()));
+            std::fs::create_dir(&tmp).map_err(io(&tmp))?;
+            let made = layer::unpack_layer(&data, &tmp, &self.limits)
+                .map_err(|e| WorkerError::Package(format!("layer {digest}: {e}")))
+                .and_then(|_| overlay_whiteouts(&tmp).map_err(|e| WorkerError::Package(format!("layer {digest}: {e}"))))
+                .and_then(|()| std::fs::rename(&tmp, &dir).map_err(io(&dir)));
+            if let Err(e) = made {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+        }
+        let link = self.root.join(short(digest));
+        let target = Path::new("../layers").join(digest);
+        match std::fs::read_link(&link) {
+            Ok(t) if t == target => {}
+            Ok(other) => {
+                return Err(WorkerError::Package(format!(
+                    "layer {digest}: its short name is taken by {}",
+                    other.display()
+                )));
+            }
+            Err(_) => std::os::unix::fs::symlink(&target, &link).map_err(io(&link))?,
         }
         Ok(dir)
     }
+}
+
+/// Turn an unpacked layer's whiteout markers into overlayfs's: `.wh.<name>`
+/// into a 0/0 character device `<name>`, `.wh..wh..opq` into its
+/// directory's `trusted.overlay.opaque` = `y`. Links are not followed.
+fn overlay_whiteouts(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let (path, name) = (entry.path(), entry.file_name());
+        let file_type = entry.file_type()?;
+        if file_type.is_dir() {
+            overlay_whiteouts(&path)?;
+            continue;
+        }
+        let Some(name) = name.to_str() else { continue };
+        if name == layer::OPAQUE {
+            std::fs::remove_file(&path)?;
+            let dir_c = crate::sandbox::sys::cstr(dir)?;
+            crate::sandbox::sys::lsetxattr("opaque directory", &dir_c, c"trusted.overlay.opaque", b"y")
+                .map_err(std::io::Error::from)?;
+        } else if let Some(hidden) = name.strip_prefix(layer::WHITEOUT) {
+            std::fs::remove_file(&path)?;
+            let target = dir.join(hidden);
+            if std::fs::symlink_metadata(&target).is_ok() {
+                return Err(std::io::Error::other(format!(
+                    "{} is both whited out and in the layer",
+                    target.display()
+                )));
+            }
+            nix::sys::stat::mknod(
+                &target,
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::empty(),
+                0,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `path` (not followed) is a whiteout: a 0/0 character device.
+fn whited_out(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    meta.file_type().is_char_device() && meta.rdev() == 0
+}
+
+/// The file at `rel` in the image's root, as its layers (topmost first)
+/// show it: the topmost layer's, unless that is a whiteout. (An opaque
+/// directory above it is not looked through here: such a file is found,
+/// and the kernel, which does, answers "not found" at start.)
+fn find(layers: &[PathBuf], rel: &Path) -> Option<PathBuf> {
+    for layer in layers {
+        let p = layer.join(rel);
+        if let Ok(m) = std::fs::symlink_metadata(&p) {
+            return (!whited_out(&m)).then_some(p);
+        }
+    }
+    None
 }
 
 /// The uid and gid an image's `User` names (`name`, `uid`, `name:group`,
@@ -141,9 +220,11 @@ impl ImageCache {
 /// /etc/group (read only when they are regular files of the image: a link
 /// could point at the host's). A uid not in /etc/passwd runs with gid 0,
 /// as Docker does.
-pub fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32), String> {
+pub fn resolve_user(layers: &[PathBuf], user: &str) -> Result<(u32, u32), String> {
     let table = |name: &str| -> Vec<Vec<String>> {
-        let path = root.join("etc").join(name);
+        let Some(path) = find(layers, &Path::new("etc").join(name)) else {
+            return Vec::new();
+        };
         match std::fs::symlink_metadata(&path) {
             Ok(m) if m.is_file() => std::fs::read_to_string(&path)
                 .unwrap_or_default()
@@ -214,7 +295,7 @@ impl Prepared {
         for dir in path.split(':').filter(|d| d.starts_with('/')) {
             let inside = Path::new(dir).join(&*program);
             // Not followed: a link's target is the sandbox's to resolve.
-            if std::fs::symlink_metadata(self.root.join(inside.strip_prefix("/").expect("absolute"))).is_ok() {
+            if find(&self.layers, inside.strip_prefix("/").expect("absolute")).is_some() {
                 *program = inside.display().to_string();
                 return Ok(argv);
             }
@@ -238,18 +319,22 @@ mod tests {
     use super::*;
     use crate::sandbox::ids::IdRange;
 
-    /// An image root with `files` (and /bin/sh a link to busybox), its spec
-    /// `argv`, PATH=/usr/bin:/bin, WorkingDir /app.
+    /// An image of two layers: the lower with `files` and /bin/sh a link
+    /// to busybox, the upper whiting out /usr/bin/gone; its spec `argv`,
+    /// PATH=/usr/bin:/bin, WorkingDir /app.
     fn prepared(argv: &[&str], files: &[&str]) -> (tempfile::TempDir, Prepared) {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        for f in files {
-            let p = root.join(f);
+        let (lower, upper) = (dir.path().join("lower"), dir.path().join("upper"));
+        for f in files.iter().chain(&["usr/bin/gone"]) {
+            let p = lower.join(f);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, "").unwrap();
         }
-        std::fs::create_dir_all(root.join("bin")).unwrap();
-        std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+        std::fs::create_dir_all(lower.join("bin")).unwrap();
+        std::os::unix::fs::symlink("busybox", lower.join("bin/sh")).unwrap();
+        std::fs::create_dir_all(upper.join("usr/bin")).unwrap();
+        std::fs::write(upper.join("usr/bin/.wh.gone"), "").unwrap();
+        overlay_whiteouts(&upper).unwrap();
         let base = Jail::prepare(&dir.path().join("host"), IdRange::new(310_000, 4).unwrap()).unwrap();
         let spec = ImageSpec {
             image: "sha256:x".into(),
@@ -260,8 +345,11 @@ mod tests {
             working_dir: "/app".into(),
             user: None,
         };
-        let jail = base.for_image(&root, &spec.working_dir, None).unwrap();
-        (dir, Prepared { spec, root, jail })
+        let jail = base
+            .for_image(dir.path(), dir.path(), "upper:lower", &spec.working_dir, None)
+            .unwrap();
+        let layers = vec![upper, lower];
+        (dir, Prepared { spec, layers, jail })
     }
 
     #[test]
@@ -275,6 +363,9 @@ mod tests {
         assert_eq!(p.argv(&["/abs".into()]).unwrap(), ["/abs"]);
         let e = p.argv(&["node".into()]).unwrap_err();
         assert!(e.contains("node is not on the image's PATH (/usr/bin:/bin)"), "{e}");
+        // Whited out by the upper layer.
+        let e = p.argv(&["gone".into()]).unwrap_err();
+        assert!(e.contains("gone is not on the image's PATH"), "{e}");
         let (_d, bare) = prepared(&[], &[]);
         let e = bare.argv(&[]).unwrap_err();
         assert!(e.contains("no Entrypoint or Cmd"), "{e}");
@@ -287,30 +378,110 @@ mod tests {
         );
     }
 
-    #[test]
-    fn an_image_root_gets_its_mount_points_whatever_it_had_there() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        std::fs::create_dir_all(root.join("dev")).unwrap();
-        // An image whose /tmp and /dev/null are links out of it.
-        std::os::unix::fs::symlink("/etc", root.join("tmp")).unwrap();
-        std::os::unix::fs::symlink("/etc/shadow", root.join("dev/null")).unwrap();
-        let base = Jail::prepare(&dir.path().join("host"), IdRange::new(320_000, 4).unwrap()).unwrap();
-        base.for_image(&root, "/srv", None).unwrap();
-        for d in ["tmp", "proc", "dev", ".old_root"] {
-            let m = std::fs::symlink_metadata(root.join(d)).unwrap();
-            assert!(m.is_dir(), "{d} is a real directory");
+    /// Unmounts (lazily) on drop.
+    struct Mounted(PathBuf);
+
+    impl Drop for Mounted {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
         }
-        let null = std::fs::symlink_metadata(root.join("dev/null")).unwrap();
-        assert!(null.is_file(), "a mount point of its own, not the link");
-        // Prepared again (a worker restart over the same cache): fine.
-        let jail = base.for_image(&root, "/srv", Some((1000, 100))).unwrap();
+    }
+
+    /// Layers unpacked and converted, mounted as the kernel's overlay (as
+    /// each sandbox does): whiteouts and opaque directories hide the lower
+    /// layers' files, the top layer's mount points cover the image's.
+    #[test]
+    fn converted_layers_overlay_as_the_image_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = |name: &str, entries: &[(&str, &str)]| {
+            let d = dir.path().join(name);
+            for (path, data) in entries {
+                let p = d.join(path);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, data).unwrap();
+            }
+            overlay_whiteouts(&d).unwrap();
+            d
+        };
+        let base = layer(
+            "base",
+            &[
+                ("etc/gone", "x"),
+                ("etc/kept", "k"),
+                ("opt/a", "a"),
+                ("opt/sub/b", "b"),
+                ("dev/null", "not a device"),
+            ],
+        );
+        std::os::unix::fs::symlink("/etc", base.join("tmp")).unwrap();
+        layer(
+            "upper",
+            &[("etc/.wh.gone", ""), ("opt/.wh..wh..opq", ""), ("opt/c", "c")],
+        );
+        let top = dir.path().join("top");
+        Jail::image_top(&top).unwrap();
+        Jail::image_top(&top).unwrap();
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let options = format!(
+            "lowerdir={}:{}:{}",
+            top.display(),
+            dir.path().join("upper").display(),
+            base.display()
+        );
+        nix::mount::mount(
+            Some("overlay"),
+            &mnt,
+            Some("overlay"),
+            nix::mount::MsFlags::MS_RDONLY,
+            Some(options.as_str()),
+        )
+        .expect("overlayfs (run as root)");
+        let _mounted = Mounted(mnt.clone());
+        assert!(!mnt.join("etc/gone").exists(), "whited out");
+        assert_eq!(std::fs::read_to_string(mnt.join("etc/kept")).unwrap(), "k");
+        assert!(!mnt.join("opt/a").exists() && !mnt.join("opt/sub").exists(), "opaque");
+        assert_eq!(std::fs::read_to_string(mnt.join("opt/c")).unwrap(), "c");
+        assert!(
+            std::fs::symlink_metadata(mnt.join("tmp")).unwrap().is_dir(),
+            "the top's /tmp"
+        );
+        assert_eq!(
+            std::fs::read_to_string(mnt.join("dev/null")).unwrap(),
+            "",
+            "the top's mount point"
+        );
+        assert!(mnt.join(".old_root").is_dir());
+        // A marker beside the file it hides (a malformed layer) is refused.
+        let bad = dir.path().join("bad");
+        std::fs::create_dir_all(&bad).unwrap();
+        std::fs::write(bad.join("x"), "").unwrap();
+        std::fs::write(bad.join(".wh.x"), "").unwrap();
+        assert!(overlay_whiteouts(&bad).is_err());
+    }
+
+    #[test]
+    fn too_many_layers_for_one_mount_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = Jail::prepare(&dir.path().join("host"), IdRange::new(330_000, 4).unwrap()).unwrap();
+        let jail = base
+            .for_image(
+                dir.path(),
+                dir.path(),
+                "top:l/0123456789abcdef",
+                "/srv",
+                Some((1000, 100)),
+            )
+            .unwrap();
         assert_eq!(
             jail.id_maps(400_000),
             (b"1000 400000 1".to_vec(), b"100 400000 1".to_vec())
         );
-        let plain = base.for_image(&root, "/srv", None).unwrap();
+        let plain = base.for_image(dir.path(), dir.path(), "top", "/srv", None).unwrap();
         assert_eq!(plain.id_maps(7).0, b"65534 7 1".to_vec());
+        let many = vec!["l/0123456789abcdef"; 300].join(":");
+        let e = base.for_image(dir.path(), dir.path(), &many, "/", None).err().unwrap();
+        assert!(e.to_string().contains("too many layers"), "{e}");
     }
 
     #[test]
@@ -324,6 +495,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(root.join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
+        let root = &[root.to_path_buf()][..];
         assert_eq!(resolve_user(root, "app").unwrap(), (1000, 1001));
         assert_eq!(resolve_user(root, "app:staff").unwrap(), (1000, 50));
         assert_eq!(resolve_user(root, "1000").unwrap(), (1000, 1001));
@@ -335,8 +507,8 @@ mod tests {
         let e = resolve_user(root, "app:wheel").unwrap_err();
         assert!(e.contains("group \"wheel\""), "{e}");
         // A passwd that is a link (to the host's) is not read.
-        std::fs::remove_file(root.join("etc/passwd")).unwrap();
-        std::os::unix::fs::symlink("/etc/passwd", root.join("etc/passwd")).unwrap();
+        std::fs::remove_file(dir.path().join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("etc/passwd")).unwrap();
         assert!(resolve_user(root, "root").is_err());
     }
 }

@@ -1,11 +1,8 @@
-//! An image's root filesystem on a worker: each layer unpacked once into a
-//! directory of its own ([`unpack_layer`]), whiteout markers kept as the
-//! empty files they are; an image's root then made of its layers bottom
-//! first ([`flatten`]): directories created, files hard-linked to the
-//! layers' (so images sharing a base share its files on disk), symlinks
-//! copied, and each layer's whiteouts (`.wh.<name>`: delete the lower
-//! layers' `<name>`; `.wh..wh..opq`: hide the lower layers' contents of
-//! its directory) applied before its own entries.
+//! An image's layers on a worker: each unpacked once into a directory of
+//! its own ([`unpack_layer`]), whiteout markers (`.wh.<name>`: the lower
+//! layers' `<name>` is gone; `.wh..wh..opq`: the lower layers' contents of
+//! its directory are hidden) kept as the empty files they are, for the
+//! worker to turn into overlayfs's own and stack (`worker/src/images.rs`).
 //!
 //! A layer is as hostile as a package: `..` and absolute names, device
 //! nodes, a whiteout naming no sibling (`.wh.`, `.wh..`), hard links to
@@ -220,61 +217,6 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), PackageError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| io_err(path, e))
 }
 
-/// Make the root `dest` (an empty directory) of `layers`, unpacked layer
-/// directories bottom first.
-pub fn flatten(layers: &[PathBuf], dest: &Path) -> Result<(), PackageError> {
-    for layer in layers {
-        apply(layer, dest)?;
-    }
-    Ok(())
-}
-
-/// One layer's directory `src` over `dst`: whiteouts first, then entries.
-fn apply(src: &Path, dst: &Path) -> Result<(), PackageError> {
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(src).map_err(|e| io_err(src, e))? {
-        names.push(entry.map_err(|e| io_err(src, e))?.file_name());
-    }
-    names.sort();
-    for name in &names {
-        let Some(s) = name.to_str() else { continue };
-        if s == OPAQUE {
-            for lower in std::fs::read_dir(dst).map_err(|e| io_err(dst, e))? {
-                clear(&lower.map_err(|e| io_err(dst, e))?.path())?;
-            }
-        } else if let Some(target) = s.strip_prefix(WHITEOUT) {
-            clear(&dst.join(target))?;
-        }
-    }
-    for name in &names {
-        if name.to_str().is_some_and(|s| s.starts_with(WHITEOUT)) {
-            continue;
-        }
-        let (from, to) = (src.join(name), dst.join(name));
-        let meta = std::fs::symlink_metadata(&from).map_err(|e| io_err(&from, e))?;
-        if meta.is_dir() {
-            match std::fs::symlink_metadata(&to) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    clear(&to)?;
-                    std::fs::create_dir(&to).map_err(|e| io_err(&to, e))?;
-                }
-                Err(_) => std::fs::create_dir(&to).map_err(|e| io_err(&to, e))?,
-            }
-            set_mode(&to, meta.permissions().mode() & 0o7777)?;
-            apply(&from, &to)?;
-        } else if meta.file_type().is_symlink() {
-            clear(&to)?;
-            let link = std::fs::read_link(&from).map_err(|e| io_err(&from, e))?;
-            std::os::unix::fs::symlink(link, &to).map_err(|e| io_err(&to, e))?;
-        } else {
-            clear(&to)?;
-            std::fs::hard_link(&from, &to).map_err(|e| io_err(&to, e))?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,70 +283,6 @@ mod tests {
 
     fn read(root: &Path, rel: &str) -> Option<String> {
         std::fs::read_to_string(root.join(rel)).ok()
-    }
-
-    #[test]
-    fn layers_apply_in_order_with_whiteouts_and_opaque_dirs() {
-        let base = unpack(&[
-            ("etc/", 'd', ""),
-            ("etc/os-release", 'f', "base"),
-            ("etc/gone", 'f', "x"),
-            ("opt/", 'd', ""),
-            ("opt/a", 'f', "a"),
-            ("opt/sub/b", 'f', "b"),
-            ("bin/sh", 'f', "sh"),
-            ("bin/ash", 'l', "/bin/sh"),
-        ])
-        .unwrap();
-        let top = unpack(&[
-            ("etc/.wh.gone", 'f', ""),
-            ("etc/os-release", 'f', "top"),
-            ("opt/.wh..wh..opq", 'f', ""),
-            ("opt/c", 'f', "c"),
-            ("var/task/app.py", 'f', "print()"),
-        ])
-        .unwrap();
-        let root = tempfile::tempdir().unwrap();
-        flatten(&[base.path().into(), top.path().into()], root.path()).unwrap();
-        let r = root.path();
-        assert_eq!(read(r, "etc/os-release").as_deref(), Some("top"));
-        assert!(!r.join("etc/gone").exists(), "whited out");
-        assert!(!r.join("etc/.wh.gone").exists(), "markers are not files of the root");
-        assert_eq!(read(r, "opt/c").as_deref(), Some("c"));
-        assert!(
-            !r.join("opt/a").exists() && !r.join("opt/sub").exists(),
-            "opaque hides the lower"
-        );
-        assert_eq!(std::fs::read_link(r.join("bin/ash")).unwrap(), Path::new("/bin/sh"));
-        assert_eq!(read(r, "var/task/app.py").as_deref(), Some("print()"));
-        // Files are the layers' own, hard-linked: shared on disk.
-        use std::os::unix::fs::MetadataExt as _;
-        assert_eq!(
-            std::fs::metadata(r.join("bin/sh")).unwrap().ino(),
-            std::fs::metadata(base.path().join("bin/sh")).unwrap().ino()
-        );
-        // The lower layer itself is untouched.
-        assert_eq!(read(base.path(), "opt/a").as_deref(), Some("a"));
-    }
-
-    #[test]
-    fn a_whiteout_in_the_same_layer_hides_only_the_lower() {
-        let base = unpack(&[("a/x", 'f', "lower")]).unwrap();
-        let top = unpack(&[("a/x", 'f', "upper"), ("a/.wh..wh..opq", 'f', ""), ("a/y", 'f', "y")]).unwrap();
-        let root = tempfile::tempdir().unwrap();
-        flatten(&[base.path().into(), top.path().into()], root.path()).unwrap();
-        assert_eq!(read(root.path(), "a/x").as_deref(), Some("upper"));
-        assert_eq!(read(root.path(), "a/y").as_deref(), Some("y"));
-    }
-
-    #[test]
-    fn a_file_may_replace_a_directory_and_back() {
-        let base = unpack(&[("a/b/c", 'f', "deep"), ("f", 'f', "file")]).unwrap();
-        let top = unpack(&[("a", 'f', "now a file"), ("f/g", 'f', "now a dir")]).unwrap();
-        let root = tempfile::tempdir().unwrap();
-        flatten(&[base.path().into(), top.path().into()], root.path()).unwrap();
-        assert_eq!(read(root.path(), "a").as_deref(), Some("now a file"));
-        assert_eq!(read(root.path(), "f/g").as_deref(), Some("now a dir"));
     }
 
     #[test]

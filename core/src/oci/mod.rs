@@ -3,9 +3,8 @@
 //! an OCI layout directory, an `oci-archive` tarball, or a `docker save`
 //! tarball), checked blob by blob against its digest, narrowed to the one
 //! platform workers run (linux/amd64), and described for the worker as an
-//! [`ImageSpec`]; and how a worker makes a root filesystem of its layers
-//! (`layer`: each layer unpacked once, safely; the image's root a tree of
-//! hard links to them, whiteouts applied).
+//! [`ImageSpec`]; and how a worker unpacks its layers (`layer`: each once,
+//! safely, its whiteouts kept for the worker's overlay).
 
 pub mod layer;
 mod read;

@@ -10,7 +10,10 @@
 //!
 //! A function that brings its own image gets the same sandbox over the
 //! image's root instead ([`Jail::for_image`], once per image on a worker):
-//! no host paths and no code bind, its working directory the image's.
+//! a read-only overlay of the image's layers under the worker's own top
+//! layer of mount points ([`Jail::image_top`]), mounted in the sandbox's
+//! mount namespace; no host paths and no code bind, its working directory
+//! the image's.
 //!
 //! [`Jail::prepare`] runs once per worker: it lays out the root directory
 //! (mount points, symlinks; shared by every sandbox, each mounting onto it
@@ -27,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::ids::{HostId, IdRange};
-use super::sys::{self, MountAttr, Step, cstr};
+use super::sys::{self, MountAttr, Step, cstr, cstring};
 
 /// Where the function's code appears inside the sandbox (Lambda's path).
 pub const TASK_ROOT: &str = "/var/task";
@@ -58,6 +61,13 @@ const ETC: &[&str] = &[
 /// Device nodes bound from the host's /dev (no /dev/random: getrandom(2)
 /// and /dev/urandom are the same pool).
 const DEVICES: &[&str] = &["null", "zero", "urandom"];
+/// /dev's links into the sandbox's own /proc.
+const DEV_LINKS: [(&str, &str); 4] = [
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+];
 /// The sandbox's procfs options: nothing but processes (no /proc/sys,
 /// kcore, kallsyms, meminfo, ...), and none of another user's (Linux 5.8).
 const PROC_OPTIONS: &std::ffi::CStr = c"subset=pid,hidepid=invisible";
@@ -128,6 +138,17 @@ pub struct Jail {
     /// The uid and gid a sandbox's host id is seen as inside: 65534, or an
     /// image's `User`.
     inside: (u32, u32),
+    /// An image's root: mounted as an overlay of its layers instead of
+    /// binding `root` onto itself.
+    overlay: Option<Overlay>,
+}
+
+/// An overlay mount of an image's layers, prepared for the child.
+struct Overlay {
+    /// Where its `lowerdir`s are relative to (the child changes into it to
+    /// mount: short relative paths keep many layers within one page).
+    layers: CString,
+    options: CString,
 }
 
 /// Run `steps` with this process dumpable, and make it undumpable again
@@ -181,38 +202,64 @@ impl Jail {
             }
             bind(host, inside, true)?;
         }
-        Jail::finish(root, binds, Some(cstr(&root.join("var/task"))?), TASK_ROOT, ids)
+        Jail::finish(root, true, binds, Some(cstr(&root.join("var/task"))?), TASK_ROOT, ids)
     }
 
-    /// The same sandbox over an image's root `root` (a flattened tree of
-    /// this worker's, shared by the image's sandboxes): its mount points
-    /// made (whatever the image had at /tmp, /proc, /dev's nodes and
-    /// /.old_root gives way: they are directory entries of this tree, never
-    /// the layers' files), the process started in `working_dir`.
-    /// Its process runs as `user` (uid, gid) inside, 65534 when None.
-    pub fn for_image(&self, root: &Path, working_dir: &str, user: Option<(u32, u32)>) -> io::Result<Jail> {
-        for d in ["tmp", "proc", "dev", ".old_root", ".masked"] {
-            let p = root.join(d);
-            match std::fs::symlink_metadata(&p) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    std::fs::remove_file(&p)?;
-                    std::fs::create_dir(&p)?;
-                }
-                Err(_) => std::fs::create_dir(&p)?,
+    /// Lay out `top`, the worker's own topmost layer of every image's root:
+    /// the mount points a sandbox needs (/tmp, /proc, /dev's nodes and
+    /// links, /.old_root), over whatever an image has there. Once per
+    /// worker; what is there already stays.
+    pub fn image_top(top: &Path) -> io::Result<()> {
+        for d in ["", "tmp", "proc", "dev", ".old_root", ".masked"] {
+            std::fs::create_dir_all(top.join(d))?;
+        }
+        for name in DEVICES {
+            let p = top.join("dev").join(name);
+            if std::fs::symlink_metadata(&p).is_err() {
+                std::fs::File::create(&p)?;
             }
         }
-        for name in ["fd", "stdin", "stdout", "stderr"].iter().chain(DEVICES) {
-            let p = root.join("dev").join(name);
-            match std::fs::symlink_metadata(&p) {
-                Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p)?,
-                Ok(_) => std::fs::remove_file(&p)?,
-                Err(_) => {}
+        for (name, target) in DEV_LINKS {
+            let p = top.join("dev").join(name);
+            if std::fs::symlink_metadata(&p).is_err() {
+                std::os::unix::fs::symlink(target, &p)?;
             }
+        }
+        Ok(())
+    }
+
+    /// The same sandbox over an image: its root a read-only overlay mounted
+    /// at `mount_point` (an empty directory) of `lowerdirs` (overlayfs's
+    /// `top:layerN:…:layer1`, relative to `layers`: the worker's top, then
+    /// the image's layers, topmost first); no host paths, no code bind; the
+    /// process started in `working_dir`, as `user` (uid, gid) inside, or
+    /// 65534.
+    pub fn for_image(
+        &self,
+        mount_point: &Path,
+        layers: &Path,
+        lowerdirs: &str,
+        working_dir: &str,
+        user: Option<(u32, u32)>,
+    ) -> io::Result<Jail> {
+        let options = format!("lowerdir={lowerdirs}");
+        // The kernel reads mount options from one page.
+        if options.len() >= 4096 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the image has too many layers for one overlay mount ({} bytes of options)",
+                    options.len()
+                ),
+            ));
         }
         let working_dir = if working_dir.starts_with('/') { working_dir } else { "/" };
-        let mut jail = Jail::finish(root, Vec::new(), None, working_dir, self.ids.clone())?;
+        let mut jail = Jail::finish(mount_point, false, Vec::new(), None, working_dir, self.ids.clone())?;
         jail.inside = user.unwrap_or(jail.inside);
+        jail.overlay = Some(Overlay {
+            layers: cstr(layers)?,
+            options: cstring(options, "the overlay's options")?,
+        });
         Ok(jail)
     }
 
@@ -225,9 +272,12 @@ impl Jail {
         )
     }
 
-    /// What every root has: /dev's nodes and links, the procfs masks.
+    /// What every root has: /dev's nodes (made under `root` when `lay_out`:
+    /// an image's come with the worker's top layer) and links, the procfs
+    /// masks.
     fn finish(
         root: &Path,
+        lay_out: bool,
         mut binds: Vec<Bind>,
         task_mount: Option<CString>,
         task_root: &str,
@@ -235,20 +285,19 @@ impl Jail {
     ) -> io::Result<Jail> {
         for name in DEVICES {
             let inside = root.join("dev").join(name);
-            std::fs::File::create(&inside)?;
+            if lay_out {
+                std::fs::File::create(&inside)?;
+            }
             binds.push(Bind {
                 src: cstr(&Path::new("/dev").join(name))?,
                 dst: cstr(&inside)?,
                 read_only: false,
             });
         }
-        for (name, target) in [
-            ("fd", "/proc/self/fd"),
-            ("stdin", "/proc/self/fd/0"),
-            ("stdout", "/proc/self/fd/1"),
-            ("stderr", "/proc/self/fd/2"),
-        ] {
-            std::os::unix::fs::symlink(target, root.join("dev").join(name))?;
+        for (name, target) in DEV_LINKS {
+            if lay_out {
+                std::os::unix::fs::symlink(target, root.join("dev").join(name))?;
+            }
         }
         let mut proc_masks = Vec::new();
         for name in PROC_MASKED {
@@ -287,6 +336,7 @@ impl Jail {
             binds,
             ids,
             inside: (super::ids::INSIDE, super::ids::INSIDE),
+            overlay: None,
         })
     }
 
@@ -307,7 +357,7 @@ impl Jail {
     #[allow(unsafe_code)]
     pub unsafe fn enter(&self, code_dir: &CStr, host_id: u32, (uid_map, gid_map): (&[u8], &[u8])) -> Step {
         make_mounts_private()?;
-        self.bind_root()?;
+        self.mount_root()?;
         self.bind_host_paths()?;
         self.bind_code(code_dir)?;
         self.mount_tmp()?;
@@ -321,8 +371,20 @@ impl Jail {
         drop_capabilities()
     }
 
-    /// The new root must be a mount point for pivot_root.
-    fn bind_root(&self) -> Step {
+    /// The new root, a mount point as pivot_root needs: the root directory
+    /// bound onto itself, or an image's layers as a read-only overlay.
+    fn mount_root(&self) -> Step {
+        if let Some(o) = &self.overlay {
+            sys::chdir("chdir to the image's layers", &o.layers)?;
+            return sys::mount(
+                "the image's root (overlay)",
+                Some(c"overlay"),
+                &self.root,
+                Some(c"overlay"),
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+                Some(&o.options),
+            );
+        }
         sys::mount(
             "the root",
             Some(&self.root),

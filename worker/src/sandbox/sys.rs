@@ -200,6 +200,24 @@ pub(crate) fn mount_setattr(step: &'static str, path: &CStr, flags: libc::c_int,
     })
 }
 
+/// lsetxattr(2): the extended attribute `name` of `path` (not followed if
+/// a link) set to `value`. Used by the worker on its own files (an image
+/// layer's opaque directories, `images.rs`), not by the child.
+pub(crate) fn lsetxattr(step: &'static str, path: &CStr, name: &CStr, value: &[u8]) -> Step {
+    // SAFETY: the kernel reads a NUL-terminated path and name and
+    // `value.len()` bytes of `value`, all borrowed for the call.
+    check(step, unsafe {
+        raw!(
+            SYS_lsetxattr,
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr(),
+            value.len(),
+            0
+        )
+    })
+}
+
 /// umount2(2).
 pub(crate) fn umount2(step: &'static str, target: &CStr, flags: libc::c_int) -> Step {
     // SAFETY: the kernel reads a NUL-terminated path borrowed for the call.
