@@ -170,6 +170,12 @@ fn layer_blobs(layout: &Path) -> anyhow::Result<Vec<PathBuf>> {
         .collect()
 }
 
+/// Write back what is dirty, so that a timed step does not pay for the
+/// one before.
+fn sync() {
+    let _ = Command::new("sync").status();
+}
+
 /// Plain `tar -xzf` of `layers` into a fresh directory, ms.
 fn tar_extract(layers: &[PathBuf]) -> anyhow::Result<f64> {
     let dest = tempfile::tempdir()?;
@@ -290,6 +296,9 @@ pub async fn run(scale: &Scale) -> anyhow::Result<Scenario> {
         p.interrupt_and_wait(std::time::Duration::from_secs(30));
         std::fs::remove_dir_all(&images_dir).context("wipe the worker's image cache")?;
         p.restart(&nats).await?;
+        // Both timed steps start with nothing dirty to write back: what the
+        // one before wrote would slow the next (it did, by seconds).
+        sync();
         let t = Instant::now();
         let r = p.post("img", "{}").await;
         let ms = t.elapsed().as_secs_f64() * 1000.0;
@@ -297,6 +306,7 @@ pub async fn run(scale: &Scale) -> anyhow::Result<Scenario> {
             bail!("img after a restart: {} {}\n{}", r.status, r.text(), p.log());
         }
         first_ms.push(ms);
+        sync();
         tar_ms.push(tar_extract(&blobs)?);
         eprintln!(
             "  first start {ms:.0} ms (cold with layers there {image_cold:.0} ms), tar -x {:.0} ms",
@@ -357,7 +367,7 @@ pub async fn run(scale: &Scale) -> anyhow::Result<Scenario> {
         setup: format!(
             "{} ({:.1} MB of layer blobs); one `stoke up`, 50 ms idle TTL. Cold: {} round(s) of {} alternating cold invokes each, after {WARMUP} unmeasured; \
              request → response. First start: {} restart(s) with the worker's image cache wiped, the first \
-             invoke's time less the cold p50 above, against `tar -xzf` of the same blobs. Disk: `du` of the \
+             invoke's time less the cold p50 above, against `tar -xzf` of the same blobs (`sync` before each). Disk: `du` of the \
              worker's image cache (hard links counted once) with {sharing} functions on that base (all but one \
              add a small layer each), against with one.",
             subject.what,
