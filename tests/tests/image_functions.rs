@@ -131,3 +131,38 @@ async fn an_image_runs_as_its_user() {
     assert_eq!(r.status, 200, "{}\n{}", r.text(), p.log());
     assert_eq!(r.json(), serde_json::json!({"uid": 4242, "gid": 7}));
 }
+
+/// Two functions on the same layers started at once (a fresh worker): each
+/// image is prepared once, the shared layers unpacked once, both answer.
+#[tokio::test]
+async fn two_images_sharing_layers_start_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let built = busybox_image(dir.path(), "/bin/busybox cat /etc/new", &[]);
+    let nats = Nats::start().await.unwrap();
+    let p = Platform::start(&nats).await.unwrap();
+    let mut fns = Vec::new();
+    for (name, image) in [("one", &built.layout), ("two", &built.oci_archive)] {
+        let f = tempfile::tempdir().unwrap();
+        std::fs::write(
+            f.path().join("stoke.toml"),
+            format!(
+                "name = \"{name}\"\nimage = \"{}\"\nmode = \"exec\"\n\n[[triggers]]\nhttp = true\nevent = \"body\"\n",
+                image.display()
+            ),
+        )
+        .unwrap();
+        p.deploy(f.path());
+        fns.push(f);
+    }
+    let (a, b, c) = tokio::join!(p.post("one", ""), p.post("two", ""), p.post("one", ""));
+    for r in [a, b, c] {
+        assert_eq!(r.status, 200, "{}\n{}", r.text(), p.log());
+        assert_eq!(r.text(), "from layer 2");
+    }
+    let layers = std::fs::read_dir(p.data_dir.path().join("worker/images/layers"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect::<Vec<_>>();
+    assert_eq!(layers.len(), 2, "shared layers once, no temp dirs left: {layers:?}");
+}

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use stoke_core::oci::{ImageSpec, layer};
 use stoke_core::package::Limits;
-use tokio::sync::Mutex;
+use tokio::sync::OnceCell;
 
 use crate::WorkerError;
 use crate::packages::fetch_blob;
@@ -41,8 +41,9 @@ pub struct ImageCache {
     limits: Limits,
     /// Largest spec blob.
     max_spec: u64,
-    /// By spec digest; the lock makes concurrent cold starts prepare once.
-    prepared: Mutex<HashMap<String, Arc<Prepared>>>,
+    /// By spec digest, each made once however many cold starts wait for
+    /// it (one image's fetch does not hold another's up).
+    prepared: std::sync::Mutex<HashMap<String, Arc<OnceCell<Arc<Prepared>>>>>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WorkerError + '_ {
@@ -70,7 +71,7 @@ impl ImageCache {
                 max_entries: 500_000,
             },
             max_spec: 1 << 20,
-            prepared: Mutex::new(HashMap::new()),
+            prepared: std::sync::Mutex::default(),
         })
     }
 
@@ -92,10 +93,25 @@ impl ImageCache {
         if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(WorkerError::Package(format!("bad image digest {digest:?}")));
         }
-        let mut prepared = self.prepared.lock().await;
-        if let Some(p) = prepared.get(digest) {
-            return Ok(p.clone());
-        }
+        let cell = self
+            .prepared
+            .lock()
+            .expect("not poisoned")
+            .entry(digest.to_string())
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| self.prepare(digest, base, client))
+            .await
+            .cloned()
+    }
+
+    /// Fetch and unpack what the image `digest` needs; its jail.
+    async fn prepare(
+        &self,
+        digest: &str,
+        base: &Jail,
+        client: &mut crate::DispatcherClient,
+    ) -> Result<Arc<Prepared>, WorkerError> {
         let data = fetch_blob(client, digest, self.max_spec).await?;
         let spec =
             ImageSpec::from_bytes(&data).map_err(|e| WorkerError::Package(format!("image spec {digest}: {e}")))?;
@@ -117,9 +133,7 @@ impl ImageCache {
         let jail = base
             .for_image(&self.root.join("mnt"), &self.root, &lowerdirs, &spec.working_dir, user)
             .map_err(|e| WorkerError::Package(format!("image {}: {e}", spec.image)))?;
-        let p = Arc::new(Prepared { spec, layers, jail });
-        prepared.insert(digest.to_string(), p.clone());
-        Ok(p)
+        Ok(Arc::new(Prepared { spec, layers, jail }))
     }
 
     /// The layer with blob digest `digest`, unpacked (fetched if needed).
@@ -135,25 +149,29 @@ impl ImageCache {
             let made = layer::unpack_layer(&data, &tmp, &self.limits)
                 .map_err(|e| WorkerError::Package(format!("layer {digest}: {e}")))
                 .and_then(|_| overlay_whiteouts(&tmp).map_err(|e| WorkerError::Package(format!("layer {digest}: {e}"))))
-                .and_then(|()| std::fs::rename(&tmp, &dir).map_err(io(&dir)));
-            if let Err(e) = made {
-                let _ = std::fs::remove_dir_all(&tmp);
-                return Err(e);
-            }
+                // Another image's start may have put the same layer there
+                // meanwhile: theirs will do.
+                .and_then(|()| match std::fs::rename(&tmp, &dir) {
+                    Err(_) if dir.is_dir() => Ok(()),
+                    other => other.map_err(io(&dir)),
+                });
+            let _ = std::fs::remove_dir_all(&tmp);
+            made?;
         }
         let link = self.root.join(short(digest));
         let target = Path::new("../layers").join(digest);
-        match std::fs::read_link(&link) {
-            Ok(t) if t == target => {}
-            Ok(other) => {
-                return Err(WorkerError::Package(format!(
-                    "layer {digest}: its short name is taken by {}",
-                    other.display()
-                )));
-            }
-            Err(_) => std::os::unix::fs::symlink(&target, &link).map_err(io(&link))?,
+        if std::fs::read_link(&link).is_err() {
+            // (Made meanwhile by another start: checked below.)
+            let _ = std::os::unix::fs::symlink(&target, &link);
         }
-        Ok(dir)
+        match std::fs::read_link(&link) {
+            Ok(t) if t == target => Ok(dir),
+            Ok(other) => Err(WorkerError::Package(format!(
+                "layer {digest}: its short name is taken by {}",
+                other.display()
+            ))),
+            Err(e) => Err(io(&link)(e)),
+        }
     }
 }
 
