@@ -187,18 +187,26 @@ async fn killing_dispatcher_nats_and_broker_loses_nothing() {
     let f = hello_with("concurrency = 16\nmax_attempts = 50");
     c.deploy(f.path());
     let started = Instant::now();
-    let accepted = accept(&c.http, 0..EVENTS).await;
-    assert_eq!(accepted, EVENTS);
+    let accepting = {
+        let http = c.http.clone();
+        tokio::spawn(async move { accept(&http, 0..EVENTS).await })
+    };
 
     let db = stoke_tests::open_db(&c.db_path()).await;
     let done = |db: sqlx::SqlitePool| async move { count(&db, "SELECT count(*) FROM completions").await };
-    // Dispatcher: SIGKILL mid-drain, restart on the same address.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Dispatcher: SIGKILL mid-drain (once the first events are done, while
+    // the rest are still being accepted: a fixed sleep after accepting them
+    // all once found 899 done), restart on the same address.
+    eventually(Duration::from_secs(30), "the first completions", || async {
+        (done(db.clone()).await >= 20).then_some(())
+    })
+    .await;
     let before = done(db.clone()).await;
     let mut d = c.dispatcher.take().unwrap();
     let _ = d.kill();
     let _ = d.wait();
     c.dispatcher = Some(c.spawn(&["dispatcher", "--admin", &c.admin.clone()], "dispatcher"));
+    assert_eq!(accepting.await.unwrap(), EVENTS);
     // nats-server: SIGKILL, restart on the same port and store.
     tokio::time::sleep(Duration::from_millis(800)).await;
     nats.kill_and_restart().await;
