@@ -281,10 +281,7 @@ async fn run_function(
         method,
         raw_path,
         raw_query,
-        headers: headers
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-            .collect(),
+        headers: header_pairs(&headers),
         body: payload.clone(),
         protocol,
         source_ip,
@@ -348,6 +345,15 @@ async fn run_function(
 /// The caller's trace context: a valid `traceparent`, else a valid
 /// `X-Amzn-Trace-Id`, else none (the invoker starts a trace). A malformed
 /// header is ignored, never refused.
+/// A request's headers as (name, value) pairs, those whose value is not
+/// text left out (what the 2.0 event and SigV4 both take).
+pub(crate) fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
+}
+
 pub(crate) fn trace_context(headers: &HeaderMap) -> Option<TraceContext> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     TraceContext::from_headers(text(naming::headers::TRACEPARENT), text(naming::headers::XRAY_TRACE_ID))

@@ -38,7 +38,7 @@ use stoke_bus::{InvokeError, InvokeRequest, Invoked, Invoker, Via};
 use stoke_proto::{InvocationInfo, InvocationStatus};
 
 use crate::eventstream;
-use crate::gateway::{BodyError, authorization, read_body, trace_context};
+use crate::gateway::{BodyError, authorization, header_pairs, read_body, trace_context};
 
 pub fn router() -> Router<Invoker> {
     Router::new()
@@ -140,10 +140,7 @@ impl Call {
                 method,
                 raw_path,
                 raw_query,
-                headers: headers
-                    .iter()
-                    .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-                    .collect(),
+                headers: header_pairs(&headers),
                 body_sha256: hex::encode(sha2::Sha256::digest(&body)),
             })
         });
