@@ -252,6 +252,17 @@ export const handler = awslambda.streamifyResponse(async (event, responseStream,
 /// while the invocation is still running (asserted on order, not speed) —
 /// server-sent events work, an answer may pass the 6 MiB buffered cap, and
 /// an error after the first byte ends the body abruptly.
+/// Wait (at most `within`) until invocation `id` has succeeded.
+async fn succeeded(p: &Platform, id: &str, within: Duration) {
+    let http = reqwest::Client::new();
+    let url = p.url(&format!("/invocations/{id}"));
+    stoke_tests::eventually(within, &format!("invocation {id} to succeed"), || async {
+        let v: serde_json::Value = http.get(&url).send().await.ok()?.json().await.ok()?;
+        (v["status"] == "succeeded").then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_streamed_answer_reaches_the_client_as_it_comes() {
     let handler = r#"
@@ -346,22 +357,7 @@ export const handler = awslambda.streamifyResponse(async (event, responseStream)
         rest.extend_from_slice(&c);
     }
     assert_eq!(rest, b"data: two\n\n");
-    stoke_tests::eventually(
-        Duration::from_secs(10),
-        "the streamed invocation to complete",
-        || async {
-            let v: serde_json::Value = http
-                .get(p.url(&format!("/invocations/{id}")))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (v["status"] == "succeeded").then_some(())
-        },
-    )
-    .await;
+    succeeded(&p, &id, Duration::from_secs(10)).await;
 
     // Billed until the stream ended (the function waited 3 s mid-stream).
     let db = p.db().await;
@@ -383,22 +379,7 @@ export const handler = awslambda.streamifyResponse(async (event, responseStream)
     let gone = r.headers()["x-stoke-invocation-id"].to_str().unwrap().to_string();
     assert_eq!(&r.chunk().await.unwrap().unwrap()[..], b"data: one\n\n");
     drop(r);
-    stoke_tests::eventually(
-        Duration::from_secs(15),
-        "the abandoned stream's invocation to complete",
-        || async {
-            let v: serde_json::Value = http
-                .get(p.url(&format!("/invocations/{gone}")))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (v["status"] == "succeeded").then_some(())
-        },
-    )
-    .await;
+    succeeded(&p, &gone, Duration::from_secs(15)).await;
 
     // Past the 6 MiB a buffered answer may have.
     let r = http.get(p.url("/fn/live?big=1")).send().await.unwrap();
