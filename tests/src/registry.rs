@@ -109,6 +109,17 @@ impl Registry {
         reference
     }
 
+    /// The file the registry serves the blob with sha256 hex `hex` from
+    /// (its filesystem storage), to tamper with.
+    pub fn blob_file(&self, hex: &str) -> std::path::PathBuf {
+        self.dir
+            .path()
+            .join("storage/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
     /// Stop the registry (SIGKILL): its port refuses connections after.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

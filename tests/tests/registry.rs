@@ -231,3 +231,56 @@ async fn refused_pulls_leave_the_current_version_alone() {
     let r = p.post("reg", "{}").await;
     assert_eq!((r.status, r.text().trim()), (200, "A"), "{}", p.log());
 }
+
+/// A registry that serves a layer whose bytes are not its digest's (one
+/// byte of its stored copy flipped, the size unchanged): the deploy is
+/// refused naming the mismatch, no blob of that image is stored, and the
+/// current version runs on.
+#[tokio::test]
+async fn a_tampered_layer_from_a_registry_is_refused_and_nothing_is_stored() {
+    let registry = Registry::start().await.unwrap();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let reference = registry.push(&marked_image(a.path(), "A"), "fn", "1");
+    let layout_b = marked_image(b.path(), "B");
+    let tampered = registry.push(&layout_b, "fn", "2");
+    // B's own layer (its first is A's too): the last of its manifest.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout_b.join("index.json")).unwrap()).unwrap();
+    let blob = |d: &serde_json::Value| layout_b.join("blobs/sha256").join(&d.as_str().unwrap()[7..]);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(&index["manifests"][0]["digest"])).unwrap()).unwrap();
+    let top = manifest["layers"].as_array().unwrap().last().unwrap()["digest"]
+        .as_str()
+        .unwrap()[7..]
+        .to_string();
+    let served = registry.blob_file(&top);
+    let mut data = std::fs::read(&served).unwrap_or_else(|e| panic!("{}: {e}", served.display()));
+    let last = data.len() - 1;
+    data[last] ^= 0xff;
+    std::fs::write(&served, data).unwrap();
+
+    let nats = Nats::start().await.unwrap();
+    let p = platform(&nats, &[&registry]).await;
+    let f = function(&reference);
+    let (ok, text) = deploy(&p, f.path(), &[]);
+    assert!(ok, "{text}\n{}", p.log());
+    let db = p.db().await;
+    let blobs = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM packages")
+            .fetch_one(&db)
+            .await
+            .unwrap()
+    };
+    let before = blobs().await;
+
+    let (ok, text) = deploy(&p, f.path(), &["--image", &tampered]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("does not match its digest") && text.contains(&top),
+        "{text}"
+    );
+    assert_eq!(blobs().await, before, "nothing of the refused image stored");
+    assert_eq!(versions(&p), 1, "no version recorded");
+    let r = p.post("reg", "{}").await;
+    assert_eq!((r.status, r.text().trim()), (200, "A"), "{}", p.log());
+}
